@@ -1,0 +1,31 @@
+# PowerBank — `make run` and `make test` do all set-up on a machine with only Python.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+HOST ?= 127.0.0.1
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test install clean-db
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Serve the demo at http://$(HOST):$(PORT) with simulated chargers connected.
+run: $(STAMP)
+	POWERBANK_DEMO=1 $(BIN)/powerbank db upgrade
+	POWERBANK_DEMO=1 $(BIN)/powerbank demo-data --if-empty
+	POWERBANK_DEMO=1 $(BIN)/powerbank serve --host $(HOST) --port $(PORT) --simulate
+
+## Run the whole test suite.
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## Remove the local demo database (the next `make run` loads fresh demo data).
+clean-db:
+	rm -f var/powerbank.db var/powerbank.db-wal var/powerbank.db-shm

@@ -1,0 +1,99 @@
+"""PowerBank: sign EV charge points up for grid balancing, and deliver it over OCPP."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from quart import Quart, Response, render_template
+from quart_auth import QuartAuth
+from werkzeug.exceptions import HTTPException
+
+from powerbank.config import DEFAULTS, PROJECT_ROOT, database_url
+from powerbank.db import make_engine, make_sessionmaker
+from powerbank.errors import ForbiddenError, NotFoundError
+from powerbank.htmx import add_vary
+from powerbank.web import LoginThrottle, init_web
+
+
+class ConfigurationError(RuntimeError):
+    """The app cannot start with this configuration."""
+
+
+def create_app(config_overrides: dict[str, Any] | None = None) -> Quart:
+    """Build the PowerBank app: defaults, then POWERBANK_* environment variables, then overrides."""
+    app = Quart(
+        __name__,
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+    )
+    app.config.update(DEFAULTS)
+    app.config["DATABASE_URL"] = None
+    app.config.from_prefixed_env("POWERBANK")
+    app.config.update(config_overrides or {})
+    _check_config(app)
+
+    QuartAuth(app)
+    app.extensions["powerbank.login_throttle"] = LoginThrottle(
+        app.config["LOGIN_MAX_FAILURES"], app.config["LOGIN_FAILURE_WINDOW_S"]
+    )
+    init_web(app)
+    _register_blueprints(app)
+    _register_error_handlers(app)
+    _register_lifecycle(app)
+    return app
+
+
+def _check_config(app: Quart) -> None:
+    relaxed = bool(app.config["DEMO"] or app.config["DEV"])
+    if not app.config["SECRET_KEY"]:
+        if not relaxed:
+            raise ConfigurationError(
+                "POWERBANK_SECRET_KEY is not set. Set it to a long random value "
+                "(or POWERBANK_DEMO=1 / POWERBANK_DEV=1 to try PowerBank locally)."
+            )
+        app.config["SECRET_KEY"] = secrets.token_urlsafe(32)
+    app.config["DATABASE_URL"] = app.config["DATABASE_URL"] or database_url()
+    # Cookies only travel over HTTPS in production; demo and development run on plain HTTP.
+    app.config.setdefault("QUART_AUTH_COOKIE_SECURE", not relaxed)
+    app.config.setdefault("SESSION_COOKIE_SECURE", not relaxed)
+
+
+def _register_blueprints(app: Quart) -> None:
+    from powerbank.routes import admin, auth, charge_points, home, teams
+
+    for module in (auth, home, teams, charge_points, admin):
+        app.register_blueprint(module.blueprint)
+
+
+def _register_error_handlers(app: Quart) -> None:
+    async def error_page(status: int, title: str, message: str) -> Response:
+        body = await render_template("error.html", status=status, title=title, message=message)
+        return add_vary(Response(body, status=status))
+
+    @app.errorhandler(NotFoundError)
+    async def not_found(exc: NotFoundError) -> Response:
+        return await error_page(404, "Not found", "There is nothing here, or you do not have access to it.")
+
+    @app.errorhandler(ForbiddenError)
+    async def forbidden(exc: ForbiddenError) -> Response:
+        return await error_page(403, "Not allowed", str(exc))
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        if status == 404:
+            return await not_found(NotFoundError())
+        return await error_page(status, exc.name, exc.description or exc.name)
+
+
+def _register_lifecycle(app: Quart) -> None:
+    @app.before_serving
+    async def open_database() -> None:
+        engine = make_engine(app.config["DATABASE_URL"])
+        app.extensions["powerbank.engine"] = engine
+        app.extensions["powerbank.sessionmaker"] = make_sessionmaker(engine)
+
+    @app.after_serving
+    async def close_database() -> None:
+        await app.extensions["powerbank.engine"].dispose()

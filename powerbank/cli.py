@@ -1,0 +1,163 @@
+"""The `powerbank` command: database, demo data, users, serving and the charger simulator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from collections.abc import Callable
+
+from powerbank.config import database_url
+
+
+def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from powerbank.migrate import upgrade
+
+    upgrade(database_url(), args.revision)
+    print(f"Database is at the latest schema ({database_url()}).")
+    return 0
+
+
+async def _demo_data(if_empty: bool) -> int:
+    from powerbank.db import standalone_session
+    from powerbank.demo import database_is_empty, load_demo_data
+
+    async with standalone_session(database_url()) as session:
+        if not await database_is_empty(session):
+            if if_empty:
+                print("The database already has data; demo data not loaded.")
+                return 0
+            print("The database is not empty; demo data can only be loaded into an empty database.", file=sys.stderr)
+            return 1
+        await load_demo_data(session)
+        await session.commit()
+    print("Demo data loaded.")
+    return 0
+
+
+def _print_demo_logins() -> None:
+    from powerbank.demo import DEMO_LOGINS, DEMO_PASSWORD
+
+    print(f"Demo mode. Demo logins (password for all: {DEMO_PASSWORD}):")
+    for email, role in DEMO_LOGINS:
+        print(f"  {email:<28} {role}")
+
+
+def _cmd_demo_data(args: argparse.Namespace) -> int:
+    return asyncio.run(_demo_data(args.if_empty))
+
+
+async def _create_user(email: str, password: str) -> int:
+    from powerbank.db import standalone_session
+    from powerbank.errors import ConflictError
+    from powerbank.services.audit import SYSTEM
+    from powerbank.services.users import create_user
+    from powerbank.validators import ValidationError
+
+    async with standalone_session(database_url()) as session:
+        try:
+            user = await create_user(session, SYSTEM, email, password)
+        except (ValidationError, ConflictError) as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+        await session.commit()
+    print(f"Created user {user.email}.")
+    return 0
+
+
+def _cmd_create_user(args: argparse.Namespace) -> int:
+    password = args.password or os.environ.get("POWERBANK_NEW_USER_PASSWORD") or getpass.getpass("Password: ")
+    return asyncio.run(_create_user(args.email, password))
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from powerbank import ConfigurationError, create_app
+    from powerbank.server import serve_app
+
+    try:
+        app = create_app()
+    except ConfigurationError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    print(f"PowerBank is serving at http://{args.host}:{args.port}/ (OCPP: ws://{args.host}:{args.port}/ocpp/<identity>)")
+    if app.config["DEMO"]:
+        _print_demo_logins()
+    asyncio.run(serve_app(app, args.host, args.port, simulate=args.simulate))
+    return 0
+
+
+async def _specs_from_db() -> list:
+    from sqlmodel import select
+
+    from powerbank.db import standalone_session
+    from powerbank.models import ChargePoint
+    from powerbank.simulator import ChargerSpec
+
+    async with standalone_session(database_url()) as session:
+        rows = await session.exec(select(ChargePoint).order_by(ChargePoint.identity))
+        return [
+            ChargerSpec(identity=cp.identity, vendor=cp.brand or "Generic", model=cp.model or "Charger")
+            for cp in rows
+        ]
+
+
+def _cmd_simulate(args: argparse.Namespace, rest: list[str]) -> int:
+    from powerbank import simulator
+
+    argv = list(rest)
+    if args.from_db:
+        specs = asyncio.run(_specs_from_db())
+        argv += ["--identities", ",".join(spec.identity for spec in specs)]
+        return simulator.main(argv, specs=specs)
+    return simulator.main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="powerbank", description="PowerBank hub")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    db = commands.add_parser("db", help="database schema")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    up = db_commands.add_parser("upgrade", help="migrate the database to the latest schema")
+    up.add_argument("revision", nargs="?", default="heads")
+    up.set_defaults(handler=_cmd_db_upgrade)
+
+    demo = commands.add_parser("demo-data", help="load the demo operators, teams, users and charge points")
+    demo.add_argument("--if-empty", action="store_true", help="do nothing (and succeed) when data exists")
+    demo.set_defaults(handler=_cmd_demo_data)
+
+    user = commands.add_parser("create-user", help="create a user account")
+    user.add_argument("email")
+    user.add_argument("--password", help="(default: asked for, or POWERBANK_NEW_USER_PASSWORD)")
+    user.set_defaults(handler=_cmd_create_user)
+
+    serve = commands.add_parser("serve", help="serve pages, API and OCPP in one process")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--simulate", action="store_true", help="also connect simulated chargers for every charge point")
+    serve.set_defaults(handler=_cmd_serve)
+
+    simulate = commands.add_parser(
+        "simulate", help="run simulated chargers (other options: see `python -m powerbank.simulator --help`)"
+    )
+    simulate.add_argument("--from-db", action="store_true", help="one charger per charge point in the database")
+    simulate.set_defaults(handler=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the `powerbank` command."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "simulate":
+        return _cmd_simulate(args, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Configuration defaults; everything can be set with POWERBANK_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+VAR_DIR = PROJECT_ROOT / "var"
+
+
+def database_url() -> str:
+    """Return the configured database URL, defaulting to a SQLite file under var/."""
+    url = os.environ.get("POWERBANK_DATABASE_URL")
+    if url:
+        return url
+    VAR_DIR.mkdir(exist_ok=True)
+    return f"sqlite+aiosqlite:///{VAR_DIR / 'powerbank.db'}"
+
+
+DEFAULTS: dict[str, object] = {
+    "SECRET_KEY": None,
+    "DEMO": False,
+    "DEV": False,
+    "PAGE_SIZE": 50,
+    # Failed log-ins allowed per email and per address within the window, before HTTP 429.
+    "LOGIN_MAX_FAILURES": 5,
+    "LOGIN_FAILURE_WINDOW_S": 15 * 60,
+    "MAX_CONTENT_LENGTH": 1024 * 1024,
+    "QUART_AUTH_COOKIE_SAMESITE": "Lax",
+    "QUART_AUTH_COOKIE_HTTP_ONLY": True,
+    "QUART_AUTH_DURATION": 30 * 24 * 60 * 60,
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+}

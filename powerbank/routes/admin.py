@@ -1,0 +1,219 @@
+"""Operator administration: teams, members, the compatibility catalogue and the audit log."""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response, redirect, request, url_for
+
+from powerbank.errors import ConflictError, FormErrors
+from powerbank.permissions import Permission, can_on_operator
+from powerbank.services import audit, catalogue, teams, users
+from powerbank.services.audit import Actor
+from powerbank.validators import ValidationError
+from powerbank.web import db_session, login_required, principal, render_page
+
+blueprint = Blueprint("admin", __name__)
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
+
+
+async def _teams_page(operator_id: int, status: int = 200, values: dict[str, str] | None = None,
+                      errors: dict[str, str] | None = None) -> Response:
+    session = await db_session()
+    me = await principal()
+    operator = await teams.get_operator_or_404(session, me, operator_id)
+    teams.require_operator(me, Permission.MANAGE_TEAMS, operator_id)
+    return await render_page("admin/teams.html", "partials/team_list.html", status=status, operator=operator,
+                             teams=await teams.list_operator_teams(session, operator_id),
+                             values=values or {}, errors=errors or {})
+
+
+@blueprint.get("/operators/<int:operator_id>/teams")
+@login_required
+async def team_list(operator_id: int) -> Response:
+    return await _teams_page(operator_id)
+
+
+@blueprint.post("/operators/<int:operator_id>/teams")
+@login_required
+async def create_team(operator_id: int) -> Response:
+    session = await db_session()
+    me = await principal()
+    await teams.get_operator_or_404(session, me, operator_id)
+    teams.require_operator(me, Permission.MANAGE_TEAMS, operator_id)
+    form = (await request.form).to_dict()
+    try:
+        await teams.create_team(session, Actor.of(me.user), operator_id, form.get("name"))
+    except (ValidationError, ConflictError) as exc:
+        await session.rollback()
+        return await _teams_page(operator_id, 422, form, {"name": str(exc)})
+    await session.commit()
+    return redirect(url_for("admin.team_list", operator_id=operator_id), 303)
+
+
+@blueprint.post("/teams/<int:team_id>/rename")
+@login_required
+async def rename_team(team_id: int) -> Response:
+    session = await db_session()
+    me = await principal()
+    team = await teams.get_team_or_404(session, me, team_id)
+    teams.require_team(me, Permission.MANAGE_TEAMS, team)
+    form = (await request.form).to_dict()
+    try:
+        await teams.rename_team(session, Actor.of(me.user), team, form.get("name"))
+    except (ValidationError, ConflictError) as exc:
+        await session.rollback()
+        return await _teams_page(team.operator_id, 422, {"rename_id": str(team_id), **form},
+                                 {f"rename-{team_id}": str(exc)})
+    await session.commit()
+    return redirect(url_for("admin.team_list", operator_id=team.operator_id), 303)
+
+
+@blueprint.get("/teams/<int:team_id>/delete")
+@login_required
+async def confirm_delete_team(team_id: int) -> Response:
+    session = await db_session()
+    me = await principal()
+    team = await teams.get_team_or_404(session, me, team_id)
+    teams.require_team(me, Permission.MANAGE_TEAMS, team)
+    return await render_page("admin/delete_team.html", team=team)
+
+
+@blueprint.post("/teams/<int:team_id>/delete")
+@login_required
+async def delete_team(team_id: int) -> Response:
+    session = await db_session()
+    me = await principal()
+    team = await teams.get_team_or_404(session, me, team_id)
+    teams.require_team(me, Permission.MANAGE_TEAMS, team)
+    await teams.delete_team(session, Actor.of(me.user), team)
+    await session.commit()
+    return redirect(url_for("admin.team_list", operator_id=team.operator_id), 303)
+
+
+async def _members_page(operator_id: int, status: int = 200, values: dict[str, str] | None = None,
+                        errors: dict[str, str] | None = None, created: tuple[str, str] | None = None) -> Response:
+    session = await db_session()
+    me = await principal()
+    operator = await teams.get_operator_or_404(session, me, operator_id)
+    teams.require_operator(me, Permission.MANAGE_MEMBERS, operator_id)
+    return await render_page(
+        "admin/members.html", status=status, operator=operator, members=await users.list_members(session, operator_id),
+        team_options=[(str(team.id), team.name) for team, _ in await teams.list_operator_teams(session, operator_id)],
+        role_choices=users.ROLE_CHOICES, values=values or {}, errors=errors or {}, created=created,
+    )
+
+
+@blueprint.get("/operators/<int:operator_id>/members")
+@login_required
+async def member_list(operator_id: int) -> Response:
+    return await _members_page(operator_id)
+
+
+@blueprint.post("/operators/<int:operator_id>/members")
+@login_required
+async def add_member(operator_id: int) -> Response:
+    session = await db_session()
+    me = await principal()
+    await teams.get_operator_or_404(session, me, operator_id)
+    teams.require_operator(me, Permission.MANAGE_MEMBERS, operator_id)
+    form = (await request.form).to_dict()
+    member_form = users.MemberForm(
+        email=form.get("email", ""), role=form.get("role", ""), team_id=_int_or_none(form.get("team_id")),
+        can_configure_charge_points=bool(form.get("can_configure_charge_points")),
+    )
+    try:
+        user, temporary_password = await users.add_member(session, Actor.of(me.user), operator_id, member_form)
+    except FormErrors as exc:
+        await session.rollback()
+        return await _members_page(operator_id, 422, form, exc.errors)
+    await session.commit()
+    if temporary_password:
+        # A new account: its temporary password is shown once, here.
+        return await _members_page(operator_id, 201, created=(user.email, temporary_password))
+    return redirect(url_for("admin.member_list", operator_id=operator_id), 303)
+
+
+@blueprint.post("/operators/<int:operator_id>/members/<scope>/<int:membership_id>")
+@login_required
+async def change_member(operator_id: int, scope: str, membership_id: int) -> Response:
+    session = await db_session()
+    me = await principal()
+    await teams.get_operator_or_404(session, me, operator_id)
+    teams.require_operator(me, Permission.MANAGE_MEMBERS, operator_id)
+    form = (await request.form).to_dict()
+    try:
+        if form.get("remove"):
+            await users.remove_member(session, Actor.of(me.user), operator_id, scope, membership_id)
+        else:
+            await users.change_member(session, Actor.of(me.user), operator_id, scope, membership_id,
+                                      form.get("role", ""), bool(form.get("can_configure_charge_points")))
+    except FormErrors as exc:
+        await session.rollback()
+        return await _members_page(operator_id, 422, errors={f"member-{scope}-{membership_id}": exc.errors["role"]})
+    await session.commit()
+    return redirect(url_for("admin.member_list", operator_id=operator_id), 303)
+
+
+async def _catalogue_page(operator_id: int, status: int = 200, values: dict[str, str] | None = None,
+                          errors: dict[str, str] | None = None) -> Response:
+    session = await db_session()
+    me = await principal()
+    operator = await teams.get_operator_or_404(session, me, operator_id)
+    teams.require_operator(me, Permission.VIEW_CATALOGUE, operator_id)
+    return await render_page(
+        "admin/catalogue.html", status=status, operator=operator,
+        entries=await catalogue.list_catalogue(session, operator_id),
+        can_edit=can_on_operator(me, Permission.EDIT_CATALOGUE, operator_id), values=values or {}, errors=errors or {},
+    )
+
+
+@blueprint.get("/operators/<int:operator_id>/catalogue")
+@login_required
+async def catalogue_list(operator_id: int) -> Response:
+    return await _catalogue_page(operator_id)
+
+
+@blueprint.post("/operators/<int:operator_id>/catalogue")
+@login_required
+async def catalogue_add(operator_id: int) -> Response:
+    session = await db_session()
+    me = await principal()
+    await teams.get_operator_or_404(session, me, operator_id)
+    teams.require_operator(me, Permission.EDIT_CATALOGUE, operator_id)
+    form = (await request.form).to_dict()
+    try:
+        await catalogue.add_model(session, Actor.of(me.user), operator_id, form.get("brand"), form.get("model"))
+    except ValidationError as exc:
+        await session.rollback()
+        field = "model" if str(exc).startswith("Model") else "brand"
+        return await _catalogue_page(operator_id, 422, form, {field: str(exc)})
+    except ConflictError as exc:
+        await session.rollback()
+        return await _catalogue_page(operator_id, 409, form, {"model": str(exc)})
+    await session.commit()
+    return redirect(url_for("admin.catalogue_list", operator_id=operator_id), 303)
+
+
+@blueprint.post("/operators/<int:operator_id>/catalogue/<int:entry_id>/delete")
+@login_required
+async def catalogue_remove(operator_id: int, entry_id: int) -> Response:
+    session = await db_session()
+    me = await principal()
+    await teams.get_operator_or_404(session, me, operator_id)
+    teams.require_operator(me, Permission.EDIT_CATALOGUE, operator_id)
+    await catalogue.remove_model(session, Actor.of(me.user), operator_id, entry_id)
+    await session.commit()
+    return redirect(url_for("admin.catalogue_list", operator_id=operator_id), 303)
+
+
+@blueprint.get("/operators/<int:operator_id>/audit")
+@login_required
+async def audit_log(operator_id: int) -> Response:
+    session = await db_session()
+    me = await principal()
+    operator = await teams.get_operator_or_404(session, me, operator_id)
+    teams.require_operator(me, Permission.MANAGE_MEMBERS, operator_id)
+    return await render_page("admin/audit.html", operator=operator,
+                             entries=await audit.list_entries(session, operator_id))

@@ -1,0 +1,58 @@
+"""Log in and log out."""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response, current_app, redirect, request, url_for
+from quart_auth import AuthUser, login_user, logout_user
+
+from powerbank.services.users import authenticate
+from powerbank.web import db_session, render_page, safe_next
+
+blueprint = Blueprint("auth", __name__)
+
+
+def _throttle_keys(email: str) -> list[str]:
+    return [f"email:{email.strip().lower()}", f"addr:{request.remote_addr}"]
+
+
+@blueprint.get("/login")
+async def login() -> Response:
+    return await render_page("auth/login.html", values={}, errors={}, next=safe_next(request.args.get("next")))
+
+
+@blueprint.post("/login")
+async def login_post() -> Response:
+    form = await request.form
+    email = form.get("email", "")[:254]
+    password = form.get("password", "")[:1024]
+    target = safe_next(form.get("next") or request.args.get("next"))
+    throttle = current_app.extensions["powerbank.login_throttle"]
+    keys = _throttle_keys(email)
+    wait = throttle.retry_after(keys)
+    values = {"email": email, "remember": form.get("remember")}
+    if wait:
+        minutes = -(-wait // 60)
+        response = await render_page(
+            "auth/login.html",
+            status=429,
+            values=values,
+            errors={"form": f"Too many failed log-in attempts. Try again in {minutes} minute{'s' if minutes != 1 else ''}."},
+            next=target,
+        )
+        response.headers["Retry-After"] = str(wait)
+        return response
+    user = await authenticate(await db_session(), email, password, demo_mode=bool(current_app.config["DEMO"]))
+    if user is None:
+        throttle.fail(keys)
+        return await render_page(
+            "auth/login.html", status=401, values=values, errors={"form": "Wrong email or password."}, next=target
+        )
+    throttle.succeed(keys)
+    login_user(AuthUser(str(user.id)), remember=bool(form.get("remember")))
+    return redirect(target, 303)
+
+
+@blueprint.post("/logout")
+async def logout() -> Response:
+    logout_user()
+    return redirect(url_for("auth.login"), 303)

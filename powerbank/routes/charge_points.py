@@ -1,0 +1,94 @@
+"""A charge point's own page, editing, deleting and a new OCPP password."""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response, redirect, request, url_for
+
+from powerbank.errors import FormErrors
+from powerbank.permissions import Permission, can_on_team, denial_reason
+from powerbank.routes.teams import form_choices, ocpp_url
+from powerbank.services import charge_points as cp_service
+from powerbank.services.audit import Actor
+from powerbank.services.teams import require_team
+from powerbank.web import db_session, form_errors_status, login_required, principal, render_page
+
+blueprint = Blueprint("charge_points", __name__)
+
+
+@blueprint.get("/charge-points/<int:cp_id>")
+@login_required
+async def detail(cp_id: int) -> Response:
+    me = await principal()
+    charge_point, team = await cp_service.get_charge_point_or_404(await db_session(), me, cp_id)
+    return await render_page(
+        "charge_points/detail.html",
+        charge_point=charge_point,
+        team=team,
+        status=cp_service.connection_status(charge_point),
+        ocpp_url=ocpp_url(charge_point.identity),
+        can_configure=can_on_team(me, Permission.CONFIGURE_CHARGE_POINTS, team),
+        configure_reason=denial_reason(me, Permission.CONFIGURE_CHARGE_POINTS, team),
+    )
+
+
+@blueprint.get("/charge-points/<int:cp_id>/edit")
+@login_required
+async def edit(cp_id: int) -> Response:
+    me = await principal()
+    charge_point, team = await cp_service.get_charge_point_or_404(await db_session(), me, cp_id)
+    require_team(me, Permission.CONFIGURE_CHARGE_POINTS, team)
+    values = {field: getattr(charge_point, field) or "" for field in cp_service.EDITABLE_FIELDS}
+    return await render_page("charge_points/form.html", team=team, charge_point=charge_point, values=values,
+                             errors={}, **form_choices())
+
+
+@blueprint.post("/charge-points/<int:cp_id>/edit")
+@login_required
+async def update(cp_id: int) -> Response:
+    session = await db_session()
+    me = await principal()
+    charge_point, team = await cp_service.get_charge_point_or_404(session, me, cp_id)
+    require_team(me, Permission.CONFIGURE_CHARGE_POINTS, team)
+    form = (await request.form).to_dict()
+    try:
+        await cp_service.update_charge_point(session, Actor.of(me.user), team, charge_point, form)
+    except FormErrors as exc:
+        await session.rollback()
+        return await render_page("charge_points/form.html", status=form_errors_status(exc.errors), team=team,
+                                 charge_point=charge_point, values=form, errors=exc.errors, **form_choices())
+    await session.commit()
+    return redirect(url_for("charge_points.detail", cp_id=cp_id), 303)
+
+
+@blueprint.get("/charge-points/<int:cp_id>/delete")
+@login_required
+async def confirm_delete(cp_id: int) -> Response:
+    me = await principal()
+    charge_point, team = await cp_service.get_charge_point_or_404(await db_session(), me, cp_id)
+    require_team(me, Permission.CONFIGURE_CHARGE_POINTS, team)
+    return await render_page("charge_points/delete.html", charge_point=charge_point, team=team)
+
+
+@blueprint.post("/charge-points/<int:cp_id>/delete")
+@login_required
+async def delete(cp_id: int) -> Response:
+    session = await db_session()
+    me = await principal()
+    charge_point, team = await cp_service.get_charge_point_or_404(session, me, cp_id)
+    require_team(me, Permission.CONFIGURE_CHARGE_POINTS, team)
+    await cp_service.delete_charge_point(session, Actor.of(me.user), team, charge_point)
+    await session.commit()
+    return redirect(url_for("teams.charge_points", team_id=team.id), 303)
+
+
+@blueprint.post("/charge-points/<int:cp_id>/ocpp-password")
+@login_required
+async def reset_password(cp_id: int) -> Response:
+    session = await db_session()
+    me = await principal()
+    charge_point, team = await cp_service.get_charge_point_or_404(session, me, cp_id)
+    require_team(me, Permission.CONFIGURE_CHARGE_POINTS, team)
+    password = await cp_service.reset_ocpp_password(session, Actor.of(me.user), team, charge_point)
+    await session.commit()
+    return await render_page("charge_points/credentials.html", team=team, charge_point=charge_point,
+                             password=password, ocpp_url=ocpp_url(charge_point.identity), created=False)

@@ -1,0 +1,85 @@
+"""A team's pages: the Charge points tab and adding a charge point."""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response, current_app, redirect, request, url_for
+
+from powerbank.countries import COUNTRIES
+from powerbank.errors import FormErrors
+from powerbank.permissions import Permission, can_on_team, denial_reason
+from powerbank.services import charge_points as cp_service
+from powerbank.services.audit import Actor
+from powerbank.services.teams import get_operator_or_404, get_team_or_404, require_team
+from powerbank.validators import AREAS_BY_COUNTRY
+from powerbank.web import db_session, form_errors_status, login_required, principal, render_page
+
+blueprint = Blueprint("teams", __name__)
+
+
+def ocpp_url(identity: str) -> str:
+    """Return the websocket URL a charger is configured with."""
+    base = request.host_url.replace("https://", "wss://").replace("http://", "ws://")
+    return f"{base}ocpp/{identity}"
+
+
+def form_choices() -> dict[str, object]:
+    return {"countries": COUNTRIES, "areas_by_country": AREAS_BY_COUNTRY}
+
+
+@blueprint.get("/teams/<int:team_id>")
+@login_required
+async def team(team_id: int) -> Response:
+    await get_team_or_404(await db_session(), await principal(), team_id)
+    return redirect(url_for("teams.charge_points", team_id=team_id))
+
+
+@blueprint.get("/teams/<int:team_id>/charge-points")
+@login_required
+async def charge_points(team_id: int) -> Response:
+    session = await db_session()
+    me = await principal()
+    team_ = await get_team_or_404(session, me, team_id)
+    operator = await get_operator_or_404(session, me, team_.operator_id)
+    query = cp_service.parse_query(request.args.to_dict(), current_app.config["PAGE_SIZE"])
+    page = await cp_service.list_charge_points(session, team_id, query)
+    return await render_page(
+        "teams/charge_points.html",
+        "partials/charge_point_table.html",
+        team=team_,
+        operator=operator,
+        page=page,
+        query=query,
+        countries=COUNTRIES,
+        status_of=cp_service.connection_status,
+        can_configure=can_on_team(me, Permission.CONFIGURE_CHARGE_POINTS, team_),
+        configure_reason=denial_reason(me, Permission.CONFIGURE_CHARGE_POINTS, team_),
+    )
+
+
+@blueprint.get("/teams/<int:team_id>/charge-points/new")
+@login_required
+async def new_charge_point(team_id: int) -> Response:
+    me = await principal()
+    team_ = await get_team_or_404(await db_session(), me, team_id)
+    require_team(me, Permission.CONFIGURE_CHARGE_POINTS, team_)
+    return await render_page("charge_points/form.html", team=team_, charge_point=None, values={}, errors={},
+                             **form_choices())
+
+
+@blueprint.post("/teams/<int:team_id>/charge-points/new")
+@login_required
+async def create_charge_point(team_id: int) -> Response:
+    session = await db_session()
+    me = await principal()
+    team_ = await get_team_or_404(session, me, team_id)
+    require_team(me, Permission.CONFIGURE_CHARGE_POINTS, team_)
+    form = (await request.form).to_dict()
+    try:
+        charge_point, password = await cp_service.create_charge_point(session, Actor.of(me.user), team_, form)
+    except FormErrors as exc:
+        await session.rollback()
+        return await render_page("charge_points/form.html", status=form_errors_status(exc.errors), team=team_,
+                                 charge_point=None, values=form, errors=exc.errors, **form_choices())
+    await session.commit()
+    return await render_page("charge_points/credentials.html", status=201, team=team_, charge_point=charge_point,
+                             password=password, ocpp_url=ocpp_url(charge_point.identity), created=True)

@@ -1,0 +1,3 @@
+"""Import every table module, so the metadata knows the whole schema (used by Alembic)."""
+
+from powerbank import models  # noqa: F401

@@ -1,0 +1,64 @@
+"""Serve PowerBank with Hypercorn inside our own event loop (one process: pages, API and OCPP)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+from quart import Quart
+
+
+def hypercorn_config(host: str, port: int) -> Config:
+    """Return the Hypercorn settings PowerBank runs with."""
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    # Hypercorn's pings never check for a pong; the read timeout closes a silent charger's socket.
+    config.websocket_ping_interval = 30
+    config.read_timeout = 90
+    config.keep_alive_timeout = 75
+    config.websocket_max_message_size = 64 * 1024
+    config.backlog = 4096
+    return config
+
+
+async def wait_until_listening(host: str, port: int, timeout: float = 30.0) -> None:
+    """Return once a TCP connection to host:port succeeds."""
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                _reader, writer = await asyncio.open_connection(host, port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
+
+
+async def serve_app(app: Quart, host: str, port: int, *, simulate: bool = False) -> None:
+    """Serve until SIGINT or SIGTERM; with ``simulate``, also run the demo chargers in a child process."""
+    shutdown = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, shutdown.set)
+    server = asyncio.create_task(serve(app, hypercorn_config(host, port), shutdown_trigger=shutdown.wait))  # type: ignore[arg-type]
+    simulator: asyncio.subprocess.Process | None = None
+    try:
+        if simulate:
+            await wait_until_listening(host, port)
+            # A separate process, so simulated chargers never share the hub's event loop.
+            simulator = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "powerbank.cli", "simulate", "--from-db",
+                "--url", f"ws://{host}:{port}/ocpp", "--password", "demo-charger",
+            )
+        await server
+    finally:
+        if simulator is not None and simulator.returncode is None:
+            simulator.terminate()
+            await simulator.wait()

@@ -1,0 +1,1 @@
+"""Domain services: the rules of PowerBank, shared by pages, API, OCPP handlers and CLI."""

@@ -1,0 +1,132 @@
+"""Operators and teams: loading them within the caller's tenant, creating, renaming, deleting."""
+
+from __future__ import annotations
+
+from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from powerbank.errors import ConflictError, ForbiddenError, NotFoundError
+from powerbank.models import ChargePoint, Operator, Team
+from powerbank.permissions import Permission, Principal, can_on_operator, can_on_team
+from powerbank.services.audit import Actor, record
+from powerbank.services.catalogue import seed_catalogue
+from powerbank.validators import clean_name
+
+
+async def get_operator_or_404(session: AsyncSession, principal: Principal, operator_id: int) -> Operator:
+    """Return an operator the caller sees a team of; otherwise NotFoundError."""
+    if operator_id not in principal.visible_operator_ids:
+        raise NotFoundError("No such operator.")
+    operator = await session.get(Operator, operator_id)
+    if operator is None:
+        raise NotFoundError("No such operator.")
+    return operator
+
+
+def require_operator(principal: Principal, permission: Permission, operator_id: int) -> None:
+    """Raise ForbiddenError unless the caller may do ``permission`` for the whole operator."""
+    if not can_on_operator(principal, permission, operator_id):
+        raise ForbiddenError(f"You may not {permission} for this operator.")
+
+
+async def get_team_or_404(session: AsyncSession, principal: Principal, team_id: int) -> Team:
+    """Return a team the caller may see; another tenant's team is NotFoundError, never data."""
+    team = await session.get(Team, team_id)
+    if team is None or not can_on_team(principal, Permission.VIEW_TEAM, team):
+        raise NotFoundError("No such team.")
+    return team
+
+
+def require_team(principal: Principal, permission: Permission, team: Team) -> None:
+    """Raise ForbiddenError unless the caller may do ``permission`` on ``team``."""
+    if not can_on_team(principal, permission, team):
+        raise ForbiddenError(f"You may not {permission} in this team.")
+
+
+async def visible_teams(session: AsyncSession, principal: Principal) -> list[tuple[Operator, list[Team]]]:
+    """Return the teams the caller may see, grouped by operator, both sorted by name."""
+    operator_ids = set(principal.operator_roles)
+    team_ids = set(principal.team_grants)
+    if not operator_ids and not team_ids:
+        return []
+    rows = await session.exec(
+        select(Team, Operator)
+        .join(Operator, Operator.id == Team.operator_id)
+        .where(col(Team.operator_id).in_(operator_ids) | col(Team.id).in_(team_ids))
+        .order_by(col(Operator.name), col(Team.name))
+    )
+    grouped: dict[int, tuple[Operator, list[Team]]] = {}
+    for team, operator in rows:
+        grouped.setdefault(operator.id or 0, (operator, []))[1].append(team)
+    # Operators where the user has a role but no team yet still appear (admins create the first).
+    missing = operator_ids - set(grouped)
+    if missing:
+        for operator in await session.exec(select(Operator).where(col(Operator.id).in_(missing))):
+            grouped[operator.id or 0] = (operator, [])
+    return sorted(grouped.values(), key=lambda pair: pair[0].name.casefold())
+
+
+async def list_operator_teams(session: AsyncSession, operator_id: int) -> list[tuple[Team, int]]:
+    """Return an operator's teams with their number of charge points."""
+    rows = await session.exec(
+        select(Team, func.count(col(ChargePoint.id)))
+        .outerjoin(ChargePoint, ChargePoint.team_id == Team.id)
+        .where(Team.operator_id == operator_id)
+        .group_by(col(Team.id))
+        .order_by(col(Team.name))
+    )
+    return [(team, count) for team, count in rows]
+
+
+async def create_operator(session: AsyncSession, actor: Actor, name: str) -> Operator:
+    """Create an operator with the shipped compatibility catalogue."""
+    operator = Operator(name=clean_name(name, label="Operator name"))
+    session.add(operator)
+    await session.flush()
+    seed_catalogue(session, operator.id or 0)
+    record(session, actor, "operator.create", operator, operator_id=operator.id, after={"name": operator.name})
+    return operator
+
+
+async def _name_taken(session: AsyncSession, operator_id: int, name: str, exclude_id: int | None = None) -> bool:
+    query = select(Team.id).where(Team.operator_id == operator_id, Team.name == name)
+    if exclude_id is not None:
+        query = query.where(Team.id != exclude_id)
+    return (await session.exec(query)).first() is not None
+
+
+async def create_team(session: AsyncSession, actor: Actor, operator_id: int, name: str | None) -> Team:
+    """Create a team of an operator; names are unique within the operator."""
+    clean = clean_name(name, label="Team name")
+    if await _name_taken(session, operator_id, clean):
+        raise ConflictError(f"A team named {clean!r} already exists.")
+    team = Team(operator_id=operator_id, name=clean)
+    session.add(team)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise ConflictError(f"A team named {clean!r} already exists.") from exc
+    record(session, actor, "team.create", team, operator_id=operator_id, after={"name": clean})
+    return team
+
+
+async def rename_team(session: AsyncSession, actor: Actor, team: Team, name: str | None) -> Team:
+    """Rename a team."""
+    clean = clean_name(name, label="Team name")
+    if await _name_taken(session, team.operator_id, clean, exclude_id=team.id):
+        raise ConflictError(f"A team named {clean!r} already exists.")
+    before = {"name": team.name}
+    team.name = clean
+    session.add(team)
+    record(session, actor, "team.rename", team, operator_id=team.operator_id, before=before, after={"name": clean})
+    return team
+
+
+async def delete_team(session: AsyncSession, actor: Actor, team: Team) -> None:
+    """Delete a team with its charge points and memberships."""
+    count = len((await session.exec(select(ChargePoint.id).where(ChargePoint.team_id == team.id))).all())
+    record(session, actor, "team.delete", team, operator_id=team.operator_id,
+           before={"name": team.name, "charge_points": count})
+    await session.delete(team)

@@ -1,0 +1,219 @@
+"""Users, log-in checks and the roles users hold in operators and teams."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from powerbank.demo_credentials import DEMO_PASSWORD
+from powerbank.errors import ConflictError, FormErrors, NotFoundError
+from powerbank.models import OperatorMembership, OperatorRole, Team, TeamMembership, TeamRole, User
+from powerbank.passwords import generate_secret, hash_password, verify_password
+from powerbank.services.audit import Actor, record
+from powerbank.validators import ValidationError, clean_email
+
+MIN_PASSWORD_LENGTH = 10
+
+# What the members page offers: "operator:admin", "team:owner", ... (scope:role).
+ROLE_CHOICES: dict[str, str] = {
+    "operator:admin": "Operator Admin",
+    "operator:manager": "Operator Manager",
+    "team:owner": "Team Owner",
+    "team:admin": "Team Admin",
+    "team:member": "Team Member",
+}
+
+
+async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
+    """Return the user with this email (case-insensitive)."""
+    return (await session.exec(select(User).where(User.email == email.strip().lower()))).first()
+
+
+async def authenticate(
+    session: AsyncSession, email: str, password: str, *, demo_mode: bool = False
+) -> User | None:
+    """Return the user if the email and password match; verify even for unknown emails.
+
+    The published demo password only works in demo mode, so a demo database put into
+    production by mistake cannot be entered with it.
+    """
+    user = await get_user_by_email(session, email) if email else None
+    ok = verify_password(user.password_hash if user else None, password)
+    if ok and password == DEMO_PASSWORD and not demo_mode:
+        return None
+    return user if ok and user else None
+
+
+def check_password(password: str) -> str:
+    """Return the password if it is long enough."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValidationError(f"Password must be at least {MIN_PASSWORD_LENGTH} characters.")
+    return password
+
+
+async def create_user(
+    session: AsyncSession, actor: Actor, email: str, password: str, *, display_name: str = "", operator_id: int | None = None
+) -> User:
+    """Create a user; emails are unique whatever their case."""
+    clean = clean_email(email)
+    if await get_user_by_email(session, clean) is not None:
+        raise ConflictError("A user with this email already exists.")
+    user = User(email=clean, display_name=display_name.strip(), password_hash=hash_password(check_password(password)))
+    session.add(user)
+    await session.flush()
+    record(session, actor, "user.create", user, operator_id=operator_id, after={"email": clean})
+    return user
+
+
+@dataclass
+class MemberRow:
+    """One role a user holds in an operator or one of its teams (the members page)."""
+
+    membership_id: int
+    scope: str  # "operator" or "team"
+    user: User
+    role: str
+    team: Team | None = None
+    can_configure_charge_points: bool = False
+
+    @property
+    def role_label(self) -> str:
+        return ROLE_CHOICES[f"{self.scope}:{self.role}"]
+
+
+async def list_members(session: AsyncSession, operator_id: int) -> list[MemberRow]:
+    """Return every role held in an operator and its teams (two queries)."""
+    rows: list[MemberRow] = []
+    for membership, user in await session.exec(
+        select(OperatorMembership, User)
+        .join(User, User.id == OperatorMembership.user_id)
+        .where(OperatorMembership.operator_id == operator_id)
+        .order_by(col(User.email))
+    ):
+        rows.append(MemberRow(membership.id or 0, "operator", user, membership.role))
+    for team_membership, user, team in await session.exec(
+        select(TeamMembership, User, Team)
+        .join(User, User.id == TeamMembership.user_id)
+        .join(Team, Team.id == TeamMembership.team_id)
+        .where(Team.operator_id == operator_id)
+        .order_by(col(Team.name), col(User.email))
+    ):
+        rows.append(
+            MemberRow(team_membership.id or 0, "team", user, team_membership.role, team,
+                      team_membership.can_configure_charge_points)
+        )
+    return rows
+
+
+@dataclass
+class MemberForm:
+    email: str
+    role: str
+    team_id: int | None
+    can_configure_charge_points: bool
+
+
+async def add_member(
+    session: AsyncSession, actor: Actor, operator_id: int, form: MemberForm
+) -> tuple[User, str | None]:
+    """Give a user (existing, or created here) a role; return the user and a new user's temporary password."""
+    errors: dict[str, str] = {}
+    try:
+        email = clean_email(form.email)
+    except ValidationError as exc:
+        errors["email"] = str(exc)
+    if form.role not in ROLE_CHOICES:
+        errors["role"] = "Choose a role."
+    team: Team | None = None
+    if form.role.startswith("team:"):
+        team = await session.get(Team, form.team_id) if form.team_id else None
+        if team is None or team.operator_id != operator_id:
+            errors["team_id"] = "Choose a team of this operator."
+    if errors:
+        raise FormErrors(errors)
+    user = await get_user_by_email(session, email)
+    temporary_password = None
+    if user is None:
+        temporary_password = generate_secret(12)
+        user = await create_user(session, actor, email, temporary_password, operator_id=operator_id)
+    scope, role = form.role.split(":")
+    if scope == "operator":
+        existing = (
+            await session.exec(
+                select(OperatorMembership).where(
+                    OperatorMembership.operator_id == operator_id, OperatorMembership.user_id == user.id
+                )
+            )
+        ).first()
+        if existing is not None:
+            raise FormErrors({"email": "This user already has an operator role; change it in the list."})
+        membership: OperatorMembership | TeamMembership = OperatorMembership(
+            operator_id=operator_id, user_id=user.id or 0, role=OperatorRole(role)
+        )
+    else:
+        assert team is not None
+        existing_team = (
+            await session.exec(
+                select(TeamMembership).where(TeamMembership.team_id == team.id, TeamMembership.user_id == user.id)
+            )
+        ).first()
+        if existing_team is not None:
+            raise FormErrors({"email": f"This user already has a role in {team.name}; change it in the list."})
+        membership = TeamMembership(
+            team_id=team.id or 0,
+            user_id=user.id or 0,
+            role=TeamRole(role),
+            can_configure_charge_points=form.can_configure_charge_points and role != TeamRole.MEMBER,
+        )
+    session.add(membership)
+    await session.flush()
+    record(session, actor, "member.add", user, operator_id=operator_id,
+           after={"role": ROLE_CHOICES[form.role], "team": team.name if team else None,
+                  "can_configure_charge_points": getattr(membership, "can_configure_charge_points", None)})
+    return user, temporary_password
+
+
+async def _get_membership(
+    session: AsyncSession, operator_id: int, scope: str, membership_id: int
+) -> OperatorMembership | TeamMembership:
+    if scope == "operator":
+        membership = await session.get(OperatorMembership, membership_id)
+        if membership is None or membership.operator_id != operator_id:
+            raise NotFoundError("No such member.")
+        return membership
+    if scope == "team":
+        team_membership = await session.get(TeamMembership, membership_id)
+        team = await session.get(Team, team_membership.team_id) if team_membership else None
+        if team_membership is None or team is None or team.operator_id != operator_id:
+            raise NotFoundError("No such member.")
+        return team_membership
+    raise NotFoundError("No such member.")
+
+
+async def change_member(
+    session: AsyncSession, actor: Actor, operator_id: int, scope: str, membership_id: int, role: str,
+    can_configure_charge_points: bool,
+) -> None:
+    """Change the role (and configure right) a user holds."""
+    membership = await _get_membership(session, operator_id, scope, membership_id)
+    if f"{scope}:{role}" not in ROLE_CHOICES:
+        raise FormErrors({"role": "Choose a role of the same kind (operator or team)."})
+    before = {"role": membership.role}
+    membership.role = role
+    if isinstance(membership, TeamMembership):
+        before["can_configure_charge_points"] = membership.can_configure_charge_points  # type: ignore[assignment]
+        membership.can_configure_charge_points = can_configure_charge_points and role != TeamRole.MEMBER
+    session.add(membership)
+    user = await session.get(User, membership.user_id)
+    record(session, actor, "member.change", user, operator_id=operator_id, before=before,
+           after={"role": role, "can_configure_charge_points": getattr(membership, "can_configure_charge_points", None)})
+
+
+async def remove_member(session: AsyncSession, actor: Actor, operator_id: int, scope: str, membership_id: int) -> None:
+    """Remove a role from a user (the user account stays)."""
+    membership = await _get_membership(session, operator_id, scope, membership_id)
+    user = await session.get(User, membership.user_id)
+    record(session, actor, "member.remove", user, operator_id=operator_id, before={"scope": scope, "role": membership.role})
+    await session.delete(membership)

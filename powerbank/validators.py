@@ -1,0 +1,129 @@
+"""Validation of the values people type: identities, countries, price areas, Facility IDs.
+
+Each validator returns the cleaned value or raises ``ValidationError`` with a message meant
+for the person who typed it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from powerbank.countries import COUNTRIES
+from powerbank.models import PriceArea
+
+IDENTITY_RE = re.compile(r"^[A-Za-z0-9\-_.:]{1,48}$")
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+GSRN_PREFIX = "735999"
+
+AREAS_BY_COUNTRY: dict[str, tuple[str, ...]] = {
+    "DK": (PriceArea.DK1, PriceArea.DK2),
+    "SE": (PriceArea.SE1, PriceArea.SE2, PriceArea.SE3, PriceArea.SE4),
+    "GB": (PriceArea.GB,),
+    "IE": (PriceArea.IE,),
+}
+
+
+class ValidationError(ValueError):
+    """A value a person typed is not acceptable; the message says why."""
+
+
+def clean_name(value: str | None, *, label: str = "Name", max_length: int = 120) -> str:
+    """Return a trimmed, non-empty name."""
+    name = (value or "").strip()
+    if not name:
+        raise ValidationError(f"{label} is required.")
+    if len(name) > max_length:
+        raise ValidationError(f"{label} can be at most {max_length} characters.")
+    return name
+
+
+def clean_optional(value: str | None, *, label: str, max_length: int = 80) -> str:
+    """Return a trimmed optional text (empty when not given)."""
+    text = (value or "").strip()
+    if len(text) > max_length:
+        raise ValidationError(f"{label} can be at most {max_length} characters.")
+    return text
+
+
+def clean_identity(value: str | None) -> str:
+    """Return a valid OCPP charge point identity."""
+    identity = (value or "").strip()
+    if not identity:
+        raise ValidationError("OCPP identity is required.")
+    if len(identity) > 48:
+        raise ValidationError("OCPP identity can be at most 48 characters.")
+    if not IDENTITY_RE.match(identity):
+        raise ValidationError("OCPP identity may only contain letters, digits and - _ . :")
+    return identity
+
+
+def clean_email(value: str | None) -> str:
+    """Return a lower-cased email address."""
+    email = (value or "").strip().lower()
+    if not email:
+        raise ValidationError("Email is required.")
+    if len(email) > 254 or not EMAIL_RE.match(email):
+        raise ValidationError("Enter a valid email address.")
+    return email
+
+
+def clean_country(value: str | None) -> str:
+    """Return an ISO 3166-1 alpha-2 country code."""
+    code = (value or "").strip().upper()
+    if not code:
+        raise ValidationError("Country is required.")
+    if code not in COUNTRIES:
+        raise ValidationError("Choose a country from the list.")
+    return code
+
+
+def clean_price_area(country: str, value: str | None) -> str | None:
+    """Return the price area, which must belong to the country (none outside DK, SE, GB, IE)."""
+    area = (value or "").strip().upper() or None
+    allowed = AREAS_BY_COUNTRY.get(country, ())
+    if not allowed:
+        if area:
+            raise ValidationError(f"{COUNTRIES.get(country, country)} has no PowerBank price area; leave it empty.")
+        return None
+    if len(allowed) == 1 and area is None:
+        return str(allowed[0])
+    if area is None:
+        raise ValidationError(f"Choose the price area: {', '.join(allowed)}.")
+    if area not in allowed:
+        raise ValidationError(f"Price area for {COUNTRIES[country]} must be one of {', '.join(allowed)}.")
+    return area
+
+
+def gs1_check_digit(digits: str) -> int:
+    """Return the GS1 mod-10 check digit for the digits before it."""
+    total = 0
+    # Weights 3 and 1 alternate, starting with 3 at the digit next to the check digit.
+    for position, char in enumerate(reversed(digits)):
+        total += int(char) * (3 if position % 2 == 0 else 1)
+    return (10 - total % 10) % 10
+
+
+def clean_facility_id(value: str | None) -> str:
+    """Return a valid Swedish Facility ID (anläggnings-ID, a GSRN), spaces and dashes removed."""
+    raw = (value or "").strip()
+    digits = re.sub(r"[\s\-]", "", raw)
+    if not digits:
+        raise ValidationError("Facility ID is required for charge points in Sweden.")
+    if not digits.isdigit() or not digits.isascii():
+        raise ValidationError("Facility ID may only contain digits (spaces and dashes are ignored).")
+    if len(digits) != 18:
+        raise ValidationError(f"Facility ID must be 18 digits; this has {len(digits)}.")
+    if not digits.startswith(GSRN_PREFIX):
+        raise ValidationError(f"Facility ID must start with {GSRN_PREFIX}.")
+    expected = gs1_check_digit(digits[:-1])
+    if int(digits[-1]) != expected:
+        raise ValidationError(f"Facility ID check digit is wrong: the last digit should be {expected}.")
+    return digits
+
+
+def make_facility_id(body: str) -> str:
+    """Return a valid Facility ID for an 11-digit body after the 735999 prefix (demo data, tests)."""
+    stem = GSRN_PREFIX + body
+    if len(stem) != 17 or not stem.isdigit():
+        raise ValueError("body must be 11 digits")
+    return stem + str(gs1_check_digit(stem))

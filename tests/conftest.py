@@ -1,0 +1,179 @@
+"""Shared fixtures: a migrated database per test, the app, a logged-in client, factories."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from quart import Quart
+from quart.testing import QuartClient
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from powerbank import create_app
+from powerbank.demo import DEMO_PASSWORD, load_demo_data
+from powerbank.migrate import upgrade
+from powerbank.models import ChargePoint, Operator, OperatorMembership, Team, TeamMembership, User
+from powerbank.passwords import hash_password
+from powerbank.services.audit import SYSTEM
+from powerbank.services.teams import create_operator
+
+TEST_PASSWORD = "correct horse battery"
+# argon2 at full cost makes hundreds of test logins slow; tests hash once and reuse it.
+_PASSWORD_HASH = hash_password(TEST_PASSWORD)
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Migrate an empty SQLite database once; each test gets a copy of it."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def database_url(migrated_template: Path, tmp_path: Path) -> str:
+    path = tmp_path / "test.db"
+    shutil.copy(migrated_template, path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture
+def config_overrides() -> dict[str, Any]:
+    """Extra app config for a test module (override this fixture)."""
+    return {}
+
+
+@pytest.fixture
+async def app(database_url: str, config_overrides: dict[str, Any]) -> AsyncIterator[Quart]:
+    app = create_app({
+        "DEMO": True,
+        "DATABASE_URL": database_url, "SECRET_KEY": "test-secret", "TESTING": True,
+        # The test client speaks plain HTTP, as a developer machine does.
+        "QUART_AUTH_COOKIE_SECURE": False, "SESSION_COOKIE_SECURE": False, **config_overrides,
+    })
+    async with app.test_app():
+        yield app
+
+
+@pytest.fixture
+async def session(app: Quart) -> AsyncIterator[AsyncSession]:
+    async with app.extensions["powerbank.sessionmaker"]() as db:
+        yield db
+
+
+@pytest.fixture
+def client(app: Quart) -> QuartClient:
+    return app.test_client()
+
+
+class Factory:
+    """Create operators, teams, users with roles, and charge points, committed at once."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self._n = 0
+
+    def _next(self) -> int:
+        self._n += 1
+        return self._n
+
+    async def operator(self, name: str | None = None) -> Operator:
+        operator = await create_operator(self.session, SYSTEM, name or f"Operator {self._next()}")
+        await self.session.commit()
+        return operator
+
+    async def team(self, operator: Operator | None = None, name: str | None = None) -> Team:
+        operator = operator or await self.operator()
+        team = Team(operator_id=operator.id or 0, name=name or f"Team {self._next()}")
+        self.session.add(team)
+        await self.session.commit()
+        return team
+
+    async def user(
+        self, *, operator: Operator | None = None, operator_role: str | None = None, team: Team | None = None,
+        team_role: str | None = None, can_configure: bool = True, email: str | None = None,
+    ) -> User:
+        user = User(email=email or f"user{self._next()}@example.test", password_hash=_PASSWORD_HASH)
+        self.session.add(user)
+        await self.session.flush()
+        if operator_role:
+            assert operator is not None
+            self.session.add(OperatorMembership(operator_id=operator.id or 0, user_id=user.id or 0, role=operator_role))
+        if team_role:
+            assert team is not None
+            self.session.add(TeamMembership(team_id=team.id or 0, user_id=user.id or 0, role=team_role,
+                                            can_configure_charge_points=can_configure))
+        await self.session.commit()
+        return user
+
+    async def charge_point(self, team: Team, **fields: Any) -> ChargePoint:
+        n = self._next()
+        values: dict[str, Any] = {
+            "name": f"Charger {n}", "identity": f"CP-{n:05d}", "brand": "Easee", "model": "Home",
+            "country": "DK", "price_area": "DK1", "ocpp_password_hash": _PASSWORD_HASH,
+        }
+        values.update(fields)
+        charge_point = ChargePoint(team_id=team.id or 0, **values)
+        self.session.add(charge_point)
+        await self.session.commit()
+        return charge_point
+
+
+@pytest.fixture
+def factory(session: AsyncSession) -> Factory:
+    return Factory(session)
+
+
+@pytest.fixture
+async def demo(session: AsyncSession) -> list[ChargePoint]:
+    """Load the demo data into the test database."""
+    charge_points = await load_demo_data(session)
+    await session.commit()
+    return charge_points
+
+
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+async def csrf_of(client: QuartClient, path: str = "/login") -> str:
+    """Return the client session's CSRF token, read from a page as a browser would."""
+    response = await client.get(path)
+    match = CSRF_RE.search(await response.get_data(as_text=True))
+    assert match, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+LoginAs = Callable[..., Awaitable[QuartClient]]
+
+
+@pytest.fixture
+def login_as(app: Quart) -> LoginAs:
+    """Return a helper that logs a user in through the log-in form and returns their client."""
+
+    async def _login(user: User | str, password: str | None = None) -> QuartClient:
+        email = user if isinstance(user, str) else user.email
+        if password is None:
+            password = DEMO_PASSWORD if email.endswith("@demo.test") else TEST_PASSWORD
+        client = app.test_client()
+        token = await csrf_of(client)
+        response = await client.post("/login", form={"email": email, "password": password, "csrf_token": token})
+        assert response.status_code == 303, await response.get_data(as_text=True)
+        client.csrf_token = token  # type: ignore[attr-defined]
+        return client
+
+    return _login
+
+
+async def post_form(client: QuartClient, path: str, form: dict[str, str] | None = None, **kwargs: Any) -> Any:
+    """POST a form with the client's CSRF token, as a page's form would."""
+    data = {"csrf_token": client.csrf_token, **(form or {})}  # type: ignore[attr-defined]
+    return await client.post(path, form=data, **kwargs)
+
+
+def htmx_headers(client: QuartClient) -> dict[str, str]:
+    """Return the headers htmx sends: HX-Request and the CSRF token set on <body>."""
+    return {"HX-Request": "true", "X-CSRF-Token": client.csrf_token}  # type: ignore[attr-defined]
