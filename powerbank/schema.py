@@ -1,3 +1,4 @@
 """Import every table module, so the metadata knows the whole schema (used by Alembic)."""
 
 from powerbank import models  # noqa: F401
+from powerbank import enrollment_models  # noqa: F401

@@ -1,0 +1,89 @@
+"""PowerBank enrollment tables: participation per charge point, terms, acceptances, history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import JSON, Column, Index
+from sqlmodel import Field, SQLModel
+
+from powerbank.db import UTCDateTime, utcnow
+
+
+class ParticipationState(StrEnum):
+    SIGNED_UP = "Signed up"
+    NOT_SIGNED_UP = "Not signed up"
+    OPTED_OUT = "Opted out"
+    SUSPENDED = "Suspended"
+
+
+class ParticipationSource(StrEnum):
+    BULK = "bulk"
+    SINGLE = "single"
+    AUTOMATIC = "automatic"
+    API = "API"
+
+
+class Participation(SQLModel, table=True):
+    """The current PowerBank state of one charge point; no row means "Not signed up"."""
+
+    __tablename__ = "powerbank_participation"
+
+    charge_point_id: int = Field(primary_key=True, foreign_key="charge_point.id", ondelete="CASCADE")
+    state: str = Field(max_length=20)
+    since: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    source: str = Field(max_length=12)
+    reason: str = Field(default="", max_length=200)
+    # Optimistic concurrency: every change is an UPDATE ... WHERE version = <the version read>.
+    version: int = Field(default=1)
+
+
+class TermsVersion(SQLModel, table=True):
+    """A published version of the PowerBank terms and conditions; the newest published one is current."""
+
+    __tablename__ = "powerbank_terms_version"
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: str = Field(max_length=40, unique=True)
+    published_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    text: str
+
+
+class TermsAcceptance(SQLModel, table=True):
+    """One acceptance of a terms version by a user, for a team, naming the charge points signed up."""
+
+    __tablename__ = "powerbank_terms_acceptance"
+    __table_args__ = (Index("ix_powerbank_terms_acceptance_lookup", "user_id", "team_id", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user.id", ondelete="CASCADE")
+    team_id: int = Field(foreign_key="team.id", index=True, ondelete="CASCADE")
+    version: str = Field(max_length=40)
+    accepted_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    charge_point_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class ParticipationEvent(SQLModel, table=True):
+    """One change of a charge point's participation (R8); rows are only ever inserted.
+
+    Charge point and team are kept as plain ids with the charge point's name, so the history
+    outlives a deleted charge point.
+    """
+
+    __tablename__ = "powerbank_participation_event"
+    __table_args__ = (Index("ix_powerbank_participation_event_team_at", "team_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    charge_point_id: int = Field(index=True)
+    team_id: int
+    charge_point_name: str = Field(max_length=120)
+    actor_user_id: int | None = Field(default=None)
+    actor_label: str = Field(max_length=254)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    from_state: str = Field(max_length=20)
+    to_state: str = Field(max_length=20)
+    source: str = Field(max_length=12)
+    terms_version: str | None = Field(default=None, max_length=40)
+    reason: str = Field(default="", max_length=200)
+
