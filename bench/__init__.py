@@ -1,0 +1,1 @@
+"""Benchmarks: PowerBank against a bare baseline, measured in one run (``make bench``)."""
