@@ -60,9 +60,9 @@ def _check_config(app: Quart) -> None:
 
 
 def _register_blueprints(app: Quart) -> None:
-    from powerbank.routes import admin, auth, charge_points, home, teams
+    from powerbank.routes import admin, auth, charge_points, home, powerbank, teams
 
-    for module in (auth, home, teams, charge_points, admin):
+    for module in (auth, home, teams, charge_points, admin, powerbank):
         app.register_blueprint(module.blueprint)
 
 

@@ -16,6 +16,7 @@ from powerbank.demo_credentials import DEMO_CHARGER_PASSWORD, DEMO_PASSWORD
 from powerbank.models import ChargePoint, Operator, OperatorMembership, OperatorRole, Team, TeamMembership, TeamRole
 from powerbank.passwords import hash_password
 from powerbank.services.audit import SYSTEM
+from powerbank.services.enrollment import reevaluate
 from powerbank.services.teams import create_operator
 from powerbank.services.users import create_user
 from powerbank.validators import make_facility_id
@@ -137,4 +138,6 @@ async def load_demo_data(session: AsyncSession) -> list[ChargePoint]:
             session.add(TeamMembership(team_id=teams[team_name].id or 0, user_id=user.id or 0, role=team_role,
                                        can_configure_charge_points=may_configure))
     await session.flush()
+    # The same rules as for any new charge point: compatible DK2 ones are signed up automatically.
+    await reevaluate(session, created)
     return created

@@ -6,6 +6,7 @@ from quart import Blueprint, Response, redirect, request, url_for
 
 from powerbank.errors import FormErrors
 from powerbank.permissions import Permission, can_on_team, denial_reason
+from powerbank.routes.powerbank import functionality_context as powerbank_functionality
 from powerbank.routes.teams import form_choices, ocpp_url
 from powerbank.services import charge_points as cp_service
 from powerbank.services.audit import Actor
@@ -19,12 +20,15 @@ blueprint = Blueprint("charge_points", __name__)
 @login_required
 async def detail(cp_id: int) -> Response:
     me = await principal()
-    charge_point, team = await cp_service.get_charge_point_or_404(await db_session(), me, cp_id)
+    session = await db_session()
+    charge_point, team = await cp_service.get_charge_point_or_404(session, me, cp_id)
     return await render_page(
         "charge_points/detail.html",
+        **await powerbank_functionality(session, me, charge_point, team, confirm=request.args.get("powerbank")),
         charge_point=charge_point,
         team=team,
-        status=cp_service.connection_status(charge_point),
+        # Not `status`: render_page takes that as the HTTP status.
+        connection=cp_service.connection_status(charge_point),
         ocpp_url=ocpp_url(charge_point.identity),
         can_configure=can_on_team(me, Permission.CONFIGURE_CHARGE_POINTS, team),
         configure_reason=denial_reason(me, Permission.CONFIGURE_CHARGE_POINTS, team),

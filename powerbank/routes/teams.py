@@ -8,6 +8,7 @@ from powerbank.countries import COUNTRIES
 from powerbank.errors import FormErrors
 from powerbank.permissions import Permission, can_on_team, denial_reason
 from powerbank.services import charge_points as cp_service
+from powerbank.services import enrollment
 from powerbank.services.audit import Actor
 from powerbank.services.teams import get_operator_or_404, get_team_or_404, require_team
 from powerbank.validators import AREAS_BY_COUNTRY
@@ -53,6 +54,8 @@ async def charge_points(team_id: int) -> Response:
         status_of=cp_service.connection_status,
         can_configure=can_on_team(me, Permission.CONFIGURE_CHARGE_POINTS, team_),
         configure_reason=denial_reason(me, Permission.CONFIGURE_CHARGE_POINTS, team_),
+        powerbank_statuses=await enrollment.statuses_for(session, team_, page.items),
+        powerbank_reason=denial_reason(me, Permission.SIGN_UP_POWERBANK, team_),
     )
 
 

@@ -102,6 +102,7 @@ async def add_model(
     await session.flush()
     record(session, actor, "catalogue.add", entry, operator_id=operator_id, label=f"{clean_brand} {clean_model}",
            after={"brand": clean_brand, "model": clean_model})
+    await _reevaluate_operator(session, operator_id)
     return entry
 
 
@@ -113,4 +114,12 @@ async def remove_model(session: AsyncSession, actor: Actor, operator_id: int, en
     record(session, actor, "catalogue.remove", entry, operator_id=operator_id, label=f"{entry.brand} {entry.model}",
            before={"brand": entry.brand, "model": entry.model})
     await session.delete(entry)
+    await _reevaluate_operator(session, operator_id)
     return entry
+
+
+async def _reevaluate_operator(session: AsyncSession, operator_id: int) -> None:
+    # Imported here: the enrollment service itself judges compatibility with this module.
+    from powerbank.services.enrollment import reevaluate_operator
+
+    await reevaluate_operator(session, operator_id)

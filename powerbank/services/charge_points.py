@@ -15,6 +15,7 @@ from powerbank.models import ChargePoint, Team
 from powerbank.passwords import generate_secret, hash_password
 from powerbank.permissions import Permission, Principal, can_on_team
 from powerbank.services.audit import Actor, record
+from powerbank.services.enrollment import reevaluate
 from powerbank.validators import (
     ValidationError,
     clean_country,
@@ -183,6 +184,7 @@ async def create_charge_point(
     await session.flush()
     record(session, actor, "charge_point.create", charge_point, operator_id=team.operator_id,
            after=_snapshot(charge_point))
+    await reevaluate(session, [charge_point])
     return charge_point, password
 
 
@@ -201,6 +203,7 @@ async def update_charge_point(
         session.add(charge_point)
         record(session, actor, "charge_point.update", charge_point, operator_id=team.operator_id,
                before={k: v[0] for k, v in changes.items()}, after={k: v[1] for k, v in changes.items()})
+        await reevaluate(session, [charge_point])
     return changes
 
 

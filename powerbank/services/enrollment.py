@@ -1,0 +1,610 @@
+"""PowerBank enrollment: rules R1-R8 in one place, shared by pages, API, OCPP handlers and CLI.
+
+Who may take part (countries, compatibility, Sweden's Facility ID), signing up in bulk or one
+at a time after accepting the current terms, opting out, DK2's automatic sign-up, suspension
+when a signed-up charge point stops being eligible, and the append-only history.
+
+Every entry point that acts for a person checks that person's permission itself, so a forged
+request changes nothing. Every change goes through ``_apply`` which writes with optimistic
+concurrency (``UPDATE ... WHERE version = <read version>``): two people saving at once cannot
+both win, and the loser's transaction is refused whole (ConflictError).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import bindparam, func, insert, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from powerbank.countries import COUNTRIES
+from powerbank.db import utcnow
+from powerbank.enrollment_models import (
+    Participation,
+    ParticipationEvent,
+    ParticipationSource,
+    ParticipationState,
+    TermsAcceptance,
+    TermsVersion,
+)
+from powerbank.errors import ConflictError, ForbiddenError, FormErrors, NotFoundError
+from powerbank.models import ChargePoint, Team
+from powerbank.permissions import Permission, Principal, can_on_team, denial_reason
+from powerbank.services.audit import SYSTEM, Actor, record
+from powerbank.services.catalogue import catalogue_keys, compatibility_problem
+from powerbank.validators import ValidationError, clean_facility_id
+
+# R1: the countries where PowerBank is available.
+POWERBANK_COUNTRIES = ("DK", "SE", "GB", "IE")
+# R6: price areas where a compatible charge point takes part unless it opts out.
+AUTOMATIC_AREAS = ("DK2",)
+COMPATIBLE = "Compatible"
+NOT_COMPATIBLE = "Not compatible"
+
+PARTICIPATION = Participation.__table__  # type: ignore[attr-defined]
+EVENTS = ParticipationEvent.__table__  # type: ignore[attr-defined]
+CHARGE_POINTS = ChargePoint.__table__  # type: ignore[attr-defined]
+
+ReleaseHook = Callable[[AsyncSession | None, list[int], str], Awaitable[None]]
+_release_hooks: list[ReleaseHook] = []
+
+
+def register_release_hook(hook: ReleaseHook) -> None:
+    """Call ``hook(session, charge_point_ids, reason)`` whenever charge points stop participating (S2)."""
+    _release_hooks.append(hook)
+
+
+def unregister_release_hook(hook: ReleaseHook) -> None:
+    """Stop calling a hook registered with ``register_release_hook``."""
+    _release_hooks.remove(hook)
+
+
+async def _release(session: AsyncSession, charge_point_ids: list[int], reason: str) -> None:
+    for hook in list(_release_hooks):
+        await hook(session, charge_point_ids, reason)
+
+
+class SignUpError(FormErrors):
+    """Nothing was saved; ``errors`` holds form messages and ``row_errors`` one message per charge point."""
+
+    def __init__(self, errors: dict[str, str], row_errors: dict[int, str] | None = None) -> None:
+        self.row_errors = row_errors or {}
+        super().__init__(errors or {"form": "Nothing was saved."})
+
+
+@dataclass(frozen=True)
+class RowStatus:
+    """What PowerBank says about one charge point: its state and whether it can be signed up."""
+
+    charge_point: ChargePoint
+    participation: Participation | None
+    # Compatible | Not compatible | Not available in <country>
+    compatibility: str
+    compatibility_detail: str | None
+    # Sweden only: what is wrong with the stored Facility ID (R5).
+    facility_problem: str | None
+
+    @property
+    def state(self) -> ParticipationState:
+        if self.participation is None:
+            return ParticipationState.NOT_SIGNED_UP
+        return ParticipationState(self.participation.state)
+
+    @property
+    def source(self) -> str | None:
+        return self.participation.source if self.participation else None
+
+    @property
+    def since(self) -> datetime | None:
+        return self.participation.since if self.participation else None
+
+    @property
+    def selectable(self) -> bool:
+        """Return True when country and compatibility allow a sign-up (a Facility ID may still be due)."""
+        return self.compatibility == COMPATIBLE
+
+    @property
+    def eligible(self) -> bool:
+        """Return True when the charge point may take part as it is stored now."""
+        return self.selectable and self.facility_problem is None
+
+    @property
+    def blocking_reason(self) -> str | None:
+        """Return why the row cannot be selected in the sign-up flow, or None."""
+        if self.compatibility == NOT_COMPATIBLE:
+            return f"Not compatible: {self.compatibility_detail}"
+        if not self.selectable:
+            return self.compatibility
+        return None
+
+    @property
+    def ineligibility(self) -> str | None:
+        """Return why the charge point cannot take part as stored now, or None when it can."""
+        if not self.selectable:
+            return self.compatibility
+        if self.facility_problem is not None:
+            return "Facility ID missing" if not self.charge_point.facility_id else "Facility ID invalid"
+        return None
+
+    @property
+    def why(self) -> str | None:
+        """Return the short explanation the Charge points tab shows next to the state."""
+        state = self.state
+        if state is ParticipationState.SIGNED_UP and self.source == ParticipationSource.AUTOMATIC:
+            return f"Signed up automatically ({self.charge_point.price_area})"
+        if state is ParticipationState.SUSPENDED and self.participation is not None:
+            return self.participation.reason
+        if state is ParticipationState.NOT_SIGNED_UP:
+            return self.ineligibility
+        return None
+
+
+@dataclass
+class BulkResult:
+    """What a sign-up saved."""
+
+    signed_up: list[int]
+    already_signed_up: list[int]
+    terms_version: str
+
+    @property
+    def message(self) -> str:
+        count = len(self.signed_up)
+        text = f"{count} charge point{'' if count == 1 else 's'} signed up"
+        if self.already_signed_up:
+            already = len(self.already_signed_up)
+            text += f"; {already} {'was' if already == 1 else 'were'} already signed up"
+        return text + "."
+
+
+@dataclass
+class EventPage:
+    items: list[ParticipationEvent]
+    total: int
+    page: int
+    page_size: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.page_size))
+
+
+@dataclass
+class _Change:
+    row: RowStatus
+    to_state: ParticipationState
+    reason: str = ""
+
+
+@dataclass
+class _Context:
+    """Everything ``_apply`` writes with, besides the changes themselves."""
+
+    actor: Actor
+    source: str
+    terms_version: str | None
+
+
+def availability_problem(charge_point: ChargePoint, keys: set[tuple[str, str]]) -> tuple[str, str | None]:
+    """Return (compatibility, detail) for R1 and R2: Compatible, Not compatible or Not available in <country>."""
+    if charge_point.country not in POWERBANK_COUNTRIES:
+        return f"Not available in {COUNTRIES.get(charge_point.country, charge_point.country)}", None
+    problem = compatibility_problem(charge_point, keys)
+    if problem is not None:
+        return NOT_COMPATIBLE, problem
+    return COMPATIBLE, None
+
+
+def facility_id_problem(charge_point: ChargePoint, typed: str | None = None) -> str | None:
+    """Return what is wrong with a Swedish charge point's Facility ID (typed, else stored), or None (R5)."""
+    if charge_point.country != "SE":
+        return None
+    try:
+        clean_facility_id(typed if typed and typed.strip() else charge_point.facility_id)
+    except ValidationError as exc:
+        return str(exc)
+    return None
+
+
+def facility_id_message(typed: str | None) -> str | None:
+    """Return what is wrong with a typed Facility ID (length, prefix, check digit), or None if valid (R5)."""
+    try:
+        clean_facility_id(typed)
+    except ValidationError as exc:
+        return str(exc)
+    return None
+
+
+def row_status(
+    charge_point: ChargePoint, participation: Participation | None, keys: set[tuple[str, str]]
+) -> RowStatus:
+    """Return a charge point's PowerBank status from already loaded data (no query)."""
+    compatibility, detail = availability_problem(charge_point, keys)
+    return RowStatus(charge_point, participation, compatibility, detail, facility_id_problem(charge_point))
+
+
+def _require_sign_up(principal: Principal, team: Team) -> None:
+    if not can_on_team(principal, Permission.VIEW_TEAM, team):
+        raise NotFoundError("No such team.")
+    reason = denial_reason(principal, Permission.SIGN_UP_POWERBANK, team)
+    if reason is not None:
+        raise ForbiddenError(reason)
+
+
+async def _participations(session: AsyncSession, charge_point_ids: Iterable[int]) -> dict[int, Participation]:
+    ids = list(charge_point_ids)
+    if not ids:
+        return {}
+    # populate_existing: rows changed by a bulk UPDATE earlier in this session must not come back stale.
+    rows = await session.exec(
+        select(Participation)
+        .where(col(Participation.charge_point_id).in_(ids))
+        .execution_options(populate_existing=True)
+    )
+    return {row.charge_point_id: row for row in rows}
+
+
+async def current_terms(session: AsyncSession) -> TermsVersion:
+    """Return the current terms and conditions: the newest published version."""
+    terms = (
+        await session.exec(
+            select(TermsVersion)
+            .where(TermsVersion.published_at <= utcnow())
+            .order_by(col(TermsVersion.published_at).desc(), col(TermsVersion.id).desc())
+            .limit(1)
+        )
+    ).first()
+    if terms is None:
+        raise ConflictError("No terms and conditions are published; PowerBank sign-up is not possible yet.")
+    return terms
+
+
+async def has_accepted_terms(session: AsyncSession, user_id: int, team_id: int, version: str) -> bool:
+    """Return True when the user has accepted this terms version for this team."""
+    found = await session.exec(
+        select(TermsAcceptance.id).where(
+            TermsAcceptance.user_id == user_id, TermsAcceptance.team_id == team_id, TermsAcceptance.version == version
+        ).limit(1)
+    )
+    return found.first() is not None
+
+
+def _check_terms(accepted_version: str | None, terms: TermsVersion) -> None:
+    if not accepted_version:
+        raise SignUpError({"terms": "Accept the terms and conditions to sign up."})
+    if accepted_version != terms.version:
+        raise SignUpError({"terms": f"The terms and conditions have changed. Read version {terms.version} and accept it."})
+
+
+async def eligibility_for_team(session: AsyncSession, team: Team) -> list[RowStatus]:
+    """Return every charge point of a team with its PowerBank status, by name (three queries)."""
+    charge_points = list(
+        await session.exec(
+            select(ChargePoint)
+            .where(ChargePoint.team_id == team.id)
+            .order_by(col(ChargePoint.name), col(ChargePoint.id))
+            .execution_options(populate_existing=True)
+        )
+    )
+    participations = await _participations(session, [cp.id for cp in charge_points if cp.id is not None])
+    keys = await catalogue_keys(session, team.operator_id)
+    return [row_status(cp, participations.get(cp.id or 0), keys) for cp in charge_points]
+
+
+async def statuses_for(session: AsyncSession, team: Team, charge_points: Sequence[ChargePoint]) -> dict[int, RowStatus]:
+    """Return the PowerBank status of some charge points of one team, by id (two queries)."""
+    participations = await _participations(session, [cp.id for cp in charge_points if cp.id is not None])
+    keys = await catalogue_keys(session, team.operator_id)
+    return {cp.id or 0: row_status(cp, participations.get(cp.id or 0), keys) for cp in charge_points}
+
+
+async def get_participation(session: AsyncSession, charge_point: ChargePoint) -> RowStatus:
+    """Return one charge point's PowerBank status."""
+    team = await session.get(Team, charge_point.team_id)
+    if team is None:
+        raise NotFoundError("No such team.")
+    return (await statuses_for(session, team, [charge_point]))[charge_point.id or 0]
+
+
+async def _apply(session: AsyncSession, changes: list[_Change], context: _Context) -> None:
+    """Write state changes and their events; refuse the whole change if any row changed meanwhile."""
+    if not changes:
+        return
+    now = utcnow()
+    inserts: list[dict[str, object]] = []
+    updates: list[dict[str, object]] = []
+    events: list[dict[str, object]] = []
+    for change in changes:
+        charge_point = change.row.charge_point
+        values = {"state": str(change.to_state), "since": now, "source": context.source, "reason": change.reason}
+        previous = change.row.participation
+        if previous is None:
+            inserts.append({"charge_point_id": charge_point.id, "version": 1, **values})
+        else:
+            updates.append({"b_charge_point_id": charge_point.id, "b_version": previous.version,
+                            "version": previous.version + 1, **values})
+        events.append({
+            "charge_point_id": charge_point.id, "team_id": charge_point.team_id,
+            "charge_point_name": charge_point.name, "actor_user_id": context.actor.user_id,
+            "actor_label": context.actor.label, "at": now, "from_state": str(change.row.state),
+            "to_state": str(change.to_state), "source": context.source, "terms_version": context.terms_version,
+            "reason": change.reason,
+        })
+    stale = ConflictError(
+        "Someone else changed the PowerBank participation of these charge points at the same time. "
+        "Nothing was saved; look at the current state and try again."
+    )
+    if inserts:
+        try:
+            await session.exec(insert(PARTICIPATION), params=inserts)
+        except IntegrityError as exc:
+            raise stale from exc
+    if updates:
+        result = await session.exec(
+            update(PARTICIPATION).where(
+                PARTICIPATION.c.charge_point_id == bindparam("b_charge_point_id"),
+                PARTICIPATION.c.version == bindparam("b_version"),
+            ),
+            params=updates,
+        )
+        if result.rowcount != len(updates):
+            raise stale
+    await session.exec(insert(EVENTS), params=events)
+    released: dict[str, list[int]] = {}
+    for change in changes:
+        if change.to_state in (ParticipationState.OPTED_OUT, ParticipationState.SUSPENDED):
+            released.setdefault(change.reason, []).append(change.row.charge_point.id or 0)
+    for reason, charge_point_ids in released.items():
+        await _release(session, charge_point_ids, reason)
+
+
+async def _store_facility_ids(session: AsyncSession, facility_ids: dict[int, str]) -> None:
+    if facility_ids:
+        await session.exec(
+            update(CHARGE_POINTS).where(CHARGE_POINTS.c.id == bindparam("b_id")),
+            params=[{"b_id": cp_id, "facility_id": value, "updated_at": utcnow()} for cp_id, value in facility_ids.items()],
+        )
+
+
+def _typed_facility_ids(row: RowStatus, typed: str | None) -> tuple[str | None, str | None]:
+    """Return (clean typed Facility ID to store, problem) for a Swedish row about to be signed up."""
+    charge_point = row.charge_point
+    if charge_point.country != "SE":
+        return None, None
+    if typed and typed.strip():
+        try:
+            return clean_facility_id(typed), None
+        except ValidationError as exc:
+            return None, str(exc)
+    return None, row.facility_problem
+
+
+async def bulk_sign_up(
+    session: AsyncSession,
+    principal: Principal,
+    team: Team,
+    *,
+    accept_terms_version: str | None,
+    charge_point_ids: list[int] | None,
+    sign_up_all: bool,
+    facility_ids: dict[int, str],
+    source: str = ParticipationSource.BULK,
+) -> BulkResult:
+    """Sign up charge points of one team (R3), all or nothing; raise SignUpError saying what blocks it.
+
+    With ``sign_up_all`` every eligible charge point of the team is signed up, opted-out ones
+    included (the user asked for all); otherwise the ``charge_point_ids`` given. A Swedish one
+    needs a valid Facility ID, stored or typed in ``facility_ids`` (stored only if the save succeeds).
+    A bounded number of queries, whatever the number of charge points.
+    """
+    _require_sign_up(principal, team)
+    terms = await current_terms(session)
+    _check_terms(accept_terms_version, terms)
+    rows = {row.charge_point.id or 0: row for row in await eligibility_for_team(session, team)}
+    named = set(charge_point_ids or []) | set(facility_ids)
+    if named - set(rows):
+        raise NotFoundError("No such charge point in this team.")
+    if sign_up_all:
+        targets = [row for row in rows.values() if row.selectable]
+    else:
+        targets = [rows[cp_id] for cp_id in dict.fromkeys(charge_point_ids or [])]
+        if not targets:
+            raise SignUpError({"form": "Tick the charge points to sign up, or use Sign up all charge points."})
+    row_errors: dict[int, str] = {}
+    new_facility_ids: dict[int, str] = {}
+    for row in targets:
+        cp_id = row.charge_point.id or 0
+        if row.blocking_reason:
+            row_errors[cp_id] = row.blocking_reason
+            continue
+        clean, problem = _typed_facility_ids(row, facility_ids.get(cp_id))
+        if problem:
+            row_errors[cp_id] = problem
+        elif clean and clean != row.charge_point.facility_id:
+            new_facility_ids[cp_id] = clean
+    if row_errors:
+        count = len(row_errors)
+        raise SignUpError(
+            {"form": f"Nothing was saved: {count} charge point{'' if count == 1 else 's'} cannot be signed up yet "
+                     "(see the messages in the table)."},
+            row_errors,
+        )
+    already = [row.charge_point.id or 0 for row in targets if row.state is ParticipationState.SIGNED_UP]
+    changes = [_Change(row, ParticipationState.SIGNED_UP) for row in targets
+               if row.state is not ParticipationState.SIGNED_UP]
+    actor = Actor.of(principal.user)
+    await _store_facility_ids(session, new_facility_ids)
+    await _apply(session, changes, _Context(actor, source, terms.version))
+    signed_up = [change.row.charge_point.id or 0 for change in changes]
+    session.add(TermsAcceptance(user_id=principal.user.id or 0, team_id=team.id or 0, version=terms.version,
+                                charge_point_ids=signed_up))
+    record(session, actor, "powerbank.sign_up", team, operator_id=team.operator_id,
+           after={"charge_point_ids": signed_up, "terms_version": terms.version, "source": source,
+                  "facility_ids_set": sorted(new_facility_ids)})
+    await session.flush()
+    return BulkResult(signed_up, already, terms.version)
+
+
+async def _team_of(session: AsyncSession, principal: Principal, charge_point: ChargePoint) -> Team:
+    team = await session.get(Team, charge_point.team_id)
+    if team is None or not can_on_team(principal, Permission.VIEW_TEAM, team):
+        raise NotFoundError("No such charge point.")
+    return team
+
+
+async def sign_up_one(
+    session: AsyncSession,
+    principal: Principal,
+    charge_point: ChargePoint,
+    *,
+    accept_terms_version: str | None,
+    facility_id: str | None,
+    source: str = ParticipationSource.SINGLE,
+) -> RowStatus:
+    """Sign one charge point up (the toggle); terms may be omitted once this user accepted them for the team."""
+    team = await _team_of(session, principal, charge_point)
+    _require_sign_up(principal, team)
+    terms = await current_terms(session)
+    if accept_terms_version or not await has_accepted_terms(session, principal.user.id or 0, team.id or 0,
+                                                            terms.version):
+        _check_terms(accept_terms_version, terms)
+    row = await get_participation(session, charge_point)
+    if row.blocking_reason:
+        raise SignUpError({"form": row.blocking_reason})
+    clean, problem = _typed_facility_ids(row, facility_id)
+    if problem:
+        raise SignUpError({"facility_id": problem}, {charge_point.id or 0: problem})
+    if row.state is ParticipationState.SIGNED_UP:
+        return row
+    actor = Actor.of(principal.user)
+    if clean and clean != charge_point.facility_id:
+        await _store_facility_ids(session, {charge_point.id or 0: clean})
+    await _apply(session, [_Change(row, ParticipationState.SIGNED_UP)], _Context(actor, source, terms.version))
+    if accept_terms_version:
+        session.add(TermsAcceptance(user_id=principal.user.id or 0, team_id=team.id or 0, version=terms.version,
+                                    charge_point_ids=[charge_point.id or 0]))
+    record(session, actor, "powerbank.sign_up", charge_point, operator_id=team.operator_id,
+           after={"terms_version": terms.version, "source": source})
+    await session.flush()
+    return await _refreshed(session, charge_point)
+
+
+async def _refreshed(session: AsyncSession, charge_point: ChargePoint) -> RowStatus:
+    await session.refresh(charge_point)
+    return await get_participation(session, charge_point)
+
+
+async def opt_out(
+    session: AsyncSession, principal: Principal, charge_point: ChargePoint, *, source: str = ParticipationSource.SINGLE
+) -> RowStatus:
+    """Stop a charge point's participation at once (R7), releasing any active limit (S2)."""
+    team = await _team_of(session, principal, charge_point)
+    _require_sign_up(principal, team)
+    row = await get_participation(session, charge_point)
+    if row.state is ParticipationState.OPTED_OUT:
+        return row
+    actor = Actor.of(principal.user)
+    await _apply(session, [_Change(row, ParticipationState.OPTED_OUT, f"Opted out by {actor.label}")],
+                 _Context(actor, source, None))
+    record(session, actor, "powerbank.opt_out", charge_point, operator_id=team.operator_id,
+           before={"state": str(row.state)}, after={"state": str(ParticipationState.OPTED_OUT), "source": source})
+    await session.flush()
+    return await get_participation(session, charge_point)
+
+
+def _automatic_change(row: RowStatus) -> _Change | None:
+    """Return what the system changes on its own for a charge point (R6, suspension), or None."""
+    state, problem = row.state, row.ineligibility
+    if state is ParticipationState.SIGNED_UP and problem:
+        return _Change(row, ParticipationState.SUSPENDED, problem)
+    if state is ParticipationState.SUSPENDED and problem is None:
+        return _Change(row, ParticipationState.SIGNED_UP, "Eligible again")
+    if state is ParticipationState.NOT_SIGNED_UP and problem is None and row.charge_point.price_area in AUTOMATIC_AREAS:
+        return _Change(row, ParticipationState.SIGNED_UP, f"Signed up automatically ({row.charge_point.price_area})")
+    return None
+
+
+async def reevaluate(session: AsyncSession, charge_points: Iterable[ChargePoint | int]) -> list[tuple[int, str]]:
+    """Apply what the system does by itself after a change; return (charge point id, new state) pairs.
+
+    DK2 automatic sign-up (R6, never after an opt-out), suspension of a signed-up charge point
+    that stopped being eligible, and its return once eligible again. Call it after creating or
+    editing charge points, after catalogue changes and once a charger reports what it is.
+    """
+    wanted = [cp_id for item in charge_points if (cp_id := item if isinstance(item, int) else item.id) is not None]
+    if not wanted:
+        return []
+    # Pending edits of the caller (a new Facility ID, another country) must be what is judged.
+    await session.flush()
+    pairs = list(
+        await session.exec(
+            select(ChargePoint, Team.operator_id)
+            .join(Team, Team.id == ChargePoint.team_id)
+            .where(col(ChargePoint.id).in_(wanted))
+            .execution_options(populate_existing=True)
+        )
+    )
+    participations = await _participations(session, wanted)
+    keys_by_operator = {operator_id: await catalogue_keys(session, operator_id)
+                        for operator_id in {operator_id for _, operator_id in pairs}}
+    changes_by_operator: dict[int, list[_Change]] = {}
+    for charge_point, operator_id in pairs:
+        row = row_status(charge_point, participations.get(charge_point.id or 0), keys_by_operator[operator_id])
+        change = _automatic_change(row)
+        if change is not None:
+            changes_by_operator.setdefault(operator_id, []).append(change)
+    changes = [change for group in changes_by_operator.values() for change in group]
+    if not changes:
+        return []
+    terms = await current_terms(session)
+    await _apply(session, changes, _Context(SYSTEM, ParticipationSource.AUTOMATIC, terms.version))
+    for operator_id, group in changes_by_operator.items():
+        record(session, SYSTEM, "powerbank.reevaluate", group[0].row.charge_point, operator_id=operator_id,
+               label=f"{len(group)} charge point{'' if len(group) == 1 else 's'}",
+               after={c.row.charge_point.identity: f"{c.to_state} ({c.reason})" for c in group})
+    return [(change.row.charge_point.id or 0, str(change.to_state)) for change in changes]
+
+
+async def reevaluate_operator(session: AsyncSession, operator_id: int) -> list[tuple[int, str]]:
+    """Re-evaluate every charge point of an operator (after a catalogue change)."""
+    ids = await session.exec(
+        select(ChargePoint.id).join(Team, Team.id == ChargePoint.team_id).where(Team.operator_id == operator_id)
+    )
+    return await reevaluate(session, [cp_id for cp_id in ids if cp_id is not None])
+
+
+async def list_events(
+    session: AsyncSession, team_id: int, *, charge_point_id: int | None = None, page: int = 1, page_size: int = 50
+) -> EventPage:
+    """Return one page of a team's PowerBank history, newest first, optionally of one charge point."""
+    conditions = [ParticipationEvent.team_id == team_id]
+    if charge_point_id is not None:
+        conditions.append(ParticipationEvent.charge_point_id == charge_point_id)
+    total = (await session.exec(select(func.count()).select_from(ParticipationEvent).where(*conditions))).one()
+    items = await session.exec(
+        select(ParticipationEvent)
+        .where(*conditions)
+        .order_by(col(ParticipationEvent.at).desc(), col(ParticipationEvent.id).desc())
+        .offset((page - 1) * page_size)
+        .limit(page_size)
+    )
+    return EventPage(list(items), total, page, page_size)
+
+
+CSV_COLUMNS = ("Charge point", "Identity", "Country", "Area", "State", "Since", "Source", "Facility ID")
+
+
+def participation_csv_rows(rows: Iterable[RowStatus]) -> list[list[str]]:
+    """Return the CSV export of a team's current participation, header first."""
+    lines = [list(CSV_COLUMNS)]
+    for row in rows:
+        cp = row.charge_point
+        lines.append([
+            cp.name, cp.identity, COUNTRIES.get(cp.country, cp.country), cp.price_area or "", str(row.state),
+            row.since.isoformat() if row.since else "", row.source or "", cp.facility_id or "",
+        ])
+    return lines
