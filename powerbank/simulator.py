@@ -1,0 +1,1050 @@
+"""Simulate OCPP 1.6 and 2.0.1 chargers, thousands in one process, to exercise the hub.
+
+Each charger boots, reports status and meter values, answers the hub's capability probe and
+obeys (or, without smart charging, refuses) charging profiles, reconnecting whenever the
+connection drops. Run it on its own with
+
+    python -m powerbank.simulator --url ws://127.0.0.1:8000/ocpp --password secret --chargers 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import logging
+import random
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
+from urllib.parse import quote
+
+from ocpp.exceptions import OCPPError
+from ocpp.routing import after, on
+from ocpp.v16 import ChargePoint as ChargePoint16
+from ocpp.v16 import call as call16
+from ocpp.v16 import call_result as result16
+from ocpp.v16 import datatypes as types16
+from ocpp.v16.enums import Action as Action16
+from ocpp.v16.enums import ChargingProfileStatus, ClearChargingProfileStatus
+from ocpp.v201 import ChargePoint as ChargePoint201
+from ocpp.v201 import call as call201
+from ocpp.v201 import call_result as result201
+from ocpp.v201.enums import Action as Action201
+from ocpp.v201.enums import (
+    ChargingProfileStatusEnumType,
+    ClearChargingProfileStatusEnumType,
+    GetVariableStatusEnumType,
+)
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.frames import CloseCode
+from websockets.typing import Subprotocol
+
+logger = logging.getLogger("powerbank.simulator")
+
+PROTOCOLS = ("ocpp1.6", "ocpp2.0.1")
+VOLTAGE_V = 230.0
+MAX_STACK_LEVEL = 10
+# Used when the hub accepts a boot but answers heartbeat interval 0.
+DEFAULT_HEARTBEAT_S = 300
+# Used when the hub answers Pending or Rejected without saying when to retry.
+DEFAULT_BOOT_RETRY_S = 30
+ID_TAG = "SIMTAG01"
+MEASURANDS = "Power.Active.Import,Energy.Active.Import.Register,Current.Import"
+FEATURE_PROFILES = (
+    "Core",
+    "FirmwareManagement",
+    "LocalAuthListManagement",
+    "Reservation",
+    "SmartCharging",
+    "RemoteTrigger",
+)
+STATION_MAX_PURPOSES = frozenset({"ChargePointMaxProfile", "ChargingStationMaxProfile"})
+TX_PURPOSES = frozenset({"TxDefaultProfile", "TxProfile"})
+RECURRENCE = {"Daily": timedelta(days=1), "Weekly": timedelta(weeks=1)}
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
+
+# (measurand, phase, value, unit) of one meter reading.
+Reading = tuple[str, str | None, float, str]
+
+
+@dataclass
+class ChargerSpec:
+    """Describe one simulated charger."""
+
+    identity: str
+    vendor: str = "Easee"
+    model: str = "Home"
+    firmware: str = "sim-1.0"
+    serial: str = ""
+    protocol: str = "ocpp1.6"
+    phases: int = 3
+    max_power_w: float = 11_000
+    charging: bool = True
+    smart_charging: bool = True
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {self.protocol!r}")
+        if self.phases not in (1, 2, 3):
+            raise ValueError(f"phases must be 1, 2 or 3, not {self.phases}")
+
+
+@dataclass(frozen=True)
+class SchedulePeriod:
+    """One period of a charging schedule, `start_s` seconds after the schedule starts."""
+
+    start_s: float
+    limit: float
+    phases: int | None = None
+
+
+@dataclass(frozen=True)
+class InstalledProfile:
+    """A charging profile as the charger keeps it, whichever protocol delivered it."""
+
+    id: int
+    stack_level: int
+    purpose: str
+    connector: int  # OCPP 1.6 connector id, OCPP 2.0.1 EVSE id
+    kind: str
+    unit: str
+    periods: tuple[SchedulePeriod, ...]
+    start: datetime
+    duration_s: float | None = None
+    recurrency: str | None = None
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+
+
+def _earliest(*moments: datetime | None) -> datetime | None:
+    """Return the earliest of the given moments, None when none is given."""
+    return min((moment for moment in moments if moment is not None), default=None)
+
+
+def profile_limit_w(
+    profile: InstalledProfile, at: datetime, phases: int
+) -> tuple[float | None, datetime | None]:
+    """Return the profile's limit in W at `at` (None if none applies) and when it may change.
+
+    A (None, None) answer means the profile can never apply again: it has expired.
+    """
+    if profile.valid_to is not None and at >= profile.valid_to:
+        return None, None
+    if profile.valid_from is not None and at < profile.valid_from:
+        return None, profile.valid_from
+    start = profile.start
+    recurrence = RECURRENCE.get(profile.recurrency or "") if profile.kind == "Recurring" else None
+    if recurrence is not None and at >= start:
+        start += (at - start) // recurrence * recurrence
+    next_start = start + recurrence if recurrence is not None else None
+    if next_start is not None and profile.valid_to is not None and next_start >= profile.valid_to:
+        next_start = None
+    if at < start:
+        return None, _earliest(start, profile.valid_to)
+    end = start + timedelta(seconds=profile.duration_s) if profile.duration_s is not None else None
+    if end is not None and at >= end:
+        return None, next_start
+    current: SchedulePeriod | None = None
+    change = _earliest(end, next_start, profile.valid_to)
+    for period in profile.periods:
+        period_start = start + timedelta(seconds=period.start_s)
+        if period_start > at:
+            change = _earliest(change, period_start)
+            break
+        current = period
+    if current is None:
+        return None, change
+    if profile.unit == "W":
+        return current.limit, change
+    used_phases = min(current.phases or phases, phases)
+    return current.limit * used_phases * VOLTAGE_V, change
+
+
+def effective_limit_w(
+    profiles: Iterable[InstalledProfile], at: datetime, phases: int
+) -> tuple[float | None, datetime | None]:
+    """Return the limit in W that the profiles impose at `at` and when it may next change.
+
+    Per purpose the applicable profile with the highest stack level wins; a TxProfile
+    overrules the TxDefaultProfile, and the station maximum caps whichever applies.
+    """
+    winners: dict[str, tuple[int, float]] = {}
+    change: datetime | None = None
+    for profile in profiles:
+        limit, profile_change = profile_limit_w(profile, at, phases)
+        change = _earliest(change, profile_change)
+        if limit is None:
+            continue
+        group = "max" if profile.purpose in STATION_MAX_PURPOSES else profile.purpose
+        if group not in winners or profile.stack_level > winners[group][0]:
+            winners[group] = (profile.stack_level, limit)
+    transaction = winners.get("TxProfile") or winners.get("TxDefaultProfile")
+    limits = [winner[1] for winner in (winners.get("max"), transaction) if winner is not None]
+    return (min(limits) if limits else None), change
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    """Parse an OCPP date-time; one without an offset is taken as UTC."""
+    if text is None:
+        return None
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _overlap(first: InstalledProfile, second: InstalledProfile) -> bool:
+    """Tell whether two profiles' validity periods overlap."""
+    return (first.valid_from or EARLIEST) < (second.valid_to or LATEST) and (
+        second.valid_from or EARLIEST
+    ) < (first.valid_to or LATEST)
+
+
+def build_profile(
+    raw: Mapping[str, Any],
+    schedule: Mapping[str, Any],
+    *,
+    profile_id: int,
+    connector: int,
+    installed_at: datetime,
+    transaction_started_at: datetime | None,
+) -> InstalledProfile:
+    """Turn a received profile (snake_case keys) into an installed one; ValueError if malformed.
+
+    A schedule without startSchedule starts when the transaction started (transaction
+    profiles during a transaction) or else when the profile arrived.
+    """
+    purpose = str(raw["charging_profile_purpose"])
+    anchor = installed_at
+    if purpose in TX_PURPOSES and transaction_started_at is not None:
+        anchor = transaction_started_at
+    periods = sorted(
+        (
+            SchedulePeriod(
+                start_s=float(period["start_period"]),
+                # OCPP 1.6 validation hands limits over as Decimal.
+                limit=float(period["limit"]),
+                phases=period.get("number_phases"),
+            )
+            for period in schedule["charging_schedule_period"]
+        ),
+        key=lambda period: period.start_s,
+    )
+    duration = schedule.get("duration")
+    return InstalledProfile(
+        id=profile_id,
+        stack_level=int(raw["stack_level"]),
+        purpose=purpose,
+        connector=connector,
+        kind=str(raw["charging_profile_kind"]),
+        unit=str(schedule["charging_rate_unit"]),
+        periods=tuple(periods),
+        start=_parse_time(schedule.get("start_schedule")) or anchor,
+        duration_s=float(duration) if duration is not None else None,
+        recurrency=raw.get("recurrency_kind"),
+        valid_from=_parse_time(raw.get("valid_from")),
+        valid_to=_parse_time(raw.get("valid_to")),
+    )
+
+
+async def _request(station: ChargePoint16 | ChargePoint201, payload: Any) -> Any:
+    """Send a request and return its answer; a CallError raises.
+
+    Our own requests are built by code, and validating thousands of them per second in the
+    library's thread pool would cost more than it finds: the hub validates what it receives.
+    """
+    return await station.call(payload, suppress=False, skip_schema_validation=True)
+
+
+class SimulatedCharger:
+    """One simulated charger: its connection loop, its meter and its charging profiles.
+
+    Readable state: `connected`, `booted` (set while booted), `boots`, `power_w`, `limit_w`,
+    `energy_wh`, `profiles` (installed, expired ones dropped), `transaction_id` and
+    `received` (the hub's requests as (action, payload) pairs).
+    """
+
+    def __init__(
+        self,
+        spec: ChargerSpec,
+        *,
+        meter_interval: float = 5.0,
+        reconnect_delay: float = 1.0,
+        max_reconnect_delay: float = 60.0,
+    ) -> None:
+        self.spec = spec
+        self.meter_interval = meter_interval
+        self.reconnect_delay = reconnect_delay
+        self.max_reconnect_delay = max_reconnect_delay
+        self.connected = False
+        self.booted = asyncio.Event()
+        self.boots = 0
+        self.profiles: list[InstalledProfile] = []
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        self.transaction_id: int | str | None = None
+        self.transaction_started_at: datetime | None = None
+        self._energy_wh = 0.0
+        self._energy_at = _utcnow()
+        self._seq_no = 0
+        self._failures = 0
+        self._outage_reported = False
+        self._wake = asyncio.Event()
+        self._report_due = False
+        self._reported_power_w: float | None = None
+        self._reported_state: str | None = None
+
+    @property
+    def limit_w(self) -> float | None:
+        """Return the limit in W that the installed profiles impose now."""
+        return effective_limit_w(self.profiles, _utcnow(), self.spec.phases)[0]
+
+    @property
+    def power_w(self) -> float:
+        """Return the power the charger delivers now."""
+        return self._power_at(_utcnow())
+
+    @property
+    def energy_wh(self) -> float:
+        """Return the energy register now."""
+        return self._energy_until(_utcnow())
+
+    async def run(self, url: str, password: str) -> None:
+        """Keep the charger connected to the hub at `url` until cancelled."""
+        endpoint = f"{url.rstrip('/')}/{quote(self.spec.identity, safe='')}"
+        headers = None
+        if password:
+            credentials = f"{self.spec.identity}:{password}".encode()
+            headers = {"Authorization": "Basic " + base64.b64encode(credentials).decode()}
+        while True:
+            try:
+                await self._connect(endpoint, headers)
+            except (OSError, InvalidHandshake) as error:
+                # Thousands of chargers retry against a hub that is down: each says so once.
+                level = logging.DEBUG if self._outage_reported else logging.WARNING
+                logger.log(level, "%s cannot connect to %s: %s", self.spec.identity, endpoint, error)
+                self._outage_reported = True
+            delay = min(self.max_reconnect_delay, self.reconnect_delay * 2**self._failures)
+            self._failures += 1
+            # Jitter spreads a crowd that lost the hub at the same moment.
+            await asyncio.sleep(random.uniform(delay / 2, delay))
+
+    async def _connect(self, endpoint: str, headers: dict[str, str] | None) -> None:
+        """Hold one connection: boot, then report and obey until it drops."""
+        async with connect(
+            endpoint,
+            subprotocols=[Subprotocol(self.spec.protocol)],
+            additional_headers=headers,
+            # Per-connection deflate state and keepalive pings would dominate the cost of
+            # thousands of chargers; the hub pings and heartbeats detect a dead hub.
+            compression=None,
+            ping_interval=None,
+            proxy=None,
+        ) as websocket:
+            if websocket.subprotocol != self.spec.protocol:
+                logger.warning(
+                    "%s: hub did not accept %s (chose %s)",
+                    self.spec.identity,
+                    self.spec.protocol,
+                    websocket.subprotocol,
+                )
+                return
+            self.connected = True
+            station = self._station(websocket)
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(station.start())
+                    await self._drive(station)
+            except* (ConnectionClosed, OCPPError, TimeoutError) as errors:
+                logger.info("%s disconnected: %s", self.spec.identity, errors.exceptions[0])
+            finally:
+                self.connected = False
+                self.booted.clear()
+                # Stopping or giving up is the charger going away; the library would say 1011.
+                await websocket.close(CloseCode.GOING_AWAY)
+
+    def _station(self, websocket: ClientConnection) -> _Station16 | _Station201:
+        if self.spec.protocol == "ocpp1.6":
+            return _Station16(self, websocket)
+        return _Station201(self, websocket)
+
+    async def _drive(self, station: _Station16 | _Station201) -> NoReturn:
+        """Boot, then send heartbeats and meter values, and react to profile changes at once."""
+        heartbeat_s = await self._boot(station)
+        self._reported_power_w = None
+        self._reported_state = None
+        await station.announce()
+        logger.info(
+            "%s booted over %s as %s %s (heartbeat %s s, %s)",
+            self.spec.identity,
+            self.spec.protocol,
+            self.spec.vendor,
+            self.spec.model,
+            heartbeat_s,
+            f"charging at {self.power_w / 1000:.1f} kW" if self.spec.charging else "idle",
+        )
+        loop = asyncio.get_running_loop()
+        next_heartbeat = loop.time() + heartbeat_s
+        next_meter = loop.time() + self.meter_interval
+        while True:
+            # Cleared before looking at the state, so a change made meanwhile still wakes us.
+            self._wake.clear()
+            now = _utcnow()
+            change = self._settle(now)
+            if self.transaction_id is not None:
+                power = self._power_at(now)
+                changed = self._report_due or power != self._reported_power_w
+                periodic = loop.time() >= next_meter
+                if changed or periodic:
+                    await self._report(station, now, power, periodic=not changed)
+                if periodic:
+                    next_meter = loop.time() + self.meter_interval
+            if loop.time() >= next_heartbeat:
+                await _request(station, station.heartbeat_request())
+                next_heartbeat = loop.time() + heartbeat_s
+            deadline = next_heartbeat
+            if self.transaction_id is not None:
+                deadline = min(deadline, next_meter)
+            if change is not None:
+                deadline = min(deadline, loop.time() + (change - _utcnow()).total_seconds())
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _boot(self, station: _Station16 | _Station201) -> float:
+        """Send BootNotification until accepted; return the heartbeat interval."""
+        while True:
+            status, interval = await station.boot()
+            if status == "Accepted":
+                break
+            logger.info("%s boot %s, retrying", self.spec.identity, status.lower())
+            await asyncio.sleep(interval or DEFAULT_BOOT_RETRY_S)
+        self.boots += 1
+        self._failures = 0
+        self._outage_reported = False
+        self.booted.set()
+        return interval or DEFAULT_HEARTBEAT_S
+
+    async def _report(
+        self, station: _Station16 | _Station201, now: datetime, power_w: float, *, periodic: bool
+    ) -> None:
+        """Send the meter readings, and the charging state first if it changed."""
+        state = "Charging" if power_w > 0 else "SuspendedEVSE"
+        await station.report(
+            now,
+            self._readings(power_w),
+            state,
+            state_changed=state != self._reported_state,
+            periodic=periodic,
+        )
+        self._reported_power_w = power_w
+        self._reported_state = state
+        self._report_due = False
+
+    def _readings(self, power_w: float) -> list[Reading]:
+        """Return the meter's readings at `power_w`, with the energy booked so far."""
+        amps = power_w / (self.spec.phases * VOLTAGE_V)
+        currents = [
+            ("Current.Import", f"L{phase}", round(amps, 1), "A") for phase in range(1, self.spec.phases + 1)
+        ]
+        return [
+            ("Power.Active.Import", None, round(power_w), "W"),
+            ("Energy.Active.Import.Register", None, round(self._energy_wh), "Wh"),
+            *currents,
+        ]
+
+    def start_transaction(self, transaction_id: int | str, started_at: datetime) -> None:
+        """Record that a transaction runs from `started_at`."""
+        self.transaction_id = transaction_id
+        self.transaction_started_at = started_at
+        self._energy_at = started_at
+
+    def next_seq_no(self) -> int:
+        """Return the next OCPP 2.0.1 TransactionEvent sequence number."""
+        seq_no = self._seq_no
+        self._seq_no += 1
+        return seq_no
+
+    def install(self, profile: InstalledProfile, replaces: Callable[[InstalledProfile], bool]) -> None:
+        """Install a profile in place of those it replaces."""
+        self._settle(_utcnow())
+        self.profiles = [installed for installed in self.profiles if not replaces(installed)]
+        self.profiles.append(profile)
+        self._report_due = True
+        logger.debug("%s installed profile %s", self.spec.identity, profile.id)
+
+    def clear(self, matches: Callable[[InstalledProfile], bool]) -> bool:
+        """Remove the matching profiles; tell whether there were any."""
+        self._settle(_utcnow())
+        kept = [profile for profile in self.profiles if not matches(profile)]
+        if len(kept) == len(self.profiles):
+            return False
+        self.profiles = kept
+        self._report_due = True
+        return True
+
+    def wake(self) -> None:
+        """Make the charger act on a changed profile now rather than at its next tick."""
+        self._wake.set()
+
+    def configuration(self) -> dict[str, str]:
+        """Return the OCPP 1.6 configuration keys and values."""
+        smart = self.spec.smart_charging
+        profiles = [name for name in FEATURE_PROFILES if smart or name != "SmartCharging"]
+        keys = {
+            "SupportedFeatureProfiles": ",".join(profiles),
+            "MeterValueSampleInterval": f"{self.meter_interval:g}",
+            "MeterValuesSampledData": MEASURANDS,
+            "NumberOfConnectors": "1",
+        }
+        if smart:
+            keys["ChargeProfileMaxStackLevel"] = str(MAX_STACK_LEVEL)
+            keys["ChargingScheduleAllowedChargingRateUnit"] = "Current,Power"
+        return keys
+
+    def device_model(self) -> dict[str, dict[str, str]]:
+        """Return the OCPP 2.0.1 variables' Actual values by component and variable."""
+        smart = "true" if self.spec.smart_charging else "false"
+        smart_charging = {"Available": smart, "Enabled": smart}
+        if self.spec.smart_charging:
+            smart_charging["ProfileStackLevel"] = str(MAX_STACK_LEVEL)
+            smart_charging["RateUnit"] = "A,W"
+        return {
+            "SmartChargingCtrlr": smart_charging,
+            "SampledDataCtrlr": {
+                "TxUpdatedInterval": f"{self.meter_interval:g}",
+                "TxUpdatedMeasurands": MEASURANDS,
+            },
+        }
+
+    def _deliverable_w(self, limit_w: float | None) -> float:
+        if limit_w is None:
+            return self.spec.max_power_w
+        return max(0.0, min(limit_w, self.spec.max_power_w))
+
+    def _power_at(self, at: datetime) -> float:
+        if self.transaction_id is None:
+            return 0.0
+        return self._deliverable_w(effective_limit_w(self.profiles, at, self.spec.phases)[0])
+
+    def _energy_until(self, until: datetime) -> float:
+        """Integrate the power, piece by piece as the profiles change, up to `until`."""
+        energy = self._energy_wh
+        if self.transaction_id is None:
+            return energy
+        moment = self._energy_at
+        while moment < until:
+            limit, change = effective_limit_w(self.profiles, moment, self.spec.phases)
+            end = until if change is None else min(change, until)
+            energy += self._deliverable_w(limit) * (end - moment).total_seconds() / 3600
+            moment = end
+        return energy
+
+    def _settle(self, now: datetime) -> datetime | None:
+        """Book energy up to `now`, drop expired profiles; return when the limit may change."""
+        self._energy_wh = self._energy_until(now)
+        self._energy_at = max(now, self._energy_at)
+        kept = [
+            profile
+            for profile in self.profiles
+            if profile_limit_w(profile, now, self.spec.phases) != (None, None)
+        ]
+        if len(kept) != len(self.profiles):
+            expired = {profile.id for profile in self.profiles} - {profile.id for profile in kept}
+            logger.debug("%s: profiles %s expired", self.spec.identity, sorted(expired))
+            self.profiles = kept
+            self._report_due = True
+        return effective_limit_w(self.profiles, now, self.spec.phases)[1]
+
+
+class _Station16(ChargePoint16):
+    """Speak OCPP 1.6 for one simulated charger over one connection."""
+
+    def __init__(self, charger: SimulatedCharger, connection: ClientConnection) -> None:
+        super().__init__(charger.spec.identity, connection)
+        self.charger = charger
+
+    async def boot(self) -> tuple[str, int]:
+        spec = self.charger.spec
+        result = await _request(
+            self,
+            call16.BootNotification(
+                charge_point_model=spec.model,
+                charge_point_vendor=spec.vendor,
+                firmware_version=spec.firmware,
+                charge_point_serial_number=spec.serial or None,
+            ),
+        )
+        return result.status, result.interval
+
+    def heartbeat_request(self) -> call16.Heartbeat:
+        return call16.Heartbeat()
+
+    async def announce(self) -> None:
+        """Report the connectors and start charging unless a transaction already runs."""
+        charger = self.charger
+        await self._status(0, "Available")
+        if not charger.spec.charging:
+            await self._status(1, "Available")
+            return
+        if charger.transaction_id is None:
+            await self._status(1, "Preparing")
+            started_at = _utcnow()
+            result = await _request(
+                self,
+                call16.StartTransaction(
+                    connector_id=1,
+                    id_tag=ID_TAG,
+                    meter_start=round(charger.energy_wh),
+                    timestamp=_timestamp(started_at),
+                ),
+            )
+            charger.start_transaction(result.transaction_id, started_at)
+
+    async def report(
+        self,
+        now: datetime,
+        readings: Sequence[Reading],
+        state: str,
+        *,
+        state_changed: bool,
+        periodic: bool,
+    ) -> None:
+        charger = self.charger
+        if state_changed:
+            await self._status(1, state)
+        context = "Sample.Periodic" if periodic else "Other"
+        sampled = [
+            types16.SampledValue(
+                value=str(value), context=context, measurand=measurand, phase=phase, unit=unit
+            )
+            for measurand, phase, value, unit in readings
+        ]
+        await _request(
+            self,
+            call16.MeterValues(
+                connector_id=1,
+                transaction_id=charger.transaction_id,
+                meter_value=[types16.MeterValue(timestamp=_timestamp(now), sampled_value=sampled)],
+            ),
+        )
+
+    async def _status(self, connector_id: int, status: str) -> None:
+        await _request(
+            self,
+            call16.StatusNotification(
+                connector_id=connector_id,
+                error_code="NoError",
+                status=status,
+                timestamp=_timestamp(_utcnow()),
+            ),
+        )
+
+    @on(Action16.get_configuration)
+    def on_get_configuration(self, key: list[str] | None = None) -> result16.GetConfiguration:
+        self.charger.received.append(("GetConfiguration", {"key": key}))
+        configuration = self.charger.configuration()
+        wanted = key or list(configuration)
+        return result16.GetConfiguration(
+            configuration_key=[
+                types16.KeyValue(key=name, readonly=True, value=configuration[name])
+                for name in wanted
+                if name in configuration
+            ],
+            unknown_key=[name for name in wanted if name not in configuration] or None,
+        )
+
+    @on(Action16.set_charging_profile)
+    def on_set_charging_profile(
+        self, connector_id: int, cs_charging_profiles: dict[str, Any]
+    ) -> result16.SetChargingProfile:
+        charger = self.charger
+        charger.received.append(
+            (
+                "SetChargingProfile",
+                {"connector_id": connector_id, "cs_charging_profiles": cs_charging_profiles},
+            )
+        )
+        if not charger.spec.smart_charging:
+            return result16.SetChargingProfile(status=ChargingProfileStatus.not_supported)
+        raw = cs_charging_profiles
+        purpose = raw["charging_profile_purpose"]
+        transaction_id = raw.get("transaction_id")
+        rejected = (
+            connector_id not in (0, 1)
+            or raw["stack_level"] > MAX_STACK_LEVEL
+            or (purpose in STATION_MAX_PURPOSES and connector_id != 0)
+            or (
+                purpose == "TxProfile"
+                and (
+                    connector_id != 1
+                    or charger.transaction_id is None
+                    or transaction_id not in (None, charger.transaction_id)
+                )
+            )
+        )
+        if rejected:
+            return result16.SetChargingProfile(status=ChargingProfileStatus.rejected)
+        try:
+            profile = build_profile(
+                raw,
+                raw["charging_schedule"],
+                profile_id=raw["charging_profile_id"],
+                connector=connector_id,
+                installed_at=_utcnow(),
+                transaction_started_at=charger.transaction_started_at,
+            )
+        except ValueError:
+            return result16.SetChargingProfile(status=ChargingProfileStatus.rejected)
+        # OCPP 1.6: the same id, or the same stack level and purpose, is replaced.
+        charger.install(
+            profile,
+            lambda installed: (
+                installed.id == profile.id
+                or (installed.purpose, installed.stack_level, installed.connector)
+                == (profile.purpose, profile.stack_level, profile.connector)
+            ),
+        )
+        return result16.SetChargingProfile(status=ChargingProfileStatus.accepted)
+
+    @after(Action16.set_charging_profile)
+    def after_set_charging_profile(self, **_: Any) -> None:
+        self.charger.wake()
+
+    @on(Action16.clear_charging_profile)
+    def on_clear_charging_profile(self, **criteria: Any) -> result16.ClearChargingProfile:
+        self.charger.received.append(("ClearChargingProfile", criteria))
+
+        profile_id: int | None = criteria.get("id")
+
+        def matches(profile: InstalledProfile) -> bool:
+            if profile_id is not None:
+                return profile.id == profile_id
+            return all(
+                wanted is None or wanted == actual
+                for wanted, actual in (
+                    (criteria.get("connector_id"), profile.connector),
+                    (criteria.get("charging_profile_purpose"), profile.purpose),
+                    (criteria.get("stack_level"), profile.stack_level),
+                )
+            )
+
+        cleared = self.charger.spec.smart_charging and self.charger.clear(matches)
+        return result16.ClearChargingProfile(
+            status=ClearChargingProfileStatus.accepted if cleared else ClearChargingProfileStatus.unknown
+        )
+
+    @after(Action16.clear_charging_profile)
+    def after_clear_charging_profile(self, **_: Any) -> None:
+        self.charger.wake()
+
+
+class _Station201(ChargePoint201):
+    """Speak OCPP 2.0.1 for one simulated charger over one connection."""
+
+    def __init__(self, charger: SimulatedCharger, connection: ClientConnection) -> None:
+        super().__init__(charger.spec.identity, connection)
+        self.charger = charger
+
+    async def boot(self) -> tuple[str, int]:
+        spec = self.charger.spec
+        station = {"vendor_name": spec.vendor, "model": spec.model, "firmware_version": spec.firmware}
+        if spec.serial:
+            station["serial_number"] = spec.serial
+        result = await _request(self, call201.BootNotification(charging_station=station, reason="PowerUp"))
+        return result.status, result.interval
+
+    def heartbeat_request(self) -> call201.Heartbeat:
+        return call201.Heartbeat()
+
+    async def announce(self) -> None:
+        """Report the connector and start charging unless a transaction already runs."""
+        charger = self.charger
+        await _request(
+            self,
+            call201.StatusNotification(
+                timestamp=_timestamp(_utcnow()),
+                connector_status="Occupied" if charger.spec.charging else "Available",
+                evse_id=1,
+                connector_id=1,
+            ),
+        )
+        if charger.spec.charging and charger.transaction_id is None:
+            started_at = _utcnow()
+            charger.start_transaction(str(uuid.uuid4()), started_at)
+            await _request(
+                self,
+                call201.TransactionEvent(
+                    event_type="Started",
+                    timestamp=_timestamp(started_at),
+                    trigger_reason="Authorized",
+                    seq_no=charger.next_seq_no(),
+                    transaction_info={"transaction_id": charger.transaction_id},
+                    evse={"id": 1, "connector_id": 1},
+                    id_token={"id_token": ID_TAG, "type": "ISO14443"},
+                    meter_value=[
+                        self._meter_value(
+                            started_at,
+                            [("Energy.Active.Import.Register", None, round(charger.energy_wh), "Wh")],
+                            "Transaction.Begin",
+                        )
+                    ],
+                ),
+            )
+
+    async def report(
+        self,
+        now: datetime,
+        readings: Sequence[Reading],
+        state: str,
+        *,
+        state_changed: bool,
+        periodic: bool,
+    ) -> None:
+        charger = self.charger
+        transaction: dict[str, Any] = {"transaction_id": charger.transaction_id}
+        if state_changed:
+            transaction["charging_state"] = state
+            trigger = "ChargingStateChanged"
+        else:
+            trigger = "MeterValuePeriodic" if periodic else "ChargingRateChanged"
+        context = "Sample.Periodic" if periodic else "Other"
+        await _request(
+            self,
+            call201.TransactionEvent(
+                event_type="Updated",
+                timestamp=_timestamp(now),
+                trigger_reason=trigger,
+                seq_no=charger.next_seq_no(),
+                transaction_info=transaction,
+                meter_value=[self._meter_value(now, readings, context)],
+            ),
+        )
+
+    @staticmethod
+    def _meter_value(now: datetime, readings: Sequence[Reading], context: str) -> dict[str, Any]:
+        sampled = []
+        for measurand, phase, value, unit in readings:
+            sample: dict[str, Any] = {
+                "value": value,
+                "context": context,
+                "measurand": measurand,
+                "unit_of_measure": {"unit": unit},
+            }
+            if phase is not None:
+                sample["phase"] = phase
+            sampled.append(sample)
+        return {"timestamp": _timestamp(now), "sampled_value": sampled}
+
+    @on(Action201.get_variables)
+    def on_get_variables(self, get_variable_data: list[dict[str, Any]], **_: Any) -> result201.GetVariables:
+        self.charger.received.append(("GetVariables", {"get_variable_data": get_variable_data}))
+        model = self.charger.device_model()
+        results = []
+        for item in get_variable_data:
+            component, variable = item["component"], item["variable"]
+            attribute = item.get("attribute_type", "Actual")
+            values = model.get(component["name"])
+            result: dict[str, Any] = {"component": component, "variable": variable}
+            if values is None:
+                result["attribute_status"] = GetVariableStatusEnumType.unknown_component
+            elif variable["name"] not in values:
+                result["attribute_status"] = GetVariableStatusEnumType.unknown_variable
+            elif attribute != "Actual":
+                result["attribute_status"] = GetVariableStatusEnumType.not_supported_attribute_type
+            else:
+                result["attribute_status"] = GetVariableStatusEnumType.accepted
+                result["attribute_type"] = attribute
+                result["attribute_value"] = values[variable["name"]]
+            results.append(result)
+        return result201.GetVariables(get_variable_result=results)
+
+    @on(Action201.set_charging_profile)
+    def on_set_charging_profile(
+        self, evse_id: int, charging_profile: dict[str, Any], **_: Any
+    ) -> result201.SetChargingProfile:
+        charger = self.charger
+        charger.received.append(
+            ("SetChargingProfile", {"evse_id": evse_id, "charging_profile": charging_profile})
+        )
+        if not charger.spec.smart_charging:
+            return self._rejected("NotSupported", "SmartChargingCtrlr is not available")
+        raw = charging_profile
+        purpose = raw["charging_profile_purpose"]
+        kind = raw["charging_profile_kind"]
+        schedule = raw["charging_schedule"][0]
+        problem = None
+        if evse_id not in (0, 1):
+            problem = ("UnknownEvse", f"EVSE {evse_id} does not exist (K01.FR.28)")
+        elif raw["stack_level"] > MAX_STACK_LEVEL:
+            problem = ("InvalidStackLevel", f"stackLevel above {MAX_STACK_LEVEL}")
+        elif purpose in STATION_MAX_PURPOSES and evse_id != 0:
+            problem = ("InvalidProfile", "ChargingStationMaxProfile only on EVSE 0 (K01.FR.03)")
+        elif purpose in STATION_MAX_PURPOSES and kind == "Relative":
+            problem = ("InvalidProfile", "ChargingStationMaxProfile cannot be Relative (K01.FR.38)")
+        elif purpose == "TxProfile" and evse_id != 1:
+            problem = ("InvalidProfile", "TxProfile needs an EVSE above 0 (K01.FR.16)")
+        elif purpose == "TxProfile" and (
+            charger.transaction_id is None or raw.get("transaction_id") != charger.transaction_id
+        ):
+            problem = ("TxNotFound", "no such transaction on this EVSE (K01.FR.09, K01.FR.33)")
+        elif kind in ("Absolute", "Recurring") and schedule.get("start_schedule") is None:
+            problem = ("InvalidSchedule", f"{kind} profile needs startSchedule (K01.FR.40)")
+        elif kind == "Relative" and schedule.get("start_schedule") is not None:
+            problem = ("InvalidSchedule", "Relative profile cannot have startSchedule (K01.FR.41)")
+        elif min(period["start_period"] for period in schedule["charging_schedule_period"]) != 0:
+            problem = ("InvalidSchedule", "first startPeriod must be 0 (K01.FR.31)")
+        if problem is not None:
+            return self._rejected(*problem)
+        try:
+            profile = build_profile(
+                raw,
+                schedule,
+                profile_id=raw["id"],
+                connector=evse_id,
+                installed_at=_utcnow(),
+                transaction_started_at=charger.transaction_started_at,
+            )
+        except ValueError as error:
+            return self._rejected("InvalidSchedule", str(error)[:512])
+        # OCPP 2.0.1 replaces the same id, but refuses another profile at the same stack
+        # level, purpose and EVSE whose validity overlaps (K01.FR.06, K01.FR.39).
+        if any(
+            installed.id != profile.id
+            and (installed.purpose, installed.stack_level, installed.connector)
+            == (profile.purpose, profile.stack_level, profile.connector)
+            and _overlap(installed, profile)
+            for installed in charger.profiles
+        ):
+            return self._rejected("DuplicateProfile", "stack level taken (K01.FR.06, K01.FR.39)")
+        charger.install(profile, lambda installed: installed.id == profile.id)
+        return result201.SetChargingProfile(status=ChargingProfileStatusEnumType.accepted)
+
+    @staticmethod
+    def _rejected(reason: str, detail: str) -> result201.SetChargingProfile:
+        return result201.SetChargingProfile(
+            status=ChargingProfileStatusEnumType.rejected,
+            status_info={"reason_code": reason, "additional_info": detail},
+        )
+
+    @after(Action201.set_charging_profile)
+    def after_set_charging_profile(self, **_: Any) -> None:
+        self.charger.wake()
+
+    @on(Action201.clear_charging_profile)
+    def on_clear_charging_profile(
+        self,
+        charging_profile_id: int | None = None,
+        charging_profile_criteria: dict[str, Any] | None = None,
+        **_: Any,
+    ) -> result201.ClearChargingProfile:
+        self.charger.received.append(
+            (
+                "ClearChargingProfile",
+                {
+                    "charging_profile_id": charging_profile_id,
+                    "charging_profile_criteria": charging_profile_criteria,
+                },
+            )
+        )
+        criteria = charging_profile_criteria or {}
+
+        def matches(profile: InstalledProfile) -> bool:
+            if charging_profile_id is not None:
+                return profile.id == charging_profile_id
+            return all(
+                wanted is None or wanted == actual
+                for wanted, actual in (
+                    (criteria.get("evse_id"), profile.connector),
+                    (criteria.get("charging_profile_purpose"), profile.purpose),
+                    (criteria.get("stack_level"), profile.stack_level),
+                )
+            )
+
+        cleared = self.charger.spec.smart_charging and self.charger.clear(matches)
+        return result201.ClearChargingProfile(
+            status=ClearChargingProfileStatusEnumType.accepted
+            if cleared
+            else ClearChargingProfileStatusEnumType.unknown
+        )
+
+    @after(Action201.clear_charging_profile)
+    def after_clear_charging_profile(self, **_: Any) -> None:
+        self.charger.wake()
+
+
+async def run_simulation(
+    url: str,
+    password: str,
+    specs: list[ChargerSpec],
+    *,
+    meter_interval: float = 5.0,
+    connect_rate: float | None = None,
+) -> None:
+    """Run a charger per spec against the hub at `url` until cancelled.
+
+    With `connect_rate`, chargers start that many per second so thousands don't stampede.
+    """
+    chargers = [SimulatedCharger(spec, meter_interval=meter_interval) for spec in specs]
+    async with asyncio.TaskGroup() as tasks:
+        for charger in chargers:
+            tasks.create_task(charger.run(url, password), name=f"charger {charger.spec.identity}")
+            if connect_rate:
+                await asyncio.sleep(1 / connect_rate)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Simulate chargers against a hub until interrupted."""
+    parser = argparse.ArgumentParser(
+        prog="python -m powerbank.simulator", description="Simulate OCPP chargers against a hub."
+    )
+    parser.add_argument("--url", required=True, help="OCPP endpoint, e.g. ws://127.0.0.1:8000/ocpp")
+    parser.add_argument("--password", default="", help="Basic auth password (security profile 1)")
+    who = parser.add_mutually_exclusive_group()
+    who.add_argument("--identities", help="comma-separated charger identities")
+    who.add_argument("--chargers", type=int, default=1, help="number of chargers sim-0001 …")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="ocpp1.6")
+    parser.add_argument("--meter-interval", type=float, default=5.0, help="seconds between meter values")
+    parser.add_argument("--connect-rate", type=float, help="chargers connecting per second")
+    args = parser.parse_args(argv)
+    if args.identities:
+        identities = [identity.strip() for identity in args.identities.split(",") if identity.strip()]
+    else:
+        identities = [f"sim-{number:04d}" for number in range(1, args.chargers + 1)]
+    if not identities:
+        parser.error("no charger to simulate")
+    specs = [ChargerSpec(identity=identity, protocol=args.protocol) for identity in identities]
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # The ocpp library logs every frame at INFO, which thousands of chargers turn into a flood.
+    logging.getLogger("ocpp").setLevel(logging.WARNING)
+    logger.info("simulating %d charger(s) against %s", len(specs), args.url)
+    try:
+        asyncio.run(
+            run_simulation(
+                args.url,
+                args.password,
+                specs,
+                meter_interval=args.meter_interval,
+                connect_rate=args.connect_rate,
+            )
+        )
+    except KeyboardInterrupt:
+        logger.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
