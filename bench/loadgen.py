@@ -8,7 +8,7 @@ object per line:
     {"cmd": "connect"}                       connect and boot every charger
     {"cmd": "wait_probes", "timeout": 60}    wait until each charger was asked its configuration
     {"cmd": "sustain", "seconds": 30}        Heartbeat and MeterValues every 10 s per charger
-    {"cmd": "profiles", "expect": N, ...}    wait for N SetChargingProfile frames, give their times
+    {"cmd": "profiles", "timeout": 30}      wait for a SetChargingProfile per charger, give their times
     {"cmd": "stats"}                         CPU used by this process so far
     {"cmd": "close"}                         close every connection and exit
 
@@ -83,7 +83,7 @@ def percentile(sorted_values: list[float], fraction: float) -> float | None:
 class Charger:
     """One simulated charger: its connection, message ids and outstanding calls."""
 
-    __slots__ = ("identity", "ws", "next_id", "pending", "booted", "probed", "profile_at")
+    __slots__ = ("identity", "ws", "next_id", "pending", "booted", "accepted", "probed", "profile_at")
 
     def __init__(self, identity: str) -> None:
         self.identity = identity
@@ -92,6 +92,7 @@ class Charger:
         # message id -> (action, monotonic time sent)
         self.pending: dict[str, tuple[str, float]] = {}
         self.booted: asyncio.Future[str] | None = None
+        self.accepted = False
         self.probed = False
         self.profile_at: float | None = None
 
@@ -203,6 +204,7 @@ class LoadGenerator:
         if status != "Accepted":
             self._fail(f"boot {status}")
             return None
+        charger.accepted = True
         return time.monotonic()
 
     async def connect_all(self, timeout: float) -> dict[str, Any]:
@@ -219,7 +221,7 @@ class LoadGenerator:
     async def wait_probes(self, timeout: float) -> dict[str, Any]:
         """Wait (bounded) until every connected charger was asked its configuration."""
         deadline = time.monotonic() + timeout
-        connected = [c for c in self.chargers if c.ws is not None]
+        connected = [c for c in self.chargers if c.accepted]
         while time.monotonic() < deadline and not all(c.probed for c in connected):
             await asyncio.sleep(0.1)
         return {"probed": sum(c.probed for c in connected), "connected": len(connected)}
@@ -230,7 +232,7 @@ class LoadGenerator:
         Charger i sends its Heartbeat at i/N of the interval and its MeterValues half an interval
         later, so the hub sees an even rate and no charger has two calls outstanding.
         """
-        live = [c for c in self.chargers if c.ws is not None and c.booted is not None and c.booted.done()]
+        live = [c for c in self.chargers if c.accepted]
         self.latencies = array("d")
         self.replies_by_action = {}
         slots = sorted(
@@ -279,8 +281,13 @@ class LoadGenerator:
             {"value": "123456", "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
         ]}]}
 
-    async def profiles(self, expect: int, timeout: float) -> dict[str, Any]:
-        """Wait (bounded) for ``expect`` SetChargingProfile frames; return when each arrived."""
+    async def profiles(self, expect: int | None, timeout: float) -> dict[str, Any]:
+        """Wait (bounded) for ``expect`` SetChargingProfile frames (default: one per booted charger).
+
+        Return when each arrived.
+        """
+        if expect is None:
+            expect = sum(c.accepted for c in self.chargers)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and sum(c.profile_at is not None for c in self.chargers) < expect:
             await asyncio.sleep(0.02)
@@ -314,7 +321,7 @@ async def serve_commands(generator: LoadGenerator) -> None:
         "wait_probes": lambda c: generator.wait_probes(float(c.get("timeout", 60))),
         "sustain": lambda c: generator.sustain(
             float(c["seconds"]), float(c.get("interval", 10)), float(c.get("drain", 5))),
-        "profiles": lambda c: generator.profiles(int(c["expect"]), float(c.get("timeout", 30))),
+        "profiles": lambda c: generator.profiles(c.get("expect"), float(c.get("timeout", 30))),
     }
     while True:
         line = await reader.readline()

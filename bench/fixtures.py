@@ -1,0 +1,134 @@
+"""Benchmark databases: a fresh migrated SQLite file, filled in bulk in a few statements."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from sqlalchemy import insert
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from powerbank.config import PROJECT_ROOT
+from powerbank.db import standalone_session, utcnow
+from powerbank.enrollment_models import Participation, ParticipationSource, ParticipationState
+from powerbank.models import ChargePoint, OperatorMembership, OperatorRole, Team, User
+from powerbank.services.audit import SYSTEM
+from powerbank.services.teams import create_operator
+from powerbank.validators import make_facility_id
+
+OPERATOR_NAME = "Bench Operator"
+CHARGER_PASSWORD = "bench-charger-password"
+PROBE_IDENTITY = "BENCH-PROBE"
+USER_EMAIL = "bench.admin@bench.test"
+USER_PASSWORD = "bench-user-password"
+# A light argon2id cost: the same algorithm and code path as production, at 1 MiB and one pass,
+# so thousands of chargers can connect in seconds. The production cost is measured separately.
+LIGHT_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+def identity(n: int) -> str:
+    """Return the OCPP identity of bench charger ``n`` (the load generator uses the same names)."""
+    return f"BENCH-{n:06d}"
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path}"
+
+
+def migrate(path: Path) -> None:
+    """Create the schema with ``powerbank db upgrade``, as an operator would."""
+    env = {"POWERBANK_DATABASE_URL": sqlite_url(path), "PATH": "/usr/bin:/bin"}
+    subprocess.run([sys.executable, "-m", "powerbank.cli", "db", "upgrade"], cwd=PROJECT_ROOT, env=env,
+                   check=True, capture_output=True, timeout=120)
+
+
+@dataclass
+class BenchTeam:
+    operator_id: int
+    team_id: int
+    charge_point_ids: list[int]
+
+
+async def _team(session: AsyncSession, team_name: str) -> tuple[int, int]:
+    operator = await create_operator(session, SYSTEM, OPERATOR_NAME)
+    team = Team(operator_id=operator.id or 0, name=team_name)
+    session.add(team)
+    await session.flush()
+    return operator.id or 0, team.id or 0
+
+
+async def _insert_charge_points(session: AsyncSession, team_id: int, rows: list[dict[str, object]]) -> list[int]:
+    now = utcnow()
+    for row in rows:
+        row.update(team_id=team_id, created_at=now, updated_at=now, online=False)
+    connection = await session.connection()
+    result = await connection.execute(insert(ChargePoint).returning(ChargePoint.id, sort_by_parameter_order=True), rows)
+    return [row[0] for row in result]
+
+
+async def fill_charger_fleet(path: Path, chargers: int, password_hash: str) -> BenchTeam:
+    """Insert ``chargers`` compatible DK2 charge points, all signed up, plus the lag probe (DK1)."""
+    async with standalone_session(sqlite_url(path)) as session:
+        operator_id, team_id = await _team(session, "Bench Fleet")
+        rows: list[dict[str, object]] = [
+            {"name": f"Bench {n}", "identity": identity(n), "brand": "Easee", "model": "Home", "country": "DK",
+             "price_area": "DK2", "ocpp_password_hash": password_hash}
+            for n in range(1, chargers + 1)
+        ]
+        # The probe only measures the hub's responsiveness: another area, so no activation targets it.
+        rows.append({"name": "Bench probe", "identity": PROBE_IDENTITY, "brand": "Easee", "model": "Home",
+                     "country": "DK", "price_area": "DK1", "ocpp_password_hash": password_hash})
+        ids = await _insert_charge_points(session, team_id, rows)
+        fleet = ids[:-1]
+        now = utcnow()
+        connection = await session.connection()
+        await connection.execute(insert(Participation), [
+            {"charge_point_id": cp_id, "state": ParticipationState.SIGNED_UP, "since": now,
+             "source": ParticipationSource.AUTOMATIC, "reason": "", "version": 1}
+            for cp_id in fleet
+        ])
+        await session.commit()
+        return BenchTeam(operator_id, team_id, fleet)
+
+
+async def fill_team_for_pages(path: Path, charge_points: int, password_hash: str) -> BenchTeam:
+    """Insert a team of ``charge_points`` in five countries and an Operator Admin to look at it."""
+    countries = [("DK", "DK1"), ("SE", "SE3"), ("GB", "GB"), ("IE", "IE"), ("DE", None)]
+    async with standalone_session(sqlite_url(path)) as session:
+        operator_id, team_id = await _team(session, "Bench Pages")
+        rows: list[dict[str, object]] = []
+        for n in range(1, charge_points + 1):
+            country, area = countries[n % len(countries)]
+            rows.append({"name": f"Charger {n:05d}", "identity": f"PAGE-{n:06d}", "brand": "Zaptec", "model": "Go",
+                         "country": country, "price_area": area, "ocpp_password_hash": password_hash,
+                         "facility_id": make_facility_id(f"{n:011d}") if country == "SE" else None})
+        ids = await _insert_charge_points(session, team_id, rows)
+        user = User(email=USER_EMAIL, display_name="Bench Admin", password_hash=LIGHT_HASHER.hash(USER_PASSWORD))
+        session.add(user)
+        await session.flush()
+        session.add(OperatorMembership(operator_id=operator_id, user_id=user.id or 0, role=OperatorRole.ADMIN))
+        await session.commit()
+        return BenchTeam(operator_id, team_id, ids)
+
+
+async def fill_team_for_signup(path: Path, charge_points: int, password_hash: str) -> BenchTeam:
+    """Insert a team of compatible charge points not yet signed up (DK1, GB, IE, and SE with Facility IDs)."""
+    places = [("DK", "DK1"), ("DK", "DK1"), ("GB", "GB"), ("IE", "IE"), ("SE", "SE3")]
+    async with standalone_session(sqlite_url(path)) as session:
+        operator_id, team_id = await _team(session, "Bench Sign-up")
+        rows: list[dict[str, object]] = []
+        for n in range(1, charge_points + 1):
+            country, area = places[n % len(places)]
+            rows.append({"name": f"Signup {n:05d}", "identity": f"SIGN-{n:06d}", "brand": "Easee", "model": "Home",
+                         "country": country, "price_area": area, "ocpp_password_hash": password_hash,
+                         "facility_id": make_facility_id(f"{n:011d}") if country == "SE" else None})
+        ids = await _insert_charge_points(session, team_id, rows)
+        user = User(email=USER_EMAIL, display_name="Bench Admin", password_hash=LIGHT_HASHER.hash(USER_PASSWORD))
+        session.add(user)
+        await session.flush()
+        session.add(OperatorMembership(operator_id=operator_id, user_id=user.id or 0, role=OperatorRole.ADMIN))
+        await session.commit()
+        return BenchTeam(operator_id, team_id, ids)

@@ -1,0 +1,304 @@
+"""Turn results.json into RESULTS.md: figures with medians, spreads, ratios and the targets."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+ANALYSIS_PATH = Path(__file__).with_name("ANALYSIS.md")
+POWERBANK, BASELINE = "powerbank", "baseline"
+
+# (section, key, label, unit) of each network figure shown, in order.
+NETWORK_FIGURES: dict[str, list[tuple[str, str, str]]] = {
+    "connect": [
+        ("seconds", "time until all booted", "s"),
+        ("per_second", "boots per second", "/s"),
+        ("failed", "failures", ""),
+        ("rss_after_kib", "server RSS with all connected", "MiB"),
+        ("rss_per_connection_kib", "server RSS per connection", "KiB"),
+        ("server_cpu_ms_per_connection", "server CPU per connection (incl. auth)", "ms"),
+        ("loadgen_cpu_s", "load generator CPU", "s"),
+    ],
+    "sustain": [
+        ("calls_per_s", "incoming calls answered per second", "/s"),
+        ("p50_ms", "p50 frame sent → reply received", "ms"),
+        ("p99_ms", "p99 frame sent → reply received", "ms"),
+        ("unanswered", "calls unanswered", ""),
+        ("server_cpu_pct", "server CPU (of one core)", "%"),
+        ("server_cpu_ms_per_call", "server CPU per call", "ms"),
+        ("loop_lag_p99_ms", "loop lag p99 (ping→pong on an idle socket)", "ms"),
+        ("loadgen_cpu_pct", "load generator CPU (of one core)", "%"),
+    ],
+    "fanout": [
+        ("received_p50_s", "trigger → 50 % SetChargingProfile received", "s"),
+        ("received_last_s", "trigger → last SetChargingProfile received", "s"),
+        ("answered_50_s", "trigger → 50 % answered (server's record)", "s"),
+        ("answered_95_s", "trigger → 95 % answered", "s"),
+        ("answered_100_s", "trigger → 100 % answered", "s"),
+        ("server_cpu_ms_per_charger", "server CPU per charger", "ms"),
+    ],
+}
+
+
+def fmt(value: float | None, unit: str = "") -> str:
+    """Format a figure with three significant digits and its unit."""
+    if value is None:
+        return "–"
+    if unit == "MiB":
+        value = value / 1024
+    if value == 0 or abs(value) >= 100:
+        text = f"{value:,.0f}"
+    elif abs(value) >= 10:
+        text = f"{value:.1f}"
+    elif abs(value) >= 1:
+        text = f"{value:.2f}"
+    else:
+        text = f"{value:.3f}"
+    return f"{text} {unit}".strip() if unit not in ("", "%", "/s") else f"{text}{unit}"
+
+
+def values(runs: list[dict[str, Any]], section: str, key: str) -> list[float]:
+    """Return one figure from every run that has it."""
+    found = []
+    for run in runs:
+        value = run.get(section, {}).get(key)
+        if isinstance(value, (int, float)):
+            found.append(float(value))
+    return found
+
+
+def median(runs: list[dict[str, Any]], section: str, key: str) -> float | None:
+    found = values(runs, section, key)
+    return statistics.median(found) if found else None
+
+
+def with_spread(runs: list[dict[str, Any]], section: str, key: str, unit: str) -> str:
+    """Return 'median (min–max, n runs)' of a figure."""
+    found = values(runs, section, key)
+    if not found:
+        return "–"
+    text = fmt(statistics.median(found), unit)
+    if len(found) > 1:
+        text += f" ({fmt(min(found), unit)}–{fmt(max(found), unit)}, n={len(found)})"
+    return text
+
+
+def ratio(numerator: float | None, denominator: float | None) -> str:
+    if numerator is None or denominator is None or denominator == 0:
+        return "–"
+    return f"{numerator / denominator:.2f}×"
+
+
+def _network_section(results: dict[str, Any], section: str) -> list[str]:
+    network = results.get("network", {})
+    lines = ["| chargers | figure | PowerBank | baseline | PowerBank / baseline |", "| --- | --- | --- | --- | --- |"]
+    sizes = sorted({int(n) for runs in network.values() for n in runs})
+    for size in sizes:
+        ours = network.get(POWERBANK, {}).get(str(size), [])
+        base = network.get(BASELINE, {}).get(str(size), [])
+        for key, label, unit in NETWORK_FIGURES[section]:
+            lines.append(f"| {size:,} | {label} | {with_spread(ours, section, key, unit)} | "
+                         f"{with_spread(base, section, key, unit)} | "
+                         f"{ratio(median(ours, section, key), median(base, section, key))} |")
+    notes = sorted({str(run[section]["skipped"]) for runs in network.get(POWERBANK, {}).values() for run in runs
+                    if isinstance(run.get(section), dict) and "skipped" in run[section]})
+    notes += sorted({str(run["error"]) for kind in network.values() for runs in kind.values() for run in runs
+                     if "error" in run})
+    lines += [""] + [f"- Not measured in some runs: {note}" for note in notes] if notes else []
+    return lines
+
+
+def _largest(results: dict[str, Any], kind: str, minimum: int = 0) -> tuple[int | None, list[dict[str, Any]]]:
+    runs = results.get("network", {}).get(kind, {})
+    sizes = sorted(int(n) for n in runs if int(n) >= minimum)
+    return (sizes[-1], runs[str(sizes[-1])]) if sizes else (None, [])
+
+
+def _verdict(value: float | None, limit: float, smaller_is_better: bool = True) -> str:
+    if value is None:
+        return "not measured"
+    return "met" if (value <= limit if smaller_is_better else value >= limit) else "**missed**"
+
+
+def targets(results: dict[str, Any]) -> list[str]:
+    """Return the targets table, each with the figure that decides it."""
+    lines = ["| target | measured | verdict |", "| --- | --- | --- |"]
+    size, ours = _largest(results, POWERBANK)
+    _size, base = _largest(results, BASELINE)
+    if size is not None:
+        rss = median(ours, "connect", "rss_after_kib")
+        booted = median(ours, "connect", "booted")
+        lines.append(f"| {size:,} chargers connected in one process, RSS ≤ 1 GB | {fmt(booted)} booted, "
+                     f"RSS {fmt(rss, 'MiB')} | "
+                     f"{_verdict(rss, 1024 * 1024) if booted == size else '**missed** (not all booted)'} |")
+    loaded = [(int(n), runs) for n, runs in results.get("network", {}).get(POWERBANK, {}).items()
+              if (median(runs, "sustain", "calls_per_s") or 0) >= 950]
+    if loaded:
+        n, runs = min(loaded, key=lambda item: item[0])
+        p99 = median(runs, "sustain", "p99_ms")
+        lines.append(f"| sustained 1,000 incoming calls/s, p99 ≤ 50 ms | {fmt(median(runs, 'sustain', 'calls_per_s'), '/s')}"
+                     f" ({n:,} chargers), p99 {fmt(p99, 'ms')} | {_verdict(p99, 50)} |")
+    else:
+        lines.append("| sustained 1,000 incoming calls/s, p99 ≤ 50 ms | fewer than 1,000 calls/s in this run "
+                     "(5,000 chargers give 1,000/s) | not measured |")
+    if size is not None:
+        last = median(ours, "fanout", "received_last_s")
+        p95 = median(ours, "fanout", "answered_95_s")
+        lines.append(f"| fan-out to {size:,}: last frame ≤ 1 s | {fmt(last, 's')} (received by the load generator) | "
+                     f"{_verdict(last, 1.0)} |")
+        lines.append(f"| fan-out to {size:,}: 95 % answered ≤ 3 s | {fmt(p95, 's')} | {_verdict(p95, 3.0)} |")
+        base_last = median(base, "fanout", "received_last_s")
+        lines.append(f"| fan-out at least as fast as the baseline's | PowerBank {fmt(last, 's')}, baseline "
+                     f"{fmt(base_last, 's')} ({ratio(last, base_last)}) | "
+                     f"{_verdict(last, base_last) if base_last is not None else 'not measured'} |")
+        per_call, base_call = median(ours, "sustain", "server_cpu_ms_per_call"), median(base, "sustain", "server_cpu_ms_per_call")
+        lines.append(f"| per-message cost within 1.5× of the baseline's | {fmt(per_call, 'ms')} vs {fmt(base_call, 'ms')} CPU "
+                     f"per call ({ratio(per_call, base_call)}) | "
+                     f"{_verdict(per_call, 1.5 * base_call) if base_call else 'not measured'} |")
+    pages = results.get("pages", {}).get("large")
+    if pages:
+        worst = max(pages[case]["ms"]["median"] for case in ("first_page", "search", "filter_country"))
+        constant = results["pages"]["constant_queries"]
+        lines.append(f"| {results['pages']['charge_points']:,} charge point tab ≤ 100 ms, constant queries | slowest "
+                     f"{fmt(worst, 'ms')}; queries {'the same' if constant else 'NOT the same'} at 50 and "
+                     f"{results['pages']['charge_points']:,} | "
+                     f"{_verdict(worst, 100) if constant else '**missed**'} |")
+    signup = results.get("bulk_signup", {})
+    if "large" in signup:
+        ms = signup["large"]["ms"]["median"]
+        lines.append(f"| {signup['charge_points']:,} sign-ups in one save ≤ 1 s | {fmt(ms, 'ms')}, "
+                     f"{signup['large']['queries']} queries | {_verdict(ms, 1000)} |")
+    return lines
+
+
+def _pages(results: dict[str, Any]) -> list[str]:
+    pages = results.get("pages")
+    if not pages:
+        return ["Not measured."]
+    lines = ["| request | charge points in team | server time | SQL queries | response |",
+             "| --- | --- | --- | --- | --- |"]
+    for label in ("large", "small"):
+        for case, title in (("first_page", "first page (full page)"), ("search", "search (htmx fragment)"),
+                            ("filter_country", "filter country=SE (htmx fragment)")):
+            figure = pages[label][case]
+            ms = figure["ms"]
+            lines.append(f"| {title} `{figure['url'].split('/', 3)[-1]}` | {pages[label]['charge_points']:,} | "
+                         f"{fmt(ms['median'], 'ms')} ({fmt(ms['min'], 'ms')}–{fmt(ms['max'], 'ms')}, n={ms['runs']}) | "
+                         f"{figure['queries']} | {figure['bytes'] / 1024:.0f} KiB |")
+    return lines
+
+
+def _signup(results: dict[str, Any]) -> list[str]:
+    signup = results.get("bulk_signup", {})
+    if "skipped" in signup or not signup:
+        return [f"Not measured: {signup.get('skipped', 'no data')}."]
+    lines = ["| charge points in one save | time | SQL queries | signed up |", "| --- | --- | --- | --- |"]
+    for label in ("large", "small"):
+        figure = signup[label]
+        ms = figure["ms"]
+        lines.append(f"| {figure['charge_points']:,} | {fmt(ms['median'], 'ms')} ({fmt(ms['min'], 'ms')}–"
+                     f"{fmt(ms['max'], 'ms')}, n={ms['runs']}) | {figure['queries']} | {figure['signed_up']:,} |")
+    return lines
+
+
+def _argon2(results: dict[str, Any]) -> list[str]:
+    argon2 = results.get("argon2", {})
+    lines = ["| argon2id cost | parameters | one verification, wall | CPU |", "| --- | --- | --- | --- |"]
+    for name in ("production", "light"):
+        if name in argon2:
+            figure = argon2[name]
+            lines.append(f"| {name} | `{figure['params']}` | {fmt(figure['wall_ms'], 'ms')} | {fmt(figure['cpu_ms'], 'ms')} |")
+    production = results.get("production_hash")
+    if production:
+        lines += ["", "Connecting with the production cost (one run each; connect only):", "",
+                  "| server | chargers | time until all booted | boots per second | failures | server CPU per connection |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for kind in (POWERBANK, BASELINE):
+            run = production.get(kind, {})
+            connect = run.get("connect", {})
+            lines.append(f"| {kind} | {run.get('chargers', 0):,} | {fmt(connect.get('seconds'), 's')} | "
+                         f"{fmt(connect.get('per_second'), '/s')} | {connect.get('failed', '–')} | "
+                         f"{fmt(connect.get('server_cpu_ms_per_connection'), 'ms')} |")
+    return lines
+
+
+def render(results: dict[str, Any]) -> str:
+    """Return RESULTS.md for some results."""
+    machine = results["machine"]
+    settings = results["settings"]
+    lines = [
+        "# PowerBank benchmarks",
+        "",
+        f"Generated by `{'make bench-quick' if results['mode'] == 'quick' else 'make bench'}` "
+        f"(`python -m bench.run{' --quick' if results['mode'] == 'quick' else ''}`) on {machine['date']}, "
+        f"commit `{machine['commit']}`, in {results.get('duration_s', 0) / 60:.0f} min. Raw figures: "
+        "[results.json](results.json).",
+        "",
+        f"Machine: {machine['cores']} cores ({machine['cpu_model']}), {machine['memory_gib']} GiB memory, "
+        f"Python {machine['python']}, {machine['platform']}. Server, load generator and probe share it.",
+        "",
+        f"Each network figure is the median of {settings['repeats']} runs per size and server (range and run count "
+        "in brackets), runs alternating between the baseline and PowerBank, each against a fresh server process "
+        "(PowerBank: `powerbank serve` on a fresh SQLite database). The baseline is `bench/baseline_server.py`: "
+        "bare `websockets`, the `ocpp` library's ChargePoint handlers, argon2 Basic auth, no database, and a naive "
+        f"`asyncio.gather` of `call()` per charger. Sustained load: {settings['sustain_s']:.0f} s with every charger "
+        f"sending a Heartbeat and, half an interval later, MeterValues every {settings['interval_s']:.0f} s.",
+        "",
+        "## Targets",
+        "",
+        *targets(results),
+        "",
+        "## 1. Connections",
+        "",
+        "Chargers connect (HTTP Basic auth, subprotocol ocpp1.6) at most 256 handshakes at a time and send a "
+        "BootNotification; the time runs from the first connection attempt to the last boot accepted. RSS is "
+        "VmRSS of the server process before and after. These runs store the chargers' password with a light "
+        "argon2id cost (below), so the figures show the server rather than the password hash.",
+        "",
+        *_network_section(results, "connect"),
+        "",
+        "### Password verification cost",
+        "",
+        *_argon2(results),
+        "",
+        "## 2. Sustained load",
+        "",
+        "Latency is from the frame sent to its reply received, as the load generator sees it (it includes the "
+        "generator's own scheduling). Loop lag is measured from outside: websocket ping → pong round trips every "
+        "100 ms on an idle, authenticated connection, answered by the server's websocket layer on its event loop.",
+        "",
+        *_network_section(results, "sustain"),
+        "",
+        "## 3. Activation fan-out",
+        "",
+        "With every charger connected (and, for PowerBank, signed up in DK2), one activation is triggered: "
+        "`POST /api/v1/activations` with a write token for PowerBank, `GET /bench/fanout` for the baseline. "
+        "Received times are taken by the load generator when it reads each SetChargingProfile; answered times "
+        "come from the server's own record (PowerBank: the activation's dispatches; baseline: its fan-out record).",
+        "",
+        *_network_section(results, "fanout"),
+        "",
+        "## 4. Charge points tab",
+        "",
+        "In-process with the Quart test client, logged in as an Operator Admin; server time is the whole request "
+        "inside the process (routing, queries, template), after one warm-up request.",
+        "",
+        *_pages(results),
+        "",
+        "## 5. Bulk sign-up",
+        "",
+        "`enrollment.bulk_sign_up(..., sign_up_all=True)` on a team of compatible charge points in DK1, GB, IE and "
+        "SE (with Facility IDs), including the commit; fresh database per run.",
+        "",
+        *_signup(results),
+        "",
+    ]
+    if ANALYSIS_PATH.exists():
+        lines += [ANALYSIS_PATH.read_text().rstrip(), ""]
+    return "\n".join(lines)
+
+
+def write_report(results: dict[str, Any], path: Path) -> None:
+    """Write RESULTS.md."""
+    path.write_text(render(results))
