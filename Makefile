@@ -29,3 +29,13 @@ test: $(STAMP)
 ## Remove the local demo database (the next `make run` loads fresh demo data).
 clean-db:
 	rm -f var/powerbank.db var/powerbank.db-wal var/powerbank.db-shm
+
+.PHONY: bench bench-quick
+
+## Benchmark PowerBank beside a bare baseline (1,000 / 5,000 / 10,000 chargers); writes bench/RESULTS.md.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+## The same at 1,000 chargers only, in under 3 minutes.
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench.run --quick
