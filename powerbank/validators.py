@@ -7,6 +7,7 @@ for the person who typed it.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from powerbank.countries import COUNTRIES
 from powerbank.models import PriceArea
@@ -27,6 +28,12 @@ class ValidationError(ValueError):
     """A value a person typed is not acceptable; the message says why."""
 
 
+def _refuse_control_characters(text: str, label: str) -> None:
+    # NUL and other control characters break some databases and terminals; no one types them on purpose.
+    if any(unicodedata.category(char) == "Cc" for char in text):
+        raise ValidationError(f"{label} contains characters that cannot be used.")
+
+
 def clean_name(value: str | None, *, label: str = "Name", max_length: int = 120) -> str:
     """Return a trimmed, non-empty name."""
     name = (value or "").strip()
@@ -34,6 +41,7 @@ def clean_name(value: str | None, *, label: str = "Name", max_length: int = 120)
         raise ValidationError(f"{label} is required.")
     if len(name) > max_length:
         raise ValidationError(f"{label} can be at most {max_length} characters.")
+    _refuse_control_characters(name, label)
     return name
 
 
@@ -42,6 +50,7 @@ def clean_optional(value: str | None, *, label: str, max_length: int = 80) -> st
     text = (value or "").strip()
     if len(text) > max_length:
         raise ValidationError(f"{label} can be at most {max_length} characters.")
+    _refuse_control_characters(text, label)
     return text
 
 
@@ -62,7 +71,7 @@ def clean_email(value: str | None) -> str:
     email = (value or "").strip().lower()
     if not email:
         raise ValidationError("Email is required.")
-    if len(email) > 254 or not EMAIL_RE.match(email):
+    if len(email) > 254 or not EMAIL_RE.fullmatch(email) or any(unicodedata.category(c) == "Cc" for c in email):
         raise ValidationError("Enter a valid email address.")
     return email
 

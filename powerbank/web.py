@@ -12,6 +12,7 @@ from typing import Any, ParamSpec, TypeVar
 from quart import Quart, Response, abort, current_app, g, make_response, redirect, render_template, request, session, url_for
 from quart_auth import current_user
 from sqlmodel.ext.asyncio.session import AsyncSession
+from werkzeug.routing import IntegerConverter
 
 from powerbank.htmx import add_vary, is_htmx
 from powerbank.models import User
@@ -162,8 +163,19 @@ def safe_next(target: str | None) -> str:
     return target
 
 
+class DatabaseIdConverter(IntegerConverter):
+    """Match ids of up to nine digits, so a huge guessed id is a 404 rather than a database overflow.
+
+    The limit is in the pattern (not a ``max``) so that such a path matches no route at all:
+    a ``max`` is checked after routing and turns a POST into 405 when a GET shares the path.
+    """
+
+    regex = r"\d{1,9}"
+
+
 def init_web(app: Quart) -> None:
-    """Register the request hooks shared by every page."""
+    """Register the request hooks shared by every page (before the blueprints: their routes use `int`)."""
+    app.url_map.converters["int"] = DatabaseIdConverter
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.before_request(check_csrf)
     app.after_request(add_security_headers)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from quart import Quart
 from quart.testing import QuartClient
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -17,13 +18,22 @@ from powerbank import create_app
 from powerbank.demo import DEMO_PASSWORD, load_demo_data
 from powerbank.migrate import upgrade
 from powerbank.models import ChargePoint, Operator, OperatorMembership, Team, TeamMembership, User
-from powerbank.passwords import hash_password
+from powerbank import passwords
 from powerbank.services.audit import SYSTEM
 from powerbank.services.teams import create_operator
 
 TEST_PASSWORD = "correct horse battery"
-# argon2 at full cost makes hundreds of test logins slow; tests hash once and reuse it.
-_PASSWORD_HASH = hash_password(TEST_PASSWORD)
+# argon2 at full cost makes hundreds of test logins slow: tests hash once, with cheap parameters
+# (verification follows the parameters stored in the hash), and reuse it.
+_CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+_PASSWORD_HASH = _CHEAP_HASHER.hash(TEST_PASSWORD)
+
+
+@pytest.fixture
+def fast_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hash new passwords (demo data, created users, OCPP passwords) with cheap argon2 parameters."""
+    monkeypatch.setattr(passwords, "_hasher", _CHEAP_HASHER)
+    monkeypatch.setattr(passwords, "_DUMMY_HASH", _CHEAP_HASHER.hash("not a real password"))
 
 
 @pytest.fixture(scope="session")
