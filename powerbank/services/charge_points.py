@@ -15,7 +15,7 @@ from powerbank.models import ChargePoint, Team
 from powerbank.passwords import generate_secret, hash_password
 from powerbank.permissions import Permission, Principal, can_on_team
 from powerbank.services.audit import Actor, record
-from powerbank.services.enrollment import reevaluate
+from powerbank.services.enrollment import reevaluate, release_charge_points
 from powerbank.validators import (
     ValidationError,
     clean_country,
@@ -203,6 +203,8 @@ async def update_charge_point(
         session.add(charge_point)
         record(session, actor, "charge_point.update", charge_point, operator_id=team.operator_id,
                before={k: v[0] for k, v in changes.items()}, after={k: v[1] for k, v in changes.items()})
+        if "price_area" in changes:
+            await release_charge_points(session, [charge_point.id or 0], "moved to another area")
         await reevaluate(session, [charge_point])
     return changes
 
@@ -221,6 +223,7 @@ async def delete_charge_point(session: AsyncSession, actor: Actor, team: Team, c
     """Delete a charge point, keeping what it was in the audit log."""
     record(session, actor, "charge_point.delete", charge_point, operator_id=team.operator_id,
            before=_snapshot(charge_point))
+    await release_charge_points(session, [charge_point.id or 0], "charge point deleted")
     await session.delete(charge_point)
 
 

@@ -68,6 +68,11 @@ async def _release(session: AsyncSession, charge_point_ids: list[int], reason: s
         await hook(session, charge_point_ids, reason)
 
 
+async def release_charge_points(session: AsyncSession, charge_point_ids: list[int], reason: str) -> None:
+    """Run the release hooks for charge points deleted or moved to another area (S2)."""
+    await _release(session, charge_point_ids, reason)
+
+
 class SignUpError(FormErrors):
     """Nothing was saved; ``errors`` holds form messages and ``row_errors`` one message per charge point."""
 
