@@ -31,7 +31,7 @@ from powerbank.config import PROJECT_ROOT
 from powerbank.demo import DEMO_PASSWORD
 
 try:
-    from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
+    from playwright.sync_api import Browser, BrowserContext, Locator, Page, Playwright, expect, sync_playwright
 except ImportError:  # pragma: no cover - depends on the machine
     sync_playwright = None  # type: ignore[assignment]
 
@@ -256,6 +256,21 @@ def open_team(page: Page, team_name: str) -> None:
     """From the teams page, open a team's Charge points tab."""
     page.get_by_role("link", name=team_name, exact=True).click()
     expect(page.get_by_role("heading", name=team_name, level=1)).to_be_visible()
+
+
+def open_actions_menu(page: Page) -> Locator:
+    """Open the Charge points tab's Actions menu and return it."""
+    page.get_by_text("Actions", exact=True).click()
+    menu = page.get_by_role("group").filter(has=page.get_by_text("Actions", exact=True))
+    expect(menu.get_by_role("listitem").first).to_be_visible()
+    return menu
+
+
+def open_sign_up_flow(page: Page, team_name: str) -> None:
+    """From the teams page: the team → Charge points → Actions → Sign up for PowerBank."""
+    open_team(page, team_name)
+    open_actions_menu(page).get_by_role("link", name="Sign up for PowerBank").click()
+    expect(page.get_by_role("heading", name="Sign up for PowerBank")).to_be_visible()
 
 
 def screenshot(page: Page, name: str) -> Path:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import log_in, open_team
+from tests.browser.conftest import log_in, open_actions_menu, open_team
 
 NORDIC_TEAMS = ["Copenhagen Fleet", "Stockholm Offices", "London Depot", "Dublin Hub", "Berlin Garage"]
 OPERATOR_ADMIN_LINKS = ["Manage teams", "Members", "Audit log", "Compatibility catalogue"]
@@ -88,8 +88,7 @@ def test_operator_admin_manages_teams_and_members(page: Page) -> None:
 def test_users_without_the_right_see_actions_disabled_with_the_reason(page: Page, email: str, reason: str) -> None:
     log_in(page, email)
     open_team(page, "Copenhagen Fleet")
-    page.get_by_text("Actions", exact=True).click()
-    menu = page.locator("details.actions-menu")
+    menu = open_actions_menu(page)
     expect(menu.get_by_role("link", name="Add charge point")).to_have_count(0)
     expect(menu.get_by_text("Add charge point")).to_have_attribute("aria-disabled", "true")
     expect(menu.get_by_text(reason).first).to_be_visible()
@@ -98,8 +97,7 @@ def test_users_without_the_right_see_actions_disabled_with_the_reason(page: Page
 def test_owner_may_add_a_charge_point(page: Page) -> None:
     log_in(page, "owner@demo.test")
     open_team(page, "Copenhagen Fleet")
-    page.get_by_text("Actions", exact=True).click()
-    page.get_by_role("link", name="Add charge point").click()
+    open_actions_menu(page).get_by_role("link", name="Add charge point").click()
     expect(page.get_by_role("heading", name="Add charge point", level=1)).to_be_visible()
 
 
