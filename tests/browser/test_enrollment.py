@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from powerbank.validators import make_facility_id
 from tests.browser.conftest import (
@@ -23,7 +23,7 @@ from tests.browser.conftest import (
 TERMS = re.compile("I accept the terms and conditions")
 
 
-def charge_point_row(page: Page, name: str):  # noqa: ANN201 - a Playwright Locator
+def charge_point_row(page: Page, name: str) -> Locator:
     """Return the table row of a charge point, found by its name link."""
     return page.get_by_role("row").filter(has=page.get_by_role("link", name=name, exact=True))
 

@@ -9,6 +9,7 @@ from playwright.sync_api import Locator, Page, expect
 from tests.browser.conftest import log_in
 
 MAX_TABS = 60
+TERMS = re.compile("I accept the terms and conditions")
 
 
 def tab_to(page: Page, target: Locator) -> None:
@@ -43,8 +44,10 @@ def test_bulk_sign_up_with_the_keyboard_alone(page: Page) -> None:
     expect(page.get_by_role("heading", name="Sign up for PowerBank")).to_be_visible()
 
     # Tick the terms and one charge point with Space, then Save with Enter.
-    tab_to(page, page.get_by_role("checkbox", name=re.compile("I accept the terms and conditions")))
+    terms = page.get_by_role("checkbox", name=TERMS)
+    tab_to(page, terms)
     page.keyboard.press("Space")
+    expect(terms).to_be_checked()
     expect(page.get_by_role("button", name="Save")).to_be_enabled()
     tab_to(page, page.get_by_role("checkbox", name="Sign up Bay 1"))
     page.keyboard.press("Space")
@@ -54,7 +57,6 @@ def test_bulk_sign_up_with_the_keyboard_alone(page: Page) -> None:
     expect(page.get_by_role("status")).to_have_text("1 charge point signed up.")
 
     # Then the rest with Sign up all charge points; the fresh form asks for the terms again.
-    terms = page.get_by_role("checkbox", name=re.compile("I accept the terms and conditions"))
     expect(terms).not_to_be_checked()
     tab_to(page, terms)
     page.keyboard.press("Space")
