@@ -92,11 +92,11 @@ async def sign_up_save(team_id: int) -> Response:
             facility_ids=facility_ids, source=ParticipationSource.BULK,
         )
     except enrollment.SignUpError as exc:
-        await session.rollback()
+        await _rolled_back(session, me, team)
         return await _sign_up_page(session, me, team, status=422, values=values, errors=exc.errors,
                                    row_errors=exc.row_errors)
     except ConflictError as exc:
-        await session.rollback()
+        await _rolled_back(session, me, team)
         return await _sign_up_page(session, me, team, status=409, values=values, errors={"form": str(exc)})
     await session.commit()
     if not is_htmx():
@@ -186,11 +186,11 @@ async def sign_up_one(cp_id: int) -> Response:
         await enrollment.sign_up_one(session, me, charge_point, accept_terms_version=accepted,
                                      facility_id=form.get("facility_id"), source=ParticipationSource.SINGLE)
     except enrollment.SignUpError as exc:
-        await session.rollback()
+        await _rolled_back(session, me, charge_point, team)
         return await _functionality(session, me, charge_point, team, status=422, confirm="on", errors=exc.errors,
                                     values=form)
     except ConflictError as exc:
-        await session.rollback()
+        await _rolled_back(session, me, charge_point, team)
         return await _functionality(session, me, charge_point, team, status=409, confirm="on",
                                     errors={"form": str(exc)}, values=form)
     await session.commit()
@@ -208,13 +208,20 @@ async def opt_out(cp_id: int) -> Response:
     try:
         await enrollment.opt_out(session, me, charge_point, source=ParticipationSource.SINGLE)
     except ConflictError as exc:
-        await session.rollback()
+        await _rolled_back(session, me, charge_point, team)
         return await _functionality(session, me, charge_point, team, status=409, confirm="off",
                                     errors={"form": str(exc)})
     await session.commit()
     if not is_htmx():
         return redirect(url_for("charge_points.detail", cp_id=cp_id) + "#functionalities", 303)
     return hx_trigger(await _functionality(session, me, charge_point, team), CHANGED_EVENT)
+
+
+async def _rolled_back(session: AsyncSession, me: Principal, *objects: Any) -> None:
+    """Undo a refused change; reload what the page still renders (a rollback expires every object)."""
+    await session.rollback()
+    for obj in (me.user, *objects):
+        await session.refresh(obj)
 
 
 def _page_arg() -> int:
