@@ -41,6 +41,7 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Quart:
     _register_blueprints(app)
     _register_error_handlers(app)
     _register_lifecycle(app)
+    _register_ocpp(app)
     return app
 
 
@@ -97,3 +98,11 @@ def _register_lifecycle(app: Quart) -> None:
     @app.after_serving
     async def close_database() -> None:
         await app.extensions["powerbank.engine"].dispose()
+
+
+def _register_ocpp(app: Quart) -> None:
+    from powerbank.ocpp import endpoint
+    from powerbank.routes import connections
+
+    app.register_blueprint(connections.blueprint)
+    endpoint.init_app(app)

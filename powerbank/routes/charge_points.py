@@ -6,6 +6,7 @@ from quart import Blueprint, Response, redirect, request, url_for
 
 from powerbank.errors import FormErrors
 from powerbank.permissions import Permission, can_on_team, denial_reason
+from powerbank.routes.connections import live_context
 from powerbank.routes.powerbank import functionality_context as powerbank_functionality
 from powerbank.routes.teams import form_choices, ocpp_url
 from powerbank.services import charge_points as cp_service
@@ -25,6 +26,7 @@ async def detail(cp_id: int) -> Response:
     return await render_page(
         "charge_points/detail.html",
         **await powerbank_functionality(session, me, charge_point, team, confirm=request.args.get("powerbank")),
+        **await live_context(session, charge_point),
         charge_point=charge_point,
         team=team,
         # Not `status`: render_page takes that as the HTTP status.

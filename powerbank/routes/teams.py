@@ -65,7 +65,9 @@ async def new_charge_point(team_id: int) -> Response:
     me = await principal()
     team_ = await get_team_or_404(await db_session(), me, team_id)
     require_team(me, Permission.CONFIGURE_CHARGE_POINTS, team_)
-    return await render_page("charge_points/form.html", team=team_, charge_point=None, values={}, errors={},
+    # The Connection attempts page links here with a refused charger's identity filled in.
+    values = {"identity": request.args.get("identity", "")}
+    return await render_page("charge_points/form.html", team=team_, charge_point=None, values=values, errors={},
                              **form_choices())
 
 

@@ -1,0 +1,328 @@
+"""One charger's live OCPP-J connection: framing, errors, outgoing calls and answers.
+
+The ``ocpp`` library's ChargePoint routes incoming calls to ``@on``/``@after`` handlers and
+validates payloads; this layer replaces its framing and its call machinery so that answers are
+matched by message id, a pending call fails at once when the charger goes, and one serialised
+frame can be written to many chargers without awaiting each (the grid fan-out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ocpp.charge_point import camel_to_snake_case, remove_nones, serialize_as_dict, snake_to_camel_case
+from ocpp.exceptions import OCPPError
+from ocpp.messages import Call, CallError, CallResult, MessageType, validate_payload
+from quart.wrappers import Websocket
+
+from powerbank.services import chargers
+from powerbank.services.chargers import Capability
+
+if TYPE_CHECKING:
+    from powerbank.ocpp.registry import Registry
+
+logger = logging.getLogger("powerbank.ocpp")
+
+# Incoming call ids remembered per connection to refuse a reused one (OCPP-J: ids are unique).
+REMEMBERED_CALL_IDS = 16
+# Frames queued for a charger that does not read them; beyond this it is disconnected.
+OUTBOX_LIMIT = 1000
+
+
+class ConnectionLost(ConnectionError):
+    """The charger disconnected before it answered."""
+
+
+class CallErrorReceived(Exception):
+    """The charger answered a call with a CALLERROR."""
+
+    def __init__(self, code: str, description: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{code}: {description}")
+        self.code = code
+        self.description = description
+        self.details = details or {}
+
+
+class FrameError(Exception):
+    """A frame is not valid OCPP-J; answered with a CALLERROR of ``code`` (2.0.1 spelling)."""
+
+    def __init__(self, message_id: str, code: str, description: str) -> None:
+        super().__init__(description)
+        self.message_id = message_id
+        self.code = code
+        self.description = description
+
+
+def parse_frame(text: str) -> Call | CallResult | CallError:
+    """Parse one OCPP-J frame strictly (the library's parser lets odd shapes through)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise FrameError("-1", "RpcFrameworkError", "The message is not valid JSON") from None
+    if not isinstance(data, list) or len(data) < 2 or type(data[0]) is not int:
+        raise FrameError("-1", "RpcFrameworkError", "The message is not an OCPP-J array")
+    message_type, message_id = data[0], data[1]
+    if not isinstance(message_id, str) or not message_id or len(message_id) > 36:
+        raise FrameError("-1", "RpcFrameworkError", "The message id is not a string of 1 to 36 characters")
+    if message_type == MessageType.Call:
+        if len(data) != 4 or not isinstance(data[2], str) or not isinstance(data[3], dict):
+            raise FrameError(message_id, "RpcFrameworkError", "A CALL is [2, id, action, payload object]")
+        return Call(message_id, data[2], data[3])
+    if message_type == MessageType.CallResult:
+        if len(data) != 3 or not isinstance(data[2], dict):
+            raise FrameError(message_id, "RpcFrameworkError", "A CALLRESULT is [3, id, payload object]")
+        return CallResult(message_id, data[2])
+    if message_type == MessageType.CallError:
+        if len(data) != 5 or not isinstance(data[2], str) or not isinstance(data[3], str):
+            raise FrameError(message_id, "RpcFrameworkError", "A CALLERROR is [4, id, code, description, details]")
+        return CallError(message_id, data[2], data[3], data[4] if isinstance(data[4], dict) else {})
+    raise FrameError(message_id, "MessageTypeNotSupported", f"Message type {message_type} is not supported")
+
+
+def _consume_exception(future: asyncio.Future[Any]) -> None:
+    # A fan-out answer nobody waits for any more must not be reported as "never retrieved".
+    if not future.cancelled():
+        future.exception()
+
+
+class HubConnection:
+    """Mixin over the library's ChargePoint (1.6 or 2.0.1) for one connected charger.
+
+    Public API for the rest of the hub (through ``Registry.get(identity)``):
+    - ``await call(payload, timeout=...)``: send a typed request (``ocpp.v16.call.X`` or
+      ``ocpp.v201.call.X``) and return the typed answer; raises CallErrorReceived,
+      ConnectionLost (at once on disconnect) or TimeoutError. One call at a time per charger.
+    - ``expect(message_id)`` then ``send_raw(frame)``: register for the answer to a frame you
+      serialised yourself (same frame for many chargers) and queue it without awaiting; the
+      future gives the CALLRESULT payload (dict) or raises CallErrorReceived/ConnectionLost.
+    """
+
+    protocol: ClassVar[str]
+    # How this OCPP version spells the error codes of the 2.0.1 names used internally.
+    error_codes: ClassVar[dict[str, str]] = {}
+    _ocpp_version: str
+    _call_result: Any
+    _call_lock: asyncio.Lock
+    _response_timeout: float
+    id: str
+
+    def __init__(self, identity: str, websocket: Websocket, registry: Registry, charge_point_id: int) -> None:
+        super().__init__(identity, websocket, response_timeout=registry.call_timeout)  # type: ignore[call-arg]
+        self.websocket = websocket
+        self.registry = registry
+        self.charge_point_id = charge_point_id
+        self.closed = False
+        self._pending: dict[str, asyncio.Future[Any]] = {}
+        self._outbox: asyncio.Queue[str] = asyncio.Queue()
+        self._recent_call_ids: deque[str] = deque(maxlen=REMEMBERED_CALL_IDS)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._handler_task: asyncio.Task[Any] | None = None
+        self._tokens = float(registry.message_burst)
+        self._tokens_at = time.monotonic()
+        self.meter_messages = 0
+
+    @property
+    def call_lock(self) -> asyncio.Lock:
+        """The lock held while one outgoing call waits for its answer."""
+        return self._call_lock
+
+    # Receiving -------------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Read and handle frames until the charger goes; then fail what waits for it."""
+        self._handler_task = asyncio.current_task()
+        writer = asyncio.create_task(self._write_frames(), name=f"ocpp writer {self.id}")
+        try:
+            while not self.closed:
+                message = await self.websocket.receive()
+                text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+                if not self._take_token():
+                    logger.warning("%s sends too many messages; disconnecting it", self.id)
+                    await self.close(1008, "Too many messages")
+                    return
+                await self.route_message(text)
+        finally:
+            self.closed = True
+            writer.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+            lost = ConnectionLost(f"{self.id} disconnected")
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(lost)
+            self._pending.clear()
+
+    def _take_token(self) -> bool:
+        """Spend one message of the charger's allowance (a token bucket); False when flooding."""
+        now = time.monotonic()
+        rate, burst = self.registry.message_rate, self.registry.message_burst
+        self._tokens = min(burst, self._tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    async def route_message(self, raw_msg: str) -> None:
+        """Handle one frame: calls go to the handlers, answers to whoever waits for them."""
+        self.registry.frame_log.add(self.id, False, raw_msg)
+        self.registry.seen(self.charge_point_id)
+        try:
+            message = parse_frame(raw_msg)
+        except FrameError as error:
+            logger.info("%s sent a malformed frame: %s", self.id, error.description)
+            self._reply_error(error.message_id, error.code, error.description)
+            return
+        if isinstance(message, Call):
+            await self._handle_incoming_call(message)
+        elif isinstance(message, CallResult):
+            self._resolve(message.unique_id, message.payload, None)
+        else:
+            self._resolve(message.unique_id, None,
+                          CallErrorReceived(message.error_code, message.error_description, message.error_details))
+
+    async def _handle_incoming_call(self, message: Call) -> None:
+        if message.unique_id in self._recent_call_ids:
+            logger.info("%s reused call id %s", self.id, message.unique_id)
+            self._reply_error(message.unique_id, "ProtocolError", "This message id was already used")
+            return
+        self._recent_call_ids.append(message.unique_id)
+        try:
+            await self._handle_call(message)  # type: ignore[attr-defined]
+        except OCPPError as error:
+            logger.info("%s: %s refused: %s %s", self.id, message.action, error.code, error.details)
+            self._reply_error(message.unique_id, error.code, error.description, error.details)
+        except Exception:
+            logger.exception("%s: handling %s failed", self.id, message.action)
+            self._reply_error(message.unique_id, "InternalError", "An unexpected error occurred")
+
+    def _reply_error(self, message_id: str, code: str, description: str, details: dict[str, Any] | None = None) -> None:
+        code = self.error_codes.get(code, code)
+        self.send_raw(CallError(message_id, code, description, details or {}).to_json())
+
+    def _resolve(self, message_id: str, payload: dict[str, Any] | None, error: CallErrorReceived | None) -> None:
+        future = self._pending.pop(message_id, None)
+        if future is None or future.done():
+            logger.info("%s answered unknown or expired message id %s", self.id, message_id)
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(payload)
+
+    # Sending ---------------------------------------------------------------------------------
+
+    async def _send(self, message: str) -> None:
+        """Queue a frame (the library answers incoming calls through this)."""
+        self.send_raw(message)
+
+    def send_raw(self, frame: str) -> None:
+        """Queue one already serialised frame for this charger without waiting for the write."""
+        if self.closed:
+            return
+        if self._outbox.qsize() >= OUTBOX_LIMIT:
+            logger.warning("%s does not read its frames; disconnecting it", self.id)
+            self.spawn(self.close(1008, "Not reading"))
+            return
+        self.registry.frame_log.add(self.id, True, frame)
+        self._outbox.put_nowait(frame)
+
+    async def _write_frames(self) -> None:
+        while True:
+            frame = await self._outbox.get()
+            try:
+                await self.websocket.send(frame)
+            except Exception:
+                logger.info("%s: cannot write to the socket any more", self.id, exc_info=True)
+                return
+
+    def expect(self, message_id: str) -> asyncio.Future[Any]:
+        """Return a future for the answer to the frame with ``message_id`` (register before sending)."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_consume_exception)
+        if self.closed:
+            future.set_exception(ConnectionLost(f"{self.id} is not connected"))
+            return future
+        self._pending[message_id] = future
+        return future
+
+    def forget(self, message_id: str) -> None:
+        """Stop waiting for the answer to ``message_id`` (the caller gave up)."""
+        future = self._pending.pop(message_id, None)
+        if future is not None and not future.done():
+            future.cancel()
+
+    async def call(self, payload: Any, *, timeout: float | None = None, unique_id: str | None = None,
+                   skip_schema_validation: bool = False) -> Any:  # type: ignore[override]
+        """Send a typed request to the charger and return its typed answer."""
+        action = type(payload).__name__
+        message = Call(unique_id or str(uuid.uuid4()), action,
+                       remove_nones(snake_to_camel_case(serialize_as_dict(payload))))
+        if not skip_schema_validation:
+            await validate_payload(message, self._ocpp_version)
+        async with self._call_lock:
+            future = self.expect(message.unique_id)
+            self.send_raw(message.to_json())
+            try:
+                async with asyncio.timeout(timeout if timeout is not None else self._response_timeout):
+                    answer = await future
+            finally:
+                self.forget(message.unique_id)
+        if not skip_schema_validation:
+            result = CallResult(message.unique_id, answer)
+            result.action = action
+            await validate_payload(result, self._ocpp_version)
+        return getattr(self._call_result, action)(**camel_to_snake_case(answer))
+
+    async def ask_capability(self) -> Capability:
+        """Ask the charger what it can do (smart charging); each OCPP version asks its own way."""
+        raise NotImplementedError
+
+    async def probe(self) -> None:
+        """Probe the charger's capability and store it; its answer decides compatibility (R2)."""
+        try:
+            capability = await self.ask_capability()
+        except ConnectionLost:
+            return
+        except (CallErrorReceived, OCPPError, TimeoutError) as error:
+            logger.info("%s did not answer the capability probe: %r", self.id, error)
+            return
+        async with self.registry.session() as session:
+            changes = await chargers.store_capability(session, self.charge_point_id, capability)
+            await session.commit()
+        logger.info("%s: smart charging %s%s", self.id, capability.smart_charging,
+                    f", participation {changes}" if changes else "")
+
+    # Lifecycle -------------------------------------------------------------------------------
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run work for this charger in a task that ends with the connection (never inside @on)."""
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("%s: background work failed", self.id, exc_info=task.exception())
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the socket and stop serving this connection."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            await self.websocket.close(code, reason)
+        except RuntimeError:
+            pass  # Quart refuses a second close; the socket is closing already.
+        task = self._handler_task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()

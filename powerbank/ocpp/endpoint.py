@@ -1,0 +1,96 @@
+"""The OCPP-J websocket endpoint ``/ocpp/<identity>`` (security profile 1: HTTP Basic auth)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from quart import Blueprint, Quart, Response, current_app, websocket
+
+from powerbank.ocpp.connection import HubConnection
+from powerbank.ocpp.registry import REGISTRY_KEY, Registry
+from powerbank.ocpp.v16 import ChargePoint16
+from powerbank.ocpp.v201 import ChargePoint201
+from powerbank.services import chargers
+from powerbank.services.frame_log import FRAME_LOG_KEY, FrameLog
+
+logger = logging.getLogger("powerbank.ocpp")
+
+blueprint = Blueprint("ocpp", __name__)
+
+# Newest first: the hub speaks the newest version both sides offer.
+PROTOCOLS: dict[str, type[HubConnection]] = {"ocpp2.0.1": ChargePoint201, "ocpp1.6": ChargePoint16}
+UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Basic realm="PowerBank OCPP", charset="UTF-8"'}
+
+
+def choose_subprotocol(offered: list[str]) -> str | None:
+    """Return the newest OCPP version the charger offers, or None."""
+    return next((protocol for protocol in PROTOCOLS if protocol in offered), None)
+
+
+@blueprint.websocket("/ocpp/<identity>")
+async def ocpp_socket(identity: str) -> Response | None:
+    """Authenticate a charger before the upgrade, then serve its OCPP messages."""
+    registry: Registry = current_app.extensions[REGISTRY_KEY]
+    socket = websocket._get_current_object()
+    remote_address = socket.remote_addr or ""
+    credentials = socket.authorization
+    username = password = None
+    if credentials is not None and credentials.type == "basic":
+        username, password = credentials.username, credentials.password
+    protocol = choose_subprotocol(socket.requested_subprotocols)
+    async with registry.session() as session:
+        outcome = await chargers.authenticate(session, registry.password_checker, identity, username, password,
+                                              demo_mode=registry.demo_mode)
+        reason = outcome.reason
+        if reason is None and protocol is None:
+            offered = ", ".join(socket.requested_subprotocols) or "none"
+            reason = f"No supported OCPP version offered ({offered})"
+        if reason is not None:
+            await chargers.record_attempt(session, identity, remote_address, reason, outcome.operator_id)
+            await session.commit()
+    if outcome.charge_point_id is None:
+        logger.info("refused charger %r from %s: %s", identity, remote_address, reason)
+        return Response("Unauthorized", 401, UNAUTHORIZED_HEADERS)
+    if protocol is None:
+        # OCPP-J: complete the handshake without a subprotocol, then close at once.
+        logger.info("charger %r offered no supported OCPP version", identity)
+        await socket.accept()
+        await socket.close(1002, "No supported OCPP subprotocol")
+        return None
+    await socket.accept(subprotocol=protocol)
+    connection = PROTOCOLS[protocol](identity, socket, registry, outcome.charge_point_id)
+    logger.info("charger %s connected from %s (%s)", identity, remote_address, protocol)
+    try:
+        await registry.add(connection)
+        await connection.serve()
+    except asyncio.CancelledError:
+        logger.info("charger %s disconnected", identity)
+        raise
+    finally:
+        registry.discard(connection)
+    return None
+
+
+def init_app(app: Quart) -> None:
+    """Register the endpoint and run the registry while the app serves."""
+    app.register_blueprint(blueprint)
+    # The library logs every frame at INFO; the hub keeps its own frame log per charger.
+    logging.getLogger("ocpp").setLevel(logging.WARNING)
+    app.extensions[FRAME_LOG_KEY] = FrameLog(int(app.config.get("OCPP_FRAME_LOG_SIZE", 100)))
+
+    @app.while_serving
+    async def run_registry() -> AsyncIterator[None]:
+        registry = Registry(
+            app.extensions["powerbank.sessionmaker"],
+            app.extensions[FRAME_LOG_KEY],
+            demo_mode=bool(app.config["DEMO"]),
+            heartbeat_interval=int(app.config.get("OCPP_HEARTBEAT_INTERVAL_S", 300)),
+            call_timeout=float(app.config.get("OCPP_CALL_TIMEOUT_S", 30)),
+            last_seen_flush_s=float(app.config.get("OCPP_LAST_SEEN_FLUSH_S", 5)),
+        )
+        app.extensions[REGISTRY_KEY] = registry
+        await registry.start()
+        yield
+        await registry.stop()

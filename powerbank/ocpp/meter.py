@@ -1,0 +1,71 @@
+"""Turn OCPP sampled values (1.6 and 2.0.1) into plain meter readings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from powerbank.db import utcnow
+from powerbank.services.chargers import MeterReading
+
+POWER = "Power.Active.Import"
+ENERGY = "Energy.Active.Import.Register"
+CURRENT = "Current.Import"
+# Scale of each unit to W, Wh or A.
+UNIT_SCALE = {"W": 1.0, "kW": 1000.0, "Wh": 1.0, "kWh": 1000.0, "A": 1.0}
+
+
+def parse_timestamp(text: str | None) -> datetime:
+    """Parse an OCPP timestamp into aware UTC; a missing or unreadable one means now."""
+    if not text:
+        return utcnow()
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return utcnow()
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _phase(phase: str | None) -> str | None:
+    # "L1", "L1-N" and "L1-L2" all name the current of phase L1.
+    if phase and phase[:2] in ("L1", "L2", "L3"):
+        return phase[:2]
+    return None
+
+
+def reading_from(timestamp: str | None, sampled_values: Iterable[dict[str, Any]]) -> MeterReading:
+    """Read power, the energy register and current per phase out of one meter value.
+
+    1.6 sends values as strings with ``unit``; 2.0.1 sends numbers with ``unit_of_measure``
+    (a unit and a power-of-ten multiplier). A missing measurand is the energy register.
+    """
+    power = energy = None
+    currents: dict[str, float] = {}
+    for sampled in sampled_values:
+        value = _number(sampled.get("value"))
+        if value is None:
+            continue
+        measurand = sampled.get("measurand") or ENERGY
+        unit_of_measure = sampled.get("unit_of_measure") or {}
+        unit = sampled.get("unit") or unit_of_measure.get("unit")
+        value *= 10 ** int(unit_of_measure.get("multiplier", 0) or 0)
+        if measurand == POWER and sampled.get("phase") in (None, "N"):
+            power = value * UNIT_SCALE.get(unit or "W", 1.0)
+        elif measurand == ENERGY and sampled.get("phase") in (None, "N"):
+            energy = value * UNIT_SCALE.get(unit or "Wh", 1.0)
+        elif measurand == CURRENT and (phase := _phase(sampled.get("phase"))):
+            currents[phase] = value
+    return MeterReading(parse_timestamp(timestamp), power, energy, currents)
+
+
+def readings_from(meter_values: Iterable[dict[str, Any]] | None) -> list[MeterReading]:
+    """Read every meter value of a MeterValues or TransactionEvent message."""
+    return [reading_from(item.get("timestamp"), item.get("sampled_value") or []) for item in meter_values or []]

@@ -1,0 +1,188 @@
+"""The connection registry: charger identity → live connection, plus liveness bookkeeping.
+
+Other parts of the hub reach chargers only through it (``app.extensions[REGISTRY_KEY]``):
+
+    connection = registry.get("CP-1")            # HubConnection | None
+    answer = await connection.call(v16.call.ClearChargingProfile(...), timeout=10)
+
+    # Grid fan-out: one frame serialised once, written to every charger without awaiting each;
+    # answers matched by (charger, message id).
+    futures = registry.broadcast(frame_text, message_id, identities)   # {identity: Future}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from powerbank.db import utcnow
+from powerbank.ocpp.connection import HubConnection
+from powerbank.services import chargers
+from powerbank.services.chargers import PasswordChecker
+from powerbank.services.frame_log import FrameLog
+
+logger = logging.getLogger("powerbank.ocpp")
+
+REGISTRY_KEY = "powerbank.ocpp_registry"
+
+
+class Registry:
+    """Hold every live charger connection of this process."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        frame_log: FrameLog,
+        *,
+        demo_mode: bool,
+        heartbeat_interval: int = 300,
+        call_timeout: float = 30.0,
+        last_seen_flush_s: float = 5.0,
+        message_rate: float = 20.0,
+        message_burst: int = 200,
+        prune_every: int = 20,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.frame_log = frame_log
+        self.demo_mode = demo_mode
+        self.heartbeat_interval = heartbeat_interval
+        self.call_timeout = call_timeout
+        self.last_seen_flush_s = last_seen_flush_s
+        self.message_rate = message_rate
+        self.message_burst = message_burst
+        self.prune_every = prune_every
+        self.password_checker = PasswordChecker()
+        self._connections: dict[str, HubConnection] = {}
+        self._seen: dict[int, datetime] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._flusher: asyncio.Task[None] | None = None
+        # Called with each connection whose charger booted (grid activations re-apply limits, S4).
+        self.boot_listeners: list[Callable[[HubConnection], Coroutine[Any, Any, Any]]] = []
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    def get(self, identity: str) -> HubConnection | None:
+        """Return the live connection of a charger, or None when it is not connected."""
+        return self._connections.get(identity)
+
+    def booted(self, connection: HubConnection) -> None:
+        """Tell the boot listeners that a charger booted (from ``@after``, never inside ``@on``)."""
+        for listener in self.boot_listeners:
+            connection.spawn(listener(connection))
+
+    def connections(self) -> list[HubConnection]:
+        return list(self._connections.values())
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """Open one short database session (one per OCPP message, never one per connection)."""
+        async with self.sessionmaker() as session:
+            yield session
+
+    # Connections ----------------------------------------------------------------------------
+
+    async def add(self, connection: HubConnection) -> None:
+        """Register a new connection; one already there for the identity is closed (replaced)."""
+        previous = self._connections.get(connection.id)
+        self._connections[connection.id] = connection
+        if previous is not None and previous is not connection:
+            logger.info("%s connected again; closing its previous connection", connection.id)
+            await previous.close(1000, "Replaced by a new connection")
+        async with self.session() as session:
+            await chargers.mark_connected(session, connection.charge_point_id, connection.protocol)
+            await session.commit()
+
+    def discard(self, connection: HubConnection) -> None:
+        """Forget a closed connection; the charger goes offline unless a newer one replaced it."""
+        if self._connections.get(connection.id) is not connection:
+            return
+        del self._connections[connection.id]
+        self._seen.pop(connection.charge_point_id, None)
+        self.spawn(self._mark_disconnected(connection.charge_point_id, connection.id))
+
+    async def _mark_disconnected(self, charge_point_id: int, identity: str) -> None:
+        if identity in self._connections:
+            return
+        async with self.session() as session:
+            await chargers.mark_disconnected(session, charge_point_id)
+            await session.commit()
+
+    def broadcast(self, frame: str, message_id: str, identities: Iterable[str]) -> dict[str, asyncio.Future[Any]]:
+        """Queue one serialised CALL frame to every connected charger of ``identities``.
+
+        Nothing is awaited: each future gives that charger's CALLRESULT payload, or raises
+        CallErrorReceived or ConnectionLost. Chargers that are not connected are left out.
+        """
+        futures: dict[str, asyncio.Future[Any]] = {}
+        for identity in identities:
+            connection = self._connections.get(identity)
+            if connection is None or connection.closed:
+                continue
+            futures[identity] = connection.expect(message_id)
+            connection.send_raw(frame)
+        return futures
+
+    # Liveness -------------------------------------------------------------------------------
+
+    def seen(self, charge_point_id: int) -> None:
+        """Note that a charger was heard from now (written in batches)."""
+        self._seen[charge_point_id] = utcnow()
+
+    async def flush_last_seen(self) -> None:
+        """Write every pending last-seen time in one statement."""
+        if not self._seen:
+            return
+        seen, self._seen = self._seen, {}
+        async with self.session() as session:
+            await chargers.touch_last_seen(session, seen)
+            await session.commit()
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.last_seen_flush_s)
+            try:
+                await self.flush_last_seen()
+            except Exception:
+                logger.exception("could not store last-seen times")
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run hub-side work in a tracked task (awaited at shutdown)."""
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("OCPP background work failed", exc_info=task.exception())
+
+    async def start(self) -> None:
+        """Start serving: no charger is connected to a process that just started."""
+        async with self.session() as session:
+            await chargers.mark_all_offline(session)
+            await session.commit()
+        self._flusher = asyncio.create_task(self._flush_forever(), name="ocpp last-seen flusher")
+
+    async def stop(self) -> None:
+        """Close every connection, store what is pending and mark every charger offline."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        for connection in list(self._connections.values()):
+            await connection.close(1001, "The hub is shutting down")
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.flush_last_seen()
+        async with self.session() as session:
+            await chargers.mark_all_offline(session)
+            await session.commit()

@@ -1,0 +1,72 @@
+"""Charger connections as people see them: refused attempts, and a charge point's live OCPP state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, Response, current_app, redirect, request, url_for
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from powerbank.errors import NotFoundError
+from powerbank.models import ChargePoint, Team
+from powerbank.htmx import add_vary, is_htmx
+from powerbank.permissions import Permission
+from powerbank.services import chargers
+from powerbank.services import charge_points as cp_service
+from powerbank.services.frame_log import FRAME_LOG_KEY, FrameLog
+from powerbank.services.teams import get_operator_or_404, get_team_or_404, require_operator
+from powerbank.web import db_session, login_required, principal, render_page
+
+blueprint = Blueprint("connections", __name__)
+
+
+@blueprint.get("/operators/<int:operator_id>/connection-attempts")
+@login_required
+async def attempts(operator_id: int) -> Response:
+    session = await db_session()
+    me = await principal()
+    operator = await get_operator_or_404(session, me, operator_id)
+    require_operator(me, Permission.VIEW_CONNECTION_ATTEMPTS, operator_id)
+    rows = await chargers.list_attempts(session, operator_id)
+    teams = await session.exec(select(Team).where(Team.operator_id == operator_id).order_by(col(Team.name)))
+    return await render_page("connections/attempts.html", "partials/connection_attempts.html",
+                             operator=operator, rows=rows, teams=list(teams))
+
+
+@blueprint.get("/operators/<int:operator_id>/connection-attempts/register")
+@login_required
+async def register(operator_id: int) -> Response:
+    """Go to the add-charge-point form of the chosen team, with the refused identity filled in."""
+    session = await db_session()
+    me = await principal()
+    await get_operator_or_404(session, me, operator_id)
+    require_operator(me, Permission.VIEW_CONNECTION_ATTEMPTS, operator_id)
+    team_id = request.args.get("team_id", "")
+    team = await get_team_or_404(session, me, int(team_id)) if team_id.isdigit() else None
+    if team is None or team.operator_id != operator_id:
+        raise NotFoundError("No such team.")
+    identity = request.args.get("identity", "")
+    return redirect(url_for("teams.new_charge_point", team_id=team.id, identity=identity), 303)
+
+
+async def live_context(session: AsyncSession, charge_point: ChargePoint) -> dict[str, Any]:
+    """Return what the live OCPP section of a charge point's page shows."""
+    frame_log: FrameLog = current_app.extensions[FRAME_LOG_KEY]
+    return {
+        "live": await chargers.live_status(session, charge_point.id or 0),
+        "frames": frame_log.recent(charge_point.identity),
+    }
+
+
+@blueprint.get("/charge-points/<int:cp_id>/ocpp")
+@login_required
+async def live(cp_id: int) -> Response:
+    """Return the live OCPP section (htmx polls it); a browser gets the whole page."""
+    session = await db_session()
+    charge_point, team = await cp_service.get_charge_point_or_404(session, await principal(), cp_id)
+    if not is_htmx():
+        return add_vary(redirect(url_for("charge_points.detail", cp_id=cp_id) + "#ocpp"))
+    return await render_page("partials/ocpp_live.html", "partials/ocpp_live.html", charge_point=charge_point,
+                             team=team, connection=cp_service.connection_status(charge_point),
+                             **await live_context(session, charge_point))

@@ -1,0 +1,423 @@
+"""What chargers report over OCPP, and what it changes: boot info, status, meter values, capability.
+
+Called by the OCPP handlers (one short session per message) and read by the pages. Plain values
+in, no websocket or request in sight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from powerbank.db import utcnow
+from powerbank.demo_credentials import DEMO_CHARGER_PASSWORD
+from powerbank.models import ChargePoint, Team
+from powerbank.ocpp_models import (
+    ChargerCapability,
+    ChargingTransaction,
+    ConnectionAttempt,
+    ConnectorStatus,
+    MeterSample,
+)
+from powerbank.passwords import verify_password
+from powerbank.services.audit import SYSTEM, record
+from powerbank.services.enrollment import reevaluate
+
+# Recent meter samples kept per charge point (the page shows the newest; older ones are pruned).
+METER_SAMPLES_KEPT = 120
+# Repeats of one refused attempt within this window are counted on one row, not stored again.
+ATTEMPT_MERGE_WINDOW = timedelta(hours=1)
+ATTEMPTS_SHOWN = 200
+# Power older than this is not "current" any more.
+CURRENT_POWER_MAX_AGE = timedelta(minutes=5)
+
+
+class PasswordChecker:
+    """Verify charger passwords in constant time, off the event loop, remembering successes.
+
+    argon2 is slow on purpose; thousands of chargers reconnecting after a restart would block
+    the loop for minutes. A verified password is remembered as a keyed digest, bound to the
+    stored hash, so a reconnect with the same password costs one HMAC; a changed hash (new
+    password) forgets it.
+    """
+
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(32)
+        self._verified: dict[str, tuple[str, bytes]] = {}
+
+    def _digest(self, password: str) -> bytes:
+        return hmac.new(self._key, password.encode(), hashlib.sha256).digest()
+
+    async def verify(self, identity: str, password_hash: str | None, password: str) -> bool:
+        """Return whether ``password`` matches ``password_hash`` (None: unknown charger, never)."""
+        remembered = self._verified.get(identity)
+        if password_hash is not None and remembered is not None and remembered[0] == password_hash:
+            return hmac.compare_digest(remembered[1], self._digest(password))
+        ok = await asyncio.to_thread(verify_password, password_hash, password)
+        if ok and password_hash is not None:
+            self._verified[identity] = (password_hash, self._digest(password))
+        return ok
+
+
+@dataclass(frozen=True)
+class Authentication:
+    """The outcome of a charger's log-in: its charge point, or why it was refused."""
+
+    charge_point_id: int | None
+    reason: str | None
+    operator_id: int | None = None
+
+
+async def authenticate(
+    session: AsyncSession,
+    checker: PasswordChecker,
+    identity: str,
+    username: str | None,
+    password: str | None,
+    *,
+    demo_mode: bool,
+) -> Authentication:
+    """Check a charger's HTTP Basic credentials (security profile 1)."""
+    row = (
+        await session.exec(
+            select(ChargePoint.id, ChargePoint.ocpp_password_hash, Team.operator_id)
+            .join(Team, Team.id == ChargePoint.team_id)
+            .where(ChargePoint.identity == identity)
+        )
+    ).first()
+    charge_point_id, password_hash, operator_id = row if row is not None else (None, None, None)
+    # Verify even when the answer is already known, so timing does not tell which identities exist.
+    ok = await checker.verify(identity, password_hash, password or "")
+    if charge_point_id is None:
+        return Authentication(None, "Unknown identity")
+    if password is None:
+        return Authentication(None, "No password (HTTP Basic authentication missing)", operator_id)
+    if username != identity:
+        return Authentication(None, "User name differs from the identity", operator_id)
+    if not ok:
+        return Authentication(None, "Wrong password", operator_id)
+    if password == DEMO_CHARGER_PASSWORD and not demo_mode:
+        return Authentication(None, "Published demo password refused outside demo mode", operator_id)
+    return Authentication(charge_point_id, None, operator_id)
+
+
+async def record_attempt(
+    session: AsyncSession, identity: str, remote_address: str, reason: str, operator_id: int | None
+) -> ConnectionAttempt:
+    """Keep a refused connection for the admins; a repeat within the hour is counted, not stored."""
+    now = utcnow()
+    identity = identity[:100]
+    attempt = (
+        await session.exec(
+            select(ConnectionAttempt)
+            .where(
+                ConnectionAttempt.identity == identity,
+                ConnectionAttempt.remote_address == remote_address,
+                ConnectionAttempt.reason == reason,
+                col(ConnectionAttempt.at) >= now - ATTEMPT_MERGE_WINDOW,
+            )
+            .order_by(col(ConnectionAttempt.at).desc())
+            .limit(1)
+        )
+    ).first()
+    if attempt is None:
+        attempt = ConnectionAttempt(identity=identity, at=now, remote_address=remote_address[:64],
+                                    reason=reason[:120], operator_id=operator_id)
+    else:
+        attempt.at = now
+        attempt.count += 1
+    session.add(attempt)
+    return attempt
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    attempt: ConnectionAttempt
+    # True when no charge point has this identity (yet): the page offers to register it.
+    unknown: bool
+
+
+async def list_attempts(session: AsyncSession, operator_id: int) -> list[AttemptRow]:
+    """Return the refused connections an operator's admins may see, newest first.
+
+    Their own charge points' attempts, and those of identities no charge point has: an unknown
+    identity belongs to no tenant, and admins need it to register a new charger. Other
+    operators' charge points' attempts are never shown.
+    """
+    attempts = list(
+        await session.exec(
+            select(ConnectionAttempt)
+            .where((ConnectionAttempt.operator_id == operator_id) | col(ConnectionAttempt.operator_id).is_(None))
+            .order_by(col(ConnectionAttempt.at).desc(), col(ConnectionAttempt.id).desc())
+            .limit(ATTEMPTS_SHOWN)
+        )
+    )
+    identities = {attempt.identity for attempt in attempts if attempt.operator_id is None}
+    registered = set(
+        await session.exec(select(ChargePoint.identity).where(col(ChargePoint.identity).in_(identities)))
+    ) if identities else set()
+    rows = [
+        AttemptRow(attempt, attempt.operator_id is None and attempt.identity not in registered)
+        for attempt in attempts
+    ]
+    # An identity that has since been registered with another operator is no longer anonymous.
+    return [row for row in rows if row.attempt.operator_id is not None or row.unknown]
+
+
+async def mark_connected(session: AsyncSession, charge_point_id: int, protocol: str) -> None:
+    """Mark a charger online now, speaking ``protocol``."""
+    await session.exec(
+        update(ChargePoint)
+        .where(col(ChargePoint.id) == charge_point_id)
+        .values(online=True, last_seen_at=utcnow(), ocpp_protocol=protocol)
+    )
+
+
+async def mark_disconnected(session: AsyncSession, charge_point_id: int) -> None:
+    """Mark a charger offline (its socket closed)."""
+    await session.exec(
+        update(ChargePoint).where(col(ChargePoint.id) == charge_point_id).values(online=False, last_seen_at=utcnow())
+    )
+
+
+async def mark_all_offline(session: AsyncSession) -> None:
+    """Mark every charger offline: at start and stop, this process holds no connection."""
+    await session.exec(update(ChargePoint).where(col(ChargePoint.online)).values(online=False))
+
+
+async def touch_last_seen(session: AsyncSession, seen: dict[int, datetime]) -> None:
+    """Store when each charger was last heard from, in one statement for all of them."""
+    if seen:
+        await session.exec(
+            update(ChargePoint),
+            params=[{"id": charge_point_id, "last_seen_at": at} for charge_point_id, at in seen.items()],
+        )
+
+
+@dataclass(frozen=True)
+class BootInfo:
+    vendor: str
+    model: str
+    firmware: str | None = None
+    serial: str | None = None
+
+
+async def _operator_of(session: AsyncSession, charge_point: ChargePoint) -> int | None:
+    team = await session.get(Team, charge_point.team_id)
+    return team.operator_id if team is not None else None
+
+
+async def store_boot(session: AsyncSession, charge_point_id: int, boot: BootInfo) -> ChargePoint | None:
+    """Store what a charger reported at boot; from now on it decides compatibility (R2)."""
+    charge_point = await session.get(ChargePoint, charge_point_id)
+    if charge_point is None:
+        return None
+    before = {"vendor": charge_point.reported_vendor, "model": charge_point.reported_model,
+              "firmware": charge_point.reported_firmware, "serial": charge_point.reported_serial}
+    after = {"vendor": boot.vendor[:80], "model": boot.model[:80],
+             "firmware": (boot.firmware or "")[:80] or None, "serial": (boot.serial or "")[:80] or None}
+    charge_point.reported_vendor = after["vendor"]
+    charge_point.reported_model = after["model"]
+    charge_point.reported_firmware = after["firmware"]
+    charge_point.reported_serial = after["serial"]
+    charge_point.booted_at = utcnow()
+    session.add(charge_point)
+    if before != after:
+        changed = [key for key in after if before[key] != after[key]]
+        record(session, SYSTEM, "charge_point.reported", charge_point, operator_id=await _operator_of(session, charge_point),
+               before={key: before[key] for key in changed}, after={key: after[key] for key in changed})
+    await reevaluate(session, [charge_point_id])
+    return charge_point
+
+
+async def store_status(
+    session: AsyncSession, charge_point_id: int, connector_id: int, status: str, error_code: str | None,
+    reported_at: datetime | None,
+) -> None:
+    """Store a connector's latest status."""
+    row = (
+        await session.exec(
+            select(ConnectorStatus).where(
+                ConnectorStatus.charge_point_id == charge_point_id, ConnectorStatus.connector_id == connector_id
+            )
+        )
+    ).first()
+    if row is None:
+        row = ConnectorStatus(charge_point_id=charge_point_id, connector_id=connector_id, status=status)
+    row.status = status[:30]
+    row.error_code = error_code[:50] if error_code else None
+    row.reported_at = reported_at or utcnow()
+    session.add(row)
+
+
+@dataclass(frozen=True)
+class MeterReading:
+    """One sampled moment: any of power, energy register and currents that the charger sent."""
+
+    measured_at: datetime
+    power_w: float | None = None
+    energy_wh: float | None = None
+    currents_a: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return self.power_w is None and self.energy_wh is None and not self.currents_a
+
+
+async def store_meter_values(
+    session: AsyncSession, charge_point_id: int, connector_id: int, readings: Iterable[MeterReading],
+    transaction_id: str | None = None, *, prune: bool = False,
+) -> int:
+    """Store meter readings; with ``prune``, drop all but the newest kept ones. Return how many."""
+    stored = 0
+    for reading in readings:
+        if reading.empty:
+            continue
+        session.add(MeterSample(
+            charge_point_id=charge_point_id, connector_id=connector_id, measured_at=reading.measured_at,
+            power_w=reading.power_w, energy_wh=reading.energy_wh,
+            current_l1_a=reading.currents_a.get("L1"), current_l2_a=reading.currents_a.get("L2"),
+            current_l3_a=reading.currents_a.get("L3"), transaction_id=transaction_id,
+        ))
+        stored += 1
+    if prune:
+        await session.flush()
+        oldest_kept = (
+            await session.exec(
+                select(MeterSample.id)
+                .where(MeterSample.charge_point_id == charge_point_id)
+                .order_by(col(MeterSample.id).desc())
+                .offset(METER_SAMPLES_KEPT - 1)
+                .limit(1)
+            )
+        ).first()
+        if oldest_kept is not None:
+            await session.exec(
+                delete(MeterSample).where(
+                    col(MeterSample.charge_point_id) == charge_point_id, col(MeterSample.id) < oldest_kept
+                )
+            )
+    return stored
+
+
+async def start_transaction(
+    session: AsyncSession, charge_point_id: int, connector_id: int, started_at: datetime, *,
+    id_tag: str | None = None, meter_start_wh: float | None = None, remote_id: str | None = None,
+) -> ChargingTransaction:
+    """Record a started charging session; its id is the OCPP 1.6 transactionId."""
+    transaction = ChargingTransaction(
+        charge_point_id=charge_point_id, connector_id=connector_id, started_at=started_at,
+        id_tag=(id_tag or "")[:40] or None, meter_start_wh=meter_start_wh, remote_id=remote_id,
+    )
+    session.add(transaction)
+    await session.flush()
+    return transaction
+
+
+async def find_transaction(
+    session: AsyncSession, charge_point_id: int, *, transaction_id: int | None = None, remote_id: str | None = None
+) -> ChargingTransaction | None:
+    """Return a charger's transaction by the hub's id (1.6) or the charger's own id (2.0.1)."""
+    query = select(ChargingTransaction).where(ChargingTransaction.charge_point_id == charge_point_id)
+    if transaction_id is not None:
+        query = query.where(ChargingTransaction.id == transaction_id)
+    else:
+        query = query.where(ChargingTransaction.remote_id == remote_id).order_by(col(ChargingTransaction.id).desc())
+    return (await session.exec(query.limit(1))).first()
+
+
+async def stop_transaction(
+    session: AsyncSession, transaction: ChargingTransaction, stopped_at: datetime, *,
+    meter_stop_wh: float | None = None, reason: str | None = None,
+) -> None:
+    """Record the end of a charging session."""
+    transaction.stopped_at = stopped_at
+    transaction.meter_stop_wh = meter_stop_wh
+    transaction.stop_reason = (reason or "")[:40] or None
+    session.add(transaction)
+
+
+@dataclass(frozen=True)
+class Capability:
+    """What a charger answered to the capability probe."""
+
+    smart_charging: bool | None
+    feature_profiles: str | None = None
+    max_stack_level: int | None = None
+    rate_units: str | None = None
+    meter_interval_s: int | None = None
+
+
+async def store_capability(session: AsyncSession, charge_point_id: int, capability: Capability) -> list[tuple[int, str]]:
+    """Store the probe's answer; smart charging support decides compatibility (R2).
+
+    Return what the enrollment re-evaluation changed (a DK2 charger signed up, a suspension).
+    """
+    charge_point = await session.get(ChargePoint, charge_point_id)
+    if charge_point is None:
+        return []
+    row = await session.get(ChargerCapability, charge_point_id)
+    if row is None:
+        row = ChargerCapability(charge_point_id=charge_point_id, probed_at=utcnow())
+    row.probed_at = utcnow()
+    row.smart_charging = capability.smart_charging
+    row.feature_profiles = (capability.feature_profiles or "")[:255] or None
+    row.max_stack_level = capability.max_stack_level
+    row.rate_units = capability.rate_units
+    row.meter_interval_s = capability.meter_interval_s
+    session.add(row)
+    if charge_point.smart_charging != capability.smart_charging:
+        record(session, SYSTEM, "charge_point.smart_charging", charge_point,
+               operator_id=await _operator_of(session, charge_point),
+               before={"smart_charging": charge_point.smart_charging},
+               after={"smart_charging": capability.smart_charging})
+        charge_point.smart_charging = capability.smart_charging
+        session.add(charge_point)
+    return await reevaluate(session, [charge_point_id])
+
+
+@dataclass
+class LiveStatus:
+    """What the charge point page shows of a charger's live state."""
+
+    connectors: list[ConnectorStatus]
+    samples: list[MeterSample]
+    capability: ChargerCapability | None
+
+    @property
+    def current_power_w(self) -> float | None:
+        """Return the newest reported power, if it is recent enough to be current."""
+        for sample in self.samples:
+            if sample.power_w is not None:
+                if utcnow() - sample.received_at <= CURRENT_POWER_MAX_AGE:
+                    return sample.power_w
+                return None
+        return None
+
+
+async def live_status(session: AsyncSession, charge_point_id: int, samples: int = 20) -> LiveStatus:
+    """Return a charger's connectors, newest meter samples and capability (three queries)."""
+    connectors = await session.exec(
+        select(ConnectorStatus)
+        .where(ConnectorStatus.charge_point_id == charge_point_id)
+        .order_by(col(ConnectorStatus.connector_id))
+    )
+    recent: Sequence[MeterSample] = (
+        await session.exec(
+            select(MeterSample)
+            .where(MeterSample.charge_point_id == charge_point_id)
+            .order_by(col(MeterSample.id).desc())
+            .limit(samples)
+        )
+    ).all()
+    capability = await session.get(ChargerCapability, charge_point_id)
+    return LiveStatus(list(connectors), list(recent), capability)

@@ -1,0 +1,666 @@
+"""OCPP over a real websocket: the hub served by Hypercorn, chargers played by the `ocpp` library."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from hypercorn.asyncio import serve
+from ocpp.routing import on
+from ocpp.v16 import ChargePoint as LibraryClient16
+from ocpp.v16 import call as call16
+from ocpp.v16 import call_result as result16
+from ocpp.v16.enums import Action as Action16
+from ocpp.v201 import ChargePoint as LibraryClient201
+from ocpp.v201 import call as call201
+from ocpp.v201 import call_result as result201
+from ocpp.v201.enums import Action as Action201
+from quart import Quart
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from powerbank import create_app
+from powerbank.enrollment_models import ParticipationSource, ParticipationState
+from powerbank.models import ChargePoint, Operator
+from powerbank.ocpp.connection import ConnectionLost
+from powerbank.ocpp.registry import REGISTRY_KEY, Registry
+from powerbank.ocpp_models import ChargingTransaction, ConnectionAttempt, ConnectorStatus, MeterSample
+from powerbank.server import hypercorn_config, wait_until_listening
+from powerbank.services.catalogue import catalogue_keys, compatibility_problem
+from powerbank.services.enrollment import get_participation
+from tests.conftest import TEST_PASSWORD, Factory, LoginAs
+
+Condition = Callable[[], Awaitable[bool]]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def config_overrides() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+async def app(database_url: str, config_overrides: dict[str, Any]) -> AsyncIterator[Quart]:
+    """Serve the app with Hypercorn on a free port, as `powerbank serve` does."""
+    app = create_app({
+        "DEMO": True, "DATABASE_URL": database_url, "SECRET_KEY": "test-secret", "TESTING": True,
+        "QUART_AUTH_COOKIE_SECURE": False, "SESSION_COOKIE_SECURE": False,
+        "OCPP_LAST_SEEN_FLUSH_S": 0.2, "OCPP_CALL_TIMEOUT_S": 5, **config_overrides,
+    })
+    port = free_port()
+    shutdown = asyncio.Event()
+    config = hypercorn_config("127.0.0.1", port)
+    # Hypercorn keeps a closed socket's ping task until its next tick; short ticks end tests fast.
+    config.websocket_ping_interval = 0.2
+    server = asyncio.create_task(serve(app, config, shutdown_trigger=shutdown.wait))  # type: ignore[arg-type]
+    await wait_until_listening("127.0.0.1", port)
+    app.config["TEST_OCPP_URL"] = f"ws://127.0.0.1:{port}/ocpp"
+    yield app
+    shutdown.set()
+    await server
+
+
+def registry_of(app: Quart) -> Registry:
+    return app.extensions[REGISTRY_KEY]
+
+
+async def eventually(condition: Condition, timeout: float = 5.0) -> None:
+    """Wait until ``condition`` holds (the hub works asynchronously), failing after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+def basic(identity: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{identity}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+class Charger16(LibraryClient16):
+    """A 1.6 charger that answers the capability probe."""
+
+    smart_charging = True
+    hold_probe: asyncio.Event | None = None
+
+    @on(Action16.get_configuration)
+    async def on_get_configuration(self, key: list[str] | None = None) -> result16.GetConfiguration:
+        if self.hold_probe is not None:
+            await self.hold_probe.wait()
+        profiles = "Core,FirmwareManagement" + (",SmartCharging" if self.smart_charging else "")
+        keys = [{"key": "SupportedFeatureProfiles", "readonly": True, "value": profiles},
+                {"key": "MeterValueSampleInterval", "readonly": False, "value": "10"}]
+        if self.smart_charging:
+            keys += [{"key": "ChargeProfileMaxStackLevel", "readonly": True, "value": "8"},
+                     {"key": "ChargingScheduleAllowedChargingRateUnit", "readonly": True, "value": "Current,Power"}]
+        return result16.GetConfiguration(configuration_key=keys)
+
+
+class Charger201(LibraryClient201):
+    """A 2.0.1 station that answers the capability probe."""
+
+    @on(Action201.get_variables)
+    def on_get_variables(self, get_variable_data: list[dict[str, Any]], **_: Any) -> result201.GetVariables:
+        values = {("SmartChargingCtrlr", "Available"): "true", ("SmartChargingCtrlr", "Enabled"): "true",
+                  ("SmartChargingCtrlr", "ProfileStackLevel"): "4", ("SmartChargingCtrlr", "RateUnit"): "A,W"}
+        results = []
+        for item in get_variable_data:
+            key = (item["component"]["name"], item["variable"]["name"])
+            result = {"component": item["component"], "variable": item["variable"]}
+            if key in values:
+                result.update(attribute_status="Accepted", attribute_value=values[key])
+            else:
+                result["attribute_status"] = "UnknownVariable"
+            results.append(result)
+        return result201.GetVariables(get_variable_result=results)
+
+
+@asynccontextmanager
+async def charger(app: Quart, identity: str, password: str = TEST_PASSWORD, protocol: str = "ocpp1.6",
+                  client: type[Any] | None = None) -> AsyncIterator[Any]:
+    """Connect a library charger and serve its side of the conversation while in use."""
+    client = client or (Charger201 if protocol == "ocpp2.0.1" else Charger16)
+    async with connect(f"{app.config['TEST_OCPP_URL']}/{identity}", subprotocols=[protocol],  # type: ignore[list-item]
+                       additional_headers=basic(identity, password)) as websocket:
+        station = client(identity, websocket)
+        serving = asyncio.create_task(station.start())
+        try:
+            yield station
+        finally:
+            serving.cancel()
+            with pytest.raises((asyncio.CancelledError, ConnectionClosed)):
+                await serving
+
+
+@asynccontextmanager
+async def raw_socket(app: Quart, identity: str, protocols: list[str] | None = None,
+                     password: str = TEST_PASSWORD) -> AsyncIterator[ClientConnection]:
+    async with connect(f"{app.config['TEST_OCPP_URL']}/{identity}", subprotocols=protocols or ["ocpp1.6"],  # type: ignore[arg-type]
+                       additional_headers=basic(identity, password)) as websocket:
+        yield websocket
+
+
+async def reload(session: AsyncSession, charge_point: ChargePoint) -> ChargePoint:
+    await session.refresh(charge_point)
+    return charge_point
+
+
+def now_text() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+async def boot16(station: Charger16, vendor: str = "Easee", model: str = "Home") -> result16.BootNotification:
+    return await station.call(call16.BootNotification(charge_point_vendor=vendor, charge_point_model=model,
+                                                      firmware_version="4.2.1", charge_point_serial_number="SN-77"))
+
+
+# Authentication and negotiation --------------------------------------------------------------
+
+@pytest.mark.parametrize("protocol", ["ocpp1.6", "ocpp2.0.1"])
+async def test_charger_with_its_password_connects_and_shows_online(
+    app: Quart, factory: Factory, session: AsyncSession, login_as: LoginAs, protocol: str,
+) -> None:
+    team = await factory.team()
+    cp = await factory.charge_point(team)
+    owner = await factory.user(team=team, team_role="owner")
+    async with raw_socket(app, cp.identity, [protocol]) as websocket:
+        assert websocket.subprotocol == protocol
+
+        async def online() -> bool:
+            return (await reload(session, cp)).online
+
+        await eventually(online)
+        assert cp.ocpp_protocol == protocol
+        client = await login_as(owner)
+        table = await client.get(f"/teams/{team.id}/charge-points", headers={"HX-Request": "true"})
+        assert "Online" in await table.get_data(as_text=True)
+
+    async def offline() -> bool:
+        return not (await reload(session, cp)).online
+
+    await eventually(offline)
+    page = await (await login_as(owner)).get(f"/teams/{team.id}/charge-points")
+    assert "Offline" in await page.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(("identity", "password", "headers", "reason"), [
+    ("NOBODY-1", TEST_PASSWORD, None, "Unknown identity"),
+    ("{cp}", "wrong password", None, "Wrong password"),
+    ("{cp}", None, {}, "No password (HTTP Basic authentication missing)"),
+    ("{cp}", TEST_PASSWORD, basic("someone-else", TEST_PASSWORD), "User name differs from the identity"),
+])
+async def test_refused_charger_gets_401_and_is_listed(
+    app: Quart, factory: Factory, session: AsyncSession, identity: str, password: str | None,
+    headers: dict[str, str] | None, reason: str,
+) -> None:
+    cp = await factory.charge_point(await factory.team())
+    identity = identity.replace("{cp}", cp.identity)
+    sent = headers if headers is not None else basic(identity, password or "")
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(f"{app.config['TEST_OCPP_URL']}/{identity}", subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+                           additional_headers=sent):
+            pass
+    assert refused.value.response.status_code == 401
+    assert "Basic" in refused.value.response.headers["WWW-Authenticate"]
+    attempts = list(await session.exec(select(ConnectionAttempt)))
+    assert [(a.identity, a.reason, a.remote_address) for a in attempts] == [(identity, reason, "127.0.0.1")]
+
+
+@pytest.mark.parametrize("config_overrides", [{"DEMO": False}])
+async def test_demo_charger_password_is_refused_outside_demo_mode(
+    app: Quart, factory: Factory, session: AsyncSession,
+) -> None:
+    from powerbank.demo_credentials import DEMO_CHARGER_PASSWORD
+    from powerbank.passwords import hash_password
+
+    cp = await factory.charge_point(await factory.team(), ocpp_password_hash=hash_password(DEMO_CHARGER_PASSWORD))
+    with pytest.raises(InvalidStatus) as refused:
+        async with raw_socket(app, cp.identity, password=DEMO_CHARGER_PASSWORD):
+            pass
+    assert refused.value.response.status_code == 401
+    reasons = list(await session.exec(select(ConnectionAttempt.reason)))
+    assert reasons == ["Published demo password refused outside demo mode"]
+
+
+@pytest.mark.parametrize(("offered", "chosen"), [
+    (["ocpp1.6", "ocpp2.0.1"], "ocpp2.0.1"),
+    (["ocpp2.0.1", "ocpp1.6"], "ocpp2.0.1"),
+    (["ocpp1.5", "ocpp1.6"], "ocpp1.6"),
+])
+async def test_newest_version_both_sides_speak_is_chosen(app: Quart, factory: Factory, offered: list[str],
+                                                          chosen: str) -> None:
+    cp = await factory.charge_point(await factory.team())
+    async with raw_socket(app, cp.identity, offered) as websocket:
+        assert websocket.subprotocol == chosen
+        await eventually(lambda: _true(registry_of(app).get(cp.identity) is not None))
+        assert registry_of(app).get(cp.identity).protocol == chosen  # type: ignore[union-attr]
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_no_supported_version_is_closed_with_1002_and_listed(
+    app: Quart, factory: Factory, session: AsyncSession,
+) -> None:
+    cp = await factory.charge_point(await factory.team())
+    async with raw_socket(app, cp.identity, ["ocpp1.5"]) as websocket:
+        assert websocket.subprotocol is None
+        with pytest.raises(ConnectionClosed) as closed:
+            await websocket.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1002
+    reasons = list(await session.exec(select(ConnectionAttempt.reason)))
+    assert reasons == ["No supported OCPP version offered (ocpp1.5)"]
+
+
+# Messages from the charger -----------------------------------------------------------------
+
+async def test_ocpp16_messages_are_stored_and_shown(
+    app: Quart, factory: Factory, session: AsyncSession, login_as: LoginAs,
+) -> None:
+    team = await factory.team()
+    cp = await factory.charge_point(team)
+    member = await factory.user(team=team, team_role="member")
+    async with charger(app, cp.identity) as station:
+        boot = await boot16(station, vendor="Zaptec", model="Go")
+        assert (boot.status, boot.interval) == ("Accepted", 300)
+        assert (await station.call(call16.Heartbeat())).current_time
+        await station.call(call16.StatusNotification(connector_id=1, error_code="NoError", status="Charging",
+                                                     timestamp=now_text()))
+        await station.call(call16.StatusNotification(connector_id=2, error_code="GroundFailure", status="Faulted"))
+        assert (await station.call(call16.Authorize(id_tag="TAG-1"))).id_tag_info["status"] == "Accepted"
+        started = await station.call(call16.StartTransaction(connector_id=1, id_tag="TAG-1", meter_start=1000,
+                                                             timestamp=now_text()))
+        await station.call(call16.MeterValues(connector_id=1, transaction_id=started.transaction_id, meter_value=[{
+            "timestamp": now_text(),
+            "sampledValue": [
+                {"value": "7.2", "measurand": "Power.Active.Import", "unit": "kW"},
+                {"value": "1500", "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
+                {"value": "10.5", "measurand": "Current.Import", "phase": "L1", "unit": "A"},
+                {"value": "10.4", "measurand": "Current.Import", "phase": "L2", "unit": "A"},
+                {"value": "10.3", "measurand": "Current.Import", "phase": "L3", "unit": "A"},
+            ],
+        }]))
+        assert (await station.call(call16.DataTransfer(vendor_id="com.example"))).status == "UnknownVendorId"
+        await station.call(call16.FirmwareStatusNotification(status="Installed"))
+        await station.call(call16.DiagnosticsStatusNotification(status="Idle"))
+        stopped = await station.call(call16.StopTransaction(meter_stop=2600, timestamp=now_text(),
+                                                            transaction_id=started.transaction_id, reason="Local"))
+        assert stopped is not None
+
+        await reload(session, cp)
+        assert (cp.reported_vendor, cp.reported_model, cp.reported_firmware, cp.reported_serial) == (
+            "Zaptec", "Go", "4.2.1", "SN-77")
+        statuses = {s.connector_id: (s.status, s.error_code) for s in await session.exec(select(ConnectorStatus))}
+        assert statuses == {1: ("Charging", None), 2: ("Faulted", "GroundFailure")}
+        sample = (await session.exec(select(MeterSample))).one()
+        assert (sample.power_w, sample.energy_wh) == (7200, 1500)
+        assert (sample.current_l1_a, sample.current_l2_a, sample.current_l3_a) == (10.5, 10.4, 10.3)
+        transaction = (await session.exec(select(ChargingTransaction))).one()
+        assert (transaction.id, transaction.meter_start_wh, transaction.meter_stop_wh, transaction.stop_reason) == (
+            started.transaction_id, 1000, 2600, "Local")
+
+        client = await login_as(member)
+        page = await (await client.get(f"/charge-points/{cp.id}")).get_data(as_text=True)
+        fragment = await (await client.get(f"/charge-points/{cp.id}/ocpp", headers={"HX-Request": "true"})).get_data(
+            as_text=True)
+        for html in (page, fragment):
+            assert "ocpp1.6" in html and "4.2.1" in html
+            assert "Charging" in html and "GroundFailure" in html
+            assert "7.2 kW" in html and "7200 W" in html and "10.5 A / 10.4 A / 10.3 A" in html
+            assert "OCPP log" in html and "StartTransaction" in html and "Hub → charger" in html
+        assert 'hx-trigger="every 5s"' in fragment
+
+
+async def test_ocpp201_messages_are_stored_and_shown(
+    app: Quart, factory: Factory, session: AsyncSession, login_as: LoginAs,
+) -> None:
+    team = await factory.team()
+    cp = await factory.charge_point(team)
+    owner = await factory.user(team=team, team_role="owner")
+    async with charger(app, cp.identity, protocol="ocpp2.0.1") as station:
+        boot = await station.call(call201.BootNotification(
+            charging_station={"vendor_name": "Easee", "model": "Charge", "firmware_version": "9.9",
+                              "serial_number": "E-1"}, reason="PowerUp"))
+        assert boot.status == "Accepted"
+        await station.call(call201.Heartbeat())
+        await station.call(call201.StatusNotification(timestamp=now_text(), connector_status="Occupied", evse_id=1,
+                                                      connector_id=1))
+        await station.call(call201.Authorize(id_token={"id_token": "TOKEN", "type": "ISO14443"}))
+        meter = [{"timestamp": now_text(), "sampled_value": [
+            {"value": 11.0, "measurand": "Power.Active.Import", "unit_of_measure": {"unit": "kW"}},
+            {"value": 3.5, "measurand": "Energy.Active.Import.Register", "unit_of_measure": {"unit": "kWh"}},
+            {"value": 16, "measurand": "Current.Import", "phase": "L1"},
+        ]}]
+        await station.call(call201.TransactionEvent(
+            event_type="Started", timestamp=now_text(), trigger_reason="CablePluggedIn", seq_no=0,
+            transaction_info={"transaction_id": "TX-9"}, evse={"id": 1}, meter_value=meter,
+            id_token={"id_token": "TOKEN", "type": "ISO14443"}))
+        await station.call(call201.MeterValues(evse_id=1, meter_value=meter))
+        await station.call(call201.NotifyReport(request_id=1, generated_at=now_text(), seq_no=0))
+        await station.call(call201.TransactionEvent(
+            event_type="Ended", timestamp=now_text(), trigger_reason="EVDeparted", seq_no=1,
+            transaction_info={"transaction_id": "TX-9", "stopped_reason": "EVDisconnected"}))
+
+        await reload(session, cp)
+        assert (cp.ocpp_protocol, cp.reported_vendor, cp.reported_model, cp.reported_firmware) == (
+            "ocpp2.0.1", "Easee", "Charge", "9.9")
+        samples = list(await session.exec(select(MeterSample)))
+        assert [(s.power_w, s.energy_wh, s.current_l1_a, s.transaction_id) for s in samples] == [
+            (11000, 3500, 16, "TX-9"), (11000, 3500, 16, None)]
+        transaction = (await session.exec(select(ChargingTransaction))).one()
+        assert (transaction.remote_id, transaction.stop_reason) == ("TX-9", "EVDisconnected")
+        html = await (await (await login_as(owner)).get(f"/charge-points/{cp.id}")).get_data(as_text=True)
+        assert "ocpp2.0.1" in html and "Occupied" in html and "11.0 kW" in html and "TransactionEvent" in html
+
+
+# Capability probe and compatibility ---------------------------------------------------------
+
+@pytest.mark.parametrize(("smart", "signed_up"), [(True, True), (False, False)])
+async def test_capability_probe_decides_compatibility_and_dk2_signs_up(
+    app: Quart, factory: Factory, session: AsyncSession, smart: bool, signed_up: bool,
+) -> None:
+    operator = await factory.operator()
+    cp = await factory.charge_point(await factory.team(operator), price_area="DK2", brand="Easee", model="Home")
+
+    class Station(Charger16):
+        smart_charging = smart
+
+    async with charger(app, cp.identity, client=Station) as station:
+        await boot16(station)
+
+        async def probed() -> bool:
+            return (await reload(session, cp)).smart_charging is not None
+
+        await eventually(probed)
+    assert cp.smart_charging is smart
+    problem = compatibility_problem(cp, await catalogue_keys(session, operator.id or 0))
+    assert (problem is None) is smart
+    participation = await get_participation(session, cp)
+    assert (participation.state is ParticipationState.SIGNED_UP) is signed_up
+    if signed_up:
+        assert participation.source == ParticipationSource.AUTOMATIC
+
+
+async def test_ocpp201_probe_reads_the_smart_charging_controller(
+    app: Quart, factory: Factory, session: AsyncSession,
+) -> None:
+    cp = await factory.charge_point(await factory.team())
+    async with charger(app, cp.identity, protocol="ocpp2.0.1") as station:
+        await station.call(call201.BootNotification(charging_station={"vendor_name": "Easee", "model": "Home"},
+                                                    reason="PowerUp"))
+
+        async def probed() -> bool:
+            return (await reload(session, cp)).smart_charging is not None
+
+        await eventually(probed)
+    assert cp.smart_charging is True
+
+
+# Bad input -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("protocol", "frame", "code", "message_id"), [
+    ("ocpp1.6", "this is not json", "FormationViolation", "-1"),
+    ("ocpp2.0.1", "this is not json", "RpcFrameworkError", "-1"),
+    ("ocpp1.6", '{"not": "an array"}', "FormationViolation", "-1"),
+    ("ocpp1.6", '[2, "a1", "BootNotification"]', "FormationViolation", "a1"),
+    ("ocpp1.6", '[7, "a2", "Heartbeat", {}]', "ProtocolError", "a2"),
+    ("ocpp2.0.1", '[7, "a2", "Heartbeat", {}]', "MessageTypeNotSupported", "a2"),
+    ("ocpp1.6", '[2, "a3", "NoSuchAction", {}]', "NotSupported", "a3"),
+    ("ocpp1.6", '[2, "a4", "GetConfiguration", {}]', "NotImplemented", "a4"),
+    ("ocpp1.6", '[2, "a5", "BootNotification", {"chargePointVendor": 5}]', "TypeConstraintViolation", "a5"),
+    ("ocpp1.6", '[2, "a6", "BootNotification", {}]', "ProtocolError", "a6"),
+    ("ocpp2.0.1", '[2, "a6", "BootNotification", {}]', "ProtocolError", "a6"),
+])
+async def test_malformed_frames_get_the_right_call_error_and_the_charger_carries_on(
+    app: Quart, factory: Factory, protocol: str, frame: str, code: str, message_id: str,
+) -> None:
+    cp = await factory.charge_point(await factory.team())
+    async with raw_socket(app, cp.identity, [protocol]) as websocket:
+        await websocket.send(frame)
+        answer = json.loads(await websocket.recv())
+        assert answer[:3] == [4, message_id, code]
+        await websocket.send('[2, "after", "Heartbeat", {}]')
+        assert json.loads(await websocket.recv())[:2] == [3, "after"]
+
+
+async def test_reused_call_id_is_refused(app: Quart, factory: Factory) -> None:
+    cp = await factory.charge_point(await factory.team())
+    async with raw_socket(app, cp.identity) as websocket:
+        await websocket.send('[2, "same", "Heartbeat", {}]')
+        assert json.loads(await websocket.recv())[:2] == [3, "same"]
+        await websocket.send('[2, "same", "Heartbeat", {}]')
+        assert json.loads(await websocket.recv())[:3] == [4, "same", "ProtocolError"]
+
+
+async def test_frame_over_64_kib_closes_only_that_charger(app: Quart, factory: Factory) -> None:
+    team = await factory.team()
+    big, other = await factory.charge_point(team), await factory.charge_point(team)
+    async with raw_socket(app, other.identity) as bystander, raw_socket(app, big.identity) as websocket:
+        await websocket.send(json.dumps([2, "big", "DataTransfer", {"vendorId": "x", "data": "x" * 70_000}]))
+        with pytest.raises(ConnectionClosed) as closed:
+            await websocket.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        await bystander.send('[2, "h", "Heartbeat", {}]')
+        assert json.loads(await bystander.recv())[:2] == [3, "h"]
+
+
+async def test_flooding_charger_is_disconnected_while_others_are_served(app: Quart, factory: Factory) -> None:
+    team = await factory.team()
+    flooder, other = await factory.charge_point(team), await factory.charge_point(team)
+    async with raw_socket(app, other.identity) as bystander, raw_socket(app, flooder.identity) as websocket:
+        for number in range(registry_of(app).message_burst * 3):
+            await websocket.send(f'[2, "f{number}", "Heartbeat", {{}}]')
+        await bystander.send('[2, "h", "Heartbeat", {}]')
+        async with asyncio.timeout(2):
+            assert json.loads(await bystander.recv())[:2] == [3, "h"]
+        answered = 0
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(5):
+                while True:
+                    await websocket.recv()
+                    answered += 1
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        assert answered < registry_of(app).message_burst * 2
+
+
+# Connections ---------------------------------------------------------------------------------
+
+async def test_second_connection_replaces_the_first(app: Quart, factory: Factory, session: AsyncSession) -> None:
+    cp = await factory.charge_point(await factory.team())
+    async with raw_socket(app, cp.identity) as first:
+        await eventually(lambda: _true(registry_of(app).get(cp.identity) is not None))
+        async with raw_socket(app, cp.identity) as second:
+            with pytest.raises(ConnectionClosed):
+                await first.recv()
+            await second.send('[2, "h", "Heartbeat", {}]')
+            assert json.loads(await second.recv())[:2] == [3, "h"]
+            assert len(registry_of(app)) == 1
+            assert (await reload(session, cp)).online
+
+
+async def test_pending_call_fails_fast_when_the_charger_disconnects(app: Quart, factory: Factory) -> None:
+    cp = await factory.charge_point(await factory.team())
+    registry = registry_of(app)
+    async with raw_socket(app, cp.identity) as websocket:
+        await eventually(lambda: _true(registry.get(cp.identity) is not None))
+        connection = registry.get(cp.identity)
+        assert connection is not None
+        pending = asyncio.create_task(connection.call(call16.GetConfiguration(), timeout=30))
+        assert json.loads(await websocket.recv())[2] == "GetConfiguration"
+    started = time.monotonic()
+    with pytest.raises(ConnectionLost):
+        await pending
+    assert time.monotonic() - started < 2
+
+
+async def test_broadcast_sends_one_frame_to_many_and_matches_answers(app: Quart, factory: Factory) -> None:
+    team = await factory.team()
+    first, second = await factory.charge_point(team), await factory.charge_point(team)
+    registry = registry_of(app)
+    frame = '[2, "fan-1", "ClearChargingProfile", {}]'
+    async with raw_socket(app, first.identity) as one, raw_socket(app, second.identity) as two:
+        await eventually(lambda: _true(len(registry) == 2))
+        futures = registry.broadcast(frame, "fan-1", [first.identity, second.identity, "NOT-CONNECTED"])
+        assert set(futures) == {first.identity, second.identity}
+        assert await one.recv() == frame and await two.recv() == frame
+        await one.send('[3, "fan-1", {"status": "Accepted"}]')
+        await two.send('[4, "fan-1", "NotSupported", "no", {}]')
+        assert await futures[first.identity] == {"status": "Accepted"}
+        with pytest.raises(Exception, match="NotSupported"):
+            await futures[second.identity]
+
+
+async def test_last_seen_is_kept_from_every_message(app: Quart, factory: Factory, session: AsyncSession) -> None:
+    cp = await factory.charge_point(await factory.team())
+    async with raw_socket(app, cp.identity) as websocket:
+        await eventually(lambda: _online(session, cp))
+        connected_at = cp.last_seen_at
+        assert connected_at is not None
+        await websocket.send('[2, "h", "Heartbeat", {}]')
+        await websocket.recv()
+
+        async def seen_later() -> bool:
+            seen = (await reload(session, cp)).last_seen_at
+            return seen is not None and seen > connected_at
+
+        await eventually(seen_later)
+
+
+async def _online(session: AsyncSession, cp: ChargePoint) -> bool:
+    return (await reload(session, cp)).online
+
+
+# Connection attempts page --------------------------------------------------------------------
+
+async def _attempt(session: AsyncSession, identity: str, reason: str, operator: Operator | None) -> None:
+    session.add(ConnectionAttempt(identity=identity, remote_address="192.0.2.7", reason=reason,
+                                  operator_id=operator.id if operator else None))
+    await session.commit()
+
+
+@pytest.mark.parametrize(("role", "expected"), [
+    ("operator admin", 200),
+    ("operator manager", 403),
+    ("team owner", 403),
+    ("other operator admin", 404),
+])
+async def test_connection_attempts_page_is_for_operator_admins(
+    app: Quart, factory: Factory, login_as: LoginAs, role: str, expected: int,
+) -> None:
+    operator = await factory.operator()
+    team = await factory.team(operator)
+    users = {
+        "operator admin": lambda: factory.user(operator=operator, operator_role="admin"),
+        "operator manager": lambda: factory.user(operator=operator, operator_role="manager"),
+        "team owner": lambda: factory.user(team=team, team_role="owner"),
+        "other operator admin": lambda: _other_admin(factory),
+    }
+    client = await login_as(await users[role]())
+    response = await client.get(f"/operators/{operator.id}/connection-attempts")
+    assert response.status_code == expected
+
+
+async def _other_admin(factory: Factory) -> Any:
+    return await factory.user(operator=await factory.operator(), operator_role="admin")
+
+
+async def test_attempts_are_scoped_to_the_operator_and_unknown_ones_can_be_registered(
+    app: Quart, factory: Factory, session: AsyncSession, login_as: LoginAs,
+) -> None:
+    mine, theirs = await factory.operator(), await factory.operator()
+    team = await factory.team(mine, name="Depot")
+    await _attempt(session, "MY-CP", "Wrong password", mine)
+    await _attempt(session, "THEIR-CP", "Wrong password", theirs)
+    await _attempt(session, "NEW-CP", "Unknown identity", None)
+    client = await login_as(await factory.user(operator=mine, operator_role="admin"))
+    html = await (await client.get(f"/operators/{mine.id}/connection-attempts")).get_data(as_text=True)
+    assert "MY-CP" in html and "NEW-CP" in html and "192.0.2.7" in html
+    assert "THEIR-CP" not in html
+    assert html.count("Register charge point") == 1
+
+    shortcut = await client.get(f"/operators/{mine.id}/connection-attempts/register?identity=NEW-CP&team_id={team.id}")
+    assert shortcut.status_code == 303
+    form = await client.get(shortcut.headers["Location"])
+    assert 'value="NEW-CP"' in await form.get_data(as_text=True)
+
+
+async def test_attempts_of_an_identity_registered_since_are_no_longer_shown_to_others(
+    app: Quart, factory: Factory, session: AsyncSession, login_as: LoginAs,
+) -> None:
+    mine, theirs = await factory.operator(), await factory.operator()
+    await _attempt(session, "LATER-THEIRS", "Unknown identity", None)
+    await factory.charge_point(await factory.team(theirs), identity="LATER-THEIRS")
+    client = await login_as(await factory.user(operator=mine, operator_role="admin"))
+    html = await (await client.get(f"/operators/{mine.id}/connection-attempts")).get_data(as_text=True)
+    assert "LATER-THEIRS" not in html
+
+
+async def test_home_links_connection_attempts_for_operator_admins_only(
+    app: Quart, factory: Factory, login_as: LoginAs,
+) -> None:
+    operator = await factory.operator()
+    admin = await factory.user(operator=operator, operator_role="admin")
+    manager = await factory.user(operator=operator, operator_role="manager")
+    link = f"/operators/{operator.id}/connection-attempts"
+    assert link in await (await (await login_as(admin)).get("/")).get_data(as_text=True)
+    assert link not in await (await (await login_as(manager)).get("/")).get_data(as_text=True)
+
+
+async def test_repeated_attempts_are_counted_on_one_row(app: Quart, factory: Factory, session: AsyncSession) -> None:
+    for _ in range(3):
+        with pytest.raises(InvalidStatus):
+            async with raw_socket(app, "GHOST-1"):
+                pass
+    rows = list(await session.exec(select(ConnectionAttempt).order_by(col(ConnectionAttempt.id))))
+    assert [(row.identity, row.count) for row in rows] == [("GHOST-1", 3)]
+
+
+async def test_team_list_polls_for_connection_status(app: Quart, factory: Factory, login_as: LoginAs) -> None:
+    team = await factory.team()
+    await factory.charge_point(team)
+    owner = await factory.user(team=team, team_role="owner")
+    html = await (await (await login_as(owner)).get(f"/teams/{team.id}/charge-points")).get_data(as_text=True)
+    assert 'hx-trigger="every 5s"' in html
+
+
+async def test_simulated_chargers_come_online_with_live_power(
+    app: Quart, factory: Factory, session: AsyncSession,
+) -> None:
+    from powerbank.simulator import ChargerSpec, SimulatedCharger
+
+    team = await factory.team()
+    cps = [await factory.charge_point(team), await factory.charge_point(team)]
+    specs = [ChargerSpec(identity=cps[0].identity), ChargerSpec(identity=cps[1].identity, protocol="ocpp2.0.1")]
+    chargers = [SimulatedCharger(spec, meter_interval=0.5) for spec in specs]
+    tasks = [asyncio.create_task(c.run(app.config["TEST_OCPP_URL"], TEST_PASSWORD)) for c in chargers]
+    try:
+        async def powered() -> bool:
+            ids = [cp.id for cp in cps]
+            rows = await session.exec(
+                select(MeterSample.charge_point_id).where(col(MeterSample.charge_point_id).in_(ids),
+                                                          col(MeterSample.power_w) > 0).distinct())
+            return len(set(rows)) == 2
+
+        await eventually(powered, timeout=10)
+        for cp in cps:
+            await reload(session, cp)
+            assert cp.online and cp.smart_charging is True and cp.booted_at is not None
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
