@@ -32,6 +32,7 @@ ID_ARGUMENTS = {
     "entry_id": "catalogue_entry",
     "membership_id": "membership",
     "token_id": "api_token",
+    "activation_id": "activation",
 }
 # Values for the other (non-id) arguments of routes that take an id.
 OTHER_ARGUMENTS: dict[str, tuple[str, ...]] = {"scope": ("operator", "team")}
@@ -78,6 +79,8 @@ Ids = dict[str, Any]
 async def tenant_ids(session: AsyncSession, operator_id: int, team: Team, charge_point: ChargePoint) -> Ids:
     """Return the ids of one tenant's objects by kind (memberships by scope), creating an API token."""
     from powerbank.api_models import ApiToken
+    from powerbank.activation_models import Activation
+    from powerbank.db import utcnow
 
     entry = (await session.exec(select(CompatibleModel.id).where(CompatibleModel.operator_id == operator_id))).first()
     operator_membership = (
@@ -87,10 +90,14 @@ async def tenant_ids(session: AsyncSession, operator_id: int, team: Team, charge
     token = ApiToken(operator_id=operator_id, team_id=team.id, name=f"Token {team.name}", access="write",
                      token_hash=f"{operator_id:064d}", prefix=f"pb_{operator_id}")
     session.add(token)
+    activation = Activation(operator_id=operator_id, price_area="DK2", market="Test", action="pause",
+                            start_at=utcnow(), duration_s=60, end_at=utcnow(), state="ended", created_by="system")
+    session.add(activation)
     await session.commit()
     assert entry and operator_membership and team_membership
     return {"operator": operator_id, "team": team.id, "charge_point": charge_point.id, "catalogue_entry": entry,
-            "membership": {"operator": operator_membership, "team": team_membership}, "api_token": token.id}
+            "membership": {"operator": operator_membership, "team": team_membership}, "api_token": token.id,
+            "activation": activation.id}
 
 
 def id_value(ids: Ids, kind: str, values: dict[str, str]) -> int:

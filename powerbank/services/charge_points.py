@@ -203,9 +203,9 @@ async def update_charge_point(
         session.add(charge_point)
         record(session, actor, "charge_point.update", charge_point, operator_id=team.operator_id,
                before={k: v[0] for k, v in changes.items()}, after={k: v[1] for k, v in changes.items()})
-        if "price_area" in changes:
+        # A move that ends participation releases through the hooks already; one that keeps it must too (S2).
+        if not await reevaluate(session, [charge_point]) and "price_area" in changes:
             await release_charge_points(session, [charge_point.id or 0], "moved to another area")
-        await reevaluate(session, [charge_point])
     return changes
 
 

@@ -1,0 +1,345 @@
+"""The activation runner: starts activations on time, sends their limits, releases them.
+
+It glues the activation rules (``powerbank.services.activations``) to the chargers
+(``powerbank.ocpp.fanout`` through the connection registry) and runs while the app serves:
+
+- ``trigger`` sends an active activation's limit to every signed-up, connected charger of its
+  area at once and records the answers in bulk as they come (the hot path; the benchmark calls it).
+- at the end of a window, or on cancel, ``release`` clears the PowerBank profile, unless another
+  activation of the area still needs it, in which case its limit is sent instead.
+- S2: the enrollment release hook (opt-out, suspension) and charge point deletion or moves
+  release a charger at once.
+- S4: on start, activations whose window passed while the hub was down are ended, scheduled ones
+  whose start passed are started if their window is still open; a charger that boots gets the
+  limit of the active activations of its area, or a release of a limit it may still carry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from powerbank.activation_models import Activation, ActivationState, Dispatch
+from powerbank.db import utcnow
+from powerbank.ocpp import fanout
+from powerbank.ocpp.connection import HubConnection
+from powerbank.ocpp.registry import Registry
+from powerbank.services import activations as service
+from powerbank.services import enrollment
+from powerbank.services.activations import Target
+
+logger = logging.getLogger("powerbank.activations")
+
+# The longest the scheduler sleeps without looking at the clock (it is also woken on changes).
+IDLE_WAKE_S = 30.0
+
+
+@dataclass(frozen=True)
+class TriggerReport:
+    """How a fan-out went, in seconds from the trigger (for the page and the benchmark)."""
+
+    activation_id: int
+    targets: int
+    sent: int
+    offline: int
+    last_send_s: float
+    answered: int
+
+
+class ActivationRunner:
+    """Run activations against the chargers connected to this process."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        registry: Registry,
+        *,
+        margin_s: float = service.PROFILE_MARGIN_S,
+        answer_timeout_s: float = 10.0,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.registry = registry
+        self.margin_s = margin_s
+        self.answer_timeout_s = answer_timeout_s
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # One change at a time per (operator, area): a trigger and a release of overlapping
+        # activations must not interleave their frames.
+        self._area_locks: dict[tuple[int, str], asyncio.Lock] = {}
+
+    # Lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Reconcile after a restart (S4), then run the scheduler."""
+        enrollment.register_release_hook(self.release_charge_points)
+        self.registry.boot_listeners.append(self.charger_booted)
+        await self.reconcile()
+        self._loop_task = asyncio.create_task(self._run(), name="activation scheduler")
+
+    async def stop(self) -> None:
+        """Stop the scheduler and wait for the work in flight."""
+        enrollment.unregister_release_hook(self.release_charge_points)
+        with contextlib.suppress(ValueError):
+            self.registry.boot_listeners.remove(self.charger_booted)
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def wake(self) -> None:
+        """Look at the schedule again now (an activation was created or cancelled)."""
+        self._wake.set()
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run work in a task that the runner awaits when it stops."""
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("activation work failed", exc_info=task.exception())
+
+    def _lock(self, activation: Activation) -> asyncio.Lock:
+        return self._area_locks.setdefault((activation.operator_id, activation.price_area), asyncio.Lock())
+
+    # Scheduling ------------------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """S4: end the activations whose window passed while the hub was down."""
+        now = utcnow()
+        async with self.sessionmaker() as session:
+            for activation in await service.active_activations(session):
+                if activation.end_at <= now:
+                    await service.finish(session, activation, now)
+            await session.commit()
+        # Scheduled activations whose start passed are the scheduler's first tick; chargers that
+        # connect get what is active, or a release of what ended (``charger_booted``).
+
+    def _start_or_skip(self, activation: Activation, now: datetime) -> bool:
+        """Make a due scheduled activation active, or end it if its whole window has passed."""
+        if activation.end_at <= now:
+            activation.state = ActivationState.ENDED
+            activation.ended_at = now
+            return False
+        activation.state = ActivationState.ACTIVE
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                logger.exception("the activation scheduler failed; trying again")
+            async with self.sessionmaker() as session:
+                upcoming = await service.next_change_at(session)
+            wait = IDLE_WAKE_S if upcoming is None else (upcoming - utcnow()).total_seconds()
+            self._wake.clear()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), min(wait, IDLE_WAKE_S))
+
+    async def tick(self) -> None:
+        """Start the activations whose time has come and release the ones whose window ended."""
+        now = utcnow()
+        started: list[int] = []
+        ended: list[int] = []
+        async with self.sessionmaker() as session:
+            for activation in await service.due_to_start(session, now):
+                if self._start_or_skip(activation, now):
+                    started.append(activation.id or 0)
+            for activation in await service.active_activations(session):
+                if activation.end_at <= now:
+                    ended.append(activation.id or 0)
+            await session.commit()
+        for activation_id in started:
+            self.spawn(self.trigger(activation_id))
+        for activation_id in ended:
+            await self.release(activation_id, "ended")
+
+    # The hot path ----------------------------------------------------------------------------
+
+    async def trigger(self, activation_id: int) -> TriggerReport | None:
+        """Send an active activation's limit to its area's chargers at once; record the answers.
+
+        Three queries before the first frame (the activation, the area's active activations,
+        the signed-up chargers), none per charger; answers are stored in batches.
+        """
+        triggered_at = utcnow()
+        async with self.sessionmaker() as session:
+            activation = await session.get(Activation, activation_id)
+            if activation is None or activation.state != ActivationState.ACTIVE:
+                return None
+            async with self._lock(activation):
+                active = await service.active_in_area(session, activation.operator_id, activation.price_area,
+                                                      triggered_at)
+                steps = service.envelope(active, triggered_at)
+                if not steps or all(a.id != activation_id for a in active):
+                    return None
+                targets = await service.targets_in_area(session, activation.operator_id, activation.price_area)
+                sent = fanout.broadcast(
+                    self.registry, targets,
+                    lambda group: fanout.set_limit_payload(group, steps, triggered_at, self.margin_s),
+                    triggered_at,
+                )
+            activation.triggered_at = triggered_at
+            activation.last_sent_at = sent.sent_at
+            session.add(activation)
+            await service.record_sent(session, activation, sent.sent, sent.offline, targets, steps[0].limit_w)
+            await session.commit()
+        logger.info("activation %s: %d frames to %d chargers (%d offline) in %.3f s", activation_id, sent.frames,
+                    len(targets), len(sent.offline), (sent.sent_at - triggered_at).total_seconds())
+
+        async def store(batch: list[fanout.Answer]) -> None:
+            async with self.sessionmaker() as session:
+                await service.record_answers(session, [activation_id], batch)
+                await session.commit()
+
+        answers = await fanout.collect(self.registry, sent, store, timeout_s=self.answer_timeout_s)
+        return TriggerReport(activation_id, len(targets), len(sent.futures), len(sent.offline),
+                             (sent.sent_at - triggered_at).total_seconds(), len(answers))
+
+    # Releasing -------------------------------------------------------------------------------
+
+    async def release(self, activation_id: int, reason: str) -> None:
+        """End an activation's limit on its chargers, unless another activation of the area needs it."""
+        now = utcnow()
+        async with self.sessionmaker() as session:
+            activation = await session.get(Activation, activation_id)
+            if activation is None:
+                return
+            async with self._lock(activation):
+                await service.finish(session, activation, now)
+                remaining = [a for a in await service.active_in_area(
+                    session, activation.operator_id, activation.price_area, now) if a.id != activation_id]
+                dispatches = [d for d in await service.unreleased(session, activation_id=activation_id)
+                              if d.charge_point_id is not None]
+                await session.commit()
+                if not dispatches:
+                    return
+                if remaining:
+                    steps = service.envelope(remaining, now)
+                    by_id = {d.charge_point_id: d for d in dispatches}
+                    targets = [t for t in await service.targets_in_area(
+                        session, activation.operator_id, activation.price_area) if t.charge_point_id in by_id]
+                    sent = fanout.broadcast(self.registry, targets,
+                                            lambda group: fanout.set_limit_payload(group, steps, now, self.margin_s))
+                    note = f"limit of #{', #'.join(str(a.id) for a in remaining)} continues"
+                else:
+                    sent = fanout.broadcast(self.registry, _clear_targets(dispatches), fanout.clear_payload)
+                    note = ""
+        await self._record_release(dispatches, sent, reason, note)
+
+    async def _record_release(
+        self, dispatches: Sequence[Dispatch], sent: fanout.Broadcast, reason: str, note: str = ""
+    ) -> None:
+        """Wait for the chargers' answers to a release and store them (offline ones stay unreleased)."""
+        by_charger: dict[int, list[int]] = {}
+        for dispatch in dispatches:
+            if dispatch.charge_point_id is not None and dispatch.id is not None:
+                by_charger.setdefault(dispatch.charge_point_id, []).append(dispatch.id)
+
+        async def store(batch: list[fanout.Answer]) -> None:
+            releases = [
+                (d_id, reason, f"{status} ({note})" if note else status, at)
+                for cp_id, status, _detail, at in batch if status != "offline"
+                for d_id in by_charger.get(cp_id, [])
+            ]
+            async with self.sessionmaker() as session:
+                await service.record_released(session, releases)
+                await session.commit()
+
+        await fanout.collect(self.registry, sent, store, timeout_s=self.answer_timeout_s)
+
+    async def release_charge_points(self, session: AsyncSession | None, charge_point_ids: list[int],
+                                    reason: str) -> None:
+        """S2: lift any PowerBank limit from these chargers at once (opt-out, suspension, deletion, move).
+
+        Called inside the caller's transaction, before a deletion is flushed: the chargers are
+        looked up there, the release is sent at once and recorded in a session of its own.
+        """
+        if session is None:
+            async with self.sessionmaker() as own:
+                dispatches = await service.unreleased(own, charge_point_ids=charge_point_ids)
+        else:
+            dispatches = await service.unreleased(session, charge_point_ids=charge_point_ids)
+        if not dispatches:
+            return
+        sent = fanout.broadcast(self.registry, _clear_targets(dispatches), fanout.clear_payload)
+        logger.info("released %d charger(s): %s", len(sent.futures), reason)
+        self.spawn(self._record_release(dispatches, sent, reason))
+
+    # Chargers that (re)connect ---------------------------------------------------------------
+
+    async def charger_booted(self, connection: HubConnection) -> None:
+        """S4: give a charger that booted the limit in force for it, or release a leftover one."""
+        now = utcnow()
+        async with self.sessionmaker() as session:
+            found = await service.target_for(session, connection.charge_point_id)
+            active = (await service.active_in_area(session, found[1], found[2], now)) if found else []
+            leftovers = await service.unreleased(session, charge_point_ids=[connection.charge_point_id],
+                                                 finished_only=True)
+            if found and active:
+                target = found[0]
+                steps = service.envelope(active, now)
+                sent = fanout.broadcast(self.registry, [target],
+                                        lambda group: fanout.set_limit_payload(group, steps, now, self.margin_s))
+                if not sent.futures:
+                    return
+                await service.record_resent(session, active, target, sent.sent_at, steps[0].limit_w)
+                await service.record_released(session, [(d.id or 0, "ended", "replaced after reconnect", now)
+                                                        for d in leftovers])
+                await session.commit()
+                activation_ids = [a.id or 0 for a in active]
+
+                async def store(batch: list[fanout.Answer]) -> None:
+                    async with self.sessionmaker() as own:
+                        await service.record_answers(own, activation_ids, batch)
+                        await own.commit()
+
+                await fanout.collect(self.registry, sent, store, timeout_s=self.answer_timeout_s)
+            elif leftovers:
+                sent = fanout.broadcast(self.registry, _clear_targets(leftovers), fanout.clear_payload)
+                await self._record_release(leftovers, sent, "released after reconnect")
+
+
+def _clear_targets(dispatches: Sequence[Dispatch]) -> list[Target]:
+    """Return one target per charger of the dispatch rows (a release needs no rate unit)."""
+    seen: dict[int, Target] = {}
+    for dispatch in dispatches:
+        if dispatch.charge_point_id is not None:
+            seen.setdefault(dispatch.charge_point_id, Target(dispatch.charge_point_id, dispatch.identity, None, None))
+    return list(seen.values())
+
+
+def init_app(app: Any) -> None:
+    """Run the activation runner while the app serves (after the OCPP registry is up)."""
+    from powerbank.ocpp.registry import REGISTRY_KEY
+
+    @app.while_serving
+    async def run_activations() -> Any:
+        runner = ActivationRunner(
+            app.extensions["powerbank.sessionmaker"], app.extensions[REGISTRY_KEY],
+            margin_s=float(app.config.get("ACTIVATION_PROFILE_MARGIN_S", service.PROFILE_MARGIN_S)),
+            answer_timeout_s=float(app.config.get("ACTIVATION_ANSWER_TIMEOUT_S", 10.0)),
+        )
+        app.extensions[service.RUNNER_KEY] = runner
+        await runner.start()
+        yield
+        await runner.stop()
+        app.extensions.pop(service.RUNNER_KEY, None)
