@@ -240,11 +240,11 @@ async def test_stockholm_sign_up_all_is_blocked_until_the_missing_facility_ids_a
     ("735999100000000010", "Valid Facility ID"),
 ])
 async def test_a_facility_id_is_checked_as_it_is_typed(
-    session: AsyncSession, demo: list[ChargePoint], login_as: LoginAs, typed: str, message: str
+    session: AsyncSession, factory: Factory, login_as: LoginAs, typed: str, message: str
 ) -> None:
-    team = await team_named(session, "Stockholm Offices")
-    solna = (await cps_of(session, team))["Solna 1"]
-    client = await login_as("admin@demo.test")
+    team = await factory.team()
+    solna = await factory.charge_point(team, name="Solna 1", country="SE", price_area="SE3")
+    client = await login_as(await factory.user(team=team, team_role="member"))
     response = await client.get(f"/teams/{team.id}/powerbank/facility-id/{solna.id}",
                                 query_string={f"facility_id_{solna.id}": typed}, headers=htmx_headers(client))
     assert response.status_code == 200
