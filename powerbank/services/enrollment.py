@@ -204,15 +204,11 @@ def availability_problem(charge_point: ChargePoint, keys: set[tuple[str, str]]) 
     return COMPATIBLE, None
 
 
-def facility_id_problem(charge_point: ChargePoint, typed: str | None = None) -> str | None:
-    """Return what is wrong with a Swedish charge point's Facility ID (typed, else stored), or None (R5)."""
+def facility_id_problem(charge_point: ChargePoint) -> str | None:
+    """Return what is wrong with a Swedish charge point's stored Facility ID, or None (R5)."""
     if charge_point.country != "SE":
         return None
-    try:
-        clean_facility_id(typed if typed and typed.strip() else charge_point.facility_id)
-    except ValidationError as exc:
-        return str(exc)
-    return None
+    return facility_id_message(charge_point.facility_id)
 
 
 def facility_id_message(typed: str | None) -> str | None:
@@ -375,7 +371,7 @@ async def _store_facility_ids(session: AsyncSession, facility_ids: dict[int, str
         )
 
 
-def _typed_facility_ids(row: RowStatus, typed: str | None) -> tuple[str | None, str | None]:
+def _facility_id_to_store(row: RowStatus, typed: str | None) -> tuple[str | None, str | None]:
     """Return (clean typed Facility ID to store, problem) for a Swedish row about to be signed up."""
     charge_point = row.charge_point
     if charge_point.country != "SE":
@@ -426,7 +422,7 @@ async def bulk_sign_up(
         if row.blocking_reason:
             row_errors[cp_id] = row.blocking_reason
             continue
-        clean, problem = _typed_facility_ids(row, facility_ids.get(cp_id))
+        clean, problem = _facility_id_to_store(row, facility_ids.get(cp_id))
         if problem:
             row_errors[cp_id] = problem
         elif clean and clean != row.charge_point.facility_id:
@@ -480,7 +476,7 @@ async def sign_up_one(
     row = await get_participation(session, charge_point)
     if row.blocking_reason:
         raise SignUpError({"form": row.blocking_reason})
-    clean, problem = _typed_facility_ids(row, facility_id)
+    clean, problem = _facility_id_to_store(row, facility_id)
     if problem:
         raise SignUpError({"facility_id": problem}, {charge_point.id or 0: problem})
     if row.state is ParticipationState.SIGNED_UP:
