@@ -101,14 +101,12 @@ async def _tab_figures(database: Path, team_id: int, repeats: int, search: str) 
     return figures
 
 
-async def bench_pages(workdir: Path, size: int, repeats: int) -> dict[str, Any]:
+async def bench_pages(workdir: Path, migrated: Path, size: int, repeats: int) -> dict[str, Any]:
     """Measure the Charge points tab of a team of ``size`` charge points, and of 50 for comparison."""
-    template = workdir / "pages-template.db"
-    fixtures.migrate(template)
     password_hash = fixtures.LIGHT_HASHER.hash(fixtures.CHARGER_PASSWORD)
     results: dict[str, Any] = {"charge_points": size}
     for label, count in (("large", size), ("small", 50)):
-        database = _copy(template, workdir / f"pages-{label}.db")
+        database = _copy(migrated, workdir / f"pages-{label}.db")
         team = await fixtures.fill_team_for_pages(database, count, password_hash)
         results[label] = {"charge_points": count, **await _tab_figures(database, team.team_id, repeats, "Charger 0001")}
     results["constant_queries"] = all(
@@ -141,18 +139,16 @@ async def _one_signup(database: Path, team_id: int) -> tuple[float, int, int]:
         await engine.dispose()
 
 
-async def bench_bulk_signup(workdir: Path, size: int, repeats: int) -> dict[str, Any]:
+async def bench_bulk_signup(workdir: Path, migrated: Path, size: int, repeats: int) -> dict[str, Any]:
     """Time signing up ``size`` charge points in one save (enrollment service), and 10 for comparison."""
     try:
         import powerbank.services.enrollment  # noqa: F401
     except ImportError as exc:
         return {"skipped": f"the enrollment service is not in this checkout ({exc})"}
-    template = workdir / "signup-template.db"
-    fixtures.migrate(template)
     password_hash = fixtures.LIGHT_HASHER.hash(fixtures.CHARGER_PASSWORD)
     results: dict[str, Any] = {"charge_points": size}
     for label, count, runs in (("large", size, repeats), ("small", 10, repeats)):
-        filled = _copy(template, workdir / f"signup-{label}-filled.db")
+        filled = _copy(migrated, workdir / f"signup-{label}-filled.db")
         team = await fixtures.fill_team_for_signup(filled, count, password_hash)
         times, queries, signed = [], [], []
         for run in range(runs):

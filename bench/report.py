@@ -12,6 +12,7 @@ POWERBANK, BASELINE = "powerbank", "baseline"
 # (section, key, label, unit) of each network figure shown, in order.
 NETWORK_FIGURES: dict[str, list[tuple[str, str, str]]] = {
     "connect": [
+        ("run:load_average_before", "machine load average (1 min) at the run's start", ""),
         ("seconds", "time until all booted", "s"),
         ("per_second", "boots per second", "/s"),
         ("failed", "failures", ""),
@@ -31,6 +32,9 @@ NETWORK_FIGURES: dict[str, list[tuple[str, str, str]]] = {
         ("loadgen_cpu_pct", "load generator CPU (of one core)", "%"),
     ],
     "fanout": [
+        ("trigger_http_ms", "trigger request answered", "ms"),
+        ("post_to_triggered_s", "trigger sent → activation's triggered_at (PowerBank's clock)", "s"),
+        ("recorded_last_send_s", "triggered_at → last frame handed to the sockets (PowerBank's record)", "s"),
         ("received_p50_s", "trigger → 50 % SetChargingProfile received", "s"),
         ("received_last_s", "trigger → last SetChargingProfile received", "s"),
         ("answered_50_s", "trigger → 50 % answered (server's record)", "s"),
@@ -62,7 +66,7 @@ def values(runs: list[dict[str, Any]], section: str, key: str) -> list[float]:
     """Return one figure from every run that has it."""
     found = []
     for run in runs:
-        value = run.get(section, {}).get(key)
+        value = (run if section == "run" else run.get(section, {})).get(key)
         if isinstance(value, (int, float)):
             found.append(float(value))
     return found
@@ -97,10 +101,12 @@ def _network_section(results: dict[str, Any], section: str) -> list[str]:
     for size in sizes:
         ours = network.get(POWERBANK, {}).get(str(size), [])
         base = network.get(BASELINE, {}).get(str(size), [])
-        for key, label, unit in NETWORK_FIGURES[section]:
-            lines.append(f"| {size:,} | {label} | {with_spread(ours, section, key, unit)} | "
-                         f"{with_spread(base, section, key, unit)} | "
-                         f"{ratio(median(ours, section, key), median(base, section, key))} |")
+        for figure, label, unit in NETWORK_FIGURES[section]:
+            source, _, key = figure.rpartition(":")
+            source = source or section
+            lines.append(f"| {size:,} | {label} | {with_spread(ours, source, key, unit)} | "
+                         f"{with_spread(base, source, key, unit)} | "
+                         f"{ratio(median(ours, source, key), median(base, source, key))} |")
     notes = sorted({str(run[section]["skipped"]) for runs in network.get(POWERBANK, {}).values() for run in runs
                     if isinstance(run.get(section), dict) and "skipped" in run[section]})
     notes += sorted({str(run["error"]) for kind in network.values() for runs in kind.values() for run in runs

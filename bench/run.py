@@ -18,6 +18,7 @@ import os
 import platform
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -54,10 +55,12 @@ class Settings:
     pages_size: int = 5000
     signup_size: int = 2000
     in_process_repeats: int = 7
+    argon2_repeats: int = 10
     servers: list[str] = field(default_factory=lambda: [BASELINE, POWERBANK])
     results_path: Path = BENCH_DIR / "results.json"
     report_path: Path = BENCH_DIR / "RESULTS.md"
     mode: str = "full"
+    profile_dir: Path | None = None
 
 
 def machine() -> dict[str, Any]:
@@ -76,6 +79,11 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(), "platform": platform.platform(), "commit": commit,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def load_average() -> float:
+    """Return the machine's 1-minute load average (other work on a shared machine shows here)."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 def measure_argon2(repeats: int = 10) -> dict[str, Any]:
@@ -98,10 +106,11 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000
 
 
-async def prepare_template(workdir: Path, chargers: int, password_hash: str, tag: str) -> tuple[Path, str | None]:
-    """Build a migrated database with the fleet and a write API token; return it and the token."""
+async def prepare_template(workdir: Path, migrated: Path, chargers: int, password_hash: str,
+                           tag: str) -> tuple[Path, str | None]:
+    """Build a database with the fleet and a write API token; return it and the token."""
     path = workdir / f"template-{tag}-{chargers}.db"
-    await asyncio.to_thread(fixtures.migrate, path)
+    shutil.copy(migrated, path)
     await fixtures.fill_charger_fleet(path, chargers, password_hash)
     env = {**_powerbank_env(path), "PYTHONPATH": str(PROJECT_ROOT)}
     created = await asyncio.to_thread(
@@ -138,12 +147,15 @@ def _server(kind: str, workdir: Path, template: Path | None, password_hash: str,
 async def network_run(kind: str, chargers: int, settings: Settings, workdir: Path, template: Path | None,
                       token: str | None, password_hash: str, tag: str, phases: tuple[str, ...]) -> dict[str, Any]:
     """Start one server, connect the chargers, then run the given phases; return what was measured."""
-    result: dict[str, Any] = {"server": kind, "chargers": chargers}
+    result: dict[str, Any] = {"server": kind, "chargers": chargers, "load_average_before": load_average()}
     server = _server(kind, workdir, template, password_hash, tag)
     generators = LoadGenerators(server.ocpp_url, fixtures.CHARGER_PASSWORD, chargers, settings.loadgen_processes,
                                 workdir / f"loadgen-{tag}.log")
+    profiler: asyncio.subprocess.Process | None = None
     try:
         await server.start()
+        if settings.profile_dir is not None:
+            profiler = await start_profiler(server.pid, settings.profile_dir / f"{kind}-{tag}.txt")
         await asyncio.sleep(0.5)
         await generators.start()
         result["connect"] = await _connect(server, generators, chargers)
@@ -156,13 +168,36 @@ async def network_run(kind: str, chargers: int, settings: Settings, workdir: Pat
         if "fanout" in phases:
             result["fanout"] = await _fanout(server, generators, token)
         result["rss_end_kib"] = server.rss_kib()
+        result["load_average_after"] = load_average()
     except Exception as exc:  # noqa: BLE001 - one failed run is recorded and the others still run
         result["error"] = f"{type(exc).__name__}: {exc}"
         traceback.print_exc()
     finally:
         await generators.stop()
+        if profiler is not None:
+            await stop_profiler(profiler)
         await server.stop()
     return result
+
+
+async def start_profiler(pid: int, output: Path) -> asyncio.subprocess.Process:
+    """Sample the server with py-spy (the `bench` extra) until stopped, as collapsed stacks."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid), "--format", "raw", "--gil",
+        "--rate", "200", "--output", str(output), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+
+
+async def stop_profiler(profiler: asyncio.subprocess.Process) -> None:
+    """Stop py-spy so it writes its output (bounded in time)."""
+    if profiler.returncode is None:
+        profiler.send_signal(signal.SIGINT)
+    try:
+        await asyncio.wait_for(profiler.wait(), 30)
+    except TimeoutError:
+        profiler.kill()
+        await profiler.wait()
 
 
 async def _connect(server: ServerProcess, generators: LoadGenerators, chargers: int) -> dict[str, Any]:
@@ -274,37 +309,39 @@ def _parse_time(value: str | None) -> float | None:
 
 async def _activation_record(server: ServerProcess, token: str, created: dict[str, Any],
                              triggered_wall: float) -> tuple[list[float], dict[str, Any]]:
-    """Read the activation's own record until every dispatch is answered (bounded); return answer times."""
+    """Read the activation's own record until no dispatch is pending (bounded); return answer times."""
     url = f"{server.http}/api/v1/activations/{created['id']}"
     deadline = time.monotonic() + 60
     while True:
         _status, record = await http_json("GET", url, headers={"Authorization": f"Bearer {token}"})
-        dispatches = record.get("dispatches") or record.get("chargers") or []
-        pending = [d for d in dispatches if not d.get("answered_at")]
-        if (dispatches and not pending) or time.monotonic() > deadline:
+        summary = record.get("summary") or {}
+        if (summary.get("total") and not summary.get("pending")) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.25)
-    answered = sorted(t - triggered_wall for t in (_parse_time(d.get("answered_at")) for d in dispatches)
+    chargers = record.get("chargers") or []
+    answered = sorted(t - triggered_wall for t in (_parse_time(c.get("answered_at")) for c in chargers)
                       if t is not None)
     statuses: dict[str, int] = {}
-    for dispatch in dispatches:
-        statuses[str(dispatch.get("status"))] = statuses.get(str(dispatch.get("status")), 0) + 1
-    triggered_at, last_sent_at = _parse_time(record.get("triggered_at")), _parse_time(record.get("last_sent_at"))
+    for charger in chargers:
+        statuses[str(charger.get("status"))] = statuses.get(str(charger.get("status")), 0) + 1
+    triggered_at = _parse_time(record.get("triggered_at"))
     own = {
-        "targets": len(dispatches), "statuses": statuses, "summary": record.get("summary"),
-        "recorded_last_sent_s": last_sent_at - triggered_wall if last_sent_at else None,
-        "recorded_triggered_s": triggered_at - triggered_wall if triggered_at else None,
+        "targets": summary.get("total") or len(chargers), "statuses": statuses, "summary": summary,
+        # The hub's own clock: from its trigger (triggered_at) to the last frame handed to the sockets.
+        "recorded_last_send_s": summary.get("last_send_s"),
+        "recorded_answered_95_s": summary.get("answered_95_s"),
+        "post_to_triggered_s": triggered_at - triggered_wall if triggered_at else None,
     }
     return answered, own
 
 
-async def run_network(settings: Settings, workdir: Path, results: dict[str, Any]) -> None:
+async def run_network(settings: Settings, workdir: Path, migrated: Path, results: dict[str, Any]) -> None:
     """Run every size and repeat for both servers, alternating them."""
     light_hash = fixtures.LIGHT_HASHER.hash(fixtures.CHARGER_PASSWORD)
     network: dict[str, dict[str, list[dict[str, Any]]]] = {kind: {} for kind in settings.servers}
     results["network"] = network
     for chargers in settings.sizes:
-        template, token = await prepare_template(workdir, chargers, light_hash, "light")
+        template, token = await prepare_template(workdir, migrated, chargers, light_hash, "light")
         results.setdefault("api_token_available", token is not None)
         for repeat in range(settings.repeats):
             for kind in settings.servers:
@@ -318,7 +355,7 @@ async def run_network(settings: Settings, workdir: Path, results: dict[str, Any]
     if settings.production_hash_size:
         chargers = settings.production_hash_size
         production_hash = PasswordHasher().hash(fixtures.CHARGER_PASSWORD)
-        template, token = await prepare_template(workdir, chargers, production_hash, "production")
+        template, token = await prepare_template(workdir, migrated, chargers, production_hash, "production")
         results["production_hash"] = {}
         for kind in settings.servers:
             print(f"[bench] {kind}: {chargers} chargers with the production argon2 cost (connect only)", flush=True)
@@ -341,14 +378,17 @@ async def run_all(settings: Settings) -> dict[str, Any]:
     raise_open_files_limit()
     started = time.monotonic()
     results: dict[str, Any] = {"machine": machine(), "mode": settings.mode,
-                               "settings": {k: v for k, v in asdict(settings).items() if not k.endswith("_path")}}
-    results["argon2"] = measure_argon2()
+                               "settings": {k: v for k, v in asdict(settings).items() if not k.endswith(("_path", "_dir"))}}
+    results["argon2"] = measure_argon2(settings.argon2_repeats)
     with tempfile.TemporaryDirectory(prefix="powerbank-bench-") as tmp:
         workdir = Path(tmp)
+        migrated = workdir / "migrated.db"
+        await asyncio.to_thread(fixtures.migrate, migrated)
         print("[bench] pages and bulk sign-up (in-process)", flush=True)
-        results["pages"] = await bench_pages(workdir, settings.pages_size, settings.in_process_repeats)
-        results["bulk_signup"] = await bench_bulk_signup(workdir, settings.signup_size, max(3, settings.in_process_repeats // 2))
-        await run_network(settings, workdir, results)
+        results["pages"] = await bench_pages(workdir, migrated, settings.pages_size, settings.in_process_repeats)
+        results["bulk_signup"] = await bench_bulk_signup(workdir, migrated, settings.signup_size,
+                                                         max(3, settings.in_process_repeats // 2))
+        await run_network(settings, workdir, migrated, results)
     results["duration_s"] = time.monotonic() - started
     return results
 
@@ -361,10 +401,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, help="runs per size and server (default 3)")
     parser.add_argument("--sustain-seconds", type=float, help="length of the sustained-load phase")
     parser.add_argument("--loadgen-processes", type=int, default=1)
+    parser.add_argument("--servers", default=f"{BASELINE},{POWERBANK}", help="which servers to measure")
     parser.add_argument("--pages-size", type=int, default=5000)
     parser.add_argument("--signup-size", type=int, default=2000)
     parser.add_argument("--production-hash-size", type=int,
                         help="also connect this many chargers with PowerBank's production argon2 cost (0: skip)")
+    parser.add_argument("--profile", type=Path, help="record each server with py-spy into this folder")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results.json")
     parser.add_argument("--report", type=Path, default=BENCH_DIR / "RESULTS.md")
     args = parser.parse_args(argv)
@@ -378,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
                               else (0 if quick else 1000)),
         pages_size=args.pages_size, signup_size=args.signup_size,
         in_process_repeats=5 if quick else 9,
+        servers=args.servers.split(","), profile_dir=args.profile,
         results_path=args.results, report_path=args.report, mode="quick" if quick else "full",
     )
     results = asyncio.run(run_all(settings))
