@@ -56,8 +56,9 @@ def _check_config(app: Quart) -> None:
         app.config["SECRET_KEY"] = secrets.token_urlsafe(32)
     app.config["DATABASE_URL"] = app.config["DATABASE_URL"] or database_url()
     # Cookies only travel over HTTPS in production; demo and development run on plain HTTP.
-    app.config.setdefault("QUART_AUTH_COOKIE_SECURE", not relaxed)
-    app.config.setdefault("SESSION_COOKIE_SECURE", not relaxed)
+    for setting in ("QUART_AUTH_COOKIE_SECURE", "SESSION_COOKIE_SECURE"):
+        if app.config[setting] is None:
+            app.config[setting] = not relaxed
 
 
 def _register_blueprints(app: Quart) -> None:

@@ -32,4 +32,7 @@ DEFAULTS: dict[str, object] = {
     "QUART_AUTH_DURATION": 30 * 24 * 60 * 60,
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
+    # None: Secure unless in demo or development mode (decided by create_app).
+    "QUART_AUTH_COOKIE_SECURE": None,
+    "SESSION_COOKIE_SECURE": None,
 }

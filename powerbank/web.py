@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import secrets
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
+from urllib.parse import urlsplit
 
 from quart import Quart, Response, abort, current_app, g, make_response, redirect, render_template, request, session, url_for
 from quart_auth import current_user
@@ -62,7 +64,9 @@ def login_required(view: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T |
             response = redirect(url_for("auth.login", next=target))
             if is_htmx():
                 response = await make_response("", 204)
-                response.headers["HX-Redirect"] = url_for("auth.login", next=request.headers.get("HX-Current-URL", "/"))
+                current = urlsplit(request.headers.get("HX-Current-URL", "/"))
+                back = current.path + (f"?{current.query}" if current.query else "")
+                response.headers["HX-Redirect"] = url_for("auth.login", next=back)
             return response
         return await view(*args, **kwargs)
 
@@ -75,6 +79,19 @@ async def principal() -> Principal:
     if found is None:
         abort(401)
     return found
+
+
+async def discard_changes(session: AsyncSession, *shown: Any) -> None:
+    """Roll back a refused change, then reload the signed-in user and ``shown`` for the page.
+
+    A rollback expires every loaded object, and a template must not load an expired one
+    (lazy loading under AsyncSession raises).
+    """
+    await session.rollback()
+    found = g.get("principal")
+    for obj in (found.user if found else None, *shown):
+        if obj is not None:
+            await session.refresh(obj)
 
 
 def csrf_token() -> str:
@@ -159,6 +176,9 @@ class LoginThrottle:
 def safe_next(target: str | None) -> str:
     """Return a local path to go to after log-in; anything off-site becomes the home page."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    # Browsers drop tabs and newlines inside URLs ("/\t/evil" becomes "//evil"); no local path has them.
+    if any(char.isspace() or unicodedata.category(char) == "Cc" for char in target):
         return "/"
     return target
 

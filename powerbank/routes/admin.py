@@ -9,7 +9,7 @@ from powerbank.permissions import Permission, can_on_operator
 from powerbank.services import audit, catalogue, teams, users
 from powerbank.services.audit import Actor
 from powerbank.validators import ValidationError
-from powerbank.web import db_session, login_required, principal, render_page
+from powerbank.web import db_session, discard_changes, login_required, principal, render_page
 
 blueprint = Blueprint("admin", __name__)
 
@@ -46,7 +46,7 @@ async def create_team(operator_id: int) -> Response:
     try:
         await teams.create_team(session, Actor.of(me.user), operator_id, form.get("name"))
     except (ValidationError, ConflictError) as exc:
-        await session.rollback()
+        await discard_changes(session)
         return await _teams_page(operator_id, 422, form, {"name": str(exc)})
     await session.commit()
     return redirect(url_for("admin.team_list", operator_id=operator_id), 303)
@@ -63,7 +63,7 @@ async def rename_team(team_id: int) -> Response:
     try:
         await teams.rename_team(session, Actor.of(me.user), team, form.get("name"))
     except (ValidationError, ConflictError) as exc:
-        await session.rollback()
+        await discard_changes(session, team)
         return await _teams_page(team.operator_id, 422, {"rename_id": str(team_id), **form},
                                  {f"rename-{team_id}": str(exc)})
     await session.commit()
@@ -126,7 +126,7 @@ async def add_member(operator_id: int) -> Response:
     try:
         user, temporary_password = await users.add_member(session, Actor.of(me.user), operator_id, member_form)
     except FormErrors as exc:
-        await session.rollback()
+        await discard_changes(session)
         return await _members_page(operator_id, 422, form, exc.errors)
     await session.commit()
     if temporary_password:
@@ -150,7 +150,7 @@ async def change_member(operator_id: int, scope: str, membership_id: int) -> Res
             await users.change_member(session, Actor.of(me.user), operator_id, scope, membership_id,
                                       form.get("role", ""), bool(form.get("can_configure_charge_points")))
     except FormErrors as exc:
-        await session.rollback()
+        await discard_changes(session)
         return await _members_page(operator_id, 422, errors={f"member-{scope}-{membership_id}": exc.errors["role"]})
     await session.commit()
     return redirect(url_for("admin.member_list", operator_id=operator_id), 303)
@@ -186,11 +186,11 @@ async def catalogue_add(operator_id: int) -> Response:
     try:
         await catalogue.add_model(session, Actor.of(me.user), operator_id, form.get("brand"), form.get("model"))
     except ValidationError as exc:
-        await session.rollback()
+        await discard_changes(session)
         field = "model" if str(exc).startswith("Model") else "brand"
         return await _catalogue_page(operator_id, 422, form, {field: str(exc)})
     except ConflictError as exc:
-        await session.rollback()
+        await discard_changes(session)
         return await _catalogue_page(operator_id, 409, form, {"model": str(exc)})
     await session.commit()
     return redirect(url_for("admin.catalogue_list", operator_id=operator_id), 303)

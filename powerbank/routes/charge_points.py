@@ -12,7 +12,7 @@ from powerbank.routes.teams import form_choices, ocpp_url
 from powerbank.services import charge_points as cp_service
 from powerbank.services.audit import Actor
 from powerbank.services.teams import require_team
-from powerbank.web import db_session, form_errors_status, login_required, principal, render_page
+from powerbank.web import db_session, discard_changes, form_errors_status, login_required, principal, render_page
 
 blueprint = Blueprint("charge_points", __name__)
 
@@ -59,7 +59,7 @@ async def update(cp_id: int) -> Response:
     try:
         await cp_service.update_charge_point(session, Actor.of(me.user), team, charge_point, form)
     except FormErrors as exc:
-        await session.rollback()
+        await discard_changes(session, team, charge_point)
         return await render_page("charge_points/form.html", status=form_errors_status(exc.errors), team=team,
                                  charge_point=charge_point, values=form, errors=exc.errors, **form_choices())
     await session.commit()

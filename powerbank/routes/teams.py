@@ -12,7 +12,7 @@ from powerbank.services import enrollment
 from powerbank.services.audit import Actor
 from powerbank.services.teams import get_operator_or_404, get_team_or_404, require_team
 from powerbank.validators import AREAS_BY_COUNTRY
-from powerbank.web import db_session, form_errors_status, login_required, principal, render_page
+from powerbank.web import db_session, discard_changes, form_errors_status, login_required, principal, render_page
 
 blueprint = Blueprint("teams", __name__)
 
@@ -82,7 +82,7 @@ async def create_charge_point(team_id: int) -> Response:
     try:
         charge_point, password = await cp_service.create_charge_point(session, Actor.of(me.user), team_, form)
     except FormErrors as exc:
-        await session.rollback()
+        await discard_changes(session, team_)
         return await render_page("charge_points/form.html", status=form_errors_status(exc.errors), team=team_,
                                  charge_point=None, values=form, errors=exc.errors, **form_choices())
     await session.commit()
