@@ -161,3 +161,28 @@ async def bench_bulk_signup(workdir: Path, migrated: Path, size: int, repeats: i
                           "signed_up": min(signed)}
     results["bounded_queries"] = results["large"]["queries"] == results["small"]["queries"]
     return results
+
+
+def bench_frame_log(chargers: int = 1000) -> dict[str, Any]:
+    """Measure the memory the OCPP frame log holds per charger once it is full (tracemalloc)."""
+    import tracemalloc
+
+    from powerbank.services.frame_log import FrameLog
+
+    meter_values = ('[2,"1","MeterValues",{"connectorId":1,"meterValue":[{"timestamp":"2026-11-23T20:00:00Z",'
+                    '"sampledValue":[{"value":"7360","measurand":"Power.Active.Import","unit":"W"},'
+                    '{"value":"123456","measurand":"Energy.Active.Import.Register","unit":"Wh"}]}]}]')
+    cycle = [(False, '[2,"1","Heartbeat",{}]'), (True, '[3,"1",{"currentTime":"2026-11-23T20:00:00.000000+00:00"}]'),
+             (False, meter_values), (True, '[3,"1",{}]')]
+    log = FrameLog()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for n in range(chargers):
+        identity = fixtures.identity(n)
+        for index in range(log.size):
+            outgoing, text = cycle[index % len(cycle)]
+            # Frames arrive as new strings from the socket, so each one is its own object.
+            log.add(identity, outgoing, "".join([text[:1], text[1:]]))
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    return {"chargers": chargers, "frames_per_charger": log.size, "kib_per_charger": held / 1024 / chargers}

@@ -31,13 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from argon2 import PasswordHasher
+from sqlmodel import select
 
 from bench import fixtures
-from bench.inprocess import bench_bulk_signup, bench_pages
+from bench.inprocess import bench_bulk_signup, bench_frame_log, bench_pages
 from bench.loadgen import percentile, raise_open_files_limit
 from bench.procs import LoadGenerators, ServerProcess, free_port, http_json, ping_probe
 from bench.report import write_report
 from powerbank.config import PROJECT_ROOT
+from powerbank.models import Operator
 
 BENCH_DIR = PROJECT_ROOT / "bench"
 POWERBANK, BASELINE = "powerbank", "baseline"
@@ -72,11 +74,15 @@ def machine() -> dict[str, Any]:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                                 text=True, timeout=10).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--", ".", ":!bench"], cwd=PROJECT_ROOT,
+                                capture_output=True, text=True, timeout=10).stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
-        commit = ""
+        commit, status = "", []
     return {
         "cores": os.cpu_count(), "cpu_model": model, "memory_gib": round(total_kib / 2**20, 1),
         "python": platform.python_version(), "platform": platform.platform(), "commit": commit,
+        # Files changed but not committed outside bench/ (the figures describe the tree as it was).
+        "uncommitted_files": len(status),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
@@ -119,8 +125,27 @@ async def prepare_template(workdir: Path, migrated: Path, chargers: int, passwor
          "--scope", "write"],
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
-    token = created.stdout.strip().splitlines()[-1] if created.returncode == 0 and created.stdout.strip() else None
-    return path, token
+    if created.returncode == 0 and created.stdout.strip():
+        return path, created.stdout.strip().splitlines()[-1]
+    return path, await _token_from_service(path)
+
+
+async def _token_from_service(path: Path) -> str | None:
+    """Create the write token with the API token service (a checkout whose CLI lacks `api-token`)."""
+    try:
+        from powerbank.api_models import TokenAccess
+        from powerbank.services.api_tokens import TokenRequest, create_token
+    except ImportError:
+        return None
+    from powerbank.db import standalone_session
+    from powerbank.services.audit import SYSTEM
+
+    async with standalone_session(fixtures.sqlite_url(path)) as session:
+        operator = (await session.exec(select(Operator).where(Operator.name == fixtures.OPERATOR_NAME))).one()
+        _token, secret = await create_token(session, SYSTEM, operator.id or 0,
+                                            TokenRequest("bench", TokenAccess.WRITE, None, None))
+        await session.commit()
+    return secret
 
 
 def _powerbank_env(database: Path) -> dict[str, str]:
@@ -254,7 +279,7 @@ async def _sustain(server: ServerProcess, generators: LoadGenerators, settings: 
 
 async def _fanout(server: ServerProcess, generators: LoadGenerators, token: str | None) -> dict[str, Any]:
     if server.kind == POWERBANK and token is None:
-        return {"skipped": "no write API token: `powerbank api-token create` is not available in this checkout"}
+        return {"skipped": "no write API token: neither `powerbank api-token create` nor the token service exists"}
     waiting = asyncio.create_task(generators.command(120, cmd="profiles", timeout=60))
     await asyncio.sleep(0.2)
     cpu_before = server.cpu_seconds()
@@ -388,6 +413,7 @@ async def run_all(settings: Settings) -> dict[str, Any]:
         results["pages"] = await bench_pages(workdir, migrated, settings.pages_size, settings.in_process_repeats)
         results["bulk_signup"] = await bench_bulk_signup(workdir, migrated, settings.signup_size,
                                                          max(3, settings.in_process_repeats // 2))
+        results["frame_log"] = bench_frame_log()
         await run_network(settings, workdir, migrated, results)
     results["duration_s"] = time.monotonic() - started
     return results
