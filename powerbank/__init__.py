@@ -62,10 +62,13 @@ def _check_config(app: Quart) -> None:
 
 
 def _register_blueprints(app: Quart) -> None:
-    from powerbank.routes import admin, auth, charge_points, home, powerbank, teams
+    from powerbank.routes import admin, api, api_tokens, auth, charge_points, home, powerbank, teams
 
-    for module in (auth, home, teams, charge_points, admin, powerbank):
+    for module in (auth, home, teams, charge_points, admin, powerbank, api_tokens):
         app.register_blueprint(module.blueprint)
+    app.register_blueprint(api.blueprint)
+    app.register_blueprint(api.docs_blueprint)
+    api.init_openapi(app)
 
 
 def _register_error_handlers(app: Quart) -> None:
@@ -83,6 +86,10 @@ def _register_error_handlers(app: Quart) -> None:
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
+        from powerbank.routes import api
+
+        if api.is_api_request():
+            return api.http_problem(exc)
         status = exc.code or 500
         if status == 404:
             return await not_found(NotFoundError())

@@ -27,6 +27,13 @@ DEFAULTS: dict[str, object] = {
     "LOGIN_MAX_FAILURES": 5,
     "LOGIN_FAILURE_WINDOW_S": 15 * 60,
     "MAX_CONTENT_LENGTH": 1024 * 1024,
+    # JSON API: requests each token may make per window, before HTTP 429.
+    "API_RATE_LIMIT": 300,
+    "API_RATE_WINDOW_S": 60,
+    # A token's "last used" time is written at most this often, not on every request.
+    "API_TOKEN_LAST_USED_INTERVAL_S": 60,
+    # Token-authenticated and never cookie-authenticated, so CSRF tokens do not apply.
+    "CSRF_EXEMPT_BLUEPRINTS": ("api",),
     "QUART_AUTH_COOKIE_SAMESITE": "Lax",
     "QUART_AUTH_COOKIE_HTTP_ONLY": True,
     "QUART_AUTH_DURATION": 30 * 24 * 60 * 60,

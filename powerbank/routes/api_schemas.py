@@ -1,0 +1,206 @@
+"""Request and response bodies of the JSON API v1; the OpenAPI document is generated from them.
+
+Request bodies are strict (no type coercion) and reject unknown fields; query strings are
+parsed from text, so they coerce numbers but also reject unknown parameters.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from powerbank.enrollment_models import ParticipationState
+
+MAX_PAGE_SIZE = 500
+MAX_BULK_IDS = 10_000
+
+ConnectionStatus = Literal["Online", "Offline", "Never connected"]
+
+
+class RequestBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Query(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FieldProblem(BaseModel):
+    """One invalid field, or one charge point that blocks a request."""
+
+    field: str = Field(description="Where the problem is: a field name, or a dotted path into the body.")
+    message: str
+    charge_point_id: int | None = Field(default=None, description="The charge point the message is about, if any.")
+
+
+class Problem(BaseModel):
+    """An error, as an RFC 9457 problem document (media type application/problem+json)."""
+
+    type: str = Field(description="A URI reference naming the kind of problem; it points into the API docs.")
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldProblem] = Field(default_factory=list)
+
+
+class PageQuery(Query):
+    page: int = Field(default=1, ge=1, le=1_000_000)
+    page_size: int = Field(default=50, ge=1, le=MAX_PAGE_SIZE,
+                           description=f"At most {MAX_PAGE_SIZE}; a larger value is refused (422).")
+
+
+class ChargePointFilter(PageQuery):
+    country: str | None = Field(default=None, max_length=2, description="ISO 3166-1 alpha-2 code, e.g. SE.")
+    area: str | None = Field(default=None, max_length=3, description="Price area: DK1, DK2, SE1-SE4, GB or IE.")
+    state: ParticipationState | None = Field(default=None, description="PowerBank participation state.")
+
+
+class Team(BaseModel):
+    id: int
+    name: str
+    operator_id: int
+    operator_name: str
+
+
+class TeamList(BaseModel):
+    """The teams the token can see."""
+
+    items: list[Team]
+
+
+class PowerBankSummary(BaseModel):
+    state: ParticipationState
+    why: str | None = Field(description="What the Charge points tab shows next to the state, e.g. 'Facility ID missing'.")
+
+
+class ChargePoint(BaseModel):
+    """A charge point."""
+
+    id: int
+    team_id: int
+    name: str
+    identity: str = Field(description="OCPP identity, unique in the hub.")
+    brand: str
+    model: str
+    firmware: str
+    serial: str
+    country: str
+    price_area: str | None
+    facility_id: str | None = Field(description="Swedish Facility ID (GSRN); only for charge points in Sweden.")
+    connection_status: ConnectionStatus
+    last_seen_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    powerbank: PowerBankSummary
+
+
+class ChargePointPage(BaseModel):
+    """One page of a team's charge points, by name."""
+
+    items: list[ChargePoint]
+    page: int
+    page_size: int
+    total: int
+    pages: int
+
+
+class ChargePointChanges(RequestBody):
+    """Fields to change; fields left out keep their value, null clears an optional one."""
+
+    name: str | None = Field(default=None, max_length=200)
+    country: str | None = Field(default=None, max_length=100)
+    price_area: str | None = Field(default=None, max_length=100)
+    facility_id: str | None = Field(default=None, max_length=100)
+
+
+class PowerBankStatus(BaseModel):
+    """A charge point's PowerBank participation and whether it may take part."""
+
+    charge_point_id: int
+    state: ParticipationState
+    since: datetime | None = Field(description="When the current state began (null: never signed up).")
+    source: str | None = Field(description="How it got there: bulk, single, automatic or API.")
+    reason: str | None = Field(description="Why, for a suspension or an automatic change.")
+    eligible: bool = Field(description="True when the charge point may take part as stored now.")
+    compatibility: str = Field(description="Compatible, Not compatible or Not available in <country>.")
+    reasons: list[str] = Field(description="Why it may not take part (empty when eligible).")
+
+
+class PowerBankSignUp(RequestBody):
+    """Sign one charge point up."""
+
+    accept_terms_version: str = Field(max_length=100, description="The version of the current terms, accepted.")
+    facility_id: str | None = Field(default=None, max_length=100,
+                                    description="Sweden: the Facility ID, stored only if the sign-up succeeds.")
+
+
+class BulkSignUp(RequestBody):
+    """Sign charge points of one team up, all or nothing."""
+
+    accept_terms_version: str = Field(max_length=100, description="The version of the current terms, accepted.")
+    charge_point_ids: list[int] | None = Field(default=None, max_length=MAX_BULK_IDS,
+                                               description="The charge points to sign up; or use all.")
+    all: bool = Field(default=False, description="Sign up every eligible charge point of the team.")
+    facility_ids: dict[str, str] = Field(
+        default_factory=dict, max_length=MAX_BULK_IDS,
+        description="Facility IDs for Swedish charge points, by charge point id; stored only if the sign-up succeeds.",
+    )
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> BulkSignUp:
+        if self.all == (self.charge_point_ids is not None):
+            raise ValueError('Give either "charge_point_ids" or "all": true.')
+        return self
+
+
+class BulkRow(BaseModel):
+    charge_point_id: int
+    name: str
+    outcome: Literal["signed up", "already signed up"]
+    state: ParticipationState
+
+
+class BulkSignUpResult(BaseModel):
+    """What the sign-up did, per charge point."""
+
+    message: str
+    terms_version: str
+    signed_up: int
+    results: list[BulkRow]
+
+
+class Event(BaseModel):
+    id: int
+    charge_point_id: int
+    charge_point_name: str
+    at: datetime
+    actor: str = Field(description='Who: a user, "API token <name>", or "system".')
+    from_state: ParticipationState
+    to_state: ParticipationState
+    source: str
+    terms_version: str | None
+    reason: str
+
+
+class EventQuery(PageQuery):
+    charge_point_id: int | None = Field(default=None, ge=1, le=2**53)
+
+
+class EventPage(BaseModel):
+    """One page of a team's PowerBank history, newest first."""
+
+    items: list[Event]
+    page: int
+    page_size: int
+    total: int
+    pages: int
+
+
+class Terms(BaseModel):
+    """The current terms and conditions."""
+
+    version: str
+    published_at: datetime
+    text: str

@@ -1,0 +1,256 @@
+"""API tokens: creating, revoking and checking them, and what a token may do.
+
+A token is ``pb_`` followed by 43 random URL-safe characters. Only its SHA-256 is stored:
+the token is high-entropy, so a fast hash is as safe as argon2 here and costs nothing per
+request. A token is shown once, when it is made.
+
+What a token may do is a role in the permission table (powerbank.permissions), chosen
+here once for every scope, so the API asks the same questions as the pages:
+
+| scope             | read token                           | write token                                  |
+| ----------------- | ------------------------------------ | -------------------------------------------- |
+| whole operator    | Team Member of every operator team   | Operator Manager of the operator             |
+| one team          | Team Member of that team             | Team Admin with the right to configure       |
+
+So a write token can configure charge points and sign them up for PowerBank, as an Operator
+Admin or a Team Owner could, but it never manages teams, members, the catalogue or tokens;
+a read token can only read. A token never sees anything outside its operator or team.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from powerbank.api_models import ApiToken, TokenAccess
+from powerbank.db import utcnow
+from powerbank.errors import FormErrors, NotFoundError
+from powerbank.models import OperatorRole, Team, TeamRole, User
+from powerbank.permissions import Principal, TeamGrant
+from powerbank.services.audit import Actor, record
+from powerbank.validators import ValidationError, clean_name
+
+TOKEN_PREFIX = "pb_"
+# Characters of the token kept in clear, to tell tokens apart in lists.
+DISPLAY_PREFIX_LENGTH = len(TOKEN_PREFIX) + 6
+MAX_EXPIRY_DAYS = 3650
+OPERATOR_SCOPE = "operator"
+
+
+class InvalidTokenError(Exception):
+    """The request's token is missing, unknown, revoked or expired; the message says which."""
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """A validated request for a new token."""
+
+    name: str
+    access: TokenAccess
+    team_id: int | None
+    expires_in_days: int | None
+
+
+@dataclass
+class TokenPrincipal(Principal):
+    """The principal an API token acts as; ``user`` carries the token's actor label."""
+
+    token: ApiToken | None = None
+
+
+def hash_token(secret: str) -> str:
+    """Return the stored form of a token."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def actor_label(token: ApiToken) -> str:
+    """Return how the audit log and the PowerBank history name changes made with ``token``."""
+    return f"API token {token.name}"
+
+
+def actor_for_token(token: ApiToken) -> Actor:
+    """Return the actor of changes made with ``token``, linked to the user who created it."""
+    return Actor(token.created_by_user_id, actor_label(token))
+
+
+def token_status(token: ApiToken, now: datetime | None = None) -> str:
+    """Return Active, Revoked or Expired."""
+    if token.revoked_at is not None:
+        return "Revoked"
+    if token.expires_at is not None and token.expires_at <= (now or utcnow()):
+        return "Expired"
+    return "Active"
+
+
+def clean_token_form(
+    form: dict[str, str], *, team_ids: set[int], operator_scope_allowed: bool
+) -> TokenRequest:
+    """Validate the new-token form: name, scope ("operator" or a team id), access, expiry in days."""
+    errors: dict[str, str] = {}
+    name = ""
+    try:
+        name = clean_name(form.get("name"), label="Name", max_length=80)
+    except ValidationError as exc:
+        errors["name"] = str(exc)
+    scope = (form.get("scope") or "").strip()
+    team_id: int | None = None
+    if scope == OPERATOR_SCOPE and operator_scope_allowed:
+        team_id = None
+    elif scope.isdigit() and int(scope) in team_ids:
+        team_id = int(scope)
+    else:
+        errors["scope"] = "Choose what the token may reach."
+    access = TokenAccess.READ
+    try:
+        access = TokenAccess((form.get("access") or "").strip())
+    except ValueError:
+        errors["access"] = "Choose read or write."
+    expires_in_days: int | None = None
+    expires_raw = (form.get("expires_in_days") or "").strip()
+    if expires_raw:
+        if not expires_raw.isdigit() or not 1 <= int(expires_raw) <= MAX_EXPIRY_DAYS:
+            errors["expires_in_days"] = f"Enter a number of days from 1 to {MAX_EXPIRY_DAYS}, or leave it empty."
+        else:
+            expires_in_days = int(expires_raw)
+    if errors:
+        raise FormErrors(errors)
+    return TokenRequest(name=name, access=access, team_id=team_id, expires_in_days=expires_in_days)
+
+
+async def create_token(
+    session: AsyncSession, actor: Actor, operator_id: int, request: TokenRequest
+) -> tuple[ApiToken, str]:
+    """Create a token; return it with its secret, which is shown once and never stored."""
+    if request.team_id is not None:
+        team = await session.get(Team, request.team_id)
+        if team is None or team.operator_id != operator_id:
+            raise NotFoundError("No such team.")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    now = utcnow()
+    token = ApiToken(
+        operator_id=operator_id,
+        team_id=request.team_id,
+        name=request.name,
+        access=request.access,
+        token_hash=hash_token(secret),
+        prefix=secret[:DISPLAY_PREFIX_LENGTH],
+        created_at=now,
+        created_by_user_id=actor.user_id,
+        expires_at=now + timedelta(days=request.expires_in_days) if request.expires_in_days else None,
+    )
+    session.add(token)
+    await session.flush()
+    record(session, actor, "api_token.create", token, operator_id=operator_id,
+           after={"name": token.name, "team_id": token.team_id, "access": token.access, "prefix": token.prefix,
+                  "expires_at": token.expires_at.isoformat() if token.expires_at else None})
+    return token, secret
+
+
+async def list_tokens(
+    session: AsyncSession, operator_id: int, team_id: int | None = None
+) -> list[tuple[ApiToken, str | None]]:
+    """Return an operator's tokens, or only those of one team, newest first, with their creator's email."""
+    query = (
+        select(ApiToken, User.email)
+        .outerjoin(User, col(User.id) == col(ApiToken.created_by_user_id))
+        .where(ApiToken.operator_id == operator_id)
+    )
+    if team_id is not None:
+        query = query.where(ApiToken.team_id == team_id)
+    rows = await session.exec(query.order_by(col(ApiToken.created_at).desc(), col(ApiToken.id).desc()))
+    return [(token, email) for token, email in rows]
+
+
+async def get_token_or_404(session: AsyncSession, token_id: int) -> ApiToken:
+    """Return a token by id (callers check who may manage it)."""
+    token = await session.get(ApiToken, token_id)
+    if token is None:
+        raise NotFoundError("No such API token.")
+    return token
+
+
+async def revoke_token(session: AsyncSession, actor: Actor, token: ApiToken) -> None:
+    """Revoke a token at once; revoking a revoked token changes nothing."""
+    if token.revoked_at is not None:
+        return
+    token.revoked_at = utcnow()
+    session.add(token)
+    record(session, actor, "api_token.revoke", token, operator_id=token.operator_id,
+           after={"revoked_at": token.revoked_at.isoformat()})
+
+
+async def authenticate(session: AsyncSession, secret: str | None, now: datetime | None = None) -> ApiToken:
+    """Return the token for a presented secret, or raise InvalidTokenError saying what is wrong."""
+    if not secret:
+        raise InvalidTokenError("Send an API token in the Authorization header: Bearer <token>.")
+    if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
+        raise InvalidTokenError("The API token is not valid.")
+    token = (await session.exec(select(ApiToken).where(ApiToken.token_hash == hash_token(secret)))).first()
+    if token is None:
+        raise InvalidTokenError("The API token is not valid.")
+    status = token_status(token, now)
+    if status == "Revoked":
+        raise InvalidTokenError("The API token has been revoked.")
+    if status == "Expired":
+        assert token.expires_at is not None
+        raise InvalidTokenError(f"The API token expired at {token.expires_at.isoformat()}.")
+    return token
+
+
+async def note_use(session: AsyncSession, token: ApiToken, interval_s: float, now: datetime | None = None) -> None:
+    """Record when the token was last used, writing at most once per ``interval_s`` per token."""
+    now = now or utcnow()
+    if token.last_used_at is not None and (now - token.last_used_at).total_seconds() < interval_s:
+        return
+    await session.exec(update(ApiToken).where(col(ApiToken.id) == token.id).values(last_used_at=now))
+    await session.commit()
+    token.last_used_at = now
+
+
+async def principal_for_token(session: AsyncSession, token: ApiToken) -> TokenPrincipal:
+    """Return the principal ``token`` acts as (see the table in this module's docstring)."""
+    # Never added to the session: it only names the token in audit entries and events.
+    user = User(id=token.created_by_user_id, email=actor_label(token), display_name=actor_label(token),
+                password_hash="")
+    principal = TokenPrincipal(user=user, token=token)
+    write = token.access == TokenAccess.WRITE
+    if token.team_id is not None:
+        role = TeamGrant(TeamRole.ADMIN, True) if write else TeamGrant(TeamRole.MEMBER, False)
+        principal.team_grants[token.team_id] = role
+        principal.team_operators[token.team_id] = token.operator_id
+    elif write:
+        principal.operator_roles[token.operator_id] = OperatorRole.MANAGER
+    else:
+        team_ids = await session.exec(select(Team.id).where(Team.operator_id == token.operator_id))
+        for team_id in team_ids:
+            principal.team_grants[team_id or 0] = TeamGrant(TeamRole.MEMBER, False)
+            principal.team_operators[team_id or 0] = token.operator_id
+    return principal
+
+
+class TokenRateLimiter:
+    """Allow each token ``limit`` requests per ``window_s`` seconds (a token bucket, one process)."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.capacity = float(limit)
+        self.refill_per_s = limit / window_s
+        self._buckets: dict[int, tuple[float, float]] = {}
+
+    def take(self, token_id: int) -> int:
+        """Spend one request of the token; return 0 if allowed, else seconds to wait."""
+        now = time.monotonic()
+        level, stamp = self._buckets.get(token_id, (self.capacity, now))
+        level = min(self.capacity, level + (now - stamp) * self.refill_per_s)
+        if level >= 1:
+            self._buckets[token_id] = (level - 1, now)
+            return 0
+        self._buckets[token_id] = (level, now)
+        return max(1, math.ceil((1 - level) / self.refill_per_s))
