@@ -23,6 +23,7 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
 async def _demo_data(if_empty: bool) -> int:
     from powerbank.db import standalone_session
     from powerbank.demo import database_is_empty, load_demo_data
+    from powerbank.services.api_tokens import create_token_by_names
 
     async with standalone_session(database_url()) as session:
         if not await database_is_empty(session):
@@ -32,8 +33,13 @@ async def _demo_data(if_empty: bool) -> int:
             print("The database is not empty; demo data can only be loaded into an empty database.", file=sys.stderr)
             return 1
         await load_demo_data(session)
+        _, demo_token = await create_token_by_names(
+            session, operator_name="Nordic Charge", team_name=None, access="write", name="Demo token",
+            expires_in_days=None, created_by_email="operator.admin@demo.test",
+        )
         await session.commit()
     print("Demo data loaded.")
+    print(f"Demo API token (write, all Nordic Charge teams; demo only): {demo_token}")
     return 0
 
 
@@ -114,6 +120,33 @@ def _cmd_simulate(args: argparse.Namespace, rest: list[str]) -> int:
     return simulator.main(argv)
 
 
+async def _create_api_token(args: argparse.Namespace) -> int:
+    from powerbank.db import standalone_session
+    from powerbank.errors import ForbiddenError, FormErrors, NotFoundError
+    from powerbank.services.api_tokens import create_token_by_names
+
+    async with standalone_session(database_url()) as session:
+        try:
+            _, secret = await create_token_by_names(
+                session, operator_name=args.operator, team_name=args.team, access=args.scope, name=args.name,
+                expires_in_days=args.expires_days, created_by_email=args.created_by,
+            )
+        except (NotFoundError, ForbiddenError) as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+        except FormErrors as exc:
+            print("\n".join(exc.errors.values()), file=sys.stderr)
+            return 1
+        await session.commit()
+    # The token alone, so scripts can capture it: TOKEN=$(powerbank api-token create ...).
+    print(secret)
+    return 0
+
+
+def _cmd_api_token_create(args: argparse.Namespace) -> int:
+    return asyncio.run(_create_api_token(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="powerbank", description="PowerBank hub")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -127,6 +160,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo-data", help="load the demo operators, teams, users and charge points")
     demo.add_argument("--if-empty", action="store_true", help="do nothing (and succeed) when data exists")
     demo.set_defaults(handler=_cmd_demo_data)
+
+    token = commands.add_parser("api-token", help="API tokens for the JSON API")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser("create", help="create an API token and print it (it is shown only once)")
+    create.add_argument("--operator", required=True, metavar="NAME")
+    create.add_argument("--team", metavar="NAME", help="limit the token to one team (default: every team)")
+    create.add_argument("--scope", required=True, choices=("read", "write"), help="read only, or read and write")
+    create.add_argument("--name", default="command line", help="what uses the token (shown in lists and history)")
+    create.add_argument("--expires-days", type=int, metavar="D", help="expire after D days (default: never)")
+    create.add_argument("--created-by", metavar="EMAIL",
+                        help="the admin or team owner the token works for; needed to accept terms and conditions")
+    create.set_defaults(handler=_cmd_api_token_create)
 
     user = commands.add_parser("create-user", help="create a user account")
     user.add_argument("email")

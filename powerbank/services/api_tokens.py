@@ -32,9 +32,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.api_models import ApiToken, TokenAccess
 from powerbank.db import utcnow
-from powerbank.errors import FormErrors, NotFoundError
-from powerbank.models import OperatorRole, Team, TeamRole, User
-from powerbank.permissions import Principal, TeamGrant
+from powerbank.errors import ForbiddenError, FormErrors, NotFoundError
+from powerbank.models import Operator, OperatorRole, Team, TeamRole, User
+from powerbank.permissions import Permission, Principal, TeamGrant, can_on_operator, can_on_team, load_principal
 from powerbank.services.audit import Actor, record
 from powerbank.validators import ValidationError, clean_name
 
@@ -152,6 +152,46 @@ async def create_token(
            after={"name": token.name, "team_id": token.team_id, "access": token.access, "prefix": token.prefix,
                   "expires_at": token.expires_at.isoformat() if token.expires_at else None})
     return token, secret
+
+
+async def create_token_by_names(
+    session: AsyncSession,
+    *,
+    operator_name: str,
+    team_name: str | None,
+    access: str,
+    name: str,
+    expires_in_days: int | None,
+    created_by_email: str | None,
+) -> tuple[ApiToken, str]:
+    """Create a token from the command line, naming the operator, team and creating user.
+
+    The creating user, when given, must be allowed to manage the tokens of that scope; a token
+    made without one works, but cannot accept terms and conditions (an acceptance names a person).
+    """
+    operator = (await session.exec(select(Operator).where(Operator.name == operator_name))).first()
+    if operator is None:
+        raise NotFoundError(f"No operator named {operator_name!r}.")
+    team: Team | None = None
+    if team_name:
+        team = (await session.exec(select(Team).where(Team.operator_id == operator.id, Team.name == team_name))).first()
+        if team is None:
+            raise NotFoundError(f"{operator.name} has no team named {team_name!r}.")
+    actor = Actor(None, "powerbank command")
+    if created_by_email:
+        user = (await session.exec(select(User).where(User.email == created_by_email.strip().lower()))).first()
+        if user is None:
+            raise NotFoundError(f"No user with the email {created_by_email!r}.")
+        creator = await load_principal(session, user)
+        allowed = (can_on_team(creator, Permission.MANAGE_API_TOKENS, team) if team is not None
+                   else can_on_operator(creator, Permission.MANAGE_API_TOKENS, operator.id or 0))
+        if not allowed:
+            raise ForbiddenError(f"{user.email} may not manage the API tokens of {team.name if team else operator.name}.")
+        actor = Actor.of(user)
+    form = {"name": name, "access": access, "scope": str(team.id) if team else OPERATOR_SCOPE,
+            "expires_in_days": str(expires_in_days) if expires_in_days is not None else ""}
+    request = clean_token_form(form, team_ids={team.id or 0} if team else set(), operator_scope_allowed=team is None)
+    return await create_token(session, actor, operator.id or 0, request)
 
 
 async def list_tokens(
