@@ -32,6 +32,8 @@ logger = logging.getLogger("powerbank.ocpp")
 
 # Incoming call ids remembered per connection to refuse a reused one (OCPP-J: ids are unique).
 REMEMBERED_CALL_IDS = 16
+# Seconds a closed connection waits for the charger's close frame before it is dropped.
+CLOSE_GRACE_S = 5.0
 # Frames queued for a charger that does not read them; beyond this it is disconnected.
 OUTBOX_LIMIT = 1000
 
@@ -124,6 +126,8 @@ class HubConnection:
         self._recent_call_ids: deque[str] = deque(maxlen=REMEMBERED_CALL_IDS)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handler_task: asyncio.Task[Any] | None = None
+        # Incoming calls are handled one at a time, in order (OCPP-J: one call in flight per side).
+        self._incoming_lock = asyncio.Lock()
         self._tokens = float(registry.message_burst)
         self._tokens_at = time.monotonic()
         self.meter_messages = 0
@@ -140,13 +144,17 @@ class HubConnection:
         self._handler_task = asyncio.current_task()
         writer = asyncio.create_task(self._write_frames(), name=f"ocpp writer {self.id}")
         try:
-            while not self.closed:
+            while True:
                 message = await self.websocket.receive()
+                if self.closed:
+                    # Closing: read on (and drop) until the charger answers the close frame,
+                    # or Hypercorn stops reading its socket and the connection lingers.
+                    continue
                 text = message if isinstance(message, str) else message.decode("utf-8", "replace")
                 if not self._take_token():
                     logger.warning("%s sends too many messages; disconnecting it", self.id)
                     await self.close(1008, "Too many messages")
-                    return
+                    continue
                 await self.route_message(text)
         finally:
             self.closed = True
@@ -181,19 +189,31 @@ class HubConnection:
             self._reply_error(error.message_id, error.code, error.description)
             return
         if isinstance(message, Call):
-            await self._handle_incoming_call(message)
+            self._take_call(message)
         elif isinstance(message, CallResult):
             self._resolve(message.unique_id, message.payload, None)
         else:
             self._resolve(message.unique_id, None,
                           CallErrorReceived(message.error_code, message.error_description, message.error_details))
 
-    async def _handle_incoming_call(self, message: Call) -> None:
+    def _take_call(self, message: Call) -> None:
+        """Handle an incoming call in a task of its own, in arrival order.
+
+        The reader goes on at once, so an answer to one of the hub's calls is never stuck behind
+        a charger's call whose handler waits for the database.
+        """
         if message.unique_id in self._recent_call_ids:
             logger.info("%s reused call id %s", self.id, message.unique_id)
             self._reply_error(message.unique_id, "ProtocolError", "This message id was already used")
             return
         self._recent_call_ids.append(message.unique_id)
+        self.spawn(self._handle_incoming_call(message))
+
+    async def _handle_incoming_call(self, message: Call) -> None:
+        async with self._incoming_lock:
+            await self._handle_incoming_call_now(message)
+
+    async def _handle_incoming_call_now(self, message: Call) -> None:
         try:
             await self._handle_call(message)  # type: ignore[attr-defined]
         except OCPPError as error:
@@ -285,6 +305,17 @@ class HubConnection:
         """Ask the charger what it can do (smart charging); each OCPP version asks its own way."""
         raise NotImplementedError
 
+    async def booted(self) -> None:
+        """After a boot: probe the capability, then tell the hub's boot listeners (activations)."""
+        await self.probe()
+        for listener in list(self.registry.boot_listeners):
+            try:
+                await listener(self)
+            except ConnectionLost:
+                return
+            except Exception:
+                logger.exception("%s: a boot listener failed", self.id)
+
     async def probe(self) -> None:
         """Probe the charger's capability and store it; its answer decides compatibility (R2)."""
         try:
@@ -324,5 +355,6 @@ class HubConnection:
         except RuntimeError:
             pass  # Quart refuses a second close; the socket is closing already.
         task = self._handler_task
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
+        if task is not None:
+            # A charger that never answers the close frame is dropped after a grace period.
+            asyncio.get_running_loop().call_later(CLOSE_GRACE_S, task.cancel)

@@ -8,6 +8,8 @@ Other parts of the hub reach chargers only through it (``app.extensions[REGISTRY
     # Grid fan-out: one frame serialised once, written to every charger without awaiting each;
     # answers matched by (charger, message id).
     futures = registry.broadcast(frame_text, message_id, identities)   # {identity: Future}
+
+    registry.boot_listeners.append(coroutine_function)   # called with the connection after a boot
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ class Registry:
         self._seen: dict[int, datetime] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flusher: asyncio.Task[None] | None = None
+        # Called with the connection after each boot, once the capability probe has answered.
+        self.boot_listeners: list[Callable[[HubConnection], Awaitable[None]]] = []
         # Called with each connection whose charger booted (grid activations re-apply limits, S4).
         self.boot_listeners: list[Callable[[HubConnection], Coroutine[Any, Any, Any]]] = []
 
