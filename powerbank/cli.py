@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -94,7 +95,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _specs_from_db() -> list:
+async def _specs_from_db(protocol: str) -> list:
     from sqlmodel import select
 
     from powerbank.db import standalone_session
@@ -103,8 +104,12 @@ async def _specs_from_db() -> list:
 
     async with standalone_session(database_url()) as session:
         rows = await session.exec(select(ChargePoint).order_by(ChargePoint.identity))
+        # Each simulated charger reports what its charge point is registered as, so the demo's
+        # compatibility stays what the register says once the chargers have booted.
         return [
-            ChargerSpec(identity=cp.identity, vendor=cp.brand or "Generic", model=cp.model or "Charger")
+            ChargerSpec(identity=cp.identity, vendor=cp.brand or "Generic", model=cp.model or "Charger",
+                        firmware=cp.firmware or "sim-1.0", serial=cp.serial or "",
+                        protocol=cp.ocpp_protocol or protocol)
             for cp in rows
         ]
 
@@ -112,12 +117,29 @@ async def _specs_from_db() -> list:
 def _cmd_simulate(args: argparse.Namespace, rest: list[str]) -> int:
     from powerbank import simulator
 
-    argv = list(rest)
-    if args.from_db:
-        specs = asyncio.run(_specs_from_db())
-        argv += ["--identities", ",".join(spec.identity for spec in specs)]
-        return simulator.main(argv, specs=specs)
-    return simulator.main(argv)
+    if not args.from_db:
+        return simulator.main(rest)
+    options = argparse.ArgumentParser(prog="powerbank simulate --from-db")
+    options.add_argument("--url", required=True)
+    options.add_argument("--password", default="")
+    options.add_argument("--protocol", choices=simulator.PROTOCOLS, default="ocpp1.6")
+    options.add_argument("--meter-interval", type=float, default=5.0)
+    options.add_argument("--connect-rate", type=float)
+    wanted = options.parse_args(rest)
+    specs = asyncio.run(_specs_from_db(wanted.protocol))
+    if not specs:
+        print("No charge points in the database to simulate.", file=sys.stderr)
+        return 1
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # The ocpp library logs every frame at INFO.
+    logging.getLogger("ocpp").setLevel(logging.WARNING)
+    print(f"Simulating {len(specs)} charger(s) against {wanted.url}")
+    try:
+        asyncio.run(simulator.run_simulation(wanted.url, wanted.password, specs,
+                                             meter_interval=wanted.meter_interval, connect_rate=wanted.connect_rate))
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 async def _create_api_token(args: argparse.Namespace) -> int:
