@@ -23,7 +23,7 @@ from quart_schema import (
     validate_request,
     validate_response,
 )
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.routing import BaseConverter, Rule
 
 from powerbank.api_models import ApiToken, TokenAccess
@@ -39,8 +39,8 @@ from powerbank.services.teams import get_team_or_404, require_team, visible_team
 from powerbank.web import db_session, render_page
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-# SQLite and PostgreSQL integers are 64-bit; a larger id in a path can only be "not found".
-MAX_ID = 2**63 - 1
+# A larger id in a path than the database can hold can only be "not found".
+MAX_ID = schemas.MAX_ID
 ID = f"int(max={MAX_ID})"
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -170,8 +170,23 @@ async def authenticate() -> Response | None:
     await api_tokens.note_use(session, token, float(current_app.config["API_TOKEN_LAST_USED_INTERVAL_S"]))
     g.api_token = token
     g.api_principal = await api_tokens.principal_for_token(session, token)
-    if request.method in ("POST", "PUT", "PATCH") and not request.is_json:
+    if request.method in ("POST", "PUT", "PATCH"):
+        return await _check_json_body()
+    return None
+
+
+async def _check_json_body() -> Response | None:
+    """Refuse a body that is not JSON before any endpoint reads it (the parsed body is cached)."""
+    if not request.is_json:
         return problem(415, "Send the body as JSON with Content-Type: application/json.")
+    try:
+        (await request.get_data()).decode()
+    except UnicodeDecodeError:
+        return problem(400, "The body is not valid UTF-8.")
+    try:
+        await request.get_json()
+    except BadRequest:
+        return problem(400, "The body is not valid JSON.")
     return None
 
 

@@ -7,7 +7,7 @@ parsed from text, so they coerce numbers but also reject unknown parameters.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -15,12 +15,36 @@ from powerbank.enrollment_models import ParticipationState
 
 MAX_PAGE_SIZE = 500
 MAX_BULK_IDS = 10_000
+# Database integers are 64-bit.
+MAX_ID = 2**63 - 1
 
 ConnectionStatus = Literal["Online", "Offline", "Never connected"]
 
 
 class RequestBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_text(cls, data: Any) -> Any:
+        # JSON can escape lone surrogates ("\ud800"), which no database can store as text.
+        if not _is_valid_text(data):
+            raise ValueError("Text must be valid Unicode (no lone surrogates).")
+        return data
+
+
+def _is_valid_text(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_is_valid_text(key) and _is_valid_text(item) for key, item in value.items())
+    if isinstance(value, list):
+        return all(_is_valid_text(item) for item in value)
+    return True
 
 
 class Query(BaseModel):
@@ -140,7 +164,7 @@ class BulkSignUp(RequestBody):
     """Sign charge points of one team up, all or nothing."""
 
     accept_terms_version: str = Field(max_length=100, description="The version of the current terms, accepted.")
-    charge_point_ids: list[int] | None = Field(default=None, max_length=MAX_BULK_IDS,
+    charge_point_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = Field(default=None, max_length=MAX_BULK_IDS,
                                                description="The charge points to sign up; or use all.")
     all: bool = Field(default=False, description="Sign up every eligible charge point of the team.")
     facility_ids: dict[str, str] = Field(
@@ -185,7 +209,7 @@ class Event(BaseModel):
 
 
 class EventQuery(PageQuery):
-    charge_point_id: int | None = Field(default=None, ge=1, le=2**53)
+    charge_point_id: int | None = Field(default=None, ge=1, le=MAX_ID)
 
 
 class EventPage(BaseModel):
