@@ -54,7 +54,14 @@ def config_overrides() -> dict[str, Any]:
 
 
 @pytest.fixture
-async def app(database_url: str, config_overrides: dict[str, Any]) -> AsyncIterator[Quart]:
+def hypercorn_overrides() -> dict[str, Any]:
+    """Hypercorn settings a test changes (override this fixture)."""
+    return {}
+
+
+@pytest.fixture
+async def app(database_url: str, config_overrides: dict[str, Any],
+              hypercorn_overrides: dict[str, Any]) -> AsyncIterator[Quart]:
     """Serve the app with Hypercorn on a free port, as `powerbank serve` does."""
     app = create_app({
         "DEMO": True, "DATABASE_URL": database_url, "SECRET_KEY": "test-secret", "TESTING": True,
@@ -66,6 +73,8 @@ async def app(database_url: str, config_overrides: dict[str, Any]) -> AsyncItera
     config = hypercorn_config("127.0.0.1", port)
     # Hypercorn keeps a closed socket's ping task until its next tick; short ticks end tests fast.
     config.websocket_ping_interval = 0.2
+    for name, value in hypercorn_overrides.items():
+        setattr(config, name, value)
     server = asyncio.create_task(serve(app, config, shutdown_trigger=shutdown.wait))  # type: ignore[arg-type]
     await wait_until_listening("127.0.0.1", port)
     app.config["TEST_OCPP_URL"] = f"ws://127.0.0.1:{port}/ocpp"
@@ -543,6 +552,29 @@ async def test_last_seen_is_kept_from_every_message(app: Quart, factory: Factory
 
 async def _online(session: AsyncSession, cp: ChargePoint) -> bool:
     return (await reload(session, cp)).online
+
+
+@pytest.mark.parametrize("hypercorn_overrides", [{"read_timeout": 0.5}])
+async def test_a_charger_that_goes_silent_shows_offline(app: Quart, factory: Factory, session: AsyncSession) -> None:
+    """A dead charger never answers the hub's pings; the read timeout closes it (production: 90 s)."""
+    cp = await factory.charge_point(await factory.team())
+    host, port = app.config["TEST_OCPP_URL"].removeprefix("ws://").removesuffix("/ocpp").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    key = base64.b64encode(b"0123456789abcdef").decode()
+    credentials = basic(cp.identity, TEST_PASSWORD)["Authorization"]
+    writer.write((
+        f"GET /ocpp/{cp.identity} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Protocol: ocpp1.6\r\nAuthorization: {credentials}\r\n\r\n"
+    ).encode())
+    assert b" 101 " in await reader.readline()
+    await eventually(lambda: _online(session, cp))
+
+    async def offline() -> bool:
+        return not await _online(session, cp)
+
+    await eventually(offline, timeout=5)
+    writer.close()
 
 
 # Connection attempts page --------------------------------------------------------------------
