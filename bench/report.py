@@ -42,6 +42,7 @@ NETWORK_FIGURES: dict[str, list[tuple[str, str, str]]] = {
         ("answered_95_s", "trigger → 95 % answered", "s"),
         ("answered_100_s", "trigger → 100 % answered", "s"),
         ("server_cpu_ms_per_charger", "server CPU per charger", "ms"),
+        ("loadgen_cpu_s", "load generator CPU from trigger to last frame received", "s"),
     ],
 }
 
@@ -257,7 +258,8 @@ def render(results: dict[str, Any]) -> str:
         f"Machine: {machine['cores']} cores ({machine['cpu_model']}), {machine['memory_gib']} GiB memory, "
         f"Python {machine['python']}, {machine['platform']}. Server, load generator and probe share it.",
         "",
-        f"Each network figure is the median of {settings['repeats']} runs per size and server (range and run count "
+        f"Each network figure is the median of {settings['repeats']} runs per size and server "
+        f"({settings.get('large_repeats', settings['repeats'])} at 10,000 chargers; range and run count "
         "in brackets), runs alternating between the baseline and PowerBank, each against a fresh server process "
         "(PowerBank: `powerbank serve` on a fresh SQLite database). The baseline is `bench/baseline_server.py`: "
         "bare `websockets`, the `ocpp` library's ChargePoint handlers, argon2 Basic auth, no database, and a naive "

@@ -43,6 +43,8 @@ from powerbank.models import Operator
 
 BENCH_DIR = PROJECT_ROOT / "bench"
 POWERBANK, BASELINE = "powerbank", "baseline"
+# A PowerBank run at this size takes minutes (connections are set up at tens per second), so fewer repeats.
+LARGE = 10_000
 ACTIVATION = {"price_area": "DK2", "action": "pause", "duration_s": 300, "market": "Test"}
 
 
@@ -51,6 +53,7 @@ class Settings:
     sizes: list[int]
     repeats: int
     sustain_s: float
+    large_repeats: int = 2
     interval_s: float = 10.0
     loadgen_processes: int = 1
     production_hash_size: int = 0
@@ -209,7 +212,7 @@ async def start_profiler(pid: int, output: Path) -> asyncio.subprocess.Process:
     """Sample the server with py-spy (the `bench` extra) until stopped, as collapsed stacks."""
     output.parent.mkdir(parents=True, exist_ok=True)
     return await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid), "--format", "raw", "--gil",
+        str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid), "--format", "raw", "--gil", "--nonblocking",
         "--rate", "200", "--output", str(output), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )
 
@@ -282,7 +285,7 @@ async def _fanout(server: ServerProcess, generators: LoadGenerators, token: str 
         return {"skipped": "no write API token: neither `powerbank api-token create` nor the token service exists"}
     waiting = asyncio.create_task(generators.command(120, cmd="profiles", timeout=60))
     await asyncio.sleep(0.2)
-    cpu_before = server.cpu_seconds()
+    cpu_before, gen_before = server.cpu_seconds(), generators.cpu_seconds()
     triggered_mono, triggered_wall = time.monotonic(), time.time()
     if server.kind == BASELINE:
         status, body = await http_json("GET", f"{server.http}/bench/fanout")
@@ -294,6 +297,7 @@ async def _fanout(server: ServerProcess, generators: LoadGenerators, token: str 
         waiting.cancel()
         return {"skipped": f"trigger answered HTTP {status}: {json.dumps(body)[:300]}"}
     received = sorted(t - triggered_mono for a in await waiting for t in a["received"])
+    gen_cpu = generators.cpu_seconds() - gen_before
     if server.kind == BASELINE:
         record = await _baseline_record(server, int(body["id"]))
         answered = sorted(t - triggered_mono for t in record["answered"])
@@ -309,6 +313,7 @@ async def _fanout(server: ServerProcess, generators: LoadGenerators, token: str 
         "answered_50_s": _share(answered, targets, 0.50), "answered_95_s": _share(answered, targets, 0.95),
         "answered_100_s": _share(answered, targets, 1.0),
         "server_cpu_s": cpu, "server_cpu_ms_per_charger": 1000 * cpu / targets if targets else None,
+        "loadgen_cpu_s": gen_cpu,
         **own,
     }
 
@@ -368,10 +373,11 @@ async def run_network(settings: Settings, workdir: Path, migrated: Path, results
     for chargers in settings.sizes:
         template, token = await prepare_template(workdir, migrated, chargers, light_hash, "light")
         results.setdefault("api_token_available", token is not None)
-        for repeat in range(settings.repeats):
+        repeats = settings.repeats if chargers < LARGE else min(settings.repeats, settings.large_repeats)
+        for repeat in range(repeats):
             for kind in settings.servers:
                 tag = f"{chargers}-{repeat}"
-                print(f"[bench] {kind}: {chargers} chargers, run {repeat + 1}/{settings.repeats}", flush=True)
+                print(f"[bench] {kind}: {chargers} chargers, run {repeat + 1}/{repeats}", flush=True)
                 run = await network_run(kind, chargers, settings, workdir, template, token, light_hash, tag,
                                         ("sustain", "fanout"))
                 network[kind].setdefault(str(chargers), []).append(run)
@@ -425,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1,000 chargers only, shorter phases")
     parser.add_argument("--sizes", help="comma-separated charger counts (default 1000,5000,10000)")
     parser.add_argument("--repeats", type=int, help="runs per size and server (default 3)")
+    parser.add_argument("--large-repeats", type=int, default=2, help=f"runs at {LARGE:,} chargers or more")
     parser.add_argument("--sustain-seconds", type=float, help="length of the sustained-load phase")
     parser.add_argument("--loadgen-processes", type=int, default=1)
     parser.add_argument("--servers", default=f"{BASELINE},{POWERBANK}", help="which servers to measure")
@@ -433,14 +440,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--production-hash-size", type=int,
                         help="also connect this many chargers with PowerBank's production argon2 cost (0: skip)")
     parser.add_argument("--profile", type=Path, help="record each server with py-spy into this folder")
+    parser.add_argument("--report-only", action="store_true", help="only write RESULTS.md again from results.json")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results.json")
     parser.add_argument("--report", type=Path, default=BENCH_DIR / "RESULTS.md")
     args = parser.parse_args(argv)
+    if args.report_only:
+        write_report(json.loads(args.results.read_text()), args.report)
+        return 0
     quick = args.quick
     settings = Settings(
         sizes=[int(s) for s in args.sizes.split(",")] if args.sizes else ([1000] if quick else [1000, 5000, 10000]),
         repeats=args.repeats or 3,
-        sustain_s=args.sustain_seconds or (10.0 if quick else 30.0),
+        sustain_s=args.sustain_seconds or (10.0 if quick else 20.0), large_repeats=args.large_repeats,
         loadgen_processes=args.loadgen_processes,
         production_hash_size=(args.production_hash_size if args.production_hash_size is not None
                               else (0 if quick else 1000)),
