@@ -272,7 +272,7 @@ UNSAFE_RULES = [(rule, method) for rule in RULES for method in sorted(rule.metho
 
 
 def _sample_path(rule: Any) -> str:
-    return re.sub(r"<(?:(\w+):)?(\w+)>", lambda m: "1" if m.group(1) == "int" else "operator", rule.rule)
+    return re.sub(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>", lambda m: "1" if m.group(1) == "int" else "operator", rule.rule)
 
 
 @pytest.mark.parametrize(("rule", "method"), UNSAFE_RULES, ids=[f"{m} {r.rule}" for r, m in UNSAFE_RULES])

@@ -15,7 +15,8 @@ blueprint = Blueprint("admin", __name__)
 
 
 def _int_or_none(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() else None
+    # isdigit() alone would let "²" through to int(); ids have at most nine ASCII digits.
+    return int(value) if value and value.isascii() and value.isdigit() and len(value) <= 9 else None
 
 
 async def _teams_page(operator_id: int, status: int = 200, values: dict[str, str] | None = None,
