@@ -161,11 +161,15 @@ class HubConnection:
             writer.cancel()
             for task in list(self._tasks):
                 task.cancel()
-            lost = ConnectionLost(f"{self.id} disconnected")
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(lost)
-            self._pending.clear()
+            self._fail_pending()
+
+    def _fail_pending(self) -> None:
+        """Fail every call waiting for this charger's answer, at once."""
+        lost = ConnectionLost(f"{self.id} disconnected")
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(lost)
+        self._pending.clear()
 
     def _take_token(self) -> bool:
         """Spend one message of the charger's allowance (a token bucket); False when flooding."""
@@ -350,6 +354,7 @@ class HubConnection:
         if self.closed:
             return
         self.closed = True
+        self._fail_pending()
         try:
             await self.websocket.close(code, reason)
         except RuntimeError:
