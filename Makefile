@@ -36,6 +36,6 @@ clean-db:
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
-## The same at 1,000 chargers only, in under 3 minutes.
+## The same at 1,000 chargers only, in under 3 minutes; writes bench/RESULTS-quick.md.
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick

@@ -441,9 +441,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="also connect this many chargers with PowerBank's production argon2 cost (0: skip)")
     parser.add_argument("--profile", type=Path, help="record each server with py-spy into this folder")
     parser.add_argument("--report-only", action="store_true", help="only write RESULTS.md again from results.json")
-    parser.add_argument("--results", type=Path, default=BENCH_DIR / "results.json")
-    parser.add_argument("--report", type=Path, default=BENCH_DIR / "RESULTS.md")
+    parser.add_argument("--results", type=Path, help="default bench/results.json (quick: results-quick.json)")
+    parser.add_argument("--report", type=Path, help="default bench/RESULTS.md (quick: RESULTS-quick.md)")
     args = parser.parse_args(argv)
+    # A quick run never overwrites the published figures of the full run.
+    suffix = "-quick" if args.quick else ""
+    args.results = args.results or BENCH_DIR / f"results{suffix}.json"
+    args.report = args.report or BENCH_DIR / f"RESULTS{suffix}.md"
     if args.report_only:
         write_report(json.loads(args.results.read_text()), args.report)
         return 0
