@@ -36,6 +36,7 @@ from powerbank.ocpp.registry import REGISTRY_KEY, Registry
 from powerbank.ocpp_models import ChargingTransaction, ConnectionAttempt, ConnectorStatus, MeterSample
 from powerbank.server import hypercorn_config, wait_until_listening
 from powerbank.services.catalogue import catalogue_keys, compatibility_problem
+from powerbank.services.chargers import ATTEMPT_ROWS_PER_ADDRESS, record_attempt
 from powerbank.services.enrollment import get_participation
 from tests.conftest import TEST_PASSWORD, Factory, LoginAs
 
@@ -660,6 +661,17 @@ async def test_repeated_attempts_are_counted_on_one_row(app: Quart, factory: Fac
                 pass
     rows = list(await session.exec(select(ConnectionAttempt).order_by(col(ConnectionAttempt.id))))
     assert [(row.identity, row.count) for row in rows] == [("GHOST-1", 3)]
+
+
+async def test_a_scanning_address_cannot_fill_the_attempts(app: Quart, session: AsyncSession) -> None:
+    for number in range(ATTEMPT_ROWS_PER_ADDRESS + 5):
+        await record_attempt(session, f"GUESS-{number}", "198.51.100.9", "Unknown identity", None)
+        await session.commit()
+    await record_attempt(session, "GUESS-0", "203.0.113.1", "Unknown identity", None)
+    await session.commit()
+    stored = list(await session.exec(select(ConnectionAttempt.remote_address)))
+    assert stored.count("198.51.100.9") == ATTEMPT_ROWS_PER_ADDRESS
+    assert stored.count("203.0.113.1") == 1
 
 
 async def test_team_list_polls_for_connection_status(app: Quart, factory: Factory, login_as: LoginAs) -> None:

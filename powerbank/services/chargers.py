@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -37,6 +37,8 @@ METER_SAMPLES_KEPT = 120
 # Repeats of one refused attempt within this window are counted on one row, not stored again.
 ATTEMPT_MERGE_WINDOW = timedelta(hours=1)
 ATTEMPTS_SHOWN = 200
+# Different refused attempts stored per remote address within the merge window.
+ATTEMPT_ROWS_PER_ADDRESS = 100
 # Power older than this is not "current" any more.
 CURRENT_POWER_MAX_AGE = timedelta(minutes=5)
 
@@ -117,8 +119,11 @@ async def authenticate(
 
 async def record_attempt(
     session: AsyncSession, identity: str, remote_address: str, reason: str, operator_id: int | None
-) -> ConnectionAttempt:
-    """Keep a refused connection for the admins; a repeat within the hour is counted, not stored."""
+) -> ConnectionAttempt | None:
+    """Keep a refused connection for the admins; a repeat within the hour is counted, not stored.
+
+    Return None when the address already left too many different attempts this hour.
+    """
     now = utcnow()
     identity = identity[:100]
     attempt = (
@@ -135,6 +140,17 @@ async def record_attempt(
         )
     ).first()
     if attempt is None:
+        recent_from_address = (
+            await session.exec(
+                select(func.count()).select_from(ConnectionAttempt).where(
+                    ConnectionAttempt.remote_address == remote_address[:64],
+                    col(ConnectionAttempt.at) >= now - ATTEMPT_MERGE_WINDOW,
+                )
+            )
+        ).one()
+        if recent_from_address >= ATTEMPT_ROWS_PER_ADDRESS:
+            # A scanner trying identity after identity must not fill the table (or the page).
+            return None
         attempt = ConnectionAttempt(identity=identity, at=now, remote_address=remote_address[:64],
                                     reason=reason[:120], operator_id=operator_id)
     else:
