@@ -142,6 +142,8 @@ def form_errors_status(errors: dict[str, str]) -> int:
 class LoginThrottle:
     """Count failed log-ins per email and per address within a sliding window (one process)."""
 
+    MAX_KEYS = 10_000
+
     def __init__(self, max_failures: int, window_s: float) -> None:
         self.max_failures = max_failures
         self.window_s = window_s
@@ -167,6 +169,10 @@ class LoginThrottle:
         now = time.monotonic()
         for key in keys:
             self._recent(key, now).append(now)
+        # Guessing many different emails must not grow memory without bound.
+        if len(self._failures) > self.MAX_KEYS:
+            for key in [k for k, stamps in self._failures.items() if not stamps or now - stamps[-1] > self.window_s]:
+                del self._failures[key]
 
     def succeed(self, keys: list[str]) -> None:
         for key in keys:

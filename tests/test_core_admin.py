@@ -10,7 +10,9 @@ from quart.testing import QuartClient
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from powerbank.models import AuditEntry, ChargePoint, CompatibleModel, Operator, Team, TeamMembership, User
+from powerbank.models import (
+    AuditEntry, ChargePoint, CompatibleModel, Operator, OperatorMembership, Team, TeamMembership, User,
+)
 from powerbank.services.catalogue import SHIPPED_CATALOGUE
 from tests.conftest import Factory, LoginAs, htmx_headers, post_form
 
@@ -274,3 +276,33 @@ async def test_audit_log_page(session: AsyncSession, factory: Factory, login_as:
     body = await (await client.get(f"/operators/{operator.id}/audit")).get_data(as_text=True)
     assert "team.create" in body and "Logged Team" in body and "boss@example.test" in body
     assert "Elsewhere" not in body and "Hidden Team" not in body
+
+
+async def test_the_last_operator_admin_stays(session: AsyncSession, factory: Factory, login_as: LoginAs) -> None:
+    operator, client = await operator_admin(factory, login_as)
+    (mine,) = (await session.exec(select(OperatorMembership.id).where(
+        OperatorMembership.operator_id == operator.id))).all()
+    path = f"/operators/{operator.id}/members/operator/{mine}"
+    for form in ({"role": "manager"}, {"role": "admin", "remove": "1"}):
+        response = await post_form(client, path, form)
+        assert response.status_code == 422
+        assert "at least one Operator Admin" in await response.get_data(as_text=True)
+    # With a second admin, the first may step down.
+    await factory.user(operator=operator, operator_role="admin", email="second@example.test")
+    assert (await post_form(client, path, {"role": "manager"})).status_code == 303
+    roles = (await session.exec(select(OperatorMembership.role).where(OperatorMembership.id == mine))).all()
+    assert roles == ["manager"]
+
+
+async def test_team_names_are_unique_whatever_their_case(
+    session: AsyncSession, factory: Factory, login_as: LoginAs
+) -> None:
+    operator, client = await operator_admin(factory, login_as)
+    await factory.team(operator, "Harbour")
+    response = await post_form(client, f"/operators/{operator.id}/teams", {"name": "HARBOUR"})
+    assert response.status_code == 422 and "already exists" in await response.get_data(as_text=True)
+    team = await factory.team(operator, "Quay")
+    assert (await post_form(client, f"/teams/{team.id}/rename", {"name": "harbour"})).status_code == 422
+    # Changing only the case of a team's own name is a rename like any other.
+    assert (await post_form(client, f"/teams/{team.id}/rename", {"name": "QUAY"})).status_code == 303
+    assert await team_names(session, operator) == ["Harbour", "QUAY"]

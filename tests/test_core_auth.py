@@ -335,3 +335,26 @@ async def test_security_headers_on_every_response(
         response = await _attempt(app, "nobody@example.test", "wrong")
     assert response.status_code == 429
     _assert_security_headers(response, "throttled log-in")
+
+
+async def test_own_success_does_not_clear_the_address_failures(app: Quart, factory: Factory) -> None:
+    await factory.user(email="attacker@example.test")
+    for n in range(4):
+        assert (await _attempt(app, f"victim{n}@example.test", "guess", address="203.0.113.50")).status_code == 401
+    assert (await _attempt(app, "attacker@example.test", TEST_PASSWORD, address="203.0.113.50")).status_code == 303
+    assert (await _attempt(app, "victim9@example.test", "guess", address="203.0.113.50")).status_code == 401
+    assert (await _attempt(app, "victim9@example.test", "guess", address="203.0.113.50")).status_code == 429
+
+
+def test_throttle_forgets_stale_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    from powerbank.web import LoginThrottle
+
+    clock = [0.0]
+    monkeypatch.setattr("powerbank.web.time.monotonic", lambda: clock[0])
+    throttle = LoginThrottle(max_failures=5, window_s=60)
+    for n in range(LoginThrottle.MAX_KEYS):
+        throttle.fail([f"email:guess{n}@example.test"])
+    clock[0] = 61
+    throttle.fail(["email:late@example.test"])
+    assert throttle.retry_after(["email:guess1@example.test"]) == 0
+    assert len(throttle._failures) < 10

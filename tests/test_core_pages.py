@@ -84,6 +84,8 @@ async def test_pagination_50_a_page(session: AsyncSession, factory: Factory, log
     last = await (await client.get(f"{path}?page=3")).get_data(as_text=True)
     assert rows(last) == [f"Charger {n:03d}" for n in range(101, 121)]
     assert "Page 3 of 3" in last
+    beyond = await (await client.get(f"{path}?page=7")).get_data(as_text=True)
+    assert rows(beyond) == rows(last) and "Page 3 of 3" in beyond
 
 
 @pytest.mark.parametrize("page", ["0", "-1", "abc", "", "1.5", "99", "1e9", "9" * 40, "٣", "²", "%00"])

@@ -47,7 +47,8 @@ async def login_post() -> Response:
         return await render_page(
             "auth/login.html", status=401, values=values, errors={"form": "Wrong email or password."}, next=target
         )
-    throttle.succeed(keys)
+    # Only the email's own count: a success of one account must not clear the address's failures.
+    throttle.succeed(keys[:1])
     login_user(AuthUser(str(user.id)), remember=bool(form.get("remember")))
     return redirect(target, 303)
 

@@ -95,19 +95,21 @@ async def list_charge_points(session: AsyncSession, team_id: int, query: ChargeP
     if query.country:
         conditions.append(ChargePoint.country == query.country)
     total = (await session.exec(select(func.count()).select_from(ChargePoint).where(*conditions))).one()
+    # A page past the end (say, its last charge point was just deleted) shows the last page instead.
+    page = min(query.page, max(1, -(-total // query.page_size)))
     order = col(SORT_COLUMNS[query.sort])
     order_by = [order.desc() if query.descending else order.asc(), col(ChargePoint.id)]
     items = await session.exec(
         select(ChargePoint)
         .where(*conditions)
         .order_by(*order_by)
-        .offset((query.page - 1) * query.page_size)
+        .offset((page - 1) * query.page_size)
         .limit(query.page_size)
     )
     countries = await session.exec(
         select(ChargePoint.country).where(ChargePoint.team_id == team_id).distinct().order_by(col(ChargePoint.country))
     )
-    return ChargePointPage(list(items), total, query.page, query.page_size, list(countries))
+    return ChargePointPage(list(items), total, page, query.page_size, list(countries))
 
 
 async def get_charge_point_or_404(

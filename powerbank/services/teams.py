@@ -91,7 +91,8 @@ async def create_operator(session: AsyncSession, actor: Actor, name: str) -> Ope
 
 
 async def _name_taken(session: AsyncSession, operator_id: int, name: str, exclude_id: int | None = None) -> bool:
-    query = select(Team.id).where(Team.operator_id == operator_id, Team.name == name)
+    # "Harbour" and "harbour" side by side would only confuse; compare without case.
+    query = select(Team.id).where(Team.operator_id == operator_id, func.lower(Team.name) == name.lower())
     if exclude_id is not None:
         query = query.where(Team.id != exclude_id)
     return (await session.exec(query)).first() is not None

@@ -192,6 +192,19 @@ async def _get_membership(
     raise NotFoundError("No such member.")
 
 
+async def _keep_an_admin(session: AsyncSession, membership: OperatorMembership | TeamMembership) -> None:
+    """Refuse to take away the last Operator Admin role: nobody could manage the operator any more."""
+    if not isinstance(membership, OperatorMembership) or membership.role != OperatorRole.ADMIN:
+        return
+    admins = await session.exec(
+        select(OperatorMembership.id).where(
+            OperatorMembership.operator_id == membership.operator_id, OperatorMembership.role == OperatorRole.ADMIN
+        )
+    )
+    if len(admins.all()) <= 1:
+        raise FormErrors({"role": "An operator needs at least one Operator Admin; make someone else admin first."})
+
+
 async def change_member(
     session: AsyncSession, actor: Actor, operator_id: int, scope: str, membership_id: int, role: str,
     can_configure_charge_points: bool,
@@ -200,6 +213,8 @@ async def change_member(
     membership = await _get_membership(session, operator_id, scope, membership_id)
     if f"{scope}:{role}" not in ROLE_CHOICES:
         raise FormErrors({"role": "Choose a role of the same kind (operator or team)."})
+    if role != membership.role:
+        await _keep_an_admin(session, membership)
     before = {"role": membership.role}
     membership.role = role
     if isinstance(membership, TeamMembership):
@@ -214,6 +229,7 @@ async def change_member(
 async def remove_member(session: AsyncSession, actor: Actor, operator_id: int, scope: str, membership_id: int) -> None:
     """Remove a role from a user (the user account stays)."""
     membership = await _get_membership(session, operator_id, scope, membership_id)
+    await _keep_an_admin(session, membership)
     user = await session.get(User, membership.user_id)
     record(session, actor, "member.remove", user, operator_id=operator_id, before={"scope": scope, "role": membership.role})
     await session.delete(membership)
