@@ -100,6 +100,8 @@ PAGES: dict[str, Callable[[Page], None]] = {
     "admin-members": _operator_page("Members", "Members of Nordic Charge"),
     "admin-audit-log": _operator_page("Audit log", "Audit log"),
     "admin-catalogue": _operator_page("Compatibility catalogue", "Compatibility catalogue"),
+    "admin-connection-attempts": _operator_page("Connection attempts", "Connection attempts"),
+    "admin-api-tokens": _operator_page("API tokens", "API tokens of Nordic Charge"),
     "not-found": _not_found,
 }
 

@@ -10,7 +10,8 @@ from playwright.sync_api import Page, expect
 from tests.browser.conftest import log_in, open_actions_menu, open_team
 
 NORDIC_TEAMS = ["Copenhagen Fleet", "Stockholm Offices", "London Depot", "Dublin Hub", "Berlin Garage"]
-OPERATOR_ADMIN_LINKS = ["Manage teams", "Members", "Audit log", "Compatibility catalogue"]
+OPERATOR_ADMIN_ONLY_LINKS = ["Manage teams", "Members", "Audit log", "Connection attempts", "API tokens"]
+OPERATOR_ADMIN_LINKS = [*OPERATOR_ADMIN_ONLY_LINKS, "Compatibility catalogue"]
 
 
 @pytest.mark.parametrize(
@@ -18,7 +19,7 @@ OPERATOR_ADMIN_LINKS = ["Manage teams", "Members", "Audit log", "Compatibility c
     [
         ("operator.admin@demo.test", NORDIC_TEAMS, ["Oslo Yard"], OPERATOR_ADMIN_LINKS, []),
         ("operator.manager@demo.test", NORDIC_TEAMS, ["Oslo Yard"], ["Compatibility catalogue"],
-         ["Manage teams", "Members", "Audit log"]),
+         OPERATOR_ADMIN_ONLY_LINKS),
         ("owner@demo.test", ["Copenhagen Fleet", "Stockholm Offices"], ["London Depot", "Oslo Yard"], [],
          OPERATOR_ADMIN_LINKS),
         ("admin@demo.test", NORDIC_TEAMS, ["Oslo Yard"], [], OPERATOR_ADMIN_LINKS),
