@@ -61,7 +61,7 @@ async def _create(operator: Operator, team: Team | None, me: Principal) -> Respo
                                                     operator_scope_allowed=team is None)
         created = await api_tokens.create_token(session, Actor.of(me.user), operator.id or 0, token_request)
     except FormErrors as exc:
-        await session.rollback()
+        # The form is checked before anything is added, so there is nothing to roll back.
         return await _render(operator, team, status=form_errors_status(exc.errors), values=form, errors=exc.errors)
     await session.commit()
     return await _render(operator, team, status=201, created=created)
