@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from quart import Quart
 from quart.testing import QuartClient
-from sqlmodel import col, select
+from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from powerbank.enrollment_models import Participation, ParticipationEvent
+from powerbank.enrollment_models import Participation, ParticipationEvent, TermsVersion
 from powerbank.models import AuditEntry, ChargePoint, Team
 from powerbank.passwords import hash_password
 from powerbank.services.api_tokens import TokenRateLimiter, create_token_by_names
@@ -350,7 +350,7 @@ async def test_single_sign_up_and_opt_out_through_the_api_are_in_the_history_as_
     token = await make_token(session, team="Stockholm Offices", name="fleet sync")
     path = f"/api/v1/charge-points/{ids['solna1']}/powerbank"
     status, document, _ = await call(client, "PUT", path, token, {"accept_terms_version": TERMS})
-    assert status == 422 and document["errors"][0]["field"] == "facility_id"
+    assert status == 422 and [e["field"] for e in document["errors"]] == ["facility_id"]
     status, signed, _ = await call(client, "PUT", path, token,
                                    {"accept_terms_version": TERMS, "facility_id": make_facility_id("30000000003")})
     assert (status, signed["state"], signed["source"], signed["eligible"]) == (200, "Signed up", "API", True)
@@ -399,6 +399,21 @@ async def test_clearing_a_swedish_facility_id_through_the_api_suspends_the_charg
     status, kista, _ = await call(client, "PATCH", f"/api/v1/charge-points/{ids['kista']}", token,
                                   {"facility_id": None})
     assert (status, kista["facility_id"], kista["powerbank"]["state"]) == (200, None, "Suspended")
+
+
+async def test_without_published_terms_sign_up_is_a_conflict_and_there_are_no_current_terms(
+    client: QuartClient, session: AsyncSession, demo: list[ChargePoint]
+) -> None:
+    ids = await demo_ids(session)
+    token = await make_token(session)
+    await session.exec(delete(TermsVersion))
+    await session.commit()
+    status, document, mimetype = await call(client, "POST", f"/api/v1/teams/{ids['sto']}/powerbank/signup", token,
+                                            sign_up_ids("kista")(ids))
+    assert (status, mimetype, document["type"]) == (409, PROBLEM, "/api/docs#problem-conflict")
+    assert document["detail"].startswith("No terms and conditions are published")
+    assert (await call(client, "GET", "/api/v1/terms/current", token))[0] == 404
+    assert await state_of(session, ids["kista"]) == "Not signed up"
 
 
 async def test_current_terms(client: QuartClient, session: AsyncSession, demo: list[ChargePoint]) -> None:

@@ -224,9 +224,11 @@ def sign_up_blocked(exc: SignUpError) -> Response:
     names = {cp.id: cp.name for cp in g.get("api_charge_points", [])}
     errors = [schemas.FieldProblem(field=API_FIELD_NAMES.get(field, field), message=message)
               for field, message in exc.errors.items() if field != "form"]
+    # A single sign-up reports its problem both for the field and for the row; say it once.
+    said = {error.message for error in errors}
     errors += [schemas.FieldProblem(field=f"charge_points.{cp_id}", charge_point_id=cp_id,
                                     message=f"{names[cp_id]}: {message}" if cp_id in names else message)
-               for cp_id, message in exc.row_errors.items()]
+               for cp_id, message in exc.row_errors.items() if message not in said]
     detail = exc.errors.get("form") or "Nothing was saved."
     return problem(422, detail, slug="sign-up-blocked" if exc.row_errors else "validation", errors=errors)
 
@@ -522,7 +524,7 @@ def init_openapi(app: Quart) -> None:
         swagger_ui_path=None,
         info={"title": "PowerBank API", "version": "1",
               "description": "Read teams and charge points, set Facility IDs, sign charge points up for PowerBank "
-                             "and read the history. Send `Authorization: Bearer <token>`."},
+                             "and read the history. Every request sends Authorization: Bearer <token>."},
         security_schemes={"bearerAuth": HttpSecurityScheme(scheme="bearer")},
         security=[{"bearerAuth": []}],
         pydantic_dump_options={"mode": "json"},
