@@ -110,6 +110,9 @@ async def test_a_team_owner_makes_tokens_only_for_their_team(
     ({"name": "x", "scope": "operator", "access": "read", "expires_in_days": "soon"}, "expires_in_days",
      "Enter a number of days from 1 to 3650, or leave it empty."),
     ({"name": "x", "scope": "", "access": "read"}, "scope", "Choose what the token may reach."),
+    ({"name": "x", "scope": "²", "access": "read"}, "scope", "Choose what the token may reach."),
+    ({"name": "x", "scope": "operator", "access": "read", "expires_in_days": "²"}, "expires_in_days",
+     "Enter a number of days from 1 to 3650, or leave it empty."),
 ])
 async def test_the_new_token_form_says_what_is_wrong_and_keeps_the_values(
     session: AsyncSession, demo: list[ChargePoint], login_as: LoginAs, form: dict[str, str], field: str, message: str

@@ -90,6 +90,11 @@ def token_status(token: ApiToken, now: datetime | None = None) -> str:
     return "Active"
 
 
+def _is_number(text: str) -> bool:
+    # isdigit() alone accepts characters like "²" that int() refuses.
+    return text.isascii() and text.isdecimal() and len(text) <= 18
+
+
 def clean_token_form(
     form: dict[str, str], *, team_ids: set[int], operator_scope_allowed: bool
 ) -> TokenRequest:
@@ -104,7 +109,7 @@ def clean_token_form(
     team_id: int | None = None
     if scope == OPERATOR_SCOPE and operator_scope_allowed:
         team_id = None
-    elif scope.isdigit() and int(scope) in team_ids:
+    elif _is_number(scope) and int(scope) in team_ids:
         team_id = int(scope)
     else:
         errors["scope"] = "Choose what the token may reach."
@@ -116,7 +121,7 @@ def clean_token_form(
     expires_in_days: int | None = None
     expires_raw = (form.get("expires_in_days") or "").strip()
     if expires_raw:
-        if not expires_raw.isdigit() or not 1 <= int(expires_raw) <= MAX_EXPIRY_DAYS:
+        if not _is_number(expires_raw) or not 1 <= int(expires_raw) <= MAX_EXPIRY_DAYS:
             errors["expires_in_days"] = f"Enter a number of days from 1 to {MAX_EXPIRY_DAYS}, or leave it empty."
         else:
             expires_in_days = int(expires_raw)
