@@ -19,6 +19,8 @@ NETWORK_FIGURES: dict[str, list[tuple[str, str, str]]] = {
         ("rss_after_kib", "server RSS with all connected", "MiB"),
         ("rss_per_connection_kib", "server RSS per connection", "KiB"),
         ("run:rss_end_kib", "server RSS at the end of the run (after load and fan-out)", "MiB"),
+        ("server_log:pool_timeouts", "server log: database pool timeouts in the whole run", ""),
+        ("server_log:database_locked", "server log: `database is locked` in the whole run", ""),
         ("server_cpu_ms_per_connection", "server CPU per connection (incl. auth)", "ms"),
         ("loadgen_cpu_s", "load generator CPU", "s"),
     ],
@@ -68,7 +70,7 @@ def values(runs: list[dict[str, Any]], section: str, key: str) -> list[float]:
     """Return one figure from every run that has it."""
     found = []
     for run in runs:
-        value = (run if section == "run" else run.get(section, {})).get(key)
+        value = (run if section == "run" else run.get(section) or {}).get(key)
         if isinstance(value, (int, float)):
             found.append(float(value))
     return found
@@ -258,9 +260,10 @@ def render(results: dict[str, Any]) -> str:
         f"Machine: {machine['cores']} cores ({machine['cpu_model']}), {machine['memory_gib']} GiB memory, "
         f"Python {machine['python']}, {machine['platform']}. Server, load generator and probe share it.",
         "",
-        f"Each network figure is the median of {settings['repeats']} runs per size and server "
-        f"({settings.get('large_repeats', settings['repeats'])} at 10,000 chargers; range and run count "
-        "in brackets), runs alternating between the baseline and PowerBank, each against a fresh server process "
+        f"Each network figure is the median of the runs per size and server ({settings['repeats']} up to 1,000 "
+        f"chargers, {settings.get('large_repeats', settings['repeats'])} from 5,000, "
+        f"{settings.get('huge_repeats', settings['repeats'])} from 10,000: a PowerBank run there takes minutes; range "
+        "and run count in brackets), runs alternating between the baseline and PowerBank, each against a fresh server process "
         "(PowerBank: `powerbank serve` on a fresh SQLite database). The baseline is `bench/baseline_server.py`: "
         "bare `websockets`, the `ocpp` library's ChargePoint handlers, argon2 Basic auth, no database, and a naive "
         f"`asyncio.gather` of `call()` per charger. Sustained load: {settings['sustain_s']:.0f} s with every charger "

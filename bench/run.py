@@ -43,8 +43,9 @@ from powerbank.models import Operator
 
 BENCH_DIR = PROJECT_ROOT / "bench"
 POWERBANK, BASELINE = "powerbank", "baseline"
-# A PowerBank run at this size takes minutes (connections are set up at tens per second), so fewer repeats.
-LARGE = 10_000
+# PowerBank runs at these sizes take minutes (connections are set up at tens per second): fewer repeats.
+LARGE, HUGE = 5_000, 10_000
+TRIGGER_TIMEOUT_S = 120
 ACTIVATION = {"price_area": "DK2", "action": "pause", "duration_s": 300, "market": "Test"}
 
 
@@ -54,6 +55,7 @@ class Settings:
     repeats: int
     sustain_s: float
     large_repeats: int = 2
+    huge_repeats: int = 1
     interval_s: float = 10.0
     loadgen_processes: int = 1
     production_hash_size: int = 0
@@ -66,6 +68,13 @@ class Settings:
     report_path: Path = BENCH_DIR / "RESULTS.md"
     mode: str = "full"
     profile_dir: Path | None = None
+
+
+    def repeats_for(self, chargers: int) -> int:
+        """Return how many runs each server gets at this size."""
+        if chargers >= HUGE:
+            return min(self.repeats, self.huge_repeats)
+        return min(self.repeats, self.large_repeats) if chargers >= LARGE else self.repeats
 
 
 def machine() -> dict[str, Any]:
@@ -191,10 +200,11 @@ async def network_run(kind: str, chargers: int, settings: Settings, workdir: Pat
             answers = await generators.command(120, cmd="wait_probes", timeout=60)
             result["capability_probe"] = {"asked": sum(a["probed"] for a in answers),
                                           "connected": sum(a["connected"] for a in answers)}
-        if "sustain" in phases:
-            result["sustain"] = await _sustain(server, generators, settings)
+        # The fan-out first, on a server that is not working off a backlog of the sustained load.
         if "fanout" in phases:
             result["fanout"] = await _fanout(server, generators, token)
+        if "sustain" in phases:
+            result["sustain"] = await _sustain(server, generators, settings)
         result["rss_end_kib"] = server.rss_kib()
         result["load_average_after"] = load_average()
     except Exception as exc:  # noqa: BLE001 - one failed run is recorded and the others still run
@@ -205,7 +215,25 @@ async def network_run(kind: str, chargers: int, settings: Settings, workdir: Pat
         if profiler is not None:
             await stop_profiler(profiler)
         await server.stop()
+        result["server_log"] = scan_log(server.log_path)
     return result
+
+
+# Lines of a server log worth counting: database contention, and errors of any kind.
+LOG_SIGNS = {"pool_timeouts": "QueuePool limit", "database_locked": "database is locked",
+             "tracebacks": "Traceback (most recent call last)"}
+
+
+def scan_log(path: Path) -> dict[str, int]:
+    """Count the telling lines of a server's log."""
+    counts = dict.fromkeys(LOG_SIGNS, 0)
+    if path.exists():
+        with path.open(errors="replace") as log:
+            for line in log:
+                for name, sign in LOG_SIGNS.items():
+                    if sign in line:
+                        counts[name] += 1
+    return counts
 
 
 async def start_profiler(pid: int, output: Path) -> asyncio.subprocess.Process:
@@ -283,20 +311,26 @@ async def _sustain(server: ServerProcess, generators: LoadGenerators, settings: 
 async def _fanout(server: ServerProcess, generators: LoadGenerators, token: str | None) -> dict[str, Any]:
     if server.kind == POWERBANK and token is None:
         return {"skipped": "no write API token: neither `powerbank api-token create` nor the token service exists"}
-    waiting = asyncio.create_task(generators.command(120, cmd="profiles", timeout=60))
-    await asyncio.sleep(0.2)
-    cpu_before, gen_before = server.cpu_seconds(), generators.cpu_seconds()
-    triggered_mono, triggered_wall = time.monotonic(), time.time()
-    if server.kind == BASELINE:
-        status, body = await http_json("GET", f"{server.http}/bench/fanout")
-    else:
-        status, body = await http_json("POST", f"{server.http}/api/v1/activations", ACTIVATION,
-                                       {"Authorization": f"Bearer {token}"})
-    trigger_answered_s = time.monotonic() - triggered_mono
-    if status not in (200, 201, 202) or not isinstance(body, dict):
-        waiting.cancel()
-        return {"skipped": f"trigger answered HTTP {status}: {json.dumps(body)[:300]}"}
-    received = sorted(t - triggered_mono for a in await waiting for t in a["received"])
+    waiting = asyncio.create_task(generators.command(180, cmd="profiles", timeout=120))
+    try:
+        await asyncio.sleep(0.2)
+        cpu_before, gen_before = server.cpu_seconds(), generators.cpu_seconds()
+        triggered_mono, triggered_wall = time.monotonic(), time.time()
+        try:
+            if server.kind == BASELINE:
+                status, body = await http_json("GET", f"{server.http}/bench/fanout", timeout=TRIGGER_TIMEOUT_S)
+            else:
+                status, body = await http_json("POST", f"{server.http}/api/v1/activations", ACTIVATION,
+                                               {"Authorization": f"Bearer {token}"}, timeout=TRIGGER_TIMEOUT_S)
+        except OSError as exc:
+            return {"skipped": f"the trigger request failed after {time.monotonic() - triggered_mono:.0f} s: {exc}"}
+        trigger_answered_s = time.monotonic() - triggered_mono
+        if status not in (200, 201, 202) or not isinstance(body, dict):
+            return {"skipped": f"trigger answered HTTP {status}: {json.dumps(body)[:300]}"}
+        received = sorted(t - triggered_mono for a in await waiting for t in a["received"])
+    finally:
+        if not waiting.done():
+            waiting.cancel()
     gen_cpu = generators.cpu_seconds() - gen_before
     if server.kind == BASELINE:
         record = await _baseline_record(server, int(body["id"]))
@@ -373,7 +407,7 @@ async def run_network(settings: Settings, workdir: Path, migrated: Path, results
     for chargers in settings.sizes:
         template, token = await prepare_template(workdir, migrated, chargers, light_hash, "light")
         results.setdefault("api_token_available", token is not None)
-        repeats = settings.repeats if chargers < LARGE else min(settings.repeats, settings.large_repeats)
+        repeats = settings.repeats_for(chargers)
         for repeat in range(repeats):
             for kind in settings.servers:
                 tag = f"{chargers}-{repeat}"
@@ -431,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1,000 chargers only, shorter phases")
     parser.add_argument("--sizes", help="comma-separated charger counts (default 1000,5000,10000)")
     parser.add_argument("--repeats", type=int, help="runs per size and server (default 3)")
-    parser.add_argument("--large-repeats", type=int, default=2, help=f"runs at {LARGE:,} chargers or more")
+    parser.add_argument("--large-repeats", type=int, default=2, help=f"runs from {LARGE:,} chargers")
+    parser.add_argument("--huge-repeats", type=int, default=1, help=f"runs from {HUGE:,} chargers")
     parser.add_argument("--sustain-seconds", type=float, help="length of the sustained-load phase")
     parser.add_argument("--loadgen-processes", type=int, default=1)
     parser.add_argument("--servers", default=f"{BASELINE},{POWERBANK}", help="which servers to measure")
@@ -456,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes=[int(s) for s in args.sizes.split(",")] if args.sizes else ([1000] if quick else [1000, 5000, 10000]),
         repeats=args.repeats or 3,
         sustain_s=args.sustain_seconds or (10.0 if quick else 20.0), large_repeats=args.large_repeats,
+        huge_repeats=args.huge_repeats,
         loadgen_processes=args.loadgen_processes,
         production_hash_size=(args.production_hash_size if args.production_hash_size is not None
                               else (0 if quick else 1000)),
