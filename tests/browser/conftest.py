@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -44,6 +46,8 @@ SCREENSHOT_DIR = Path(os.environ.get("POWERBANK_SCREENSHOT_DIR", PROJECT_ROOT / 
 SERVER_START_TIMEOUT_S = 60.0
 # A ceiling, not a wait: generous for a busy CI machine, and a passing test never waits for it.
 EXPECT_TIMEOUT_MS = 20_000
+# The simulated chargers connect once the server listens; a charge point's page refreshes itself.
+CONNECT_TIMEOUT_MS = 45_000
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -166,13 +170,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         pytest.fail(f"CI must run the browser tests, but: {missing} {INSTALL_HINT}")
     workdir = tmp_path_factory.mktemp("powerbank-server")
     port = _free_port()
-    env = {
-        **os.environ,
+    # The developer's own POWERBANK_* settings must not leak into the demo under test.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("POWERBANK_")}
+    env.update({
         "POWERBANK_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'powerbank.db'}",
         "POWERBANK_DEMO": "1",
         "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("POWERBANK_SECRET_KEY", None)
+    })
     log_path = workdir / "server.log"
     _SERVER = server_ = Server(base_url=f"http://127.0.0.1:{port}", log_path=log_path)
     with log_path.open("wb") as log:
@@ -180,17 +184,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         _powerbank(env, "demo-data", log=log)
         process = subprocess.Popen(
             [sys.executable, "-m", "powerbank.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--simulate"],
-            env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         try:
             _wait_until_listening(process, port, server_)
             yield server_
         finally:
+            # SIGTERM lets the server stop its simulator; if it hangs, kill its whole process group.
             process.terminate()
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
             _SERVER = None
 
@@ -257,6 +262,21 @@ def open_team(page: Page, team_name: str) -> None:
     """From the teams page, open a team's Charge points tab."""
     page.get_by_role("link", name=team_name, exact=True).click()
     expect(page.get_by_role("heading", name=team_name, level=1)).to_be_visible()
+
+
+def open_charge_point(page: Page, team_name: str, charge_point_name: str) -> None:
+    """From the teams page, open a charge point of a team."""
+    open_team(page, team_name)
+    page.get_by_role("link", name=charge_point_name, exact=True).click()
+    expect(page.get_by_role("heading", name=charge_point_name, level=1)).to_be_visible()
+
+
+def expect_online(page: Page) -> None:
+    """On a charge point's page, wait until its OCPP section says the charger is Online."""
+    ocpp = page.get_by_role("region", name="OCPP")
+    expect(ocpp.get_by_role("definition").filter(has_text=re.compile("^Online"))).to_be_visible(
+        timeout=CONNECT_TIMEOUT_MS
+    )
 
 
 def open_actions_menu(page: Page) -> Locator:

@@ -71,7 +71,7 @@ def test_operator_admin_manages_teams_and_members(page: Page) -> None:
     expect(page.get_by_role("heading", name="Teams of Nordic Charge", level=1)).to_be_visible()
     for team in NORDIC_TEAMS:
         expect(page.get_by_role("textbox", name=f"New name for {team}")).to_have_value(team)
-    page.get_by_role("link", name="Teams", exact=True).first.click()
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Teams").click()
     page.get_by_role("link", name="Members", exact=True).click()
     expect(page.get_by_role("heading", name="Members of Nordic Charge", level=1)).to_be_visible()
     expect(page.get_by_role("cell", name="readonly.admin@demo.test").first).to_be_visible()
