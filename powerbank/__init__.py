@@ -42,6 +42,7 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Quart:
     _register_error_handlers(app)
     _register_lifecycle(app)
     _register_ocpp(app)
+    _register_activations(app)
     return app
 
 
@@ -62,9 +63,10 @@ def _check_config(app: Quart) -> None:
 
 
 def _register_blueprints(app: Quart) -> None:
-    from powerbank.routes import admin, api, api_tokens, auth, charge_points, home, powerbank, teams
+    from powerbank.routes import activations, admin, api, api_tokens, auth, charge_points, home, powerbank, teams
+    from powerbank.routes import api_activations  # noqa: F401  (adds its routes to the API blueprint first)
 
-    for module in (auth, home, teams, charge_points, admin, powerbank, api_tokens):
+    for module in (auth, home, teams, charge_points, admin, powerbank, api_tokens, activations):
         app.register_blueprint(module.blueprint)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(api.docs_blueprint)
@@ -114,3 +116,9 @@ def _register_ocpp(app: Quart) -> None:
 
     app.register_blueprint(connections.blueprint)
     endpoint.init_app(app)
+
+
+def _register_activations(app: Quart) -> None:
+    from powerbank import activation_runner
+
+    activation_runner.init_app(app)

@@ -40,6 +40,8 @@ logger = logging.getLogger("powerbank.activations")
 
 # The longest the scheduler sleeps without looking at the clock (it is also woken on changes).
 IDLE_WAKE_S = 30.0
+# At shutdown, how long work in flight may take to store what it has before it is cancelled.
+STOP_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,8 @@ class ActivationRunner:
         self.margin_s = margin_s
         self.answer_timeout_s = answer_timeout_s
         self._wake = asyncio.Event()
+        # Set when the app shuts down: waits for answers end early and store what they have.
+        self._stopping = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         # One change at a time per (operator, area): a trigger and a release of overlapping
@@ -86,18 +90,22 @@ class ActivationRunner:
         self._loop_task = asyncio.create_task(self._run(), name="activation scheduler")
 
     async def stop(self) -> None:
-        """Stop the scheduler and wait for the work in flight."""
+        """Stop the scheduler and let the work in flight store what it has.
+
+        Work is not cancelled in the middle of a database write (that could leave a SQLite
+        write lock behind): waits for answers end early instead, and only stragglers are cancelled.
+        """
         enrollment.unregister_release_hook(self.release_charge_points)
         with contextlib.suppress(ValueError):
             self.registry.boot_listeners.remove(self.charger_booted)
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._stopping.set()
+        self._wake.set()
+        work = [*self._tasks, *([self._loop_task] if self._loop_task is not None else [])]
+        if work:
+            _done, stragglers = await asyncio.wait(work, timeout=STOP_GRACE_S)
+            for task in stragglers:
+                task.cancel()
+            await asyncio.gather(*stragglers, return_exceptions=True)
 
     def wake(self) -> None:
         """Look at the schedule again now (an activation was created or cancelled)."""
@@ -141,7 +149,7 @@ class ActivationRunner:
         return True
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.tick()
             except Exception:
@@ -149,7 +157,8 @@ class ActivationRunner:
             async with self.sessionmaker() as session:
                 upcoming = await service.next_change_at(session)
             wait = IDLE_WAKE_S if upcoming is None else (upcoming - utcnow()).total_seconds()
-            self._wake.clear()
+            if not self._stopping.is_set():
+                self._wake.clear()
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), min(wait, IDLE_WAKE_S))
@@ -210,7 +219,7 @@ class ActivationRunner:
                 await service.record_answers(session, [activation_id], batch)
                 await session.commit()
 
-        answers = await fanout.collect(self.registry, sent, store, timeout_s=self.answer_timeout_s)
+        answers = await fanout.collect(self.registry, sent, store, timeout_s=self.answer_timeout_s, stop=self._stopping)
         return TriggerReport(activation_id, len(targets), len(sent.futures), len(sent.offline),
                              (sent.sent_at - triggered_at).total_seconds(), len(answers))
 
@@ -264,7 +273,7 @@ class ActivationRunner:
                 await service.record_released(session, releases)
                 await session.commit()
 
-        await fanout.collect(self.registry, sent, store, timeout_s=self.answer_timeout_s)
+        await fanout.collect(self.registry, sent, store, timeout_s=self.answer_timeout_s, stop=self._stopping)
 
     async def release_charge_points(self, session: AsyncSession | None, charge_point_ids: list[int],
                                     reason: str) -> None:
@@ -312,7 +321,7 @@ class ActivationRunner:
                         await service.record_answers(own, activation_ids, batch)
                         await own.commit()
 
-                await fanout.collect(self.registry, sent, store, timeout_s=self.answer_timeout_s)
+                await fanout.collect(self.registry, sent, store, timeout_s=self.answer_timeout_s, stop=self._stopping)
             elif leftovers:
                 sent = fanout.broadcast(self.registry, _clear_targets(leftovers), fanout.clear_payload)
                 await self._record_release(leftovers, sent, "released after reconnect")

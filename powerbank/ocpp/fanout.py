@@ -164,11 +164,12 @@ def _answer(charge_point_id: int, future: asyncio.Future[Any], at: datetime) -> 
 
 async def collect(
     registry: Registry, sent: Broadcast, on_answers: Callable[[list[Answer]], Awaitable[None]],
-    *, timeout_s: float, flush_s: float = 0.25,
+    *, timeout_s: float, flush_s: float = 0.25, stop: asyncio.Event | None = None,
 ) -> list[Answer]:
     """Hand answers to ``on_answers`` in batches as they come; after ``timeout_s`` the rest time out.
 
-    Nothing is retried: a charger that rejects or stays silent is recorded as such.
+    Nothing is retried: a charger that rejects or stays silent is recorded as such. Setting
+    ``stop`` (the hub is shutting down) ends the wait early, so the batches are still stored.
     """
     loop = asyncio.get_running_loop()
     ready: list[Answer] = []
@@ -194,7 +195,7 @@ async def collect(
     deadline = loop.time() + timeout_s
     while True:
         left = deadline - loop.time()
-        if all_in.is_set() or left <= 0:
+        if all_in.is_set() or left <= 0 or (stop is not None and stop.is_set()):
             break
         try:
             await asyncio.wait_for(all_in.wait(), min(flush_s, left))
@@ -205,9 +206,11 @@ async def collect(
             everything.extend(batch)
             await on_answers(batch)
     now = utcnow()
+    stopped = stop is not None and stop.is_set()
     for cp_id in list(waiting):
         waiting.discard(cp_id)
-        ready.append((cp_id, "timeout", f"no answer within {timeout_s:g} s", now))
+        detail = "the hub stopped before the answer" if stopped else f"no answer within {timeout_s:g} s"
+        ready.append((cp_id, "timeout", detail, now))
         connection = registry.get(sent.identities[cp_id])
         if connection is not None:
             connection.forget(sent.message_ids[cp_id])

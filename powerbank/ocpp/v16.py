@@ -72,7 +72,6 @@ class ChargePoint16(HubConnection, ChargePoint):
     @after(Action.boot_notification)
     def after_boot_notification(self, **_: Any) -> None:
         self.spawn(self.booted())
-        self.registry.booted(self)
 
     async def ask_capability(self) -> Capability:
         """Ask the charger's configuration what it can do (smart charging)."""

@@ -74,7 +74,6 @@ class ChargePoint201(HubConnection, ChargePoint):
     @after(Action.boot_notification)
     def after_boot_notification(self, **_: Any) -> None:
         self.spawn(self.booted())
-        self.registry.booted(self)
 
     async def ask_capability(self) -> Capability:
         """Ask the station's device model about its SmartChargingCtrlr."""

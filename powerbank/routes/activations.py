@@ -1,0 +1,176 @@
+"""Activation pages: start one (or a short Test), watch it live, cancel it; a charge point's activations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, Response, current_app, redirect, request, url_for
+
+from powerbank.activation_models import ActivationAction, ActivationState
+from powerbank.db import utcnow
+from powerbank.errors import ConflictError, FormErrors
+from powerbank.permissions import Permission
+from powerbank.services import activations as service
+from powerbank.services import charge_points as cp_service
+from powerbank.services import teams
+from powerbank.services.audit import Actor
+from powerbank.web import db_session, login_required, principal, render_page
+
+blueprint = Blueprint("activations", __name__)
+
+# While an activation runs (and shortly after, until its last answers are in) the page refreshes.
+LIVE_POLL_S = 1
+
+
+def runner() -> Any:
+    """Return the running ActivationRunner (it runs while the app serves)."""
+    return current_app.extensions[service.RUNNER_KEY]
+
+
+def _start(activation: Any) -> None:
+    active_runner = runner()
+    if activation.state == ActivationState.ACTIVE:
+        active_runner.spawn(active_runner.trigger(activation.id))
+    active_runner.wake()
+
+
+async def _list_page(operator_id: int, status: int = 200, values: dict[str, str] | None = None,
+                     errors: dict[str, str] | None = None) -> Response:
+    session = await db_session()
+    me = await principal()
+    operator = await teams.get_operator_or_404(session, me, operator_id)
+    teams.require_operator(me, Permission.MANAGE_ACTIVATIONS, operator_id)
+    found = await service.list_activations(session, [operator_id])
+    return await render_page(
+        "activations/index.html", status=status, operator=operator, activations=found,
+        summaries=await service.summaries_of(session, [a.id or 0 for a in found]),
+        values=values or {"action": "pause", "market": "FCR-D up", "price_area": "DK2", "duration_s": "300"},
+        errors=errors or {}, areas=service.AREAS, area_options=[(area, area) for area in service.AREAS], markets=service.MARKETS, overlap_rule=service.OVERLAP_RULE,
+        test_duration_s=service.TEST_DURATION_S, max_limit_kw=service.MAX_LIMIT_KW,
+        max_duration_s=service.MAX_DURATION_S,
+    )
+
+
+@blueprint.get("/operators/<int:operator_id>/activations")
+@login_required
+async def index(operator_id: int) -> Response:
+    return await _list_page(operator_id)
+
+
+async def _create(operator_id: int, form: dict[str, str], typed: dict[str, str] | None = None) -> Response:
+    """Start an activation from ``form``; on errors re-render what was ``typed``."""
+    session = await db_session()
+    me = await principal()
+    await teams.get_operator_or_404(session, me, operator_id)
+    teams.require_operator(me, Permission.MANAGE_ACTIVATIONS, operator_id)
+    try:
+        request_ = service.clean_activation(form)
+    except FormErrors as exc:
+        return await _list_page(operator_id, 422, typed or form, exc.errors)
+    activation = await service.create_activation(session, me, Actor.of(me.user), operator_id, request_)
+    await session.commit()
+    _start(activation)
+    return redirect(url_for("activations.detail", activation_id=activation.id), 303)
+
+
+@blueprint.post("/operators/<int:operator_id>/activations")
+@login_required
+async def create(operator_id: int) -> Response:
+    typed = (await request.form).to_dict()
+    start = typed.get("start_at", "").strip()
+    # The form's date-time field has no time zone; the page says the start is in UTC.
+    utc_start = f"{start}+00:00" if start and "+" not in start and not start.endswith("Z") else start
+    return await _create(operator_id, {**typed, "start_at": utc_start}, typed)
+
+
+@blueprint.post("/operators/<int:operator_id>/activations/test")
+@login_required
+async def create_test(operator_id: int) -> Response:
+    """Start a short Test activation: pause the chosen area for a few seconds."""
+    form = await request.form
+    return await _create(operator_id, {"price_area": form.get("price_area", ""), "market": "Test",
+                                       "action": ActivationAction.PAUSE, "duration_s": str(service.TEST_DURATION_S)})
+
+
+CHART_W, CHART_H, CHART_PAD = 640, 200, 36
+
+
+def chart_geometry(chart: service.PowerChart | None) -> dict[str, Any] | None:
+    """Lay the power chart out for inline SVG: the line, the window band and the axis labels."""
+    if chart is None or not chart.points:
+        return None
+    span = max(chart.end_s - chart.start_s, 1.0)
+    top = chart.max_kw * 1.1
+    width, height = CHART_W - 2 * CHART_PAD, CHART_H - 2 * CHART_PAD
+
+    def x(seconds: float) -> float:
+        return round(CHART_PAD + (seconds - chart.start_s) / span * width, 1)
+
+    def y(kw: float) -> float:
+        return round(CHART_PAD + height - kw / top * height, 1)
+
+    window_end = min(chart.window_end_s, chart.end_s)
+    return {
+        "width": CHART_W, "height": CHART_H, "pad": CHART_PAD, "bottom": CHART_PAD + height,
+        "right": CHART_PAD + width,
+        "line": " ".join(f"{x(s)},{y(kw)}" for s, kw in chart.points),
+        "window_x": x(0), "window_w": max(0.0, round(x(window_end) - x(0), 1)),
+        "top_label": f"{top:.1f} kW", "start_label": f"{chart.start_s:+.0f} s", "end_label": f"{chart.end_s:+.0f} s",
+        "latest_kw": chart.points[-1][1], "before_kw": next((kw for s, kw in reversed(chart.points) if s <= 0), None),
+    }
+
+
+async def _detail_context(activation_id: int) -> dict[str, Any]:
+    session = await db_session()
+    me = await principal()
+    activation = await service.get_activation_or_404(session, me, activation_id)
+    operator = await teams.get_operator_or_404(session, me, activation.operator_id)
+    dispatches = await service.dispatches_of(session, activation_id)
+    summary = service.summarise(activation, dispatches)
+    finished = activation.ended_at
+    # After the window the page keeps refreshing a while, to show charging coming back.
+    settled = finished is not None and summary.count("pending") == 0 and (
+        utcnow() - finished).total_seconds() > service.CHART_CONTEXT_S
+    return {
+        "activation": activation, "operator": operator, "dispatches": dispatches, "summary": summary,
+        "chart": chart_geometry(await service.power_chart(session, activation, dispatches)), "live": not settled,
+        "poll_s": LIVE_POLL_S, "overlap_rule": service.OVERLAP_RULE, "label": service.describe(activation),
+    }
+
+
+@blueprint.get("/activations/<int:activation_id>")
+@login_required
+async def detail(activation_id: int) -> Response:
+    return await render_page("activations/detail.html", "partials/activation_live.html",
+                             **await _detail_context(activation_id))
+
+
+@blueprint.post("/activations/<int:activation_id>/cancel")
+@login_required
+async def cancel(activation_id: int) -> Response:
+    session = await db_session()
+    me = await principal()
+    activation = await service.get_activation_or_404(session, me, activation_id)
+    try:
+        await service.cancel_activation(session, me, Actor.of(me.user), activation)
+    except ConflictError as exc:
+        await session.rollback()
+        context = await _detail_context(activation_id)
+        return await render_page("activations/detail.html", status=409, error=str(exc), **context)
+    await session.commit()
+    active_runner = runner()
+    active_runner.spawn(active_runner.release(activation_id, "cancelled"))
+    active_runner.wake()
+    return redirect(url_for("activations.detail", activation_id=activation_id), 303)
+
+
+@blueprint.get("/charge-points/<int:cp_id>/activations")
+@login_required
+async def of_charge_point(cp_id: int) -> Response:
+    """List the activations that reached a charge point (a fragment of its page)."""
+    session = await db_session()
+    me = await principal()
+    charge_point, team = await cp_service.get_charge_point_or_404(session, me, cp_id)
+    return await render_page("partials/activation_charge_point.html", "partials/activation_charge_point.html",
+                             charge_point=charge_point, rows=await service.activations_of_charge_point(session, cp_id),
+                             may_manage=service.may_manage(me, team.operator_id))

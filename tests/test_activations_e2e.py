@@ -1,0 +1,441 @@
+"""Grid activations end to end: the hub served by Hypercorn, simulated chargers over real websockets.
+
+Each test asserts what a grid operator or a charger owner would notice: the charger's power
+drops to the limit, the limit ends by itself (S1), leaves at once on opt-out/deletion/move (S2),
+never reaches chargers it must not (S3), and survives a restart or a reconnect (S4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import pytest
+from hypercorn.asyncio import serve
+from quart import Quart
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from powerbank import create_app
+from powerbank.activation_models import Activation, Dispatch
+from powerbank.api_models import TokenAccess
+from powerbank.db import make_engine, make_sessionmaker
+from powerbank.models import ChargePoint, Operator, Team
+from powerbank.ocpp_models import ChargerCapability
+from powerbank.permissions import load_principal
+from powerbank.server import hypercorn_config, wait_until_listening
+from powerbank.services import enrollment
+from powerbank.services.api_tokens import TokenRequest, create_token
+from powerbank.services.audit import SYSTEM
+from powerbank.services.charge_points import delete_charge_point, update_charge_point
+from powerbank.simulator import ChargerSpec, SimulatedCharger
+from tests.conftest import TEST_PASSWORD, Factory
+
+pytestmark = pytest.mark.usefixtures("fast_hashing")
+
+MARGIN_S = 0.5
+CONFIG = {
+    "DEMO": True, "SECRET_KEY": "test-secret", "TESTING": True, "QUART_AUTH_COOKIE_SECURE": False,
+    "SESSION_COOKIE_SECURE": False, "OCPP_LAST_SEEN_FLUSH_S": 0.2, "OCPP_CALL_TIMEOUT_S": 3,
+    "ACTIVATION_PROFILE_MARGIN_S": MARGIN_S, "ACTIVATION_ANSWER_TIMEOUT_S": 3,
+}
+FULL_POWER_W = 11_000
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@asynccontextmanager
+async def served(database_url: str, port: int | None = None) -> AsyncIterator[Quart]:
+    """Serve a fresh app on the database with Hypercorn, as `powerbank serve` does; stop it on exit."""
+    app = create_app({**CONFIG, "DATABASE_URL": database_url})
+    port = port or free_port()
+    shutdown = asyncio.Event()
+    config = hypercorn_config("127.0.0.1", port)
+    config.websocket_ping_interval = 0.2
+    server = asyncio.create_task(serve(app, config, shutdown_trigger=shutdown.wait))  # type: ignore[arg-type]
+    await wait_until_listening("127.0.0.1", port)
+    app.config["TEST_OCPP_URL"] = f"ws://127.0.0.1:{port}/ocpp"
+    app.config["TEST_PORT"] = port
+    try:
+        yield app
+    finally:
+        shutdown.set()
+        await server
+
+
+@pytest.fixture
+async def app(database_url: str) -> AsyncIterator[Quart]:
+    async with served(database_url) as app:
+        yield app
+
+
+@pytest.fixture
+async def own_session(database_url: str) -> AsyncIterator[AsyncSession]:
+    """A session on the test database with no hub serving it (tests that start and stop hubs)."""
+    engine = make_engine(database_url)
+    async with make_sessionmaker(engine)() as session:
+        yield session
+    await engine.dispose()
+
+
+async def eventually(condition: Callable[[], Any], timeout: float = 5.0, message: str = "condition not met") -> None:
+    """Wait until ``condition`` (sync or async) holds, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, message
+        await asyncio.sleep(0.02)
+
+
+def simulated(identity: str, **spec: Any) -> SimulatedCharger:
+    return SimulatedCharger(ChargerSpec(identity=identity, **spec), meter_interval=1.0, reconnect_delay=0.05,
+                            max_reconnect_delay=0.2)
+
+
+@asynccontextmanager
+async def running(url: str, chargers: Iterable[SimulatedCharger]) -> AsyncIterator[None]:
+    """Run simulated chargers against the hub while in use."""
+    tasks = [asyncio.create_task(charger.run(url, TEST_PASSWORD)) for charger in chargers]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def set_profiles(charger: SimulatedCharger, since: int = 0) -> list[dict[str, Any]]:
+    return [payload for action, payload in charger.received[since:] if action == "SetChargingProfile"]
+
+
+def clears(charger: SimulatedCharger, since: int = 0) -> list[dict[str, Any]]:
+    return [payload for action, payload in charger.received[since:] if action == "ClearChargingProfile"]
+
+
+async def probed(session: AsyncSession, charge_points: Iterable[ChargePoint]) -> bool:
+    """Tell whether every charger answered the capability probe (its rate unit is then known)."""
+    ids = [cp.id for cp in charge_points]
+    rows = await session.exec(select(ChargerCapability.charge_point_id).where(
+        col(ChargerCapability.charge_point_id).in_(ids)).execution_options(populate_existing=True))
+    return len(set(rows)) == len(ids)
+
+
+async def connect_all(app: Quart, session: AsyncSession, pairs: list[tuple[ChargePoint, SimulatedCharger]]) -> None:
+    """Wait until every charger booted, answered the probe and charges at full power."""
+    for _, charger in pairs:
+        await asyncio.wait_for(charger.booted.wait(), 5)
+    await eventually(lambda: probed(session, [cp for cp, _ in pairs]), message="capability probe not answered")
+    await eventually(lambda: all(charger.power_w == FULL_POWER_W for _, charger in pairs), message="not charging")
+
+
+async def write_token(session: AsyncSession, operator: Operator, access: str = TokenAccess.WRITE,
+                      team: Team | None = None) -> dict[str, str]:
+    _, secret = await create_token(session, SYSTEM, operator.id or 0, TokenRequest(
+        name=f"grid {access}", access=TokenAccess(access), team_id=team.id if team else None, expires_in_days=None))
+    await session.commit()
+    return {"Authorization": f"Bearer {secret}"}
+
+
+async def activate(app: Quart, headers: dict[str, str], **body: Any) -> dict[str, Any]:
+    response = await app.test_client().post("/api/v1/activations", json=body, headers=headers)
+    assert response.status_code == 201, await response.get_data(as_text=True)
+    return await response.get_json()
+
+
+async def read(app: Quart, headers: dict[str, str], activation_id: int) -> dict[str, Any]:
+    response = await app.test_client().get(f"/api/v1/activations/{activation_id}", headers=headers)
+    assert response.status_code == 200, await response.get_data(as_text=True)
+    return await response.get_json()
+
+
+def by_identity(activation: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {row["identity"]: row for row in activation["chargers"]}
+
+
+async def dk2_fleet(factory: Factory, session: AsyncSession, team: Team, count: int, **fields: Any) -> list[ChargePoint]:
+    """Create compatible DK2 charge points; R6 signs them up automatically."""
+    charge_points = [await factory.charge_point(team, price_area="DK2", **fields) for _ in range(count)]
+    await enrollment.reevaluate(session, charge_points)
+    await session.commit()
+    return charge_points
+
+
+async def test_signed_up_chargers_of_the_area_are_paused_and_nobody_else_is_touched(
+    app: Quart, factory: Factory, session: AsyncSession,
+) -> None:
+    operator = await factory.operator()
+    team = await factory.team(operator)
+    signed_up = await dk2_fleet(factory, session, team, 2)
+    signed_up_201 = (await dk2_fleet(factory, session, team, 1))[0]
+    opted_out = (await dk2_fleet(factory, session, team, 1))[0]
+    admin = await factory.user(operator=operator, operator_role="admin")
+    await enrollment.opt_out(session, await load_principal(session, admin), opted_out)
+    other_area = await factory.charge_point(team, price_area="DK1")
+    await enrollment.sign_up_one(session, await load_principal(session, admin), other_area,
+                                 accept_terms_version=(await enrollment.current_terms(session)).version, facility_id=None)
+    never = await factory.charge_point(team, price_area="DK2", brand="Acme", model="Unlisted")
+    other_tenant = (await dk2_fleet(factory, session, await factory.team(), 1))[0]
+    await session.commit()
+    chargers = {cp.identity: simulated(cp.identity) for cp in [*signed_up, opted_out, other_area, other_tenant]}
+    # It reports what it is, and that is what counts (R2): it stays incompatible, never signed up.
+    chargers[never.identity] = simulated(never.identity, vendor="Acme", model="Unlisted")
+    chargers[signed_up_201.identity] = simulated(signed_up_201.identity, protocol="ocpp2.0.1")
+    everyone = [*signed_up, signed_up_201, opted_out, other_area, never, other_tenant]
+    headers = await write_token(session, operator)
+
+    async with running(app.config["TEST_OCPP_URL"], chargers.values()):
+        await connect_all(app, session, [(cp, chargers[cp.identity]) for cp in everyone])
+        targets = [*signed_up, signed_up_201]
+        created = await activate(app, headers, price_area="DK2", action="pause", duration_s=30, market="FCR-D up")
+        started = time.monotonic()
+        await eventually(lambda: all(chargers[cp.identity].power_w == 0 for cp in targets), 2.0,
+                         "signed-up DK2 chargers were not paused")
+        assert time.monotonic() - started < 2.0
+
+        async def all_answered() -> bool:
+            return (await read(app, headers, created["id"]))["summary"]["accepted"] == 3
+
+        await eventually(all_answered)
+        result = await read(app, headers, created["id"])
+        rows = by_identity(result)
+        assert set(rows) == {cp.identity for cp in targets}
+        assert all(row["status"] == "Accepted" and row["latency_s"] is not None for row in rows.values())
+        assert result["summary"]["answered_100_s"] is not None and result["summary"]["last_send_s"] is not None
+        # S3: opted out, other area, never signed up, other operator: nothing at all was sent.
+        for cp in (opted_out, other_area, never, other_tenant):
+            assert set_profiles(chargers[cp.identity]) == [], cp.identity
+            assert chargers[cp.identity].power_w == FULL_POWER_W
+        # S1: the profile carries its own end, the activation's end plus the margin.
+        end = datetime.fromisoformat(result["end_at"])
+        profile16 = set_profiles(chargers[signed_up[0].identity])[0]
+        assert profile16["connector_id"] == 0
+        assert profile16["cs_charging_profiles"]["charging_profile_purpose"] == "ChargePointMaxProfile"
+        valid_to = datetime.fromisoformat(profile16["cs_charging_profiles"]["valid_to"].replace("Z", "+00:00"))
+        assert abs((valid_to - end).total_seconds() - MARGIN_S) < 0.01
+        assert profile16["cs_charging_profiles"]["charging_schedule"]["duration"] <= 31
+        profile201 = set_profiles(chargers[signed_up_201.identity])[0]
+        assert profile201["evse_id"] == 0
+        assert profile201["charging_profile"]["charging_profile_purpose"] == "ChargingStationMaxProfile"
+        assert profile201["charging_profile"]["valid_to"] == profile16["cs_charging_profiles"]["valid_to"]
+
+
+async def test_window_end_releases_and_charging_comes_back(app: Quart, factory: Factory, session: AsyncSession) -> None:
+    operator = await factory.operator()
+    cps = await dk2_fleet(factory, session, await factory.team(operator), 2)
+    chargers = {cp.identity: simulated(cp.identity) for cp in cps}
+    headers = await write_token(session, operator)
+    async with running(app.config["TEST_OCPP_URL"], chargers.values()):
+        await connect_all(app, session, [(cp, chargers[cp.identity]) for cp in cps])
+        created = await activate(app, headers, price_area="DK2", action="limit", limit_kw=3.7, duration_s=1)
+        await eventually(lambda: all(c.power_w == 3700 for c in chargers.values()), 2.0, "not limited to 3.7 kW")
+        # The hub releases at the end of the window with ClearChargingProfile, recorded per charger.
+        await eventually(lambda: all(clears(c) for c in chargers.values()), 3.0, "not released")
+        assert all(c.power_w == FULL_POWER_W for c in chargers.values())
+
+        async def released() -> bool:
+            result = await read(app, headers, created["id"])
+            return result["state"] == "ended" and result["summary"]["released"] == 2
+
+        await eventually(released)
+        rows = by_identity(await read(app, headers, created["id"]))
+        assert {row["release_reason"] for row in rows.values()} == {"ended"}
+        assert {row["release_status"] for row in rows.values()} == {"Accepted"}
+
+
+async def test_limit_expires_by_itself_when_the_hub_is_gone(database_url: str, own_session: AsyncSession) -> None:
+    session, factory = own_session, Factory(own_session)
+    operator = await factory.operator()
+    cp = (await dk2_fleet(factory, session, await factory.team(operator), 1))[0]
+    charger = simulated(cp.identity)
+    headers = await write_token(session, operator)
+    async with served(database_url) as hub, running(hub.config["TEST_OCPP_URL"], [charger]):
+        await connect_all(hub, session, [(cp, charger)])
+        await activate(hub, headers, price_area="DK2", action="pause", duration_s=1)
+        await eventually(lambda: charger.power_w == 0, 2.0, "not paused")
+        clears_before = len(clears(charger))
+    # The hub stopped before the window ended: no release ever came, the profile ends by itself (S1).
+    await eventually(lambda: charger.power_w == FULL_POWER_W, 1 + MARGIN_S + 1.0, "the limit did not expire")
+    assert len(clears(charger)) == clears_before == 0
+
+
+async def test_opt_out_during_an_activation_releases_at_once(
+    app: Quart, factory: Factory, session: AsyncSession,
+) -> None:
+    operator = await factory.operator()
+    cps = await dk2_fleet(factory, session, await factory.team(operator), 2)
+    admin = await factory.user(operator=operator, operator_role="manager")
+    chargers = {cp.identity: simulated(cp.identity) for cp in cps}
+    headers = await write_token(session, operator)
+    async with running(app.config["TEST_OCPP_URL"], chargers.values()):
+        await connect_all(app, session, [(cp, chargers[cp.identity]) for cp in cps])
+        created = await activate(app, headers, price_area="DK2", action="pause", duration_s=30)
+        await eventually(lambda: all(c.power_w == 0 for c in chargers.values()), 2.0, "not paused")
+        leaving, staying = cps
+        await enrollment.opt_out(session, await load_principal(session, admin), leaving)
+        await session.commit()
+        await eventually(lambda: chargers[leaving.identity].power_w == FULL_POWER_W, 1.0, "opt-out did not release")
+        assert clears(chargers[leaving.identity])
+        assert chargers[staying.identity].power_w == 0 and not clears(chargers[staying.identity])
+
+        async def recorded() -> bool:
+            return by_identity(await read(app, headers, created["id"]))[leaving.identity]["released_at"] is not None
+
+        await eventually(recorded)
+        row = by_identity(await read(app, headers, created["id"]))[leaving.identity]
+        assert row["release_reason"].startswith("Opted out") and row["release_status"] == "Accepted"
+
+
+@pytest.mark.parametrize("change", ["delete", "move"])
+async def test_deleting_or_moving_a_charge_point_releases_it(
+    app: Quart, factory: Factory, session: AsyncSession, change: str,
+) -> None:
+    operator = await factory.operator()
+    team = await factory.team(operator)
+    cp = (await dk2_fleet(factory, session, team, 1))[0]
+    charger = simulated(cp.identity)
+    headers = await write_token(session, operator)
+    async with running(app.config["TEST_OCPP_URL"], [charger]):
+        await connect_all(app, session, [(cp, charger)])
+        await activate(app, headers, price_area="DK2", action="pause", duration_s=30)
+        await eventually(lambda: charger.power_w == 0, 2.0, "not paused")
+        if change == "delete":
+            await delete_charge_point(session, SYSTEM, team, cp)
+        else:
+            await update_charge_point(session, SYSTEM, team, cp, {
+                "name": cp.name, "identity": cp.identity, "brand": cp.brand, "model": cp.model,
+                "country": "DK", "price_area": "DK1", "serial": "", "facility_id": ""})
+        await session.commit()
+        await eventually(lambda: charger.power_w == FULL_POWER_W and bool(clears(charger)), 1.0, "not released")
+
+
+async def test_a_charger_that_connects_during_an_activation_gets_the_limit_after_boot(
+    app: Quart, factory: Factory, session: AsyncSession,
+) -> None:
+    operator = await factory.operator()
+    online, late = await dk2_fleet(factory, session, await factory.team(operator), 2)
+    first, second = simulated(online.identity), simulated(late.identity)
+    headers = await write_token(session, operator)
+    async with running(app.config["TEST_OCPP_URL"], [first]):
+        await connect_all(app, session, [(online, first)])
+        created = await activate(app, headers, price_area="DK2", action="limit", limit_kw=2.3, duration_s=30)
+        await eventually(lambda: first.power_w == 2300, 2.0, "not limited")
+
+        async def late_is_offline() -> bool:
+            return by_identity(await read(app, headers, created["id"]))[late.identity]["status"] == "offline"
+
+        await eventually(late_is_offline)
+        async with running(app.config["TEST_OCPP_URL"], [second]):
+            await asyncio.wait_for(second.booted.wait(), 5)
+            # Sent at once after boot, before the probe has told whether it takes W: in A, rounded down.
+            await eventually(lambda: 2200 < second.power_w <= 2300, 2.0, "the late charger did not get the limit")
+
+            async def accepted() -> bool:
+                return by_identity(await read(app, headers, created["id"]))[late.identity]["status"] == "Accepted"
+
+            await eventually(accepted)
+
+
+async def test_restart_picks_up_active_activations_and_releases_ended_ones(
+    database_url: str, own_session: AsyncSession,
+) -> None:
+    session, factory = own_session, Factory(own_session)
+    operator = await factory.operator()
+    team = await factory.team(operator)
+    dk2 = (await dk2_fleet(factory, session, team, 1))[0]
+    se3 = await factory.charge_point(team, country="SE", price_area="SE3", facility_id="735999000000000013")
+    admin = await factory.user(operator=operator, operator_role="admin")
+    await enrollment.sign_up_one(session, await load_principal(session, admin), se3,
+                                 accept_terms_version=(await enrollment.current_terms(session)).version, facility_id=None)
+    await session.commit()
+    kept, lapsed = simulated(dk2.identity), simulated(se3.identity)
+    headers = await write_token(session, operator)
+    port = free_port()
+    async with served(database_url, port) as hub, running(hub.config["TEST_OCPP_URL"], [kept, lapsed]):
+        await connect_all(hub, session, [(dk2, kept), (se3, lapsed)])
+        long = await activate(hub, headers, price_area="DK2", action="pause", duration_s=30)
+        short = await activate(hub, headers, price_area="SE3", action="pause", duration_s=2)
+        await eventually(lambda: kept.power_w == 0 and lapsed.power_w == 0, 2.0, "not paused")
+        boots = kept.boots, lapsed.boots
+    # The hub is down while the SE3 window ends; the chargers come back to a new process (S4).
+    short_row = await session.get(Activation, short["id"], populate_existing=True)
+    assert short_row is not None and short_row.state == "active"
+    await eventually(lambda: kept.power_w == 0 and lapsed.power_w == FULL_POWER_W, 2 + MARGIN_S + 1.0)
+    async with served(database_url, port) as hub, running(hub.config["TEST_OCPP_URL"], [kept, lapsed]):
+        await eventually(lambda: kept.boots > boots[0] and lapsed.boots > boots[1], 5.0, "chargers did not reboot")
+        await eventually(lambda: len(set_profiles(kept)) >= 2, 2.0, "the active limit was not sent again")
+        assert kept.power_w == 0
+        await eventually(lambda: len(clears(lapsed)) >= 1, 2.0, "the ended activation was not released")
+
+        async def states() -> tuple[str, str, str | None]:
+            long_now = await read(hub, headers, long["id"])
+            short_now = await read(hub, headers, short["id"])
+            return long_now["state"], short_now["state"], by_identity(short_now)[se3.identity]["release_reason"]
+
+        await eventually(lambda: _equals(states(), ("active", "ended", "released after reconnect")))
+
+
+async def _equals(value: Any, expected: Any) -> bool:
+    return await value == expected
+
+
+async def test_overlapping_activations_apply_the_stricter_limit_and_release_only_at_the_last_end(
+    app: Quart, factory: Factory, session: AsyncSession,
+) -> None:
+    operator = await factory.operator()
+    cp = (await dk2_fleet(factory, session, await factory.team(operator), 1))[0]
+    charger = simulated(cp.identity)
+    headers = await write_token(session, operator)
+    async with running(app.config["TEST_OCPP_URL"], [charger]):
+        await connect_all(app, session, [(cp, charger)])
+        loose = await activate(app, headers, price_area="DK2", action="limit", limit_kw=4.6, duration_s=3)
+        await eventually(lambda: charger.power_w == 4600, 2.0, "not limited")
+        await activate(app, headers, price_area="DK2", action="pause", duration_s=1)
+        await eventually(lambda: charger.power_w == 0, 2.0, "the stricter limit did not apply")
+        # The pause ends: the looser limit still holds, nothing is cleared yet.
+        await eventually(lambda: charger.power_w == 4600, 3.0, "did not return to the looser limit")
+        assert clears(charger) == []
+        await eventually(lambda: bool(clears(charger)) and charger.power_w == FULL_POWER_W, 3.0, "not released")
+
+        async def released() -> bool:
+            row = by_identity(await read(app, headers, loose["id"]))[cp.identity]
+            return (row["release_reason"], row["release_status"]) == ("ended", "Accepted")
+
+        await eventually(released)
+
+
+async def test_cancel_releases_and_a_second_cancel_is_a_conflict(
+    app: Quart, factory: Factory, session: AsyncSession,
+) -> None:
+    operator = await factory.operator()
+    cp = (await dk2_fleet(factory, session, await factory.team(operator), 1))[0]
+    charger = simulated(cp.identity)
+    headers = await write_token(session, operator)
+    client = app.test_client()
+    async with running(app.config["TEST_OCPP_URL"], [charger]):
+        await connect_all(app, session, [(cp, charger)])
+        created = await activate(app, headers, price_area="DK2", action="pause", duration_s=60)
+        await eventually(lambda: charger.power_w == 0, 2.0, "not paused")
+        response = await client.delete(f"/api/v1/activations/{created['id']}", headers=headers)
+        assert response.status_code == 200
+        assert (await response.get_json())["state"] == "cancelled"
+        await eventually(lambda: charger.power_w == FULL_POWER_W, 1.0, "cancel did not release")
+        again = await client.delete(f"/api/v1/activations/{created['id']}", headers=headers)
+        assert again.status_code == 409
+        assert again.mimetype == "application/problem+json"
+        assert "already cancelled" in (await again.get_json())["detail"]
+        dispatches = (await session.exec(select(Dispatch).where(Dispatch.activation_id == created["id"])
+                                         .execution_options(populate_existing=True))).all()
+        assert [d.release_reason for d in dispatches] == ["cancelled"]
