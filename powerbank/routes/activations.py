@@ -154,7 +154,7 @@ async def cancel(activation_id: int) -> Response:
     try:
         await service.cancel_activation(session, me, Actor.of(me.user), activation)
     except ConflictError as exc:
-        await session.rollback()
+        # Refused before anything changed: nothing to roll back.
         context = await _detail_context(activation_id)
         return await render_page("activations/detail.html", status=409, error=str(exc), **context)
     await session.commit()
