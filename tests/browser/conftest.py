@@ -249,6 +249,15 @@ def new_page(browser: Browser, server: Server) -> Iterator[Callable[[], Page]]:
         other.close()
 
 
+def loaded(page: Page) -> None:
+    """Wait, once the new page is showing, until it has loaded: its scripts (htmx, app.js) are running.
+
+    A person never acts in the milliseconds between a page appearing and its scripts starting;
+    a test can, and a change made then goes unnoticed by htmx.
+    """
+    page.wait_for_load_state("load")
+
+
 def log_in(page: Page, email: str, password: str = DEMO_PASSWORD) -> None:
     """Log in through the log-in form, as a person does, and wait for the teams page."""
     page.goto("/login")
@@ -256,12 +265,21 @@ def log_in(page: Page, email: str, password: str = DEMO_PASSWORD) -> None:
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("heading", name="Your teams", level=1)).to_be_visible()
+    loaded(page)
 
 
 def open_team(page: Page, team_name: str) -> None:
     """From the teams page, open a team's Charge points tab."""
     page.get_by_role("link", name=team_name, exact=True).click()
     expect(page.get_by_role("heading", name=team_name, level=1)).to_be_visible()
+    loaded(page)
+
+
+def open_powerbank_tab(page: Page) -> None:
+    """On a team's page, open its PowerBank tab (the team's history)."""
+    page.get_by_role("navigation", name="Team").get_by_role("link", name="PowerBank").click()
+    expect(page.get_by_role("combobox", name="Charge point")).to_be_visible()
+    loaded(page)
 
 
 def open_charge_point(page: Page, team_name: str, charge_point_name: str) -> None:
@@ -269,6 +287,7 @@ def open_charge_point(page: Page, team_name: str, charge_point_name: str) -> Non
     open_team(page, team_name)
     page.get_by_role("link", name=charge_point_name, exact=True).click()
     expect(page.get_by_role("heading", name=charge_point_name, level=1)).to_be_visible()
+    loaded(page)
 
 
 def expect_online(page: Page) -> None:
@@ -292,6 +311,7 @@ def open_sign_up_flow(page: Page, team_name: str) -> None:
     open_team(page, team_name)
     open_actions_menu(page).get_by_role("link", name="Sign up for PowerBank").click()
     expect(page.get_by_role("heading", name="Sign up for PowerBank")).to_be_visible()
+    loaded(page)
 
 
 def screenshot(page: Page, name: str) -> Path:

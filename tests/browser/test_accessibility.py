@@ -11,7 +11,16 @@ from collections.abc import Callable
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import assert_accessible, log_in, open_actions_menu, open_sign_up_flow, open_team, screenshot
+from tests.browser.conftest import (
+    assert_accessible,
+    log_in,
+    open_actions_menu,
+    open_charge_point,
+    open_powerbank_tab,
+    open_sign_up_flow,
+    open_team,
+    screenshot,
+)
 
 
 def _login(page: Page) -> None:
@@ -45,15 +54,13 @@ def _team_charge_points_read_only(page: Page) -> None:
 
 def _charge_point(page: Page) -> None:
     log_in(page, "admin@demo.test")
-    open_team(page, "Copenhagen Fleet")
-    page.get_by_role("link", name="Nørrebro 1", exact=True).click()
+    open_charge_point(page, "Copenhagen Fleet", "Nørrebro 1")
     expect(page.get_by_role("switch", name="PowerBank")).to_be_visible()
 
 
 def _charge_point_read_only(page: Page) -> None:
     log_in(page, "readonly.admin@demo.test")
-    open_team(page, "Copenhagen Fleet")
-    page.get_by_role("link", name="Nørrebro 1", exact=True).click()
+    open_charge_point(page, "Copenhagen Fleet", "Nørrebro 1")
     expect(page.get_by_role("switch", name="PowerBank")).to_be_disabled()
 
 
@@ -67,8 +74,7 @@ def _bulk_sign_up(page: Page) -> None:
 def _powerbank_history(page: Page) -> None:
     log_in(page, "admin@demo.test")
     open_team(page, "Copenhagen Fleet")
-    page.get_by_role("navigation", name="Team").get_by_role("link", name="PowerBank").click()
-    expect(page.get_by_role("combobox", name="Charge point")).to_be_visible()
+    open_powerbank_tab(page)
 
 
 def _operator_page(link: str, heading: str) -> Callable[[Page], None]:

@@ -6,6 +6,7 @@ The tests share one server; each works on its own team or charge point, so their
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Locator, Page, expect
@@ -15,6 +16,8 @@ from tests.browser.conftest import (
     assert_accessible,
     log_in,
     open_actions_menu,
+    open_charge_point,
+    open_powerbank_tab,
     open_sign_up_flow,
     open_team,
     screenshot,
@@ -59,7 +62,7 @@ def test_copenhagen_bulk_sign_up_signs_up_the_dk1_charge_point(page: Page) -> No
     expect(charge_point_row(page, "Aarhus Hub").get_by_role("cell").last).to_have_text("Signed up")
     expect(charge_point_row(page, "Valby Legacy")).to_contain_text("Not signed up")
 
-    page.get_by_role("navigation", name="Team").get_by_role("link", name="PowerBank").click()
+    open_powerbank_tab(page)
     history_row = charge_point_row(page, "Aarhus Hub").first
     expect(history_row).to_contain_text("Signed up")
     expect(history_row).to_contain_text("admin@demo.test")
@@ -129,8 +132,7 @@ def test_stockholm_needs_valid_facility_ids_before_sign_up(page: Page) -> None:
 
 def test_powerbank_toggle_opts_out_and_signs_up_again(page: Page) -> None:
     log_in(page, "owner@demo.test")
-    open_team(page, "Copenhagen Fleet")
-    page.get_by_role("link", name="Vesterbro 1", exact=True).click()
+    open_charge_point(page, "Copenhagen Fleet", "Vesterbro 1")
     functionalities = page.get_by_role("region", name="Charge point functionalities")
     toggle = functionalities.get_by_role("switch", name="PowerBank")
     expect(toggle).to_have_attribute("aria-checked", "true")
@@ -179,3 +181,25 @@ def test_users_without_the_right_see_powerbank_controls_disabled_with_the_reason
     expect(toggle).to_be_disabled()
     expect(toggle).to_have_attribute("aria-checked", "true")
     expect(toggle).to_have_accessible_description(re.compile(re.escape(reason.split(".")[0])))
+
+
+def test_team_history_filters_by_charge_point_and_exports_participation(page: Page) -> None:
+    log_in(page, "admin@demo.test")
+    open_team(page, "Copenhagen Fleet")
+    open_powerbank_tab(page)
+    history = page.get_by_role("table")
+    expect(history.get_by_role("link", name="Amager Depot", exact=True).first).to_be_visible()
+
+    page.get_by_role("combobox", name="Charge point").select_option(label="Nørrebro 2")
+    expect(history.get_by_role("link", name="Amager Depot", exact=True)).to_have_count(0)
+    automatic = history.get_by_role("row").filter(has=page.get_by_role("link", name="Nørrebro 2", exact=True))
+    expect(automatic.first).to_contain_text("Signed up automatically (DK2)")
+    expect(page).to_have_url(re.compile(r"charge_point=\d+"))
+
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Export participation (CSV)").click()
+    download = download_info.value
+    assert download.suggested_filename.endswith(".csv")
+    lines = Path(download.path()).read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "Charge point,Identity,Country,Area,State,Since,Source,Facility ID"
+    assert any(line.startswith("Nørrebro 2,CPH-002,Denmark,DK2,Signed up,") for line in lines), lines

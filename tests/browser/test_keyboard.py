@@ -6,7 +6,7 @@ import re
 
 from playwright.sync_api import Locator, Page, expect
 
-from tests.browser.conftest import log_in
+from tests.browser.conftest import loaded, log_in
 
 MAX_TABS = 60
 TERMS = re.compile("I accept the terms and conditions")
@@ -30,10 +30,12 @@ def test_bulk_sign_up_with_the_keyboard_alone(page: Page) -> None:
     page.keyboard.type("powerbank-demo")
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", name="Your teams")).to_be_visible()
+    loaded(page)
 
     tab_to(page, page.get_by_role("link", name="London Depot", exact=True))
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", name="London Depot", level=1)).to_be_visible()
+    loaded(page)
 
     tab_to(page, page.get_by_text("Actions", exact=True))
     page.keyboard.press("Enter")
@@ -42,6 +44,7 @@ def test_bulk_sign_up_with_the_keyboard_alone(page: Page) -> None:
     tab_to(page, sign_up_link)
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", name="Sign up for PowerBank")).to_be_visible()
+    loaded(page)
 
     # Tick the terms and one charge point with Space, then Save with Enter.
     terms = page.get_by_role("checkbox", name=TERMS)
@@ -72,6 +75,8 @@ def test_escape_closes_the_actions_menu_and_returns_the_focus(page: Page) -> Non
     log_in(page, "member@demo.test")
     tab_to(page, page.get_by_role("link", name="Copenhagen Fleet", exact=True))
     page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Copenhagen Fleet", level=1)).to_be_visible()
+    loaded(page)
     actions = page.get_by_text("Actions", exact=True)
     tab_to(page, actions)
     page.keyboard.press("Enter")
