@@ -108,6 +108,7 @@ PAGES: dict[str, Callable[[Page], None]] = {
     "admin-catalogue": _operator_page("Compatibility catalogue", "Compatibility catalogue"),
     "admin-connection-attempts": _operator_page("Connection attempts", "Connection attempts"),
     "admin-api-tokens": _operator_page("API tokens", "API tokens of Nordic Charge"),
+    "activations": _operator_page("Activations", "Activations"),
     "not-found": _not_found,
 }
 

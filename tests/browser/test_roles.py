@@ -11,15 +11,15 @@ from tests.browser.conftest import log_in, open_actions_menu, open_team
 
 NORDIC_TEAMS = ["Copenhagen Fleet", "Stockholm Offices", "London Depot", "Dublin Hub", "Berlin Garage"]
 OPERATOR_ADMIN_ONLY_LINKS = ["Manage teams", "Members", "Audit log", "Connection attempts", "API tokens"]
-OPERATOR_ADMIN_LINKS = [*OPERATOR_ADMIN_ONLY_LINKS, "Compatibility catalogue"]
+OPERATOR_LINKS = ["Compatibility catalogue", "Activations"]
+OPERATOR_ADMIN_LINKS = [*OPERATOR_ADMIN_ONLY_LINKS, *OPERATOR_LINKS]
 
 
 @pytest.mark.parametrize(
     ("email", "teams_seen", "teams_not_seen", "links_seen", "links_not_seen"),
     [
         ("operator.admin@demo.test", NORDIC_TEAMS, ["Oslo Yard"], OPERATOR_ADMIN_LINKS, []),
-        ("operator.manager@demo.test", NORDIC_TEAMS, ["Oslo Yard"], ["Compatibility catalogue"],
-         OPERATOR_ADMIN_ONLY_LINKS),
+        ("operator.manager@demo.test", NORDIC_TEAMS, ["Oslo Yard"], OPERATOR_LINKS, OPERATOR_ADMIN_ONLY_LINKS),
         ("owner@demo.test", ["Copenhagen Fleet", "Stockholm Offices"], ["London Depot", "Oslo Yard"], [],
          OPERATOR_ADMIN_LINKS),
         ("admin@demo.test", NORDIC_TEAMS, ["Oslo Yard"], [], OPERATOR_ADMIN_LINKS),
