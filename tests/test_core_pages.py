@@ -88,14 +88,13 @@ async def test_pagination_50_a_page(session: AsyncSession, factory: Factory, log
     assert rows(beyond) == rows(last) and "Page 3 of 3" in beyond
 
 
-@pytest.mark.parametrize("page", ["0", "-1", "abc", "", "1.5", "99", "1e9", "9" * 40, "٣", "²", "%00"])
-async def test_odd_page_numbers_still_answer(session: AsyncSession, factory: Factory, login_as: LoginAs,
-                                             page: str) -> None:
+async def test_odd_page_numbers_still_answer(session: AsyncSession, factory: Factory, login_as: LoginAs) -> None:
     team, client = await configurer(factory, login_as)
     await make_many(session, team, 60)
-    response = await client.get(f"/teams/{team.id}/charge-points", query_string={"page": page})
-    assert response.status_code == 200
-    assert "60 charge points" in await response.get_data(as_text=True)
+    for page in ["0", "-1", "abc", "", "1.5", "99", "1e9", "9" * 40, "٣", "²", "%00"]:
+        response = await client.get(f"/teams/{team.id}/charge-points", query_string={"page": page})
+        assert response.status_code == 200, page
+        assert "60 charge points" in await response.get_data(as_text=True), page
 
 
 async def test_search_by_name_and_identity(session: AsyncSession, factory: Factory, login_as: LoginAs) -> None:
@@ -128,7 +127,7 @@ async def test_filter_by_country(session: AsyncSession, factory: Factory, login_
     assert rows(body) == [] and "No charge points match" in body
 
 
-@pytest.mark.parametrize(("sort", "direction", "expected"), [
+SORTS = [
     ("name", "asc", ["Bravo", "alpha 2", "charlie"]),
     ("name", "desc", ["charlie", "alpha 2", "Bravo"]),
     ("identity", "asc", ["charlie", "Bravo", "alpha 2"]),
@@ -137,15 +136,18 @@ async def test_filter_by_country(session: AsyncSession, factory: Factory, login_
     ("model", "asc", ["charlie", "alpha 2", "Bravo"]),
     ("nonsense", "sideways", ["Bravo", "alpha 2", "charlie"]),
     ("id; drop table team", "desc", ["charlie", "alpha 2", "Bravo"]),
-])
-async def test_sorting(factory: Factory, login_as: LoginAs, sort: str, direction: str, expected: list[str]) -> None:
+]
+
+
+async def test_sorting(factory: Factory, login_as: LoginAs) -> None:
     team, client = await configurer(factory, login_as)
     await factory.charge_point(team, name="alpha 2", identity="C-3", country="SE", price_area="SE1", brand="Easee")
     await factory.charge_point(team, name="Bravo", identity="B-2", country="DK", price_area="DK1", brand="Zaptec")
     await factory.charge_point(team, name="charlie", identity="A-1", country="GB", price_area="GB", brand="ABB")
-    response = await client.get(f"/teams/{team.id}/charge-points", query_string={"sort": sort, "dir": direction})
-    assert response.status_code == 200
-    assert rows(await response.get_data(as_text=True)) == expected
+    for sort, direction, expected in SORTS:
+        response = await client.get(f"/teams/{team.id}/charge-points", query_string={"sort": sort, "dir": direction})
+        assert response.status_code == 200
+        assert rows(await response.get_data(as_text=True)) == expected, (sort, direction)
 
 
 async def test_sort_links_toggle_direction(factory: Factory, login_as: LoginAs) -> None:
@@ -233,24 +235,24 @@ BAD_FORMS = [
 ]
 
 
-@pytest.mark.parametrize(("changes", "field", "message"), BAD_FORMS, ids=[f"{f}-{m}" for _, f, m in BAD_FORMS])
 async def test_add_form_rerenders_with_values_and_message(
-    session: AsyncSession, factory: Factory, login_as: LoginAs, changes: dict[str, str], field: str, message: str
+    session: AsyncSession, factory: Factory, login_as: LoginAs
 ) -> None:
     team, client = await configurer(factory, login_as)
     await factory.charge_point(team, identity="TAKEN-1")
     before = (await count_charge_points(session), await audit_actions(session))
-    form = {**GOOD_FORM, **changes}
-    response = await post_form(client, f"/teams/{team.id}/charge-points/new", form)
-    body = await response.get_data(as_text=True)
-    assert response.status_code == 422
-    assert "nothing was saved" in body
-    error = re.search(rf'<p class="error" id="f-{field}-error">([^<]*)</p>', body)
-    assert error and message in error.group(1)
-    assert re.search(rf'id="f-{field}"[^>]*aria-invalid="true"[^>]*aria-describedby="f-{field}-error', body)
-    assert 'value="Depot 1"' in body or field == "name"
-    if field in ("identity", "name") and changes[field].strip() and "\x00" not in changes[field]:
-        assert f'value="{changes[field]}"' in body
+    for changes, field, message in BAD_FORMS:
+        form = {**GOOD_FORM, **changes}
+        response = await post_form(client, f"/teams/{team.id}/charge-points/new", form)
+        body = await response.get_data(as_text=True)
+        assert response.status_code == 422, changes
+        assert "nothing was saved" in body
+        error = re.search(rf'<p class="error" id="f-{field}-error">([^<]*)</p>', body)
+        assert error and message in error.group(1), changes
+        assert re.search(rf'id="f-{field}"[^>]*aria-invalid="true"[^>]*aria-describedby="f-{field}-error', body)
+        assert 'value="Depot 1"' in body or field == "name"
+        if field in ("identity", "name") and changes[field].strip() and "\x00" not in changes[field]:
+            assert f'value="{changes[field]}"' in body
     assert (await count_charge_points(session), await audit_actions(session)) == before
 
 
@@ -307,8 +309,8 @@ async def test_delete_asks_first_and_is_audited(session: AsyncSession, factory: 
     assert (await client.get(f"/charge-points/{cp_id}")).status_code == 404
 
 
-ODD_VALUES = ["", " ", "x" * 20_000, "💥" * 300, "\x00", "' OR 1=1 --", "<script>alert(1)</script>", "²",
-              "9" * 5000, "-1", "0", "../../etc/passwd", "%00", "\u202e", "NaN", "[]", "{}", "é" * 50]
+ODD_VALUES = ["", "x" * 20_000, "💥\u202e" * 100, "\x00", "' OR 1=1 --", "<script>alert(1)</script>", "²", "9" * 5000,
+              "-1", "../../etc/passwd", "[]"]
 FIELD_NAMES = ["name", "identity", "brand", "model", "firmware", "serial", "country", "price_area", "facility_id",
                "email", "role", "team_id", "can_configure_charge_points", "remove", "password", "next", "remember",
                "q", "page", "sort", "dir", "confirm", "scope", "access", "charge_point_ids", "terms_version",

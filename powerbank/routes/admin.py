@@ -9,14 +9,9 @@ from powerbank.permissions import Permission, can_on_operator
 from powerbank.services import audit, catalogue, teams, users
 from powerbank.services.audit import Actor
 from powerbank.validators import ValidationError
-from powerbank.web import db_session, discard_changes, login_required, principal, render_page
+from powerbank.web import db_session, discard_changes, id_or_none, login_required, principal, render_page
 
 blueprint = Blueprint("admin", __name__)
-
-
-def _int_or_none(value: str | None) -> int | None:
-    # isdigit() alone would let "²" through to int(); ids have at most nine ASCII digits.
-    return int(value) if value and value.isascii() and value.isdigit() and len(value) <= 9 else None
 
 
 async def _teams_page(operator_id: int, status: int = 200, values: dict[str, str] | None = None,
@@ -121,7 +116,7 @@ async def add_member(operator_id: int) -> Response:
     teams.require_operator(me, Permission.MANAGE_MEMBERS, operator_id)
     form = (await request.form).to_dict()
     member_form = users.MemberForm(
-        email=form.get("email", ""), role=form.get("role", ""), team_id=_int_or_none(form.get("team_id")),
+        email=form.get("email", ""), role=form.get("role", ""), team_id=id_or_none(form.get("team_id")),
         can_configure_charge_points=bool(form.get("can_configure_charge_points")),
     )
     try:
