@@ -192,7 +192,8 @@ async def test_add_member_refused(
     operator, client = await operator_admin(factory, login_as)
     team = await factory.team(operator, "Harbour")
     other_team = await factory.team(await factory.operator("Elsewhere"), "Foreign")
-    form = {key: value.replace("OTHER", str(other_team.id)).replace("TEAM", str(team.id)) for key, value in form.items()}
+    form = {key: value.replace("OTHER", str(other_team.id)).replace("TEAM", str(team.id))
+            for key, value in form.items()}
     users_before = (await session.exec(select(User.email))).all()
     response = await post_form(client, f"/operators/{operator.id}/members", form)
     body = await response.get_data(as_text=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ from powerbank import ConfigurationError, create_app
 from powerbank.demo import DEMO_PASSWORD
 from powerbank.models import User
 from tests.conftest import TEST_PASSWORD, Factory, LoginAs, csrf_of, htmx_headers
-from tests.test_core_tenancy import RULES, arguments
+from tests.test_core_tenancy import RULES
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
 
@@ -318,7 +317,7 @@ def _assert_security_headers(response: Any, what: str) -> None:
 
 
 async def test_security_headers_on_every_response(
-    app: Quart, factory: Factory, login_as: LoginAs, tmp_path: Path
+    app: Quart, factory: Factory, login_as: LoginAs
 ) -> None:
     team = await factory.team()
     user = await factory.user(team=team, team_role="member")
@@ -357,3 +356,10 @@ def test_throttle_forgets_stale_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     throttle.fail(["email:late@example.test"])
     assert throttle.retry_after(["email:guess1@example.test"]) == 0
     assert len(throttle._failures) < 10
+
+
+async def test_demo_banner_only_in_demo_mode(client: QuartClient, production_app: Quart) -> None:
+    demo_page = await (await client.get("/login")).get_data(as_text=True)
+    assert 'class="demo-banner"' in demo_page and "operator.admin@demo.test" in demo_page
+    real_page = await (await production_app.test_client().get("/login", scheme="https")).get_data(as_text=True)
+    assert "demo-banner" not in real_page and "demo.test" not in real_page and DEMO_PASSWORD not in real_page

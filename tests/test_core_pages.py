@@ -309,8 +309,8 @@ async def test_delete_asks_first_and_is_audited(session: AsyncSession, factory: 
     assert (await client.get(f"/charge-points/{cp_id}")).status_code == 404
 
 
-ODD_VALUES = ["", "x" * 20_000, "💥\u202e" * 100, "\x00", "' OR 1=1 --", "<script>alert(1)</script>", "²", "9" * 5000,
-              "-1", "../../etc/passwd", "[]"]
+ODD_VALUES = ["", "x" * 20_000, "💥\u202e" * 100, "\x00", "' OR 1=1 --", "<script>alert(1)</script>", "²",
+              "9" * 5000, "-1", "../../etc/passwd", "[]"]
 FIELD_NAMES = ["name", "identity", "brand", "model", "firmware", "serial", "country", "price_area", "facility_id",
                "email", "role", "team_id", "can_configure_charge_points", "remove", "password", "next", "remember",
                "q", "page", "sort", "dir", "confirm", "scope", "access", "charge_point_ids", "terms_version",

@@ -69,7 +69,8 @@ async def build_world(factory: Factory, roles: list[str] | None = None) -> World
             user = await factory.user(operator=other_operator, operator_role=spec["other_operator_role"],
                                       email=f"{slug}@example.test")
         elif "operator_role" in spec:
-            user = await factory.user(operator=operator, operator_role=spec["operator_role"], email=f"{slug}@example.test")
+            user = await factory.user(operator=operator, operator_role=spec["operator_role"],
+                                      email=f"{slug}@example.test")
         else:
             user = await factory.user(team=team, team_role=spec["team_role"], can_configure=spec["can_configure"],
                                       email=f"{slug}@example.test")

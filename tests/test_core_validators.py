@@ -69,7 +69,8 @@ def test_price_area_matches_country(country: str, area: str, consistent: bool) -
             clean_price_area(country, area)
 
 
-@pytest.mark.parametrize(("country", "expected"), [("GB", "GB"), ("IE", "IE"), ("DE", None), ("NO", None), ("FI", None)])
+@pytest.mark.parametrize(("country", "expected"),
+                         [("GB", "GB"), ("IE", "IE"), ("DE", None), ("NO", None), ("FI", None)])
 def test_price_area_defaults_when_there_is_one_choice_or_none(country: str, expected: str | None) -> None:
     assert clean_price_area(country, "") == expected
     assert clean_price_area(country, None) == expected
@@ -167,8 +168,10 @@ def test_make_facility_id_needs_eleven_digits(body: str) -> None:
         make_facility_id(body)
 
 
-@pytest.mark.parametrize(("typed", "clean"), [("Depot", "Depot"), ("  Nørrebro 1 ", "Nørrebro 1"), ("x" * 120, "x" * 120),
-                                              ("Bay 1 — east", "Bay 1 — east"), ("充电站", "充电站")])
+@pytest.mark.parametrize(("typed", "clean"), [
+    ("Depot", "Depot"), ("  Nørrebro 1 ", "Nørrebro 1"), ("x" * 120, "x" * 120), ("Bay 1 — east", "Bay 1 — east"),
+    ("充电站", "充电站"),
+])
 def test_name_accepts(typed: str, clean: str) -> None:
     assert clean_name(typed) == clean
 
