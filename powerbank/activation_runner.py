@@ -111,6 +111,17 @@ class ActivationRunner:
         """Look at the schedule again now (an activation was created or cancelled)."""
         self._wake.set()
 
+    def launch(self, activation: Activation) -> None:
+        """Send a new activation that starts now at once; a scheduled one waits for its start."""
+        if activation.state == ActivationState.ACTIVE and activation.id is not None:
+            self.spawn(self.trigger(activation.id))
+        self.wake()
+
+    def release_soon(self, activation_id: int, reason: str) -> None:
+        """Release a cancelled activation's chargers at once, without making the caller wait for answers."""
+        self.spawn(self.release(activation_id, reason))
+        self.wake()
+
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run work in a task that the runner awaits when it stops."""
         task = asyncio.create_task(coroutine)

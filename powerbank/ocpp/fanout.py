@@ -202,7 +202,8 @@ async def collect(
         except TimeoutError:
             pass
         if ready:
-            batch, ready[:] = list(ready), []
+            batch = ready.copy()
+            ready.clear()
             everything.extend(batch)
             await on_answers(batch)
     now = utcnow()
@@ -215,7 +216,6 @@ async def collect(
         if connection is not None:
             connection.forget(sent.message_ids[cp_id])
     if ready:
-        batch, ready[:] = list(ready), []
-        everything.extend(batch)
-        await on_answers(batch)
+        everything.extend(ready)
+        await on_answers(ready)
     return everything

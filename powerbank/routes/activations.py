@@ -6,7 +6,7 @@ from typing import Any
 
 from quart import Blueprint, Response, current_app, redirect, request, url_for
 
-from powerbank.activation_models import ActivationAction, ActivationState
+from powerbank.activation_models import ActivationAction
 from powerbank.db import utcnow
 from powerbank.errors import ConflictError, FormErrors
 from powerbank.permissions import Permission
@@ -25,13 +25,6 @@ LIVE_POLL_S = 1
 def runner() -> Any:
     """Return the running ActivationRunner (it runs while the app serves)."""
     return current_app.extensions[service.RUNNER_KEY]
-
-
-def _start(activation: Any) -> None:
-    active_runner = runner()
-    if activation.state == ActivationState.ACTIVE:
-        active_runner.spawn(active_runner.trigger(activation.id))
-    active_runner.wake()
 
 
 async def _list_page(operator_id: int, status: int = 200, values: dict[str, str] | None = None,
@@ -69,7 +62,7 @@ async def _create(operator_id: int, form: dict[str, str], typed: dict[str, str] 
         return await _list_page(operator_id, 422, typed or form, exc.errors)
     activation = await service.create_activation(session, me, Actor.of(me.user), operator_id, request_)
     await session.commit()
-    _start(activation)
+    runner().launch(activation)
     return redirect(url_for("activations.detail", activation_id=activation.id), 303)
 
 
@@ -158,9 +151,7 @@ async def cancel(activation_id: int) -> Response:
         context = await _detail_context(activation_id)
         return await render_page("activations/detail.html", status=409, error=str(exc), **context)
     await session.commit()
-    active_runner = runner()
-    active_runner.spawn(active_runner.release(activation_id, "cancelled"))
-    active_runner.wake()
+    runner().release_soon(activation_id, "cancelled")
     return redirect(url_for("activations.detail", activation_id=activation_id), 303)
 
 

@@ -172,16 +172,8 @@ async def create_activation(data: ActivationCreate) -> tuple[ActivationOut, int]
     activation = await service.create_activation(session, api.current_principal(), actor_for_token(api.current_token()),
                                                  operator_id, request)
     await session.commit()
-    start_activation(activation)
+    runner().launch(activation)
     return activation_out(activation, []), 201
-
-
-def start_activation(activation: Activation) -> None:
-    """Send an activation that starts now; leave a scheduled one to the scheduler."""
-    active_runner = runner()
-    if activation.state == "active":
-        active_runner.spawn(active_runner.trigger(activation.id))
-    active_runner.wake()
 
 
 @blueprint.get(f"/activations/<{api.ID}:activation_id>")
@@ -222,7 +214,5 @@ async def cancel_activation(activation_id: int) -> ActivationOut:
     await service.cancel_activation(session, api.current_principal(), actor_for_token(api.current_token()),
                                     activation)
     await session.commit()
-    active_runner = runner()
-    active_runner.spawn(active_runner.release(activation_id, "cancelled"))
-    active_runner.wake()
+    runner().release_soon(activation_id, "cancelled")
     return activation_out(activation, await service.dispatches_of(session, activation_id))
