@@ -314,11 +314,17 @@ def open_sign_up_flow(page: Page, team_name: str) -> None:
     loaded(page)
 
 
-def screenshot(page: Page, name: str) -> Path:
-    """Save a full-page screenshot under the screenshot folder (test-results/ unless configured)."""
+def screenshot(page: Page, name: str, *, of: Locator | None = None, full_page: bool = True) -> Path:
+    """Save a screenshot of the page (or of one part of it) under the screenshot folder.
+
+    The folder is test-results/screenshots/ unless POWERBANK_SCREENSHOT_DIR says otherwise.
+    """
     SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOT_DIR / f"{name}.png"
-    page.screenshot(path=path, full_page=True)
+    if of is not None:
+        of.screenshot(path=path)
+    else:
+        page.screenshot(path=path, full_page=full_page)
     return path
 
 

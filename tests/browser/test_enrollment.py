@@ -139,7 +139,7 @@ def test_powerbank_toggle_opts_out_and_signs_up_again(page: Page) -> None:
 
     toggle.click()
     expect(functionalities.get_by_text("Stop participating in PowerBank?")).to_be_visible()
-    screenshot(page, "charge-point-stop-participating")
+    screenshot(page, "charge-point-stop-participating", of=functionalities)
     functionalities.get_by_role("button", name="Yes").click()
     expect(toggle).to_have_attribute("aria-checked", "false")
     expect(functionalities).to_contain_text("PowerBank Opted out")
@@ -155,7 +155,7 @@ def test_powerbank_toggle_opts_out_and_signs_up_again(page: Page) -> None:
     expect(functionalities).to_contain_text("PowerBank Signed up")
     latest = functionalities.get_by_role("row").filter(has_text="owner@demo.test").first
     expect(latest).to_contain_text("single")
-    screenshot(page, "charge-point-functionalities")
+    screenshot(page, "charge-point-functionalities", of=functionalities)
 
 
 @pytest.mark.parametrize(
