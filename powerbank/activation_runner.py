@@ -307,7 +307,14 @@ class ActivationRunner:
     # Chargers that (re)connect ---------------------------------------------------------------
 
     async def charger_booted(self, connection: HubConnection) -> None:
-        """S4: give a charger that booted the limit in force for it, or release a leftover one."""
+        """S4: give a charger that booted the limit in force for it, or release a leftover one.
+
+        The work runs in the runner's own task: the connection cancels its tasks when the
+        charger goes, which must not interrupt a database write half-way.
+        """
+        self.spawn(self._after_boot(connection))
+
+    async def _after_boot(self, connection: HubConnection) -> None:
         now = utcnow()
         async with self.sessionmaker() as session:
             found = await service.target_for(session, connection.charge_point_id)

@@ -12,7 +12,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -439,3 +439,24 @@ async def test_cancel_releases_and_a_second_cancel_is_a_conflict(
         dispatches = (await session.exec(select(Dispatch).where(Dispatch.activation_id == created["id"])
                                          .execution_options(populate_existing=True))).all()
         assert [d.release_reason for d in dispatches] == ["cancelled"]
+
+
+async def test_a_scheduled_activation_starts_on_time_and_not_before(
+    app: Quart, factory: Factory, session: AsyncSession,
+) -> None:
+    operator = await factory.operator()
+    cp = (await dk2_fleet(factory, session, await factory.team(operator), 1))[0]
+    charger = simulated(cp.identity)
+    headers = await write_token(session, operator)
+    async with running(app.config["TEST_OCPP_URL"], [charger]):
+        await connect_all(app, session, [(cp, charger)])
+        start = datetime.now(UTC) + timedelta(seconds=1)
+        created = await activate(app, headers, price_area="DK2", action="pause", duration_s=1,
+                                 start_at=start.isoformat())
+        assert created["state"] == "scheduled"
+        assert set_profiles(charger) == [] and charger.power_w == FULL_POWER_W
+        await eventually(lambda: charger.power_w == 0, 3.0, "the scheduled activation did not start")
+        # S3: nothing reached the charger before the window opened.
+        profile = set_profiles(charger)[0]["cs_charging_profiles"]
+        assert datetime.fromisoformat(profile["valid_from"].replace("Z", "+00:00")) >= start
+        await eventually(lambda: charger.power_w == FULL_POWER_W and bool(clears(charger)), 3.0, "not released")
