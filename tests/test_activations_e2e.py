@@ -33,6 +33,7 @@ from powerbank.services import enrollment
 from powerbank.services.api_tokens import TokenRequest, create_token
 from powerbank.services.audit import SYSTEM
 from powerbank.services.charge_points import delete_charge_point, update_charge_point
+from powerbank.services.teams import delete_team
 from powerbank.simulator import ChargerSpec, SimulatedCharger
 from tests.conftest import TEST_PASSWORD, Factory
 
@@ -298,7 +299,7 @@ async def test_opt_out_during_an_activation_releases_at_once(
         assert row["release_reason"].startswith("Opted out") and row["release_status"] == "Accepted"
 
 
-@pytest.mark.parametrize("change", ["delete", "move"])
+@pytest.mark.parametrize("change", ["delete", "move", "delete team"])
 async def test_deleting_or_moving_a_charge_point_releases_it(
     app: Quart, factory: Factory, session: AsyncSession, change: str,
 ) -> None:
@@ -313,6 +314,8 @@ async def test_deleting_or_moving_a_charge_point_releases_it(
         await eventually(lambda: charger.power_w == 0, 2.0, "not paused")
         if change == "delete":
             await delete_charge_point(session, SYSTEM, team, cp)
+        elif change == "delete team":
+            await delete_team(session, SYSTEM, team)
         else:
             await update_charge_point(session, SYSTEM, team, cp, {
                 "name": cp.name, "identity": cp.identity, "brand": cp.brand, "model": cp.model,

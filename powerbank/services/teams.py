@@ -12,6 +12,7 @@ from powerbank.models import ChargePoint, Operator, Team
 from powerbank.permissions import Permission, Principal, can_on_operator, can_on_team
 from powerbank.services.audit import Actor, record
 from powerbank.services.catalogue import seed_catalogue
+from powerbank.services.enrollment import release_charge_points
 from powerbank.validators import clean_name
 
 
@@ -127,7 +128,10 @@ async def rename_team(session: AsyncSession, actor: Actor, team: Team, name: str
 
 async def delete_team(session: AsyncSession, actor: Actor, team: Team) -> None:
     """Delete a team with its charge points and memberships."""
-    count = len((await session.exec(select(ChargePoint.id).where(ChargePoint.team_id == team.id))).all())
+    charge_point_ids = [cp_id for cp_id in (await session.exec(
+        select(ChargePoint.id).where(ChargePoint.team_id == team.id))).all() if cp_id is not None]
     record(session, actor, "team.delete", team, operator_id=team.operator_id,
-           before={"name": team.name, "charge_points": count})
+           before={"name": team.name, "charge_points": len(charge_point_ids)})
+    # S2: a limit on the team's chargers is lifted before they go.
+    await release_charge_points(session, charge_point_ids, "team deleted")
     await session.delete(team)
