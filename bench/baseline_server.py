@@ -207,6 +207,8 @@ async def run(host: str, port: int, password_hash: str) -> None:
     async with serve(
         server.handle, host, port, subprotocols=["ocpp1.6"], process_request=server.process_request,
         compression=None, ping_interval=30, ping_timeout=60, backlog=4096, max_size=64 * 1024,
+        # Handshakes wait for argon2 in a thread pool; under a connection storm that takes longer than 10 s.
+        open_timeout=120,
     ):
         print(f"baseline listening on ws://{host}:{port}/ocpp", flush=True)
         await stop.wait()

@@ -142,13 +142,18 @@ def targets(results: dict[str, Any]) -> list[str]:
         lines.append(f"| {size:,} chargers connected in one process, RSS ≤ 1 GB | {fmt(booted)} booted, "
                      f"RSS {fmt(rss, 'MiB')} | "
                      f"{_verdict(rss, 1024 * 1024) if booted == size else '**missed** (not all booted)'} |")
+    sustain_s = results["settings"]["sustain_s"]
     loaded = [(int(n), runs) for n, runs in results.get("network", {}).get(POWERBANK, {}).items()
-              if (median(runs, "sustain", "calls_per_s") or 0) >= 950]
+              if (median(runs, "sustain", "sent") or 0) / sustain_s >= 950]
     if loaded:
         n, runs = min(loaded, key=lambda item: item[0])
         p99 = median(runs, "sustain", "p99_ms")
-        lines.append(f"| sustained 1,000 incoming calls/s, p99 ≤ 50 ms | {fmt(median(runs, 'sustain', 'calls_per_s'), '/s')}"
-                     f" ({n:,} chargers), p99 {fmt(p99, 'ms')} | {_verdict(p99, 50)} |")
+        answered = median(runs, "sustain", "calls_per_s")
+        unanswered = median(runs, "sustain", "unanswered")
+        met = _verdict(p99, 50) if not unanswered and (answered or 0) >= 950 else "**missed**"
+        lines.append(f"| sustained 1,000 incoming calls/s, p99 ≤ 50 ms | {fmt((median(runs, 'sustain', 'sent') or 0) / sustain_s, '/s')}"
+                     f" offered ({n:,} chargers), {fmt(answered, '/s')} answered, {fmt(unanswered)} unanswered, "
+                     f"p99 {fmt(p99, 'ms')} | {met} |")
     else:
         lines.append("| sustained 1,000 incoming calls/s, p99 ≤ 50 ms | fewer than 1,000 calls/s in this run "
                      "(5,000 chargers give 1,000/s) | not measured |")
@@ -201,8 +206,8 @@ def _pages(results: dict[str, Any]) -> list[str]:
 
 def _signup(results: dict[str, Any]) -> list[str]:
     signup = results.get("bulk_signup", {})
-    if "skipped" in signup or not signup:
-        return [f"Not measured: {signup.get('skipped', 'no data')}."]
+    if not signup:
+        return ["Not measured."]
     lines = ["| charge points in one save | time | SQL queries | signed up |", "| --- | --- | --- | --- |"]
     for label in ("large", "small"):
         figure = signup[label]
@@ -297,7 +302,8 @@ def render(results: dict[str, Any]) -> str:
         "",
         "## 3. Activation fan-out",
         "",
-        "With every charger connected (and, for PowerBank, signed up in DK2), one activation is triggered: "
+        "Right after every charger has booted (and, for PowerBank, answered the capability probe; every charger "
+        "is signed up in DK2), before the sustained load, one activation is triggered: "
         "`POST /api/v1/activations` with a write token for PowerBank, `GET /bench/fanout` for the baseline. "
         "Received times are taken by the load generator when it reads each SetChargingProfile; answered times "
         "come from the server's own record (PowerBank: the activation's dispatches; baseline: its fan-out record).",

@@ -337,7 +337,7 @@ async def _fanout(server: ServerProcess, generators: LoadGenerators, token: str 
         answered = sorted(t - triggered_mono for t in record["answered"])
         own: dict[str, Any] = {"statuses": record["statuses"], "targets": record["targets"]}
     else:
-        answered, own = await _activation_record(server, token or "", body, triggered_wall)
+        answered, own = await _activation_record(server, token or "", body, triggered_wall, len(received))
     cpu = server.cpu_seconds() - cpu_before
     targets = own.get("targets") or len(received)
     return {
@@ -372,14 +372,18 @@ def _parse_time(value: str | None) -> float | None:
 
 
 async def _activation_record(server: ServerProcess, token: str, created: dict[str, Any],
-                             triggered_wall: float) -> tuple[list[float], dict[str, Any]]:
-    """Read the activation's own record until no dispatch is pending (bounded); return answer times."""
+                             triggered_wall: float, expected: int) -> tuple[list[float], dict[str, Any]]:
+    """Read the activation's own record until it holds ``expected`` dispatches, none pending (bounded).
+
+    Return the answer times. Dispatch records are written in batches while the answers come in.
+    """
     url = f"{server.http}/api/v1/activations/{created['id']}"
     deadline = time.monotonic() + 60
     while True:
         _status, record = await http_json("GET", url, headers={"Authorization": f"Bearer {token}"})
         summary = record.get("summary") or {}
-        if (summary.get("total") and not summary.get("pending")) or time.monotonic() > deadline:
+        complete = (summary.get("total") or 0) >= expected and summary.get("answered", 0) >= expected
+        if (complete and not summary.get("pending")) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.25)
     chargers = record.get("chargers") or []
