@@ -312,6 +312,7 @@ async def test_ocpp16_messages_are_stored_and_shown(
                                                             transaction_id=started.transaction_id, reason="Local"))
         assert stopped is not None
 
+        await registry_of(app).flush_last_seen()
         await reload(session, cp)
         assert (cp.reported_vendor, cp.reported_model, cp.reported_firmware, cp.reported_serial) == (
             "Zaptec", "Go", "4.2.1", "SN-77")
@@ -366,6 +367,7 @@ async def test_ocpp201_messages_are_stored_and_shown(
             event_type="Ended", timestamp=now_text(), trigger_reason="EVDeparted", seq_no=1,
             transaction_info={"transaction_id": "TX-9", "stopped_reason": "EVDisconnected"}))
 
+        await registry_of(app).flush_last_seen()
         await reload(session, cp)
         assert (cp.ocpp_protocol, cp.reported_vendor, cp.reported_model, cp.reported_firmware) == (
             "ocpp2.0.1", "Easee", "Charge", "9.9")
@@ -492,14 +494,20 @@ async def test_flooding_charger_is_disconnected_while_others_are_served(app: Qua
 
 async def test_second_connection_replaces_the_first(app: Quart, factory: Factory, session: AsyncSession) -> None:
     cp = await factory.charge_point(await factory.team())
+    registry = registry_of(app)
     async with raw_socket(app, cp.identity) as first:
-        await eventually(lambda: _true(registry_of(app).get(cp.identity) is not None))
+        await eventually(lambda: _true(registry.get(cp.identity) is not None))
+        replaced = registry.get(cp.identity)
         async with raw_socket(app, cp.identity) as second:
-            with pytest.raises(ConnectionClosed):
+            with pytest.raises(ConnectionClosed) as closed:
                 await first.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.reason == "Replaced by a new connection"
             await second.send('[2, "h", "Heartbeat", {}]')
             assert json.loads(await second.recv())[:2] == [3, "h"]
-            assert len(registry_of(app)) == 1
+            assert len(registry) == 1 and registry.get(cp.identity) is not replaced
+            # The replaced connection's end must not take the charger offline.
+            await eventually(lambda: _true(replaced is not None and replaced.serving_done))
+            await registry.flush_last_seen()
             assert (await reload(session, cp)).online
 
 
@@ -701,6 +709,7 @@ async def test_simulated_chargers_come_online_with_live_power(
             return len(set(rows)) == 2
 
         await eventually(powered, timeout=10)
+        await registry_of(app).flush_last_seen()
         for cp in cps:
             await reload(session, cp)
             assert cp.online and cp.smart_charging is True and cp.booted_at is not None

@@ -133,6 +133,11 @@ class HubConnection:
         self.meter_messages = 0
 
     @property
+    def serving_done(self) -> bool:
+        """Whether this connection has stopped serving its socket (it is closed and cleaned up)."""
+        return self._handler_task is not None and self._handler_task.done()
+
+    @property
     def call_lock(self) -> asyncio.Lock:
         """The lock held while one outgoing call waits for its answer."""
         return self._call_lock

@@ -63,12 +63,12 @@ class Registry:
         self.password_checker = PasswordChecker()
         self._connections: dict[str, HubConnection] = {}
         self._seen: dict[int, datetime] = {}
+        # Charger → (protocol it spoke, still connected), written in batches.
+        self._presence: dict[int, tuple[str, bool]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flusher: asyncio.Task[None] | None = None
         # Called with the connection after each boot, once the capability probe has answered.
         self.boot_listeners: list[Callable[[HubConnection], Awaitable[None]]] = []
-        # Called with each connection whose charger booted (grid activations re-apply limits, S4).
-        self.boot_listeners: list[Callable[[HubConnection], Coroutine[Any, Any, Any]]] = []
 
     def __len__(self) -> int:
         return len(self._connections)
@@ -76,11 +76,6 @@ class Registry:
     def get(self, identity: str) -> HubConnection | None:
         """Return the live connection of a charger, or None when it is not connected."""
         return self._connections.get(identity)
-
-    def booted(self, connection: HubConnection) -> None:
-        """Tell the boot listeners that a charger booted (from ``@after``, never inside ``@on``)."""
-        for listener in self.boot_listeners:
-            connection.spawn(listener(connection))
 
     def connections(self) -> list[HubConnection]:
         return list(self._connections.values())
@@ -97,27 +92,17 @@ class Registry:
         """Register a new connection; one already there for the identity is closed (replaced)."""
         previous = self._connections.get(connection.id)
         self._connections[connection.id] = connection
+        self._presence[connection.charge_point_id] = (connection.protocol, True)
         if previous is not None and previous is not connection:
             logger.info("%s connected again; closing its previous connection", connection.id)
             await previous.close(1000, "Replaced by a new connection")
-        async with self.session() as session:
-            await chargers.mark_connected(session, connection.charge_point_id, connection.protocol)
-            await session.commit()
 
     def discard(self, connection: HubConnection) -> None:
         """Forget a closed connection; the charger goes offline unless a newer one replaced it."""
         if self._connections.get(connection.id) is not connection:
             return
         del self._connections[connection.id]
-        self._seen.pop(connection.charge_point_id, None)
-        self.spawn(self._mark_disconnected(connection.charge_point_id, connection.id))
-
-    async def _mark_disconnected(self, charge_point_id: int, identity: str) -> None:
-        if identity in self._connections:
-            return
-        async with self.session() as session:
-            await chargers.mark_disconnected(session, charge_point_id)
-            await session.commit()
+        self._presence[connection.charge_point_id] = (connection.protocol, False)
 
     def broadcast(self, frame: str, message_id: str, identities: Iterable[str]) -> dict[str, asyncio.Future[Any]]:
         """Queue one serialised CALL frame to every connected charger of ``identities``.
@@ -141,12 +126,18 @@ class Registry:
         self._seen[charge_point_id] = utcnow()
 
     async def flush_last_seen(self) -> None:
-        """Write every pending last-seen time in one statement."""
-        if not self._seen:
+        """Write pending connects, disconnects and last-seen times, a few statements for all.
+
+        Thousands of chargers connect together after a restart: one write each would queue
+        on the database; the page shows them Online within one flush interval.
+        """
+        if not self._seen and not self._presence:
             return
         seen, self._seen = self._seen, {}
+        presence, self._presence = self._presence, {}
         async with self.session() as session:
-            await chargers.touch_last_seen(session, seen)
+            await chargers.store_presence(session, presence)
+            await chargers.touch_last_seen(session, {cp_id: at for cp_id, at in seen.items() if cp_id not in presence})
             await session.commit()
 
     async def _flush_forever(self) -> None:

@@ -13,8 +13,9 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import bindparam, delete, func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -56,6 +57,7 @@ class PasswordChecker:
     def __init__(self, concurrency: int = 2) -> None:
         self._key = secrets.token_bytes(32)
         self._verified: dict[str, bytes] = {}
+        self._running: dict[tuple[str, bytes], asyncio.Future[bool]] = {}
         # argon2 runs on threads; a burst of connections must not take every core from the loop.
         self._slots = asyncio.Semaphore(concurrency)
 
@@ -68,11 +70,23 @@ class PasswordChecker:
         remembered = self._verified.get(password_hash) if password_hash is not None else None
         if remembered is not None and hmac.compare_digest(remembered, digest):
             return True
-        async with self._slots:
-            ok = await asyncio.to_thread(verify_password, password_hash, password)
-        if ok and password_hash is not None:
+        if password_hash is None:
+            async with self._slots:
+                return await asyncio.to_thread(verify_password, None, password)
+        # Chargers reconnecting together with the same credentials share one argon2 run.
+        key = (password_hash, digest)
+        running = self._running.get(key)
+        if running is None:
+            running = self._running[key] = asyncio.ensure_future(self._verify_slowly(password_hash, password))
+            running.add_done_callback(lambda _: self._running.pop(key, None))
+        ok = await asyncio.shield(running)
+        if ok:
             self._verified[password_hash] = digest
         return ok
+
+    async def _verify_slowly(self, password_hash: str, password: str) -> bool:
+        async with self._slots:
+            return await asyncio.to_thread(verify_password, password_hash, password)
 
 
 @dataclass(frozen=True)
@@ -194,20 +208,27 @@ async def list_attempts(session: AsyncSession, operator_id: int) -> list[Attempt
     return [row for row in rows if row.attempt.operator_id is not None or row.unknown]
 
 
-async def mark_connected(session: AsyncSession, charge_point_id: int, protocol: str) -> None:
-    """Mark a charger online now, speaking ``protocol``."""
-    await session.exec(
-        update(ChargePoint)
-        .where(col(ChargePoint.id) == charge_point_id)
-        .values(online=True, last_seen_at=utcnow(), ocpp_protocol=protocol)
+def _update_by_id(**columns: str) -> Any:
+    """Return an UPDATE of charge points by id, run once per parameter row (executemany).
+
+    A plain table statement: a charge point deleted meanwhile is skipped, not an error.
+    """
+    table = ChargePoint.__table__  # type: ignore[attr-defined]
+    return (
+        update(table)
+        .where(table.c.id == bindparam("charge_point_id"))
+        .values({column: bindparam(parameter) for column, parameter in columns.items()})
     )
 
 
-async def mark_disconnected(session: AsyncSession, charge_point_id: int) -> None:
-    """Mark a charger offline (its socket closed)."""
-    await session.exec(
-        update(ChargePoint).where(col(ChargePoint.id) == charge_point_id).values(online=False, last_seen_at=utcnow())
-    )
+async def store_presence(session: AsyncSession, presence: dict[int, tuple[str, bool]]) -> None:
+    """Store, as of now, each charger's OCPP version and whether it is connected."""
+    now = utcnow()
+    rows = [{"charge_point_id": cp_id, "is_online": online, "protocol": protocol, "seen": now}
+            for cp_id, (protocol, online) in presence.items()]
+    if rows:
+        await session.exec(_update_by_id(online="is_online", ocpp_protocol="protocol", last_seen_at="seen"),
+                           params=rows)
 
 
 async def mark_all_offline(session: AsyncSession) -> None:
@@ -218,10 +239,8 @@ async def mark_all_offline(session: AsyncSession) -> None:
 async def touch_last_seen(session: AsyncSession, seen: dict[int, datetime]) -> None:
     """Store when each charger was last heard from, in one statement for all of them."""
     if seen:
-        await session.exec(
-            update(ChargePoint),
-            params=[{"id": charge_point_id, "last_seen_at": at} for charge_point_id, at in seen.items()],
-        )
+        await session.exec(_update_by_id(last_seen_at="seen"),
+                           params=[{"charge_point_id": cp_id, "seen": at} for cp_id, at in seen.items()])
 
 
 @dataclass(frozen=True)
