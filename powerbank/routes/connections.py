@@ -43,7 +43,7 @@ async def register(operator_id: int) -> Response:
     await get_operator_or_404(session, me, operator_id)
     require_operator(me, Permission.VIEW_CONNECTION_ATTEMPTS, operator_id)
     team_id = request.args.get("team_id", "")
-    team = await get_team_or_404(session, me, int(team_id)) if team_id.isdigit() else None
+    team = await get_team_or_404(session, me, int(team_id)) if team_id.isascii() and team_id.isdigit() else None
     if team is None or team.operator_id != operator_id:
         raise NotFoundError("No such team.")
     identity = request.args.get("identity", "")
