@@ -51,9 +51,9 @@ def capability_from_variables(results: list[dict[str, Any]]) -> Capability:
     interval = values.get(("SampledDataCtrlr", "TxUpdatedInterval"))
     return Capability(
         smart_charging=smart,
-        max_stack_level=int(stack) if stack and stack.isdigit() else None,
+        max_stack_level=int(stack) if stack and stack.isascii() and stack.isdigit() else None,
         rate_units=",".join(RATE_UNITS.get(unit.strip(), unit.strip()) for unit in units.split(",")) if units else None,
-        meter_interval_s=int(interval) if interval and interval.isdigit() else None,
+        meter_interval_s=int(interval) if interval and interval.isascii() and interval.isdigit() else None,
     )
 
 
