@@ -14,7 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from powerbank.db import utcnow
 from powerbank.demo_credentials import DEMO_CHARGER_PASSWORD, DEMO_PASSWORD
 from powerbank.models import ChargePoint, Operator, OperatorMembership, OperatorRole, Team, TeamMembership, TeamRole
-from powerbank.passwords import hash_password
+from powerbank.passwords import hash_secret
 from powerbank.services.audit import SYSTEM
 from powerbank.services.enrollment import reevaluate
 from powerbank.services.teams import create_operator
@@ -106,7 +106,7 @@ async def load_demo_data(session: AsyncSession) -> list[ChargePoint]:
 
     The caller commits.
     """
-    charger_hash = hash_password(DEMO_CHARGER_PASSWORD)
+    charger_hash = hash_secret(DEMO_CHARGER_PASSWORD)
     teams: dict[str, Team] = {}
     operators: dict[str, Operator] = {}
     created: list[ChargePoint] = []

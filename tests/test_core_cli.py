@@ -20,7 +20,7 @@ from powerbank.db import standalone_session
 from powerbank.demo import DEMO_PASSWORD
 from powerbank.migrate import alembic_config, upgrade
 from powerbank.models import ChargePoint, Operator, OperatorMembership, Team, TeamMembership, User
-from powerbank.passwords import verify_password
+from powerbank.passwords import verify_password, verify_secret
 from powerbank.services.catalogue import catalogue_keys, compatibility_problem
 from powerbank.validators import ValidationError, clean_facility_id
 from tests.conftest import LoginAs
@@ -146,7 +146,7 @@ def test_demo_data_command(fresh_db: Path, capsys: pytest.CaptureFixture[str]) -
     assert len(summary["users"]) == 7
     assert all(verify_password(hash_, DEMO_PASSWORD) for hash_ in summary["users"].values())
     (charger_hash,) = summary["passwords"]
-    assert verify_password(charger_hash, "demo-charger")
+    assert verify_secret(charger_hash, "demo-charger")
     # A second load is refused, unless asked to do nothing when data exists (as `make run` does).
     assert main(["demo-data"]) == 1
     assert main(["demo-data", "--if-empty"]) == 0

@@ -13,7 +13,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.models import AuditEntry, ChargePoint, Team
-from powerbank.passwords import verify_password
+from powerbank.passwords import verify_secret
 from powerbank.validators import make_facility_id
 from tests.conftest import _PASSWORD_HASH, Factory, LoginAs, htmx_headers, post_form
 
@@ -187,7 +187,7 @@ async def test_add_charge_point_shows_the_password_once(
     stored = (await session.exec(select(ChargePoint).where(ChargePoint.identity == "STO-100"))).one()
     assert stored.name == "Solna 3" and stored.facility_id == VALID_FACILITY_ID and stored.team_id == team.id
     assert stored.price_area == "SE3" and stored.created_at.tzinfo is not None
-    assert verify_password(stored.ocpp_password_hash, password.group(1))
+    assert verify_secret(stored.ocpp_password_hash, password.group(1))
     assert password.group(1) not in stored.ocpp_password_hash
     page = await (await client.get(f"/charge-points/{stored.id}")).get_data(as_text=True)
     assert password.group(1) not in page
@@ -204,7 +204,7 @@ async def test_new_ocpp_password(session: AsyncSession, factory: Factory, login_
     assert response.status_code == 200 and password and "ws://localhost/ocpp/CPH-77" in body
     await session.refresh(charge_point)
     assert charge_point.ocpp_password_hash != old_hash
-    assert verify_password(charge_point.ocpp_password_hash, password.group(1))
+    assert verify_secret(charge_point.ocpp_password_hash, password.group(1))
     assert (await audit_actions(session))[-1] == "charge_point.reset_password"
 
 

@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from powerbank.db import utcnow
 from powerbank.errors import FormErrors, NotFoundError
 from powerbank.models import ChargePoint, Team
-from powerbank.passwords import generate_secret, hash_password
+from powerbank.passwords import generate_secret, hash_secret
 from powerbank.permissions import Permission, Principal, can_on_team
 from powerbank.services.audit import Actor, record
 from powerbank.services.enrollment import reevaluate, release_charge_points
@@ -180,7 +180,7 @@ async def create_charge_point(
     password = generate_secret()
     now = utcnow()
     charge_point = ChargePoint(
-        team_id=team.id or 0, ocpp_password_hash=hash_password(password), created_at=now, updated_at=now, **values
+        team_id=team.id or 0, ocpp_password_hash=hash_secret(password), created_at=now, updated_at=now, **values
     )
     session.add(charge_point)
     await session.flush()
@@ -214,7 +214,7 @@ async def update_charge_point(
 async def reset_ocpp_password(session: AsyncSession, actor: Actor, team: Team, charge_point: ChargePoint) -> str:
     """Give a charge point a new OCPP password; return it (shown once)."""
     password = generate_secret()
-    charge_point.ocpp_password_hash = hash_password(password)
+    charge_point.ocpp_password_hash = hash_secret(password)
     charge_point.updated_at = utcnow()
     session.add(charge_point)
     record(session, actor, "charge_point.reset_password", charge_point, operator_id=team.operator_id)

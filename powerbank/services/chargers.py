@@ -29,7 +29,7 @@ from powerbank.ocpp_models import (
     ConnectorStatus,
     MeterSample,
 )
-from powerbank.passwords import verify_password
+from powerbank.passwords import is_secret_hash, verify_password, verify_secret
 from powerbank.services.audit import SYSTEM, record
 from powerbank.services.enrollment import reevaluate
 
@@ -47,7 +47,9 @@ CURRENT_POWER_MAX_AGE = timedelta(minutes=5)
 class PasswordChecker:
     """Verify charger passwords in constant time, off the event loop, remembering successes.
 
-    argon2 is slow on purpose (about 0.1 s of both cores here); thousands of chargers
+    Passwords PowerBank generates are stored with ``hash_secret`` and checked directly. An
+    argon2 hash (a password stored before that, or by hand) is slow on purpose (about 0.1 s of
+    both cores here); thousands of chargers
     reconnecting would queue for minutes. A verified password is remembered as a keyed digest
     next to the stored hash it matched, so a reconnect with the same password costs one HMAC
     (and chargers sharing a hash, like the demo's, cost one argon2 run together); a new
@@ -66,6 +68,8 @@ class PasswordChecker:
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
         """Return whether ``password`` matches ``password_hash`` (None: unknown charger, never)."""
+        if password_hash is None or is_secret_hash(password_hash):
+            return verify_secret(password_hash, password)
         digest = self._digest(password)
         remembered = self._verified.get(password_hash) if password_hash is not None else None
         if remembered is not None and hmac.compare_digest(remembered, digest):
