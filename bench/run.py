@@ -468,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="PowerBank benchmarks")
     parser.add_argument("--quick", action="store_true", help="1,000 chargers only, shorter phases")
     parser.add_argument("--sizes", help="comma-separated charger counts (default 1000,5000,10000)")
-    parser.add_argument("--repeats", type=int, help="runs per size and server (default 3)")
+    parser.add_argument("--repeats", type=int, help="runs per size and server (default 3; quick: 2)")
     parser.add_argument("--large-repeats", type=int, default=2, help=f"runs from {LARGE:,} chargers")
     parser.add_argument("--huge-repeats", type=int, default=1, help=f"runs from {HUGE:,} chargers")
     parser.add_argument("--sustain-seconds", type=float, help="length of the sustained-load phase")
@@ -493,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
     settings = Settings(
         sizes=[int(s) for s in args.sizes.split(",")] if args.sizes else ([1000] if quick else [1000, 5000, 10000]),
-        repeats=args.repeats or 3,
+        repeats=args.repeats or (2 if quick else 3),
         sustain_s=args.sustain_seconds or (10.0 if quick else 20.0), large_repeats=args.large_repeats,
         huge_repeats=args.huge_repeats,
         loadgen_processes=args.loadgen_processes,
