@@ -229,7 +229,7 @@ def _frame_log(results: dict[str, Any]) -> list[str]:
     per = figure["kib_per_charger"]
     return [f"PowerBank also keeps the last {figure['frames_per_charger']} OCPP frames of every charger in memory "
             f"(`powerbank/services/frame_log.py`). Once full, that is {fmt(per, 'KiB')} per charger (tracemalloc, "
-            f"Heartbeat and MeterValues traffic), {fmt(per * 10000 / 1024, 'MiB')} for 10,000 chargers: it fills "
+            f"Heartbeat and MeterValues traffic), {fmt(per * 10000, 'MiB')} for 10,000 chargers: it fills "
             "after about 100 frames per charger, i.e. minutes after the runs above end, so add it to their RSS.", ""]
 
 
