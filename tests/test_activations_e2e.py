@@ -323,6 +323,14 @@ async def test_deleting_or_moving_a_charge_point_releases_it(
         await session.commit()
         await eventually(lambda: charger.power_w == FULL_POWER_W and bool(clears(charger)), 1.0, "not released")
 
+        async def recorded() -> bool:
+            await session.rollback()  # a fresh snapshot: the runner records in its own session
+            reasons = (await session.exec(select(Dispatch.release_reason))).all()
+            return reasons == [{"delete": "charge point deleted", "move": "moved to another area",
+                                "delete team": "team deleted"}[change]]
+
+        await eventually(recorded, message="the release was not recorded")
+
 
 async def test_a_charger_that_connects_during_an_activation_gets_the_limit_after_boot(
     app: Quart, factory: Factory, session: AsyncSession,
