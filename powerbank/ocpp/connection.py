@@ -160,12 +160,14 @@ class HubConnection:
                     logger.warning("%s sends too many messages; disconnecting it", self.id)
                     await self.close(1008, "Too many messages")
                     continue
-                await self.route_message(text)
+                # Shielded: a disconnect must not cancel a handler in the middle of its database
+                # transaction (a cancelled SQLite write can leave the database locked).
+                await asyncio.shield(self.spawn(self.route_message(text)))
         finally:
             self.closed = True
             writer.cancel()
-            for task in list(self._tasks):
-                task.cancel()
+            # Background work is not cancelled for the same reason; its calls to this charger
+            # fail at once below, so it ends by itself.
             self._fail_pending()
 
     def _fail_pending(self) -> None:

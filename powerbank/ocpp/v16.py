@@ -61,7 +61,7 @@ class ChargePoint16(HubConnection, ChargePoint):
     @on(Action.boot_notification)
     async def on_boot_notification(self, charge_point_vendor: str, charge_point_model: str,
                                    **details: Any) -> call_result.BootNotification:
-        boot = BootInfo(charge_point_vendor, charge_point_model, details.get("firmware_version"),
+        boot = BootInfo(self.protocol, charge_point_vendor, charge_point_model, details.get("firmware_version"),
                         details.get("charge_point_serial_number") or details.get("charge_box_serial_number"))
         async with self.registry.session() as session:
             await chargers.store_boot(session, self.charge_point_id, boot)

@@ -63,7 +63,7 @@ class ChargePoint201(HubConnection, ChargePoint):
     @on(Action.boot_notification)
     async def on_boot_notification(self, charging_station: dict[str, Any], reason: str,
                                    **_: Any) -> call_result.BootNotification:
-        boot = BootInfo(charging_station.get("vendor_name", ""), charging_station.get("model", ""),
+        boot = BootInfo(self.protocol, charging_station.get("vendor_name", ""), charging_station.get("model", ""),
                         charging_station.get("firmware_version"), charging_station.get("serial_number"))
         async with self.registry.session() as session:
             await chargers.store_boot(session, self.charge_point_id, boot)

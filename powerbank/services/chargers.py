@@ -249,6 +249,7 @@ async def touch_last_seen(session: AsyncSession, seen: dict[int, datetime]) -> N
 
 @dataclass(frozen=True)
 class BootInfo:
+    protocol: str
     vendor: str
     model: str
     firmware: str | None = None
@@ -274,6 +275,8 @@ async def store_boot(session: AsyncSession, charge_point_id: int, boot: BootInfo
     charge_point.reported_firmware = after["firmware"]
     charge_point.reported_serial = after["serial"]
     charge_point.booted_at = utcnow()
+    # Stored with the boot, not only with the batched presence, so it is there as soon as boot is.
+    charge_point.ocpp_protocol = boot.protocol
     session.add(charge_point)
     if before != after:
         changed = [key for key in after if before[key] != after[key]]
