@@ -37,7 +37,6 @@ _hash_once = functools.cache(hash_password)
 def _hash_demo_passwords_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Hash each demo password once: argon2 at full cost for every demo user makes each test seconds slower."""
     monkeypatch.setattr("powerbank.services.users.hash_password", _hash_once)
-    monkeypatch.setattr("powerbank.demo.hash_password", _hash_once)
 
 
 async def make_token(session: AsyncSession, *, team: str | None = None, access: str = "write",
