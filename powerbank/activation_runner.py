@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.activation_models import Activation, ActivationState, Dispatch
+from powerbank.background import BackgroundTasks
 from powerbank.db import utcnow
 from powerbank.ocpp import fanout
 from powerbank.ocpp.connection import HubConnection
@@ -75,7 +76,7 @@ class ActivationRunner:
         # Set when the app shuts down: waits for answers end early and store what they have.
         self._stopping = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = BackgroundTasks(logger, "activation work")
         # One change at a time per (operator, area): a trigger and a release of overlapping
         # activations must not interleave their frames.
         self._area_locks: dict[tuple[int, str], asyncio.Lock] = {}
@@ -100,7 +101,7 @@ class ActivationRunner:
             self.registry.boot_listeners.remove(self.charger_booted)
         self._stopping.set()
         self._wake.set()
-        work = [*self._tasks, *([self._loop_task] if self._loop_task is not None else [])]
+        work = [*self._background.running, *([self._loop_task] if self._loop_task is not None else [])]
         if work:
             _done, stragglers = await asyncio.wait(work, timeout=STOP_GRACE_S)
             for task in stragglers:
@@ -124,15 +125,7 @@ class ActivationRunner:
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run work in a task that the runner awaits when it stops."""
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("activation work failed", exc_info=task.exception())
+        return self._background.spawn(coroutine)
 
     def _lock(self, activation: Activation) -> asyncio.Lock:
         return self._area_locks.setdefault((activation.operator_id, activation.price_area), asyncio.Lock())

@@ -22,6 +22,7 @@ from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallError, CallResult, MessageType, validate_payload
 from quart.wrappers import Websocket
 
+from powerbank.background import BackgroundTasks
 from powerbank.services import chargers
 from powerbank.services.chargers import Capability
 
@@ -124,7 +125,7 @@ class HubConnection:
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self._outbox: asyncio.Queue[str] = asyncio.Queue()
         self._recent_call_ids: deque[str] = deque(maxlen=REMEMBERED_CALL_IDS)
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = BackgroundTasks(logger, f"{self.id}: background work")
         self._handler_task: asyncio.Task[Any] | None = None
         # Incoming calls are handled one at a time, in order (OCPP-J: one call in flight per side).
         self._incoming_lock = asyncio.Lock()
@@ -345,16 +346,8 @@ class HubConnection:
     # Lifecycle -------------------------------------------------------------------------------
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """Run work for this charger in a task that ends with the connection (never inside @on)."""
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("%s: background work failed", self.id, exc_info=task.exception())
+        """Run work for this charger in a task of its own (never inside @on)."""
+        return self._background.spawn(coroutine)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the socket and stop serving this connection."""

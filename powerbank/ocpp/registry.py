@@ -26,6 +26,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.db import utcnow
 from powerbank.ocpp.connection import HubConnection
+from powerbank.background import BackgroundTasks
 from powerbank.services import chargers
 from powerbank.services.chargers import PasswordChecker
 from powerbank.services.frame_log import FrameLog
@@ -65,7 +66,7 @@ class Registry:
         self._seen: dict[int, datetime] = {}
         # Charger → (protocol it spoke, still connected), written in batches.
         self._presence: dict[int, tuple[str, bool]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = BackgroundTasks(logger, "OCPP background work")
         self._flusher: asyncio.Task[None] | None = None
         # Called with the connection after each boot, once the capability probe has answered.
         self.boot_listeners: list[Callable[[HubConnection], Awaitable[None]]] = []
@@ -150,15 +151,7 @@ class Registry:
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run hub-side work in a tracked task (awaited at shutdown)."""
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("OCPP background work failed", exc_info=task.exception())
+        return self._background.spawn(coroutine)
 
     async def start(self) -> None:
         """Start serving: no charger is connected to a process that just started."""
@@ -175,8 +168,7 @@ class Registry:
                 await self._flusher
         for connection in list(self._connections.values()):
             await connection.close(1001, "The hub is shutting down")
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._background.wait()
         await self.flush_last_seen()
         async with self.session() as session:
             await chargers.mark_all_offline(session)
