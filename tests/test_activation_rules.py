@@ -273,3 +273,21 @@ async def test_the_page_form_shows_what_is_wrong_and_keeps_the_input(
     assert 'id="f-limit_kw-error"' in body and 'id="f-duration_s-error"' in body
     assert 'value="99"' in body and 'value="FCR-N"' in body
     assert await activation_count(session) == 0
+
+
+async def test_a_charger_booting_during_the_fan_out_keeps_its_row_and_the_others_are_recorded(
+    factory: Factory, session: AsyncSession,
+) -> None:
+    team = await factory.team()
+    early, other = await factory.charge_point(team), await factory.charge_point(team)
+    activation = Activation(operator_id=team.operator_id, price_area="DK1", market="Test", action="pause",
+                            start_at=NOW, duration_s=60, end_at=NOW + timedelta(seconds=60), created_by="test")
+    session.add(activation)
+    await session.commit()
+    targets = [service.Target(cp.id or 0, cp.identity, "W", None) for cp in (early, other)]
+    # The boot path records its charger first; the fan-out's bulk insert comes after it.
+    await service.record_resent(session, [activation], targets[0], NOW, 0.0)
+    await service.record_sent(session, activation, {cp.id or 0: NOW for cp in (early, other)}, [], targets, 0.0)
+    await session.commit()
+    rows = {d.charge_point_id: d.detail for d in await session.exec(select(Dispatch))}
+    assert rows == {early.id: "sent after the charger connected", other.id: ""}

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -380,7 +381,20 @@ async def record_sent(
         for cp_id, target in by_id.items()
     ]
     if rows:
-        await session.exec(insert(DISPATCH_TABLE), params=rows)
+        # A charger that booted during the fan-out may have its row already (record_resent);
+        # that row tells the truth about what it was sent, so it is kept.
+        await session.exec(_insert_new_dispatches(session), params=rows)
+
+
+def _insert_new_dispatches(session: AsyncSession) -> Any:
+    """Return an INSERT of dispatch rows that skips (activation, charge point) pairs already there."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(DISPATCH_TABLE).on_conflict_do_nothing(
+            index_elements=["activation_id", "charge_point_id"])
+    if dialect == "sqlite":
+        return sqlite.insert(DISPATCH_TABLE).on_conflict_do_nothing(index_elements=["activation_id", "charge_point_id"])
+    return insert(DISPATCH_TABLE)
 
 
 async def record_answers(
