@@ -302,8 +302,7 @@ class ActivationRunner:
     async def charger_booted(self, connection: HubConnection) -> None:
         """S4: give a charger that booted the limit in force for it, or release a leftover one.
 
-        The work runs in the runner's own task: the connection cancels its tasks when the
-        charger goes, which must not interrupt a database write half-way.
+        The work runs in one of the runner's tasks, so the runner awaits it when it stops.
         """
         self.spawn(self._after_boot(connection))
 
