@@ -211,6 +211,26 @@ def _overlap(first: InstalledProfile, second: InstalledProfile) -> bool:
     ) < (first.valid_to or LATEST)
 
 
+def _clear_criteria(
+    profile_id: int | None, connector: int | None, purpose: str | None, stack_level: int | None
+) -> Callable[[InstalledProfile], bool]:
+    """Return which installed profiles a ClearChargingProfile request names (an id, or every criterion given)."""
+
+    def matches(profile: InstalledProfile) -> bool:
+        if profile_id is not None:
+            return profile.id == profile_id
+        return all(
+            wanted is None or wanted == actual
+            for wanted, actual in (
+                (connector, profile.connector),
+                (purpose, profile.purpose),
+                (stack_level, profile.stack_level),
+            )
+        )
+
+    return matches
+
+
 def build_profile(
     raw: Mapping[str, Any],
     schedule: Mapping[str, Any],
@@ -727,20 +747,8 @@ class _Station16(ChargePoint16):
     def on_clear_charging_profile(self, **criteria: Any) -> result16.ClearChargingProfile:
         self.charger.received.append(("ClearChargingProfile", criteria))
 
-        profile_id: int | None = criteria.get("id")
-
-        def matches(profile: InstalledProfile) -> bool:
-            if profile_id is not None:
-                return profile.id == profile_id
-            return all(
-                wanted is None or wanted == actual
-                for wanted, actual in (
-                    (criteria.get("connector_id"), profile.connector),
-                    (criteria.get("charging_profile_purpose"), profile.purpose),
-                    (criteria.get("stack_level"), profile.stack_level),
-                )
-            )
-
+        matches = _clear_criteria(criteria.get("id"), criteria.get("connector_id"),
+                                  criteria.get("charging_profile_purpose"), criteria.get("stack_level"))
         cleared = self.charger.spec.smart_charging and self.charger.clear(matches)
         return result16.ClearChargingProfile(
             status=ClearChargingProfileStatus.accepted if cleared else ClearChargingProfileStatus.unknown
@@ -960,19 +968,8 @@ class _Station201(ChargePoint201):
             )
         )
         criteria = charging_profile_criteria or {}
-
-        def matches(profile: InstalledProfile) -> bool:
-            if charging_profile_id is not None:
-                return profile.id == charging_profile_id
-            return all(
-                wanted is None or wanted == actual
-                for wanted, actual in (
-                    (criteria.get("evse_id"), profile.connector),
-                    (criteria.get("charging_profile_purpose"), profile.purpose),
-                    (criteria.get("stack_level"), profile.stack_level),
-                )
-            )
-
+        matches = _clear_criteria(charging_profile_id, criteria.get("evse_id"),
+                                  criteria.get("charging_profile_purpose"), criteria.get("stack_level"))
         cleared = self.charger.spec.smart_charging and self.charger.clear(matches)
         return result201.ClearChargingProfile(
             status=ClearChargingProfileStatusEnumType.accepted
