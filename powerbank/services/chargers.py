@@ -266,6 +266,7 @@ async def store_boot(session: AsyncSession, charge_point_id: int, boot: BootInfo
     charge_point = await session.get(ChargePoint, charge_point_id)
     if charge_point is None:
         return None
+    first_boot = charge_point.booted_at is None
     before = {"vendor": charge_point.reported_vendor, "model": charge_point.reported_model,
               "firmware": charge_point.reported_firmware, "serial": charge_point.reported_serial}
     after = {"vendor": boot.vendor[:80], "model": boot.model[:80],
@@ -282,7 +283,9 @@ async def store_boot(session: AsyncSession, charge_point_id: int, boot: BootInfo
         changed = [key for key in after if before[key] != after[key]]
         record(session, SYSTEM, "charge_point.reported", charge_point, operator_id=await _operator_of(session, charge_point),
                before={key: before[key] for key in changed}, after={key: after[key] for key in changed})
-    await reevaluate(session, [charge_point_id])
+    # Only what it reports decides compatibility; a reboot that reports the same changes nothing.
+    if first_boot or before != after:
+        await reevaluate(session, [charge_point_id])
     return charge_point
 
 
