@@ -96,33 +96,30 @@ async def fill_charger_fleet(path: Path, chargers: int, password_hash: str) -> B
 
 async def fill_team_for_pages(path: Path, charge_points: int, password_hash: str) -> BenchTeam:
     """Insert a team of ``charge_points`` in five countries and an Operator Admin to look at it."""
-    countries = [("DK", "DK1"), ("SE", "SE3"), ("GB", "GB"), ("IE", "IE"), ("DE", None)]
-    async with standalone_session(sqlite_url(path)) as session:
-        operator_id, team_id = await _team(session, "Bench Pages")
-        rows: list[dict[str, object]] = []
-        for n in range(1, charge_points + 1):
-            country, area = countries[n % len(countries)]
-            rows.append({"name": f"Charger {n:05d}", "identity": f"PAGE-{n:06d}", "brand": "Zaptec", "model": "Go",
-                         "country": country, "price_area": area, "ocpp_password_hash": password_hash,
-                         "facility_id": make_facility_id(f"{n:011d}") if country == "SE" else None})
-        ids = await _insert_charge_points(session, team_id, rows)
-        user = User(email=USER_EMAIL, display_name="Bench Admin", password_hash=LIGHT_HASHER.hash(USER_PASSWORD))
-        session.add(user)
-        await session.flush()
-        session.add(OperatorMembership(operator_id=operator_id, user_id=user.id or 0, role=OperatorRole.ADMIN))
-        await session.commit()
-        return BenchTeam(operator_id, team_id, ids)
+    places = [("DK", "DK1"), ("SE", "SE3"), ("GB", "GB"), ("IE", "IE"), ("DE", None)]
+    return await _fill_team(path, "Bench Pages", places, ("Charger", "PAGE", "Zaptec", "Go"), charge_points,
+                            password_hash)
 
 
 async def fill_team_for_signup(path: Path, charge_points: int, password_hash: str) -> BenchTeam:
     """Insert a team of compatible charge points not yet signed up (DK1, GB, IE, and SE with Facility IDs)."""
     places = [("DK", "DK1"), ("DK", "DK1"), ("GB", "GB"), ("IE", "IE"), ("SE", "SE3")]
+    return await _fill_team(path, "Bench Sign-up", places, ("Signup", "SIGN", "Easee", "Home"), charge_points,
+                            password_hash)
+
+
+async def _fill_team(
+    path: Path, team_name: str, places: list[tuple[str, str | None]], naming: tuple[str, str, str, str],
+    charge_points: int, password_hash: str,
+) -> BenchTeam:
+    """Insert a team whose charge points cycle through ``places``, and an Operator Admin of its operator."""
+    name, identity, brand, model = naming
     async with standalone_session(sqlite_url(path)) as session:
-        operator_id, team_id = await _team(session, "Bench Sign-up")
+        operator_id, team_id = await _team(session, team_name)
         rows: list[dict[str, object]] = []
         for n in range(1, charge_points + 1):
             country, area = places[n % len(places)]
-            rows.append({"name": f"Signup {n:05d}", "identity": f"SIGN-{n:06d}", "brand": "Easee", "model": "Home",
+            rows.append({"name": f"{name} {n:05d}", "identity": f"{identity}-{n:06d}", "brand": brand, "model": model,
                          "country": country, "price_area": area, "ocpp_password_hash": password_hash,
                          "facility_id": make_facility_id(f"{n:011d}") if country == "SE" else None})
         ids = await _insert_charge_points(session, team_id, rows)
