@@ -54,6 +54,14 @@ def clean_optional(value: str | None, *, label: str, max_length: int = 80) -> st
     return text
 
 
+def page_number(value: str | None) -> int:
+    """Return the page asked for in a query string: 1 when missing or malformed, capped."""
+    try:
+        return max(1, min(int(value or "1"), 1_000_000))
+    except ValueError:
+        return 1
+
+
 def clean_identity(value: str | None) -> str:
     """Return a valid OCPP charge point identity."""
     identity = (value or "").strip()

@@ -376,3 +376,15 @@ async def test_another_operator_cannot_see_the_history_or_export(
     for path in ("powerbank", "powerbank/participation.csv", "powerbank/sign-up"):
         assert (await client.get(f"/teams/{team.id}/{path}")).status_code == 404
     assert (await session.exec(select(Participation))).all()
+
+
+@pytest.mark.parametrize("query", ["charge_point=%C2%B2", "charge_point=99999999999999999999", "page=%C2%B2",
+                                   "page=-3", "charge_point=abc&page=x"])
+async def test_odd_history_filters_show_the_history_not_an_error(
+    session: AsyncSession, demo: list[ChargePoint], login_as: LoginAs, query: str
+) -> None:
+    team = await team_named(session, "Copenhagen Fleet")
+    client = await login_as("member@demo.test")
+    response = await client.get(f"/teams/{team.id}/powerbank?{query}")
+    assert response.status_code == 200
+    assert "4 changes" in squash(await text(response))

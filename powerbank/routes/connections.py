@@ -16,7 +16,7 @@ from powerbank.services import chargers
 from powerbank.services import charge_points as cp_service
 from powerbank.services.frame_log import FRAME_LOG_KEY, FrameLog
 from powerbank.services.teams import get_operator_or_404, get_team_or_404, require_operator
-from powerbank.web import db_session, login_required, principal, render_page
+from powerbank.web import db_session, id_or_none, login_required, principal, render_page
 
 blueprint = Blueprint("connections", __name__)
 
@@ -42,8 +42,8 @@ async def register(operator_id: int) -> Response:
     me = await principal()
     await get_operator_or_404(session, me, operator_id)
     require_operator(me, Permission.VIEW_CONNECTION_ATTEMPTS, operator_id)
-    team_id = request.args.get("team_id", "")
-    team = await get_team_or_404(session, me, int(team_id)) if team_id.isascii() and team_id.isdigit() else None
+    team_id = id_or_none(request.args.get("team_id"))
+    team = await get_team_or_404(session, me, team_id) if team_id is not None else None
     if team is None or team.operator_id != operator_id:
         raise NotFoundError("No such team.")
     identity = request.args.get("identity", "")

@@ -18,7 +18,8 @@ from powerbank.permissions import Permission, Principal, denial_reason
 from powerbank.services import enrollment
 from powerbank.services.charge_points import get_charge_point_or_404
 from powerbank.services.teams import get_team_or_404
-from powerbank.web import db_session, login_required, principal, render_page
+from powerbank.validators import page_number
+from powerbank.web import db_session, discard_changes, id_or_none, login_required, principal, render_page
 
 blueprint = Blueprint("powerbank", __name__)
 
@@ -37,10 +38,10 @@ def _typed_facility_ids(form: dict[str, str]) -> dict[int, str]:
     typed: dict[int, str] = {}
     for key, value in form.items():
         if key.startswith("facility_id_") and value.strip():
-            suffix = key.removeprefix("facility_id_")
-            if not suffix.isdigit():
+            charge_point_id = id_or_none(key.removeprefix("facility_id_"))
+            if charge_point_id is None:
                 abort(400, description="A Facility ID field is malformed.")
-            typed[int(suffix)] = value
+            typed[charge_point_id] = value
     return typed
 
 
@@ -92,11 +93,11 @@ async def sign_up_save(team_id: int) -> Response:
             facility_ids=facility_ids, source=ParticipationSource.BULK,
         )
     except enrollment.SignUpError as exc:
-        await _rolled_back(session, me, team)
+        await discard_changes(session, team)
         return await _sign_up_page(session, me, team, status=422, values=values, errors=exc.errors,
                                    row_errors=exc.row_errors)
     except ConflictError as exc:
-        await _rolled_back(session, me, team)
+        await discard_changes(session, team)
         return await _sign_up_page(session, me, team, status=409, values=values, errors={"form": str(exc)})
     await session.commit()
     if not is_htmx():
@@ -186,11 +187,11 @@ async def sign_up_one(cp_id: int) -> Response:
         await enrollment.sign_up_one(session, me, charge_point, accept_terms_version=accepted,
                                      facility_id=form.get("facility_id"), source=ParticipationSource.SINGLE)
     except enrollment.SignUpError as exc:
-        await _rolled_back(session, me, charge_point, team)
+        await discard_changes(session, charge_point, team)
         return await _functionality(session, me, charge_point, team, status=422, confirm="on", errors=exc.errors,
                                     values=form)
     except ConflictError as exc:
-        await _rolled_back(session, me, charge_point, team)
+        await discard_changes(session, charge_point, team)
         return await _functionality(session, me, charge_point, team, status=409, confirm="on",
                                     errors={"form": str(exc)}, values=form)
     await session.commit()
@@ -208,27 +209,13 @@ async def opt_out(cp_id: int) -> Response:
     try:
         await enrollment.opt_out(session, me, charge_point, source=ParticipationSource.SINGLE)
     except ConflictError as exc:
-        await _rolled_back(session, me, charge_point, team)
+        await discard_changes(session, charge_point, team)
         return await _functionality(session, me, charge_point, team, status=409, confirm="off",
                                     errors={"form": str(exc)})
     await session.commit()
     if not is_htmx():
         return redirect(url_for("charge_points.detail", cp_id=cp_id) + "#functionalities", 303)
     return hx_trigger(await _functionality(session, me, charge_point, team), CHANGED_EVENT)
-
-
-async def _rolled_back(session: AsyncSession, me: Principal, *objects: Any) -> None:
-    """Undo a refused change; reload what the page still renders (a rollback expires every object)."""
-    await session.rollback()
-    for obj in (me.user, *objects):
-        await session.refresh(obj)
-
-
-def _page_arg() -> int:
-    try:
-        return max(1, min(int(request.args.get("page", "1")), 1_000_000))
-    except ValueError:
-        return 1
 
 
 @blueprint.get("/teams/<int:team_id>/powerbank")
@@ -243,9 +230,9 @@ async def history(team_id: int) -> Response:
             .order_by(col(ChargePoint.name), col(ChargePoint.id))
         )
     )
-    selected_raw = request.args.get("charge_point", "")
-    selected = int(selected_raw) if selected_raw.isdigit() else None
-    events = await enrollment.list_events(session, team_id, charge_point_id=selected, page=_page_arg(),
+    selected = id_or_none(request.args.get("charge_point"))
+    events = await enrollment.list_events(session, team_id, charge_point_id=selected,
+                                          page=page_number(request.args.get("page")),
                                           page_size=current_app.config.get("PAGE_SIZE", HISTORY_PAGE_SIZE))
     return await render_page(
         "powerbank/history.html",

@@ -24,6 +24,7 @@ from powerbank.validators import (
     clean_name,
     clean_optional,
     clean_price_area,
+    page_number,
 )
 
 SORT_COLUMNS: dict[str, Any] = {
@@ -64,16 +65,12 @@ class ChargePointPage:
 def parse_query(args: dict[str, str], page_size: int) -> ChargePointQuery:
     """Turn query-string values into a ChargePointQuery, ignoring anything malformed."""
     sort = args.get("sort", "name")
-    try:
-        page = max(1, min(int(args.get("page", "1")), 1_000_000))
-    except ValueError:
-        page = 1
     return ChargePointQuery(
         search=args.get("q", "").strip()[:100],
         country=args.get("country", "").strip().upper()[:2],
         sort=sort if sort in SORT_COLUMNS else "name",
         descending=args.get("dir") == "desc",
-        page=page,
+        page=page_number(args.get("page")),
         page_size=page_size,
     )
 
