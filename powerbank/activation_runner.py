@@ -80,6 +80,10 @@ class ActivationRunner:
         # One change at a time per (operator, area): a trigger and a release of overlapping
         # activations must not interleave their frames.
         self._area_locks: dict[tuple[int, str], asyncio.Lock] = {}
+        # Whether an activation may be active: when not, a charger's boot looks up no limit for
+        # it. Set before any activation becomes active; cleared only by the scheduler's full look.
+        self._any_active = True
+        self._launches = 0
 
     # Lifecycle -------------------------------------------------------------------------------
 
@@ -115,6 +119,8 @@ class ActivationRunner:
     def launch(self, activation: Activation) -> None:
         """Send a new activation that starts now at once; a scheduled one waits for its start."""
         if activation.state == ActivationState.ACTIVE and activation.id is not None:
+            self._any_active = True
+            self._launches += 1
             self.spawn(self.trigger(activation.id))
         self.wake()
 
@@ -172,14 +178,20 @@ class ActivationRunner:
         now = utcnow()
         started: list[int] = []
         ended: list[int] = []
+        launches = self._launches
         async with self.sessionmaker() as session:
             for activation in await service.due_to_start(session, now):
                 if self._start_or_skip(activation, now):
                     started.append(activation.id or 0)
-            for activation in await service.active_activations(session):
+                    self._any_active = True
+            active = await service.active_activations(session)
+            for activation in active:
                 if activation.end_at <= now:
                     ended.append(activation.id or 0)
             await session.commit()
+        if not started and len(active) == len(ended) and launches == self._launches:
+            # None is active now, and none was launched while this looked.
+            self._any_active = False
         for activation_id in started:
             self.spawn(self.trigger(activation_id))
         for activation_id in ended:
@@ -213,13 +225,14 @@ class ActivationRunner:
             activation.triggered_at = triggered_at
             activation.last_sent_at = sent.sent_at
             session.add(activation)
-            await service.record_sent(session, activation, sent.sent, sent.offline, targets, steps[0].limit_w)
-            await session.commit()
+            async with self.registry.write_lock:
+                await service.record_sent(session, activation, sent.sent, sent.offline, targets, steps[0].limit_w)
+                await session.commit()
         logger.info("activation %s: %d frames to %d chargers (%d offline) in %.3f s", activation_id, sent.frames,
                     len(targets), len(sent.offline), (sent.sent_at - triggered_at).total_seconds())
 
         async def store(batch: list[fanout.Answer]) -> None:
-            async with self.sessionmaker() as session:
+            async with self.registry.writing() as session:
                 await service.record_answers(session, [activation_id], batch)
                 await session.commit()
 
@@ -273,7 +286,7 @@ class ActivationRunner:
                 for cp_id, status, _detail, at in batch if status != "offline"
                 for d_id in by_charger.get(cp_id, [])
             ]
-            async with self.sessionmaker() as session:
+            async with self.registry.writing() as session:
                 await service.record_released(session, releases)
                 await session.commit()
 
@@ -309,7 +322,7 @@ class ActivationRunner:
     async def _after_boot(self, connection: HubConnection) -> None:
         now = utcnow()
         async with self.sessionmaker() as session:
-            found = await service.target_for(session, connection.charge_point_id)
+            found = await service.target_for(session, connection.charge_point_id) if self._any_active else None
             active = (await service.active_in_area(session, found[1], found[2], now)) if found else []
             leftovers = await service.unreleased(session, charge_point_ids=[connection.charge_point_id],
                                                  finished_only=True)
@@ -327,7 +340,7 @@ class ActivationRunner:
                 activation_ids = [a.id or 0 for a in active]
 
                 async def store(batch: list[fanout.Answer]) -> None:
-                    async with self.sessionmaker() as own:
+                    async with self.registry.writing() as own:
                         await service.record_answers(own, activation_ids, batch)
                         await own.commit()
 

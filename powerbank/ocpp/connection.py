@@ -15,6 +15,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Coroutine
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ocpp.charge_point import camel_to_snake_case, remove_nones, serialize_as_dict, snake_to_camel_case
@@ -23,8 +24,9 @@ from ocpp.messages import Call, CallError, CallResult, MessageType, validate_pay
 from quart.wrappers import Websocket
 
 from powerbank.background import BackgroundTasks
+from powerbank.ocpp.meter import readings_from
 from powerbank.services import chargers
-from powerbank.services.chargers import Capability
+from powerbank.services.chargers import Capability, StatusReport
 
 if TYPE_CHECKING:
     from powerbank.ocpp.registry import Registry
@@ -161,9 +163,7 @@ class HubConnection:
                     logger.warning("%s sends too many messages; disconnecting it", self.id)
                     await self.close(1008, "Too many messages")
                     continue
-                # Shielded: a disconnect must not cancel a handler in the middle of its database
-                # transaction (a cancelled SQLite write can leave the database locked).
-                await asyncio.shield(self.spawn(self.route_message(text)))
+                self.route_frame(text)
         finally:
             self.closed = True
             writer.cancel()
@@ -191,7 +191,16 @@ class HubConnection:
         return True
 
     async def route_message(self, raw_msg: str) -> None:
-        """Handle one frame: calls go to the handlers, answers to whoever waits for them."""
+        """Handle one frame (the library's entry point; ``serve`` calls ``route_frame``)."""
+        self.route_frame(raw_msg)
+
+    def route_frame(self, raw_msg: str) -> None:
+        """Handle one frame: calls go to their handler's task, answers to whoever waits for them.
+
+        Nothing here waits. A handler runs in a task of its own that a disconnect does not
+        cancel: it must not stop in the middle of its database transaction (a cancelled SQLite
+        write can leave the database locked).
+        """
         self.registry.frame_log.add(self.id, False, raw_msg)
         self.registry.seen(self.charge_point_id)
         try:
@@ -313,6 +322,22 @@ class HubConnection:
             await validate_payload(result, self._ocpp_version)
         return getattr(self._call_result, action)(**camel_to_snake_case(answer))
 
+    # Storing what it reports ------------------------------------------------------------------
+
+    async def store_meter(self, connector_id: int, meter_value: list[dict[str, Any]] | None,
+                          transaction_id: str | None) -> None:
+        """Store sampled meter values (in the batch of every charger's reports; see ``reports``)."""
+        self.meter_messages += 1
+        rows = chargers.meter_rows(self.charge_point_id, connector_id, readings_from(meter_value), transaction_id)
+        await self.registry.reports.meter(self.charge_point_id, rows,
+                                          prune=self.meter_messages % self.registry.prune_every == 0)
+
+    async def store_status(self, connector_id: int, status: str, error_code: str | None,
+                           reported_at: datetime | None) -> None:
+        """Store a connector's status (in the batch of every charger's reports)."""
+        await self.registry.reports.status(
+            StatusReport(self.charge_point_id, connector_id, status, error_code, reported_at))
+
     async def ask_capability(self) -> Capability:
         """Ask the charger what it can do (smart charging); each OCPP version asks its own way."""
         raise NotImplementedError
@@ -337,7 +362,7 @@ class HubConnection:
         except (CallErrorReceived, OCPPError, TimeoutError) as error:
             logger.info("%s did not answer the capability probe: %r", self.id, error)
             return
-        async with self.registry.session() as session:
+        async with self.registry.writing() as session:
             changes = await chargers.store_capability(session, self.charge_point_id, capability)
             await session.commit()
         logger.info("%s: smart charging %s%s", self.id, capability.smart_charging,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -29,9 +29,14 @@ from powerbank.ocpp.connection import HubConnection
 from powerbank.background import BackgroundTasks
 from powerbank.services import chargers
 from powerbank.services.chargers import PasswordChecker
+from powerbank.ocpp.reports import ReportWriter
 from powerbank.services.frame_log import FrameLog
 
 logger = logging.getLogger("powerbank.ocpp")
+
+# Last-seen times written per transaction, so a flush for 10,000 chargers does not hold the
+# database's write lock for long.
+LAST_SEEN_CHUNK = 1000
 
 REGISTRY_KEY = "powerbank.ocpp_registry"
 
@@ -62,6 +67,12 @@ class Registry:
         self.message_burst = message_burst
         self.prune_every = prune_every
         self.password_checker = PasswordChecker()
+        # SQLite has one writer: the hub's OCPP writes queue on this lock, in Python, instead of
+        # in SQLite's busy handler (which sleeps up to 100 ms a try). Other databases write in parallel.
+        bind = sessionmaker.kw.get("bind")
+        serialise = bind is None or bind.dialect.name == "sqlite"
+        self.write_lock: Any = asyncio.Lock() if serialise else contextlib.nullcontext()
+        self.reports = ReportWriter(sessionmaker, self.write_lock)
         self._connections: dict[str, HubConnection] = {}
         self._seen: dict[int, datetime] = {}
         # Charger → (protocol it spoke, still connected), written in batches.
@@ -85,6 +96,12 @@ class Registry:
     async def session(self) -> AsyncIterator[AsyncSession]:
         """Open one short database session (one per OCPP message, never one per connection)."""
         async with self.sessionmaker() as session:
+            yield session
+
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncSession]:
+        """Open a short session for a write, taking its turn with the hub's other OCPP writes."""
+        async with self.write_lock, self.sessionmaker() as session:
             yield session
 
     # Connections ----------------------------------------------------------------------------
@@ -136,10 +153,17 @@ class Registry:
             return
         seen, self._seen = self._seen, {}
         presence, self._presence = self._presence, {}
-        async with self.session() as session:
-            await chargers.store_presence(session, presence)
-            await chargers.touch_last_seen(session, {cp_id: at for cp_id, at in seen.items() if cp_id not in presence})
-            await session.commit()
+        # Presence sets the last-seen time too. A chunk per transaction: other writes get turns.
+        await self._write_in_chunks(chargers.store_presence, list(presence.items()))
+        await self._write_in_chunks(chargers.touch_last_seen,
+                                    [(cp_id, at) for cp_id, at in seen.items() if cp_id not in presence])
+
+    async def _write_in_chunks(self, write: Callable[[AsyncSession, dict[int, Any]], Awaitable[None]],
+                               items: list[tuple[int, Any]]) -> None:
+        for start in range(0, len(items), LAST_SEEN_CHUNK):
+            async with self.writing() as session:
+                await write(session, dict(items[start:start + LAST_SEEN_CHUNK]))
+                await session.commit()
 
     async def _flush_forever(self) -> None:
         while True:
@@ -169,6 +193,7 @@ class Registry:
         for connection in list(self._connections.values()):
             await connection.close(1001, "The hub is shutting down")
         await self._background.wait()
+        await self.reports.wait()
         await self.flush_last_seen()
         async with self.session() as session:
             await chargers.mark_all_offline(session)

@@ -63,7 +63,7 @@ class ChargePoint16(HubConnection, ChargePoint):
                                    **details: Any) -> call_result.BootNotification:
         boot = BootInfo(self.protocol, charge_point_vendor, charge_point_model, details.get("firmware_version"),
                         details.get("charge_point_serial_number") or details.get("charge_box_serial_number"))
-        async with self.registry.session() as session:
+        async with self.registry.writing() as session:
             await chargers.store_boot(session, self.charge_point_id, boot)
             await session.commit()
         return call_result.BootNotification(current_time=now_text(), interval=self.registry.heartbeat_interval,
@@ -86,24 +86,14 @@ class ChargePoint16(HubConnection, ChargePoint):
     async def on_status_notification(self, connector_id: int, error_code: str, status: str,
                                      **details: Any) -> call_result.StatusNotification:
         timestamp = details.get("timestamp")
-        async with self.registry.session() as session:
-            await chargers.store_status(session, self.charge_point_id, connector_id, status,
-                                        None if error_code == "NoError" else error_code,
-                                        parse_timestamp(timestamp) if timestamp else None)
-            await session.commit()
+        await self.store_status(connector_id, status, None if error_code == "NoError" else error_code,
+                                parse_timestamp(timestamp) if timestamp else None)
         return call_result.StatusNotification()
 
     @on(Action.meter_values)
     async def on_meter_values(self, connector_id: int, meter_value: list[dict[str, Any]],
                               transaction_id: int | None = None, **_: Any) -> call_result.MeterValues:
-        self.meter_messages += 1
-        async with self.registry.session() as session:
-            await chargers.store_meter_values(
-                session, self.charge_point_id, connector_id, readings_from(meter_value),
-                None if transaction_id is None else str(transaction_id),
-                prune=self.meter_messages % self.registry.prune_every == 0,
-            )
-            await session.commit()
+        await self.store_meter(connector_id, meter_value, None if transaction_id is None else str(transaction_id))
         return call_result.MeterValues()
 
     @on(Action.authorize)
@@ -114,7 +104,7 @@ class ChargePoint16(HubConnection, ChargePoint):
     @on(Action.start_transaction)
     async def on_start_transaction(self, connector_id: int, id_tag: str, meter_start: int, timestamp: str,
                                    **_: Any) -> call_result.StartTransaction:
-        async with self.registry.session() as session:
+        async with self.registry.writing() as session:
             transaction = await chargers.start_transaction(
                 session, self.charge_point_id, connector_id, parse_timestamp(timestamp),
                 id_tag=id_tag, meter_start_wh=float(meter_start),
@@ -125,7 +115,7 @@ class ChargePoint16(HubConnection, ChargePoint):
     @on(Action.stop_transaction)
     async def on_stop_transaction(self, meter_stop: int, timestamp: str, transaction_id: int,
                                   **details: Any) -> call_result.StopTransaction:
-        async with self.registry.session() as session:
+        async with self.registry.writing() as session:
             transaction = await chargers.find_transaction(session, self.charge_point_id, transaction_id=transaction_id)
             if transaction is None:
                 logger.info("%s stopped unknown transaction %s", self.id, transaction_id)

@@ -10,7 +10,7 @@ from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
 
 from powerbank.ocpp.connection import HubConnection
-from powerbank.ocpp.meter import parse_timestamp, readings_from
+from powerbank.ocpp.meter import parse_timestamp
 from powerbank.ocpp.v16 import now_text
 from powerbank.services import chargers
 from powerbank.services.chargers import BootInfo, Capability
@@ -65,7 +65,7 @@ class ChargePoint201(HubConnection, ChargePoint):
                                    **_: Any) -> call_result.BootNotification:
         boot = BootInfo(self.protocol, charging_station.get("vendor_name", ""), charging_station.get("model", ""),
                         charging_station.get("firmware_version"), charging_station.get("serial_number"))
-        async with self.registry.session() as session:
+        async with self.registry.writing() as session:
             await chargers.store_boot(session, self.charge_point_id, boot)
             await session.commit()
         return call_result.BootNotification(current_time=now_text(), interval=self.registry.heartbeat_interval,
@@ -90,27 +90,14 @@ class ChargePoint201(HubConnection, ChargePoint):
     @on(Action.status_notification)
     async def on_status_notification(self, timestamp: str, connector_status: str, evse_id: int,
                                      connector_id: int, **_: Any) -> call_result.StatusNotification:
-        async with self.registry.session() as session:
-            await chargers.store_status(session, self.charge_point_id, evse_id, connector_status, None,
-                                        parse_timestamp(timestamp))
-            await session.commit()
+        await self.store_status(evse_id, connector_status, None, parse_timestamp(timestamp))
         return call_result.StatusNotification()
 
     @on(Action.meter_values)
     async def on_meter_values(self, evse_id: int, meter_value: list[dict[str, Any]],
                               **_: Any) -> call_result.MeterValues:
-        await self._store_meter_values(evse_id, meter_value, None)
+        await self.store_meter(evse_id, meter_value, None)
         return call_result.MeterValues()
-
-    async def _store_meter_values(self, evse_id: int, meter_value: list[dict[str, Any]] | None,
-                                  transaction_id: str | None) -> None:
-        self.meter_messages += 1
-        async with self.registry.session() as session:
-            await chargers.store_meter_values(
-                session, self.charge_point_id, evse_id, readings_from(meter_value), transaction_id,
-                prune=self.meter_messages % self.registry.prune_every == 0,
-            )
-            await session.commit()
 
     @on(Action.transaction_event)
     async def on_transaction_event(self, event_type: str, timestamp: str, trigger_reason: str, seq_no: int,
@@ -118,7 +105,7 @@ class ChargePoint201(HubConnection, ChargePoint):
         remote_id = str(transaction_info["transaction_id"])[:40]
         evse_id = (details.get("evse") or {}).get("id", 0)
         at = parse_timestamp(timestamp)
-        async with self.registry.session() as session:
+        async with self.registry.writing() as session:
             transaction = await chargers.find_transaction(session, self.charge_point_id, remote_id=remote_id)
             if transaction is None and event_type != "Ended":
                 id_token = (details.get("id_token") or {}).get("id_token")
@@ -129,7 +116,7 @@ class ChargePoint201(HubConnection, ChargePoint):
                                                 reason=transaction_info.get("stopped_reason"))
             await session.commit()
         if details.get("meter_value"):
-            await self._store_meter_values(evse_id, details["meter_value"], remote_id)
+            await self.store_meter(evse_id, details["meter_value"], remote_id)
         if details.get("id_token"):
             return call_result.TransactionEvent(id_token_info={"status": "Accepted"})
         return call_result.TransactionEvent()

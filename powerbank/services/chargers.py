@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, update
+from sqlalchemy import bindparam, delete, func, insert, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -42,6 +43,8 @@ ATTEMPTS_SHOWN = 200
 ATTEMPT_ROWS_PER_ADDRESS = 100
 # Power older than this is not "current" any more.
 CURRENT_POWER_MAX_AGE = timedelta(minutes=5)
+METER_TABLE = MeterSample.__table__  # type: ignore[attr-defined]
+STATUS_TABLE = ConnectorStatus.__table__  # type: ignore[attr-defined]
 
 
 class PasswordChecker:
@@ -323,40 +326,92 @@ class MeterReading:
         return self.power_w is None and self.energy_wh is None and not self.currents_a
 
 
+def meter_rows(
+    charge_point_id: int, connector_id: int, readings: Iterable[MeterReading], transaction_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """Return the meter sample rows of a charger's readings (empty readings are left out)."""
+    received_at = utcnow()
+    return [
+        {"charge_point_id": charge_point_id, "connector_id": connector_id, "measured_at": reading.measured_at,
+         "received_at": received_at, "power_w": reading.power_w, "energy_wh": reading.energy_wh,
+         "current_l1_a": reading.currents_a.get("L1"), "current_l2_a": reading.currents_a.get("L2"),
+         "current_l3_a": reading.currents_a.get("L3"), "transaction_id": transaction_id}
+        for reading in readings if not reading.empty
+    ]
+
+
+async def insert_meter_rows(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Store meter sample rows of any number of chargers in one statement."""
+    if rows:
+        await session.exec(insert(METER_TABLE), params=list(rows))
+
+
+async def prune_meter_samples(session: AsyncSession, charge_point_ids: Iterable[int]) -> None:
+    """Keep only the newest METER_SAMPLES_KEPT samples of each of these chargers, in one statement."""
+    ids = sorted(set(charge_point_ids))
+    if not ids:
+        return
+    newer = METER_TABLE.alias("newer")
+    oldest_kept = (
+        select(newer.c.id)
+        .where(newer.c.charge_point_id == METER_TABLE.c.charge_point_id)
+        .order_by(newer.c.id.desc())
+        .offset(METER_SAMPLES_KEPT - 1)
+        .limit(1)
+        .scalar_subquery()
+    )
+    await session.exec(
+        delete(METER_TABLE).where(METER_TABLE.c.charge_point_id.in_(ids), METER_TABLE.c.id < oldest_kept)
+    )
+
+
 async def store_meter_values(
     session: AsyncSession, charge_point_id: int, connector_id: int, readings: Iterable[MeterReading],
     transaction_id: str | None = None, *, prune: bool = False,
 ) -> int:
     """Store meter readings; with ``prune``, drop all but the newest kept ones. Return how many."""
-    stored = 0
-    for reading in readings:
-        if reading.empty:
-            continue
-        session.add(MeterSample(
-            charge_point_id=charge_point_id, connector_id=connector_id, measured_at=reading.measured_at,
-            power_w=reading.power_w, energy_wh=reading.energy_wh,
-            current_l1_a=reading.currents_a.get("L1"), current_l2_a=reading.currents_a.get("L2"),
-            current_l3_a=reading.currents_a.get("L3"), transaction_id=transaction_id,
-        ))
-        stored += 1
+    rows = meter_rows(charge_point_id, connector_id, readings, transaction_id)
+    await insert_meter_rows(session, rows)
     if prune:
-        await session.flush()
-        oldest_kept = (
-            await session.exec(
-                select(MeterSample.id)
-                .where(MeterSample.charge_point_id == charge_point_id)
-                .order_by(col(MeterSample.id).desc())
-                .offset(METER_SAMPLES_KEPT - 1)
-                .limit(1)
-            )
-        ).first()
-        if oldest_kept is not None:
-            await session.exec(
-                delete(MeterSample).where(
-                    col(MeterSample.charge_point_id) == charge_point_id, col(MeterSample.id) < oldest_kept
-                )
-            )
-    return stored
+        await prune_meter_samples(session, [charge_point_id])
+    return len(rows)
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """A connector's status as a charger reported it."""
+
+    charge_point_id: int
+    connector_id: int
+    status: str
+    error_code: str | None
+    reported_at: datetime | None
+
+
+async def upsert_statuses(session: AsyncSession, reports: Sequence[StatusReport]) -> None:
+    """Store each connector's latest status, one statement for any number of chargers.
+
+    Of several reports for one connector the last one wins.
+    """
+    latest = {(r.charge_point_id, r.connector_id): r for r in reports}
+    if not latest:
+        return
+    now = utcnow()
+    rows = [{"charge_point_id": r.charge_point_id, "connector_id": r.connector_id, "status": r.status[:30],
+             "error_code": r.error_code[:50] if r.error_code else None, "reported_at": r.reported_at or now}
+            for r in latest.values()]
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        statement = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(STATUS_TABLE)
+        await session.exec(statement.on_conflict_do_update(
+            index_elements=["charge_point_id", "connector_id"],
+            set_={"status": statement.excluded.status, "error_code": statement.excluded.error_code,
+                  "reported_at": statement.excluded.reported_at},
+        ), params=rows)
+        return
+    for report in latest.values():
+        await store_status(session, report.charge_point_id, report.connector_id, report.status,
+                           report.error_code, report.reported_at)
 
 
 async def start_transaction(
@@ -410,7 +465,8 @@ class Capability:
 async def store_capability(session: AsyncSession, charge_point_id: int, capability: Capability) -> list[tuple[int, str]]:
     """Store the probe's answer; smart charging support decides compatibility (R2).
 
-    Return what the enrollment re-evaluation changed (a DK2 charger signed up, a suspension).
+    Return what the enrollment re-evaluation changed (a DK2 charger signed up, a suspension);
+    participation is re-evaluated only when the answer about smart charging changed.
     """
     charge_point = await session.get(ChargePoint, charge_point_id)
     if charge_point is None:
@@ -425,13 +481,15 @@ async def store_capability(session: AsyncSession, charge_point_id: int, capabili
     row.rate_units = capability.rate_units
     row.meter_interval_s = capability.meter_interval_s
     session.add(row)
-    if charge_point.smart_charging != capability.smart_charging:
-        record(session, SYSTEM, "charge_point.smart_charging", charge_point,
-               operator_id=await _operator_of(session, charge_point),
-               before={"smart_charging": charge_point.smart_charging},
-               after={"smart_charging": capability.smart_charging})
-        charge_point.smart_charging = capability.smart_charging
-        session.add(charge_point)
+    if charge_point.smart_charging == capability.smart_charging:
+        # What decides compatibility is unchanged (a reboot): participation stays as it is.
+        return []
+    record(session, SYSTEM, "charge_point.smart_charging", charge_point,
+           operator_id=await _operator_of(session, charge_point),
+           before={"smart_charging": charge_point.smart_charging},
+           after={"smart_charging": capability.smart_charging})
+    charge_point.smart_charging = capability.smart_charging
+    session.add(charge_point)
     return await reevaluate(session, [charge_point_id])
 
 

@@ -5,11 +5,10 @@ The OCPP endpoint writes to it and the charge point page reads it; neither impor
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime
-
-from powerbank.db import utcnow
+from datetime import UTC, datetime
 
 # Where the app keeps its FrameLog (app.extensions).
 FRAME_LOG_KEY = "powerbank.frame_log"
@@ -29,11 +28,15 @@ class Frame:
 
 
 class FrameLog:
-    """Keep the newest ``size`` frames per charger identity."""
+    """Keep the newest ``size`` frames per charger identity.
+
+    Each frame is kept as one string, "<" or ">" and the time before the text, not as objects:
+    10,000 chargers × 100 frames is a million of them, and objects per frame would cost ~90 MB more.
+    """
 
     def __init__(self, size: int = 100) -> None:
         self.size = size
-        self._frames: dict[str, deque[Frame]] = {}
+        self._frames: dict[str, deque[str]] = {}
 
     def add(self, identity: str, outgoing: bool, text: str) -> None:
         """Remember one frame sent to (``outgoing``) or received from a charger."""
@@ -42,12 +45,17 @@ class FrameLog:
             frames = self._frames[identity] = deque(maxlen=self.size)
         if len(text) > MAX_SHOWN_CHARS:
             text = f"{text[:MAX_SHOWN_CHARS]}… ({len(text)} characters)"
-        frames.append(Frame(utcnow(), outgoing, text))
+        frames.append(f"{'>' if outgoing else '<'}{time.time():.3f} {text}")
 
     def recent(self, identity: str) -> list[Frame]:
         """Return a charger's frames, newest first."""
-        return list(reversed(self._frames.get(identity, ())))
+        return [_unpack(packed) for packed in reversed(self._frames.get(identity, ()))]
 
     def forget(self, identity: str) -> None:
         """Drop a charger's frames (its charge point was deleted or renamed)."""
         self._frames.pop(identity, None)
+
+
+def _unpack(packed: str) -> Frame:
+    stamp, _, text = packed[1:].partition(" ")
+    return Frame(datetime.fromtimestamp(float(stamp), UTC), packed[0] == ">", text)

@@ -1,0 +1,134 @@
+"""Chargers' frequent reports (meter values, connector status) stored together: group commit."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from quart import Quart
+from sqlalchemy import delete
+from sqlmodel import col, func, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from powerbank.db import utcnow
+from powerbank.models import ChargePoint
+from powerbank.ocpp.reports import ReportWriter
+from powerbank.ocpp_models import ConnectorStatus, MeterSample
+from powerbank.services import chargers
+from powerbank.services.chargers import METER_SAMPLES_KEPT, MeterReading, StatusReport
+from powerbank.services.frame_log import FrameLog
+from tests.conftest import Factory
+
+
+def writer_for(app: Quart) -> ReportWriter:
+    return ReportWriter(app.extensions["powerbank.sessionmaker"], asyncio.Lock())
+
+
+def rows(charge_point_id: int, power_w: float, count: int = 1) -> list[dict[str, object]]:
+    now = utcnow()
+    return chargers.meter_rows(charge_point_id, 1, [
+        MeterReading(now + timedelta(seconds=i), power_w=power_w) for i in range(count)
+    ])
+
+
+async def samples_of(session: AsyncSession, charge_point_id: int) -> list[MeterSample]:
+    session.expire_all()
+    return list(await session.exec(
+        select(MeterSample).where(MeterSample.charge_point_id == charge_point_id).order_by(col(MeterSample.id))
+    ))
+
+
+async def test_reports_arriving_together_are_stored_in_one_transaction_and_each_waits_for_it(
+    app: Quart, factory: Factory, session: AsyncSession
+) -> None:
+    team = await factory.team()
+    ids = [(await factory.charge_point(team)).id or 0 for _ in range(20)]
+    writer = writer_for(app)
+
+    await asyncio.gather(*(writer.meter(cp_id, rows(cp_id, 1000.0 + i)) for i, cp_id in enumerate(ids)))
+
+    # Every caller returned only once its rows were stored...
+    for i, cp_id in enumerate(ids):
+        assert [s.power_w for s in await samples_of(session, cp_id)] == [1000.0 + i]
+    # ...and all twenty, handed over before the writer ran, were written in one transaction.
+    assert (writer.batches, writer.largest_batch) == (1, 20)
+
+
+async def test_a_report_for_a_deleted_charge_point_fails_alone(
+    app: Quart, factory: Factory, session: AsyncSession
+) -> None:
+    team = await factory.team()
+    kept_id, deleted_id = (await factory.charge_point(team)).id or 0, (await factory.charge_point(team)).id or 0
+    await session.exec(delete(ChargePoint).where(col(ChargePoint.id) == deleted_id))
+    await session.commit()
+    writer = writer_for(app)
+
+    outcomes = await asyncio.gather(
+        writer.meter(kept_id, rows(kept_id, 1.0)),
+        writer.meter(deleted_id, rows(deleted_id, 2.0)),
+        writer.meter(kept_id, rows(kept_id, 3.0)),
+        return_exceptions=True,
+    )
+
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], Exception)
+    assert [s.power_w for s in await samples_of(session, kept_id)] == [1.0, 3.0]
+    assert await samples_of(session, deleted_id) == []
+
+
+async def test_pruning_keeps_the_newest_samples_of_each_charger(
+    app: Quart, factory: Factory, session: AsyncSession
+) -> None:
+    team = await factory.team()
+    busy_id, quiet_id = (await factory.charge_point(team)).id or 0, (await factory.charge_point(team)).id or 0
+    await chargers.insert_meter_rows(session, rows(busy_id, 5.0, METER_SAMPLES_KEPT + 30))
+    await chargers.insert_meter_rows(session, rows(quiet_id, 7.0, 10))
+    await session.commit()
+    newest = [s.id for s in await samples_of(session, busy_id)][-METER_SAMPLES_KEPT:]
+
+    await writer_for(app).meter(busy_id, [], prune=True)
+    await chargers.prune_meter_samples(session, [quiet_id])
+    await session.commit()
+
+    assert [s.id for s in await samples_of(session, busy_id)] == newest
+    assert len(await samples_of(session, quiet_id)) == 10
+
+
+async def test_statuses_keep_the_latest_per_connector(app: Quart, factory: Factory, session: AsyncSession) -> None:
+    team = await factory.team()
+    cp_id = (await factory.charge_point(team)).id or 0
+    writer = writer_for(app)
+    await writer.status(StatusReport(cp_id, 1, "Available", None, None))
+
+    await asyncio.gather(
+        writer.status(StatusReport(cp_id, 1, "Preparing", None, None)),
+        writer.status(StatusReport(cp_id, 1, "Charging", None, None)),
+        writer.status(StatusReport(cp_id, 2, "Faulted", "GroundFailure", None)),
+    )
+
+    session.expire_all()
+    statuses = list(await session.exec(
+        select(ConnectorStatus).where(ConnectorStatus.charge_point_id == cp_id).order_by(col(ConnectorStatus.connector_id))
+    ))
+    assert [(s.connector_id, s.status, s.error_code) for s in statuses] == [
+        (1, "Charging", None), (2, "Faulted", "GroundFailure"),
+    ]
+    count = (await session.exec(select(func.count()).select_from(ConnectorStatus))).one()
+    assert count == 2
+
+
+def test_frame_log_keeps_direction_time_and_text_of_the_newest_frames() -> None:
+    log = FrameLog(size=3)
+    before = utcnow()
+    for i in range(5):
+        log.add("CP-1", outgoing=i % 2 == 1, text=f'[2,"{i}","DataTransfer",{{"data":"a b  c"}}]')
+
+    frames = log.recent("CP-1")
+
+    assert [(f.outgoing, f.text) for f in frames] == [
+        (False, '[2,"4","DataTransfer",{"data":"a b  c"}]'),
+        (True, '[2,"3","DataTransfer",{"data":"a b  c"}]'),
+        (False, '[2,"2","DataTransfer",{"data":"a b  c"}]'),
+    ]
+    assert all(before - timedelta(seconds=1) <= f.at <= utcnow() + timedelta(seconds=1) for f in frames), frames
+    assert log.recent("CP-2") == []
