@@ -11,17 +11,19 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.db import utcnow
+from powerbank.enrollment_models import ParticipationState
 from powerbank.models import ChargePoint
-from powerbank.ocpp.reports import ReportWriter
+from powerbank.ocpp.reports import GroupCommit, Report, store_reports
 from powerbank.ocpp_models import ConnectorStatus, MeterSample
 from powerbank.services import chargers
+from powerbank.services.enrollment import get_participation
 from powerbank.services.chargers import METER_SAMPLES_KEPT, MeterReading, StatusReport
 from powerbank.services.frame_log import FrameLog
 from tests.conftest import Factory
 
 
-def writer_for(app: Quart) -> ReportWriter:
-    return ReportWriter(app.extensions["powerbank.sessionmaker"], asyncio.Lock())
+def writer_for(app: Quart) -> GroupCommit[Report]:
+    return GroupCommit(app.extensions["powerbank.sessionmaker"], asyncio.Lock(), store_reports, "reports")
 
 
 def rows(charge_point_id: int, power_w: float, count: int = 1) -> list[dict[str, object]]:
@@ -45,7 +47,7 @@ async def test_reports_arriving_together_are_stored_in_one_transaction_and_each_
     ids = [(await factory.charge_point(team)).id or 0 for _ in range(20)]
     writer = writer_for(app)
 
-    await asyncio.gather(*(writer.meter(cp_id, rows(cp_id, 1000.0 + i)) for i, cp_id in enumerate(ids)))
+    await asyncio.gather(*(writer.submit(Report(rows(cp_id, 1000.0 + i))) for i, cp_id in enumerate(ids)))
 
     # Every caller returned only once its rows were stored...
     for i, cp_id in enumerate(ids):
@@ -64,9 +66,9 @@ async def test_a_report_for_a_deleted_charge_point_fails_alone(
     writer = writer_for(app)
 
     outcomes = await asyncio.gather(
-        writer.meter(kept_id, rows(kept_id, 1.0)),
-        writer.meter(deleted_id, rows(deleted_id, 2.0)),
-        writer.meter(kept_id, rows(kept_id, 3.0)),
+        writer.submit(Report(rows(kept_id, 1.0))),
+        writer.submit(Report(rows(deleted_id, 2.0))),
+        writer.submit(Report(rows(kept_id, 3.0))),
         return_exceptions=True,
     )
 
@@ -86,7 +88,7 @@ async def test_pruning_keeps_the_newest_samples_of_each_charger(
     await session.commit()
     newest = [s.id for s in await samples_of(session, busy_id)][-METER_SAMPLES_KEPT:]
 
-    await writer_for(app).meter(busy_id, [], prune=True)
+    await writer_for(app).submit(Report(prune=busy_id))
     await chargers.prune_meter_samples(session, [quiet_id])
     await session.commit()
 
@@ -98,12 +100,12 @@ async def test_statuses_keep_the_latest_per_connector(app: Quart, factory: Facto
     team = await factory.team()
     cp_id = (await factory.charge_point(team)).id or 0
     writer = writer_for(app)
-    await writer.status(StatusReport(cp_id, 1, "Available", None, None))
+    await writer.submit(Report(status=StatusReport(cp_id, 1, "Available", None, None)))
 
     await asyncio.gather(
-        writer.status(StatusReport(cp_id, 1, "Preparing", None, None)),
-        writer.status(StatusReport(cp_id, 1, "Charging", None, None)),
-        writer.status(StatusReport(cp_id, 2, "Faulted", "GroundFailure", None)),
+        writer.submit(Report(status=StatusReport(cp_id, 1, "Preparing", None, None))),
+        writer.submit(Report(status=StatusReport(cp_id, 1, "Charging", None, None))),
+        writer.submit(Report(status=StatusReport(cp_id, 2, "Faulted", "GroundFailure", None))),
     )
 
     session.expire_all()
@@ -132,3 +134,33 @@ def test_frame_log_keeps_direction_time_and_text_of_the_newest_frames() -> None:
     ]
     assert all(before - timedelta(seconds=1) <= f.at <= utcnow() + timedelta(seconds=1) for f in frames), frames
     assert log.recent("CP-2") == []
+
+
+async def test_boots_and_probe_answers_are_stored_in_batches_and_reevaluated_only_when_they_change(
+    app: Quart, factory: Factory, session: AsyncSession
+) -> None:
+    team = await factory.team()
+    ids = [(await factory.charge_point(team, price_area="DK2")).id or 0 for _ in range(3)]
+    gone_id = ids[-1] + 1000  # Never existed (deleted since it connected): skipped, not an error.
+    boot = chargers.BootInfo("ocpp1.6", "Easee", "Home", "1.0", None)
+    no_smart_charging = chargers.Capability(smart_charging=False, feature_profiles="Core")
+
+    await chargers.store_boots(session, [(cp_id, boot) for cp_id in [*ids, gone_id]])
+    await session.commit()
+    signed_up = [(await get_participation(session, cp)).state
+                 for cp in await session.exec(select(ChargePoint).where(col(ChargePoint.id).in_(ids)))]
+    changes = await chargers.store_capabilities(session, [(cp_id, no_smart_charging) for cp_id in [*ids, gone_id]])
+    await session.commit()
+    # A reboot that reports the same: nothing to re-evaluate.
+    await chargers.store_boots(session, [(cp_id, boot) for cp_id in ids])
+    again = await chargers.store_capabilities(session, [(cp_id, no_smart_charging) for cp_id in ids])
+    await session.commit()
+
+    # DK2 chargers are signed up at their first boot (R6), all three in one batch...
+    assert signed_up == [ParticipationState.SIGNED_UP] * 3
+    # ...and suspended together once their answers say they cannot take a limit (R2).
+    assert sorted(cp_id for cp_id, _ in changes) == ids
+    assert again == []
+    session.expire_all()
+    stored = list(await session.exec(select(ChargePoint).where(col(ChargePoint.id).in_(ids))))
+    assert {(cp.reported_vendor, cp.reported_firmware, cp.smart_charging) for cp in stored} == {("Easee", "1.0", False)}

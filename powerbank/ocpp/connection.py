@@ -25,6 +25,7 @@ from quart.wrappers import Websocket
 
 from powerbank.background import BackgroundTasks
 from powerbank.ocpp.meter import readings_from
+from powerbank.ocpp.reports import Report
 from powerbank.services import chargers
 from powerbank.services.chargers import Capability, StatusReport
 
@@ -329,14 +330,19 @@ class HubConnection:
         """Store sampled meter values (in the batch of every charger's reports; see ``reports``)."""
         self.meter_messages += 1
         rows = chargers.meter_rows(self.charge_point_id, connector_id, readings_from(meter_value), transaction_id)
-        await self.registry.reports.meter(self.charge_point_id, rows,
-                                          prune=self.meter_messages % self.registry.prune_every == 0)
+        prune = self.meter_messages % self.registry.prune_every == 0
+        if rows or prune:
+            await self.registry.reports.submit(Report(meter_rows=rows, prune=self.charge_point_id if prune else None))
 
     async def store_status(self, connector_id: int, status: str, error_code: str | None,
                            reported_at: datetime | None) -> None:
         """Store a connector's status (in the batch of every charger's reports)."""
-        await self.registry.reports.status(
-            StatusReport(self.charge_point_id, connector_id, status, error_code, reported_at))
+        await self.registry.reports.submit(Report(
+            status=StatusReport(self.charge_point_id, connector_id, status, error_code, reported_at)))
+
+    async def store_boot(self, boot: chargers.BootInfo) -> None:
+        """Store what the charger reported at boot (in the batch of every charger's boots)."""
+        await self.registry.boots.submit((self.charge_point_id, boot))
 
     async def ask_capability(self) -> Capability:
         """Ask the charger what it can do (smart charging); each OCPP version asks its own way."""
@@ -362,11 +368,8 @@ class HubConnection:
         except (CallErrorReceived, OCPPError, TimeoutError) as error:
             logger.info("%s did not answer the capability probe: %r", self.id, error)
             return
-        async with self.registry.writing() as session:
-            changes = await chargers.store_capability(session, self.charge_point_id, capability)
-            await session.commit()
-        logger.info("%s: smart charging %s%s", self.id, capability.smart_charging,
-                    f", participation {changes}" if changes else "")
+        await self.registry.capabilities.submit((self.charge_point_id, capability))
+        logger.info("%s: smart charging %s", self.id, capability.smart_charging)
 
     # Lifecycle -------------------------------------------------------------------------------
 

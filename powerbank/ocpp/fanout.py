@@ -11,6 +11,7 @@ payloads are built here, and a test validates each kind against the official sch
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -106,6 +107,11 @@ class Broadcast:
     identities: dict[int, str] = field(default_factory=dict)
     offline: list[Target] = field(default_factory=list)
     frames: int = 0
+    # When each answer arrived (taken as it arrives, not when someone next looks).
+    answered_at: dict[int, datetime] = field(default_factory=dict)
+
+    def _arrived(self, charge_point_id: int, _future: asyncio.Future[Any]) -> None:
+        self.answered_at.setdefault(charge_point_id, utcnow())
 
     @property
     def sent(self) -> dict[int, datetime]:
@@ -140,6 +146,7 @@ def broadcast(
                 result.offline.append(target)
                 continue
             result.futures[target.charge_point_id] = future
+            future.add_done_callback(functools.partial(result._arrived, target.charge_point_id))
             result.message_ids[target.charge_point_id] = message_id
             result.identities[target.charge_point_id] = target.identity
     result.sent_at = utcnow()
@@ -181,7 +188,7 @@ async def collect(
         if future.cancelled() or charge_point_id not in waiting:
             return
         waiting.discard(charge_point_id)
-        ready.append(_answer(charge_point_id, future, utcnow()))
+        ready.append(_answer(charge_point_id, future, sent.answered_at.get(charge_point_id) or utcnow()))
         if not waiting:
             all_in.set()
 

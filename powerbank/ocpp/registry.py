@@ -28,8 +28,8 @@ from powerbank.db import utcnow
 from powerbank.ocpp.connection import HubConnection
 from powerbank.background import BackgroundTasks
 from powerbank.services import chargers
-from powerbank.services.chargers import PasswordChecker
-from powerbank.ocpp.reports import ReportWriter
+from powerbank.services.chargers import Capability, PasswordChecker
+from powerbank.ocpp.reports import GroupCommit, store_reports
 from powerbank.services.frame_log import FrameLog
 
 logger = logging.getLogger("powerbank.ocpp")
@@ -39,6 +39,12 @@ logger = logging.getLogger("powerbank.ocpp")
 LAST_SEEN_CHUNK = 1000
 
 REGISTRY_KEY = "powerbank.ocpp_registry"
+
+
+async def _store_capabilities(session: AsyncSession, answers: list[tuple[int, Capability]]) -> None:
+    changes = await chargers.store_capabilities(session, answers)
+    if changes:
+        logger.info("participation changed after capability probes: %s", changes)
 
 
 class Registry:
@@ -72,7 +78,10 @@ class Registry:
         bind = sessionmaker.kw.get("bind")
         serialise = bind is None or bind.dialect.name == "sqlite"
         self.write_lock: Any = asyncio.Lock() if serialise else contextlib.nullcontext()
-        self.reports = ReportWriter(sessionmaker, self.write_lock)
+        # What chargers report, stored in batches (group commit; see ``reports``).
+        self.reports = GroupCommit(sessionmaker, self.write_lock, store_reports, "OCPP reports")
+        self.boots = GroupCommit(sessionmaker, self.write_lock, chargers.store_boots, "boot notifications")
+        self.capabilities = GroupCommit(sessionmaker, self.write_lock, _store_capabilities, "capability answers")
         self._connections: dict[str, HubConnection] = {}
         self._seen: dict[int, datetime] = {}
         # Charger → (protocol it spoke, still connected), written in batches.
@@ -193,7 +202,8 @@ class Registry:
         for connection in list(self._connections.values()):
             await connection.close(1001, "The hub is shutting down")
         await self._background.wait()
-        await self.reports.wait()
+        for writer in (self.boots, self.capabilities, self.reports):
+            await writer.wait()
         await self.flush_last_seen()
         async with self.session() as session:
             await chargers.mark_all_offline(session)

@@ -1,14 +1,14 @@
-"""Group commit for what chargers report often: meter values and connector status.
+"""Group commit for what thousands of chargers report: boots, capabilities, meter values, status.
 
-Ten thousand chargers send a MeterValues every few seconds; one database transaction each
-queues them all on the database's write lock (SQLite has one writer). Here each message adds its
-rows to the batch being gathered and waits until that batch is stored, then the charger gets its
-answer: nothing is acknowledged before it is written, yet one transaction stores what every
-charger sent while the previous one was being written. Under light load a batch holds one
-message and is written at once, so nothing waits for a timer.
+Ten thousand chargers booting after a restart, or sending MeterValues every few seconds, would
+queue on the database's write lock with one transaction each (SQLite has one writer). Here each
+message adds its item to the batch being gathered and waits until that batch is stored; only then
+does the charger get its answer, so nothing is acknowledged before it is written. One
+transaction stores what every charger sent while the previous one was being written. Under light
+load a batch holds one item and is written at once: nothing waits for a timer.
 
-    await registry.reports.meter(charge_point_id, rows, prune=False)
-    await registry.reports.status(StatusReport(...))
+    await registry.reports.submit(Report(meter_rows=rows))      # meter values, status
+    await registry.boots.submit((charge_point_id, boot_info))
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -28,52 +28,46 @@ from powerbank.services.chargers import StatusReport
 
 logger = logging.getLogger("powerbank.ocpp")
 
-# Messages stored in one transaction at most; more wait for the next one.
+# Items stored in one transaction at most; more wait for the next one.
 MAX_BATCH = 5000
 
+Item = TypeVar("Item")
 
-def _new_future() -> asyncio.Future[None]:
-    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+def _consume(future: asyncio.Future[Any]) -> None:
     # A caller that went away (its charger disconnected) no longer reads the outcome.
-    future.add_done_callback(lambda f: f.cancelled() or f.exception())
-    return future
+    if not future.cancelled():
+        future.exception()
 
 
-@dataclass
-class _Report:
-    meter_rows: list[dict[str, Any]] = field(default_factory=list)
-    prune: int | None = None
-    status: StatusReport | None = None
-    done: asyncio.Future[None] = field(default_factory=_new_future)
+class GroupCommit(Generic[Item]):
+    """Store items in batches, one transaction at a time; each caller waits for its own item.
 
+    ``store(session, items)`` writes a batch (without committing). Should a batch fail (a charge
+    point deleted meanwhile), its items are stored one by one so only the bad one fails.
+    """
 
-class ReportWriter:
-    """Store chargers' reports in batches, one writer at a time; each caller waits for its own."""
-
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], write_lock: Any) -> None:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], write_lock: Any,
+                 store: Callable[[AsyncSession, list[Item]], Awaitable[Any]], what: str) -> None:
         self.sessionmaker = sessionmaker
         # Shared with the hub's other OCPP writes, so they queue here rather than in the database.
         self.write_lock = write_lock
-        self._waiting: list[_Report] = []
+        self.store = store
+        self.what = what
+        self._waiting: list[tuple[Item, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
         self.batches = 0
         self.largest_batch = 0
 
-    async def meter(self, charge_point_id: int, rows: list[dict[str, Any]], *, prune: bool = False) -> None:
-        """Store meter sample rows (``chargers.meter_rows``); with ``prune``, drop the charger's oldest."""
-        if rows or prune:
-            await self._submit(_Report(meter_rows=rows, prune=charge_point_id if prune else None))
-
-    async def status(self, report: StatusReport) -> None:
-        """Store a connector's latest status."""
-        await self._submit(_Report(status=report))
-
-    async def _submit(self, report: _Report) -> None:
-        self._waiting.append(report)
+    async def submit(self, item: Item) -> None:
+        """Hand over one item and return once it is stored (raise if it could not be)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(_consume)
+        self._waiting.append((item, done))
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_waiting(), name="ocpp report writer")
-        # Shielded: a charger that disconnects meanwhile does not take its rows out of the batch.
-        await asyncio.shield(report.done)
+            self._writer = asyncio.create_task(self._write_waiting(), name=f"{self.what} writer")
+        # Shielded: a charger that disconnects meanwhile does not take its item out of the batch.
+        await asyncio.shield(done)
 
     async def _write_waiting(self) -> None:
         while self._waiting:
@@ -81,37 +75,50 @@ class ReportWriter:
             self.batches += 1
             self.largest_batch = max(self.largest_batch, len(batch))
             try:
-                await self._store(batch)
+                await self._store([item for item, _ in batch])
             except Exception:
-                # One bad report (a charge point deleted meanwhile) must not lose the others.
-                logger.info("storing %d OCPP reports together failed; storing them one by one", len(batch),
+                logger.info("storing %d %s together failed; storing them one by one", len(batch), self.what,
                             exc_info=True)
                 await self._store_one_by_one(batch)
             else:
-                for report in batch:
-                    if not report.done.done():
-                        report.done.set_result(None)
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
 
-    async def _store(self, batch: Sequence[_Report]) -> None:
+    async def _store(self, items: list[Item]) -> None:
         async with self.write_lock, self.sessionmaker() as session:
-            await chargers.insert_meter_rows(session, [row for report in batch for row in report.meter_rows])
-            await chargers.upsert_statuses(session, [report.status for report in batch if report.status is not None])
-            await chargers.prune_meter_samples(session, [r.prune for r in batch if r.prune is not None])
+            await self.store(session, items)
             await session.commit()
 
-    async def _store_one_by_one(self, batch: Sequence[_Report]) -> None:
-        for report in batch:
+    async def _store_one_by_one(self, batch: Sequence[tuple[Item, asyncio.Future[None]]]) -> None:
+        for item, done in batch:
             try:
-                await self._store([report])
+                await self._store([item])
             except Exception as error:
-                if not report.done.done():
-                    report.done.set_exception(error)
+                if not done.done():
+                    done.set_exception(error)
             else:
-                if not report.done.done():
-                    report.done.set_result(None)
+                if not done.done():
+                    done.set_result(None)
 
     async def wait(self) -> None:
         """Wait until everything handed over so far is stored (at shutdown)."""
-        if self._writer is not None:
+        while self._writer is not None and not self._writer.done():
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._writer)
+
+
+@dataclass
+class Report:
+    """What one MeterValues or StatusNotification brings: meter rows, a status, a charger to prune."""
+
+    meter_rows: list[dict[str, Any]] = field(default_factory=list)
+    prune: int | None = None
+    status: StatusReport | None = None
+
+
+async def store_reports(session: AsyncSession, reports: list[Report]) -> None:
+    """Store a batch of reports: one INSERT of every meter row, one upsert of every status, one prune."""
+    await chargers.insert_meter_rows(session, [row for report in reports for row in report.meter_rows])
+    await chargers.upsert_statuses(session, [report.status for report in reports if report.status is not None])
+    await chargers.prune_meter_samples(session, [r.prune for r in reports if r.prune is not None])

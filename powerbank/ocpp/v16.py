@@ -63,9 +63,7 @@ class ChargePoint16(HubConnection, ChargePoint):
                                    **details: Any) -> call_result.BootNotification:
         boot = BootInfo(self.protocol, charge_point_vendor, charge_point_model, details.get("firmware_version"),
                         details.get("charge_point_serial_number") or details.get("charge_box_serial_number"))
-        async with self.registry.writing() as session:
-            await chargers.store_boot(session, self.charge_point_id, boot)
-            await session.commit()
+        await self.store_boot(boot)
         return call_result.BootNotification(current_time=now_text(), interval=self.registry.heartbeat_interval,
                                             status="Accepted")
 

@@ -65,9 +65,7 @@ class ChargePoint201(HubConnection, ChargePoint):
                                    **_: Any) -> call_result.BootNotification:
         boot = BootInfo(self.protocol, charging_station.get("vendor_name", ""), charging_station.get("model", ""),
                         charging_station.get("firmware_version"), charging_station.get("serial_number"))
-        async with self.registry.writing() as session:
-            await chargers.store_boot(session, self.charge_point_id, boot)
-            await session.commit()
+        await self.store_boot(boot)
         return call_result.BootNotification(current_time=now_text(), interval=self.registry.heartbeat_interval,
                                             status="Accepted")
 

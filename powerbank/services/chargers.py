@@ -259,37 +259,50 @@ class BootInfo:
     serial: str | None = None
 
 
-async def _operator_of(session: AsyncSession, charge_point: ChargePoint) -> int | None:
-    team = await session.get(Team, charge_point.team_id)
-    return team.operator_id if team is not None else None
+async def _charge_points_with_operator(
+    session: AsyncSession, charge_point_ids: Iterable[int]
+) -> dict[int, tuple[ChargePoint, int]]:
+    """Load charge points with their operator's id, one query for all."""
+    rows = await session.exec(
+        select(ChargePoint, Team.operator_id).join(Team, Team.id == ChargePoint.team_id)
+        .where(col(ChargePoint.id).in_(set(charge_point_ids)))
+    )
+    return {charge_point.id or 0: (charge_point, operator_id) for charge_point, operator_id in rows}
 
 
-async def store_boot(session: AsyncSession, charge_point_id: int, boot: BootInfo) -> ChargePoint | None:
-    """Store what a charger reported at boot; from now on it decides compatibility (R2)."""
-    charge_point = await session.get(ChargePoint, charge_point_id)
-    if charge_point is None:
-        return None
-    first_boot = charge_point.booted_at is None
-    before = {"vendor": charge_point.reported_vendor, "model": charge_point.reported_model,
-              "firmware": charge_point.reported_firmware, "serial": charge_point.reported_serial}
-    after = {"vendor": boot.vendor[:80], "model": boot.model[:80],
-             "firmware": (boot.firmware or "")[:80] or None, "serial": (boot.serial or "")[:80] or None}
-    charge_point.reported_vendor = after["vendor"]
-    charge_point.reported_model = after["model"]
-    charge_point.reported_firmware = after["firmware"]
-    charge_point.reported_serial = after["serial"]
-    charge_point.booted_at = utcnow()
-    # Stored with the boot, not only with the batched presence, so it is there as soon as boot is.
-    charge_point.ocpp_protocol = boot.protocol
-    session.add(charge_point)
-    if before != after:
-        changed = [key for key in after if before[key] != after[key]]
-        record(session, SYSTEM, "charge_point.reported", charge_point, operator_id=await _operator_of(session, charge_point),
-               before={key: before[key] for key in changed}, after={key: after[key] for key in changed})
-    # Only what it reports decides compatibility; a reboot that reports the same changes nothing.
-    if first_boot or before != after:
-        await reevaluate(session, [charge_point_id])
-    return charge_point
+async def store_boots(session: AsyncSession, boots: Sequence[tuple[int, BootInfo]]) -> None:
+    """Store what chargers reported at boot (a batch, a few queries for all); it decides compatibility (R2).
+
+    Participation is re-evaluated for a charger's first boot, or when what it reports changed.
+    """
+    found = await _charge_points_with_operator(session, [cp_id for cp_id, _ in boots])
+    now = utcnow()
+    changed: list[int] = []
+    for cp_id, boot in boots:
+        if cp_id not in found:
+            continue  # Deleted since it connected.
+        charge_point, operator_id = found[cp_id]
+        first_boot = charge_point.booted_at is None
+        before = {"vendor": charge_point.reported_vendor, "model": charge_point.reported_model,
+                  "firmware": charge_point.reported_firmware, "serial": charge_point.reported_serial}
+        after = {"vendor": boot.vendor[:80], "model": boot.model[:80],
+                 "firmware": (boot.firmware or "")[:80] or None, "serial": (boot.serial or "")[:80] or None}
+        charge_point.reported_vendor = after["vendor"]
+        charge_point.reported_model = after["model"]
+        charge_point.reported_firmware = after["firmware"]
+        charge_point.reported_serial = after["serial"]
+        charge_point.booted_at = now
+        # Stored with the boot, not only with the batched presence, so it is there as soon as boot is.
+        charge_point.ocpp_protocol = boot.protocol
+        session.add(charge_point)
+        if before != after:
+            keys = [key for key in after if before[key] != after[key]]
+            record(session, SYSTEM, "charge_point.reported", charge_point, operator_id=operator_id,
+                   before={key: before[key] for key in keys}, after={key: after[key] for key in keys})
+        # Only what it reports decides compatibility; a reboot that reports the same changes nothing.
+        if first_boot or before != after:
+            changed.append(cp_id)
+    await reevaluate(session, changed)
 
 
 async def store_status(
@@ -462,35 +475,42 @@ class Capability:
     meter_interval_s: int | None = None
 
 
-async def store_capability(session: AsyncSession, charge_point_id: int, capability: Capability) -> list[tuple[int, str]]:
-    """Store the probe's answer; smart charging support decides compatibility (R2).
+async def store_capabilities(
+    session: AsyncSession, answers: Sequence[tuple[int, Capability]]
+) -> list[tuple[int, str]]:
+    """Store capability probe answers (a batch); smart charging support decides compatibility (R2).
 
     Return what the enrollment re-evaluation changed (a DK2 charger signed up, a suspension);
-    participation is re-evaluated only when the answer about smart charging changed.
+    participation is re-evaluated only for chargers whose answer about smart charging changed.
     """
-    charge_point = await session.get(ChargePoint, charge_point_id)
-    if charge_point is None:
-        return []
-    row = await session.get(ChargerCapability, charge_point_id)
-    if row is None:
-        row = ChargerCapability(charge_point_id=charge_point_id, probed_at=utcnow())
-    row.probed_at = utcnow()
-    row.smart_charging = capability.smart_charging
-    row.feature_profiles = (capability.feature_profiles or "")[:255] or None
-    row.max_stack_level = capability.max_stack_level
-    row.rate_units = capability.rate_units
-    row.meter_interval_s = capability.meter_interval_s
-    session.add(row)
-    if charge_point.smart_charging == capability.smart_charging:
-        # What decides compatibility is unchanged (a reboot): participation stays as it is.
-        return []
-    record(session, SYSTEM, "charge_point.smart_charging", charge_point,
-           operator_id=await _operator_of(session, charge_point),
-           before={"smart_charging": charge_point.smart_charging},
-           after={"smart_charging": capability.smart_charging})
-    charge_point.smart_charging = capability.smart_charging
-    session.add(charge_point)
-    return await reevaluate(session, [charge_point_id])
+    found = await _charge_points_with_operator(session, [cp_id for cp_id, _ in answers])
+    rows = {row.charge_point_id: row for row in await session.exec(
+        select(ChargerCapability).where(col(ChargerCapability.charge_point_id).in_(list(found))))}
+    now = utcnow()
+    changed: list[int] = []
+    for cp_id, capability in answers:
+        if cp_id not in found:
+            continue  # Deleted since it connected.
+        charge_point, operator_id = found[cp_id]
+        row = rows.get(cp_id)
+        if row is None:
+            row = rows[cp_id] = ChargerCapability(charge_point_id=cp_id, probed_at=now)
+        row.probed_at = now
+        row.smart_charging = capability.smart_charging
+        row.feature_profiles = (capability.feature_profiles or "")[:255] or None
+        row.max_stack_level = capability.max_stack_level
+        row.rate_units = capability.rate_units
+        row.meter_interval_s = capability.meter_interval_s
+        session.add(row)
+        if charge_point.smart_charging == capability.smart_charging:
+            continue  # What decides compatibility is unchanged (a reboot): participation stays.
+        record(session, SYSTEM, "charge_point.smart_charging", charge_point, operator_id=operator_id,
+               before={"smart_charging": charge_point.smart_charging},
+               after={"smart_charging": capability.smart_charging})
+        charge_point.smart_charging = capability.smart_charging
+        session.add(charge_point)
+        changed.append(cp_id)
+    return await reevaluate(session, changed)
 
 
 @dataclass
