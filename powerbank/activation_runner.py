@@ -43,6 +43,8 @@ logger = logging.getLogger("powerbank.activations")
 IDLE_WAKE_S = 30.0
 # At shutdown, how long work in flight may take to store what it has before it is cancelled.
 STOP_GRACE_S = 5.0
+# Chargers that booted looked up together at most (a few queries for all of them).
+BOOT_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,9 @@ class ActivationRunner:
         # it. Set before any activation becomes active; cleared only by the scheduler's full look.
         self._any_active = True
         self._launches = 0
+        # Chargers that booted and wait to be looked up, and the task that looks them up.
+        self._booted: list[HubConnection] = []
+        self._boot_worker: asyncio.Task[None] | None = None
 
     # Lifecycle -------------------------------------------------------------------------------
 
@@ -315,39 +320,64 @@ class ActivationRunner:
     async def charger_booted(self, connection: HubConnection) -> None:
         """S4: give a charger that booted the limit in force for it, or release a leftover one.
 
-        The work runs in one of the runner's tasks, so the runner awaits it when it stops.
+        Chargers that boot together (thousands after a restart) are looked up together, a few
+        queries a batch. The work runs in the runner's tasks, so the runner awaits it when it stops.
         """
-        self.spawn(self._after_boot(connection))
+        self._booted.append(connection)
+        if self._boot_worker is None or self._boot_worker.done():
+            self._boot_worker = self.spawn(self._after_boots())
 
-    async def _after_boot(self, connection: HubConnection) -> None:
+    async def _after_boots(self) -> None:
+        while self._booted:
+            batch, self._booted = self._booted[:BOOT_BATCH], self._booted[BOOT_BATCH:]
+            try:
+                await self._after_boot(batch)
+            except Exception:
+                logger.exception("could not look up the limits of %d charger(s) that booted", len(batch))
+
+    async def _after_boot(self, connections: Sequence[HubConnection]) -> None:
         now = utcnow()
+        ids = list(dict.fromkeys(connection.charge_point_id for connection in connections))
         async with self.sessionmaker() as session:
-            found = await service.target_for(session, connection.charge_point_id) if self._any_active else None
-            active = (await service.active_in_area(session, found[1], found[2], now)) if found else []
-            leftovers = await service.unreleased(session, charge_point_ids=[connection.charge_point_id],
-                                                 finished_only=True)
-            if found and active:
-                target = found[0]
-                steps = service.envelope(active, now)
-                sent = fanout.broadcast(self.registry, [target],
-                                        lambda group: fanout.set_limit_payload(group, steps, now, self.margin_s))
-                if not sent.futures:
-                    return
-                await service.record_resent(session, active, target, sent.sent_at, steps[0].limit_w)
-                await service.record_released(session, [(d.id or 0, "ended", "replaced after reconnect", now)
-                                                        for d in leftovers])
-                await session.commit()
-                activation_ids = [a.id or 0 for a in active]
+            found = await service.targets_for(session, ids) if self._any_active else {}
+            in_force = {area: await service.active_in_area(session, area[0], area[1], now)
+                        for area in {(operator_id, area) for _target, operator_id, area in found.values()}}
+            leftovers: dict[int, list[Dispatch]] = {}
+            for dispatch in await service.unreleased(session, charge_point_ids=ids, finished_only=True):
+                leftovers.setdefault(dispatch.charge_point_id or 0, []).append(dispatch)
+        to_clear: list[Dispatch] = []
+        for cp_id in ids:
+            target, operator_id, area = found.get(cp_id) or (None, 0, "")
+            active = in_force.get((operator_id, area)) if target is not None else None
+            if target is not None and active:
+                self.spawn(self._limit_after_boot(target, active, leftovers.get(cp_id, []), now))
+            else:
+                to_clear.extend(leftovers.get(cp_id, []))
+        if to_clear:
+            sent = fanout.broadcast(self.registry, _clear_targets(to_clear), fanout.clear_payload)
+            self.spawn(self._record_release(to_clear, sent, "released after reconnect"))
 
-                async def store(batch: list[fanout.Answer]) -> None:
-                    async with self.registry.writing() as own:
-                        await service.record_answers(own, activation_ids, batch)
-                        await own.commit()
+    async def _limit_after_boot(self, target: Target, active: list[Activation], leftovers: list[Dispatch],
+                                now: datetime) -> None:
+        """Send a charger that booted the limit of the area's active activations; record it."""
+        steps = service.envelope(active, now)
+        sent = fanout.broadcast(self.registry, [target],
+                                lambda group: fanout.set_limit_payload(group, steps, now, self.margin_s))
+        if not sent.futures:
+            return
+        async with self.sessionmaker() as session:
+            await service.record_resent(session, active, target, sent.sent_at, steps[0].limit_w)
+            await service.record_released(session, [(d.id or 0, "ended", "replaced after reconnect", now)
+                                                    for d in leftovers])
+            await session.commit()
+        activation_ids = [a.id or 0 for a in active]
 
-                await fanout.collect(self.registry, sent, store, timeout_s=self.answer_timeout_s, stop=self._stopping)
-            elif leftovers:
-                sent = fanout.broadcast(self.registry, _clear_targets(leftovers), fanout.clear_payload)
-                await self._record_release(leftovers, sent, "released after reconnect")
+        async def store(batch: list[fanout.Answer]) -> None:
+            async with self.registry.writing() as own:
+                await service.record_answers(own, activation_ids, batch)
+                await own.commit()
+
+        await fanout.collect(self.registry, sent, store, timeout_s=self.answer_timeout_s, stop=self._stopping)
 
 
 def _clear_targets(dispatches: Sequence[Dispatch]) -> list[Target]:

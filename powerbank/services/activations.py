@@ -354,16 +354,17 @@ async def targets_in_area(session: AsyncSession, operator_id: int, price_area: s
     return [Target(cp_id, identity, units, stack) for cp_id, identity, units, stack in rows]
 
 
-async def target_for(session: AsyncSession, charge_point_id: int) -> tuple[Target, int, str] | None:
-    """Return a charger as a target with its operator and area, or None when it may get no limit (S3)."""
-    row = (await session.exec(
+async def targets_for(session: AsyncSession, charge_point_ids: Sequence[int]) -> dict[int, tuple[Target, int, str]]:
+    """Return chargers that may get a limit as targets with their operator and area (one query, S3).
+
+    A charger that may get none (not signed up, no area) is left out.
+    """
+    rows = await session.exec(
         _targets_query().add_columns(Team.operator_id, ChargePoint.price_area)
-        .where(ChargePoint.id == charge_point_id)
-    )).first()
-    if row is None or row[5] is None:
-        return None
-    cp_id, identity, units, stack, operator_id, area = row
-    return Target(cp_id, identity, units, stack), operator_id, area
+        .where(col(ChargePoint.id).in_(list(charge_point_ids)))
+    )
+    return {cp_id: (Target(cp_id, identity, units, stack), operator_id, area)
+            for cp_id, identity, units, stack, operator_id, area in rows if area is not None}
 
 
 async def record_sent(
