@@ -117,6 +117,15 @@ class ActivationRunner:
                 task.cancel()
             await asyncio.gather(*stragglers, return_exceptions=True)
 
+    @property
+    def write_turn(self) -> Any:
+        """The hub's OCPP write lock: a new activation takes its turn with the chargers' batches.
+
+        Under load those batches follow each other closely; a request waiting in SQLite's busy
+        handler instead could wait seconds for a gap. Take it before the session writes anything.
+        """
+        return self.registry.write_lock
+
     def wake(self) -> None:
         """Look at the schedule again now (an activation was created or cancelled)."""
         self._wake.set()

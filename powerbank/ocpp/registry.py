@@ -37,6 +37,8 @@ logger = logging.getLogger("powerbank.ocpp")
 # Last-seen times written per transaction, so a flush for 10,000 chargers does not hold the
 # database's write lock for long.
 LAST_SEEN_CHUNK = 1000
+# Boots or capability answers stored per transaction at most (about 0.5 ms of ORM work each).
+ORM_BATCH = 200
 
 REGISTRY_KEY = "powerbank.ocpp_registry"
 
@@ -80,8 +82,11 @@ class Registry:
         self.write_lock: Any = asyncio.Lock() if serialise else contextlib.nullcontext()
         # What chargers report, stored in batches (group commit; see ``reports``).
         self.reports = GroupCommit(sessionmaker, self.write_lock, store_reports, "OCPP reports")
-        self.boots = GroupCommit(sessionmaker, self.write_lock, chargers.store_boots, "boot notifications")
-        self.capabilities = GroupCommit(sessionmaker, self.write_lock, _store_capabilities, "capability answers")
+        # Boots and capability answers go through the ORM (audit, re-evaluation): smaller batches.
+        self.boots = GroupCommit(sessionmaker, self.write_lock, chargers.store_boots, "boot notifications",
+                                 max_batch=ORM_BATCH)
+        self.capabilities = GroupCommit(sessionmaker, self.write_lock, _store_capabilities, "capability answers",
+                                        max_batch=ORM_BATCH)
         self._connections: dict[str, HubConnection] = {}
         self._seen: dict[int, datetime] = {}
         # Charger → (protocol it spoke, still connected), written in batches.

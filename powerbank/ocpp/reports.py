@@ -28,8 +28,9 @@ from powerbank.services.chargers import StatusReport
 
 logger = logging.getLogger("powerbank.ocpp")
 
-# Items stored in one transaction at most; more wait for the next one.
-MAX_BATCH = 5000
+# Items stored in one transaction at most, unless a writer says otherwise; more wait for the next.
+# The batch is prepared on the event loop, so its size bounds how long the loop is held.
+MAX_BATCH = 2000
 
 Item = TypeVar("Item")
 
@@ -48,12 +49,14 @@ class GroupCommit(Generic[Item]):
     """
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], write_lock: Any,
-                 store: Callable[[AsyncSession, list[Item]], Awaitable[Any]], what: str) -> None:
+                 store: Callable[[AsyncSession, list[Item]], Awaitable[Any]], what: str,
+                 max_batch: int = MAX_BATCH) -> None:
         self.sessionmaker = sessionmaker
         # Shared with the hub's other OCPP writes, so they queue here rather than in the database.
         self.write_lock = write_lock
         self.store = store
         self.what = what
+        self.max_batch = max_batch
         self._waiting: list[tuple[Item, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
         self.batches = 0
@@ -71,7 +74,7 @@ class GroupCommit(Generic[Item]):
 
     async def _write_waiting(self) -> None:
         while self._waiting:
-            batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+            batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
             self.batches += 1
             self.largest_batch = max(self.largest_batch, len(batch))
             try:

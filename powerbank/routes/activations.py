@@ -60,8 +60,9 @@ async def _create(operator_id: int, form: dict[str, str], typed: dict[str, str] 
         request_ = service.clean_activation(form)
     except FormErrors as exc:
         return await _list_page(operator_id, 422, typed or form, exc.errors)
-    activation = await service.create_activation(session, me, Actor.of(me.user), operator_id, request_)
-    await session.commit()
+    async with runner().write_turn:
+        activation = await service.create_activation(session, me, Actor.of(me.user), operator_id, request_)
+        await session.commit()
     runner().launch(activation)
     return redirect(url_for("activations.detail", activation_id=activation.id), 303)
 

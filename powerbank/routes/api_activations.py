@@ -169,9 +169,10 @@ async def create_activation(data: ActivationCreate) -> tuple[ActivationOut, int]
     operator_id = token_operator_id()
     api.require_write()
     request = service.clean_activation(data.model_dump())
-    activation = await service.create_activation(session, api.current_principal(), actor_for_token(api.current_token()),
-                                                 operator_id, request)
-    await session.commit()
+    async with runner().write_turn:
+        activation = await service.create_activation(session, api.current_principal(),
+                                                     actor_for_token(api.current_token()), operator_id, request)
+        await session.commit()
     runner().launch(activation)
     return activation_out(activation, []), 201
 
