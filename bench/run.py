@@ -39,6 +39,7 @@ from bench.loadgen import percentile, raise_open_files_limit
 from bench.procs import LoadGenerators, ServerProcess, free_port, http_json, ping_probe
 from bench.report import write_report
 from powerbank.config import PROJECT_ROOT
+from powerbank.gc_policy import GcPolicy
 from powerbank.models import Operator
 
 BENCH_DIR = PROJECT_ROOT / "bench"
@@ -464,7 +465,12 @@ async def run_all(settings: Settings) -> dict[str, Any]:
         results["bulk_signup"] = await bench_bulk_signup(workdir, migrated, settings.signup_size,
                                                          max(3, settings.in_process_repeats // 2))
         results["frame_log"] = bench_frame_log()
-        await run_network(settings, workdir, migrated, results)
+        # This process measures loop lag with its ping probe: its own collector must not pause it.
+        collector = asyncio.create_task(GcPolicy(full_every_s=math.inf).run())
+        try:
+            await run_network(settings, workdir, migrated, results)
+        finally:
+            collector.cancel()
     results["duration_s"] = time.monotonic() - started
     return results
 

@@ -11,6 +11,8 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from quart import Quart
 
+from powerbank.gc_policy import GcPolicy
+
 
 def hypercorn_config(host: str, port: int) -> Config:
     """Return the Hypercorn settings PowerBank runs with."""
@@ -48,6 +50,7 @@ async def serve_app(app: Quart, host: str, port: int, *, simulate: bool = False)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, shutdown.set)
     server = asyncio.create_task(serve(app, hypercorn_config(host, port), shutdown_trigger=shutdown.wait))  # type: ignore[arg-type]
+    collector = asyncio.create_task(GcPolicy().run(), name="garbage collection policy")
     simulator: asyncio.subprocess.Process | None = None
     try:
         if simulate:
@@ -59,6 +62,7 @@ async def serve_app(app: Quart, host: str, port: int, *, simulate: bool = False)
             )
         await server
     finally:
+        collector.cancel()
         if simulator is not None and simulator.returncode is None:
             simulator.terminate()
             await simulator.wait()

@@ -1,0 +1,56 @@
+"""The garbage collection policy of the serving process: freeze what lives long, collect all rarely."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from powerbank.gc_policy import GcPolicy
+
+
+class Node:
+    """An object in a reference cycle: only the cyclic collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+@pytest.fixture(autouse=True)
+def unfrozen() -> Iterator[None]:
+    yield
+    gc.unfreeze()
+
+
+def test_frozen_cycles_wait_for_the_full_collection() -> None:
+    node = Node()
+    ref = weakref.ref(node)
+    gc.freeze()
+    del node
+
+    gc.collect()
+    assert ref() is not None  # Frozen: the collector does not look at it, however often it runs.
+
+    policy = GcPolicy()
+    policy.collect_everything()
+    assert ref() is None
+    assert policy.full_collections == 1
+    assert gc.get_freeze_count() > 0  # What survived is frozen again.
+
+
+async def test_the_policy_freezes_regularly_and_collects_everything_on_its_schedule() -> None:
+    policy = GcPolicy(freeze_every_s=0.01, full_every_s=0.05)
+    task = asyncio.create_task(policy.run())
+    try:
+        async with asyncio.timeout(10):
+            while policy.full_collections < 2:
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert policy.longest_full_s > 0
+    assert gc.get_freeze_count() > 0
