@@ -21,6 +21,7 @@ NETWORK_FIGURES: dict[str, list[tuple[str, str, str]]] = {
         ("run:rss_end_kib", "server RSS at the end of the run (after load and fan-out)", "MiB"),
         ("server_log:pool_timeouts", "server log: database pool timeouts in the whole run", ""),
         ("server_log:database_locked", "server log: `database is locked` in the whole run", ""),
+        ("server_log:longest_full_gc_s", "server log: longest full garbage collection (logged from 0.25 s)", "s"),
         ("server_cpu_ms_per_connection", "server CPU per connection (incl. auth)", "ms"),
         ("loadgen_cpu_s", "load generator CPU", "s"),
     ],

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
@@ -69,6 +70,8 @@ class Settings:
     report_path: Path = BENCH_DIR / "RESULTS.md"
     mode: str = "full"
     profile_dir: Path | None = None
+    # PowerBank's seconds between full garbage collections (None: its default, 10 minutes).
+    gc_full_every_s: float | None = None
 
 
     def repeats_for(self, chargers: int) -> int:
@@ -161,15 +164,18 @@ async def _token_from_service(path: Path) -> str | None:
     return secret
 
 
-def _powerbank_env(database: Path) -> dict[str, str]:
+def _powerbank_env(database: Path, gc_full_every_s: float | None = None) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items()
            if not key.startswith("POWERBANK_") and key not in {"PYTHONPATH"}}
     env["POWERBANK_DATABASE_URL"] = fixtures.sqlite_url(database)
     env["POWERBANK_SECRET_KEY"] = secrets.token_urlsafe(32)
+    if gc_full_every_s is not None:
+        env["POWERBANK_GC_FULL_EVERY_S"] = str(gc_full_every_s)
     return env
 
 
-def _server(kind: str, workdir: Path, template: Path | None, password_hash: str, tag: str) -> ServerProcess:
+def _server(kind: str, workdir: Path, template: Path | None, password_hash: str, tag: str,
+            gc_full_every_s: float | None = None) -> ServerProcess:
     port = free_port()
     log = workdir / f"{kind}-{tag}.log"
     if kind == BASELINE:
@@ -179,14 +185,14 @@ def _server(kind: str, workdir: Path, template: Path | None, password_hash: str,
     database = workdir / f"powerbank-{tag}.db"
     shutil.copy(template, database)
     argv = [sys.executable, "-m", "powerbank.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    return ServerProcess(kind, argv, _powerbank_env(database), port, log)
+    return ServerProcess(kind, argv, _powerbank_env(database, gc_full_every_s), port, log)
 
 
 async def network_run(kind: str, chargers: int, settings: Settings, workdir: Path, template: Path | None,
                       token: str | None, password_hash: str, tag: str, phases: tuple[str, ...]) -> dict[str, Any]:
     """Start one server, connect the chargers, then run the given phases; return what was measured."""
     result: dict[str, Any] = {"server": kind, "chargers": chargers, "load_average_before": load_average()}
-    server = _server(kind, workdir, template, password_hash, tag)
+    server = _server(kind, workdir, template, password_hash, tag, settings.gc_full_every_s)
     generators = LoadGenerators(server.ocpp_url, fixtures.CHARGER_PASSWORD, chargers, settings.loadgen_processes,
                                 workdir / f"loadgen-{tag}.log")
     profiler: asyncio.subprocess.Process | None = None
@@ -221,19 +227,23 @@ async def network_run(kind: str, chargers: int, settings: Settings, workdir: Pat
 
 
 # Lines of a server log worth counting: database contention, and errors of any kind.
+GC_PAUSE = re.compile(r"full garbage collection took ([0-9.]+) s")
 LOG_SIGNS = {"pool_timeouts": "QueuePool limit", "database_locked": "database is locked",
              "tracebacks": "Traceback (most recent call last)"}
 
 
-def scan_log(path: Path) -> dict[str, int]:
-    """Count the telling lines of a server's log."""
-    counts = dict.fromkeys(LOG_SIGNS, 0)
+def scan_log(path: Path) -> dict[str, Any]:
+    """Count the telling lines of a server's log, and find its longest full garbage collection."""
+    counts: dict[str, Any] = dict.fromkeys(LOG_SIGNS, 0)
     if path.exists():
         with path.open(errors="replace") as log:
             for line in log:
                 for name, sign in LOG_SIGNS.items():
                     if sign in line:
                         counts[name] += 1
+                found = GC_PAUSE.search(line)
+                if found:
+                    counts["longest_full_gc_s"] = max(counts.get("longest_full_gc_s", 0.0), float(found[1]))
     return counts
 
 
@@ -490,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--signup-size", type=int, default=2000)
     parser.add_argument("--production-hash-size", type=int,
                         help="also connect this many chargers with PowerBank's production argon2 cost (0: skip)")
+    parser.add_argument("--gc-full-every-s", type=float,
+                        help="PowerBank's seconds between full garbage collections (to measure their pause)")
     parser.add_argument("--profile", type=Path, help="record each server with py-spy into this folder")
     parser.add_argument("--report-only", action="store_true", help="only write RESULTS.md again from results.json")
     parser.add_argument("--results", type=Path, help="default bench/results.json (quick: results-quick.json)")
@@ -513,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
                               else (0 if quick else 1000)),
         pages_size=args.pages_size, signup_size=args.signup_size,
         in_process_repeats=5 if quick else 9,
-        servers=args.servers.split(","), profile_dir=args.profile,
+        servers=args.servers.split(","), profile_dir=args.profile, gc_full_every_s=args.gc_full_every_s,
         results_path=args.results, report_path=args.report, mode="quick" if quick else "full",
     )
     results = asyncio.run(run_all(settings))

@@ -42,4 +42,6 @@ DEFAULTS: dict[str, object] = {
     # None: Secure unless in demo or development mode (decided by create_app).
     "QUART_AUTH_COOKIE_SECURE": None,
     "SESSION_COOKIE_SECURE": None,
+    # Seconds between the serving process's full garbage collections (see powerbank/gc_policy.py).
+    "GC_FULL_EVERY_S": 600,
 }

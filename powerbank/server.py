@@ -50,7 +50,8 @@ async def serve_app(app: Quart, host: str, port: int, *, simulate: bool = False)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, shutdown.set)
     server = asyncio.create_task(serve(app, hypercorn_config(host, port), shutdown_trigger=shutdown.wait))  # type: ignore[arg-type]
-    collector = asyncio.create_task(GcPolicy().run(), name="garbage collection policy")
+    collector = asyncio.create_task(GcPolicy(full_every_s=float(app.config["GC_FULL_EVERY_S"])).run(),
+                                    name="garbage collection policy")
     simulator: asyncio.subprocess.Process | None = None
     try:
         if simulate:
