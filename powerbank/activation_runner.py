@@ -118,6 +118,11 @@ class ActivationRunner:
             await asyncio.gather(*stragglers, return_exceptions=True)
 
     @property
+    def may_be_active(self) -> bool:
+        """Whether an activation may be active now (false only once the scheduler saw none)."""
+        return self._any_active
+
+    @property
     def write_turn(self) -> Any:
         """The hub's OCPP write lock: a new activation takes its turn with the chargers' batches.
 

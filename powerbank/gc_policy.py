@@ -7,7 +7,9 @@ every few seconds, holding every socket for that second (bench/RESULTS.md). Here
 that have lived a while are frozen (``gc.freeze``: moved where the collector never looks), so a
 full collection only walks what is young. Frozen garbage that forms reference cycles (a charger
 that disconnected) is not collected while frozen, so every ``full_every_s`` everything is
-unfrozen and collected once, one pause instead of one every few seconds.
+unfrozen and collected once, one pause instead of one every few seconds (2.1 s with 10,000
+chargers connected, measured), and never while ``postpone()`` says the hub is busy (an
+activation is active: its fan-out and releases must not wait for the collector).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import gc
 import logging
 import time
+from collections.abc import Callable
 
 logger = logging.getLogger("powerbank.gc")
 
@@ -29,9 +32,11 @@ LONG_PAUSE_S = 0.25
 class GcPolicy:
     """Freeze long-lived objects regularly; collect everything once in a while."""
 
-    def __init__(self, freeze_every_s: float = FREEZE_EVERY_S, full_every_s: float = FULL_EVERY_S) -> None:
+    def __init__(self, freeze_every_s: float = FREEZE_EVERY_S, full_every_s: float = FULL_EVERY_S,
+                 postpone: Callable[[], bool] = lambda: False) -> None:
         self.freeze_every_s = freeze_every_s
         self.full_every_s = full_every_s
+        self.postpone = postpone
         self.full_collections = 0
         self.longest_full_s = 0.0
 
@@ -54,7 +59,7 @@ class GcPolicy:
         last_full = time.monotonic()
         while True:
             await asyncio.sleep(self.freeze_every_s)
-            if time.monotonic() - last_full >= self.full_every_s:
+            if time.monotonic() - last_full >= self.full_every_s and not self.postpone():
                 self.collect_everything()
                 last_full = time.monotonic()
             else:

@@ -12,6 +12,7 @@ from hypercorn.config import Config
 from quart import Quart
 
 from powerbank.gc_policy import GcPolicy
+from powerbank.services.activations import RUNNER_KEY
 
 
 def hypercorn_config(host: str, port: int) -> Config:
@@ -43,6 +44,12 @@ async def wait_until_listening(host: str, port: int, timeout: float = 30.0) -> N
             return
 
 
+def activations_may_be_active(app: Quart) -> bool:
+    """Whether an activation may be active (or the runner has not looked yet)."""
+    runner = app.extensions.get(RUNNER_KEY)
+    return runner is None or runner.may_be_active
+
+
 async def serve_app(app: Quart, host: str, port: int, *, simulate: bool = False) -> None:
     """Serve until SIGINT or SIGTERM; with ``simulate``, also run the demo chargers in a child process."""
     shutdown = asyncio.Event()
@@ -50,7 +57,8 @@ async def serve_app(app: Quart, host: str, port: int, *, simulate: bool = False)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, shutdown.set)
     server = asyncio.create_task(serve(app, hypercorn_config(host, port), shutdown_trigger=shutdown.wait))  # type: ignore[arg-type]
-    collector = asyncio.create_task(GcPolicy(full_every_s=float(app.config["GC_FULL_EVERY_S"])).run(),
+    collector = asyncio.create_task(GcPolicy(full_every_s=float(app.config["GC_FULL_EVERY_S"]),
+                                             postpone=lambda: activations_may_be_active(app)).run(),
                                     name="garbage collection policy")
     simulator: asyncio.subprocess.Process | None = None
     try:

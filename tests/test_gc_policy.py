@@ -54,3 +54,21 @@ async def test_the_policy_freezes_regularly_and_collects_everything_on_its_sched
             await task
     assert policy.longest_full_s > 0
     assert gc.get_freeze_count() > 0
+
+
+async def test_the_full_collection_waits_while_the_hub_is_busy() -> None:
+    busy = True
+    policy = GcPolicy(freeze_every_s=0.01, full_every_s=0.0, postpone=lambda: busy)
+    task = asyncio.create_task(policy.run())
+    try:
+        async with asyncio.timeout(10):
+            for _ in range(20):  # Twenty freeze periods, each one past the (zero) full interval...
+                await asyncio.sleep(0.01)
+            assert policy.full_collections == 1  # ...and only the collection at its start ran.
+            busy = False
+            while policy.full_collections < 2:
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
