@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -41,17 +42,24 @@ def test_frozen_cycles_wait_for_the_full_collection() -> None:
     assert gc.get_freeze_count() > 0  # What survived is frozen again.
 
 
-async def test_the_policy_freezes_regularly_and_collects_everything_on_its_schedule() -> None:
-    policy = GcPolicy(freeze_every_s=0.01, full_every_s=0.05)
+@asynccontextmanager
+async def running(policy: GcPolicy) -> AsyncIterator[None]:
+    """Run the policy's loop while the block runs (at most 10 s)."""
     task = asyncio.create_task(policy.run())
     try:
         async with asyncio.timeout(10):
-            while policy.full_collections < 2:
-                await asyncio.sleep(0.01)
+            yield
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_the_policy_freezes_regularly_and_collects_everything_on_its_schedule() -> None:
+    policy = GcPolicy(freeze_every_s=0.01, full_every_s=0.05)
+    async with running(policy):
+        while policy.full_collections < 2:
+            await asyncio.sleep(0.01)
     assert policy.longest_full_s > 0
     assert gc.get_freeze_count() > 0
 
@@ -59,16 +67,10 @@ async def test_the_policy_freezes_regularly_and_collects_everything_on_its_sched
 async def test_the_full_collection_waits_while_the_hub_is_busy() -> None:
     busy = True
     policy = GcPolicy(freeze_every_s=0.01, full_every_s=0.0, postpone=lambda: busy)
-    task = asyncio.create_task(policy.run())
-    try:
-        async with asyncio.timeout(10):
-            for _ in range(20):  # Twenty freeze periods, each one past the (zero) full interval...
-                await asyncio.sleep(0.01)
-            assert policy.full_collections == 1  # ...and only the collection at its start ran.
-            busy = False
-            while policy.full_collections < 2:
-                await asyncio.sleep(0.01)
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+    async with running(policy):
+        for _ in range(20):  # Twenty freeze periods, each one past the (zero) full interval...
+            await asyncio.sleep(0.01)
+        assert policy.full_collections == 1  # ...and only the collection at its start ran.
+        busy = False
+        while policy.full_collections < 2:
+            await asyncio.sleep(0.01)

@@ -10,6 +10,11 @@ Other parts of the hub reach chargers only through it (``app.extensions[REGISTRY
     futures = registry.broadcast(frame_text, message_id, identities)   # {identity: Future}
 
     registry.boot_listeners.append(coroutine_function)   # called with the connection after a boot
+
+    # What chargers report is stored in batches, one transaction for many chargers (group commit);
+    # other OCPP writes take their turn on the same lock (SQLite has one writer).
+    await registry.reports.submit(Report(meter_rows=rows))
+    async with registry.writing() as session: ...
 """
 
 from __future__ import annotations
@@ -108,7 +113,7 @@ class Registry:
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        """Open one short database session (one per OCPP message, never one per connection)."""
+        """Open one short database session (never one per connection); OCPP writes use ``writing``."""
         async with self.sessionmaker() as session:
             yield session
 

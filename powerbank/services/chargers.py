@@ -1,6 +1,7 @@
 """What chargers report over OCPP, and what it changes: boot info, status, meter values, capability.
 
-Called by the OCPP handlers (one short session per message) and read by the pages. Plain values
+Called by the OCPP handlers (frequent reports in batches, see ``powerbank.ocpp.reports``; the
+rest one short session per message) and read by the pages. Plain values
 in, no websocket or request in sight.
 """
 
