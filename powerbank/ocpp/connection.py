@@ -19,7 +19,6 @@ from collections.abc import Coroutine
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import ocpp.messages
 from ocpp.charge_point import (
     _raise_key_error,
     camel_to_snake_case,
@@ -29,10 +28,11 @@ from ocpp.charge_point import (
 )
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallError, CallResult, MessageType, validate_payload
+from ocpp.routing import after
 from quart.wrappers import Websocket
 
 from powerbank.background import BackgroundTasks
-from powerbank.ocpp.meter import readings_from
+from powerbank.ocpp.meter import now_text, readings_from
 from powerbank.ocpp.reports import Report
 from powerbank.services import chargers
 from powerbank.services.chargers import Capability, StatusReport
@@ -41,11 +41,6 @@ if TYPE_CHECKING:
     from powerbank.ocpp.registry import Registry
 
 logger = logging.getLogger("powerbank.ocpp")
-
-# The library validates each payload in a thread pool: with the GIL that is no parallelism, only
-# two thread hand-offs per message (measured: a large share of the hub's CPU per message, see
-# bench/RESULTS.md). A few kilobytes of JSON schema validation on the loop cost less.
-ocpp.messages.ASYNC_VALIDATION = False
 
 # Incoming call ids remembered per connection to refuse a reused one (OCPP-J: ids are unique).
 REMEMBERED_CALL_IDS = 16
@@ -378,9 +373,16 @@ class HubConnection:
         await self.registry.reports.submit(Report(
             status=StatusReport(self.charge_point_id, connector_id, status, error_code, reported_at)))
 
-    async def store_boot(self, boot: chargers.BootInfo) -> None:
-        """Store what the charger reported at boot (in the batch of every charger's boots)."""
+    async def accept_boot(self, boot: chargers.BootInfo) -> Any:
+        """Store what the charger reported at boot (in the batch of every charger's boots); accept it."""
         await self.registry.boots.submit((self.charge_point_id, boot))
+        return self._call_result.BootNotification(current_time=now_text(), interval=self.registry.heartbeat_interval,
+                                                  status="Accepted")
+
+    @after("BootNotification")
+    def after_boot_notification(self, **_: Any) -> None:
+        """After the boot is answered: probe the capability, then tell the boot listeners."""
+        self.spawn(self.booted())
 
     async def ask_capability(self) -> Capability:
         """Ask the charger what it can do (smart charging); each OCPP version asks its own way."""

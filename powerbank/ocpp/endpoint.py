@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
+import ocpp.messages
 from quart import Blueprint, Quart, Response, current_app, websocket
 
 from powerbank.ocpp.connection import HubConnection
@@ -76,6 +77,10 @@ async def ocpp_socket(identity: str) -> Response | None:
 def init_app(app: Quart) -> None:
     """Register the endpoint and run the registry while the app serves."""
     app.register_blueprint(blueprint)
+    # The library validates each payload in a thread pool: with the GIL that is no parallelism,
+    # only two thread hand-offs per message (10 % of the hub's CPU under load, bench/RESULTS.md).
+    # Validating a few kilobytes of JSON on the loop costs less.
+    ocpp.messages.ASYNC_VALIDATION = False
     # The library logs every frame at INFO; the hub keeps its own frame log per charger.
     logging.getLogger("ocpp").setLevel(logging.WARNING)
     app.extensions[FRAME_LOG_KEY] = FrameLog(int(app.config.get("OCPP_FRAME_LOG_SIZE", 100)))

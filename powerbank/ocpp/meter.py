@@ -16,6 +16,11 @@ CURRENT = "Current.Import"
 UNIT_SCALE = {"W": 1.0, "kW": 1000.0, "Wh": 1.0, "kWh": 1000.0, "A": 1.0}
 
 
+def now_text() -> str:
+    """Return now as an OCPP timestamp (UTC, "Z")."""
+    return utcnow().isoformat().replace("+00:00", "Z")
+
+
 def parse_timestamp(text: str | None) -> datetime:
     """Parse an OCPP timestamp into aware UTC; a missing or unreadable one means now."""
     if not text:

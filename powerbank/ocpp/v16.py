@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ocpp.routing import after, on
+from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import Action
 
 from powerbank.ocpp.connection import HubConnection
-from powerbank.ocpp.meter import parse_timestamp, readings_from
+from powerbank.ocpp.meter import now_text, parse_timestamp, readings_from
 from powerbank.services import chargers
 from powerbank.services.chargers import BootInfo, Capability
 
@@ -22,10 +22,6 @@ PROBED_KEYS = [
     "ChargingScheduleAllowedChargingRateUnit",
     "MeterValueSampleInterval",
 ]
-
-
-def now_text() -> str:
-    return parse_timestamp(None).isoformat().replace("+00:00", "Z")
 
 
 def _int_or_none(value: str | None) -> int | None:
@@ -63,13 +59,7 @@ class ChargePoint16(HubConnection, ChargePoint):
                                    **details: Any) -> call_result.BootNotification:
         boot = BootInfo(self.protocol, charge_point_vendor, charge_point_model, details.get("firmware_version"),
                         details.get("charge_point_serial_number") or details.get("charge_box_serial_number"))
-        await self.store_boot(boot)
-        return call_result.BootNotification(current_time=now_text(), interval=self.registry.heartbeat_interval,
-                                            status="Accepted")
-
-    @after(Action.boot_notification)
-    def after_boot_notification(self, **_: Any) -> None:
-        self.spawn(self.booted())
+        return await self.accept_boot(boot)
 
     async def ask_capability(self) -> Capability:
         """Ask the charger's configuration what it can do (smart charging)."""

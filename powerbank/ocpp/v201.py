@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ocpp.routing import after, on
+from ocpp.routing import on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
 
 from powerbank.ocpp.connection import HubConnection
-from powerbank.ocpp.meter import parse_timestamp
-from powerbank.ocpp.v16 import now_text
+from powerbank.ocpp.meter import now_text, parse_timestamp
 from powerbank.services import chargers
 from powerbank.services.chargers import BootInfo, Capability
 
@@ -65,13 +64,7 @@ class ChargePoint201(HubConnection, ChargePoint):
                                    **_: Any) -> call_result.BootNotification:
         boot = BootInfo(self.protocol, charging_station.get("vendor_name", ""), charging_station.get("model", ""),
                         charging_station.get("firmware_version"), charging_station.get("serial_number"))
-        await self.store_boot(boot)
-        return call_result.BootNotification(current_time=now_text(), interval=self.registry.heartbeat_interval,
-                                            status="Accepted")
-
-    @after(Action.boot_notification)
-    def after_boot_notification(self, **_: Any) -> None:
-        self.spawn(self.booted())
+        return await self.accept_boot(boot)
 
     async def ask_capability(self) -> Capability:
         """Ask the station's device model about its SmartChargingCtrlr."""
