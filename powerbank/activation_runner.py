@@ -360,29 +360,33 @@ class ActivationRunner:
             for dispatch in await service.unreleased(session, charge_point_ids=ids, finished_only=True):
                 leftovers.setdefault(dispatch.charge_point_id or 0, []).append(dispatch)
         to_clear: list[Dispatch] = []
+        to_limit: dict[tuple[int, str], list[Target]] = {}
         for cp_id in ids:
             target, operator_id, area = found.get(cp_id) or (None, 0, "")
-            active = in_force.get((operator_id, area)) if target is not None else None
-            if target is not None and active:
-                self.spawn(self._limit_after_boot(target, active, leftovers.get(cp_id, []), now))
+            if target is not None and in_force.get((operator_id, area)):
+                to_limit.setdefault((operator_id, area), []).append(target)
             else:
                 to_clear.extend(leftovers.get(cp_id, []))
+        for area, targets in to_limit.items():
+            replaced = [d for target in targets for d in leftovers.get(target.charge_point_id, [])]
+            self.spawn(self._limit_after_boot(targets, in_force[area], replaced, now))
         if to_clear:
             sent = fanout.broadcast(self.registry, _clear_targets(to_clear), fanout.clear_payload)
             self.spawn(self._record_release(to_clear, sent, "released after reconnect"))
 
-    async def _limit_after_boot(self, target: Target, active: list[Activation], leftovers: list[Dispatch],
+    async def _limit_after_boot(self, targets: list[Target], active: list[Activation], leftovers: list[Dispatch],
                                 now: datetime) -> None:
-        """Send a charger that booted the limit of the area's active activations; record it."""
+        """Send chargers of one area that booted the limit of its active activations; record it."""
         steps = service.envelope(active, now)
-        sent = fanout.broadcast(self.registry, [target],
+        sent = fanout.broadcast(self.registry, targets,
                                 lambda group: fanout.set_limit_payload(group, steps, now, self.margin_s))
         if not sent.futures:
             return
-        async with self.sessionmaker() as session:
-            await service.record_resent(session, active, target, sent.sent_at, steps[0].limit_w)
+        async with self.registry.writing() as session:
+            await service.record_resent(session, active, [t for t in targets if t.charge_point_id in sent.futures],
+                                        sent.sent_at, steps[0].limit_w)
             await service.record_released(session, [(d.id or 0, "ended", "replaced after reconnect", now)
-                                                    for d in leftovers])
+                                                    for d in leftovers if d.charge_point_id in sent.futures])
             await session.commit()
         activation_ids = [a.id or 0 for a in active]
 

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -286,8 +287,72 @@ async def test_a_charger_booting_during_the_fan_out_keeps_its_row_and_the_others
     await session.commit()
     targets = [service.Target(cp.id or 0, cp.identity, "W", None) for cp in (early, other)]
     # The boot path records its charger first; the fan-out's bulk insert comes after it.
-    await service.record_resent(session, [activation], targets[0], NOW, 0.0)
+    await service.record_resent(session, [activation], [targets[0]], NOW, 0.0)
     await service.record_sent(session, activation, {cp.id or 0: NOW for cp in (early, other)}, [], targets, 0.0)
     await session.commit()
     rows = {d.charge_point_id: d.detail for d in await session.exec(select(Dispatch))}
     assert rows == {early.id: "sent after the charger connected", other.id: ""}
+
+
+async def test_chargers_that_reconnect_together_are_recorded_again_in_one_go(
+    factory: Factory, session: AsyncSession,
+) -> None:
+    team = await factory.team()
+    answered, new = await factory.charge_point(team), await factory.charge_point(team)
+    activation = Activation(operator_id=team.operator_id, price_area="DK1", market="Test", action="pause",
+                            start_at=NOW, duration_s=60, end_at=NOW + timedelta(seconds=60), created_by="test")
+    session.add(activation)
+    await session.commit()
+    targets = [service.Target(cp.id or 0, cp.identity, "W", None) for cp in (answered, new)]
+    answered_id, new_id = targets[0].charge_point_id, targets[1].charge_point_id
+    await service.record_sent(session, activation, {answered_id: NOW}, [], targets[:1], 0.0)
+    await service.record_answers(session, [activation.id or 0], [(answered_id, "Accepted", "", NOW)])
+    await session.commit()
+
+    later = NOW + timedelta(seconds=5)
+    await service.record_resent(session, [activation], targets, later, 0.0)
+    await session.commit()
+
+    session.expire_all()
+    rows = {d.charge_point_id: (d.status, d.detail, d.sent_at, d.answered_at)
+            for d in await session.exec(select(Dispatch))}
+    # The one sent before is pending again with its new send time; the other has a row of its own.
+    assert rows == {
+        answered_id: ("pending", "sent after the charger connected", later, None),
+        new_id: ("pending", "sent after the charger connected", later, None),
+    }
+
+
+class OneCharger:
+    """A registry of one connected 1.6 charger whose answer the test gives by hand."""
+
+    def __init__(self) -> None:
+        self.connection = SimpleNamespace(protocol="ocpp1.6", closed=False, forget=lambda _message_id: None)
+        self.answer: asyncio.Future[Any] | None = None
+
+    def get(self, identity: str) -> Any:
+        return self.connection if identity == "CP-1" else None
+
+    def broadcast(self, frame: str, message_id: str, identities: list[str]) -> dict[str, asyncio.Future[Any]]:
+        self.answer = asyncio.get_running_loop().create_future()
+        return {"CP-1": self.answer}
+
+
+async def test_an_answer_is_timed_when_it_arrives_not_when_it_is_stored(monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = OneCharger()
+    sent = fanout.broadcast(registry, [service.Target(1, "CP-1", "W", None)], fanout.clear_payload,  # type: ignore[arg-type]
+                            NOW)
+    clock = NOW + timedelta(seconds=1)
+    monkeypatch.setattr(fanout, "utcnow", lambda: clock)
+    assert registry.answer is not None
+    registry.answer.set_result({"status": "Accepted"})
+    await asyncio.sleep(0)  # The answer's callbacks run on the next turn of the loop.
+    clock = NOW + timedelta(seconds=30)  # The database was busy: the answers are collected late.
+    stored: list[fanout.Answer] = []
+
+    async def store(batch: list[fanout.Answer]) -> None:
+        stored.extend(batch)
+
+    await fanout.collect(registry, sent, store, timeout_s=5)  # type: ignore[arg-type]
+
+    assert stored == [(1, "Accepted", "", NOW + timedelta(seconds=1))]

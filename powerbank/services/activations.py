@@ -418,29 +418,36 @@ async def record_answers(
 
 
 async def record_resent(
-    session: AsyncSession, activations: Sequence[Activation], target: Target, sent_at: datetime, limit_w: float
+    session: AsyncSession, activations: Sequence[Activation], targets: Sequence[Target], sent_at: datetime,
+    limit_w: float,
 ) -> None:
-    """Note a limit sent again to one charger (it reconnected): a dispatch row per activation."""
-    existing = set(await session.exec(
-        select(Dispatch.activation_id).where(
+    """Note a limit sent again to chargers that reconnected: a dispatch row per activation and charger.
+
+    Three statements for any number of chargers: rows already there are updated, others inserted.
+    """
+    pairs = [(activation.id or 0, target) for activation in activations for target in targets]
+    existing = {(activation_id, cp_id) for activation_id, cp_id in await session.exec(
+        select(Dispatch.activation_id, Dispatch.charge_point_id).where(
             col(Dispatch.activation_id).in_([a.id for a in activations]),
-            Dispatch.charge_point_id == target.charge_point_id,
+            col(Dispatch.charge_point_id).in_([t.charge_point_id for t in targets]),
         )
-    ))
+    )}
     values = {"status": str(DispatchStatus.PENDING), "detail": "sent after the charger connected",
               "sent_at": sent_at, "answered_at": None, "limit_w": limit_w}
-    for activation in activations:
-        if activation.id in existing:
-            await session.exec(
-                update(DISPATCH_TABLE).where(
-                    DISPATCH_TABLE.c.activation_id == activation.id,
-                    DISPATCH_TABLE.c.charge_point_id == target.charge_point_id,
-                ).values(**values)
-            )
-        else:
-            await session.exec(insert(DISPATCH_TABLE).values(
-                activation_id=activation.id, charge_point_id=target.charge_point_id, identity=target.identity,
-                **values))
+    again = [{"b_activation_id": activation_id, "b_charge_point_id": target.charge_point_id, **values}
+             for activation_id, target in pairs if (activation_id, target.charge_point_id) in existing]
+    new = [{"activation_id": activation_id, "charge_point_id": target.charge_point_id, "identity": target.identity,
+            **values} for activation_id, target in pairs if (activation_id, target.charge_point_id) not in existing]
+    if again:
+        await session.exec(
+            update(DISPATCH_TABLE).where(
+                DISPATCH_TABLE.c.activation_id == bindparam("b_activation_id"),
+                DISPATCH_TABLE.c.charge_point_id == bindparam("b_charge_point_id"),
+            ).values({column: bindparam(column) for column in values}),
+            params=again,
+        )
+    if new:
+        await session.exec(insert(DISPATCH_TABLE), params=new)
 
 
 async def unreleased(
