@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -10,9 +11,13 @@ from typing import Any
 from sqlalchemy import DateTime, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import sessionmaker
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel
+from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+logger = logging.getLogger("powerbank.db")
 
 # Stable constraint names, so Alembic migrations can refer to them on every backend.
 NAMING_CONVENTION = {
@@ -74,9 +79,35 @@ def make_engine(url: str) -> AsyncEngine:
     return engine
 
 
+AFTER_COMMIT_KEY = "powerbank.after_commit"
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once this session's transaction has committed; a rollback drops it.
+
+    For work outside the database that must follow only a change that was really stored.
+    """
+    session.info.setdefault(AFTER_COMMIT_KEY, []).append(callback)
+
+
+def _run_after_commit(session: Session) -> None:
+    for callback in session.info.pop(AFTER_COMMIT_KEY, []):
+        try:
+            callback()
+        except Exception:
+            logger.exception("work after a commit failed")
+
+
+def _drop_after_rollback(session: Session) -> None:
+    session.info.pop(AFTER_COMMIT_KEY, None)
+
+
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Create the session factory used by requests, OCPP messages and the CLI."""
-    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+    sync_maker = sessionmaker(class_=Session)
+    event.listen(sync_maker, "after_commit", _run_after_commit)
+    event.listen(sync_maker, "after_rollback", _drop_after_rollback)
+    return async_sessionmaker(engine, class_=AsyncSession, sync_session_class=sync_maker, expire_on_commit=False)
 
 
 @asynccontextmanager

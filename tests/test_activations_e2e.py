@@ -26,6 +26,7 @@ from powerbank.activation_models import Activation, Dispatch
 from powerbank.api_models import TokenAccess
 from powerbank.db import make_engine, make_sessionmaker
 from powerbank.models import ChargePoint, Operator, Team
+from powerbank.ocpp.registry import REGISTRY_KEY
 from powerbank.ocpp_models import ChargerCapability
 from powerbank.permissions import load_principal
 from powerbank.server import hypercorn_config, wait_until_listening
@@ -330,6 +331,14 @@ async def test_deleting_or_moving_a_charge_point_releases_it(
                                 "delete team": "team deleted"}[change]]
 
         await eventually(recorded, message="the release was not recorded")
+        # A deleted charger is disconnected once it has answered the release (which is recorded as
+        # answered, not as lost); a moved one stays connected.
+        registry = app.extensions[REGISTRY_KEY]
+        if change == "move":
+            assert registry.get(charger.spec.identity) is not None
+        else:
+            await eventually(lambda: registry.get(charger.spec.identity) is None, message="still connected")
+            assert (await session.exec(select(Dispatch.release_status))).all() == ["Accepted"]
 
 
 async def test_a_charger_that_connects_during_an_activation_gets_the_limit_after_boot(

@@ -38,7 +38,7 @@ from powerbank.server import hypercorn_config, wait_until_listening
 from powerbank.services.catalogue import catalogue_keys, compatibility_problem
 from powerbank.services.chargers import ATTEMPT_ROWS_PER_ADDRESS, record_attempt
 from powerbank.services.enrollment import get_participation
-from tests.conftest import TEST_PASSWORD, Factory, LoginAs
+from tests.conftest import TEST_PASSWORD, Factory, LoginAs, post_form
 
 Condition = Callable[[], Awaitable[bool]]
 
@@ -509,6 +509,60 @@ async def test_second_connection_replaces_the_first(app: Quart, factory: Factory
             await eventually(lambda: _true(replaced is not None and replaced.serving_done))
             await registry.flush_last_seen()
             assert (await reload(session, cp)).online
+
+
+# Changes to who a charger is ------------------------------------------------------------------
+
+EDIT_FORM = {"name": "Depot 1", "brand": "Easee", "model": "Home", "firmware": "", "serial": "",
+             "country": "DK", "price_area": "DK2", "facility_id": ""}
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ("password", "OCPP password changed"),
+    ("identity", "OCPP identity changed"),
+    ("delete", "Charge point deleted"),
+    ("delete team", "Team deleted"),
+])
+async def test_a_charger_is_disconnected_when_who_it_is_changes(
+    app: Quart, factory: Factory, login_as: LoginAs, change: str, reason: str,
+) -> None:
+    operator = await factory.operator()
+    team = await factory.team(operator)
+    cp = await factory.charge_point(team)
+    admin = await factory.user(operator=operator, operator_role="admin", team=team, team_role="owner")
+    registry = registry_of(app)
+    async with raw_socket(app, cp.identity) as websocket:
+        await eventually(lambda: _true(registry.get(cp.identity) is not None))
+        client = await login_as(admin)
+        path, form = {
+            "password": (f"/charge-points/{cp.id}/ocpp-password", {}),
+            "identity": (f"/charge-points/{cp.id}/edit", {**EDIT_FORM, "identity": "RENAMED-1"}),
+            "delete": (f"/charge-points/{cp.id}/delete", {}),
+            "delete team": (f"/teams/{team.id}/delete", {}),
+        }[change]
+        response = await post_form(client, path, form)
+        assert response.status_code in (200, 303), await response.get_data(as_text=True)
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(websocket.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.reason == reason
+    assert registry.get(cp.identity) is None
+
+
+async def test_an_edit_that_is_refused_or_keeps_the_identity_leaves_the_charger_connected(
+    app: Quart, factory: Factory, login_as: LoginAs,
+) -> None:
+    team = await factory.team()
+    cp = await factory.charge_point(team)
+    client = await login_as(await factory.user(team=team, team_role="owner"))
+    async with raw_socket(app, cp.identity) as websocket:
+        await eventually(lambda: _true(registry_of(app).get(cp.identity) is not None))
+        refused = await post_form(client, f"/charge-points/{cp.id}/edit",
+                                  {**EDIT_FORM, "identity": "RENAMED-2", "name": " "})
+        assert refused.status_code == 422
+        kept = await post_form(client, f"/charge-points/{cp.id}/edit", {**EDIT_FORM, "identity": cp.identity})
+        assert kept.status_code == 303
+        await websocket.send('[2, "h", "Heartbeat", {}]')
+        assert json.loads(await websocket.recv())[:2] == [3, "h"]
 
 
 async def test_pending_call_fails_fast_when_the_charger_disconnects(app: Quart, factory: Factory) -> None:

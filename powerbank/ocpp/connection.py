@@ -417,6 +417,16 @@ class HubConnection:
         """Run work for this charger in a task of its own (never inside @on)."""
         return self._background.spawn(coroutine)
 
+    async def close_after_answers(self, code: int, reason: str) -> None:
+        """Close once the calls already sent to this charger are answered or have timed out.
+
+        A release sent just before (a deletion's ClearChargingProfile) still gets its answer recorded.
+        """
+        waiting = [future for future in self._pending.values() if not future.done()]
+        if waiting:
+            await asyncio.wait(waiting, timeout=self._response_timeout)
+        await self.close(code, reason)
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the socket and stop serving this connection."""
         if self.closed:

@@ -97,5 +97,9 @@ def init_app(app: Quart) -> None:
         )
         app.extensions[REGISTRY_KEY] = registry
         await registry.start()
-        yield
-        await registry.stop()
+        chargers.register_disconnect_hook(registry.disconnect)
+        try:
+            yield
+        finally:
+            chargers.unregister_disconnect_hook(registry.disconnect)
+            await registry.stop()

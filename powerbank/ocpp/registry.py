@@ -141,6 +141,20 @@ class Registry:
         del self._connections[connection.id]
         self._presence[connection.charge_point_id] = (connection.protocol, False)
 
+    def disconnect(self, charge_point_ids: Iterable[int], reason: str) -> int:
+        """Close the connections of these chargers once they have answered what was sent to them.
+
+        For a charger whose OCPP identity or password changed, or that was deleted, after the change
+        is committed: it must connect again with what the hub knows now. Returns how many were connected.
+        """
+        wanted = set(charge_point_ids)
+        found = [connection for connection in self._connections.values()
+                 if connection.charge_point_id in wanted and not connection.closed]
+        for connection in found:
+            logger.info("disconnecting %s: %s", connection.id, reason)
+            self.spawn(connection.close_after_answers(1000, reason))
+        return len(found)
+
     def broadcast(self, frame: str, message_id: str, identities: Iterable[str]) -> dict[str, asyncio.Future[Any]]:
         """Queue one serialised CALL frame to every connected charger of ``identities``.
 

@@ -15,6 +15,7 @@ from powerbank.models import ChargePoint, Team
 from powerbank.passwords import generate_secret, hash_secret
 from powerbank.permissions import Permission, Principal, can_on_team
 from powerbank.services.audit import Actor, record
+from powerbank.services.chargers import disconnect_after_commit
 from powerbank.services.enrollment import reevaluate, release_charge_points
 from powerbank.validators import (
     ValidationError,
@@ -205,6 +206,8 @@ async def update_charge_point(
         # A move that ends participation releases through the hooks already; one that keeps it must too (S2).
         if not await reevaluate(session, [charge_point]) and "price_area" in changes:
             await release_charge_points(session, [charge_point.id or 0], "moved to another area")
+        if "identity" in changes:
+            disconnect_after_commit(session, [charge_point.id or 0], "OCPP identity changed")
     return changes
 
 
@@ -215,6 +218,7 @@ async def reset_ocpp_password(session: AsyncSession, actor: Actor, team: Team, c
     charge_point.updated_at = utcnow()
     session.add(charge_point)
     record(session, actor, "charge_point.reset_password", charge_point, operator_id=team.operator_id)
+    disconnect_after_commit(session, [charge_point.id or 0], "OCPP password changed")
     return password
 
 
@@ -223,6 +227,7 @@ async def delete_charge_point(session: AsyncSession, actor: Actor, team: Team, c
     record(session, actor, "charge_point.delete", charge_point, operator_id=team.operator_id,
            before=_snapshot(charge_point))
     await release_charge_points(session, [charge_point.id or 0], "charge point deleted")
+    disconnect_after_commit(session, [charge_point.id or 0], "Charge point deleted")
     await session.delete(charge_point)
 
 

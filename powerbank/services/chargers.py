@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from powerbank.db import utcnow
+from powerbank.db import after_commit, utcnow
 from powerbank.demo_credentials import DEMO_CHARGER_PASSWORD
 from powerbank.models import ChargePoint, Team
 from powerbank.ocpp_models import (
@@ -137,6 +137,37 @@ async def authenticate(
     if password == DEMO_CHARGER_PASSWORD and not demo_mode:
         return Authentication(None, "Published demo password refused outside demo mode", operator_id)
     return Authentication(charge_point_id, None, operator_id)
+
+
+# Called with (charge point ids, reason) to end live connections: the OCPP registry registers here.
+DisconnectHook = Callable[[list[int], str], object]
+_disconnect_hooks: list[DisconnectHook] = []
+
+
+def register_disconnect_hook(hook: DisconnectHook) -> None:
+    """Call ``hook(charge_point_ids, reason)`` when chargers must connect again (or not at all)."""
+    _disconnect_hooks.append(hook)
+
+
+def unregister_disconnect_hook(hook: DisconnectHook) -> None:
+    """Stop calling a hook registered with ``register_disconnect_hook``."""
+    _disconnect_hooks.remove(hook)
+
+
+def disconnect_after_commit(session: AsyncSession, charge_point_ids: Iterable[int], reason: str) -> None:
+    """End these chargers' live connections once this transaction commits (nothing if it rolls back).
+
+    After a new OCPP password or identity the charger must log in again with what the hub knows
+    now; after a deletion it cannot log in at all.
+    """
+    ids = list(charge_point_ids)
+
+    def disconnect() -> None:
+        for hook in list(_disconnect_hooks):
+            hook(ids, reason)
+
+    if ids:
+        after_commit(session, disconnect)
 
 
 async def record_attempt(

@@ -12,6 +12,7 @@ from powerbank.models import ChargePoint, Operator, Team
 from powerbank.permissions import Permission, Principal, can_on_operator, can_on_team
 from powerbank.services.audit import Actor, record
 from powerbank.services.catalogue import seed_catalogue
+from powerbank.services.chargers import disconnect_after_commit
 from powerbank.services.enrollment import release_charge_points
 from powerbank.validators import clean_name
 
@@ -134,4 +135,5 @@ async def delete_team(session: AsyncSession, actor: Actor, team: Team) -> None:
            before={"name": team.name, "charge_points": len(charge_point_ids)})
     # S2: a limit on the team's chargers is lifted before they go.
     await release_charge_points(session, charge_point_ids, "team deleted")
+    disconnect_after_commit(session, charge_point_ids, "Team deleted")
     await session.delete(team)
