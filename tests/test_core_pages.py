@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -14,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.models import AuditEntry, ChargePoint, Team
 from powerbank.passwords import verify_secret
+from powerbank.services import charge_points as cp_service
 from powerbank.validators import make_facility_id
 from tests.conftest import _PASSWORD_HASH, Factory, LoginAs, htmx_headers, post_form
 
@@ -254,6 +256,39 @@ async def test_add_form_rerenders_with_values_and_message(
         if field in ("identity", "name") and changes[field].strip() and "\x00" not in changes[field]:
             assert f'value="{changes[field]}"' in body
     assert (await count_charge_points(session), await audit_actions(session)) == before
+
+
+@pytest.mark.parametrize("action", ["add", "edit"])
+async def test_two_people_giving_one_identity_at_once_get_a_message_not_an_error(
+    session: AsyncSession, factory: Factory, login_as: LoginAs, monkeypatch: pytest.MonkeyPatch, action: str,
+) -> None:
+    team, first = await configurer(factory, login_as)
+    second = await login_as(await factory.user(team=team, team_role="owner"))
+    editing = [await factory.charge_point(team, identity=f"OLD-{n}") for n in (1, 2)]
+    both_have_checked = asyncio.Barrier(2)
+    check = cp_service.get_by_identity
+
+    async def check_then_wait(session_: AsyncSession, identity: str) -> ChargePoint | None:
+        found = await check(session_, identity)
+        # Both have seen the identity free before either writes: the worst interleaving.
+        await asyncio.wait_for(both_have_checked.wait(), timeout=10)
+        return found
+
+    monkeypatch.setattr(cp_service, "get_by_identity", check_then_wait)
+    before = await count_charge_points(session)
+
+    async def save(client: QuartClient, n: int) -> tuple[int, str]:
+        path = f"/teams/{team.id}/charge-points/new" if action == "add" else f"/charge-points/{editing[n].id}/edit"
+        response = await post_form(client, path, {**GOOD_FORM, "name": f"Depot {n}", "identity": "SAME-1"})
+        return response.status_code, await response.get_data(as_text=True)
+
+    outcomes = sorted(await asyncio.gather(save(first, 0), save(second, 1)))
+    assert [status for status, _body in outcomes] == ([201, 422] if action == "add" else [303, 422])
+    assert "Another charge point already uses this OCPP identity." in outcomes[1][1]
+    identities = (await session.exec(select(ChargePoint.identity).where(ChargePoint.team_id == team.id))).all()
+    assert identities.count("SAME-1") == 1 and len(identities) == (3 if action == "add" else 2)
+    assert await count_charge_points(session) == before + (1 if action == "add" else 0)
+    assert (await audit_actions(session)).count("charge_point.create" if action == "add" else "charge_point.update") == 1
 
 
 async def test_edit_form_rerenders_and_saves_nothing(

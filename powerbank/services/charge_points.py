@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, or_
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -35,6 +36,7 @@ SORT_COLUMNS: dict[str, Any] = {
     "country": ChargePoint.country,
     "status": ChargePoint.last_seen_at,
 }
+IDENTITY_TAKEN = "Another charge point already uses this OCPP identity."
 EDITABLE_FIELDS = ("name", "identity", "brand", "model", "firmware", "serial", "country", "price_area", "facility_id")
 
 
@@ -160,10 +162,24 @@ async def clean_charge_point_form(
     if "identity" in values and (existing is None or existing.identity != values["identity"]):
         other = await get_by_identity(session, values["identity"])
         if other is not None:
-            errors["identity"] = "Another charge point already uses this OCPP identity."
+            errors["identity"] = IDENTITY_TAKEN
     if errors:
         raise FormErrors(errors)
     return values
+
+
+async def _flush_identity(session: AsyncSession) -> None:
+    """Write a new or changed charge point now; an identity taken meanwhile is a form error, not a crash.
+
+    The check in ``clean_charge_point_form`` cannot see a charge point that someone else adds at
+    the same moment; the unique index can.
+    """
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        if "identity" not in str(exc.orig):
+            raise
+        raise FormErrors({"identity": IDENTITY_TAKEN}) from exc
 
 
 def _snapshot(charge_point: ChargePoint) -> dict[str, Any]:
@@ -181,7 +197,7 @@ async def create_charge_point(
         team_id=team.id or 0, ocpp_password_hash=hash_secret(password), created_at=now, updated_at=now, **values
     )
     session.add(charge_point)
-    await session.flush()
+    await _flush_identity(session)
     record(session, actor, "charge_point.create", charge_point, operator_id=team.operator_id,
            after=_snapshot(charge_point))
     await reevaluate(session, [charge_point])
@@ -201,6 +217,7 @@ async def update_charge_point(
     if changes:
         charge_point.updated_at = utcnow()
         session.add(charge_point)
+        await _flush_identity(session)
         record(session, actor, "charge_point.update", charge_point, operator_id=team.operator_id,
                before={k: v[0] for k, v in changes.items()}, after={k: v[1] for k, v in changes.items()})
         # A move that ends participation releases through the hooks already; one that keeps it must too (S2).
