@@ -29,7 +29,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.activation_models import Activation, ActivationState, Dispatch
 from powerbank.background import BackgroundTasks
-from powerbank.db import utcnow
+from powerbank.db import after_commit, utcnow
 from powerbank.ocpp import fanout
 from powerbank.ocpp.connection import HubConnection
 from powerbank.ocpp.registry import Registry
@@ -86,6 +86,8 @@ class ActivationRunner:
         # it. Set before any activation becomes active; cleared only by the scheduler's full look.
         self._any_active = True
         self._launches = 0
+        # Activations whose trigger is running (each is sent once, however it is asked for).
+        self._triggering: set[int] = set()
         # Chargers that booted and wait to be looked up, and the task that looks them up.
         self._booted: list[HubConnection] = []
         self._boot_worker: asyncio.Task[None] | None = None
@@ -140,8 +142,24 @@ class ActivationRunner:
         if activation.state == ActivationState.ACTIVE and activation.id is not None:
             self._any_active = True
             self._launches += 1
-            self.spawn(self.trigger(activation.id))
+            self._trigger_soon(activation.id)
         self.wake()
+
+    def launch_on_commit(self, session: AsyncSession, activation: Activation) -> None:
+        """Launch a new activation in the same step as the commit that stores it.
+
+        A request cancelled just after its commit (the client went away) cannot leave the
+        activation stored as active but unsent; the scheduler also sends any it finds so.
+        """
+        after_commit(session, lambda: self.launch(activation))
+
+    def _trigger_soon(self, activation_id: int) -> None:
+        """Trigger an activation in a task of its own, unless its trigger is running already."""
+        if activation_id in self._triggering:
+            return
+        self._triggering.add(activation_id)
+        task = self.spawn(self.trigger(activation_id))
+        task.add_done_callback(lambda _task: self._triggering.discard(activation_id))
 
     def release_soon(self, activation_id: int, reason: str) -> None:
         """Release a cancelled activation's chargers at once, without making the caller wait for answers."""
@@ -196,6 +214,7 @@ class ActivationRunner:
         """Start the activations whose time has come and release the ones whose window ended."""
         now = utcnow()
         started: list[int] = []
+        unsent: list[int] = []
         ended: list[int] = []
         launches = self._launches
         async with self.sessionmaker() as session:
@@ -207,12 +226,15 @@ class ActivationRunner:
             for activation in active:
                 if activation.end_at <= now:
                     ended.append(activation.id or 0)
+                elif activation.triggered_at is None:
+                    # Active and never sent: its launch was lost (or is running; see _trigger_soon).
+                    unsent.append(activation.id or 0)
             await session.commit()
         if not started and len(active) == len(ended) and launches == self._launches:
             # None is active now, and none was launched while this looked.
             self._any_active = False
-        for activation_id in started:
-            self.spawn(self.trigger(activation_id))
+        for activation_id in dict.fromkeys([*started, *unsent]):
+            self._trigger_soon(activation_id)
         for activation_id in ended:
             await self.release(activation_id, "ended")
 
@@ -227,8 +249,8 @@ class ActivationRunner:
         triggered_at = utcnow()
         async with self.sessionmaker() as session:
             activation = await session.get(Activation, activation_id)
-            if activation is None or activation.state != ActivationState.ACTIVE:
-                return None
+            if activation is None or activation.state != ActivationState.ACTIVE or activation.triggered_at is not None:
+                return None  # ended, cancelled, or sent already (by a trigger that ran just before)
             async with self._lock(activation):
                 active = await service.active_in_area(session, activation.operator_id, activation.price_area,
                                                       triggered_at)

@@ -31,6 +31,7 @@ from powerbank.ocpp_models import ChargerCapability
 from powerbank.permissions import load_principal
 from powerbank.server import hypercorn_config, wait_until_listening
 from powerbank.services import enrollment
+from powerbank.services.activations import RUNNER_KEY
 from powerbank.services.api_tokens import TokenRequest, create_token
 from powerbank.services.audit import SYSTEM
 from powerbank.services.charge_points import delete_charge_point, update_charge_point
@@ -255,6 +256,34 @@ async def test_window_end_releases_and_charging_comes_back(app: Quart, factory: 
         rows = by_identity(await read(app, headers, created["id"]))
         assert {row["release_reason"] for row in rows.values()} == {"ended"}
         assert {row["release_status"] for row in rows.values()} == {"Accepted"}
+
+
+async def test_an_activation_stored_but_never_launched_is_sent_by_the_scheduler_once(
+    app: Quart, factory: Factory, session: AsyncSession, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    operator = await factory.operator()
+    cp = (await dk2_fleet(factory, session, await factory.team(operator), 1))[0]
+    charger = simulated(cp.identity)
+    headers = await write_token(session, operator)
+    runner = app.extensions[RUNNER_KEY]
+    async with running(app.config["TEST_OCPP_URL"], [charger]):
+        await connect_all(app, session, [(cp, charger)])
+        # As if the request had been cancelled between its commit and the launch.
+        monkeypatch.setattr(runner, "launch", lambda _activation: None)
+        created = await activate(app, headers, price_area="DK2", action="pause", duration_s=30)
+        assert created["state"] == "active" and not set_profiles(charger)
+        monkeypatch.undo()
+        # The scheduler's next look (at the latest 30 s later; asked for now) sends it; looking
+        # again, even while it is being sent, does not send it twice.
+        await asyncio.gather(runner.tick(), runner.tick())
+        await eventually(lambda: charger.power_w == 0, 2.0, "not paused")
+        await runner.tick()
+
+        async def answered() -> bool:
+            return by_identity(await read(app, headers, created["id"]))[cp.identity]["status"] == "Accepted"
+
+        await eventually(answered)
+        assert len(set_profiles(charger)) == 1
 
 
 async def test_limit_expires_by_itself_when_the_hub_is_gone(database_url: str, own_session: AsyncSession) -> None:

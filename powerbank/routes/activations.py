@@ -62,8 +62,8 @@ async def _create(operator_id: int, form: dict[str, str], typed: dict[str, str] 
         return await _list_page(operator_id, 422, typed or form, exc.errors)
     async with runner().write_turn:
         activation = await service.create_activation(session, me, Actor.of(me.user), operator_id, request_)
+        runner().launch_on_commit(session, activation)
         await session.commit()
-    runner().launch(activation)
     return redirect(url_for("activations.detail", activation_id=activation.id), 303)
 
 

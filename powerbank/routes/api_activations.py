@@ -172,8 +172,8 @@ async def create_activation(data: ActivationCreate) -> tuple[ActivationOut, int]
     async with runner().write_turn:
         activation = await service.create_activation(session, api.current_principal(),
                                                      actor_for_token(api.current_token()), operator_id, request)
+        runner().launch_on_commit(session, activation)
         await session.commit()
-    runner().launch(activation)
     return activation_out(activation, []), 201
 
 
