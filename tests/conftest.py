@@ -172,7 +172,8 @@ def login_as(app: Quart) -> LoginAs:
         token = await csrf_of(client)
         response = await client.post("/login", form={"email": email, "password": password, "csrf_token": token})
         assert response.status_code == 303, await response.get_data(as_text=True)
-        client.csrf_token = token  # type: ignore[attr-defined]
+        # The log-in gives the session a new CSRF token; read it as the next page would.
+        client.csrf_token = await csrf_of(client, "/")  # type: ignore[attr-defined]
         return client
 
     return _login

@@ -57,6 +57,18 @@ async def test_login_form_is_labelled(client: QuartClient) -> None:
     assert 'id="f-email"' in body and 'id="f-password"' in body and 'type="password"' in body
 
 
+async def test_log_in_gives_a_new_csrf_token(app: Quart, factory: Factory) -> None:
+    await factory.user(email="someone@example.test")
+    client = app.test_client()
+    before = await csrf_of(client)
+    assert (await log_in(client, "someone@example.test", TEST_PASSWORD)).status_code == 303
+    after = await csrf_of(client, "/")
+    assert after != before
+    refused = await client.post("/logout", form={"csrf_token": before})
+    assert refused.status_code == 400
+    assert (await client.post("/logout", form={"csrf_token": after})).status_code == 303
+
+
 async def test_log_in_and_out(app: Quart, factory: Factory) -> None:
     user = await factory.user(email="someone@example.test")
     client = app.test_client()

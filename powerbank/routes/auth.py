@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, current_app, redirect, request, url_for
+from quart import Blueprint, Response, current_app, redirect, request, session, url_for
 from quart_auth import AuthUser, login_user, logout_user
 
 from powerbank.services.users import authenticate
-from powerbank.web import db_session, render_page, safe_next
+from powerbank.web import CSRF_FIELD, db_session, render_page, safe_next
 
 blueprint = Blueprint("auth", __name__)
 
@@ -50,6 +50,8 @@ async def login_post() -> Response:
     # Only the email's own count: a success of one account must not clear the address's failures.
     throttle.succeed(keys[:1])
     login_user(AuthUser(str(user.id)), remember=bool(form.get("remember")))
+    # A CSRF token known before the log-in (a planted session cookie) must not work after it.
+    session.pop(CSRF_FIELD, None)
     return redirect(target, 303)
 
 
