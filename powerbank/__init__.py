@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from urllib.parse import urlsplit
 from typing import Any
 
 from quart import Quart, Response, render_template
@@ -56,6 +57,14 @@ def _check_config(app: Quart) -> None:
             )
         app.config["SECRET_KEY"] = secrets.token_urlsafe(32)
     app.config["DATABASE_URL"] = app.config["DATABASE_URL"] or database_url()
+    public_url = app.config["PUBLIC_URL"]
+    if public_url:
+        parts = urlsplit(str(public_url))
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ConfigurationError(
+                f"POWERBANK_PUBLIC_URL must be an http:// or https:// address such as "
+                f"https://powerbank.example.com, not {public_url!r}."
+            )
     # Cookies only travel over HTTPS in production; demo and development run on plain HTTP.
     for setting in ("QUART_AUTH_COOKIE_SECURE", "SESSION_COOKIE_SECURE"):
         if app.config[setting] is None:

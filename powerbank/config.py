@@ -42,6 +42,9 @@ DEFAULTS: dict[str, object] = {
     # None: Secure unless in demo or development mode (decided by create_app).
     "QUART_AUTH_COOKIE_SECURE": None,
     "SESSION_COOKIE_SECURE": None,
+    # The address people and chargers reach PowerBank at, e.g. https://powerbank.example.com behind
+    # a TLS proxy; the OCPP URLs shown are made from it. None: the address of each request.
+    "PUBLIC_URL": None,
     # Seconds between the serving process's full garbage collections (see powerbank/gc_policy.py).
     "GC_FULL_EVERY_S": 600,
 }

@@ -179,6 +179,12 @@ class LoginThrottle:
             self._failures.pop(key, None)
 
 
+def public_url() -> str:
+    """Return the address PowerBank is reached at, ending in "/" (POWERBANK_PUBLIC_URL, or this request's)."""
+    configured = current_app.config.get("PUBLIC_URL")
+    return str(configured).rstrip("/") + "/" if configured else request.host_url
+
+
 def safe_next(target: str | None) -> str:
     """Return a local path to go to after log-in; anything off-site becomes the home page."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
@@ -209,6 +215,7 @@ def init_web(app: Quart) -> None:
     """Register the request hooks shared by every page (before the blueprints: their routes use `int`)."""
     app.url_map.converters["int"] = DatabaseIdConverter
     app.jinja_env.globals["csrf_token"] = csrf_token
+    app.jinja_env.globals["public_url"] = public_url
     app.before_request(check_csrf)
     app.after_request(add_security_headers)
 

@@ -150,6 +150,18 @@ def test_refuses_to_start_without_secret_key(clean_env: None) -> None:
         create_app({"DATABASE_URL": "sqlite+aiosqlite://", "SECRET_KEY": ""})
 
 
+@pytest.mark.parametrize("url", ["powerbank.example.com", "ftp://powerbank.example.com", "https://", "https://x/?a=1"])
+def test_refuses_a_public_url_that_is_not_a_web_address(clean_env: None, url: str) -> None:
+    with pytest.raises(ConfigurationError, match="POWERBANK_PUBLIC_URL"):
+        create_app({"DEV": True, "DATABASE_URL": "sqlite+aiosqlite://", "PUBLIC_URL": url})
+
+
+def test_public_url_from_the_environment(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POWERBANK_PUBLIC_URL", "https://powerbank.example.com")
+    app = create_app({"DEV": True, "DATABASE_URL": "sqlite+aiosqlite://"})
+    assert app.config["PUBLIC_URL"] == "https://powerbank.example.com"
+
+
 def test_secret_key_from_the_environment(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POWERBANK_SECRET_KEY", "from-the-environment")
     assert create_app({"DATABASE_URL": "sqlite+aiosqlite://"}).config["SECRET_KEY"] == "from-the-environment"

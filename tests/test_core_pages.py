@@ -210,6 +210,22 @@ async def test_new_ocpp_password(session: AsyncSession, factory: Factory, login_
     assert (await audit_actions(session))[-1] == "charge_point.reset_password"
 
 
+@pytest.mark.parametrize(("public_url", "expected"), [
+    ("https://powerbank.example.com", "wss://powerbank.example.com/ocpp/CPH-78"),
+    ("http://hub.example.test:8080/", "ws://hub.example.test:8080/ocpp/CPH-78"),
+])
+async def test_ocpp_url_uses_the_public_url_behind_a_proxy(
+    app: Quart, factory: Factory, login_as: LoginAs, public_url: str, expected: str,
+) -> None:
+    team, client = await configurer(factory, login_as)
+    charge_point = await factory.charge_point(team, identity="CPH-78")
+    app.config["PUBLIC_URL"] = public_url
+    page = await (await client.get(f"/charge-points/{charge_point.id}")).get_data(as_text=True)
+    assert expected in page and "ws://localhost" not in page
+    created = await post_form(client, f"/teams/{team.id}/charge-points/new", {**GOOD_FORM, "identity": "CPH-79"})
+    assert expected.replace("CPH-78", "CPH-79") in await created.get_data(as_text=True)
+
+
 GOOD_FORM = {"name": "Depot 1", "identity": "DEP-1", "brand": "Easee", "model": "Home", "firmware": "",
              "serial": "", "country": "DK", "price_area": "DK2", "facility_id": ""}
 BAD_FORMS = [

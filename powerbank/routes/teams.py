@@ -12,14 +12,23 @@ from powerbank.services import enrollment
 from powerbank.services.audit import Actor
 from powerbank.services.teams import get_operator_or_404, get_team_or_404, require_team
 from powerbank.validators import AREAS_BY_COUNTRY
-from powerbank.web import db_session, discard_changes, form_errors_status, login_required, principal, render_page
+from powerbank.web import (
+    db_session,
+    discard_changes,
+    form_errors_status,
+    login_required,
+    principal,
+    public_url,
+    render_page,
+)
 
 blueprint = Blueprint("teams", __name__)
 
 
 def ocpp_url(identity: str) -> str:
     """Return the websocket URL a charger is configured with."""
-    base = request.host_url.replace("https://", "wss://").replace("http://", "ws://")
+    base = public_url()
+    base = base.replace("https://", "wss://", 1) if base.startswith("https://") else base.replace("http://", "ws://", 1)
     return f"{base}ocpp/{identity}"
 
 
