@@ -60,6 +60,10 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
 def make_engine(url: str) -> AsyncEngine:
     """Create the async engine; SQLite gets foreign keys, WAL and a busy timeout."""
     kwargs: dict[str, Any] = {}
@@ -75,6 +79,9 @@ def make_engine(url: str) -> AsyncEngine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
+            # SQLite's own lower() (and so ILIKE) folds ASCII letters only: "SÖDERMALM" would not
+            # find "Södermalm". Python's folds every letter, as PostgreSQL's does.
+            dbapi_connection.create_function("lower", 1, _lower, deterministic=True)
 
     return engine
 

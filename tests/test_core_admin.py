@@ -307,3 +307,7 @@ async def test_team_names_are_unique_whatever_their_case(
     # Changing only the case of a team's own name is a rename like any other.
     assert (await post_form(client, f"/teams/{team.id}/rename", {"name": "QUAY"})).status_code == 303
     assert await team_names(session, operator) == ["Harbour", "QUAY"]
+    # Letters beyond ASCII too.
+    await factory.team(operator, "Østerbro")
+    response = await post_form(client, f"/operators/{operator.id}/teams", {"name": "ØSTERBRO"})
+    assert response.status_code == 422 and "already exists" in await response.get_data(as_text=True)

@@ -114,6 +114,11 @@ async def test_search_by_name_and_identity(session: AsyncSession, factory: Facto
     assert await names({"q": "nothing like this"}) == []
     # LIKE wildcards are taken literally.
     assert await names({"q": "%"}) == [] and await names({"q": "_"}) == []
+    # Letters beyond ASCII match in either case too.
+    await factory.charge_point(team, name="Södermalm Garage", identity="STO-9")
+    await factory.charge_point(team, name="ÅRHUS DEPOT", identity="AAR-9")
+    assert await names({"q": "SÖDERMALM"}) == ["Södermalm Garage"]
+    assert await names({"q": "århus"}) == ["ÅRHUS DEPOT"]
 
 
 async def test_filter_by_country(session: AsyncSession, factory: Factory, login_as: LoginAs) -> None:
