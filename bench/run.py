@@ -72,6 +72,7 @@ class Settings:
     profile_dir: Path | None = None
     # PowerBank's seconds between full garbage collections (None: its default, 10 minutes).
     gc_full_every_s: float | None = None
+    gc_full_after_growth: float | None = None
 
 
     def repeats_for(self, chargers: int) -> int:
@@ -164,18 +165,23 @@ async def _token_from_service(path: Path) -> str | None:
     return secret
 
 
-def _powerbank_env(database: Path, gc_full_every_s: float | None = None) -> dict[str, str]:
+def _powerbank_env(database: Path, gc_full_every_s: float | None = None,
+                   gc_full_after_growth: float | None = None) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items()
            if not key.startswith("POWERBANK_") and key not in {"PYTHONPATH"}}
     env["POWERBANK_DATABASE_URL"] = fixtures.sqlite_url(database)
     env["POWERBANK_SECRET_KEY"] = secrets.token_urlsafe(32)
     if gc_full_every_s is not None:
         env["POWERBANK_GC_FULL_EVERY_S"] = str(gc_full_every_s)
+        # On the clock alone unless told otherwise, so the pause of a full collection is measured.
+        env["POWERBANK_GC_FULL_AFTER_GROWTH"] = str(gc_full_after_growth or 0)
+    elif gc_full_after_growth is not None:
+        env["POWERBANK_GC_FULL_AFTER_GROWTH"] = str(gc_full_after_growth)
     return env
 
 
 def _server(kind: str, workdir: Path, template: Path | None, password_hash: str, tag: str,
-            gc_full_every_s: float | None = None) -> ServerProcess:
+            gc_full_every_s: float | None = None, gc_full_after_growth: float | None = None) -> ServerProcess:
     port = free_port()
     log = workdir / f"{kind}-{tag}.log"
     if kind == BASELINE:
@@ -185,14 +191,15 @@ def _server(kind: str, workdir: Path, template: Path | None, password_hash: str,
     database = workdir / f"powerbank-{tag}.db"
     shutil.copy(template, database)
     argv = [sys.executable, "-m", "powerbank.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    return ServerProcess(kind, argv, _powerbank_env(database, gc_full_every_s), port, log)
+    return ServerProcess(kind, argv, _powerbank_env(database, gc_full_every_s, gc_full_after_growth), port, log)
 
 
 async def network_run(kind: str, chargers: int, settings: Settings, workdir: Path, template: Path | None,
                       token: str | None, password_hash: str, tag: str, phases: tuple[str, ...]) -> dict[str, Any]:
     """Start one server, connect the chargers, then run the given phases; return what was measured."""
     result: dict[str, Any] = {"server": kind, "chargers": chargers, "load_average_before": load_average()}
-    server = _server(kind, workdir, template, password_hash, tag, settings.gc_full_every_s)
+    server = _server(kind, workdir, template, password_hash, tag, settings.gc_full_every_s,
+                     settings.gc_full_after_growth)
     generators = LoadGenerators(server.ocpp_url, fixtures.CHARGER_PASSWORD, chargers, settings.loadgen_processes,
                                 workdir / f"loadgen-{tag}.log")
     profiler: asyncio.subprocess.Process | None = None
@@ -243,6 +250,7 @@ def scan_log(path: Path) -> dict[str, Any]:
                         counts[name] += 1
                 found = GC_PAUSE.search(line)
                 if found:
+                    counts["full_gcs"] = counts.get("full_gcs", 0) + 1
                     counts["longest_full_gc_s"] = max(counts.get("longest_full_gc_s", 0.0), float(found[1]))
     return counts
 
@@ -502,6 +510,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also connect this many chargers with PowerBank's production argon2 cost (0: skip)")
     parser.add_argument("--gc-full-every-s", type=float,
                         help="PowerBank's seconds between full garbage collections (to measure their pause)")
+    parser.add_argument("--gc-full-after-growth", type=float,
+                        help="PowerBank's memory growth that makes a full collection due (default 0.25 on "
+                             "its own, 0 with --gc-full-every-s)")
     parser.add_argument("--profile", type=Path, help="record each server with py-spy into this folder")
     parser.add_argument("--report-only", action="store_true", help="only write RESULTS.md again from results.json")
     parser.add_argument("--results", type=Path, help="default bench/results.json (quick: results-quick.json)")
@@ -526,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         pages_size=args.pages_size, signup_size=args.signup_size,
         in_process_repeats=5 if quick else 9,
         servers=args.servers.split(","), profile_dir=args.profile, gc_full_every_s=args.gc_full_every_s,
+        gc_full_after_growth=args.gc_full_after_growth,
         results_path=args.results, report_path=args.report, mode="quick" if quick else "full",
     )
     results = asyncio.run(run_all(settings))

@@ -7,10 +7,11 @@ import gc
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
-from powerbank.gc_policy import GcPolicy
+from powerbank.gc_policy import GcPolicy, resident_bytes
 
 
 class Node:
@@ -56,7 +57,7 @@ async def running(policy: GcPolicy) -> AsyncIterator[None]:
 
 
 async def test_the_policy_freezes_regularly_and_collects_everything_on_its_schedule() -> None:
-    policy = GcPolicy(freeze_every_s=0.01, full_every_s=0.05)
+    policy = GcPolicy(freeze_every_s=0.01, full_every_s=0.05, growth=0)
     async with running(policy):
         while policy.full_collections < 2:
             await asyncio.sleep(0.01)
@@ -64,9 +65,51 @@ async def test_the_policy_freezes_regularly_and_collects_everything_on_its_sched
     assert gc.get_freeze_count() > 0
 
 
+def test_a_full_collection_is_due_only_once_memory_grew_and_not_too_soon() -> None:
+    memory = 100_000_000
+    policy = GcPolicy(full_every_s=600, growth=0.25, memory=lambda: memory)
+    policy.collect_everything()  # Measures the memory it leaves: 100 MB.
+    memory = 124_000_000
+    assert not policy.full_collection_due(since_last_s=3600)  # Grown, but by less than a quarter.
+    memory = 125_000_000
+    assert not policy.full_collection_due(since_last_s=599)  # Enough growth, too soon.
+    assert policy.full_collection_due(since_last_s=600)
+    policy.collect_everything()  # The next one is measured from here.
+    assert not policy.full_collection_due(since_last_s=3600)
+
+
+def test_without_a_memory_reading_the_full_collection_follows_the_clock() -> None:
+    policy = GcPolicy(full_every_s=600, memory=lambda: None)
+    policy.collect_everything()
+    assert not policy.full_collection_due(since_last_s=599)
+    assert policy.full_collection_due(since_last_s=600)
+
+
+def test_growth_zero_means_the_clock_alone() -> None:
+    policy = GcPolicy(full_every_s=600, growth=0, memory=lambda: 100_000_000)
+    policy.collect_everything()
+    assert policy.full_collection_due(since_last_s=600)
+
+
+def test_resident_memory_is_read_where_the_system_tells_it() -> None:
+    reading = resident_bytes()
+    if Path("/proc/self/statm").exists():
+        assert reading is not None and reading > 10_000_000  # A Python process with pytest loaded.
+    else:
+        assert reading is None
+
+
+async def test_a_hub_that_does_not_grow_is_not_paused() -> None:
+    policy = GcPolicy(freeze_every_s=0.01, full_every_s=0.0, memory=lambda: 100_000_000)
+    async with running(policy):
+        for _ in range(20):  # Twenty freeze periods, each one past the (zero) full interval...
+            await asyncio.sleep(0.01)
+    assert policy.full_collections == 1  # ...and only the collection at its start ran.
+
+
 async def test_the_full_collection_waits_while_the_hub_is_busy() -> None:
     busy = True
-    policy = GcPolicy(freeze_every_s=0.01, full_every_s=0.0, postpone=lambda: busy)
+    policy = GcPolicy(freeze_every_s=0.01, full_every_s=0.0, growth=0, postpone=lambda: busy)
     async with running(policy):
         for _ in range(20):  # Twenty freeze periods, each one past the (zero) full interval...
             await asyncio.sleep(0.01)
