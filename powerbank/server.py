@@ -6,13 +6,19 @@ import asyncio
 import contextlib
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from quart import Quart
 
 from powerbank.gc_policy import GcPolicy
+from powerbank.ocpp.registry import REGISTRY_KEY, Registry
 from powerbank.services.activations import RUNNER_KEY
+
+
+# How long a shutdown waits for the chargers to answer their close frames.
+CHARGERS_CLOSE_GRACE_S = 5.0
 
 
 def hypercorn_config(host: str, port: int) -> Config:
@@ -44,6 +50,22 @@ async def wait_until_listening(host: str, port: int, timeout: float = 30.0) -> N
             return
 
 
+def closing_chargers_first(app: Quart, shutdown: asyncio.Event) -> Callable[[], Awaitable[None]]:
+    """Return Hypercorn's shutdown trigger: once ``shutdown`` is set, the chargers are closed first.
+
+    Hypercorn waits ``graceful_timeout`` for open connections, then cancels them; chargers stay
+    connected, so without this each would be dropped (and Python 3.11 logs a traceback for each).
+    """
+
+    async def trigger() -> None:
+        await shutdown.wait()
+        registry: Registry | None = app.extensions.get(REGISTRY_KEY)
+        if registry is not None:
+            await registry.close_all(grace_s=CHARGERS_CLOSE_GRACE_S)
+
+    return trigger
+
+
 def activations_may_be_active(app: Quart) -> bool:
     """Whether an activation may be active (or the runner has not looked yet)."""
     runner = app.extensions.get(RUNNER_KEY)
@@ -56,10 +78,12 @@ async def serve_app(app: Quart, host: str, port: int, *, simulate: bool = False)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, shutdown.set)
-    server = asyncio.create_task(serve(app, hypercorn_config(host, port), shutdown_trigger=shutdown.wait))  # type: ignore[arg-type]
-    collector = asyncio.create_task(GcPolicy(full_every_s=float(app.config["GC_FULL_EVERY_S"]),
-                                             postpone=lambda: activations_may_be_active(app)).run(),
-                                    name="garbage collection policy")
+    server = asyncio.create_task(serve(app, hypercorn_config(host, port),  # type: ignore[arg-type]
+                                       shutdown_trigger=closing_chargers_first(app, shutdown)))
+    policy = GcPolicy(full_every_s=float(app.config["GC_FULL_EVERY_S"]),
+                      growth=float(app.config["GC_FULL_AFTER_GROWTH"]),
+                      postpone=lambda: activations_may_be_active(app))
+    collector = asyncio.create_task(policy.run(), name="garbage collection policy")
     simulator: asyncio.subprocess.Process | None = None
     try:
         if simulate:

@@ -34,7 +34,7 @@ from powerbank.models import ChargePoint, Operator
 from powerbank.ocpp.connection import ConnectionLost
 from powerbank.ocpp.registry import REGISTRY_KEY, Registry
 from powerbank.ocpp_models import ChargingTransaction, ConnectionAttempt, ConnectorStatus, MeterSample
-from powerbank.server import hypercorn_config, wait_until_listening
+from powerbank.server import closing_chargers_first, hypercorn_config, wait_until_listening
 from powerbank.services.catalogue import catalogue_keys, compatibility_problem
 from powerbank.services.chargers import ATTEMPT_ROWS_PER_ADDRESS, record_attempt
 from powerbank.services.enrollment import get_participation
@@ -76,9 +76,11 @@ async def app(database_url: str, config_overrides: dict[str, Any],
     config.websocket_ping_interval = 0.2
     for name, value in hypercorn_overrides.items():
         setattr(config, name, value)
-    server = asyncio.create_task(serve(app, config, shutdown_trigger=shutdown.wait))  # type: ignore[arg-type]
+    server = asyncio.create_task(serve(app, config,  # type: ignore[arg-type]
+                                       shutdown_trigger=closing_chargers_first(app, shutdown)))
     await wait_until_listening("127.0.0.1", port)
     app.config["TEST_OCPP_URL"] = f"ws://127.0.0.1:{port}/ocpp"
+    app.config["TEST_SHUTDOWN"] = shutdown
     yield app
     shutdown.set()
     await server
@@ -563,6 +565,35 @@ async def test_an_edit_that_is_refused_or_keeps_the_identity_leaves_the_charger_
         assert kept.status_code == 303
         await websocket.send('[2, "h", "Heartbeat", {}]')
         assert json.loads(await websocket.recv())[:2] == [3, "h"]
+
+
+async def test_stopping_the_hub_closes_each_charger_properly(app: Quart, factory: Factory) -> None:
+    cp = await factory.charge_point(await factory.team())
+    registry = registry_of(app)
+    async with raw_socket(app, cp.identity) as websocket:
+        await eventually(lambda: _true(registry.get(cp.identity) is not None))
+        app.config["TEST_SHUTDOWN"].set()
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(websocket.recv(), 5)
+        # "Going away", so the charger reconnects to the next process, not a dropped connection.
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1001, "The hub is shutting down")
+
+
+async def test_a_charger_connecting_while_the_hub_closes_is_told_to_come_back(app: Quart, factory: Factory) -> None:
+    cp = await factory.charge_point(await factory.team())
+    registry = registry_of(app)
+    async with raw_socket(app, cp.identity) as websocket:
+        await eventually(lambda: _true(registry.get(cp.identity) is not None))
+        await registry.close_all(grace_s=5)
+        assert registry.get(cp.identity) is None
+        with pytest.raises(ConnectionClosed):
+            await websocket.recv()
+    with pytest.raises(InvalidStatus) as refused:
+        async with raw_socket(app, cp.identity):
+            pass
+    assert refused.value.response.status_code == 503
+    assert refused.value.response.headers["Retry-After"] == "10"
 
 
 async def test_pending_call_fails_fast_when_the_charger_disconnects(app: Quart, factory: Factory) -> None:

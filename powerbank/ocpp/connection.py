@@ -145,6 +145,11 @@ class HubConnection:
         self.meter_messages = 0
 
     @property
+    def serving_task(self) -> asyncio.Task[Any] | None:
+        """The task serving this connection's socket (None before it starts serving)."""
+        return self._handler_task
+
+    @property
     def serving_done(self) -> bool:
         """Whether this connection has stopped serving its socket (it is closed and cleaned up)."""
         return self._handler_task is not None and self._handler_task.done()

@@ -34,6 +34,8 @@ def choose_subprotocol(offered: list[str]) -> str | None:
 async def ocpp_socket(identity: str) -> Response | None:
     """Authenticate a charger before the upgrade, then serve its OCPP messages."""
     registry: Registry = current_app.extensions[REGISTRY_KEY]
+    if registry.closing:
+        return Response("The hub is shutting down", 503, {"Retry-After": "10"})
     socket = websocket._get_current_object()
     remote_address = socket.remote_addr or ""
     credentials = socket.authorization

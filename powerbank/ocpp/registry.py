@@ -98,6 +98,7 @@ class Registry:
         self._presence: dict[int, tuple[str, bool]] = {}
         self._background = BackgroundTasks(logger, "OCPP background work")
         self._flusher: asyncio.Task[None] | None = None
+        self._closing = False
         # Called with the connection after each boot, once the capability probe has answered.
         self.boot_listeners: list[Callable[[HubConnection], Awaitable[None]]] = []
 
@@ -124,6 +125,25 @@ class Registry:
             yield session
 
     # Connections ----------------------------------------------------------------------------
+
+    @property
+    def closing(self) -> bool:
+        """Whether the hub is shutting down (a charger that connects now is turned away)."""
+        return self._closing
+
+    async def close_all(self, grace_s: float) -> None:
+        """Close every connection (1001, going away) and wait, at most ``grace_s``, until each has ended.
+
+        For a shutdown: a charger sees a proper close and reconnects to the next process, rather
+        than a dropped TCP connection; none connects again meanwhile (``closing``).
+        """
+        self._closing = True
+        connections = list(self._connections.values())
+        for connection in connections:
+            await connection.close(1001, "The hub is shutting down")
+        serving = [task for task in (connection.serving_task for connection in connections) if task is not None]
+        if serving:
+            await asyncio.wait(serving, timeout=grace_s)
 
     async def add(self, connection: HubConnection) -> None:
         """Register a new connection; one already there for the identity is closed (replaced)."""
@@ -223,6 +243,7 @@ class Registry:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
+        self._closing = True
         for connection in list(self._connections.values()):
             await connection.close(1001, "The hub is shutting down")
         await self._background.wait()
