@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,7 +35,7 @@ from powerbank.models import ChargePoint, Operator
 from powerbank.ocpp.connection import ConnectionLost
 from powerbank.ocpp.registry import REGISTRY_KEY, Registry
 from powerbank.ocpp_models import ChargingTransaction, ConnectionAttempt, ConnectorStatus, MeterSample
-from powerbank.server import closing_chargers_first, hypercorn_config, wait_until_listening
+from powerbank.server import closing_chargers_first, hypercorn_config, report_loop_errors, wait_until_listening
 from powerbank.services.catalogue import catalogue_keys, compatibility_problem
 from powerbank.services.chargers import ATTEMPT_ROWS_PER_ADDRESS, record_attempt
 from powerbank.services.enrollment import get_participation
@@ -578,6 +579,18 @@ async def test_stopping_the_hub_closes_each_charger_properly(app: Quart, factory
         # "Going away", so the charger reconnects to the next process, not a dropped connection.
         assert closed.value.rcvd is not None
         assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1001, "The hub is shutting down")
+
+
+def test_loop_errors_are_reported_but_cancelled_connections_are_not(caplog: pytest.LogCaptureFixture) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            report_loop_errors(loop, {"message": "Exception in callback", "exception": asyncio.CancelledError()})
+            assert not caplog.records
+            report_loop_errors(loop, {"message": "Exception in callback", "exception": RuntimeError("boom")})
+            assert "boom" in caplog.text
+    finally:
+        loop.close()
 
 
 async def test_a_charger_connecting_while_the_hub_closes_is_told_to_come_back(app: Quart, factory: Factory) -> None:
