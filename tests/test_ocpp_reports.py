@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
+
+import pytest
 
 from quart import Quart
 from sqlalchemy import delete
@@ -13,7 +17,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from powerbank.db import utcnow
 from powerbank.enrollment_models import ParticipationState
 from powerbank.models import ChargePoint
-from powerbank.ocpp.reports import GroupCommit, Report, store_reports
+from powerbank.ocpp.reports import GroupCommit, Report, in_session, store_reports
+from powerbank.ocpp.sqlite_reports import SqliteReportWriter
 from powerbank.ocpp_models import ConnectorStatus, MeterSample
 from powerbank.services import chargers
 from powerbank.services.enrollment import get_participation
@@ -22,8 +27,26 @@ from powerbank.services.frame_log import FrameLog
 from tests.conftest import Factory
 
 
-def writer_for(app: Quart) -> GroupCommit[Report]:
-    return GroupCommit(app.extensions["powerbank.sessionmaker"], asyncio.Lock(), store_reports, "reports")
+WriterFor = Callable[[Quart], GroupCommit[Report]]
+
+
+@pytest.fixture(params=["sqlite file", "session"])
+async def writer_for(request: pytest.FixtureRequest) -> AsyncIterator[WriterFor]:
+    """Make report writers as the hub does: on a SQLite file past the ORM, or in sessions."""
+    own: list[SqliteReportWriter] = []
+
+    def make(app: Quart) -> GroupCommit[Report]:
+        sessionmaker = app.extensions["powerbank.sessionmaker"]
+        if request.param == "session":
+            return GroupCommit(asyncio.Lock(), in_session(sessionmaker, store_reports), "reports")
+        writer = SqliteReportWriter.for_url(sessionmaker.kw["bind"].url)
+        assert writer is not None
+        own.append(writer)
+        return GroupCommit(asyncio.Lock(), writer.store, "reports")
+
+    yield make
+    for writer in own:
+        await writer.close()
 
 
 def rows(charge_point_id: int, power_w: float, count: int = 1) -> list[dict[str, object]]:
@@ -41,7 +64,7 @@ async def samples_of(session: AsyncSession, charge_point_id: int) -> list[MeterS
 
 
 async def test_reports_arriving_together_are_stored_in_one_transaction_and_each_waits_for_it(
-    app: Quart, factory: Factory, session: AsyncSession
+    app: Quart, factory: Factory, session: AsyncSession, writer_for: WriterFor
 ) -> None:
     team = await factory.team()
     ids = [(await factory.charge_point(team)).id or 0 for _ in range(20)]
@@ -57,7 +80,7 @@ async def test_reports_arriving_together_are_stored_in_one_transaction_and_each_
 
 
 async def test_a_report_for_a_deleted_charge_point_fails_alone(
-    app: Quart, factory: Factory, session: AsyncSession
+    app: Quart, factory: Factory, session: AsyncSession, writer_for: WriterFor
 ) -> None:
     team = await factory.team()
     kept_id, deleted_id = (await factory.charge_point(team)).id or 0, (await factory.charge_point(team)).id or 0
@@ -79,7 +102,7 @@ async def test_a_report_for_a_deleted_charge_point_fails_alone(
 
 
 async def test_pruning_keeps_the_newest_samples_of_each_charger(
-    app: Quart, factory: Factory, session: AsyncSession
+    app: Quart, factory: Factory, session: AsyncSession, writer_for: WriterFor
 ) -> None:
     team = await factory.team()
     busy_id, quiet_id = (await factory.charge_point(team)).id or 0, (await factory.charge_point(team)).id or 0
@@ -96,7 +119,9 @@ async def test_pruning_keeps_the_newest_samples_of_each_charger(
     assert len(await samples_of(session, quiet_id)) == 10
 
 
-async def test_statuses_keep_the_latest_per_connector(app: Quart, factory: Factory, session: AsyncSession) -> None:
+async def test_statuses_keep_the_latest_per_connector(
+    app: Quart, factory: Factory, session: AsyncSession, writer_for: WriterFor
+) -> None:
     team = await factory.team()
     cp_id = (await factory.charge_point(team)).id or 0
     writer = writer_for(app)
@@ -164,3 +189,37 @@ async def test_boots_and_probe_answers_are_stored_in_batches_and_reevaluated_onl
     session.expire_all()
     stored = list(await session.exec(select(ChargePoint).where(col(ChargePoint.id).in_(ids))))
     assert {(cp.reported_vendor, cp.reported_firmware, cp.smart_charging) for cp in stored} == {("Easee", "1.0", False)}
+
+
+async def test_the_sqlite_writer_stores_rows_exactly_as_the_orm_does(
+    app: Quart, factory: Factory, session: AsyncSession
+) -> None:
+    team = await factory.team()
+    by_orm, by_writer = (await factory.charge_point(team)).id or 0, (await factory.charge_point(team)).id or 0
+    at = utcnow().replace(microsecond=123456)
+    reading = [MeterReading(at, power_w=7360.5, energy_wh=12.25, currents_a={"L1": 16.0})]
+    sessionmaker = app.extensions["powerbank.sessionmaker"]
+    writer = SqliteReportWriter.for_url(sessionmaker.kw["bind"].url)
+    assert writer is not None
+    try:
+        for cp_id, store in ((by_orm, in_session(sessionmaker, store_reports)), (by_writer, writer.store)):
+            await store([Report(chargers.meter_rows(cp_id, 1, reading, "tx-1"),
+                                status=StatusReport(cp_id, 1, "Charging", None, at))])
+    finally:
+        await writer.close()
+
+    def stored(table: str, cp_id: int) -> list[tuple[object, ...]]:
+        with sqlite3.connect(sessionmaker.kw["bind"].url.database) as raw:
+            rows = raw.execute(f"SELECT * FROM {table} WHERE charge_point_id = ?", (cp_id,)).fetchall()  # noqa: S608
+        return [tuple(value for name, value in zip(columns(raw, table), row) if name not in ("id", "received_at",
+                                                                                           "charge_point_id"))
+                for row in rows]
+
+    def columns(raw: sqlite3.Connection, table: str) -> list[str]:
+        return [row[1] for row in raw.execute(f"PRAGMA table_info({table})")]
+
+    for table in ("ocpp_meter_sample", "ocpp_connector_status"):
+        assert stored(table, by_writer) == stored(table, by_orm) != []
+    sample = (await samples_of(session, by_writer))[0]
+    assert (sample.measured_at, sample.power_w, sample.energy_wh, sample.current_l1_a, sample.transaction_id) == (
+        at, 7360.5, 12.25, 16.0, "tx-1")

@@ -34,7 +34,8 @@ from powerbank.ocpp.connection import HubConnection
 from powerbank.background import BackgroundTasks
 from powerbank.services import chargers
 from powerbank.services.chargers import Capability, PasswordChecker
-from powerbank.ocpp.reports import GroupCommit, store_reports
+from powerbank.ocpp.reports import GroupCommit, in_session, store_reports
+from powerbank.ocpp.sqlite_reports import SqliteReportWriter
 from powerbank.services.frame_log import FrameLog
 
 logger = logging.getLogger("powerbank.ocpp")
@@ -85,13 +86,19 @@ class Registry:
         bind = sessionmaker.kw.get("bind")
         serialise = bind is None or bind.dialect.name == "sqlite"
         self.write_lock: Any = asyncio.Lock() if serialise else contextlib.nullcontext()
-        # What chargers report, stored in batches (group commit; see ``reports``).
-        self.reports = GroupCommit(sessionmaker, self.write_lock, store_reports, "OCPP reports")
+        # What chargers report, stored in batches (group commit; see ``reports``): on a SQLite file
+        # past the ORM's async layer (see ``sqlite_reports``), elsewhere in a session.
+        self.report_writer = SqliteReportWriter.for_url(bind.url) if bind is not None else None
+        self.reports = GroupCommit(
+            self.write_lock,
+            self.report_writer.store if self.report_writer else in_session(sessionmaker, store_reports),
+            "OCPP reports",
+        )
         # Boots and capability answers go through the ORM (audit, re-evaluation): smaller batches.
-        self.boots = GroupCommit(sessionmaker, self.write_lock, chargers.store_boots, "boot notifications",
-                                 max_batch=ORM_BATCH)
-        self.capabilities = GroupCommit(sessionmaker, self.write_lock, _store_capabilities, "capability answers",
-                                        max_batch=ORM_BATCH)
+        self.boots = GroupCommit(self.write_lock, in_session(sessionmaker, chargers.store_boots),
+                                 "boot notifications", max_batch=ORM_BATCH)
+        self.capabilities = GroupCommit(self.write_lock, in_session(sessionmaker, _store_capabilities),
+                                        "capability answers", max_batch=ORM_BATCH)
         self._connections: dict[str, HubConnection] = {}
         self._seen: dict[int, datetime] = {}
         # Charger → (protocol it spoke, still connected), written in batches.
@@ -249,6 +256,8 @@ class Registry:
         await self._background.wait()
         for writer in (self.boots, self.capabilities, self.reports):
             await writer.wait()
+        if self.report_writer is not None:
+            await self.report_writer.close()
         await self.flush_last_seen()
         async with self.session() as session:
             await chargers.mark_all_offline(session)

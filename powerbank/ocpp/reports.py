@@ -41,17 +41,28 @@ def _consume(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+def in_session(sessionmaker: async_sessionmaker[AsyncSession],
+               store: Callable[[AsyncSession, list[Item]], Awaitable[Any]]) -> Callable[[list[Item]], Awaitable[None]]:
+    """Return a batch writer for ``GroupCommit``: ``store(session, items)`` in a session of its own, committed."""
+
+    async def write(items: list[Item]) -> None:
+        async with sessionmaker() as session:
+            await store(session, items)
+            await session.commit()
+
+    return write
+
+
 class GroupCommit(Generic[Item]):
     """Store items in batches, one transaction at a time; each caller waits for its own item.
 
-    ``store(session, items)`` writes a batch (without committing). Should a batch fail (a charge
-    point deleted meanwhile), its items are stored one by one so only the bad one fails.
+    ``store(items)`` writes and commits a batch, all or nothing (``in_session`` makes one). Should
+    a batch fail (a charge point deleted meanwhile), its items are stored one by one so only the
+    bad one fails.
     """
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], write_lock: Any,
-                 store: Callable[[AsyncSession, list[Item]], Awaitable[Any]], what: str,
+    def __init__(self, write_lock: Any, store: Callable[[list[Item]], Awaitable[Any]], what: str,
                  max_batch: int = MAX_BATCH) -> None:
-        self.sessionmaker = sessionmaker
         # Shared with the hub's other OCPP writes, so they queue here rather than in the database.
         self.write_lock = write_lock
         self.store = store
@@ -89,9 +100,8 @@ class GroupCommit(Generic[Item]):
                         done.set_result(None)
 
     async def _store(self, items: list[Item]) -> None:
-        async with self.write_lock, self.sessionmaker() as session:
-            await self.store(session, items)
-            await session.commit()
+        async with self.write_lock:
+            await self.store(items)
 
     async def _store_one_by_one(self, batch: Sequence[tuple[Item, asyncio.Future[None]]]) -> None:
         for item, done in batch:

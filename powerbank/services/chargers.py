@@ -392,22 +392,25 @@ async def insert_meter_rows(session: AsyncSession, rows: Sequence[dict[str, Any]
 
 
 async def prune_meter_samples(session: AsyncSession, charge_point_ids: Iterable[int]) -> None:
-    """Keep only the newest METER_SAMPLES_KEPT samples of each of these chargers, in one statement."""
+    """Keep only the newest METER_SAMPLES_KEPT samples of each of these chargers, one statement run for each."""
     ids = sorted(set(charge_point_ids))
-    if not ids:
-        return
+    if ids:
+        await session.exec(meter_prune_statement(), params=[{"charge_point_id": cp_id} for cp_id in ids])
+
+
+def meter_prune_statement() -> Any:
+    """Return the DELETE of a charger's samples older than its newest METER_SAMPLES_KEPT (``charge_point_id``)."""
     newer = METER_TABLE.alias("newer")
     oldest_kept = (
         select(newer.c.id)
-        .where(newer.c.charge_point_id == METER_TABLE.c.charge_point_id)
+        .where(newer.c.charge_point_id == bindparam("charge_point_id"))
         .order_by(newer.c.id.desc())
         .offset(METER_SAMPLES_KEPT - 1)
         .limit(1)
         .scalar_subquery()
     )
-    await session.exec(
-        delete(METER_TABLE).where(METER_TABLE.c.charge_point_id.in_(ids), METER_TABLE.c.id < oldest_kept)
-    )
+    return delete(METER_TABLE).where(METER_TABLE.c.charge_point_id == bindparam("charge_point_id"),
+                                     METER_TABLE.c.id < oldest_kept)
 
 
 async def store_meter_values(
@@ -438,25 +441,35 @@ async def upsert_statuses(session: AsyncSession, reports: Sequence[StatusReport]
 
     Of several reports for one connector the last one wins.
     """
-    latest = {(r.charge_point_id, r.connector_id): r for r in reports}
-    if not latest:
+    rows = status_rows(reports)
+    if not rows:
         return
-    now = utcnow()
-    rows = [{"charge_point_id": r.charge_point_id, "connector_id": r.connector_id, "status": r.status[:30],
-             "error_code": r.error_code[:50] if r.error_code else None, "reported_at": r.reported_at or now}
-            for r in latest.values()]
     dialect = session.get_bind().dialect.name
     if dialect in ("sqlite", "postgresql"):
-        statement = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(STATUS_TABLE)
-        await session.exec(statement.on_conflict_do_update(
-            index_elements=["charge_point_id", "connector_id"],
-            set_={"status": statement.excluded.status, "error_code": statement.excluded.error_code,
-                  "reported_at": statement.excluded.reported_at},
-        ), params=rows)
+        await session.exec(status_upsert_statement(dialect), params=rows)
         return
-    for report in latest.values():
-        await store_status(session, report.charge_point_id, report.connector_id, report.status,
-                           report.error_code, report.reported_at)
+    for row in rows:
+        await store_status(session, row["charge_point_id"], row["connector_id"], row["status"],
+                           row["error_code"], row["reported_at"])
+
+
+def status_rows(reports: Sequence[StatusReport]) -> list[dict[str, Any]]:
+    """Return the rows ``upsert_statuses`` stores: the last report of each connector."""
+    latest = {(r.charge_point_id, r.connector_id): r for r in reports}
+    now = utcnow()
+    return [{"charge_point_id": r.charge_point_id, "connector_id": r.connector_id, "status": r.status[:30],
+             "error_code": r.error_code[:50] if r.error_code else None, "reported_at": r.reported_at or now}
+            for r in latest.values()]
+
+
+def status_upsert_statement(dialect: str) -> Any:
+    """Return the INSERT … ON CONFLICT UPDATE of connector statuses for SQLite or PostgreSQL."""
+    statement = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(STATUS_TABLE)
+    return statement.on_conflict_do_update(
+        index_elements=["charge_point_id", "connector_id"],
+        set_={"status": statement.excluded.status, "error_code": statement.excluded.error_code,
+              "reported_at": statement.excluded.reported_at},
+    )
 
 
 async def start_transaction(
