@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import secrets
-from urllib.parse import urlsplit
 from typing import Any
+from urllib.parse import urlsplit
 
 from quart import Quart, Response, render_template
 from quart_auth import QuartAuth
