@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import DateTime, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import SessionTransaction, sessionmaker
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -97,6 +97,8 @@ def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
 
 
 def _run_after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # A savepoint: the transaction around it may still roll back.
     for callback in session.info.pop(AFTER_COMMIT_KEY, []):
         try:
             callback()
@@ -104,15 +106,18 @@ def _run_after_commit(session: Session) -> None:
             logger.exception("work after a commit failed")
 
 
-def _drop_after_rollback(session: Session) -> None:
-    session.info.pop(AFTER_COMMIT_KEY, None)
+def _drop_when_transaction_ends(session: Session, transaction: SessionTransaction) -> None:
+    # After a commit the callbacks have run; after a rollback or a close without commit they are
+    # dropped, so none waits for a later transaction of the same session.
+    if transaction.parent is None:
+        session.info.pop(AFTER_COMMIT_KEY, None)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Create the session factory used by requests, OCPP messages and the CLI."""
     sync_maker = sessionmaker(class_=Session)
     event.listen(sync_maker, "after_commit", _run_after_commit)
-    event.listen(sync_maker, "after_rollback", _drop_after_rollback)
+    event.listen(sync_maker, "after_transaction_end", _drop_when_transaction_ends)
     return async_sessionmaker(engine, class_=AsyncSession, sync_session_class=sync_maker, expire_on_commit=False)
 
 
