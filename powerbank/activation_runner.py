@@ -166,6 +166,10 @@ class ActivationRunner:
         self.spawn(self.release(activation_id, reason))
         self.wake()
 
+    def release_on_commit(self, session: AsyncSession, activation_id: int, reason: str) -> None:
+        """Release a cancelled activation's chargers in the same step as the commit that cancels it."""
+        after_commit(session, lambda: self.release_soon(activation_id, reason))
+
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run work in a task that the runner awaits when it stops."""
         return self._background.spawn(coroutine)

@@ -151,8 +151,8 @@ async def cancel(activation_id: int) -> Response:
         # Refused before anything changed: nothing to roll back.
         context = await _detail_context(activation_id)
         return await render_page("activations/detail.html", status=409, error=str(exc), **context)
+    runner().release_on_commit(session, activation_id, "cancelled")
     await session.commit()
-    runner().release_soon(activation_id, "cancelled")
     return redirect(url_for("activations.detail", activation_id=activation_id), 303)
 
 

@@ -214,6 +214,6 @@ async def cancel_activation(activation_id: int) -> ActivationOut:
     api.require_write()
     await service.cancel_activation(session, api.current_principal(), actor_for_token(api.current_token()),
                                     activation)
+    runner().release_on_commit(session, activation_id, "cancelled")
     await session.commit()
-    runner().release_soon(activation_id, "cancelled")
     return activation_out(activation, await service.dispatches_of(session, activation_id))
