@@ -83,6 +83,8 @@ class GcPolicy:
         """Whether everything should be collected now (the hub's business aside)."""
         if since_last_s < self.full_every_s:
             return False
+        if self.growth <= 0:
+            return True
         now, before = self.memory(), self._memory_after_full
         if now is None or before is None:
             return True

@@ -86,8 +86,11 @@ def test_without_a_memory_reading_the_full_collection_follows_the_clock() -> Non
 
 
 def test_growth_zero_means_the_clock_alone() -> None:
-    policy = GcPolicy(full_every_s=600, growth=0, memory=lambda: 100_000_000)
+    memory = 100_000_000
+    policy = GcPolicy(full_every_s=600, growth=0, memory=lambda: memory)
     policy.collect_everything()
+    memory = 90_000_000  # Even when the memory shrank (pages swapped out, say).
+    assert not policy.full_collection_due(since_last_s=599)
     assert policy.full_collection_due(since_last_s=600)
 
 

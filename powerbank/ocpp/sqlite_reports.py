@@ -64,8 +64,8 @@ class SqliteReportWriter:
     @classmethod
     def for_url(cls, url: URL) -> SqliteReportWriter | None:
         """Return a writer for a SQLite file database, None for anything else (in memory, PostgreSQL)."""
-        if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-            return None
+        if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:" or url.query:
+            return None  # Options such as ?uri=true change which file is meant: left to SQLAlchemy.
         return cls(url.database)
 
     async def _connect(self) -> aiosqlite.Connection:
@@ -92,8 +92,13 @@ class SqliteReportWriter:
                 await connection.executemany(self._prune.sql, self._prune.rows([{"charge_point_id": i} for i in prune]))
             await connection.commit()
         except BaseException:
-            with contextlib.suppress(Exception):
+            try:
                 await connection.rollback()
+            except Exception:
+                # A connection that cannot roll back may hold half a batch: never use it again.
+                self._connection = None
+                with contextlib.suppress(Exception):
+                    await connection.close()
             raise
 
     async def close(self) -> None:
