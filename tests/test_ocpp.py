@@ -37,6 +37,7 @@ from powerbank.ocpp.registry import REGISTRY_KEY, Registry
 from powerbank.ocpp_models import ChargingTransaction, ConnectionAttempt, ConnectorStatus, MeterSample
 from powerbank.server import closing_chargers_first, hypercorn_config, report_loop_errors, wait_until_listening
 from powerbank.services.catalogue import catalogue_keys, compatibility_problem
+from powerbank.services import chargers
 from powerbank.services.chargers import ATTEMPT_ROWS_PER_ADDRESS, record_attempt
 from powerbank.services.enrollment import get_participation
 from tests.conftest import TEST_PASSWORD, Factory, LoginAs, post_form
@@ -549,6 +550,52 @@ async def test_a_charger_is_disconnected_when_who_it_is_changes(
             await asyncio.wait_for(websocket.recv(), 5)
         assert closed.value.rcvd is not None and closed.value.rcvd.reason == reason
     assert registry.get(cp.identity) is None
+
+
+async def test_a_password_reset_while_a_charger_logs_in_with_the_old_one_closes_it(
+    app: Quart, factory: Factory, login_as: LoginAs, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    team = await factory.team()
+    cp = await factory.charge_point(team)
+    client = await login_as(await factory.user(team=team, team_role="owner"))
+    checked, go_on = asyncio.Event(), asyncio.Event()
+    check = chargers.authenticate
+
+    async def check_then_wait(*args: Any, **kwargs: Any) -> chargers.Authentication:
+        outcome = await check(*args, **kwargs)  # The old password, still valid when read.
+        checked.set()
+        await go_on.wait()
+        return outcome
+
+    monkeypatch.setattr(chargers, "authenticate", check_then_wait)
+
+    async def connect_with_the_old_password() -> Any:
+        async with raw_socket(app, cp.identity) as websocket:
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(websocket.recv(), 5)
+            return closed.value.rcvd
+
+    connecting = asyncio.create_task(connect_with_the_old_password())
+    await asyncio.wait_for(checked.wait(), 5)
+    reset = await post_form(client, f"/charge-points/{cp.id}/ocpp-password")
+    assert reset.status_code == 200
+    go_on.set()
+    received = await asyncio.wait_for(connecting, 10)
+    assert received is not None and received.code == 1000
+    assert received.reason == "Credentials changed while connecting; connect again"
+    assert registry_of(app).get(cp.identity) is None
+
+
+async def test_closing_gives_up_on_a_charger_that_never_lets_its_close_through() -> None:
+    class Stuck:
+        serving_task = None
+
+        async def close(self, code: int, reason: str) -> None:
+            await asyncio.Event().wait()  # Its close frame waits behind frames it never reads.
+
+    started = time.monotonic()
+    await Registry._close_together([Stuck(), Stuck()], grace_s=0.2)  # type: ignore[list-item]
+    assert time.monotonic() - started < 2
 
 
 async def test_an_edit_that_is_refused_or_keeps_the_identity_leaves_the_charger_connected(

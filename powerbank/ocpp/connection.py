@@ -164,6 +164,10 @@ class HubConnection:
     async def serve(self) -> None:
         """Read and handle frames until the charger goes; then fail what waits for it."""
         self._handler_task = asyncio.current_task()
+        if self.closed and self._handler_task is not None:
+            # Closed before it was served (refused by the registry): as ``close`` does, a charger
+            # that never answers the close frame is dropped after a grace period.
+            asyncio.get_running_loop().call_later(CLOSE_GRACE_S, self._handler_task.cancel)
         writer = asyncio.create_task(self._write_frames(), name=f"ocpp writer {self.id}")
         try:
             while True:

@@ -37,6 +37,7 @@ async def ocpp_socket(identity: str) -> Response | None:
     if registry.closing:
         return Response("The hub is shutting down", 503, {"Retry-After": "10"})
     socket = websocket._get_current_object()
+    ticket = registry.ticket()
     remote_address = socket.remote_addr or ""
     credentials = socket.authorization
     username = password = None
@@ -66,7 +67,7 @@ async def ocpp_socket(identity: str) -> Response | None:
     connection = PROTOCOLS[protocol](identity, socket, registry, outcome.charge_point_id)
     logger.info("charger %s connected from %s (%s)", identity, remote_address, protocol)
     try:
-        await registry.add(connection)
+        await registry.add(connection, ticket)
         await connection.serve()
     except asyncio.CancelledError:
         logger.info("charger %s disconnected", identity)

@@ -47,6 +47,8 @@ LAST_SEEN_CHUNK = 1000
 ORM_BATCH = 200
 
 REGISTRY_KEY = "powerbank.ocpp_registry"
+# How long stopping waits for connections still open to close.
+STOP_CLOSE_GRACE_S = 5.0
 
 
 async def _store_capabilities(session: AsyncSession, answers: list[tuple[int, Capability]]) -> None:
@@ -106,6 +108,9 @@ class Registry:
         self._background = BackgroundTasks(logger, "OCPP background work")
         self._flusher: asyncio.Task[None] | None = None
         self._closing = False
+        # How many times chargers were disconnected for changed credentials, and when each was last.
+        self._disconnects = 0
+        self._disconnected: dict[int, int] = {}
         # Called with the connection after each boot, once the capability probe has answered.
         self.boot_listeners: list[Callable[[HubConnection], Awaitable[None]]] = []
 
@@ -145,15 +150,42 @@ class Registry:
         than a dropped TCP connection; none connects again meanwhile (``closing``).
         """
         self._closing = True
-        connections = list(self._connections.values())
-        for connection in connections:
-            await connection.close(1001, "The hub is shutting down")
-        serving = [task for task in (connection.serving_task for connection in connections) if task is not None]
-        if serving:
-            await asyncio.wait(serving, timeout=grace_s)
+        await self._close_together(list(self._connections.values()), grace_s)
 
-    async def add(self, connection: HubConnection) -> None:
-        """Register a new connection; one already there for the identity is closed (replaced)."""
+    @staticmethod
+    async def _close_together(connections: list[HubConnection], grace_s: float) -> None:
+        """Close connections at the same time; wait at most ``grace_s`` for the closes and their ends.
+
+        A charger that stopped reading can hold its close forever (the close frame waits behind
+        frames it never reads): that close is given up after the grace period.
+        """
+        closing = [asyncio.create_task(connection.close(1001, "The hub is shutting down"))
+                   for connection in connections]
+        serving = [task for task in (connection.serving_task for connection in connections) if task is not None]
+        if not closing and not serving:
+            return
+        _done, pending = await asyncio.wait([*closing, *serving], timeout=grace_s)
+        for task in pending:
+            if task in closing:
+                task.cancel()
+        await asyncio.gather(*closing, return_exceptions=True)
+
+    def ticket(self) -> int:
+        """Return a mark to give ``add``: taken before a charger's credentials are checked."""
+        return self._disconnects
+
+    async def add(self, connection: HubConnection, ticket: int | None = None) -> None:
+        """Register a new connection; one already there for the identity is closed (replaced).
+
+        With ``ticket`` (see ``ticket``): a charger whose credentials changed while they were being
+        checked, or that connects while the hub shuts down, is closed rather than registered.
+        """
+        if self._closing:
+            await connection.close(1001, "The hub is shutting down")
+            return
+        if ticket is not None and self._disconnected.get(connection.charge_point_id, -1) > ticket:
+            await connection.close(1000, "Credentials changed while connecting; connect again")
+            return
         previous = self._connections.get(connection.id)
         self._connections[connection.id] = connection
         self._presence[connection.charge_point_id] = (connection.protocol, True)
@@ -175,6 +207,9 @@ class Registry:
         is committed: it must connect again with what the hub knows now. Returns how many were connected.
         """
         wanted = set(charge_point_ids)
+        # Chargers still being authenticated with what is now stale are refused by ``add``.
+        self._disconnects += 1
+        self._disconnected.update(dict.fromkeys(wanted, self._disconnects))
         found = [connection for connection in self._connections.values()
                  if connection.charge_point_id in wanted and not connection.closed]
         for connection in found:
@@ -251,8 +286,7 @@ class Registry:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
         self._closing = True
-        for connection in list(self._connections.values()):
-            await connection.close(1001, "The hub is shutting down")
+        await self._close_together(list(self._connections.values()), STOP_CLOSE_GRACE_S)
         await self._background.wait()
         for writer in (self.boots, self.capabilities, self.reports):
             await writer.wait()
