@@ -276,15 +276,21 @@ async def test_the_page_form_shows_what_is_wrong_and_keeps_the_input(
     assert await activation_count(session) == 0
 
 
+async def stored_pause(session: AsyncSession, team: Team) -> Activation:
+    """Store a one-minute pause of DK1 for the team's operator, starting now."""
+    activation = Activation(operator_id=team.operator_id, price_area="DK1", market="Test", action="pause",
+                            start_at=NOW, duration_s=60, end_at=NOW + timedelta(seconds=60), created_by="test")
+    session.add(activation)
+    await session.commit()
+    return activation
+
+
 async def test_a_charger_booting_during_the_fan_out_keeps_its_row_and_the_others_are_recorded(
     factory: Factory, session: AsyncSession,
 ) -> None:
     team = await factory.team()
     early, other = await factory.charge_point(team), await factory.charge_point(team)
-    activation = Activation(operator_id=team.operator_id, price_area="DK1", market="Test", action="pause",
-                            start_at=NOW, duration_s=60, end_at=NOW + timedelta(seconds=60), created_by="test")
-    session.add(activation)
-    await session.commit()
+    activation = await stored_pause(session, team)
     targets = [service.Target(cp.id or 0, cp.identity, "W", None) for cp in (early, other)]
     # The boot path records its charger first; the fan-out's bulk insert comes after it.
     await service.record_resent(session, [activation], [targets[0]], NOW, 0.0)
@@ -299,10 +305,7 @@ async def test_chargers_that_reconnect_together_are_recorded_again_in_one_go(
 ) -> None:
     team = await factory.team()
     answered, new = await factory.charge_point(team), await factory.charge_point(team)
-    activation = Activation(operator_id=team.operator_id, price_area="DK1", market="Test", action="pause",
-                            start_at=NOW, duration_s=60, end_at=NOW + timedelta(seconds=60), created_by="test")
-    session.add(activation)
-    await session.commit()
+    activation = await stored_pause(session, team)
     targets = [service.Target(cp.id or 0, cp.identity, "W", None) for cp in (answered, new)]
     answered_id, new_id = targets[0].charge_point_id, targets[1].charge_point_id
     await service.record_sent(session, activation, {answered_id: NOW}, [], targets[:1], 0.0)
