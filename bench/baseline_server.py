@@ -31,8 +31,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from ocpp.routing import on
-from ocpp.v16 import ChargePoint
-from ocpp.v16 import call, call_result
+from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.datatypes import ChargingProfile, ChargingSchedule, ChargingSchedulePeriod
 from ocpp.v16.enums import (
     Action,

@@ -13,11 +13,19 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.config import PROJECT_ROOT
 from powerbank.db import standalone_session, utcnow
-from powerbank.enrollment_models import Participation, ParticipationSource, ParticipationState
-from powerbank.models import ChargePoint, OperatorMembership, OperatorRole, Team, User
+from powerbank.models import (
+    ChargePoint,
+    OperatorMembership,
+    OperatorRole,
+    Participation,
+    ParticipationSource,
+    ParticipationState,
+    Team,
+    User,
+)
+from powerbank.rules.validators import make_facility_id
 from powerbank.services.audit import SYSTEM
 from powerbank.services.teams import create_operator
-from powerbank.validators import make_facility_id
 
 OPERATOR_NAME = "Bench Operator"
 CHARGER_PASSWORD = "bench-charger-password"

@@ -23,7 +23,7 @@ from bench import fixtures
 from powerbank import create_app
 from powerbank.db import make_engine, make_sessionmaker
 from powerbank.models import Team, User
-from powerbank.permissions import load_principal
+from powerbank.rules.permissions import load_principal
 from powerbank.services.enrollment import bulk_sign_up, current_terms
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')

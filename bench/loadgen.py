@@ -36,7 +36,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
-from powerbank.gc_policy import GcPolicy
+from powerbank.runtime.gc_policy import GcPolicy
 
 CALL, CALL_RESULT, CALL_ERROR = 2, 3, 4
 SUBPROTOCOL = Subprotocol("ocpp1.6")

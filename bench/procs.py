@@ -20,7 +20,7 @@ from websockets.typing import Subprotocol
 
 from bench.loadgen import basic_auth_header, raise_open_files_limit
 from powerbank.config import PROJECT_ROOT
-from powerbank.server import wait_until_listening
+from powerbank.runtime.server import wait_until_listening
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -40,8 +40,8 @@ from bench.loadgen import percentile, raise_open_files_limit
 from bench.procs import LoadGenerators, ServerProcess, free_port, http_json, ping_probe
 from bench.report import write_report
 from powerbank.config import PROJECT_ROOT
-from powerbank.gc_policy import GcPolicy
 from powerbank.models import Operator
+from powerbank.runtime.gc_policy import GcPolicy
 
 BENCH_DIR = PROJECT_ROOT / "bench"
 POWERBANK, BASELINE = "powerbank", "baseline"
@@ -150,7 +150,7 @@ async def prepare_template(workdir: Path, migrated: Path, chargers: int, passwor
 async def _token_from_service(path: Path) -> str | None:
     """Create the write token with the API token service (a checkout whose CLI lacks `api-token`)."""
     try:
-        from powerbank.api_models import TokenAccess
+        from powerbank.models import TokenAccess
         from powerbank.services.api_tokens import TokenRequest, create_token
     except ImportError:
         return None

@@ -8,7 +8,6 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
-import powerbank.schema  # noqa: F401  (registers every table on the metadata)
 from powerbank.config import database_url
 from powerbank.db import make_engine
 

@@ -13,8 +13,9 @@ from werkzeug.exceptions import HTTPException
 from powerbank.config import DEFAULTS, PROJECT_ROOT, database_url
 from powerbank.db import make_engine, make_sessionmaker
 from powerbank.errors import ForbiddenError, NotFoundError
-from powerbank.htmx import add_vary
-from powerbank.web import LoginThrottle, init_web
+from powerbank.web import init_web
+from powerbank.web.auth import LoginThrottle
+from powerbank.web.htmx import add_vary
 
 
 class ConfigurationError(RuntimeError):
@@ -72,8 +73,9 @@ def _check_config(app: Quart) -> None:
 
 
 def _register_blueprints(app: Quart) -> None:
-    from powerbank.routes import activations, admin, api, api_tokens, auth, charge_points, home, powerbank, teams
-    from powerbank.routes import api_activations  # noqa: F401  (adds its routes to the API blueprint first)
+    from powerbank.routes import activations, admin, api, api_tokens, auth, charge_points, home, teams
+    from powerbank.routes import enrollment as powerbank
+    from powerbank.routes.api import activations as api_activations  # noqa: F401  (adds its routes to the API blueprint first)
 
     for module in (auth, home, teams, charge_points, admin, powerbank, api_tokens, activations):
         app.register_blueprint(module.blueprint)
@@ -128,6 +130,6 @@ def _register_ocpp(app: Quart) -> None:
 
 
 def _register_activations(app: Quart) -> None:
-    from powerbank import activation_runner
+    from powerbank.dispatch import runner as activation_runner
 
     activation_runner.init_app(app)

@@ -14,7 +14,7 @@ from powerbank.config import database_url
 
 
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from powerbank.migrate import upgrade
+    from powerbank.db.migrate import upgrade
 
     upgrade(database_url(), args.revision)
     print(f"Database is at the latest schema ({database_url()}).")
@@ -23,8 +23,8 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 async def _demo_data(if_empty: bool) -> int:
     from powerbank.db import standalone_session
-    from powerbank.demo import database_is_empty, load_demo_data
     from powerbank.services.api_tokens import create_token_by_names
+    from powerbank.tools.demo_data import database_is_empty, load_demo_data
 
     async with standalone_session(database_url()) as session:
         if not await database_is_empty(session):
@@ -45,7 +45,7 @@ async def _demo_data(if_empty: bool) -> int:
 
 
 def _print_demo_logins() -> None:
-    from powerbank.demo import DEMO_LOGINS, DEMO_PASSWORD
+    from powerbank.tools.demo_data import DEMO_LOGINS, DEMO_PASSWORD
 
     print(f"Demo mode. Demo logins (password for all: {DEMO_PASSWORD}):")
     for email, role in DEMO_LOGINS:
@@ -59,9 +59,9 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
 async def _create_user(email: str, password: str) -> int:
     from powerbank.db import standalone_session
     from powerbank.errors import ConflictError
+    from powerbank.rules.validators import ValidationError
     from powerbank.services.audit import SYSTEM
     from powerbank.services.users import create_user
-    from powerbank.validators import ValidationError
 
     async with standalone_session(database_url()) as session:
         try:
@@ -81,7 +81,7 @@ def _cmd_create_user(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from powerbank import ConfigurationError, create_app
-    from powerbank.server import serve_app
+    from powerbank.runtime.server import serve_app
 
     try:
         app = create_app()
@@ -100,7 +100,7 @@ async def _specs_from_db(protocol: str) -> list:
 
     from powerbank.db import standalone_session
     from powerbank.models import ChargePoint
-    from powerbank.simulator import ChargerSpec
+    from powerbank.tools.simulator import ChargerSpec
 
     async with standalone_session(database_url()) as session:
         rows = await session.exec(select(ChargePoint).order_by(ChargePoint.identity))
@@ -115,7 +115,7 @@ async def _specs_from_db(protocol: str) -> list:
 
 
 def _cmd_simulate(args: argparse.Namespace, rest: list[str]) -> int:
-    from powerbank import simulator
+    from powerbank.tools import simulator
 
     if not args.from_db:
         return simulator.main(rest)

@@ -15,12 +15,12 @@ from quart.testing import QuartClient
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank import create_app
-from powerbank.demo import DEMO_PASSWORD, load_demo_data
-from powerbank.migrate import upgrade
+from powerbank.db.migrate import upgrade
 from powerbank.models import ChargePoint, Operator, OperatorMembership, Team, TeamMembership, User
-from powerbank import passwords
+from powerbank.services import passwords
 from powerbank.services.audit import SYSTEM
 from powerbank.services.teams import create_operator
+from powerbank.tools.demo_data import DEMO_PASSWORD, load_demo_data
 
 TEST_PASSWORD = "correct horse battery"
 # argon2 at full cost makes hundreds of test logins slow: tests hash once, with cheap parameters

@@ -15,11 +15,9 @@ from quart import Quart
 from sqlmodel import func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from powerbank.activation_models import Activation, Dispatch
-from powerbank.api_models import TokenAccess
+from powerbank.dispatch import fanout
 from powerbank.errors import FormErrors
-from powerbank.models import Operator, Team
-from powerbank.ocpp import fanout
+from powerbank.models import Activation, Dispatch, Operator, Team, TokenAccess
 from powerbank.services import activations as service
 from powerbank.services import enrollment
 from powerbank.services.api_tokens import TokenRequest, create_token

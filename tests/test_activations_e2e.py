@@ -22,21 +22,18 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank import create_app
-from powerbank.activation_models import Activation, Dispatch
-from powerbank.api_models import TokenAccess
 from powerbank.db import make_engine, make_sessionmaker
-from powerbank.models import ChargePoint, Operator, Team
+from powerbank.models import Activation, ChargePoint, ChargerCapability, Dispatch, Operator, Team, TokenAccess
 from powerbank.ocpp.registry import REGISTRY_KEY
-from powerbank.ocpp_models import ChargerCapability
-from powerbank.permissions import load_principal
-from powerbank.server import hypercorn_config, wait_until_listening
+from powerbank.rules.permissions import load_principal
+from powerbank.runtime.server import hypercorn_config, wait_until_listening
 from powerbank.services import enrollment
 from powerbank.services.activations import RUNNER_KEY
 from powerbank.services.api_tokens import TokenRequest, create_token
 from powerbank.services.audit import SYSTEM
 from powerbank.services.charge_points import delete_charge_point, update_charge_point
 from powerbank.services.teams import delete_team
-from powerbank.simulator import ChargerSpec, SimulatedCharger
+from powerbank.tools.simulator import ChargerSpec, SimulatedCharger
 from tests.conftest import TEST_PASSWORD, Factory
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")

@@ -13,11 +13,10 @@ from quart.testing import QuartClient
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from powerbank.enrollment_models import Participation, ParticipationEvent, TermsVersion
-from powerbank.models import AuditEntry, ChargePoint, Team
-from powerbank.passwords import hash_password
+from powerbank.models import AuditEntry, ChargePoint, Participation, ParticipationEvent, Team, TermsVersion
+from powerbank.rules.validators import make_facility_id
 from powerbank.services.api_tokens import TokenRateLimiter, create_token_by_names
-from powerbank.validators import make_facility_id
+from powerbank.services.passwords import hash_password
 from tests.conftest import LoginAs
 
 TERMS = "demo-v1"

@@ -32,9 +32,9 @@ from sqlmodel import select
 
 from powerbank import create_app
 from powerbank.db import standalone_session
-from powerbank.demo import load_demo_data
 from powerbank.models import ChargePoint, Team
 from powerbank.services.api_tokens import create_token_by_names
+from powerbank.tools.demo_data import load_demo_data
 
 EXAMPLES = int(os.environ.get("POWERBANK_API_EXAMPLES", "12"))
 CHECKS = [

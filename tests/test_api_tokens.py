@@ -17,9 +17,8 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank import cli
-from powerbank.api_models import ApiToken, TokenAccess
 from powerbank.db import standalone_session, utcnow
-from powerbank.models import AuditEntry, ChargePoint, Operator, Team
+from powerbank.models import ApiToken, AuditEntry, ChargePoint, Operator, Team, TokenAccess
 from powerbank.services import api_tokens
 from powerbank.services.audit import SYSTEM
 from tests.conftest import LoginAs, post_form

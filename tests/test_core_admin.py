@@ -11,7 +11,14 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.models import (
-    AuditEntry, ChargePoint, CompatibleModel, Operator, OperatorMembership, Team, TeamMembership, User,
+    AuditEntry,
+    ChargePoint,
+    CompatibleModel,
+    Operator,
+    OperatorMembership,
+    Team,
+    TeamMembership,
+    User,
 )
 from powerbank.services.catalogue import SHIPPED_CATALOGUE
 from tests.conftest import Factory, LoginAs, htmx_headers, post_form

@@ -13,8 +13,8 @@ from quart.testing import QuartClient
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank import ConfigurationError, create_app
-from powerbank.demo import DEMO_PASSWORD
 from powerbank.models import User
+from powerbank.tools.demo_data import DEMO_PASSWORD
 from tests.conftest import TEST_PASSWORD, Factory, LoginAs, csrf_of, htmx_headers
 from tests.test_core_tenancy import RULES
 
@@ -189,7 +189,7 @@ async def test_demo_password_works_in_demo_mode(app: Quart, session: AsyncSessio
 
 
 def _cheap_hash(password: str) -> str:
-    from powerbank.passwords import hash_password
+    from powerbank.services.passwords import hash_password
 
     return hash_password(password)
 
@@ -236,7 +236,7 @@ async def test_repeated_failures_from_one_address_are_throttled(app: Quart, fact
 async def test_throttle_window_passes(app: Quart, factory: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
     await factory.user(email="someone@example.test")
     clock = [1000.0]
-    monkeypatch.setattr("powerbank.web.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("powerbank.web.auth.time.monotonic", lambda: clock[0])
     for _ in range(5):
         await _attempt(app, "someone@example.test", "wrong")
     assert (await _attempt(app, "someone@example.test", TEST_PASSWORD)).status_code == 429
@@ -369,10 +369,10 @@ async def test_own_success_does_not_clear_the_address_failures(app: Quart, facto
 
 
 def test_throttle_forgets_stale_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    from powerbank.web import LoginThrottle
+    from powerbank.web.auth import LoginThrottle
 
     clock = [0.0]
-    monkeypatch.setattr("powerbank.web.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("powerbank.web.auth.time.monotonic", lambda: clock[0])
     throttle = LoginThrottle(max_failures=5, window_s=60)
     for n in range(LoginThrottle.MAX_KEYS):
         throttle.fail([f"email:guess{n}@example.test"])

@@ -14,15 +14,14 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
 from sqlmodel import SQLModel, select
 
-import powerbank.schema  # noqa: F401  (every table on the metadata, as Alembic sees it)
 from powerbank.cli import build_parser, main
 from powerbank.db import standalone_session
-from powerbank.demo import DEMO_PASSWORD
-from powerbank.migrate import alembic_config, upgrade
+from powerbank.db.migrate import alembic_config, upgrade
 from powerbank.models import ChargePoint, Operator, OperatorMembership, Team, TeamMembership, User
-from powerbank.passwords import verify_password, verify_secret
+from powerbank.rules.validators import ValidationError, clean_facility_id
 from powerbank.services.catalogue import catalogue_keys, compatibility_problem
-from powerbank.validators import ValidationError, clean_facility_id
+from powerbank.services.passwords import verify_password, verify_secret
+from powerbank.tools.demo_data import DEMO_PASSWORD
 from tests.conftest import LoginAs
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")

@@ -14,9 +14,9 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.models import AuditEntry, ChargePoint, Team
-from powerbank.passwords import verify_secret
+from powerbank.rules.validators import make_facility_id
 from powerbank.services import charge_points as cp_service
-from powerbank.validators import make_facility_id
+from powerbank.services.passwords import verify_secret
 from tests.conftest import _PASSWORD_HASH, Factory, LoginAs, htmx_headers, post_form
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")

@@ -81,8 +81,7 @@ Ids = dict[str, Any]
 
 async def tenant_ids(session: AsyncSession, operator_id: int, team: Team, charge_point: ChargePoint) -> Ids:
     """Return the ids of one tenant's objects by kind (memberships by scope), and an API token's secret."""
-    from powerbank.activation_models import Activation
-    from powerbank.api_models import TokenAccess
+    from powerbank.models import Activation, TokenAccess
     from powerbank.services.api_tokens import TokenRequest, create_token
 
     entry = (await session.exec(select(CompatibleModel.id).where(CompatibleModel.operator_id == operator_id))).first()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from powerbank.countries import COUNTRIES
-from powerbank.validators import (
+from powerbank.rules.countries import COUNTRIES
+from powerbank.rules.validators import (
     ValidationError,
     clean_country,
     clean_email,

@@ -10,14 +10,13 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.db import utcnow
-from powerbank.enrollment_models import Participation, ParticipationEvent, TermsAcceptance, TermsVersion
 from powerbank.errors import ForbiddenError, NotFoundError
-from powerbank.models import ChargePoint, Team, User
-from powerbank.permissions import Principal, load_principal
+from powerbank.models import ChargePoint, Participation, ParticipationEvent, Team, TermsAcceptance, TermsVersion, User
+from powerbank.rules.permissions import Principal, load_principal
+from powerbank.rules.validators import make_facility_id
 from powerbank.services import catalogue, enrollment
 from powerbank.services import charge_points as cp_service
 from powerbank.services.audit import Actor
-from powerbank.validators import make_facility_id
 from tests.conftest import Factory
 
 VALID_FID = make_facility_id("12345678901")
@@ -92,7 +91,7 @@ async def test_r1_only_denmark_sweden_uk_and_ireland(
         await sign_up(session, principal, team, [cp.id])
         assert await state_of(session, cp) == "Signed up"
     else:
-        from powerbank.countries import COUNTRIES
+        from powerbank.rules.countries import COUNTRIES
         assert row.compatibility == f"Not available in {COUNTRIES[country]}"
         with pytest.raises(enrollment.SignUpError) as caught:
             await sign_up(session, principal, team, [cp.id])

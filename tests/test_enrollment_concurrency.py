@@ -13,12 +13,11 @@ from sqlmodel import func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.db import utcnow
-from powerbank.enrollment_models import Participation, ParticipationEvent
 from powerbank.errors import ConflictError
-from powerbank.models import ChargePoint, Team, User
-from powerbank.permissions import load_principal
+from powerbank.models import ChargePoint, Participation, ParticipationEvent, Team, User
+from powerbank.rules.permissions import load_principal
+from powerbank.rules.validators import make_facility_id
 from powerbank.services import enrollment
-from powerbank.validators import make_facility_id
 from tests.conftest import Factory
 
 

@@ -13,11 +13,10 @@ from quart.testing import QuartClient
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from powerbank.enrollment_models import Participation, ParticipationEvent
-from powerbank.models import ChargePoint, Team
-from powerbank.permissions import load_principal
+from powerbank.models import ChargePoint, Participation, ParticipationEvent, Team
+from powerbank.rules.permissions import load_principal
+from powerbank.rules.validators import make_facility_id
 from powerbank.services import enrollment
-from powerbank.validators import make_facility_id
 from tests.conftest import Factory, LoginAs, htmx_headers, post_form
 
 SIGN_UP_FORM = {"terms_version": "demo-v1", "accept_terms": "yes", "action": "selected"}

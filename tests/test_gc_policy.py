@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from powerbank.gc_policy import GcPolicy, resident_bytes
+from powerbank.runtime.gc_policy import GcPolicy, resident_bytes
 
 
 class Node:

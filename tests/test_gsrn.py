@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from powerbank.validators import ValidationError, clean_facility_id, gs1_check_digit, make_facility_id
+from powerbank.rules.validators import ValidationError, clean_facility_id, gs1_check_digit, make_facility_id
 
 # Check digits worked out by hand with GS1's table (weights 3,1,3,... from the left for 17 digits).
 KNOWN_VALID = [

@@ -30,14 +30,21 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from powerbank import create_app
-from powerbank.enrollment_models import ParticipationSource, ParticipationState
-from powerbank.models import ChargePoint, Operator
+from powerbank.models import (
+    ChargePoint,
+    ChargingTransaction,
+    ConnectionAttempt,
+    ConnectorStatus,
+    MeterSample,
+    Operator,
+    ParticipationSource,
+    ParticipationState,
+)
 from powerbank.ocpp.connection import ConnectionLost
 from powerbank.ocpp.registry import REGISTRY_KEY, Registry
-from powerbank.ocpp_models import ChargingTransaction, ConnectionAttempt, ConnectorStatus, MeterSample
-from powerbank.server import closing_chargers_first, hypercorn_config, report_loop_errors, wait_until_listening
-from powerbank.services.catalogue import catalogue_keys, compatibility_problem
+from powerbank.runtime.server import closing_chargers_first, hypercorn_config, report_loop_errors, wait_until_listening
 from powerbank.services import chargers
+from powerbank.services.catalogue import catalogue_keys, compatibility_problem
 from powerbank.services.chargers import ATTEMPT_ROWS_PER_ADDRESS, record_attempt
 from powerbank.services.enrollment import get_participation
 from tests.conftest import TEST_PASSWORD, Factory, LoginAs, post_form
@@ -238,8 +245,8 @@ async def test_refused_charger_gets_401_and_is_listed(
 async def test_demo_charger_password_is_refused_outside_demo_mode(
     app: Quart, factory: Factory, session: AsyncSession,
 ) -> None:
-    from powerbank.demo_credentials import DEMO_CHARGER_PASSWORD
-    from powerbank.passwords import hash_password
+    from powerbank.rules.demo_credentials import DEMO_CHARGER_PASSWORD
+    from powerbank.services.passwords import hash_password
 
     cp = await factory.charge_point(await factory.team(), ocpp_password_hash=hash_password(DEMO_CHARGER_PASSWORD))
     with pytest.raises(InvalidStatus) as refused:
@@ -838,7 +845,7 @@ async def test_team_list_polls_for_connection_status(app: Quart, factory: Factor
 async def test_simulated_chargers_come_online_with_live_power(
     app: Quart, factory: Factory, session: AsyncSession,
 ) -> None:
-    from powerbank.simulator import ChargerSpec, SimulatedCharger
+    from powerbank.tools.simulator import ChargerSpec, SimulatedCharger
 
     team = await factory.team()
     cps = [await factory.charge_point(team), await factory.charge_point(team)]

@@ -16,7 +16,7 @@ from quart import Quart
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from powerbank.ocpp_models import ConnectorStatus, MeterSample
+from powerbank.models import ConnectorStatus, MeterSample
 from tests.conftest import TEST_PASSWORD, Factory
 from tests.test_ocpp import app, config_overrides, hypercorn_overrides  # noqa: F401  (the hub served over a real socket)
 

@@ -8,24 +8,20 @@ from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 import pytest
-
 from quart import Quart
 from sqlalchemy import delete
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.db import utcnow
-from powerbank.enrollment_models import ParticipationState
-from powerbank.models import ChargePoint
+from powerbank.models import ChargePoint, ConnectorStatus, MeterSample, ParticipationState
 from powerbank.ocpp.reports import GroupCommit, Report, in_session, store_reports
 from powerbank.ocpp.sqlite_reports import SqliteReportWriter
-from powerbank.ocpp_models import ConnectorStatus, MeterSample
 from powerbank.services import chargers
-from powerbank.services.enrollment import get_participation
 from powerbank.services.chargers import METER_SAMPLES_KEPT, MeterReading, StatusReport
+from powerbank.services.enrollment import get_participation
 from powerbank.services.frame_log import FrameLog
 from tests.conftest import Factory
-
 
 WriterFor = Callable[[Quart], GroupCommit[Report]]
 

@@ -1,6 +1,13 @@
 import pytest
 
-from powerbank.passwords import generate_secret, hash_password, hash_secret, is_secret_hash, verify_password, verify_secret
+from powerbank.services.passwords import (
+    generate_secret,
+    hash_password,
+    hash_secret,
+    is_secret_hash,
+    verify_password,
+    verify_secret,
+)
 
 
 def test_a_generated_secret_verifies_against_its_own_hash_only() -> None:

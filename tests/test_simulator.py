@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from powerbank.simulator import (
+from powerbank.tools.simulator import (
     ChargerSpec,
     InstalledProfile,
     SchedulePeriod,

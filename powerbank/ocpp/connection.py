@@ -31,11 +31,11 @@ from ocpp.messages import Call, CallError, CallResult, MessageType, validate_pay
 from ocpp.routing import after
 from quart.wrappers import Websocket
 
-from powerbank.background import BackgroundTasks
 from powerbank.ocpp.meter import now_text, readings_from
 from powerbank.ocpp.reports import Report
 from powerbank.services import chargers
 from powerbank.services.chargers import Capability, StatusReport
+from powerbank.tasks import BackgroundTasks
 
 if TYPE_CHECKING:
     from powerbank.ocpp.registry import Registry

@@ -31,12 +31,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.db import utcnow
 from powerbank.ocpp.connection import HubConnection
-from powerbank.background import BackgroundTasks
-from powerbank.services import chargers
-from powerbank.services.chargers import Capability, PasswordChecker
 from powerbank.ocpp.reports import GroupCommit, in_session, store_reports
 from powerbank.ocpp.sqlite_reports import SqliteReportWriter
+from powerbank.services import chargers
+from powerbank.services.chargers import Capability, PasswordChecker
 from powerbank.services.frame_log import FrameLog
+from powerbank.tasks import BackgroundTasks
 
 logger = logging.getLogger("powerbank.ocpp")
 

@@ -6,15 +6,17 @@ from typing import Any
 
 from quart import Blueprint, Response, current_app, redirect, request, url_for
 
-from powerbank.activation_models import ActivationAction
 from powerbank.db import utcnow
 from powerbank.errors import ConflictError, FormErrors
-from powerbank.permissions import Permission
+from powerbank.models import ActivationAction
+from powerbank.rules.permissions import Permission
 from powerbank.services import activations as service
 from powerbank.services import charge_points as cp_service
 from powerbank.services import teams
 from powerbank.services.audit import Actor
-from powerbank.web import db_session, login_required, principal, render_page
+from powerbank.web.auth import login_required, principal
+from powerbank.web.render import render_page
+from powerbank.web.state import db_session
 
 blueprint = Blueprint("activations", __name__)
 

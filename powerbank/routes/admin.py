@@ -5,11 +5,14 @@ from __future__ import annotations
 from quart import Blueprint, Response, redirect, request, url_for
 
 from powerbank.errors import ConflictError, FormErrors
-from powerbank.permissions import Permission, can_on_operator
+from powerbank.rules.permissions import Permission, can_on_operator
+from powerbank.rules.validators import ValidationError
 from powerbank.services import audit, catalogue, teams, users
 from powerbank.services.audit import Actor
-from powerbank.validators import ValidationError
-from powerbank.web import db_session, discard_changes, id_or_none, login_required, principal, render_page
+from powerbank.web.auth import login_required, principal
+from powerbank.web.ids import id_or_none
+from powerbank.web.render import discard_changes, render_page
+from powerbank.web.state import db_session
 
 blueprint = Blueprint("admin", __name__)
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 from quart import Blueprint, Response, redirect, request, url_for
 from sqlmodel import col, select
 
-from powerbank.api_models import ApiToken, TokenAccess
 from powerbank.errors import FormErrors
-from powerbank.models import Operator, Team
-from powerbank.permissions import Permission, Principal, can_on_operator, can_on_team
+from powerbank.models import ApiToken, Operator, Team, TokenAccess
+from powerbank.rules.permissions import Permission, Principal, can_on_operator, can_on_team
 from powerbank.services import api_tokens
 from powerbank.services.audit import Actor
 from powerbank.services.teams import get_operator_or_404, get_team_or_404, require_operator, require_team
-from powerbank.web import db_session, form_errors_status, login_required, principal, render_page
+from powerbank.web.auth import login_required, principal
+from powerbank.web.render import form_errors_status, render_page
+from powerbank.web.state import db_session
 
 blueprint = Blueprint("api_tokens", __name__)
 

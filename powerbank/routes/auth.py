@@ -6,7 +6,10 @@ from quart import Blueprint, Response, current_app, redirect, request, session, 
 from quart_auth import AuthUser, login_user, logout_user
 
 from powerbank.services.users import authenticate
-from powerbank.web import CSRF_FIELD, db_session, render_page, safe_next
+from powerbank.web.auth import safe_next
+from powerbank.web.csrf import CSRF_FIELD
+from powerbank.web.render import render_page
+from powerbank.web.state import db_session
 
 blueprint = Blueprint("auth", __name__)
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 from quart import Blueprint, Response, redirect, request, url_for
 
 from powerbank.errors import FormErrors
-from powerbank.permissions import Permission, can_on_team, denial_reason
 from powerbank.routes.connections import live_context
-from powerbank.routes.powerbank import functionality_context as powerbank_functionality
+from powerbank.routes.enrollment import functionality_context as powerbank_functionality
 from powerbank.routes.teams import form_choices, ocpp_url
+from powerbank.rules.permissions import Permission, can_on_team, denial_reason
 from powerbank.services import charge_points as cp_service
 from powerbank.services.audit import Actor
 from powerbank.services.teams import require_team
-from powerbank.web import db_session, discard_changes, form_errors_status, login_required, principal, render_page
+from powerbank.web.auth import login_required, principal
+from powerbank.web.render import discard_changes, form_errors_status, render_page
+from powerbank.web.state import db_session
 
 blueprint = Blueprint("charge_points", __name__)
 

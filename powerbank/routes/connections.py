@@ -10,13 +10,16 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.errors import NotFoundError
 from powerbank.models import ChargePoint, Team
-from powerbank.htmx import add_vary, is_htmx
-from powerbank.permissions import Permission
-from powerbank.services import chargers
+from powerbank.rules.permissions import Permission
 from powerbank.services import charge_points as cp_service
+from powerbank.services import chargers
 from powerbank.services.frame_log import FRAME_LOG_KEY, FrameLog
 from powerbank.services.teams import get_operator_or_404, get_team_or_404, require_operator
-from powerbank.web import db_session, id_or_none, login_required, principal, render_page
+from powerbank.web.auth import login_required, principal
+from powerbank.web.htmx import add_vary, is_htmx
+from powerbank.web.ids import id_or_none
+from powerbank.web.render import render_page
+from powerbank.web.state import db_session
 
 blueprint = Blueprint("connections", __name__)
 

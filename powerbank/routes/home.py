@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from quart import Blueprint, Response
 
-from powerbank.permissions import Permission, can_on_operator
+from powerbank.rules.permissions import Permission, can_on_operator
 from powerbank.services.teams import visible_teams
-from powerbank.web import db_session, login_required, principal, render_page
+from powerbank.web.auth import login_required, principal
+from powerbank.web.render import render_page
+from powerbank.web.state import db_session
 
 blueprint = Blueprint("home", __name__)
 

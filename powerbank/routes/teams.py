@@ -4,23 +4,17 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, current_app, redirect, request, url_for
 
-from powerbank.countries import COUNTRIES
 from powerbank.errors import FormErrors
-from powerbank.permissions import Permission, can_on_team, denial_reason
+from powerbank.rules.countries import COUNTRIES
+from powerbank.rules.permissions import Permission, can_on_team, denial_reason
+from powerbank.rules.validators import AREAS_BY_COUNTRY
 from powerbank.services import charge_points as cp_service
 from powerbank.services import enrollment
 from powerbank.services.audit import Actor
 from powerbank.services.teams import get_operator_or_404, get_team_or_404, require_team
-from powerbank.validators import AREAS_BY_COUNTRY
-from powerbank.web import (
-    db_session,
-    discard_changes,
-    form_errors_status,
-    login_required,
-    principal,
-    public_url,
-    render_page,
-)
+from powerbank.web.auth import login_required, principal
+from powerbank.web.render import discard_changes, form_errors_status, public_url, render_page
+from powerbank.web.state import db_session
 
 blueprint = Blueprint("teams", __name__)
 

@@ -25,13 +25,23 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from powerbank.activation_models import Activation, ActivationAction, ActivationState, Dispatch, DispatchStatus
 from powerbank.db import utcnow
-from powerbank.enrollment_models import Participation, ParticipationState
 from powerbank.errors import ConflictError, ForbiddenError, FormErrors, NotFoundError
-from powerbank.models import ChargePoint, PriceArea, Team
-from powerbank.ocpp_models import ChargerCapability, MeterSample
-from powerbank.permissions import Permission, Principal, can_on_operator
+from powerbank.models import (
+    Activation,
+    ActivationAction,
+    ActivationState,
+    ChargePoint,
+    ChargerCapability,
+    Dispatch,
+    DispatchStatus,
+    MeterSample,
+    Participation,
+    ParticipationState,
+    PriceArea,
+    Team,
+)
+from powerbank.rules.permissions import Permission, Principal, can_on_operator
 from powerbank.services.audit import Actor, record
 
 AREAS = tuple(area.value for area in PriceArea)

@@ -30,13 +30,12 @@ from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from powerbank.api_models import ApiToken, TokenAccess
 from powerbank.db import utcnow
 from powerbank.errors import ForbiddenError, FormErrors, NotFoundError
-from powerbank.models import Operator, OperatorRole, Team, TeamRole, User
-from powerbank.permissions import Permission, Principal, TeamGrant, can_on_operator, can_on_team, load_principal
+from powerbank.models import ApiToken, Operator, OperatorRole, Team, TeamRole, TokenAccess, User
+from powerbank.rules.permissions import Permission, Principal, TeamGrant, can_on_operator, can_on_team, load_principal
+from powerbank.rules.validators import ValidationError, clean_name
 from powerbank.services.audit import Actor, record
-from powerbank.validators import ValidationError, clean_name
 
 TOKEN_PREFIX = "pb_"
 # Characters of the token kept in clear, to tell tokens apart in lists.

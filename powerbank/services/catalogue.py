@@ -7,8 +7,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.errors import ConflictError, NotFoundError
 from powerbank.models import ChargePoint, CompatibleModel
+from powerbank.rules.validators import clean_name
 from powerbank.services.audit import Actor, record
-from powerbank.validators import clean_name
 
 # Smart-charging capable AC chargers (OCPP 1.6J or 2.0.1 with charging profiles), shipped as
 # every new operator's starting catalogue; operator admins add and remove entries.

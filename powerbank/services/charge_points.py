@@ -13,12 +13,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from powerbank.db import utcnow
 from powerbank.errors import FormErrors, NotFoundError
 from powerbank.models import ChargePoint, Team
-from powerbank.passwords import generate_secret, hash_secret
-from powerbank.permissions import Permission, Principal, can_on_team
-from powerbank.services.audit import Actor, record
-from powerbank.services.chargers import disconnect_after_commit
-from powerbank.services.enrollment import reevaluate, release_charge_points
-from powerbank.validators import (
+from powerbank.rules.permissions import Permission, Principal, can_on_team
+from powerbank.rules.validators import (
     ValidationError,
     clean_country,
     clean_facility_id,
@@ -28,6 +24,10 @@ from powerbank.validators import (
     clean_price_area,
     page_number,
 )
+from powerbank.services.audit import Actor, record
+from powerbank.services.chargers import disconnect_after_commit
+from powerbank.services.enrollment import reevaluate, release_charge_points
+from powerbank.services.passwords import generate_secret, hash_secret
 
 SORT_COLUMNS: dict[str, Any] = {
     "name": ChargePoint.name,

@@ -22,18 +22,19 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.db import after_commit, utcnow
-from powerbank.demo_credentials import DEMO_CHARGER_PASSWORD
-from powerbank.models import ChargePoint, Team
-from powerbank.ocpp_models import (
+from powerbank.models import (
+    ChargePoint,
     ChargerCapability,
     ChargingTransaction,
     ConnectionAttempt,
     ConnectorStatus,
     MeterSample,
+    Team,
 )
-from powerbank.passwords import is_secret_hash, verify_password, verify_secret
+from powerbank.rules.demo_credentials import DEMO_CHARGER_PASSWORD
 from powerbank.services.audit import SYSTEM, record
 from powerbank.services.enrollment import reevaluate
+from powerbank.services.passwords import is_secret_hash, verify_password, verify_secret
 
 # Recent meter samples kept per charge point (the page shows the newest; older ones are pruned).
 METER_SAMPLES_KEPT = 120

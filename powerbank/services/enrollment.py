@@ -21,22 +21,23 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from powerbank.countries import COUNTRIES
 from powerbank.db import utcnow
-from powerbank.enrollment_models import (
+from powerbank.errors import ConflictError, ForbiddenError, FormErrors, NotFoundError
+from powerbank.models import (
+    ChargePoint,
     Participation,
     ParticipationEvent,
     ParticipationSource,
     ParticipationState,
+    Team,
     TermsAcceptance,
     TermsVersion,
 )
-from powerbank.errors import ConflictError, ForbiddenError, FormErrors, NotFoundError
-from powerbank.models import ChargePoint, Team
-from powerbank.permissions import Permission, Principal, can_on_team, denial_reason
+from powerbank.rules.countries import COUNTRIES
+from powerbank.rules.permissions import Permission, Principal, can_on_team, denial_reason
+from powerbank.rules.validators import ValidationError, clean_facility_id
 from powerbank.services.audit import SYSTEM, Actor, record
 from powerbank.services.catalogue import catalogue_keys, compatibility_problem
-from powerbank.validators import ValidationError, clean_facility_id
 
 # R1: the countries where PowerBank is available.
 POWERBANK_COUNTRIES = ("DK", "SE", "GB", "IE")

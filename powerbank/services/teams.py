@@ -9,12 +9,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.errors import ConflictError, ForbiddenError, NotFoundError
 from powerbank.models import ChargePoint, Operator, Team
-from powerbank.permissions import Permission, Principal, can_on_operator, can_on_team
+from powerbank.rules.permissions import Permission, Principal, can_on_operator, can_on_team
+from powerbank.rules.validators import clean_name
 from powerbank.services.audit import Actor, record
 from powerbank.services.catalogue import seed_catalogue
 from powerbank.services.chargers import disconnect_after_commit
 from powerbank.services.enrollment import release_charge_points
-from powerbank.validators import clean_name
 
 
 async def get_operator_or_404(session: AsyncSession, principal: Principal, operator_id: int) -> Operator:

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from powerbank.demo_credentials import DEMO_PASSWORD
 from powerbank.errors import ConflictError, FormErrors, NotFoundError
 from powerbank.models import OperatorMembership, OperatorRole, Team, TeamMembership, TeamRole, User
-from powerbank.passwords import generate_secret, hash_password, verify_password
+from powerbank.rules.demo_credentials import DEMO_PASSWORD
+from powerbank.rules.validators import ValidationError, clean_email
 from powerbank.services.audit import Actor, record
-from powerbank.validators import ValidationError, clean_email
+from powerbank.services.passwords import generate_secret, hash_password, verify_password
 
 MIN_PASSWORD_LENGTH = 10
 

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from powerbank.config import PROJECT_ROOT
-from powerbank.demo import DEMO_PASSWORD
+from powerbank.tools.demo_data import DEMO_PASSWORD
 
 try:
     from playwright.sync_api import Browser, BrowserContext, Locator, Page, Playwright, expect, sync_playwright

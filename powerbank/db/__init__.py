@@ -13,7 +13,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import SessionTransaction, sessionmaker
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import Session, SQLModel
+from sqlmodel import Field, Session, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 logger = logging.getLogger("powerbank.db")
@@ -57,6 +57,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+def created_field() -> Any:
+    """Return a column that stores when its row was made (UTC)."""
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 
 
 def _lower(value: Any) -> Any:

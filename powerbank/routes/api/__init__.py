@@ -26,17 +26,23 @@ from quart_schema import (
 from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.routing import BaseConverter, Rule
 
-from powerbank.api_models import ApiToken, TokenAccess
-from powerbank.enrollment_models import ParticipationEvent, ParticipationSource, ParticipationState
 from powerbank.errors import ConflictError, ForbiddenError, FormErrors, NotFoundError
-from powerbank.models import ChargePoint
-from powerbank.permissions import Permission
-from powerbank.routes import api_schemas as schemas
+from powerbank.models import (
+    ApiToken,
+    ChargePoint,
+    ParticipationEvent,
+    ParticipationSource,
+    ParticipationState,
+    TokenAccess,
+)
+from powerbank.routes.api import schemas
+from powerbank.rules.permissions import Permission
 from powerbank.services import api_tokens, enrollment
 from powerbank.services import charge_points as cp_service
 from powerbank.services.enrollment import RowStatus, SignUpError
 from powerbank.services.teams import get_team_or_404, require_team, visible_teams
-from powerbank.web import db_session, render_page
+from powerbank.web.render import render_page
+from powerbank.web.state import db_session
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 # A larger id in a path than the database can hold can only be "not found".

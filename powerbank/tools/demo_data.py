@@ -12,15 +12,14 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.db import utcnow
-from powerbank.demo_credentials import DEMO_CHARGER_PASSWORD, DEMO_PASSWORD
 from powerbank.models import ChargePoint, Operator, OperatorMembership, OperatorRole, Team, TeamMembership, TeamRole
-from powerbank.passwords import hash_secret
+from powerbank.rules.demo_credentials import DEMO_CHARGER_PASSWORD, DEMO_PASSWORD
+from powerbank.rules.validators import make_facility_id
 from powerbank.services.audit import SYSTEM
 from powerbank.services.enrollment import reevaluate
+from powerbank.services.passwords import hash_secret
 from powerbank.services.teams import create_operator
 from powerbank.services.users import create_user
-from powerbank.validators import make_facility_id
-
 
 
 @dataclass(frozen=True)

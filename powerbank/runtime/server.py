@@ -13,10 +13,9 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from quart import Quart
 
-from powerbank.gc_policy import GcPolicy
 from powerbank.ocpp.registry import REGISTRY_KEY, Registry
+from powerbank.runtime.gc_policy import GcPolicy
 from powerbank.services.activations import RUNNER_KEY
-
 
 # How long a shutdown waits for the chargers to answer their close frames.
 CHARGERS_CLOSE_GRACE_S = 5.0

@@ -10,18 +10,20 @@ from quart import Blueprint, Response, abort, current_app, flash, get_flashed_me
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from powerbank.enrollment_models import ParticipationSource, ParticipationState
 from powerbank.errors import ConflictError
-from powerbank.htmx import hx_trigger, is_htmx
-from powerbank.models import ChargePoint, Team
-from powerbank.permissions import Permission, Principal, denial_reason
+from powerbank.models import ChargePoint, ParticipationSource, ParticipationState, Team
+from powerbank.rules.permissions import Permission, Principal, denial_reason
+from powerbank.rules.validators import page_number
 from powerbank.services import enrollment
 from powerbank.services.charge_points import get_charge_point_or_404
 from powerbank.services.teams import get_team_or_404
-from powerbank.validators import page_number
-from powerbank.web import db_session, discard_changes, id_or_none, login_required, principal, render_page
+from powerbank.web.auth import login_required, principal
+from powerbank.web.htmx import hx_trigger, is_htmx
+from powerbank.web.ids import id_or_none
+from powerbank.web.render import discard_changes, render_page
+from powerbank.web.state import db_session
 
-blueprint = Blueprint("powerbank", __name__)
+blueprint = Blueprint("enrollment", __name__)
 
 CHANGED_EVENT = "powerbank-changed"
 HISTORY_PAGE_SIZE = 50
@@ -50,7 +52,7 @@ async def _sign_up_page(
     errors: dict[str, str] | None = None, row_errors: dict[int, str] | None = None, result: str | None = None,
 ) -> Response:
     response = await render_page(
-        "powerbank/sign_up.html",
+        "enrollment/sign_up.html",
         "partials/powerbank_sign_up.html",
         status=status,
         team=team,
@@ -102,7 +104,7 @@ async def sign_up_save(team_id: int) -> Response:
     await session.commit()
     if not is_htmx():
         await flash(result.message)
-        return redirect(url_for("powerbank.sign_up_flow", team_id=team_id), 303)
+        return redirect(url_for("enrollment.sign_up_flow", team_id=team_id), 303)
     return hx_trigger(await _sign_up_page(session, me, team, result=result.message), CHANGED_EVENT)
 
 
@@ -235,7 +237,7 @@ async def history(team_id: int) -> Response:
                                           page=page_number(request.args.get("page")),
                                           page_size=current_app.config.get("PAGE_SIZE", HISTORY_PAGE_SIZE))
     return await render_page(
-        "powerbank/history.html",
+        "enrollment/history.html",
         "partials/powerbank_history.html",
         team=team,
         charge_points=charge_points,

@@ -27,15 +27,15 @@ from typing import Any
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from powerbank.activation_models import Activation, ActivationState, Dispatch
-from powerbank.background import BackgroundTasks
 from powerbank.db import after_commit, utcnow
-from powerbank.ocpp import fanout
+from powerbank.dispatch import fanout
+from powerbank.models import Activation, ActivationState, Dispatch
 from powerbank.ocpp.connection import HubConnection
 from powerbank.ocpp.registry import Registry
 from powerbank.services import activations as service
 from powerbank.services import enrollment
 from powerbank.services.activations import Target
+from powerbank.tasks import BackgroundTasks
 
 logger = logging.getLogger("powerbank.activations")
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from powerbank.enrollment_models import ParticipationState
+from powerbank.models import ParticipationState
 
 MAX_PAGE_SIZE = 500
 MAX_BULK_IDS = 10_000

@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from powerbank.countries import COUNTRIES
 from powerbank.models import PriceArea
+from powerbank.rules.countries import COUNTRIES
 
 IDENTITY_RE = re.compile(r"^[A-Za-z0-9\-_.:]{1,48}$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

@@ -14,13 +14,13 @@ from pydantic import BaseModel, Field
 from quart import current_app
 from quart_schema import validate_querystring, validate_request, validate_response
 
-from powerbank.activation_models import Activation, Dispatch, DispatchStatus
 from powerbank.errors import ForbiddenError, NotFoundError
+from powerbank.models import Activation, Dispatch, DispatchStatus
 from powerbank.routes import api
-from powerbank.routes.api_schemas import PageQuery, RequestBody
+from powerbank.routes.api.schemas import PageQuery, RequestBody
 from powerbank.services import activations as service
 from powerbank.services.api_tokens import actor_for_token
-from powerbank.web import db_session
+from powerbank.web.state import db_session
 
 blueprint = api.blueprint
 

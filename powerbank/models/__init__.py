@@ -1,0 +1,33 @@
+"""Every table of PowerBank, one module per area; importing this package registers them all on the metadata.
+
+Tables are created and changed only by the Alembic migrations in ``migrations/``.
+"""
+
+from powerbank.models.activations import Activation, ActivationAction, ActivationState, Dispatch, DispatchStatus
+from powerbank.models.api_tokens import ApiToken, TokenAccess
+from powerbank.models.audit import AuditEntry
+from powerbank.models.charge_points import ChargePoint, CompatibleModel, PriceArea
+from powerbank.models.chargers import (
+    ChargerCapability,
+    ChargingTransaction,
+    ConnectionAttempt,
+    ConnectorStatus,
+    MeterSample,
+)
+from powerbank.models.enrollment import (
+    Participation,
+    ParticipationEvent,
+    ParticipationSource,
+    ParticipationState,
+    TermsAcceptance,
+    TermsVersion,
+)
+from powerbank.models.tenancy import Operator, OperatorMembership, OperatorRole, Team, TeamMembership, TeamRole, User
+
+__all__ = [
+    "Activation", "ActivationAction", "ActivationState", "ApiToken", "TokenAccess", "AuditEntry", "ChargePoint", "ChargerCapability",
+    "ChargingTransaction", "CompatibleModel", "ConnectionAttempt", "ConnectorStatus", "Dispatch", "DispatchStatus",
+    "MeterSample", "Operator", "OperatorMembership", "OperatorRole", "Participation", "ParticipationEvent",
+    "ParticipationSource", "ParticipationState", "PriceArea", "Team", "TeamMembership", "TeamRole", "TermsAcceptance",
+    "TermsVersion", "User",
+]

@@ -1,0 +1,69 @@
+"""Tenancy tables: operators, their teams, users and the roles they hold."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from powerbank.db import created_field
+
+
+class OperatorRole(StrEnum):
+    ADMIN = "admin"
+    MANAGER = "manager"
+
+
+class TeamRole(StrEnum):
+    OWNER = "owner"
+    ADMIN = "admin"
+    MEMBER = "member"
+
+
+
+class Operator(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=120, unique=True)
+    created_at: datetime = created_field()
+
+
+class Team(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("operator_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    operator_id: int = Field(foreign_key="operator.id", index=True, ondelete="CASCADE")
+    name: str = Field(max_length=120)
+    created_at: datetime = created_field()
+
+
+class User(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    # Stored lower-cased, so uniqueness is case-insensitive on every backend.
+    email: str = Field(max_length=254, unique=True)
+    display_name: str = Field(default="", max_length=120)
+    password_hash: str = Field(max_length=255)
+    created_at: datetime = created_field()
+
+
+class OperatorMembership(SQLModel, table=True):
+    __tablename__ = "operator_membership"
+    __table_args__ = (UniqueConstraint("operator_id", "user_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    operator_id: int = Field(foreign_key="operator.id", index=True, ondelete="CASCADE")
+    user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    role: str = Field(max_length=20)
+
+
+class TeamMembership(SQLModel, table=True):
+    __tablename__ = "team_membership"
+    __table_args__ = (UniqueConstraint("team_id", "user_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    team_id: int = Field(foreign_key="team.id", index=True, ondelete="CASCADE")
+    user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    role: str = Field(max_length=20)
+    # Only meaningful for Owner and Admin; a Member can never configure charge points.
+    can_configure_charge_points: bool = Field(default=True)

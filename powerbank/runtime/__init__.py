@@ -1,0 +1,1 @@
+"""Running a node: serving in one process, the garbage-collection policy."""
