@@ -119,8 +119,10 @@ class BaselineServer:
         identity = path.removeprefix("/ocpp/")
         credentials = _basic_credentials(request.headers)
         # argon2 releases the GIL: verifying in a thread keeps the event loop free meanwhile.
-        if credentials is None or credentials[0] != identity or not await asyncio.to_thread(
-            self._verify, credentials[1]
+        if (
+            credentials is None
+            or credentials[0] != identity
+            or not await asyncio.to_thread(self._verify, credentials[1])
         ):
             return connection.respond(HTTPStatus.UNAUTHORIZED, "unauthorized\n")
         return None
@@ -204,8 +206,16 @@ async def run(host: str, port: int, password_hash: str) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with serve(
-        server.handle, host, port, subprotocols=["ocpp1.6"], process_request=server.process_request,
-        compression=None, ping_interval=30, ping_timeout=60, backlog=4096, max_size=64 * 1024,
+        server.handle,
+        host,
+        port,
+        subprotocols=["ocpp1.6"],
+        process_request=server.process_request,
+        compression=None,
+        ping_interval=30,
+        ping_timeout=60,
+        backlog=4096,
+        max_size=64 * 1024,
         # Handshakes wait for argon2 in a thread pool; under a connection storm that takes longer than 10 s.
         open_timeout=120,
     ):

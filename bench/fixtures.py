@@ -49,8 +49,14 @@ def sqlite_url(path: Path) -> str:
 def migrate(path: Path) -> None:
     """Create the schema with ``powerbank db upgrade``, as an operator would."""
     env = {"POWERBANK_DATABASE_URL": sqlite_url(path), "PATH": "/usr/bin:/bin"}
-    subprocess.run([sys.executable, "-m", "powerbank.cli", "db", "upgrade"], cwd=PROJECT_ROOT, env=env,
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "powerbank.cli", "db", "upgrade"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 @dataclass
@@ -82,22 +88,47 @@ async def fill_charger_fleet(path: Path, chargers: int, password_hash: str) -> B
     async with standalone_session(sqlite_url(path)) as session:
         operator_id, team_id = await _team(session, "Bench Fleet")
         rows: list[dict[str, object]] = [
-            {"name": f"Bench {n}", "identity": identity(n), "brand": "Easee", "model": "Home", "country": "DK",
-             "price_area": "DK2", "ocpp_password_hash": password_hash}
+            {
+                "name": f"Bench {n}",
+                "identity": identity(n),
+                "brand": "Easee",
+                "model": "Home",
+                "country": "DK",
+                "price_area": "DK2",
+                "ocpp_password_hash": password_hash,
+            }
             for n in range(1, chargers + 1)
         ]
         # The probe only measures the hub's responsiveness: another area, so no activation targets it.
-        rows.append({"name": "Bench probe", "identity": PROBE_IDENTITY, "brand": "Easee", "model": "Home",
-                     "country": "DK", "price_area": "DK1", "ocpp_password_hash": password_hash})
+        rows.append(
+            {
+                "name": "Bench probe",
+                "identity": PROBE_IDENTITY,
+                "brand": "Easee",
+                "model": "Home",
+                "country": "DK",
+                "price_area": "DK1",
+                "ocpp_password_hash": password_hash,
+            }
+        )
         ids = await _insert_charge_points(session, team_id, rows)
         fleet = ids[:-1]
         now = utcnow()
         connection = await session.connection()
-        await connection.execute(insert(Participation), [
-            {"charge_point_id": cp_id, "state": ParticipationState.SIGNED_UP, "since": now,
-             "source": ParticipationSource.AUTOMATIC, "reason": "", "version": 1}
-            for cp_id in fleet
-        ])
+        await connection.execute(
+            insert(Participation),
+            [
+                {
+                    "charge_point_id": cp_id,
+                    "state": ParticipationState.SIGNED_UP,
+                    "since": now,
+                    "source": ParticipationSource.AUTOMATIC,
+                    "reason": "",
+                    "version": 1,
+                }
+                for cp_id in fleet
+            ],
+        )
         await session.commit()
         return BenchTeam(operator_id, team_id, fleet)
 
@@ -105,20 +136,26 @@ async def fill_charger_fleet(path: Path, chargers: int, password_hash: str) -> B
 async def fill_team_for_pages(path: Path, charge_points: int, password_hash: str) -> BenchTeam:
     """Insert a team of ``charge_points`` in five countries and an Operator Admin to look at it."""
     places = [("DK", "DK1"), ("SE", "SE3"), ("GB", "GB"), ("IE", "IE"), ("DE", None)]
-    return await _fill_team(path, "Bench Pages", places, ("Charger", "PAGE", "Zaptec", "Go"), charge_points,
-                            password_hash)
+    return await _fill_team(
+        path, "Bench Pages", places, ("Charger", "PAGE", "Zaptec", "Go"), charge_points, password_hash
+    )
 
 
 async def fill_team_for_signup(path: Path, charge_points: int, password_hash: str) -> BenchTeam:
     """Insert a team of compatible charge points not yet signed up (DK1, GB, IE, and SE with Facility IDs)."""
     places = [("DK", "DK1"), ("DK", "DK1"), ("GB", "GB"), ("IE", "IE"), ("SE", "SE3")]
-    return await _fill_team(path, "Bench Sign-up", places, ("Signup", "SIGN", "Easee", "Home"), charge_points,
-                            password_hash)
+    return await _fill_team(
+        path, "Bench Sign-up", places, ("Signup", "SIGN", "Easee", "Home"), charge_points, password_hash
+    )
 
 
 async def _fill_team(
-    path: Path, team_name: str, places: list[tuple[str, str | None]], naming: tuple[str, str, str, str],
-    charge_points: int, password_hash: str,
+    path: Path,
+    team_name: str,
+    places: list[tuple[str, str | None]],
+    naming: tuple[str, str, str, str],
+    charge_points: int,
+    password_hash: str,
 ) -> BenchTeam:
     """Insert a team whose charge points cycle through ``places``, and an Operator Admin of its operator."""
     name, identity, brand, model = naming
@@ -127,9 +164,18 @@ async def _fill_team(
         rows: list[dict[str, object]] = []
         for n in range(1, charge_points + 1):
             country, area = places[n % len(places)]
-            rows.append({"name": f"{name} {n:05d}", "identity": f"{identity}-{n:06d}", "brand": brand, "model": model,
-                         "country": country, "price_area": area, "ocpp_password_hash": password_hash,
-                         "facility_id": make_facility_id(f"{n:011d}") if country == "SE" else None})
+            rows.append(
+                {
+                    "name": f"{name} {n:05d}",
+                    "identity": f"{identity}-{n:06d}",
+                    "brand": brand,
+                    "model": model,
+                    "country": country,
+                    "price_area": area,
+                    "ocpp_password_hash": password_hash,
+                    "facility_id": make_facility_id(f"{n:011d}") if country == "SE" else None,
+                }
+            )
         ids = await _insert_charge_points(session, team_id, rows)
         user = User(email=USER_EMAIL, display_name="Bench Admin", password_hash=LIGHT_HASHER.hash(USER_PASSWORD))
         session.add(user)

@@ -59,10 +59,14 @@ def _copy(template: Path, path: Path) -> Path:
 
 async def _tab_figures(database: Path, team_id: int, repeats: int, search: str) -> dict[str, Any]:
     """Time the Charge points tab's first page, a search and a filter; count their queries."""
-    app = create_app({
-        "DATABASE_URL": fixtures.sqlite_url(database), "SECRET_KEY": "bench",
-        "QUART_AUTH_COOKIE_SECURE": False, "SESSION_COOKIE_SECURE": False,
-    })
+    app = create_app(
+        {
+            "DATABASE_URL": fixtures.sqlite_url(database),
+            "SECRET_KEY": "bench",
+            "QUART_AUTH_COOKIE_SECURE": False,
+            "SESSION_COOKIE_SECURE": False,
+        }
+    )
     figures: dict[str, Any] = {}
     async with app.test_app():
         client = app.test_client()
@@ -71,8 +75,9 @@ async def _tab_figures(database: Path, team_id: int, repeats: int, search: str) 
         if match is None:
             raise RuntimeError("no CSRF token on /login")
         token = match.group(1)
-        response = await client.post("/login", form={
-            "email": fixtures.USER_EMAIL, "password": fixtures.USER_PASSWORD, "csrf_token": token})
+        response = await client.post(
+            "/login", form={"email": fixtures.USER_EMAIL, "password": fixtures.USER_PASSWORD, "csrf_token": token}
+        )
         if response.status_code != 303:
             raise RuntimeError(f"bench log-in failed: HTTP {response.status_code}")
         base = f"/teams/{team_id}/charge-points"
@@ -129,8 +134,15 @@ async def _one_signup(database: Path, team_id: int) -> tuple[float, int, int]:
             counter = QueryCounter()
             with counter.listening(engine):
                 started = time.perf_counter()
-                result = await bulk_sign_up(session, principal, team, accept_terms_version=terms.version,
-                                            charge_point_ids=None, sign_up_all=True, facility_ids={})
+                result = await bulk_sign_up(
+                    session,
+                    principal,
+                    team,
+                    accept_terms_version=terms.version,
+                    charge_point_ids=None,
+                    sign_up_all=True,
+                    facility_ids={},
+                )
                 await session.commit()
                 elapsed = time.perf_counter() - started
             return elapsed, counter.count, len(result.signed_up)
@@ -147,13 +159,18 @@ async def bench_bulk_signup(workdir: Path, migrated: Path, size: int, repeats: i
         team = await fixtures.fill_team_for_signup(filled, count, password_hash)
         times, queries, signed = [], [], []
         for run in range(runs):
-            elapsed, count_queries, signed_up = await _one_signup(_copy(filled, workdir / f"signup-{label}-{run}.db"),
-                                                                  team.team_id)
+            elapsed, count_queries, signed_up = await _one_signup(
+                _copy(filled, workdir / f"signup-{label}-{run}.db"), team.team_id
+            )
             times.append(1000 * elapsed)
             queries.append(count_queries)
             signed.append(signed_up)
-        results[label] = {"charge_points": count, "ms": spread(times), "queries": max(queries),
-                          "signed_up": min(signed)}
+        results[label] = {
+            "charge_points": count,
+            "ms": spread(times),
+            "queries": max(queries),
+            "signed_up": min(signed),
+        }
     results["bounded_queries"] = results["large"]["queries"] == results["small"]["queries"]
     return results
 
@@ -164,11 +181,17 @@ def bench_frame_log(chargers: int = 1000) -> dict[str, Any]:
 
     from powerbank.services.frame_log import FrameLog
 
-    meter_values = ('[2,"1","MeterValues",{"connectorId":1,"meterValue":[{"timestamp":"2026-11-23T20:00:00Z",'
-                    '"sampledValue":[{"value":"7360","measurand":"Power.Active.Import","unit":"W"},'
-                    '{"value":"123456","measurand":"Energy.Active.Import.Register","unit":"Wh"}]}]}]')
-    cycle = [(False, '[2,"1","Heartbeat",{}]'), (True, '[3,"1",{"currentTime":"2026-11-23T20:00:00.000000+00:00"}]'),
-             (False, meter_values), (True, '[3,"1",{}]')]
+    meter_values = (
+        '[2,"1","MeterValues",{"connectorId":1,"meterValue":[{"timestamp":"2026-11-23T20:00:00Z",'
+        '"sampledValue":[{"value":"7360","measurand":"Power.Active.Import","unit":"W"},'
+        '{"value":"123456","measurand":"Energy.Active.Import.Register","unit":"Wh"}]}]}]'
+    )
+    cycle = [
+        (False, '[2,"1","Heartbeat",{}]'),
+        (True, '[3,"1",{"currentTime":"2026-11-23T20:00:00.000000+00:00"}]'),
+        (False, meter_values),
+        (True, '[3,"1",{}]'),
+    ]
     log = FrameLog()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]

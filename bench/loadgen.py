@@ -134,7 +134,9 @@ class LoadGenerator:
         if action == "GetConfiguration":
             charger.probed = True
             wanted = payload.get("key") or list(CONFIGURATION)
-            known = [{"key": key, "readonly": True, "value": CONFIGURATION[key]} for key in wanted if key in CONFIGURATION]
+            known = [
+                {"key": key, "readonly": True, "value": CONFIGURATION[key]} for key in wanted if key in CONFIGURATION
+            ]
             unknown = [key for key in wanted if key not in CONFIGURATION]
             reply: list[Any] = [CALL_RESULT, message_id, {"configurationKey": known, "unknownKey": unknown}]
         elif action in STATIC_REPLIES:
@@ -180,8 +182,12 @@ class LoadGenerator:
                     f"{self.url}/{charger.identity}",
                     subprotocols=[SUBPROTOCOL],
                     additional_headers={"Authorization": basic_auth_header(charger.identity, self.password)},
-                    compression=None, proxy=None, ping_interval=None, open_timeout=timeout,
-                    close_timeout=2, max_queue=4,
+                    compression=None,
+                    proxy=None,
+                    ping_interval=None,
+                    open_timeout=timeout,
+                    close_timeout=2,
+                    max_queue=4,
                 )
             except InvalidStatus as exc:
                 self._fail(f"HTTP {exc.response.status_code}")
@@ -197,10 +203,16 @@ class LoadGenerator:
         self.readers.add(reader)
         reader.add_done_callback(self.readers.discard)
         try:
-            await self._send_call(charger, "BootNotification", {
-                "chargePointVendor": VENDOR, "chargePointModel": MODEL,
-                "chargePointSerialNumber": charger.identity, "firmwareVersion": "bench-1",
-            })
+            await self._send_call(
+                charger,
+                "BootNotification",
+                {
+                    "chargePointVendor": VENDOR,
+                    "chargePointModel": MODEL,
+                    "chargePointSerialNumber": charger.identity,
+                    "firmwareVersion": "bench-1",
+                },
+            )
             status = await asyncio.wait_for(charger.booted, timeout)
         except (ConnectionClosed, TimeoutError):
             status = "timeout or closed"
@@ -217,8 +229,11 @@ class LoadGenerator:
         booted = await asyncio.gather(*(self._connect_one(c, gate, timeout) for c in self.chargers))
         done = [t for t in booted if t is not None]
         return {
-            "started": started, "last_booted": max(done, default=None), "booted": len(done),
-            "failed": len(self.chargers) - len(done), "failures": dict(self.failures),
+            "started": started,
+            "last_booted": max(done, default=None),
+            "booted": len(done),
+            "failed": len(self.chargers) - len(done),
+            "failures": dict(self.failures),
         }
 
     async def wait_probes(self, timeout: float) -> dict[str, Any]:
@@ -272,17 +287,29 @@ class LoadGenerator:
         for charger in live:
             charger.pending.clear()
         return {
-            "sent": sent, "seconds": sending_s, "unanswered": unanswered,
-            "latencies": list(self.latencies), "replies": dict(self.replies_by_action),
-            "call_errors": self.call_errors, "cpu_s": time.process_time() - cpu_before,
+            "sent": sent,
+            "seconds": sending_s,
+            "unanswered": unanswered,
+            "latencies": list(self.latencies),
+            "replies": dict(self.replies_by_action),
+            "call_errors": self.call_errors,
+            "cpu_s": time.process_time() - cpu_before,
         }
 
     def _meter_values(self) -> dict[str, Any]:
         stamp = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-        return {"connectorId": 1, "meterValue": [{"timestamp": stamp, "sampledValue": [
-            {"value": "7360", "measurand": "Power.Active.Import", "unit": "W"},
-            {"value": "123456", "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
-        ]}]}
+        return {
+            "connectorId": 1,
+            "meterValue": [
+                {
+                    "timestamp": stamp,
+                    "sampledValue": [
+                        {"value": "7360", "measurand": "Power.Active.Import", "unit": "W"},
+                        {"value": "123456", "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
+                    ],
+                }
+            ],
+        }
 
     async def profiles(self, expect: int | None, timeout: float) -> dict[str, Any]:
         """Wait (bounded) for ``expect`` SetChargingProfile frames (default: one per booted charger).
@@ -326,7 +353,8 @@ async def serve_commands(generator: LoadGenerator) -> None:
         "connect": lambda c: generator.connect_all(float(c.get("timeout", 120))),
         "wait_probes": lambda c: generator.wait_probes(float(c.get("timeout", 60))),
         "sustain": lambda c: generator.sustain(
-            float(c["seconds"]), float(c.get("interval", 10)), float(c.get("drain", 5))),
+            float(c["seconds"]), float(c.get("interval", 10)), float(c.get("drain", 5))
+        ),
         "profiles": lambda c: generator.profiles(c.get("expect"), float(c.get("timeout", 30))),
     }
     while True:

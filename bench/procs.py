@@ -43,7 +43,7 @@ def rss_kib(pid: int) -> int:
 def cpu_seconds(pid: int) -> float:
     """Return a process's user plus system CPU time, from /proc/<pid>/stat."""
     stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     # Fields 14 and 15 of stat (utime, stime), counted after the command name.
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
@@ -76,8 +76,13 @@ class ServerProcess:
         """Start the server and return once it accepts TCP connections."""
         with self.log_path.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                *self.argv, cwd=PROJECT_ROOT, env=self.env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=log, stderr=log, preexec_fn=raise_open_files_limit,
+                *self.argv,
+                cwd=PROJECT_ROOT,
+                env=self.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                preexec_fn=raise_open_files_limit,
             )
         try:
             await wait_until_listening("127.0.0.1", self.port, timeout)
@@ -120,12 +125,27 @@ class LoadGenerators:
             for index in range(self.count):
                 first = 1 + index * per
                 count = min(per, self.chargers - index * per)
-                self.processes.append(await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "bench.loadgen", "--url", self.url, "--password", self.password,
-                    "--first", str(first), "--count", str(count), cwd=PROJECT_ROOT,
-                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log, limit=2**26,
-                    preexec_fn=raise_open_files_limit,
-                ))
+                self.processes.append(
+                    await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        "-m",
+                        "bench.loadgen",
+                        "--url",
+                        self.url,
+                        "--password",
+                        self.password,
+                        "--first",
+                        str(first),
+                        "--count",
+                        str(count),
+                        cwd=PROJECT_ROOT,
+                        stdin=asyncio.subprocess.PIPE,
+                        stdout=asyncio.subprocess.PIPE,
+                        stderr=log,
+                        limit=2**26,
+                        preexec_fn=raise_open_files_limit,
+                    )
+                )
 
     async def command(self, wait_s: float, /, **command: Any) -> list[dict[str, Any]]:
         """Send one command to every generator and return their answers (waiting at most ``wait_s``)."""
@@ -158,14 +178,27 @@ class LoadGenerators:
             await process.wait()
 
 
-async def http_json(method: str, url: str, body: dict[str, Any] | None = None,
-                    headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, Any]:
+async def http_json(
+    method: str,
+    url: str,
+    body: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> tuple[int, Any]:
     """Make one HTTP request and return its status and decoded JSON body (None if not JSON)."""
 
     def request() -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(url, data=data, method=method, headers={
-            "Accept": "application/json", **({"Content-Type": "application/json"} if data else {}), **(headers or {})})
+        req = urllib.request.Request(
+            url,
+            data=data,
+            method=method,
+            headers={
+                "Accept": "application/json",
+                **({"Content-Type": "application/json"} if data else {}),
+                **(headers or {}),
+            },
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as response:
                 status, raw = response.status, response.read()
@@ -187,9 +220,13 @@ async def ping_probe(url: str, identity: str, password: str, stop: asyncio.Event
     """
     round_trips: list[float] = []
     async with connect(
-        f"{url}/{identity}", subprotocols=[Subprotocol("ocpp1.6")],
+        f"{url}/{identity}",
+        subprotocols=[Subprotocol("ocpp1.6")],
         additional_headers={"Authorization": basic_auth_header(identity, password)},
-        compression=None, proxy=None, ping_interval=None, open_timeout=30,
+        compression=None,
+        proxy=None,
+        ping_interval=None,
+        open_timeout=30,
     ) as ws:
         while not stop.is_set():
             started = time.monotonic()

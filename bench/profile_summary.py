@@ -1,6 +1,6 @@
 """Summarise py-spy's collapsed stacks: where the server spent its samples, by function.
 
-    python -m bench.profile_summary /tmp/prof/powerbank-1000-0.txt [--top 40] [--grep powerbank]
+python -m bench.profile_summary /tmp/prof/powerbank-1000-0.txt [--top 40] [--grep powerbank]
 """
 
 from __future__ import annotations

@@ -109,13 +109,22 @@ def _network_section(results: dict[str, Any], section: str) -> list[str]:
         for figure, label, unit in NETWORK_FIGURES[section]:
             source, _, key = figure.rpartition(":")
             source = source or section
-            lines.append(f"| {size:,} | {label} | {with_spread(ours, source, key, unit)} | "
-                         f"{with_spread(base, source, key, unit)} | "
-                         f"{ratio(median(ours, source, key), median(base, source, key))} |")
-    notes = sorted({str(run[section]["skipped"]) for runs in network.get(POWERBANK, {}).values() for run in runs
-                    if isinstance(run.get(section), dict) and "skipped" in run[section]})
-    notes += sorted({str(run["error"]) for kind in network.values() for runs in kind.values() for run in runs
-                     if "error" in run})
+            lines.append(
+                f"| {size:,} | {label} | {with_spread(ours, source, key, unit)} | "
+                f"{with_spread(base, source, key, unit)} | "
+                f"{ratio(median(ours, source, key), median(base, source, key))} |"
+            )
+    notes = sorted(
+        {
+            str(run[section]["skipped"])
+            for runs in network.get(POWERBANK, {}).values()
+            for run in runs
+            if isinstance(run.get(section), dict) and "skipped" in run[section]
+        }
+    )
+    notes += sorted(
+        {str(run["error"]) for kind in network.values() for runs in kind.values() for run in runs if "error" in run}
+    )
     lines += [""] + [f"- Not measured in some runs: {note}" for note in notes] if notes else []
     return lines
 
@@ -140,12 +149,16 @@ def _per_message_target(results: dict[str, Any]) -> str:
         ours, base = network[POWERBANK][str(n)], network.get(BASELINE, {}).get(str(n), [])
         per_call = median(ours, "sustain", "server_cpu_ms_per_call")
         base_call = median(base, "sustain", "server_cpu_ms_per_call")
-        figures.append(f"{n:,} chargers: {fmt(per_call, 'ms')} vs {fmt(base_call, 'ms')} ({ratio(per_call, base_call)})")
+        figures.append(
+            f"{n:,} chargers: {fmt(per_call, 'ms')} vs {fmt(base_call, 'ms')} ({ratio(per_call, base_call)})"
+        )
         if base_call:
             verdicts.append(_verdict(per_call, 1.5 * base_call))
     verdict = "not measured" if not verdicts else "met" if all(v == "met" for v in verdicts) else "**missed**"
-    return (f"| per-message cost within 1.5× of the baseline's | CPU per call, PowerBank vs baseline: "
-            f"{'; '.join(figures)} | {verdict} |")
+    return (
+        f"| per-message cost within 1.5× of the baseline's | CPU per call, PowerBank vs baseline: "
+        f"{'; '.join(figures)} | {verdict} |"
+    )
 
 
 def targets(results: dict[str, Any]) -> list[str]:
@@ -158,51 +171,73 @@ def targets(results: dict[str, Any]) -> list[str]:
         rss_connected, rss_end = median(ours, "connect", "rss_after_kib"), median(ours, "run", "rss_end_kib")
         rss = max(value for value in (rss_connected, rss_end, 0.0) if value is not None)
         booted = median(ours, "connect", "booted")
-        lines.append(f"| {size:,} chargers connected in one process, RSS ≤ 1 GB | {fmt(booted)} booted, "
-                     f"RSS {fmt(rss_connected, 'MiB')} once connected, {fmt(rss_end, 'MiB')} after the load | "
-                     f"{_verdict(rss, 1024 * 1024) if booted == size else '**missed** (not all booted)'} |")
+        lines.append(
+            f"| {size:,} chargers connected in one process, RSS ≤ 1 GB | {fmt(booted)} booted, "
+            f"RSS {fmt(rss_connected, 'MiB')} once connected, {fmt(rss_end, 'MiB')} after the load | "
+            f"{_verdict(rss, 1024 * 1024) if booted == size else '**missed** (not all booted)'} |"
+        )
     sustain_s = results["settings"]["sustain_s"]
-    loaded = [(int(n), runs) for n, runs in results.get("network", {}).get(POWERBANK, {}).items()
-              if (median(runs, "sustain", "sent") or 0) / sustain_s >= 950]
+    loaded = [
+        (int(n), runs)
+        for n, runs in results.get("network", {}).get(POWERBANK, {}).items()
+        if (median(runs, "sustain", "sent") or 0) / sustain_s >= 950
+    ]
     if loaded:
         n, runs = min(loaded, key=lambda item: item[0])
         p99 = median(runs, "sustain", "p99_ms")
         answered = median(runs, "sustain", "calls_per_s")
         unanswered = median(runs, "sustain", "unanswered")
         met = _verdict(p99, 50) if not unanswered and (answered or 0) >= 950 else "**missed**"
-        lines.append(f"| sustained 1,000 incoming calls/s, p99 ≤ 50 ms | {fmt((median(runs, 'sustain', 'sent') or 0) / sustain_s, '/s')}"
-                     f" offered ({n:,} chargers), {fmt(answered, '/s')} answered, {fmt(unanswered)} unanswered, "
-                     f"p99 {fmt(p99, 'ms')} | {met} |")
+        lines.append(
+            "| sustained 1,000 incoming calls/s, p99 ≤ 50 ms | "
+            f"{fmt((median(runs, 'sustain', 'sent') or 0) / sustain_s, '/s')}"
+            f" offered ({n:,} chargers), {fmt(answered, '/s')} answered, {fmt(unanswered)} unanswered, "
+            f"p99 {fmt(p99, 'ms')} | {met} |"
+        )
     else:
-        lines.append("| sustained 1,000 incoming calls/s, p99 ≤ 50 ms | fewer than 1,000 calls/s in this run "
-                     "(5,000 chargers give 1,000/s) | not measured |")
+        lines.append(
+            "| sustained 1,000 incoming calls/s, p99 ≤ 50 ms | fewer than 1,000 calls/s in this run "
+            "(5,000 chargers give 1,000/s) | not measured |"
+        )
     if size is not None:
         last = median(ours, "fanout", "received_last_s")
         p95 = median(ours, "fanout", "answered_95_s")
-        lines.append(f"| fan-out to {size:,}: last frame ≤ 1 s | {fmt(last, 's')} (received by the load generator) | "
-                     f"{_verdict(last, 1.0)} |")
-        unrecorded = next((run["fanout"]["not_recorded"] for run in ours if "not_recorded" in run.get("fanout", {})), None)
-        lines.append(f"| fan-out to {size:,}: 95 % answered ≤ 3 s | "
-                     f"{fmt(p95, 's') if p95 is not None or unrecorded is None else 'not recorded: ' + unrecorded} | "
-                     f"{_verdict(p95, 3.0) if p95 is not None or unrecorded is None else '**missed** (no record)'} |")
+        lines.append(
+            f"| fan-out to {size:,}: last frame ≤ 1 s | {fmt(last, 's')} (received by the load generator) | "
+            f"{_verdict(last, 1.0)} |"
+        )
+        unrecorded = next(
+            (run["fanout"]["not_recorded"] for run in ours if "not_recorded" in run.get("fanout", {})), None
+        )
+        lines.append(
+            f"| fan-out to {size:,}: 95 % answered ≤ 3 s | "
+            f"{fmt(p95, 's') if p95 is not None or unrecorded is None else 'not recorded: ' + unrecorded} | "
+            f"{_verdict(p95, 3.0) if p95 is not None or unrecorded is None else '**missed** (no record)'} |"
+        )
         base_last = median(base, "fanout", "received_last_s")
-        lines.append(f"| fan-out at least as fast as the baseline's | PowerBank {fmt(last, 's')}, baseline "
-                     f"{fmt(base_last, 's')} ({ratio(last, base_last)}) | "
-                     f"{_verdict(last, base_last) if base_last is not None else 'not measured'} |")
+        lines.append(
+            f"| fan-out at least as fast as the baseline's | PowerBank {fmt(last, 's')}, baseline "
+            f"{fmt(base_last, 's')} ({ratio(last, base_last)}) | "
+            f"{_verdict(last, base_last) if base_last is not None else 'not measured'} |"
+        )
         lines.append(_per_message_target(results))
     pages = results.get("pages", {}).get("large")
     if pages:
         worst = max(pages[case]["ms"]["median"] for case in ("first_page", "search", "filter_country"))
         constant = results["pages"]["constant_queries"]
-        lines.append(f"| {results['pages']['charge_points']:,} charge point tab ≤ 100 ms, constant queries | slowest "
-                     f"{fmt(worst, 'ms')}; queries {'the same' if constant else 'NOT the same'} at 50 and "
-                     f"{results['pages']['charge_points']:,} | "
-                     f"{_verdict(worst, 100) if constant else '**missed**'} |")
+        lines.append(
+            f"| {results['pages']['charge_points']:,} charge point tab ≤ 100 ms, constant queries | slowest "
+            f"{fmt(worst, 'ms')}; queries {'the same' if constant else 'NOT the same'} at 50 and "
+            f"{results['pages']['charge_points']:,} | "
+            f"{_verdict(worst, 100) if constant else '**missed**'} |"
+        )
     signup = results.get("bulk_signup", {})
     if "large" in signup:
         ms = signup["large"]["ms"]["median"]
-        lines.append(f"| {signup['charge_points']:,} sign-ups in one save ≤ 1 s | {fmt(ms, 'ms')}, "
-                     f"{signup['large']['queries']} queries | {_verdict(ms, 1000)} |")
+        lines.append(
+            f"| {signup['charge_points']:,} sign-ups in one save ≤ 1 s | {fmt(ms, 'ms')}, "
+            f"{signup['large']['queries']} queries | {_verdict(ms, 1000)} |"
+        )
     return lines
 
 
@@ -210,16 +245,23 @@ def _pages(results: dict[str, Any]) -> list[str]:
     pages = results.get("pages")
     if not pages:
         return ["Not measured."]
-    lines = ["| request | charge points in team | server time | SQL queries | response |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "| request | charge points in team | server time | SQL queries | response |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for label in ("large", "small"):
-        for case, title in (("first_page", "first page (full page)"), ("search", "search (htmx fragment)"),
-                            ("filter_country", "filter country=SE (htmx fragment)")):
+        for case, title in (
+            ("first_page", "first page (full page)"),
+            ("search", "search (htmx fragment)"),
+            ("filter_country", "filter country=SE (htmx fragment)"),
+        ):
             figure = pages[label][case]
             ms = figure["ms"]
-            lines.append(f"| {title} `{figure['url'].split('/', 3)[-1]}` | {pages[label]['charge_points']:,} | "
-                         f"{fmt(ms['median'], 'ms')} ({fmt(ms['min'], 'ms')}–{fmt(ms['max'], 'ms')}, n={ms['runs']}) | "
-                         f"{figure['queries']} | {figure['bytes'] / 1024:.0f} KiB |")
+            lines.append(
+                f"| {title} `{figure['url'].split('/', 3)[-1]}` | {pages[label]['charge_points']:,} | "
+                f"{fmt(ms['median'], 'ms')} ({fmt(ms['min'], 'ms')}–{fmt(ms['max'], 'ms')}, n={ms['runs']}) | "
+                f"{figure['queries']} | {figure['bytes'] / 1024:.0f} KiB |"
+            )
     return lines
 
 
@@ -231,8 +273,10 @@ def _signup(results: dict[str, Any]) -> list[str]:
     for label in ("large", "small"):
         figure = signup[label]
         ms = figure["ms"]
-        lines.append(f"| {figure['charge_points']:,} | {fmt(ms['median'], 'ms')} ({fmt(ms['min'], 'ms')}–"
-                     f"{fmt(ms['max'], 'ms')}, n={ms['runs']}) | {figure['queries']} | {figure['signed_up']:,} |")
+        lines.append(
+            f"| {figure['charge_points']:,} | {fmt(ms['median'], 'ms')} ({fmt(ms['min'], 'ms')}–"
+            f"{fmt(ms['max'], 'ms')}, n={ms['runs']}) | {figure['queries']} | {figure['signed_up']:,} |"
+        )
     return lines
 
 
@@ -241,10 +285,13 @@ def _frame_log(results: dict[str, Any]) -> list[str]:
     if not figure:
         return []
     per = figure["kib_per_charger"]
-    return [f"PowerBank also keeps the last {figure['frames_per_charger']} OCPP frames of every charger in memory "
-            f"(`powerbank/services/frame_log.py`). Once full, that is {fmt(per, 'KiB')} per charger (tracemalloc, "
-            f"Heartbeat and MeterValues traffic), {fmt(per * 10000, 'MiB')} for 10,000 chargers: it fills "
-            "after about 100 frames per charger, i.e. minutes after the runs above end, so add it to their RSS.", ""]
+    return [
+        f"PowerBank also keeps the last {figure['frames_per_charger']} OCPP frames of every charger in memory "
+        f"(`powerbank/services/frame_log.py`). Once full, that is {fmt(per, 'KiB')} per charger (tracemalloc, "
+        f"Heartbeat and MeterValues traffic), {fmt(per * 10000, 'MiB')} for 10,000 chargers: it fills "
+        "after about 100 frames per charger, i.e. minutes after the runs above end, so add it to their RSS.",
+        "",
+    ]
 
 
 def _argon2(results: dict[str, Any]) -> list[str]:
@@ -253,18 +300,26 @@ def _argon2(results: dict[str, Any]) -> list[str]:
     for name in ("production", "light"):
         if name in argon2:
             figure = argon2[name]
-            lines.append(f"| {name} | `{figure['params']}` | {fmt(figure['wall_ms'], 'ms')} | {fmt(figure['cpu_ms'], 'ms')} |")
+            lines.append(
+                f"| {name} | `{figure['params']}` | {fmt(figure['wall_ms'], 'ms')} | {fmt(figure['cpu_ms'], 'ms')} |"
+            )
     production = results.get("production_hash")
     if production:
-        lines += ["", "Connecting with the production cost (one run each; connect only):", "",
-                  "| server | chargers | time until all booted | boots per second | failures | server CPU per connection |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "",
+            "Connecting with the production cost (one run each; connect only):",
+            "",
+            "| server | chargers | time until all booted | boots per second | failures | server CPU per connection |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         for kind in (POWERBANK, BASELINE):
             run = production.get(kind, {})
             connect = run.get("connect", {})
-            lines.append(f"| {kind} | {run.get('chargers', 0):,} | {fmt(connect.get('seconds'), 's')} | "
-                         f"{fmt(connect.get('per_second'), '/s')} | {connect.get('failed', '–')} | "
-                         f"{fmt(connect.get('server_cpu_ms_per_connection'), 'ms')} |")
+            lines.append(
+                f"| {kind} | {run.get('chargers', 0):,} | {fmt(connect.get('seconds'), 's')} | "
+                f"{fmt(connect.get('per_second'), '/s')} | {connect.get('failed', '–')} | "
+                f"{fmt(connect.get('server_cpu_ms_per_connection'), 'ms')} |"
+            )
     return lines
 
 
@@ -278,7 +333,8 @@ def render(results: dict[str, Any]) -> str:
         f"Generated by `{'make bench-quick' if results['mode'] == 'quick' else 'make bench'}` "
         f"(`python -m bench.run{' --quick' if results['mode'] == 'quick' else ''}`) on {machine['date']}, "
         f"commit `{machine['commit']}`"
-        f"{' plus ' + str(machine['uncommitted_files']) + ' uncommitted files' if machine.get('uncommitted_files') else ''}, in {results.get('duration_s', 0) / 60:.0f} min. Raw figures: "
+        + (f" plus {machine['uncommitted_files']} uncommitted files" if machine.get("uncommitted_files") else "")
+        + f", in {results.get('duration_s', 0) / 60:.0f} min. Raw figures: "
         "[results.json](results.json).",
         "",
         f"Machine: {machine['cores']} cores ({machine['cpu_model']}), {machine['memory_gib']} GiB memory, "
@@ -287,7 +343,8 @@ def render(results: dict[str, Any]) -> str:
         f"Each network figure is the median of the runs per size and server ({settings['repeats']} up to 1,000 "
         f"chargers, {settings.get('large_repeats', settings['repeats'])} from 5,000, "
         f"{settings.get('huge_repeats', settings['repeats'])} from 10,000: a PowerBank run there takes minutes; range "
-        "and run count in brackets), runs alternating between the baseline and PowerBank, each against a fresh server process "
+        "and run count in brackets), runs alternating between the baseline and PowerBank, each against a fresh "
+        "server process "
         "(PowerBank: `powerbank serve` on a fresh SQLite database). The baseline is `bench/baseline_server.py`: "
         "bare `websockets`, the `ocpp` library's ChargePoint handlers, argon2 Basic auth, no database, and a naive "
         f"`asyncio.gather` of `call()` per charger. Sustained load: {settings['sustain_s']:.0f} s with every charger "

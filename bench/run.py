@@ -74,7 +74,6 @@ class Settings:
     gc_full_every_s: float | None = None
     gc_full_after_growth: float | None = None
 
-
     def repeats_for(self, chargers: int) -> int:
         """Return how many runs each server gets at this size."""
         if chargers >= HUGE:
@@ -86,18 +85,34 @@ def machine() -> dict[str, Any]:
     """Describe the machine and the checkout the figures come from."""
     meminfo = Path("/proc/meminfo").read_text().split("\n")
     total_kib = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:"))
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
-                                text=True, timeout=10).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--", ".", ":!bench"], cwd=PROJECT_ROOT,
-                                capture_output=True, text=True, timeout=10).stdout.splitlines()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", ".", ":!bench"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
         commit, status = "", []
     return {
-        "cores": os.cpu_count(), "cpu_model": model, "memory_gib": round(total_kib / 2**20, 1),
-        "python": platform.python_version(), "platform": platform.platform(), "commit": commit,
+        "cores": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(total_kib / 2**20, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "commit": commit,
         # Files changed but not committed outside bench/ (the figures describe the tree as it was).
         "uncommitted_files": len(status),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -120,8 +135,11 @@ def measure_argon2(repeats: int = 10) -> dict[str, Any]:
             hasher.verify(encoded, fixtures.CHARGER_PASSWORD)
             walls.append(time.perf_counter() - wall)
             cpus.append(time.process_time() - cpu)
-        figures[name] = {"params": encoded.split("$")[3], "wall_ms": 1000 * statistics.median(walls),
-                         "cpu_ms": 1000 * statistics.median(cpus)}
+        figures[name] = {
+            "params": encoded.split("$")[3],
+            "wall_ms": 1000 * statistics.median(walls),
+            "cpu_ms": 1000 * statistics.median(cpus),
+        }
     return figures
 
 
@@ -129,8 +147,9 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000
 
 
-async def prepare_template(workdir: Path, migrated: Path, chargers: int, password_hash: str,
-                           tag: str) -> tuple[Path, str | None]:
+async def prepare_template(
+    workdir: Path, migrated: Path, chargers: int, password_hash: str, tag: str
+) -> tuple[Path, str | None]:
     """Build a database with the fleet and a write API token; return it and the token."""
     path = workdir / f"template-{tag}-{chargers}.db"
     shutil.copy(migrated, path)
@@ -138,9 +157,22 @@ async def prepare_template(workdir: Path, migrated: Path, chargers: int, passwor
     env = {**_powerbank_env(path), "PYTHONPATH": str(PROJECT_ROOT)}
     created = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "powerbank.cli", "api-token", "create", "--operator", fixtures.OPERATOR_NAME,
-         "--scope", "write"],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "powerbank.cli",
+            "api-token",
+            "create",
+            "--operator",
+            fixtures.OPERATOR_NAME,
+            "--scope",
+            "write",
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     if created.returncode == 0 and created.stdout.strip():
         return path, created.stdout.strip().splitlines()[-1]
@@ -159,16 +191,21 @@ async def _token_from_service(path: Path) -> str | None:
 
     async with standalone_session(fixtures.sqlite_url(path)) as session:
         operator = (await session.exec(select(Operator).where(Operator.name == fixtures.OPERATOR_NAME))).one()
-        _token, secret = await create_token(session, SYSTEM, operator.id or 0,
-                                            TokenRequest("bench", TokenAccess.WRITE, None, None))
+        _token, secret = await create_token(
+            session, SYSTEM, operator.id or 0, TokenRequest("bench", TokenAccess.WRITE, None, None)
+        )
         await session.commit()
     return secret
 
 
-def _powerbank_env(database: Path, gc_full_every_s: float | None = None,
-                   gc_full_after_growth: float | None = None) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith("POWERBANK_") and key not in {"PYTHONPATH"}}
+def _powerbank_env(
+    database: Path, gc_full_every_s: float | None = None, gc_full_after_growth: float | None = None
+) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("POWERBANK_") and key not in {"PYTHONPATH"}
+    }
     env["POWERBANK_DATABASE_URL"] = fixtures.sqlite_url(database)
     env["POWERBANK_SECRET_KEY"] = secrets.token_urlsafe(32)
     if gc_full_every_s is not None:
@@ -180,8 +217,15 @@ def _powerbank_env(database: Path, gc_full_every_s: float | None = None,
     return env
 
 
-def _server(kind: str, workdir: Path, template: Path | None, password_hash: str, tag: str,
-            gc_full_every_s: float | None = None, gc_full_after_growth: float | None = None) -> ServerProcess:
+def _server(
+    kind: str,
+    workdir: Path,
+    template: Path | None,
+    password_hash: str,
+    tag: str,
+    gc_full_every_s: float | None = None,
+    gc_full_after_growth: float | None = None,
+) -> ServerProcess:
     port = free_port()
     log = workdir / f"{kind}-{tag}.log"
     if kind == BASELINE:
@@ -194,14 +238,25 @@ def _server(kind: str, workdir: Path, template: Path | None, password_hash: str,
     return ServerProcess(kind, argv, _powerbank_env(database, gc_full_every_s, gc_full_after_growth), port, log)
 
 
-async def network_run(kind: str, chargers: int, settings: Settings, workdir: Path, template: Path | None,
-                      token: str | None, password_hash: str, tag: str, phases: tuple[str, ...]) -> dict[str, Any]:
+async def network_run(
+    kind: str,
+    chargers: int,
+    settings: Settings,
+    workdir: Path,
+    template: Path | None,
+    token: str | None,
+    password_hash: str,
+    tag: str,
+    phases: tuple[str, ...],
+) -> dict[str, Any]:
     """Start one server, connect the chargers, then run the given phases; return what was measured."""
     result: dict[str, Any] = {"server": kind, "chargers": chargers, "load_average_before": load_average()}
-    server = _server(kind, workdir, template, password_hash, tag, settings.gc_full_every_s,
-                     settings.gc_full_after_growth)
-    generators = LoadGenerators(server.ocpp_url, fixtures.CHARGER_PASSWORD, chargers, settings.loadgen_processes,
-                                workdir / f"loadgen-{tag}.log")
+    server = _server(
+        kind, workdir, template, password_hash, tag, settings.gc_full_every_s, settings.gc_full_after_growth
+    )
+    generators = LoadGenerators(
+        server.ocpp_url, fixtures.CHARGER_PASSWORD, chargers, settings.loadgen_processes, workdir / f"loadgen-{tag}.log"
+    )
     profiler: asyncio.subprocess.Process | None = None
     try:
         await server.start()
@@ -212,8 +267,10 @@ async def network_run(kind: str, chargers: int, settings: Settings, workdir: Pat
         result["connect"] = await _connect(server, generators, chargers)
         if kind == POWERBANK:
             answers = await generators.command(120, cmd="wait_probes", timeout=60)
-            result["capability_probe"] = {"asked": sum(a["probed"] for a in answers),
-                                          "connected": sum(a["connected"] for a in answers)}
+            result["capability_probe"] = {
+                "asked": sum(a["probed"] for a in answers),
+                "connected": sum(a["connected"] for a in answers),
+            }
         # The fan-out first, on a server that is not working off a backlog of the sustained load.
         if "fanout" in phases:
             result["fanout"] = await _fanout(server, generators, token)
@@ -221,7 +278,7 @@ async def network_run(kind: str, chargers: int, settings: Settings, workdir: Pat
             result["sustain"] = await _sustain(server, generators, settings)
         result["rss_end_kib"] = server.rss_kib()
         result["load_average_after"] = load_average()
-    except Exception as exc:  # noqa: BLE001 - one failed run is recorded and the others still run
+    except Exception as exc:
         result["error"] = f"{type(exc).__name__}: {exc}"
         traceback.print_exc()
     finally:
@@ -235,8 +292,11 @@ async def network_run(kind: str, chargers: int, settings: Settings, workdir: Pat
 
 # Lines of a server log worth counting: database contention, and errors of any kind.
 GC_PAUSE = re.compile(r"full garbage collection took ([0-9.]+) s")
-LOG_SIGNS = {"pool_timeouts": "QueuePool limit", "database_locked": "database is locked",
-             "tracebacks": "Traceback (most recent call last)"}
+LOG_SIGNS = {
+    "pool_timeouts": "QueuePool limit",
+    "database_locked": "database is locked",
+    "tracebacks": "Traceback (most recent call last)",
+}
 
 
 def scan_log(path: Path) -> dict[str, Any]:
@@ -259,8 +319,20 @@ async def start_profiler(pid: int, output: Path) -> asyncio.subprocess.Process:
     """Sample the server with py-spy (the `bench` extra) until stopped, as collapsed stacks."""
     output.parent.mkdir(parents=True, exist_ok=True)
     return await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid), "--format", "raw", "--gil", "--nonblocking",
-        "--rate", "200", "--output", str(output), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        str(Path(sys.executable).with_name("py-spy")),
+        "record",
+        "--pid",
+        str(pid),
+        "--format",
+        "raw",
+        "--gil",
+        "--nonblocking",
+        "--rate",
+        "200",
+        "--output",
+        str(output),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
 
 
@@ -288,9 +360,13 @@ async def _connect(server: ServerProcess, generators: LoadGenerators, chargers: 
             failures[reason] = failures.get(reason, 0) + count
     rss_after = server.rss_kib()
     return {
-        "booted": booted, "failed": chargers - booted, "failures": failures, "seconds": seconds,
+        "booted": booted,
+        "failed": chargers - booted,
+        "failures": failures,
+        "seconds": seconds,
         "per_second": booted / seconds if seconds else None,
-        "rss_before_kib": rss_before, "rss_after_kib": rss_after,
+        "rss_before_kib": rss_before,
+        "rss_after_kib": rss_after,
         "rss_per_connection_kib": (rss_after - rss_before) / booted if booted else None,
         "server_cpu_s": server.cpu_seconds() - cpu_before,
         "server_cpu_ms_per_connection": 1000 * (server.cpu_seconds() - cpu_before) / booted if booted else None,
@@ -303,8 +379,9 @@ async def _sustain(server: ServerProcess, generators: LoadGenerators, settings: 
     probe = asyncio.create_task(ping_probe(server.ocpp_url, fixtures.PROBE_IDENTITY, fixtures.CHARGER_PASSWORD, stop))
     await asyncio.sleep(0.5)
     cpu_before, gen_before, started = server.cpu_seconds(), generators.cpu_seconds(), time.monotonic()
-    answers = await generators.command(settings.sustain_s + 120, cmd="sustain", seconds=settings.sustain_s,
-                                       interval=settings.interval_s, drain=10)
+    answers = await generators.command(
+        settings.sustain_s + 120, cmd="sustain", seconds=settings.sustain_s, interval=settings.interval_s, drain=10
+    )
     elapsed = time.monotonic() - started
     server_cpu, gen_cpu = server.cpu_seconds() - cpu_before, generators.cpu_seconds() - gen_before
     stop.set()
@@ -313,15 +390,18 @@ async def _sustain(server: ServerProcess, generators: LoadGenerators, settings: 
     seconds = max(a["seconds"] for a in answers)
     answered = len(latencies)
     return {
-        "sent": sum(a["sent"] for a in answers), "answered": answered,
+        "sent": sum(a["sent"] for a in answers),
+        "answered": answered,
         "unanswered": sum(a["unanswered"] for a in answers),
         "call_errors": sum(a["call_errors"] for a in answers),
         "calls_per_s": answered / seconds if seconds else None,
-        "p50_ms": _ms(percentile(latencies, 0.50)), "p99_ms": _ms(percentile(latencies, 0.99)),
+        "p50_ms": _ms(percentile(latencies, 0.50)),
+        "p99_ms": _ms(percentile(latencies, 0.99)),
         "max_ms": _ms(latencies[-1] if latencies else None),
         "server_cpu_pct": 100 * server_cpu / elapsed,
         "server_cpu_ms_per_call": 1000 * server_cpu / answered if answered else None,
-        "loop_lag_p50_ms": _ms(percentile(round_trips, 0.50)), "loop_lag_p99_ms": _ms(percentile(round_trips, 0.99)),
+        "loop_lag_p50_ms": _ms(percentile(round_trips, 0.50)),
+        "loop_lag_p99_ms": _ms(percentile(round_trips, 0.99)),
         "loop_lag_samples": len(round_trips),
         "loadgen_cpu_pct": 100 * gen_cpu / elapsed,
     }
@@ -339,8 +419,13 @@ async def _fanout(server: ServerProcess, generators: LoadGenerators, token: str 
             if server.kind == BASELINE:
                 status, body = await http_json("GET", f"{server.http}/bench/fanout", timeout=TRIGGER_TIMEOUT_S)
             else:
-                status, body = await http_json("POST", f"{server.http}/api/v1/activations", ACTIVATION,
-                                               {"Authorization": f"Bearer {token}"}, timeout=TRIGGER_TIMEOUT_S)
+                status, body = await http_json(
+                    "POST",
+                    f"{server.http}/api/v1/activations",
+                    ACTIVATION,
+                    {"Authorization": f"Bearer {token}"},
+                    timeout=TRIGGER_TIMEOUT_S,
+                )
         except OSError as exc:
             return {"skipped": f"the trigger request failed after {time.monotonic() - triggered_mono:.0f} s: {exc}"}
         trigger_answered_s = time.monotonic() - triggered_mono
@@ -360,12 +445,17 @@ async def _fanout(server: ServerProcess, generators: LoadGenerators, token: str 
     cpu = server.cpu_seconds() - cpu_before
     targets = own.get("targets") or len(received)
     return {
-        "targets": targets, "received": len(received), "answered": len(answered),
+        "targets": targets,
+        "received": len(received),
+        "answered": len(answered),
         "trigger_http_ms": 1000 * trigger_answered_s,
-        "received_p50_s": percentile(received, 0.5), "received_last_s": received[-1] if received else None,
-        "answered_50_s": _share(answered, targets, 0.50), "answered_95_s": _share(answered, targets, 0.95),
+        "received_p50_s": percentile(received, 0.5),
+        "received_last_s": received[-1] if received else None,
+        "answered_50_s": _share(answered, targets, 0.50),
+        "answered_95_s": _share(answered, targets, 0.95),
         "answered_100_s": _share(answered, targets, 1.0),
-        "server_cpu_s": cpu, "server_cpu_ms_per_charger": 1000 * cpu / targets if targets else None,
+        "server_cpu_s": cpu,
+        "server_cpu_ms_per_charger": 1000 * cpu / targets if targets else None,
         "loadgen_cpu_s": gen_cpu,
         **own,
     }
@@ -390,8 +480,9 @@ def _parse_time(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
 
 
-async def _activation_record(server: ServerProcess, token: str, created: dict[str, Any],
-                             triggered_wall: float, expected: int) -> tuple[list[float], dict[str, Any]]:
+async def _activation_record(
+    server: ServerProcess, token: str, created: dict[str, Any], triggered_wall: float, expected: int
+) -> tuple[list[float], dict[str, Any]]:
     """Read the activation's own record until it holds ``expected`` dispatches, none pending (bounded).
 
     Return the answer times. Dispatch records are written in batches while the answers come in.
@@ -403,8 +494,9 @@ async def _activation_record(server: ServerProcess, token: str, created: dict[st
         # The list holds summaries only: polling it costs the server little, unlike the record of
         # thousands of chargers, which is read once at the end.
         _status, listing = await http_json("GET", f"{server.http}/api/v1/activations", headers=headers)
-        summary = next((item.get("summary") or {} for item in listing.get("items") or []
-                        if item.get("id") == created["id"]), {})
+        summary = next(
+            (item.get("summary") or {} for item in listing.get("items") or [] if item.get("id") == created["id"]), {}
+        )
         complete = (summary.get("total") or 0) >= expected and summary.get("answered", 0) >= expected
         if (complete and not summary.get("pending")) or time.monotonic() > deadline:
             break
@@ -412,14 +504,17 @@ async def _activation_record(server: ServerProcess, token: str, created: dict[st
     _status, record = await http_json("GET", url, headers=headers)
     summary = record.get("summary") or {}
     chargers = record.get("chargers") or []
-    answered = sorted(t - triggered_wall for t in (_parse_time(c.get("answered_at")) for c in chargers)
-                      if t is not None)
+    answered = sorted(
+        t - triggered_wall for t in (_parse_time(c.get("answered_at")) for c in chargers) if t is not None
+    )
     statuses: dict[str, int] = {}
     for charger in chargers:
         statuses[str(charger.get("status"))] = statuses.get(str(charger.get("status")), 0) + 1
     triggered_at = _parse_time(record.get("triggered_at"))
     own = {
-        "targets": summary.get("total") or len(chargers), "statuses": statuses, "summary": summary,
+        "targets": summary.get("total") or len(chargers),
+        "statuses": statuses,
+        "summary": summary,
         # The hub's own clock: from its trigger (triggered_at) to the last frame handed to the sockets.
         "recorded_last_send_s": summary.get("last_send_s"),
         "recorded_answered_95_s": summary.get("answered_95_s"),
@@ -441,8 +536,9 @@ async def run_network(settings: Settings, workdir: Path, migrated: Path, results
             for kind in settings.servers:
                 tag = f"{chargers}-{repeat}"
                 print(f"[bench] {kind}: {chargers} chargers, run {repeat + 1}/{repeats}", flush=True)
-                run = await network_run(kind, chargers, settings, workdir, template, token, light_hash, tag,
-                                        ("sustain", "fanout"))
+                run = await network_run(
+                    kind, chargers, settings, workdir, template, token, light_hash, tag, ("sustain", "fanout")
+                )
                 network[kind].setdefault(str(chargers), []).append(run)
                 _log_run(run)
         template.unlink()
@@ -453,26 +549,33 @@ async def run_network(settings: Settings, workdir: Path, migrated: Path, results
         results["production_hash"] = {}
         for kind in settings.servers:
             print(f"[bench] {kind}: {chargers} chargers with the production argon2 cost (connect only)", flush=True)
-            run = await network_run(kind, chargers, settings, workdir, template, token, production_hash,
-                                    f"production-{chargers}", ())
+            run = await network_run(
+                kind, chargers, settings, workdir, template, token, production_hash, f"production-{chargers}", ()
+            )
             results["production_hash"][kind] = run
             _log_run(run)
 
 
 def _log_run(run: dict[str, Any]) -> None:
     connect, sustain, fanout = run.get("connect", {}), run.get("sustain", {}), run.get("fanout", {})
-    print(f"[bench]   connect {connect.get('seconds')} s, booted {connect.get('booted')}, "
-          f"RSS/conn {connect.get('rss_per_connection_kib')} KiB; sustain p99 {sustain.get('p99_ms')} ms, "
-          f"{sustain.get('calls_per_s')} calls/s; fan-out last {fanout.get('received_last_s')} s, "
-          f"95% {fanout.get('answered_95_s')} s {fanout.get('skipped', '')} {run.get('error', '')}", flush=True)
+    print(
+        f"[bench]   connect {connect.get('seconds')} s, booted {connect.get('booted')}, "
+        f"RSS/conn {connect.get('rss_per_connection_kib')} KiB; sustain p99 {sustain.get('p99_ms')} ms, "
+        f"{sustain.get('calls_per_s')} calls/s; fan-out last {fanout.get('received_last_s')} s, "
+        f"95% {fanout.get('answered_95_s')} s {fanout.get('skipped', '')} {run.get('error', '')}",
+        flush=True,
+    )
 
 
 async def run_all(settings: Settings) -> dict[str, Any]:
     """Run everything and return the results (also written to results.json and RESULTS.md)."""
     raise_open_files_limit()
     started = time.monotonic()
-    results: dict[str, Any] = {"machine": machine(), "mode": settings.mode,
-                               "settings": {k: v for k, v in asdict(settings).items() if not k.endswith(("_path", "_dir"))}}
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "mode": settings.mode,
+        "settings": {k: v for k, v in asdict(settings).items() if not k.endswith(("_path", "_dir"))},
+    }
     results["argon2"] = measure_argon2(settings.argon2_repeats)
     with tempfile.TemporaryDirectory(prefix="powerbank-bench-") as tmp:
         workdir = Path(tmp)
@@ -480,8 +583,9 @@ async def run_all(settings: Settings) -> dict[str, Any]:
         await asyncio.to_thread(fixtures.migrate, migrated)
         print("[bench] pages and bulk sign-up (in-process)", flush=True)
         results["pages"] = await bench_pages(workdir, migrated, settings.pages_size, settings.in_process_repeats)
-        results["bulk_signup"] = await bench_bulk_signup(workdir, migrated, settings.signup_size,
-                                                         max(3, settings.in_process_repeats // 2))
+        results["bulk_signup"] = await bench_bulk_signup(
+            workdir, migrated, settings.signup_size, max(3, settings.in_process_repeats // 2)
+        )
         results["frame_log"] = bench_frame_log()
         # This process measures loop lag with its ping probe: its own collector must not pause it.
         collector = asyncio.create_task(GcPolicy(full_every_s=math.inf).run())
@@ -506,13 +610,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", default=f"{BASELINE},{POWERBANK}", help="which servers to measure")
     parser.add_argument("--pages-size", type=int, default=5000)
     parser.add_argument("--signup-size", type=int, default=2000)
-    parser.add_argument("--production-hash-size", type=int,
-                        help="also connect this many chargers with PowerBank's production argon2 cost (0: skip)")
-    parser.add_argument("--gc-full-every-s", type=float,
-                        help="PowerBank's seconds between full garbage collections (to measure their pause)")
-    parser.add_argument("--gc-full-after-growth", type=float,
-                        help="PowerBank's memory growth that makes a full collection due (default 0.25 on "
-                             "its own, 0 with --gc-full-every-s)")
+    parser.add_argument(
+        "--production-hash-size",
+        type=int,
+        help="also connect this many chargers with PowerBank's production argon2 cost (0: skip)",
+    )
+    parser.add_argument(
+        "--gc-full-every-s",
+        type=float,
+        help="PowerBank's seconds between full garbage collections (to measure their pause)",
+    )
+    parser.add_argument(
+        "--gc-full-after-growth",
+        type=float,
+        help="PowerBank's memory growth that makes a full collection due (default 0.25 on "
+        "its own, 0 with --gc-full-every-s)",
+    )
     parser.add_argument("--profile", type=Path, help="record each server with py-spy into this folder")
     parser.add_argument("--report-only", action="store_true", help="only write RESULTS.md again from results.json")
     parser.add_argument("--results", type=Path, help="default bench/results.json (quick: results-quick.json)")
@@ -529,16 +642,23 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(
         sizes=[int(s) for s in args.sizes.split(",")] if args.sizes else ([1000] if quick else [1000, 5000, 10000]),
         repeats=args.repeats or (2 if quick else 3),
-        sustain_s=args.sustain_seconds or (10.0 if quick else 20.0), large_repeats=args.large_repeats,
+        sustain_s=args.sustain_seconds or (10.0 if quick else 20.0),
+        large_repeats=args.large_repeats,
         huge_repeats=args.huge_repeats,
         loadgen_processes=args.loadgen_processes,
-        production_hash_size=(args.production_hash_size if args.production_hash_size is not None
-                              else (0 if quick else 1000)),
-        pages_size=args.pages_size, signup_size=args.signup_size,
+        production_hash_size=(
+            args.production_hash_size if args.production_hash_size is not None else (0 if quick else 1000)
+        ),
+        pages_size=args.pages_size,
+        signup_size=args.signup_size,
         in_process_repeats=5 if quick else 9,
-        servers=args.servers.split(","), profile_dir=args.profile, gc_full_every_s=args.gc_full_every_s,
+        servers=args.servers.split(","),
+        profile_dir=args.profile,
+        gc_full_every_s=args.gc_full_every_s,
         gc_full_after_growth=args.gc_full_after_growth,
-        results_path=args.results, report_path=args.report, mode="quick" if quick else "full",
+        results_path=args.results,
+        report_path=args.report,
+        mode="quick" if quick else "full",
     )
     results = asyncio.run(run_all(settings))
     settings.results_path.write_text(json.dumps(results, indent=1) + "\n")

@@ -35,8 +35,13 @@ async def _demo_data(if_empty: bool) -> int:
             return 1
         await load_demo_data(session)
         _, demo_token = await create_token_by_names(
-            session, operator_name="Nordic Charge", team_name=None, access="write", name="Demo token",
-            expires_in_days=None, created_by_email="operator.admin@demo.test",
+            session,
+            operator_name="Nordic Charge",
+            team_name=None,
+            access="write",
+            name="Demo token",
+            expires_in_days=None,
+            created_by_email="operator.admin@demo.test",
         )
         await session.commit()
     print("Demo data loaded.")
@@ -88,7 +93,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    print(f"PowerBank is serving at http://{args.host}:{args.port}/ (OCPP: ws://{args.host}:{args.port}/ocpp/<identity>)")
+    print(
+        f"PowerBank is serving at http://{args.host}:{args.port}/ (OCPP: ws://{args.host}:{args.port}/ocpp/<identity>)"
+    )
     if app.config["DEMO"]:
         _print_demo_logins()
     asyncio.run(serve_app(app, args.host, args.port, simulate=args.simulate))
@@ -107,9 +114,14 @@ async def _specs_from_db(protocol: str) -> list:
         # Each simulated charger reports what its charge point is registered as, so the demo's
         # compatibility stays what the register says once the chargers have booted.
         return [
-            ChargerSpec(identity=cp.identity, vendor=cp.brand or "Generic", model=cp.model or "Charger",
-                        firmware=cp.firmware or "sim-1.0", serial=cp.serial or "",
-                        protocol=cp.ocpp_protocol or protocol)
+            ChargerSpec(
+                identity=cp.identity,
+                vendor=cp.brand or "Generic",
+                model=cp.model or "Charger",
+                firmware=cp.firmware or "sim-1.0",
+                serial=cp.serial or "",
+                protocol=cp.ocpp_protocol or protocol,
+            )
             for cp in rows
         ]
 
@@ -135,8 +147,15 @@ def _cmd_simulate(args: argparse.Namespace, rest: list[str]) -> int:
     logging.getLogger("ocpp").setLevel(logging.WARNING)
     print(f"Simulating {len(specs)} charger(s) against {wanted.url}")
     try:
-        asyncio.run(simulator.run_simulation(wanted.url, wanted.password, specs,
-                                             meter_interval=wanted.meter_interval, connect_rate=wanted.connect_rate))
+        asyncio.run(
+            simulator.run_simulation(
+                wanted.url,
+                wanted.password,
+                specs,
+                meter_interval=wanted.meter_interval,
+                connect_rate=wanted.connect_rate,
+            )
+        )
     except KeyboardInterrupt:
         pass
     return 0
@@ -150,8 +169,13 @@ async def _create_api_token(args: argparse.Namespace) -> int:
     async with standalone_session(database_url()) as session:
         try:
             _, secret = await create_token_by_names(
-                session, operator_name=args.operator, team_name=args.team, access=args.scope, name=args.name,
-                expires_in_days=args.expires_days, created_by_email=args.created_by,
+                session,
+                operator_name=args.operator,
+                team_name=args.team,
+                access=args.scope,
+                name=args.name,
+                expires_in_days=args.expires_days,
+                created_by_email=args.created_by,
             )
         except (NotFoundError, ForbiddenError) as exc:
             print(str(exc), file=sys.stderr)
@@ -191,8 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--scope", required=True, choices=("read", "write"), help="read only, or read and write")
     create.add_argument("--name", default="command line", help="what uses the token (shown in lists and history)")
     create.add_argument("--expires-days", type=int, metavar="D", help="expire after D days (default: never)")
-    create.add_argument("--created-by", metavar="EMAIL",
-                        help="the admin or team owner the token works for; needed to accept terms and conditions")
+    create.add_argument(
+        "--created-by",
+        metavar="EMAIL",
+        help="the admin or team owner the token works for; needed to accept terms and conditions",
+    )
     create.set_defaults(handler=_cmd_api_token_create)
 
     user = commands.add_parser("create-user", help="create a user account")

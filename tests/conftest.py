@@ -59,12 +59,18 @@ def config_overrides() -> dict[str, Any]:
 
 @pytest.fixture
 async def app(database_url: str, config_overrides: dict[str, Any]) -> AsyncIterator[Quart]:
-    app = create_app({
-        "DEMO": True,
-        "DATABASE_URL": database_url, "SECRET_KEY": "test-secret", "TESTING": True,
-        # The test client speaks plain HTTP, as a developer machine does.
-        "QUART_AUTH_COOKIE_SECURE": False, "SESSION_COOKIE_SECURE": False, **config_overrides,
-    })
+    app = create_app(
+        {
+            "DEMO": True,
+            "DATABASE_URL": database_url,
+            "SECRET_KEY": "test-secret",
+            "TESTING": True,
+            # The test client speaks plain HTTP, as a developer machine does.
+            "QUART_AUTH_COOKIE_SECURE": False,
+            "SESSION_COOKIE_SECURE": False,
+            **config_overrides,
+        }
+    )
     async with app.test_app():
         yield app
 
@@ -104,8 +110,14 @@ class Factory:
         return team
 
     async def user(
-        self, *, operator: Operator | None = None, operator_role: str | None = None, team: Team | None = None,
-        team_role: str | None = None, can_configure: bool = True, email: str | None = None,
+        self,
+        *,
+        operator: Operator | None = None,
+        operator_role: str | None = None,
+        team: Team | None = None,
+        team_role: str | None = None,
+        can_configure: bool = True,
+        email: str | None = None,
     ) -> User:
         user = User(email=email or f"user{self._next()}@example.test", password_hash=_PASSWORD_HASH)
         self.session.add(user)
@@ -115,16 +127,27 @@ class Factory:
             self.session.add(OperatorMembership(operator_id=operator.id or 0, user_id=user.id or 0, role=operator_role))
         if team_role:
             assert team is not None
-            self.session.add(TeamMembership(team_id=team.id or 0, user_id=user.id or 0, role=team_role,
-                                            can_configure_charge_points=can_configure))
+            self.session.add(
+                TeamMembership(
+                    team_id=team.id or 0,
+                    user_id=user.id or 0,
+                    role=team_role,
+                    can_configure_charge_points=can_configure,
+                )
+            )
         await self.session.commit()
         return user
 
     async def charge_point(self, team: Team, **fields: Any) -> ChargePoint:
         n = self._next()
         values: dict[str, Any] = {
-            "name": f"Charger {n}", "identity": f"CP-{n:05d}", "brand": "Easee", "model": "Home",
-            "country": "DK", "price_area": "DK1", "ocpp_password_hash": _PASSWORD_HASH,
+            "name": f"Charger {n}",
+            "identity": f"CP-{n:05d}",
+            "brand": "Easee",
+            "model": "Home",
+            "country": "DK",
+            "price_area": "DK1",
+            "ocpp_password_hash": _PASSWORD_HASH,
         }
         values.update(fields)
         charge_point = ChargePoint(team_id=team.id or 0, **values)

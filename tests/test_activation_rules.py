@@ -39,24 +39,29 @@ async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 
 
 async def _is(value: Awaitable[Any], expected: Any) -> bool:
     return await value == expected
+
+
 GOOD = {"price_area": "DK2", "action": "pause", "duration_s": 300, "market": "FCR-D up"}
 
 
-@pytest.mark.parametrize(("changes", "field", "message"), [
-    ({"price_area": "DE"}, "price_area", "Choose a price area"),
-    ({"price_area": ""}, "price_area", "Choose a price area"),
-    ({"duration_s": 0}, "duration_s", "1 s to 60 min"),
-    ({"duration_s": 3601}, "duration_s", "1 s to 60 min"),
-    ({"duration_s": 1.5}, "duration_s", "whole number"),
-    ({"action": "limit", "limit_kw": -1}, "limit_kw", "below 0"),
-    ({"action": "limit", "limit_kw": 30}, "limit_kw", "maximum"),
-    ({"action": "limit"}, "limit_kw", "Give the limit"),
-    ({"action": "stop"}, "action", "pause or limit"),
-    ({"start_at": "2029-12-31T23:00:00Z"}, "start_at", "in the past"),
-    ({"start_at": "2030-01-02T10:00:00"}, "start_at", "time zone"),
-    ({"start_at": "tomorrow"}, "start_at", "date and time"),
-    ({"market": ""}, "market", "Name the market"),
-])
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        ({"price_area": "DE"}, "price_area", "Choose a price area"),
+        ({"price_area": ""}, "price_area", "Choose a price area"),
+        ({"duration_s": 0}, "duration_s", "1 s to 60 min"),
+        ({"duration_s": 3601}, "duration_s", "1 s to 60 min"),
+        ({"duration_s": 1.5}, "duration_s", "whole number"),
+        ({"action": "limit", "limit_kw": -1}, "limit_kw", "below 0"),
+        ({"action": "limit", "limit_kw": 30}, "limit_kw", "maximum"),
+        ({"action": "limit"}, "limit_kw", "Give the limit"),
+        ({"action": "stop"}, "action", "pause or limit"),
+        ({"start_at": "2029-12-31T23:00:00Z"}, "start_at", "in the past"),
+        ({"start_at": "2030-01-02T10:00:00"}, "start_at", "time zone"),
+        ({"start_at": "tomorrow"}, "start_at", "date and time"),
+        ({"market": ""}, "market", "Name the market"),
+    ],
+)
 def test_bad_activation_requests_name_the_field(changes: dict[str, Any], field: str, message: str) -> None:
     with pytest.raises(FormErrors) as caught:
         service.clean_activation({**GOOD, **changes}, NOW)
@@ -72,15 +77,22 @@ def test_good_requests_start_now_or_later() -> None:
 
 
 def activation(limit_kw: float | None, ends_in_s: int) -> Activation:
-    return Activation(operator_id=1, price_area="DK2", market="Test", action="pause" if limit_kw is None else "limit",
-                      limit_kw=limit_kw, start_at=NOW, duration_s=ends_in_s, end_at=NOW + timedelta(seconds=ends_in_s),
-                      created_by="test")
+    return Activation(
+        operator_id=1,
+        price_area="DK2",
+        market="Test",
+        action="pause" if limit_kw is None else "limit",
+        limit_kw=limit_kw,
+        start_at=NOW,
+        duration_s=ends_in_s,
+        end_at=NOW + timedelta(seconds=ends_in_s),
+        created_by="test",
+    )
 
 
 def test_overlapping_activations_give_the_stricter_limit_while_both_run() -> None:
     steps = service.envelope([activation(4.6, 60), activation(None, 10), activation(11, 30)], NOW)
-    assert steps == [service.Step(NOW + timedelta(seconds=10), 0.0),
-                     service.Step(NOW + timedelta(seconds=60), 4600.0)]
+    assert steps == [service.Step(NOW + timedelta(seconds=10), 0.0), service.Step(NOW + timedelta(seconds=60), 4600.0)]
     assert service.envelope([activation(None, 10)], NOW + timedelta(seconds=10)) == []
 
 
@@ -89,8 +101,10 @@ def test_overlapping_activations_give_the_stricter_limit_while_both_run() -> Non
 async def test_the_frames_sent_are_valid_ocpp(protocol: str, unit: str) -> None:
     steps = [service.Step(NOW + timedelta(seconds=10), 0.0), service.Step(NOW + timedelta(seconds=60), 3700.0)]
     version = protocol.removeprefix("ocpp")
-    for action, payload in (fanout.set_limit_payload((protocol, unit, 8), steps, NOW, 5.0),
-                            fanout.clear_payload((protocol, unit, 8))):
+    for action, payload in (
+        fanout.set_limit_payload((protocol, unit, 8), steps, NOW, 5.0),
+        fanout.clear_payload((protocol, unit, 8)),
+    ):
         await validate_payload(Call("1", action, payload), version)
     _, payload = fanout.set_limit_payload((protocol, unit, 8), steps, NOW, 5.0)
     profile = payload.get("csChargingProfiles") or payload["chargingProfile"]
@@ -101,10 +115,17 @@ async def test_the_frames_sent_are_valid_ocpp(protocol: str, unit: str) -> None:
     assert [period["startPeriod"] for period in schedule["chargingSchedulePeriod"]] == [0, 10]
 
 
-async def token(session: AsyncSession, operator: Operator, access: str = TokenAccess.WRITE,
-                team: Team | None = None) -> dict[str, str]:
-    _, secret = await create_token(session, SYSTEM, operator.id or 0, TokenRequest(
-        name=f"grid {access}", access=TokenAccess(access), team_id=team.id if team else None, expires_in_days=None))
+async def token(
+    session: AsyncSession, operator: Operator, access: str = TokenAccess.WRITE, team: Team | None = None
+) -> dict[str, str]:
+    _, secret = await create_token(
+        session,
+        SYSTEM,
+        operator.id or 0,
+        TokenRequest(
+            name=f"grid {access}", access=TokenAccess(access), team_id=team.id if team else None, expires_in_days=None
+        ),
+    )
     await session.commit()
     return {"Authorization": f"Bearer {secret}"}
 
@@ -113,36 +134,52 @@ async def activation_count(session: AsyncSession) -> int:
     return (await session.exec(select(func.count()).select_from(Activation))).one()
 
 
-@pytest.mark.parametrize(("changes", "field"), [
-    ({"price_area": "XX"}, "price_area"),
-    ({"duration_s": 0}, "duration_s"),
-    ({"duration_s": 3601}, "duration_s"),
-    ({"action": "limit", "limit_kw": -0.1}, "limit_kw"),
-    ({"action": "limit", "limit_kw": 50}, "limit_kw"),
-    ({"start_at": "2000-01-01T00:00:00Z"}, "start_at"),
-    ({"action": "brake"}, "action"),
-    ({"surprise": 1}, "surprise"),
-])
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"price_area": "XX"}, "price_area"),
+        ({"duration_s": 0}, "duration_s"),
+        ({"duration_s": 3601}, "duration_s"),
+        ({"action": "limit", "limit_kw": -0.1}, "limit_kw"),
+        ({"action": "limit", "limit_kw": 50}, "limit_kw"),
+        ({"start_at": "2000-01-01T00:00:00Z"}, "start_at"),
+        ({"action": "brake"}, "action"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
 async def test_api_refuses_bad_input_with_a_problem_and_starts_nothing(
-    app: Quart, factory: Factory, session: AsyncSession, changes: dict[str, Any], field: str,
+    app: Quart,
+    factory: Factory,
+    session: AsyncSession,
+    changes: dict[str, Any],
+    field: str,
 ) -> None:
     operator = await factory.operator()
-    response = await app.test_client().post("/api/v1/activations", json={**GOOD, **changes},
-                                            headers=await token(session, operator))
+    response = await app.test_client().post(
+        "/api/v1/activations", json={**GOOD, **changes}, headers=await token(session, operator)
+    )
     assert response.status_code == 422
     assert response.mimetype == "application/problem+json"
     assert field in [error["field"] for error in (await response.get_json())["errors"]]
     assert await activation_count(session) == 0
 
 
-@pytest.mark.parametrize(("access", "team_scoped", "create_status", "read_status"), [
-    ("write", False, 201, 200),
-    ("read", False, 403, 200),
-    ("write", True, 403, 403),
-    ("read", True, 403, 403),
-])
+@pytest.mark.parametrize(
+    ("access", "team_scoped", "create_status", "read_status"),
+    [
+        ("write", False, 201, 200),
+        ("read", False, 403, 200),
+        ("write", True, 403, 403),
+        ("read", True, 403, 403),
+    ],
+)
 async def test_only_operator_write_tokens_start_activations(
-    app: Quart, factory: Factory, session: AsyncSession, access: str, team_scoped: bool, create_status: int,
+    app: Quart,
+    factory: Factory,
+    session: AsyncSession,
+    access: str,
+    team_scoped: bool,
+    create_status: int,
     read_status: int,
 ) -> None:
     operator = await factory.operator()
@@ -164,8 +201,9 @@ async def test_api_lists_reads_and_hides_other_tenants(app: Quart, factory: Fact
     await session.commit()
     headers, their_headers = await token(session, ours), await token(session, theirs)
     client = app.test_client()
-    created = await (await client.post("/api/v1/activations", json={**GOOD, "start_at": "2099-01-01T00:00:00Z"},
-                                       headers=headers)).get_json()
+    created = await (
+        await client.post("/api/v1/activations", json={**GOOD, "start_at": "2099-01-01T00:00:00Z"}, headers=headers)
+    ).get_json()
     assert created["state"] == "scheduled" and created["created_by"] == "API token grid write"
     listed = await (await client.get("/api/v1/activations", headers=headers)).get_json()
     assert [item["id"] for item in listed["items"]] == [created["id"]]
@@ -194,16 +232,24 @@ async def user_in_role(factory: Factory, operator: Operator, team: Team, role: s
             return await factory.user(team=team, team_role=role.split()[1])
 
 
-@pytest.mark.parametrize(("role", "page_status", "post_status"), [
-    ("operator admin", 200, 303),
-    ("operator manager", 200, 303),
-    ("team owner", 403, 403),
-    ("team admin", 403, 403),
-    ("team member", 403, 403),
-    ("other operator admin", 404, 404),
-])
+@pytest.mark.parametrize(
+    ("role", "page_status", "post_status"),
+    [
+        ("operator admin", 200, 303),
+        ("operator manager", 200, 303),
+        ("team owner", 403, 403),
+        ("team admin", 403, 403),
+        ("team member", 403, 403),
+        ("other operator admin", 404, 404),
+    ],
+)
 async def test_only_operator_admins_and_managers_start_activations_from_the_page(
-    factory: Factory, session: AsyncSession, login_as: LoginAs, role: str, page_status: int, post_status: int,
+    factory: Factory,
+    session: AsyncSession,
+    login_as: LoginAs,
+    role: str,
+    page_status: int,
+    post_status: int,
 ) -> None:
     operator = await factory.operator()
     team = await factory.team(operator)
@@ -216,7 +262,9 @@ async def test_only_operator_admins_and_managers_start_activations_from_the_page
 
 
 async def test_the_page_starts_a_test_activation_and_shows_it(
-    factory: Factory, session: AsyncSession, login_as: LoginAs,
+    factory: Factory,
+    session: AsyncSession,
+    login_as: LoginAs,
 ) -> None:
     operator = await factory.operator()
     team = await factory.team(operator)
@@ -260,13 +308,24 @@ async def test_the_page_starts_a_test_activation_and_shows_it(
 
 
 async def test_the_page_form_shows_what_is_wrong_and_keeps_the_input(
-    factory: Factory, session: AsyncSession, login_as: LoginAs,
+    factory: Factory,
+    session: AsyncSession,
+    login_as: LoginAs,
 ) -> None:
     operator = await factory.operator()
     client = await login_as(await factory.user(operator=operator, operator_role="manager"))
-    response = await post_form(client, f"/operators/{operator.id}/activations", {
-        "price_area": "DK2", "market": "FCR-N", "action": "limit", "limit_kw": "99", "duration_s": "7200",
-        "start_at": ""})
+    response = await post_form(
+        client,
+        f"/operators/{operator.id}/activations",
+        {
+            "price_area": "DK2",
+            "market": "FCR-N",
+            "action": "limit",
+            "limit_kw": "99",
+            "duration_s": "7200",
+            "start_at": "",
+        },
+    )
     assert response.status_code == 422
     body = await response.get_data(as_text=True)
     assert 'id="f-limit_kw-error"' in body and 'id="f-duration_s-error"' in body
@@ -276,15 +335,24 @@ async def test_the_page_form_shows_what_is_wrong_and_keeps_the_input(
 
 async def stored_pause(session: AsyncSession, team: Team) -> Activation:
     """Store a one-minute pause of DK1 for the team's operator, starting now."""
-    activation = Activation(operator_id=team.operator_id, price_area="DK1", market="Test", action="pause",
-                            start_at=NOW, duration_s=60, end_at=NOW + timedelta(seconds=60), created_by="test")
+    activation = Activation(
+        operator_id=team.operator_id,
+        price_area="DK1",
+        market="Test",
+        action="pause",
+        start_at=NOW,
+        duration_s=60,
+        end_at=NOW + timedelta(seconds=60),
+        created_by="test",
+    )
     session.add(activation)
     await session.commit()
     return activation
 
 
 async def test_a_charger_booting_during_the_fan_out_keeps_its_row_and_the_others_are_recorded(
-    factory: Factory, session: AsyncSession,
+    factory: Factory,
+    session: AsyncSession,
 ) -> None:
     team = await factory.team()
     early, other = await factory.charge_point(team), await factory.charge_point(team)
@@ -299,7 +367,8 @@ async def test_a_charger_booting_during_the_fan_out_keeps_its_row_and_the_others
 
 
 async def test_chargers_that_reconnect_together_are_recorded_again_in_one_go(
-    factory: Factory, session: AsyncSession,
+    factory: Factory,
+    session: AsyncSession,
 ) -> None:
     team = await factory.team()
     answered, new = await factory.charge_point(team), await factory.charge_point(team)
@@ -315,8 +384,9 @@ async def test_chargers_that_reconnect_together_are_recorded_again_in_one_go(
     await session.commit()
 
     session.expire_all()
-    rows = {d.charge_point_id: (d.status, d.detail, d.sent_at, d.answered_at)
-            for d in await session.exec(select(Dispatch))}
+    rows = {
+        d.charge_point_id: (d.status, d.detail, d.sent_at, d.answered_at) for d in await session.exec(select(Dispatch))
+    }
     # The one sent before is pending again with its new send time; the other has a row of its own.
     assert rows == {
         answered_id: ("pending", "sent after the charger connected", later, None),
@@ -341,8 +411,12 @@ class OneCharger:
 
 async def test_an_answer_is_timed_when_it_arrives_not_when_it_is_stored(monkeypatch: pytest.MonkeyPatch) -> None:
     registry = OneCharger()
-    sent = fanout.broadcast(registry, [service.Target(1, "CP-1", "W", None)], fanout.clear_payload,  # type: ignore[arg-type]
-                            NOW)
+    sent = fanout.broadcast(
+        registry,
+        [service.Target(1, "CP-1", "W", None)],
+        fanout.clear_payload,  # type: ignore[arg-type]
+        NOW,
+    )
     clock = NOW + timedelta(seconds=1)
     monkeypatch.setattr(fanout, "utcnow", lambda: clock)
     assert registry.answer is not None

@@ -40,9 +40,15 @@ pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 MARGIN_S = 0.5
 CONFIG = {
-    "DEMO": True, "SECRET_KEY": "test-secret", "TESTING": True, "QUART_AUTH_COOKIE_SECURE": False,
-    "SESSION_COOKIE_SECURE": False, "OCPP_LAST_SEEN_FLUSH_S": 0.2, "OCPP_CALL_TIMEOUT_S": 3,
-    "ACTIVATION_PROFILE_MARGIN_S": MARGIN_S, "ACTIVATION_ANSWER_TIMEOUT_S": 3,
+    "DEMO": True,
+    "SECRET_KEY": "test-secret",
+    "TESTING": True,
+    "QUART_AUTH_COOKIE_SECURE": False,
+    "SESSION_COOKIE_SECURE": False,
+    "OCPP_LAST_SEEN_FLUSH_S": 0.2,
+    "OCPP_CALL_TIMEOUT_S": 3,
+    "ACTIVATION_PROFILE_MARGIN_S": MARGIN_S,
+    "ACTIVATION_ANSWER_TIMEOUT_S": 3,
 }
 FULL_POWER_W = 11_000
 
@@ -101,8 +107,9 @@ async def eventually(condition: Callable[[], Any], timeout: float = 5.0, message
 
 
 def simulated(identity: str, **spec: Any) -> SimulatedCharger:
-    return SimulatedCharger(ChargerSpec(identity=identity, **spec), meter_interval=1.0, reconnect_delay=0.05,
-                            max_reconnect_delay=0.2)
+    return SimulatedCharger(
+        ChargerSpec(identity=identity, **spec), meter_interval=1.0, reconnect_delay=0.05, max_reconnect_delay=0.2
+    )
 
 
 @asynccontextmanager
@@ -128,8 +135,11 @@ def clears(charger: SimulatedCharger, since: int = 0) -> list[dict[str, Any]]:
 async def probed(session: AsyncSession, charge_points: Iterable[ChargePoint]) -> bool:
     """Tell whether every charger answered the capability probe (its rate unit is then known)."""
     ids = [cp.id for cp in charge_points]
-    rows = await session.exec(select(ChargerCapability.charge_point_id).where(
-        col(ChargerCapability.charge_point_id).in_(ids)).execution_options(populate_existing=True))
+    rows = await session.exec(
+        select(ChargerCapability.charge_point_id)
+        .where(col(ChargerCapability.charge_point_id).in_(ids))
+        .execution_options(populate_existing=True)
+    )
     return len(set(rows)) == len(ids)
 
 
@@ -141,10 +151,17 @@ async def connect_all(app: Quart, session: AsyncSession, pairs: list[tuple[Charg
     await eventually(lambda: all(charger.power_w == FULL_POWER_W for _, charger in pairs), message="not charging")
 
 
-async def write_token(session: AsyncSession, operator: Operator, access: str = TokenAccess.WRITE,
-                      team: Team | None = None) -> dict[str, str]:
-    _, secret = await create_token(session, SYSTEM, operator.id or 0, TokenRequest(
-        name=f"grid {access}", access=TokenAccess(access), team_id=team.id if team else None, expires_in_days=None))
+async def write_token(
+    session: AsyncSession, operator: Operator, access: str = TokenAccess.WRITE, team: Team | None = None
+) -> dict[str, str]:
+    _, secret = await create_token(
+        session,
+        SYSTEM,
+        operator.id or 0,
+        TokenRequest(
+            name=f"grid {access}", access=TokenAccess(access), team_id=team.id if team else None, expires_in_days=None
+        ),
+    )
     await session.commit()
     return {"Authorization": f"Bearer {secret}"}
 
@@ -165,7 +182,9 @@ def by_identity(activation: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {row["identity"]: row for row in activation["chargers"]}
 
 
-async def dk2_fleet(factory: Factory, session: AsyncSession, team: Team, count: int, **fields: Any) -> list[ChargePoint]:
+async def dk2_fleet(
+    factory: Factory, session: AsyncSession, team: Team, count: int, **fields: Any
+) -> list[ChargePoint]:
     """Create compatible DK2 charge points; R6 signs them up automatically."""
     charge_points = [await factory.charge_point(team, price_area="DK2", **fields) for _ in range(count)]
     await enrollment.reevaluate(session, charge_points)
@@ -174,7 +193,9 @@ async def dk2_fleet(factory: Factory, session: AsyncSession, team: Team, count: 
 
 
 async def test_signed_up_chargers_of_the_area_are_paused_and_nobody_else_is_touched(
-    app: Quart, factory: Factory, session: AsyncSession,
+    app: Quart,
+    factory: Factory,
+    session: AsyncSession,
 ) -> None:
     operator = await factory.operator()
     team = await factory.team(operator)
@@ -184,8 +205,13 @@ async def test_signed_up_chargers_of_the_area_are_paused_and_nobody_else_is_touc
     admin = await factory.user(operator=operator, operator_role="admin")
     await enrollment.opt_out(session, await load_principal(session, admin), opted_out)
     other_area = await factory.charge_point(team, price_area="DK1")
-    await enrollment.sign_up_one(session, await load_principal(session, admin), other_area,
-                                 accept_terms_version=(await enrollment.current_terms(session)).version, facility_id=None)
+    await enrollment.sign_up_one(
+        session,
+        await load_principal(session, admin),
+        other_area,
+        accept_terms_version=(await enrollment.current_terms(session)).version,
+        facility_id=None,
+    )
     never = await factory.charge_point(team, price_area="DK2", brand="Acme", model="Unlisted")
     other_tenant = (await dk2_fleet(factory, session, await factory.team(), 1))[0]
     await session.commit()
@@ -201,8 +227,11 @@ async def test_signed_up_chargers_of_the_area_are_paused_and_nobody_else_is_touc
         targets = [*signed_up, signed_up_201]
         created = await activate(app, headers, price_area="DK2", action="pause", duration_s=30, market="FCR-D up")
         started = time.monotonic()
-        await eventually(lambda: all(chargers[cp.identity].power_w == 0 for cp in targets), 2.0,
-                         "signed-up DK2 chargers were not paused")
+        await eventually(
+            lambda: all(chargers[cp.identity].power_w == 0 for cp in targets),
+            2.0,
+            "signed-up DK2 chargers were not paused",
+        )
         assert time.monotonic() - started < 2.0
 
         async def all_answered() -> bool:
@@ -256,7 +285,10 @@ async def test_window_end_releases_and_charging_comes_back(app: Quart, factory: 
 
 
 async def test_an_activation_stored_but_never_launched_is_sent_by_the_scheduler_once(
-    app: Quart, factory: Factory, session: AsyncSession, monkeypatch: pytest.MonkeyPatch,
+    app: Quart,
+    factory: Factory,
+    session: AsyncSession,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     operator = await factory.operator()
     cp = (await dk2_fleet(factory, session, await factory.team(operator), 1))[0]
@@ -300,7 +332,9 @@ async def test_limit_expires_by_itself_when_the_hub_is_gone(database_url: str, o
 
 
 async def test_opt_out_during_an_activation_releases_at_once(
-    app: Quart, factory: Factory, session: AsyncSession,
+    app: Quart,
+    factory: Factory,
+    session: AsyncSession,
 ) -> None:
     operator = await factory.operator()
     cps = await dk2_fleet(factory, session, await factory.team(operator), 2)
@@ -328,7 +362,10 @@ async def test_opt_out_during_an_activation_releases_at_once(
 
 @pytest.mark.parametrize("change", ["delete", "move", "delete team"])
 async def test_deleting_or_moving_a_charge_point_releases_it(
-    app: Quart, factory: Factory, session: AsyncSession, change: str,
+    app: Quart,
+    factory: Factory,
+    session: AsyncSession,
+    change: str,
 ) -> None:
     operator = await factory.operator()
     team = await factory.team(operator)
@@ -344,17 +381,33 @@ async def test_deleting_or_moving_a_charge_point_releases_it(
         elif change == "delete team":
             await delete_team(session, SYSTEM, team)
         else:
-            await update_charge_point(session, SYSTEM, team, cp, {
-                "name": cp.name, "identity": cp.identity, "brand": cp.brand, "model": cp.model,
-                "country": "DK", "price_area": "DK1", "serial": "", "facility_id": ""})
+            await update_charge_point(
+                session,
+                SYSTEM,
+                team,
+                cp,
+                {
+                    "name": cp.name,
+                    "identity": cp.identity,
+                    "brand": cp.brand,
+                    "model": cp.model,
+                    "country": "DK",
+                    "price_area": "DK1",
+                    "serial": "",
+                    "facility_id": "",
+                },
+            )
         await session.commit()
         await eventually(lambda: charger.power_w == FULL_POWER_W and bool(clears(charger)), 1.0, "not released")
 
         async def recorded() -> bool:
             await session.rollback()  # a fresh snapshot: the runner records in its own session
             reasons = (await session.exec(select(Dispatch.release_reason))).all()
-            return reasons == [{"delete": "charge point deleted", "move": "moved to another area",
-                                "delete team": "team deleted"}[change]]
+            return reasons == [
+                {"delete": "charge point deleted", "move": "moved to another area", "delete team": "team deleted"}[
+                    change
+                ]
+            ]
 
         await eventually(recorded, message="the release was not recorded")
         # A deleted charger is disconnected once it has answered the release (which is recorded as
@@ -368,7 +421,9 @@ async def test_deleting_or_moving_a_charge_point_releases_it(
 
 
 async def test_a_charger_that_connects_during_an_activation_gets_the_limit_after_boot(
-    app: Quart, factory: Factory, session: AsyncSession,
+    app: Quart,
+    factory: Factory,
+    session: AsyncSession,
 ) -> None:
     operator = await factory.operator()
     online, late = await dk2_fleet(factory, session, await factory.team(operator), 2)
@@ -395,7 +450,8 @@ async def test_a_charger_that_connects_during_an_activation_gets_the_limit_after
 
 
 async def test_restart_picks_up_active_activations_and_releases_ended_ones(
-    database_url: str, own_session: AsyncSession,
+    database_url: str,
+    own_session: AsyncSession,
 ) -> None:
     session, factory = own_session, Factory(own_session)
     operator = await factory.operator()
@@ -403,8 +459,13 @@ async def test_restart_picks_up_active_activations_and_releases_ended_ones(
     dk2 = (await dk2_fleet(factory, session, team, 1))[0]
     se3 = await factory.charge_point(team, country="SE", price_area="SE3", facility_id="735999000000000013")
     admin = await factory.user(operator=operator, operator_role="admin")
-    await enrollment.sign_up_one(session, await load_principal(session, admin), se3,
-                                 accept_terms_version=(await enrollment.current_terms(session)).version, facility_id=None)
+    await enrollment.sign_up_one(
+        session,
+        await load_principal(session, admin),
+        se3,
+        accept_terms_version=(await enrollment.current_terms(session)).version,
+        facility_id=None,
+    )
     await session.commit()
     kept, lapsed = simulated(dk2.identity), simulated(se3.identity)
     headers = await write_token(session, operator)
@@ -438,7 +499,9 @@ async def _equals(value: Any, expected: Any) -> bool:
 
 
 async def test_overlapping_activations_apply_the_stricter_limit_and_release_only_at_the_last_end(
-    app: Quart, factory: Factory, session: AsyncSession,
+    app: Quart,
+    factory: Factory,
+    session: AsyncSession,
 ) -> None:
     operator = await factory.operator()
     cp = (await dk2_fleet(factory, session, await factory.team(operator), 1))[0]
@@ -463,7 +526,9 @@ async def test_overlapping_activations_apply_the_stricter_limit_and_release_only
 
 
 async def test_cancel_releases_and_a_second_cancel_is_a_conflict(
-    app: Quart, factory: Factory, session: AsyncSession,
+    app: Quart,
+    factory: Factory,
+    session: AsyncSession,
 ) -> None:
     operator = await factory.operator()
     cp = (await dk2_fleet(factory, session, await factory.team(operator), 1))[0]
@@ -482,13 +547,20 @@ async def test_cancel_releases_and_a_second_cancel_is_a_conflict(
         assert again.status_code == 409
         assert again.mimetype == "application/problem+json"
         assert "already cancelled" in (await again.get_json())["detail"]
-        dispatches = (await session.exec(select(Dispatch).where(Dispatch.activation_id == created["id"])
-                                         .execution_options(populate_existing=True))).all()
+        dispatches = (
+            await session.exec(
+                select(Dispatch)
+                .where(Dispatch.activation_id == created["id"])
+                .execution_options(populate_existing=True)
+            )
+        ).all()
         assert [d.release_reason for d in dispatches] == ["cancelled"]
 
 
 async def test_a_scheduled_activation_starts_on_time_and_not_before(
-    app: Quart, factory: Factory, session: AsyncSession,
+    app: Quart,
+    factory: Factory,
+    session: AsyncSession,
 ) -> None:
     operator = await factory.operator()
     cp = (await dk2_fleet(factory, session, await factory.team(operator), 1))[0]
@@ -497,8 +569,9 @@ async def test_a_scheduled_activation_starts_on_time_and_not_before(
     async with running(app.config["TEST_OCPP_URL"], [charger]):
         await connect_all(app, session, [(cp, charger)])
         start = datetime.now(UTC) + timedelta(seconds=1)
-        created = await activate(app, headers, price_area="DK2", action="pause", duration_s=1,
-                                 start_at=start.isoformat())
+        created = await activate(
+            app, headers, price_area="DK2", action="pause", duration_s=1, start_at=start.isoformat()
+        )
         assert created["state"] == "scheduled"
         assert set_profiles(charger) == [] and charger.power_w == FULL_POWER_W
         await eventually(lambda: charger.power_w == 0, 3.0, "the scheduled activation did not start")

@@ -38,11 +38,22 @@ def _hash_demo_passwords_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("powerbank.services.users.hash_password", _hash_once)
 
 
-async def make_token(session: AsyncSession, *, team: str | None = None, access: str = "write",
-                     creator: str | None = "operator.admin@demo.test", name: str = "script") -> str:
+async def make_token(
+    session: AsyncSession,
+    *,
+    team: str | None = None,
+    access: str = "write",
+    creator: str | None = "operator.admin@demo.test",
+    name: str = "script",
+) -> str:
     _, secret = await create_token_by_names(
-        session, operator_name="Nordic Charge", team_name=team, access=access, name=name,
-        expires_in_days=None, created_by_email=creator,
+        session,
+        operator_name="Nordic Charge",
+        team_name=team,
+        access=access,
+        name=name,
+        expires_in_days=None,
+        created_by_email=creator,
     )
     await session.commit()
     return secret
@@ -65,15 +76,28 @@ async def demo_ids(session: AsyncSession) -> dict[str, int]:
     teams = {team.name: team.id or 0 for team in await session.exec(select(Team))}
     cps = {cp.identity: cp.id or 0 for cp in await session.exec(select(ChargePoint))}
     return {
-        "sto": teams["Stockholm Offices"], "lon": teams["London Depot"], "cph": teams["Copenhagen Fleet"],
-        "oslo": teams["Oslo Yard"], "kista": cps["STO-001"], "solna1": cps["STO-003"], "solna2": cps["STO-004"],
-        "soder": cps["STO-005"], "gamla": cps["STO-006"], "bay": cps["LON-001"], "oslo_cp": cps["OSL-001"],
+        "sto": teams["Stockholm Offices"],
+        "lon": teams["London Depot"],
+        "cph": teams["Copenhagen Fleet"],
+        "oslo": teams["Oslo Yard"],
+        "kista": cps["STO-001"],
+        "solna1": cps["STO-003"],
+        "solna2": cps["STO-004"],
+        "soder": cps["STO-005"],
+        "gamla": cps["STO-006"],
+        "bay": cps["LON-001"],
+        "oslo_cp": cps["OSL-001"],
     }
 
 
 async def state_of(session: AsyncSession, cp_id: int) -> str:
-    row = (await session.exec(select(Participation).where(Participation.charge_point_id == cp_id)
-                              .execution_options(populate_existing=True))).first()
+    row = (
+        await session.exec(
+            select(Participation)
+            .where(Participation.charge_point_id == cp_id)
+            .execution_options(populate_existing=True)
+        )
+    ).first()
     return row.state if row else "Not signed up"
 
 
@@ -120,30 +144,39 @@ MATRIX: list[tuple[str, str, Any, tuple[int, int, int, int]]] = [
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "body", "expected"), MATRIX,
-                         ids=[f"{m} {p}" for m, p, _, _ in MATRIX])
+@pytest.mark.parametrize(("method", "path", "body", "expected"), MATRIX, ids=[f"{m} {p}" for m, p, _, _ in MATRIX])
 async def test_every_endpoint_with_each_token_scope(
-    client: QuartClient, session: AsyncSession, demo: list[ChargePoint],
-    method: str, path: str, body: Any, expected: tuple[int, ...],
+    client: QuartClient,
+    session: AsyncSession,
+    demo: list[ChargePoint],
+    method: str,
+    path: str,
+    body: Any,
+    expected: tuple[int, ...],
 ) -> None:
     ids = await demo_ids(session)
     for (scope, (team, access)), want in zip(SCOPES.items(), expected, strict=True):
         token = await make_token(session, team=team, access=access, name=scope)
-        status, document, mimetype = await call(client, method, path.format(**ids), token,
-                                                body(ids) if body else None)
+        status, document, mimetype = await call(client, method, path.format(**ids), token, body(ids) if body else None)
         assert status == want, (scope, document)
         if status >= 400:
             assert mimetype == PROBLEM and document["status"] == status, scope
 
 
-async def test_teams_lists_what_the_token_reaches(client: QuartClient, session: AsyncSession,
-                                                 demo: list[ChargePoint]) -> None:
+async def test_teams_lists_what_the_token_reaches(
+    client: QuartClient, session: AsyncSession, demo: list[ChargePoint]
+) -> None:
     operator_token = await make_token(session, access="read")
     team_token = await make_token(session, team="Stockholm Offices", access="read")
     _, operator_teams, _ = await call(client, "GET", "/api/v1/teams", operator_token)
     _, team_teams, _ = await call(client, "GET", "/api/v1/teams", team_token)
     assert [t["name"] for t in operator_teams["items"]] == [
-        "Berlin Garage", "Copenhagen Fleet", "Dublin Hub", "London Depot", "Stockholm Offices"]
+        "Berlin Garage",
+        "Copenhagen Fleet",
+        "Dublin Hub",
+        "London Depot",
+        "Stockholm Offices",
+    ]
     assert [(t["name"], t["operator_name"]) for t in team_teams["items"]] == [("Stockholm Offices", "Nordic Charge")]
 
 
@@ -153,14 +186,17 @@ async def test_writes_refused_by_scope_or_tenant_change_nothing(
     ids = await demo_ids(session)
     read_token = await make_token(session, access="read")
     team_token = await make_token(session, team="Stockholm Offices")
-    status, document, _ = await call(client, "PATCH", f"/api/v1/charge-points/{ids['kista']}", read_token,
-                                     {"name": "Hijacked"})
+    status, document, _ = await call(
+        client, "PATCH", f"/api/v1/charge-points/{ids['kista']}", read_token, {"name": "Hijacked"}
+    )
     assert (status, document["detail"]) == (403, "This API token is read-only; changes need a token with write access.")
     await call(client, "PATCH", f"/api/v1/charge-points/{ids['bay']}", team_token, {"name": "Hijacked"})
     await call(client, "DELETE", f"/api/v1/charge-points/{ids['bay']}/powerbank", read_token)
     names = set(await session.exec(select(ChargePoint.name).where(col(ChargePoint.id).in_([ids["kista"], ids["bay"]]))))
     assert names == {"Kista A", "Bay 1"}
-    assert (await session.exec(select(ParticipationEvent).where(ParticipationEvent.actor_label != "system"))).all() == []
+    assert (
+        await session.exec(select(ParticipationEvent).where(ParticipationEvent.actor_label != "system"))
+    ).all() == []
 
 
 async def test_charge_points_are_paginated_and_filtered_by_country_area_and_state(
@@ -173,7 +209,13 @@ async def test_charge_points_are_paginated_and_filtered_by_country_area_and_stat
     _, second, _ = await call(client, "GET", f"{base}?page_size=4&page=2", token)
     assert (first["total"], first["pages"], len(first["items"]), len(second["items"])) == (6, 2, 4, 2)
     assert [cp["name"] for cp in first["items"] + second["items"]] == [
-        "Aarhus Hub", "Amager Depot", "Nørrebro 1", "Nørrebro 2", "Valby Legacy", "Vesterbro 1"]
+        "Aarhus Hub",
+        "Amager Depot",
+        "Nørrebro 1",
+        "Nørrebro 2",
+        "Valby Legacy",
+        "Vesterbro 1",
+    ]
     _, dk1, _ = await call(client, "GET", f"{base}?area=dk1", token)
     assert [cp["name"] for cp in dk1["items"]] == ["Aarhus Hub"]
     _, signed_up, _ = await call(client, "GET", f"{base}?state=Signed%20up", token)
@@ -184,10 +226,17 @@ async def test_charge_points_are_paginated_and_filtered_by_country_area_and_stat
     assert (swedish["total"], german["total"]) == (6, 0)
 
 
-@pytest.mark.parametrize(("query", "field"), [
-    ("page_size=501", "page_size"), ("page_size=0", "page_size"), ("page=0", "page"), ("page=two", "page"),
-    ("state=Asleep", "state"), ("colour=red", "colour"),
-])
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("page_size=501", "page_size"),
+        ("page_size=0", "page_size"),
+        ("page=0", "page"),
+        ("page=two", "page"),
+        ("state=Asleep", "state"),
+        ("colour=red", "colour"),
+    ],
+)
 async def test_bad_query_strings_are_refused_with_the_field(
     client: QuartClient, session: AsyncSession, demo: list[ChargePoint], query: str, field: str
 ) -> None:
@@ -206,8 +255,12 @@ async def test_patch_uses_the_forms_validation_and_changes_nothing_when_invalid(
     cases = [
         (ids["solna1"], {"facility_id": "735999100000000011"}, "facility_id", "Facility ID check digit is wrong"),
         (ids["solna1"], {"facility_id": "12345"}, "facility_id", "Facility ID must be 18 digits; this has 5."),
-        (ids["bay"], {"facility_id": make_facility_id("10000000009")}, "facility_id",
-         "A Facility ID is only used for charge points in Sweden."),
+        (
+            ids["bay"],
+            {"facility_id": make_facility_id("10000000009")},
+            "facility_id",
+            "A Facility ID is only used for charge points in Sweden.",
+        ),
         (ids["bay"], {"country": "DK"}, "price_area", "Price area for Denmark must be one of DK1, DK2."),
         (ids["bay"], {"name": None}, "name", "Name is required."),
         (ids["bay"], {"name": "x" * 121}, "name", "Name can be at most 120 characters."),
@@ -221,19 +274,23 @@ async def test_patch_uses_the_forms_validation_and_changes_nothing_when_invalid(
     assert (bay.name, bay.country, bay.facility_id) == ("Bay 1", "GB", None)
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"name": 5}, "name"),
-    ({"name": "ok", "identity": "NEW-1"}, "identity"),
-    ({"facility_id": ["735999"]}, "facility_id"),
-    ([1, 2], "body"),
-    ({"name": "\ud800"}, "body"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": 5}, "name"),
+        ({"name": "ok", "identity": "NEW-1"}, "identity"),
+        ({"facility_id": ["735999"]}, "facility_id"),
+        ([1, 2], "body"),
+        ({"name": "\ud800"}, "body"),
+    ],
+)
 async def test_wrong_types_and_unknown_fields_are_422_problems(
     client: QuartClient, session: AsyncSession, demo: list[ChargePoint], body: Any, field: str
 ) -> None:
     ids = await demo_ids(session)
-    status, document, mimetype = await call(client, "PATCH", f"/api/v1/charge-points/{ids['bay']}",
-                                            await make_token(session), body)
+    status, document, mimetype = await call(
+        client, "PATCH", f"/api/v1/charge-points/{ids['bay']}", await make_token(session), body
+    )
     assert (status, mimetype) == (422, PROBLEM)
     assert set(document) == {"type", "title", "status", "detail", "errors"}
     assert document["type"] == "/api/docs#problem-validation"
@@ -261,10 +318,12 @@ async def test_bodies_that_are_not_json_too_large_or_sent_wrongly_get_problems(
     assert (await session.get(ChargePoint, ids["bay"])).name == "Bay 1"
 
 
-@pytest.mark.parametrize("authorization", [None, "Bearer", "Bearer pb_not-a-real-token", "Basic dXNlcjpwdw==",
-                                           "Bearer " + "pb_" + "x" * 500])
-async def test_requests_without_a_valid_token_are_401(client: QuartClient, demo: list[ChargePoint],
-                                                      authorization: str | None) -> None:
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer", "Bearer pb_not-a-real-token", "Basic dXNlcjpwdw==", "Bearer " + "pb_" + "x" * 500]
+)
+async def test_requests_without_a_valid_token_are_401(
+    client: QuartClient, demo: list[ChargePoint], authorization: str | None
+) -> None:
     headers = {"Authorization": authorization} if authorization else {}
     response = await client.get("/api/v1/teams", headers=headers)
     document = await response.get_json(force=True)
@@ -303,15 +362,28 @@ async def test_bulk_sign_up_in_sweden_is_all_or_nothing_with_a_message_per_charg
 
     # Two valid Facility IDs and a wrong one: still nothing saved, not even the valid IDs.
     good1, good2 = make_facility_id("20000000001"), make_facility_id("20000000002")
-    status, blocked, _ = await call(client, "POST", path, token, {
-        "accept_terms_version": TERMS, "all": True,
-        "facility_ids": {str(ids["solna1"]): good1, str(ids["solna2"]): good2, str(ids["soder"]): good1[:-1] + "0"},
-    })
+    status, blocked, _ = await call(
+        client,
+        "POST",
+        path,
+        token,
+        {
+            "accept_terms_version": TERMS,
+            "all": True,
+            "facility_ids": {str(ids["solna1"]): good1, str(ids["solna2"]): good2, str(ids["soder"]): good1[:-1] + "0"},
+        },
+    )
     assert status == 422
     assert [(e["charge_point_id"], e["message"]) for e in blocked["errors"]] == [
-        (ids["soder"], f"Södermalm: Facility ID check digit is wrong: the last digit should be {good1[-1]}.")]
-    stored = set(await session.exec(select(ChargePoint.facility_id).where(
-        col(ChargePoint.id).in_([ids["solna1"], ids["solna2"]])).execution_options(populate_existing=True)))
+        (ids["soder"], f"Södermalm: Facility ID check digit is wrong: the last digit should be {good1[-1]}.")
+    ]
+    stored = set(
+        await session.exec(
+            select(ChargePoint.facility_id)
+            .where(col(ChargePoint.id).in_([ids["solna1"], ids["solna2"]]))
+            .execution_options(populate_existing=True)
+        )
+    )
     assert stored == {None}
     assert [await state_of(session, ids[name]) for name in ("kista", "solna1")] == ["Not signed up"] * 2
 
@@ -327,16 +399,19 @@ async def test_bulk_sign_up_refuses_other_terms_and_other_teams_charge_points(
     ids = await demo_ids(session)
     token = await make_token(session)
     path = f"/api/v1/teams/{ids['sto']}/powerbank/signup"
-    status, document, _ = await call(client, "POST", path, token,
-                                     {"accept_terms_version": "v0", "charge_point_ids": [ids["kista"]]})
+    status, document, _ = await call(
+        client, "POST", path, token, {"accept_terms_version": "v0", "charge_point_ids": [ids["kista"]]}
+    )
     assert status == 422 and document["errors"][0]["field"] == "accept_terms_version"
-    status, document, _ = await call(client, "POST", path, token,
-                                     {"accept_terms_version": TERMS, "charge_point_ids": [ids["kista"], ids["bay"]]})
+    status, document, _ = await call(
+        client, "POST", path, token, {"accept_terms_version": TERMS, "charge_point_ids": [ids["kista"], ids["bay"]]}
+    )
     assert status == 404
     status, document, _ = await call(client, "POST", path, token, {"accept_terms_version": TERMS})
     assert status == 422 and 'Give either "charge_point_ids" or "all": true.' in document["errors"][0]["message"]
-    status, document, _ = await call(client, "POST", path, token,
-                                     {"accept_terms_version": TERMS, "all": True, "facility_ids": {"Solna": "1"}})
+    status, document, _ = await call(
+        client, "POST", path, token, {"accept_terms_version": TERMS, "all": True, "facility_ids": {"Solna": "1"}}
+    )
     assert status == 422 and document["errors"][0]["field"] == "facility_ids.Solna"
     assert await state_of(session, ids["kista"]) == "Not signed up"
 
@@ -349,18 +424,24 @@ async def test_single_sign_up_and_opt_out_through_the_api_are_in_the_history_as_
     path = f"/api/v1/charge-points/{ids['solna1']}/powerbank"
     status, document, _ = await call(client, "PUT", path, token, {"accept_terms_version": TERMS})
     assert status == 422 and [e["field"] for e in document["errors"]] == ["facility_id"]
-    status, signed, _ = await call(client, "PUT", path, token,
-                                   {"accept_terms_version": TERMS, "facility_id": make_facility_id("30000000003")})
+    status, signed, _ = await call(
+        client, "PUT", path, token, {"accept_terms_version": TERMS, "facility_id": make_facility_id("30000000003")}
+    )
     assert (status, signed["state"], signed["source"], signed["eligible"]) == (200, "Signed up", "API", True)
     status, out, _ = await call(client, "DELETE", path, token)
     assert (status, out["state"], out["source"]) == (200, "Opted out", "API")
     _, history, _ = await call(client, "GET", f"/api/v1/teams/{ids['sto']}/powerbank/events", token)
-    assert [(e["from_state"], e["to_state"], e["actor"], e["source"], e["terms_version"]) for e in history["items"]] == [
+    assert [
+        (e["from_state"], e["to_state"], e["actor"], e["source"], e["terms_version"]) for e in history["items"]
+    ] == [
         ("Signed up", "Opted out", "API token fleet sync", "API", None),
         ("Not signed up", "Signed up", "API token fleet sync", "API", TERMS),
     ]
-    actors = set(await session.exec(select(AuditEntry.actor).where(
-        col(AuditEntry.action).in_(["powerbank.sign_up", "powerbank.opt_out"]))))
+    actors = set(
+        await session.exec(
+            select(AuditEntry.actor).where(col(AuditEntry.action).in_(["powerbank.sign_up", "powerbank.opt_out"]))
+        )
+    )
     assert actors == {"API token fleet sync"}
 
 
@@ -372,7 +453,10 @@ async def test_powerbank_status_says_why_a_charge_point_cannot_take_part(
     _, solna, _ = await call(client, "GET", f"/api/v1/charge-points/{ids['solna1']}/powerbank", token)
     _, gamla, _ = await call(client, "GET", f"/api/v1/charge-points/{ids['gamla']}/powerbank", token)
     assert (solna["eligible"], solna["compatibility"], solna["reasons"]) == (
-        False, "Compatible", ["Facility ID is required for charge points in Sweden."])
+        False,
+        "Compatible",
+        ["Facility ID is required for charge points in Sweden."],
+    )
     assert (gamla["eligible"], gamla["compatibility"]) == (False, "Not compatible")
     assert gamla["reasons"] == ["Not compatible: Generic Basic 7 is not in the compatibility catalogue"]
 
@@ -382,8 +466,9 @@ async def test_terms_cannot_be_accepted_with_a_token_no_person_created(
 ) -> None:
     ids = await demo_ids(session)
     token = await make_token(session, creator=None)
-    status, document, _ = await call(client, "PUT", f"/api/v1/charge-points/{ids['kista']}/powerbank", token,
-                                     {"accept_terms_version": TERMS})
+    status, document, _ = await call(
+        client, "PUT", f"/api/v1/charge-points/{ids['kista']}/powerbank", token, {"accept_terms_version": TERMS}
+    )
     assert status == 403 and "--created-by" in document["detail"]
     assert await state_of(session, ids["kista"]) == "Not signed up"
 
@@ -394,8 +479,9 @@ async def test_clearing_a_swedish_facility_id_through_the_api_suspends_the_charg
     ids = await demo_ids(session)
     token = await make_token(session)
     await call(client, "PUT", f"/api/v1/charge-points/{ids['kista']}/powerbank", token, {"accept_terms_version": TERMS})
-    status, kista, _ = await call(client, "PATCH", f"/api/v1/charge-points/{ids['kista']}", token,
-                                  {"facility_id": None})
+    status, kista, _ = await call(
+        client, "PATCH", f"/api/v1/charge-points/{ids['kista']}", token, {"facility_id": None}
+    )
     assert (status, kista["facility_id"], kista["powerbank"]["state"]) == (200, None, "Suspended")
 
 
@@ -406,8 +492,9 @@ async def test_without_published_terms_sign_up_is_a_conflict_and_there_are_no_cu
     token = await make_token(session)
     await session.exec(delete(TermsVersion))
     await session.commit()
-    status, document, mimetype = await call(client, "POST", f"/api/v1/teams/{ids['sto']}/powerbank/signup", token,
-                                            sign_up_ids("kista")(ids))
+    status, document, mimetype = await call(
+        client, "POST", f"/api/v1/teams/{ids['sto']}/powerbank/signup", token, sign_up_ids("kista")(ids)
+    )
     assert (status, mimetype, document["type"]) == (409, PROBLEM, "/api/docs#problem-conflict")
     assert document["detail"].startswith("No terms and conditions are published")
     assert (await call(client, "GET", "/api/v1/terms/current", token))[0] == 404
@@ -434,13 +521,23 @@ async def test_a_script_with_only_a_token_signs_stockholm_up_and_the_pages_show_
 
     # 2. Set the missing Facility IDs from the fleet tool.
     for n, cp in enumerate(missing):
-        status, _, _ = await call(client, "PATCH", f"/api/v1/charge-points/{cp['id']}", token,
-                                  {"facility_id": make_facility_id(f"4000000000{n}")})
+        status, _, _ = await call(
+            client,
+            "PATCH",
+            f"/api/v1/charge-points/{cp['id']}",
+            token,
+            {"facility_id": make_facility_id(f"4000000000{n}")},
+        )
         assert status == 200
 
     # 3. Sign the whole team up in one call.
-    status, result, _ = await call(client, "POST", f"/api/v1/teams/{stockholm['id']}/powerbank/signup", token,
-                                   {"accept_terms_version": TERMS, "all": True})
+    status, result, _ = await call(
+        client,
+        "POST",
+        f"/api/v1/teams/{stockholm['id']}/powerbank/signup",
+        token,
+        {"accept_terms_version": TERMS, "all": True},
+    )
     assert (status, result["signed_up"], result["message"]) == (200, 5, "5 charge points signed up.")
     assert {row["name"] for row in result["results"]} == {"Kista A", "Kista B", "Solna 1", "Solna 2", "Södermalm"}
 
@@ -448,7 +545,8 @@ async def test_a_script_with_only_a_token_signs_stockholm_up_and_the_pages_show_
     _, history, _ = await call(client, "GET", f"/api/v1/teams/{stockholm['id']}/powerbank/events", token)
     assert history["total"] == 5
     assert {(e["to_state"], e["actor"], e["source"]) for e in history["items"]} == {
-        ("Signed up", "API token fleet import", "API")}
+        ("Signed up", "API token fleet import", "API")
+    }
 
     # The pages show the same.
     browser = await login_as("admin@demo.test")

@@ -50,8 +50,13 @@ async def _prepare(url: str) -> tuple[str, dict[str, int]]:
     async with standalone_session(url) as session:
         await load_demo_data(session)
         _, token = await create_token_by_names(
-            session, operator_name="Nordic Charge", team_name=None, access="write", name="schemathesis",
-            expires_in_days=None, created_by_email="operator.admin@demo.test",
+            session,
+            operator_name="Nordic Charge",
+            team_name=None,
+            access="write",
+            name="schemathesis",
+            expires_in_days=None,
+            created_by_email="operator.admin@demo.test",
         )
         await session.commit()
         team = (await session.exec(select(Team).where(Team.name == "Stockholm Offices"))).one()
@@ -65,8 +70,7 @@ def api_app(migrated_template: Path, tmp_path: Path) -> Iterator[tuple[Quart, st
     shutil.copy(migrated_template, path)
     url = f"sqlite+aiosqlite:///{path}"
     token, ids = asyncio.run(_prepare(url))
-    app = create_app({"DEMO": True, "DATABASE_URL": url, "SECRET_KEY": "test-secret",
-                      "API_RATE_LIMIT": 1_000_000})
+    app = create_app({"DEMO": True, "DATABASE_URL": url, "SECRET_KEY": "test-secret", "API_RATE_LIMIT": 1_000_000})
     try:
         yield app, token, ids
     finally:
@@ -79,7 +83,9 @@ def test_generated_requests_get_documented_answers(api_app: tuple[Quart, str, di
     headers = {"Authorization": f"Bearer {token}"}
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {op.label for op in operations} >= {
-        "GET /api/v1/teams", "PATCH /api/v1/charge-points/{cp_id}", "POST /api/v1/teams/{team_id}/powerbank/signup",
+        "GET /api/v1/teams",
+        "PATCH /api/v1/charge-points/{cp_id}",
+        "POST /api/v1/teams/{team_id}/powerbank/signup",
     }
     for operation in operations:
         names = {parameter.name for parameter in operation.path_parameters}
@@ -93,8 +99,9 @@ def test_generated_requests_get_documented_answers(api_app: tuple[Quart, str, di
 
 def _run(strategy: st.SearchStrategy[Any], headers: dict[str, str]) -> None:
     @given(case=strategy)
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
     def check(case: schemathesis.Case) -> None:
         case.call_and_validate(headers=headers, checks=CHECKS)
 

@@ -34,8 +34,9 @@ async def ids_of(session: AsyncSession) -> dict[str, int]:
 
 
 async def token_row(session: AsyncSession, name: str) -> ApiToken:
-    return (await session.exec(select(ApiToken).where(ApiToken.name == name)
-                               .execution_options(populate_existing=True))).one()
+    return (
+        await session.exec(select(ApiToken).where(ApiToken.name == name).execution_options(populate_existing=True))
+    ).one()
 
 
 async def test_an_operator_admin_creates_a_token_that_is_shown_once_and_stored_hashed(
@@ -44,8 +45,9 @@ async def test_an_operator_admin_creates_a_token_that_is_shown_once_and_stored_h
     ids = await ids_of(session)
     browser = await login_as("operator.admin@demo.test")
     page = f"/operators/{ids['nordic']}/api-tokens"
-    response = await post_form(browser, page, {"name": "fleet import", "scope": "operator", "access": "write",
-                                               "expires_in_days": ""})
+    response = await post_form(
+        browser, page, {"name": "fleet import", "scope": "operator", "access": "write", "expires_in_days": ""}
+    )
     assert response.status_code == 201
     created = await response.get_data(as_text=True)
     secret = TOKEN_RE.search(created).group(1)
@@ -62,23 +64,28 @@ async def test_an_operator_admin_creates_a_token_that_is_shown_once_and_stored_h
     assert (await client.get("/api/v1/teams", headers=bearer(secret))).status_code == 200
 
 
-@pytest.mark.parametrize(("email", "operator_page", "team_page"), [
-    ("operator.admin@demo.test", 200, 200),
-    ("operator.manager@demo.test", 403, 403),
-    ("owner@demo.test", 403, 200),
-    ("admin@demo.test", 403, 403),
-    ("readonly.admin@demo.test", 403, 403),
-    ("member@demo.test", 403, 403),
-    ("fjord.admin@demo.test", 404, 404),
-])
-async def test_who_may_manage_api_tokens(session: AsyncSession, demo: list[ChargePoint], login_as: LoginAs,
-                                         email: str, operator_page: int, team_page: int) -> None:
+@pytest.mark.parametrize(
+    ("email", "operator_page", "team_page"),
+    [
+        ("operator.admin@demo.test", 200, 200),
+        ("operator.manager@demo.test", 403, 403),
+        ("owner@demo.test", 403, 200),
+        ("admin@demo.test", 403, 403),
+        ("readonly.admin@demo.test", 403, 403),
+        ("member@demo.test", 403, 403),
+        ("fjord.admin@demo.test", 404, 404),
+    ],
+)
+async def test_who_may_manage_api_tokens(
+    session: AsyncSession, demo: list[ChargePoint], login_as: LoginAs, email: str, operator_page: int, team_page: int
+) -> None:
     ids = await ids_of(session)
     browser = await login_as(email)
     assert (await browser.get(f"/operators/{ids['nordic']}/api-tokens")).status_code == operator_page
     assert (await browser.get(f"/teams/{ids['sto']}/api-tokens")).status_code == team_page
-    refused = await post_form(browser, f"/teams/{ids['sto']}/api-tokens",
-                              {"name": "x", "scope": str(ids["sto"]), "access": "read"})
+    refused = await post_form(
+        browser, f"/teams/{ids['sto']}/api-tokens", {"name": "x", "scope": str(ids["sto"]), "access": "read"}
+    )
     assert refused.status_code == (201 if team_page == 200 else team_page)
 
 
@@ -92,27 +99,42 @@ async def test_a_team_owner_makes_tokens_only_for_their_team(
         response = await post_form(browser, page, {"name": "sneaky", "scope": scope, "access": "write"})
         assert response.status_code == 422
         assert "Choose what the token may reach." in await response.get_data(as_text=True)
-    assert (await post_form(browser, f"/teams/{ids['lon']}/api-tokens",
-                            {"name": "x", "scope": str(ids["lon"]), "access": "write"})).status_code == 404
+    assert (
+        await post_form(
+            browser, f"/teams/{ids['lon']}/api-tokens", {"name": "x", "scope": str(ids["lon"]), "access": "write"}
+        )
+    ).status_code == 404
     response = await post_form(browser, page, {"name": "office sync", "scope": str(ids["sto"]), "access": "write"})
     assert response.status_code == 201
     token = await token_row(session, "office sync")
     assert (token.team_id, token.operator_id) == (ids["sto"], ids["nordic"])
 
 
-@pytest.mark.parametrize(("form", "field", "message"), [
-    ({"name": "", "scope": "operator", "access": "read"}, "name", "Name is required."),
-    ({"name": "x" * 81, "scope": "operator", "access": "read"}, "name", "Name can be at most 80 characters."),
-    ({"name": "x", "scope": "operator", "access": "admin"}, "access", "Choose read or write."),
-    ({"name": "x", "scope": "operator", "access": "read", "expires_in_days": "0"}, "expires_in_days",
-     "Enter a number of days from 1 to 3650, or leave it empty."),
-    ({"name": "x", "scope": "operator", "access": "read", "expires_in_days": "soon"}, "expires_in_days",
-     "Enter a number of days from 1 to 3650, or leave it empty."),
-    ({"name": "x", "scope": "", "access": "read"}, "scope", "Choose what the token may reach."),
-    ({"name": "x", "scope": "²", "access": "read"}, "scope", "Choose what the token may reach."),
-    ({"name": "x", "scope": "operator", "access": "read", "expires_in_days": "²"}, "expires_in_days",
-     "Enter a number of days from 1 to 3650, or leave it empty."),
-])
+@pytest.mark.parametrize(
+    ("form", "field", "message"),
+    [
+        ({"name": "", "scope": "operator", "access": "read"}, "name", "Name is required."),
+        ({"name": "x" * 81, "scope": "operator", "access": "read"}, "name", "Name can be at most 80 characters."),
+        ({"name": "x", "scope": "operator", "access": "admin"}, "access", "Choose read or write."),
+        (
+            {"name": "x", "scope": "operator", "access": "read", "expires_in_days": "0"},
+            "expires_in_days",
+            "Enter a number of days from 1 to 3650, or leave it empty.",
+        ),
+        (
+            {"name": "x", "scope": "operator", "access": "read", "expires_in_days": "soon"},
+            "expires_in_days",
+            "Enter a number of days from 1 to 3650, or leave it empty.",
+        ),
+        ({"name": "x", "scope": "", "access": "read"}, "scope", "Choose what the token may reach."),
+        ({"name": "x", "scope": "²", "access": "read"}, "scope", "Choose what the token may reach."),
+        (
+            {"name": "x", "scope": "operator", "access": "read", "expires_in_days": "²"},
+            "expires_in_days",
+            "Enter a number of days from 1 to 3650, or leave it empty.",
+        ),
+    ],
+)
 async def test_the_new_token_form_says_what_is_wrong_and_keeps_the_values(
     session: AsyncSession, demo: list[ChargePoint], login_as: LoginAs, form: dict[str, str], field: str, message: str
 ) -> None:
@@ -133,8 +155,11 @@ async def test_revoking_stops_the_token_at_once_and_only_its_managers_may(
     operator_secret = await make_token(session, name="operator sync")
     team_token, operator_token = await token_row(session, "team sync"), await token_row(session, "operator sync")
 
-    for email, token, status in [("fjord.admin@demo.test", team_token, 404), ("member@demo.test", team_token, 403),
-                                 ("owner@demo.test", operator_token, 403)]:
+    for email, token, status in [
+        ("fjord.admin@demo.test", team_token, 404),
+        ("member@demo.test", team_token, 403),
+        ("owner@demo.test", operator_token, 403),
+    ]:
         browser = await login_as(email)
         assert (await post_form(browser, f"/api-tokens/{token.id}/revoke")).status_code == status
     assert (await client.get("/api/v1/teams", headers=bearer(team_secret))).status_code == 200
@@ -149,11 +174,11 @@ async def test_revoking_stops_the_token_at_once_and_only_its_managers_may(
     assert (await client.get("/api/v1/teams", headers=bearer(operator_secret))).status_code == 200
 
 
-async def test_an_expired_token_is_refused(client: QuartClient, session: AsyncSession,
-                                           demo: list[ChargePoint]) -> None:
+async def test_an_expired_token_is_refused(client: QuartClient, session: AsyncSession, demo: list[ChargePoint]) -> None:
     ids = await ids_of(session)
     _, secret = await api_tokens.create_token(
-        session, SYSTEM, ids["nordic"], api_tokens.TokenRequest("short-lived", TokenAccess.READ, None, 1))
+        session, SYSTEM, ids["nordic"], api_tokens.TokenRequest("short-lived", TokenAccess.READ, None, 1)
+    )
     await session.commit()
     assert (await client.get("/api/v1/teams", headers=bearer(secret))).status_code == 200
     token = await token_row(session, "short-lived")
@@ -193,8 +218,10 @@ async def test_home_links_to_the_token_pages_of_those_who_may(
     session: AsyncSession, demo: list[ChargePoint], login_as: LoginAs
 ) -> None:
     ids = await ids_of(session)
-    pages = {email: await (await (await login_as(email)).get("/")).get_data(as_text=True)
-             for email in ("operator.admin@demo.test", "owner@demo.test", "member@demo.test")}
+    pages = {
+        email: await (await (await login_as(email)).get("/")).get_data(as_text=True)
+        for email in ("operator.admin@demo.test", "owner@demo.test", "member@demo.test")
+    }
     assert f"/operators/{ids['nordic']}/api-tokens" in pages["operator.admin@demo.test"]
     assert f'/teams/{ids["sto"]}/api-tokens" aria-label="API tokens of Stockholm Offices"' in pages["owner@demo.test"]
     assert "api-tokens" not in pages["member@demo.test"]
@@ -214,7 +241,9 @@ def cli_database(migrated_template: Path, tmp_path: Path, monkeypatch: pytest.Mo
 
 async def _stored_token(url: str, secret: str) -> ApiToken | None:
     async with standalone_session(url) as session:
-        return (await session.exec(select(ApiToken).where(ApiToken.token_hash == api_tokens.hash_token(secret)))).first()
+        return (
+            await session.exec(select(ApiToken).where(ApiToken.token_hash == api_tokens.hash_token(secret)))
+        ).first()
 
 
 def test_the_command_prints_the_token_alone_and_demo_data_prints_a_demo_token(
@@ -226,8 +255,25 @@ def test_the_command_prints_the_token_alone_and_demo_data_prints_a_demo_token(
     demo_token = asyncio.run(_stored_token(cli_database, demo_secret.group(1)))
     assert (demo_token.access, demo_token.team_id, demo_token.created_by_user_id is not None) == ("write", None, True)
 
-    assert cli.main(["api-token", "create", "--operator", "Nordic Charge", "--team", "Stockholm Offices",
-                     "--scope", "read", "--name", "nightly report", "--expires-days", "30"]) == 0
+    assert (
+        cli.main(
+            [
+                "api-token",
+                "create",
+                "--operator",
+                "Nordic Charge",
+                "--team",
+                "Stockholm Offices",
+                "--scope",
+                "read",
+                "--name",
+                "nightly report",
+                "--expires-days",
+                "30",
+            ]
+        )
+        == 0
+    )
     output = capsys.readouterr().out
     assert re.fullmatch(r"pb_[A-Za-z0-9_\-]{43}\n", output)
     token = asyncio.run(_stored_token(cli_database, output.strip()))
@@ -235,13 +281,18 @@ def test_the_command_prints_the_token_alone_and_demo_data_prints_a_demo_token(
     assert timedelta(days=29) < token.expires_at - utcnow() <= timedelta(days=30)
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--operator", "Nobody"], "No operator named 'Nobody'."),
-    (["--operator", "Nordic Charge", "--team", "Oslo Yard"], "Nordic Charge has no team named 'Oslo Yard'."),
-    (["--operator", "Nordic Charge", "--created-by", "member@demo.test"],
-     "member@demo.test may not manage the API tokens of Nordic Charge."),
-    (["--operator", "Nordic Charge", "--expires-days", "0"], "Enter a number of days from 1 to 3650"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--operator", "Nobody"], "No operator named 'Nobody'."),
+        (["--operator", "Nordic Charge", "--team", "Oslo Yard"], "Nordic Charge has no team named 'Oslo Yard'."),
+        (
+            ["--operator", "Nordic Charge", "--created-by", "member@demo.test"],
+            "member@demo.test may not manage the API tokens of Nordic Charge.",
+        ),
+        (["--operator", "Nordic Charge", "--expires-days", "0"], "Enter a number of days from 1 to 3650"),
+    ],
+)
 def test_the_command_refuses_what_does_not_exist_or_is_not_allowed(
     cli_database: str, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
@@ -259,18 +310,24 @@ async def test_the_openapi_document_describes_every_endpoint_and_nothing_else(cl
     document = await (await client.get("/api/openapi.json")).get_json()
     operations = {(method.upper(), path): op for path, item in document["paths"].items() for method, op in item.items()}
     assert set(operations) >= {
-        ("GET", "/api/v1/teams"), ("GET", "/api/v1/teams/{team_id}/charge-points"),
-        ("GET", "/api/v1/charge-points/{cp_id}"), ("PATCH", "/api/v1/charge-points/{cp_id}"),
-        ("GET", "/api/v1/charge-points/{cp_id}/powerbank"), ("PUT", "/api/v1/charge-points/{cp_id}/powerbank"),
-        ("DELETE", "/api/v1/charge-points/{cp_id}/powerbank"), ("POST", "/api/v1/teams/{team_id}/powerbank/signup"),
-        ("GET", "/api/v1/teams/{team_id}/powerbank/events"), ("GET", "/api/v1/terms/current"),
+        ("GET", "/api/v1/teams"),
+        ("GET", "/api/v1/teams/{team_id}/charge-points"),
+        ("GET", "/api/v1/charge-points/{cp_id}"),
+        ("PATCH", "/api/v1/charge-points/{cp_id}"),
+        ("GET", "/api/v1/charge-points/{cp_id}/powerbank"),
+        ("PUT", "/api/v1/charge-points/{cp_id}/powerbank"),
+        ("DELETE", "/api/v1/charge-points/{cp_id}/powerbank"),
+        ("POST", "/api/v1/teams/{team_id}/powerbank/signup"),
+        ("GET", "/api/v1/teams/{team_id}/powerbank/events"),
+        ("GET", "/api/v1/terms/current"),
     }
     assert all(path.startswith("/api/v1/") for _, path in operations)
     for (method, path), operation in operations.items():
         success = [code for code in operation["responses"] if code.startswith("2")]
         assert success, (method, path)
         assert operation["responses"]["401"]["content"]["application/problem+json"]["schema"] == {
-            "$ref": "#/components/schemas/Problem"}
+            "$ref": "#/components/schemas/Problem"
+        }
         if method in ("PUT", "PATCH", "POST"):
             assert "requestBody" in operation, (method, path)
     assert document["components"]["securitySchemes"]["bearerAuth"] == {"type": "http", "scheme": "bearer"}

@@ -12,8 +12,16 @@ CHARGERS = 20
 
 async def test_a_tiny_benchmark_run_produces_every_figure(tmp_path: Path) -> None:
     settings = Settings(
-        sizes=[CHARGERS], repeats=1, sustain_s=1, interval_s=0.5, pages_size=30, signup_size=12,
-        in_process_repeats=1, argon2_repeats=1, results_path=tmp_path / "results.json", report_path=tmp_path / "RESULTS.md",
+        sizes=[CHARGERS],
+        repeats=1,
+        sustain_s=1,
+        interval_s=0.5,
+        pages_size=30,
+        signup_size=12,
+        in_process_repeats=1,
+        argon2_repeats=1,
+        results_path=tmp_path / "results.json",
+        report_path=tmp_path / "RESULTS.md",
         mode="quick",
     )
 

@@ -68,14 +68,17 @@ async def test_create_team(session: AsyncSession, factory: Factory, login_as: Lo
     assert "Aarhus Yard" in home
 
 
-@pytest.mark.parametrize(("name", "message"), [
-    ("Existing", "A team named 'Existing' already exists."),
-    (" Existing ", "already exists"),
-    ("", "Team name is required."),
-    ("   ", "Team name is required."),
-    ("t" * 121, "at most 120"),
-    ("tab\there", "cannot be used"),
-])
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("Existing", "A team named 'Existing' already exists."),
+        (" Existing ", "already exists"),
+        ("", "Team name is required."),
+        ("   ", "Team name is required."),
+        ("t" * 121, "at most 120"),
+        ("tab\there", "cannot be used"),
+    ],
+)
 async def test_create_team_refused(
     session: AsyncSession, factory: Factory, login_as: LoginAs, name: str, message: str
 ) -> None:
@@ -149,8 +152,11 @@ async def test_add_existing_user_with_a_team_role(
     team = await factory.team(operator, "Harbour")
     user = await factory.user(email="worker@example.test")
     assert "Harbour" not in await (await (await login_as(user)).get("/")).get_data(as_text=True)
-    response = await post_form(client, f"/operators/{operator.id}/members", {
-        "email": "Worker@Example.test", "role": "team:admin", "team_id": str(team.id)})
+    response = await post_form(
+        client,
+        f"/operators/{operator.id}/members",
+        {"email": "Worker@Example.test", "role": "team:admin", "team_id": str(team.id)},
+    )
     assert response.status_code == 303
     membership = (await session.exec(select(TeamMembership).where(TeamMembership.user_id == user.id))).one()
     assert (membership.role, membership.can_configure_charge_points) == ("admin", False)
@@ -166,9 +172,16 @@ async def test_add_new_user_shows_temporary_password_once(
 ) -> None:
     operator, client = await operator_admin(factory, login_as)
     team = await factory.team(operator, "Harbour")
-    response = await post_form(client, f"/operators/{operator.id}/members", {
-        "email": "newbie@example.test", "role": "team:owner", "team_id": str(team.id),
-        "can_configure_charge_points": "1"})
+    response = await post_form(
+        client,
+        f"/operators/{operator.id}/members",
+        {
+            "email": "newbie@example.test",
+            "role": "team:owner",
+            "team_id": str(team.id),
+            "can_configure_charge_points": "1",
+        },
+    )
     body = await response.get_data(as_text=True)
     assert response.status_code == 201
     password = re.search(r'Temporary password \(shown only now\): <code class="secret">([^<]+)</code>', body)
@@ -183,24 +196,32 @@ async def test_add_new_user_shows_temporary_password_once(
     assert (await actions(session))[-2:] == ["user.create", "member.add"]
 
 
-@pytest.mark.parametrize(("form", "field", "message"), [
-    ({"email": "not-an-email", "role": "team:member", "team_id": "TEAM"}, "email", "Enter a valid email address."),
-    ({"email": "", "role": "team:member", "team_id": "TEAM"}, "email", "Email is required."),
-    ({"email": "a@example.test", "role": "", "team_id": "TEAM"}, "role", "Choose a role."),
-    ({"email": "a@example.test", "role": "operator:owner"}, "role", "Choose a role."),
-    ({"email": "a@example.test", "role": "team:member", "team_id": ""}, "team_id", "Choose a team of this operator."),
-    ({"email": "a@example.test", "role": "team:member", "team_id": "OTHER"}, "team_id", "Choose a team of this"),
-    ({"email": "a@example.test", "role": "team:member", "team_id": "²"}, "team_id", "Choose a team of this"),
-    ({"email": "boss@example.test", "role": "operator:manager"}, "email", "already has an operator role"),
-])
+@pytest.mark.parametrize(
+    ("form", "field", "message"),
+    [
+        ({"email": "not-an-email", "role": "team:member", "team_id": "TEAM"}, "email", "Enter a valid email address."),
+        ({"email": "", "role": "team:member", "team_id": "TEAM"}, "email", "Email is required."),
+        ({"email": "a@example.test", "role": "", "team_id": "TEAM"}, "role", "Choose a role."),
+        ({"email": "a@example.test", "role": "operator:owner"}, "role", "Choose a role."),
+        (
+            {"email": "a@example.test", "role": "team:member", "team_id": ""},
+            "team_id",
+            "Choose a team of this operator.",
+        ),
+        ({"email": "a@example.test", "role": "team:member", "team_id": "OTHER"}, "team_id", "Choose a team of this"),
+        ({"email": "a@example.test", "role": "team:member", "team_id": "²"}, "team_id", "Choose a team of this"),
+        ({"email": "boss@example.test", "role": "operator:manager"}, "email", "already has an operator role"),
+    ],
+)
 async def test_add_member_refused(
     session: AsyncSession, factory: Factory, login_as: LoginAs, form: dict[str, str], field: str, message: str
 ) -> None:
     operator, client = await operator_admin(factory, login_as)
     team = await factory.team(operator, "Harbour")
     other_team = await factory.team(await factory.operator("Elsewhere"), "Foreign")
-    form = {key: value.replace("OTHER", str(other_team.id)).replace("TEAM", str(team.id))
-            for key, value in form.items()}
+    form = {
+        key: value.replace("OTHER", str(other_team.id)).replace("TEAM", str(team.id)) for key, value in form.items()
+    }
     users_before = (await session.exec(select(User.email))).all()
     response = await post_form(client, f"/operators/{operator.id}/members", form)
     body = await response.get_data(as_text=True)
@@ -220,13 +241,15 @@ async def test_change_and_remove_member(session: AsyncSession, factory: Factory,
     path = f"/operators/{operator.id}/members/team/{membership.id}"
     member_client = await login_as(user)
     assert "Add charge point</a>" not in await (await member_client.get(f"/teams/{team.id}/charge-points")).get_data(
-        as_text=True)
+        as_text=True
+    )
     response = await post_form(client, path, {"role": "admin", "can_configure_charge_points": "1"})
     assert response.status_code == 303
     await session.refresh(membership)
     assert (membership.role, membership.can_configure_charge_points) == ("admin", True)
     assert "Add charge point</a>" in await (await member_client.get(f"/teams/{team.id}/charge-points")).get_data(
-        as_text=True)
+        as_text=True
+    )
     response = await post_form(client, path, {"role": "manager"})
     assert response.status_code == 422
     assert "Choose a role of the same kind" in await response.get_data(as_text=True)
@@ -265,11 +288,13 @@ async def test_catalogue_add_and_remove(session: AsyncSession, factory: Factory,
     assert "already in the catalogue" in (field_error(body, "f-model") or "")
     assert 'value="ACME"' in body and 'value="volt one"' in body
     response = await post_form(client, path, {"brand": "", "model": "X"})
-    assert response.status_code == 422 and "Brand is required." in (field_error(
-        await response.get_data(as_text=True), "f-brand") or "")
+    assert response.status_code == 422 and "Brand is required." in (
+        field_error(await response.get_data(as_text=True), "f-brand") or ""
+    )
     response = await post_form(client, path, {"brand": "Acme", "model": ""})
-    assert response.status_code == 422 and "Model is required." in (field_error(
-        await response.get_data(as_text=True), "f-model") or "")
+    assert response.status_code == 422 and "Model is required." in (
+        field_error(await response.get_data(as_text=True), "f-model") or ""
+    )
     response = await post_form(client, f"{path}/{entry.id}/delete")
     assert response.status_code == 303
     assert (await session.exec(select(CompatibleModel).where(CompatibleModel.brand == "Acme"))).all() == []
@@ -288,8 +313,9 @@ async def test_audit_log_page(session: AsyncSession, factory: Factory, login_as:
 
 async def test_the_last_operator_admin_stays(session: AsyncSession, factory: Factory, login_as: LoginAs) -> None:
     operator, client = await operator_admin(factory, login_as)
-    (mine,) = (await session.exec(select(OperatorMembership.id).where(
-        OperatorMembership.operator_id == operator.id))).all()
+    (mine,) = (
+        await session.exec(select(OperatorMembership.id).where(OperatorMembership.operator_id == operator.id))
+    ).all()
     path = f"/operators/{operator.id}/members/operator/{mine}"
     for form in ({"role": "manager"}, {"role": "admin", "remove": "1"}):
         response = await post_form(client, path, form)

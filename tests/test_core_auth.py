@@ -38,8 +38,9 @@ async def login_cookies(client: QuartClient, email: str, scheme: str = "http") -
     page = await client.get("/login", scheme=scheme)
     token = re.search(r'name="csrf_token" value="([^"]+)"', await page.get_data(as_text=True))
     assert token
-    response = await client.post("/login", scheme=scheme,
-                                 form={"email": email, "password": TEST_PASSWORD, "csrf_token": token.group(1)})
+    response = await client.post(
+        "/login", scheme=scheme, form={"email": email, "password": TEST_PASSWORD, "csrf_token": token.group(1)}
+    )
     assert response.status_code == 303
     return {**set_cookies(page), **set_cookies(response)}
 
@@ -83,10 +84,16 @@ async def test_log_in_and_out(app: Quart, factory: Factory) -> None:
     assert response.status_code == 302 and response.headers["Location"].startswith("/login")
 
 
-@pytest.mark.parametrize(("email", "password"), [
-    ("someone@example.test", "wrong password"), ("nobody@example.test", TEST_PASSWORD), ("", ""),
-    ("someone@example.test", ""), ("someone@example.test", TEST_PASSWORD + " "),
-])
+@pytest.mark.parametrize(
+    ("email", "password"),
+    [
+        ("someone@example.test", "wrong password"),
+        ("nobody@example.test", TEST_PASSWORD),
+        ("", ""),
+        ("someone@example.test", ""),
+        ("someone@example.test", TEST_PASSWORD + " "),
+    ],
+)
 async def test_wrong_credentials_keep_the_email(app: Quart, factory: Factory, email: str, password: str) -> None:
     await factory.user(email="someone@example.test")
     client = app.test_client()
@@ -101,8 +108,9 @@ async def test_wrong_credentials_keep_the_email(app: Quart, factory: Factory, em
 @pytest.mark.parametrize("remember", [True, False])
 async def test_remember_me_keeps_the_login_cookie(app: Quart, factory: Factory, remember: bool) -> None:
     await factory.user(email="someone@example.test")
-    response = await log_in(app.test_client(), "someone@example.test", TEST_PASSWORD,
-                            **({"remember": "1"} if remember else {}))
+    response = await log_in(
+        app.test_client(), "someone@example.test", TEST_PASSWORD, **({"remember": "1"} if remember else {})
+    )
     cookie = set_cookies(response)["QUART_AUTH"]
     persistent = "Expires=" in cookie or "Max-Age=" in cookie
     assert persistent is remember
@@ -201,8 +209,9 @@ def _from(address: str) -> dict[str, Any]:
 async def _attempt(app: Quart, email: str, password: str, address: str = "192.0.2.1") -> Any:
     client = app.test_client()
     token = await csrf_of(client)
-    return await client.post("/login", form={"email": email, "password": password, "csrf_token": token},
-                             **_from(address))
+    return await client.post(
+        "/login", form={"email": email, "password": password, "csrf_token": token}, **_from(address)
+    )
 
 
 async def test_repeated_failures_for_one_email_are_throttled(app: Quart, factory: Factory) -> None:
@@ -256,11 +265,34 @@ async def test_next_goes_to_a_local_page(app: Quart, factory: Factory) -> None:
 
 
 OFF_SITE = [
-    "//evil.test", "//evil.test/path", "///evil.test", "////evil.test", "https://evil.test", "http://evil.test/",
-    "HTTPS://evil.test", "/\\evil.test", "\\\\evil.test", "\\/evil.test", "/\\/evil.test", "https:evil.test",
-    "http:/evil.test", "javascript:alert(1)", "data:text/html,x", " //evil.test", "\t//evil.test",
-    "/\t/evil.test", "/\n/evil.test", "/\r\n/evil.test", "/%09/evil.test", "evil.test", "@evil.test",
-    "/\x00/evil.test", "//evil.test%2F..", "/ /evil.test", "\u3002evil.test", "/\u2044evil.test",
+    "//evil.test",
+    "//evil.test/path",
+    "///evil.test",
+    "////evil.test",
+    "https://evil.test",
+    "http://evil.test/",
+    "HTTPS://evil.test",
+    "/\\evil.test",
+    "\\\\evil.test",
+    "\\/evil.test",
+    "/\\/evil.test",
+    "https:evil.test",
+    "http:/evil.test",
+    "javascript:alert(1)",
+    "data:text/html,x",
+    " //evil.test",
+    "\t//evil.test",
+    "/\t/evil.test",
+    "/\n/evil.test",
+    "/\r\n/evil.test",
+    "/%09/evil.test",
+    "evil.test",
+    "@evil.test",
+    "/\x00/evil.test",
+    "//evil.test%2F..",
+    "/ /evil.test",
+    "\u3002evil.test",
+    "/\u2044evil.test",
 ]
 
 
@@ -270,8 +302,7 @@ async def test_next_never_leaves_the_site(app: Quart, factory: Factory) -> None:
         response = await log_in(app.test_client(), "someone@example.test", TEST_PASSWORD, next=target)
         assert response.status_code == 303, repr(target)
         assert is_local(response.headers["Location"]), repr(target)
-        login_page = await (await app.test_client().get("/login", query_string={"next": target})).get_data(
-            as_text=True)
+        login_page = await (await app.test_client().get("/login", query_string={"next": target})).get_data(as_text=True)
         match = re.search(r'name="next" value="([^"]*)"', login_page)
         assert match and is_local(html.unescape(match.group(1))), repr(target)
 
@@ -279,19 +310,29 @@ async def test_next_never_leaves_the_site(app: Quart, factory: Factory) -> None:
 def is_local(location: str) -> bool:
     """Tell whether a browser would stay on this site following ``location``."""
     # Browsers drop tabs and newlines from URLs and read a backslash as a slash.
-    return (location.startswith("/") and not location.startswith("//") and "\\" not in location
-            and not re.search(r"[\x00-\x20\x7f]", location))
+    return (
+        location.startswith("/")
+        and not location.startswith("//")
+        and "\\" not in location
+        and not re.search(r"[\x00-\x20\x7f]", location)
+    )
 
 
 async def test_htmx_request_when_logged_out_redirects_the_page(client: QuartClient) -> None:
-    response = await client.get("/teams/1/charge-points", headers={
-        "HX-Request": "true", "HX-Current-URL": "http://localhost/teams/1/charge-points?q=a"})
+    response = await client.get(
+        "/teams/1/charge-points",
+        headers={"HX-Request": "true", "HX-Current-URL": "http://localhost/teams/1/charge-points?q=a"},
+    )
     assert response.status_code == 204
     assert response.headers["HX-Redirect"] == "/login?next=/teams/1/charge-points?q%3Da"
 
 
-UNSAFE_RULES = [(rule, method) for rule in RULES for method in sorted(rule.methods or ())
-                if method in ("POST", "PUT", "PATCH", "DELETE")]
+UNSAFE_RULES = [
+    (rule, method)
+    for rule in RULES
+    for method in sorted(rule.methods or ())
+    if method in ("POST", "PUT", "PATCH", "DELETE")
+]
 
 
 def _sample_path(rule: Any) -> str:
@@ -307,8 +348,12 @@ async def test_csrf_checked_on_every_unsafe_request(app: Quart, factory: Factory
     assert len(checked) >= 15
     for rule, method in checked:
         path = _sample_path(rule)
-        for attempt in ({}, {"form": {"csrf_token": "wrong"}}, {"headers": {"X-CSRF-Token": "wrong"}},
-                        {"form": {"csrf_token": ""}}):
+        for attempt in (
+            {},
+            {"form": {"csrf_token": "wrong"}},
+            {"headers": {"X-CSRF-Token": "wrong"}},
+            {"form": {"csrf_token": ""}},
+        ):
             response = await client.open(path, method=method, **attempt)
             assert response.status_code == 400, f"{method} {path} {attempt}"
             assert "did not come from PowerBank" in await response.get_data(as_text=True)
@@ -340,9 +385,7 @@ def _assert_security_headers(response: Any, what: str) -> None:
     assert response.headers.get("X-Content-Type-Options") == "nosniff", what
 
 
-async def test_security_headers_on_every_response(
-    app: Quart, factory: Factory, login_as: LoginAs
-) -> None:
+async def test_security_headers_on_every_response(app: Quart, factory: Factory, login_as: LoginAs) -> None:
     team = await factory.team()
     user = await factory.user(team=team, team_role="member")
     anonymous = app.test_client()

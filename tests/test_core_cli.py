@@ -26,8 +26,16 @@ from tests.conftest import LoginAs
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
 
-CORE_TABLES = {"operator", "team", "user", "operator_membership", "team_membership", "charge_point",
-               "compatible_model", "audit_log"}
+CORE_TABLES = {
+    "operator",
+    "team",
+    "user",
+    "operator_membership",
+    "team_membership",
+    "charge_point",
+    "compatible_model",
+    "audit_log",
+}
 
 
 @pytest.fixture
@@ -111,10 +119,12 @@ async def _demo_summary() -> dict[str, Any]:
 
 NORDIC = ["Copenhagen Fleet", "Stockholm Offices", "London Depot", "Dublin Hub", "Berlin Garage"]
 EXPECTED_CHARGE_POINTS = {
-    ("Nordic Charge", "Copenhagen Fleet"): Counter({("DK", "DK2", True, "none"): 4, ("DK", "DK2", False, "none"): 1,
-                                                    ("DK", "DK1", True, "none"): 1}),
-    ("Nordic Charge", "Stockholm Offices"): Counter({("SE", "SE3", True, "valid"): 2, ("SE", "SE3", True, "none"): 3,
-                                                     ("SE", "SE3", False, "none"): 1}),
+    ("Nordic Charge", "Copenhagen Fleet"): Counter(
+        {("DK", "DK2", True, "none"): 4, ("DK", "DK2", False, "none"): 1, ("DK", "DK1", True, "none"): 1}
+    ),
+    ("Nordic Charge", "Stockholm Offices"): Counter(
+        {("SE", "SE3", True, "valid"): 2, ("SE", "SE3", True, "none"): 3, ("SE", "SE3", False, "none"): 1}
+    ),
     ("Nordic Charge", "London Depot"): Counter({("GB", "GB", True, "none"): 4}),
     ("Nordic Charge", "Dublin Hub"): Counter({("IE", "IE", True, "none"): 3}),
     ("Nordic Charge", "Berlin Garage"): Counter({("DE", None, True, "none"): 2}),
@@ -202,11 +212,17 @@ HOME_TABLE = [
 ]
 
 
-@pytest.mark.parametrize(("email", "teams", "admin_links", "catalogue_link", "configures"), HOME_TABLE,
-                         ids=[row[0] for row in HOME_TABLE])
+@pytest.mark.parametrize(
+    ("email", "teams", "admin_links", "catalogue_link", "configures"), HOME_TABLE, ids=[row[0] for row in HOME_TABLE]
+)
 async def test_what_each_demo_user_sees(
-    demo: list[ChargePoint], login_as: LoginAs, email: str, teams: list[str], admin_links: bool,
-    catalogue_link: bool, configures: bool | None,
+    demo: list[ChargePoint],
+    login_as: LoginAs,
+    email: str,
+    teams: list[str],
+    admin_links: bool,
+    catalogue_link: bool,
+    configures: bool | None,
 ) -> None:
     client = await login_as(email)
     response = await client.get("/")

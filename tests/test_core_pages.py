@@ -46,8 +46,9 @@ async def count_charge_points(session: AsyncSession) -> int:
 
 async def test_tab_full_page_and_fragment(factory: Factory, login_as: LoginAs) -> None:
     team, client = await configurer(factory, login_as)
-    await factory.charge_point(team, name="Alpha", identity="ALPHA-1", brand="Zaptec", model="Go",
-                               country="SE", price_area="SE3")
+    await factory.charge_point(
+        team, name="Alpha", identity="ALPHA-1", brand="Zaptec", model="Go", country="SE", price_area="SE3"
+    )
     path = f"/teams/{team.id}/charge-points"
     full = await client.get(path)
     fragment = await client.get(path, headers=htmx_headers(client))
@@ -67,9 +68,18 @@ async def make_many(session: AsyncSession, team: Team, count: int) -> None:
     """Add ``count`` charge points named Charger 001…, half in DK, half in SE."""
     for n in range(1, count + 1):
         country, area = ("DK", "DK1") if n % 2 else ("SE", "SE4")
-        session.add(ChargePoint(team_id=team.id or 0, name=f"Charger {n:03d}", identity=f"ID-{1000 - n}",
-                                brand="Easee", model="Home", country=country, price_area=area,
-                                ocpp_password_hash=_PASSWORD_HASH))
+        session.add(
+            ChargePoint(
+                team_id=team.id or 0,
+                name=f"Charger {n:03d}",
+                identity=f"ID-{1000 - n}",
+                brand="Easee",
+                model="Home",
+                country=country,
+                price_area=area,
+                ocpp_password_hash=_PASSWORD_HASH,
+            )
+        )
     await session.commit()
 
 
@@ -165,15 +175,33 @@ async def test_sort_links_toggle_direction(factory: Factory, login_as: LoginAs) 
 
 async def test_charge_point_page(factory: Factory, login_as: LoginAs) -> None:
     team, client = await configurer(factory, login_as)
-    charge_point = await factory.charge_point(team, name="Kista A", identity="STO-9", brand="Zaptec", model="Pro",
-                                              country="SE", price_area="SE3", facility_id=VALID_FACILITY_ID)
+    charge_point = await factory.charge_point(
+        team,
+        name="Kista A",
+        identity="STO-9",
+        brand="Zaptec",
+        model="Pro",
+        country="SE",
+        price_area="SE3",
+        facility_id=VALID_FACILITY_ID,
+    )
     tab = await (await client.get(f"/teams/{team.id}/charge-points")).get_data(as_text=True)
     assert f'<a href="/charge-points/{charge_point.id}">Kista A</a>' in tab
     response = await client.get(f"/charge-points/{charge_point.id}")
     body = await response.get_data(as_text=True)
     assert response.status_code == 200
-    for text in ("<h1>Kista A</h1>", "STO-9", "Zaptec Pro", "SE3", VALID_FACILITY_ID, "Never connected",
-                 "ws://localhost/ocpp/STO-9", "Charge point functionalities", "New OCPP password", "Delete"):
+    for text in (
+        "<h1>Kista A</h1>",
+        "STO-9",
+        "Zaptec Pro",
+        "SE3",
+        VALID_FACILITY_ID,
+        "Never connected",
+        "ws://localhost/ocpp/STO-9",
+        "Charge point functionalities",
+        "New OCPP password",
+        "Delete",
+    ):
         assert text in body, text
 
 
@@ -183,9 +211,19 @@ async def test_add_charge_point_shows_the_password_once(
     team, client = await configurer(factory, login_as)
     form_page = await client.get(f"/teams/{team.id}/charge-points/new")
     assert form_page.status_code == 200
-    response = await post_form(client, f"/teams/{team.id}/charge-points/new", {
-        "name": " Solna 3 ", "identity": "STO-100", "brand": "Charge Amps", "model": "Halo", "country": "SE",
-        "price_area": "SE3", "facility_id": f"{VALID_FACILITY_ID[:6]} {VALID_FACILITY_ID[6:]}"})
+    response = await post_form(
+        client,
+        f"/teams/{team.id}/charge-points/new",
+        {
+            "name": " Solna 3 ",
+            "identity": "STO-100",
+            "brand": "Charge Amps",
+            "model": "Halo",
+            "country": "SE",
+            "price_area": "SE3",
+            "facility_id": f"{VALID_FACILITY_ID[:6]} {VALID_FACILITY_ID[6:]}",
+        },
+    )
     body = await response.get_data(as_text=True)
     assert response.status_code == 201
     assert "ws://localhost/ocpp/STO-100" in body and "shown only now" in body
@@ -215,12 +253,19 @@ async def test_new_ocpp_password(session: AsyncSession, factory: Factory, login_
     assert (await audit_actions(session))[-1] == "charge_point.reset_password"
 
 
-@pytest.mark.parametrize(("public_url", "expected"), [
-    ("https://powerbank.example.com", "wss://powerbank.example.com/ocpp/CPH-78"),
-    ("http://hub.example.test:8080/", "ws://hub.example.test:8080/ocpp/CPH-78"),
-])
+@pytest.mark.parametrize(
+    ("public_url", "expected"),
+    [
+        ("https://powerbank.example.com", "wss://powerbank.example.com/ocpp/CPH-78"),
+        ("http://hub.example.test:8080/", "ws://hub.example.test:8080/ocpp/CPH-78"),
+    ],
+)
 async def test_ocpp_url_uses_the_public_url_behind_a_proxy(
-    app: Quart, factory: Factory, login_as: LoginAs, public_url: str, expected: str,
+    app: Quart,
+    factory: Factory,
+    login_as: LoginAs,
+    public_url: str,
+    expected: str,
 ) -> None:
     team, client = await configurer(factory, login_as)
     charge_point = await factory.charge_point(team, identity="CPH-78")
@@ -231,8 +276,17 @@ async def test_ocpp_url_uses_the_public_url_behind_a_proxy(
     assert expected.replace("CPH-78", "CPH-79") in await created.get_data(as_text=True)
 
 
-GOOD_FORM = {"name": "Depot 1", "identity": "DEP-1", "brand": "Easee", "model": "Home", "firmware": "",
-             "serial": "", "country": "DK", "price_area": "DK2", "facility_id": ""}
+GOOD_FORM = {
+    "name": "Depot 1",
+    "identity": "DEP-1",
+    "brand": "Easee",
+    "model": "Home",
+    "firmware": "",
+    "serial": "",
+    "country": "DK",
+    "price_area": "DK2",
+    "facility_id": "",
+}
 BAD_FORMS = [
     ({"identity": ""}, "identity", "OCPP identity is required."),
     ({"identity": "has space"}, "identity", "may only contain"),
@@ -249,10 +303,22 @@ BAD_FORMS = [
     ({"country": "GB", "price_area": "IE"}, "price_area", "must be one of GB"),
     ({"country": "DK", "facility_id": VALID_FACILITY_ID}, "facility_id", "only used for charge points in Sweden"),
     ({"country": "SE", "price_area": "SE3", "facility_id": "735999"}, "facility_id", "18 digits"),
-    ({"country": "SE", "price_area": "SE3", "facility_id": "123456" + VALID_FACILITY_ID[6:]}, "facility_id",
-     "start with 735999"),
-    ({"country": "SE", "price_area": "SE3", "facility_id": VALID_FACILITY_ID[:-1] + "0"
-      if VALID_FACILITY_ID[-1] != "0" else VALID_FACILITY_ID[:-1] + "1"}, "facility_id", "check digit"),
+    (
+        {"country": "SE", "price_area": "SE3", "facility_id": "123456" + VALID_FACILITY_ID[6:]},
+        "facility_id",
+        "start with 735999",
+    ),
+    (
+        {
+            "country": "SE",
+            "price_area": "SE3",
+            "facility_id": VALID_FACILITY_ID[:-1] + "0"
+            if VALID_FACILITY_ID[-1] != "0"
+            else VALID_FACILITY_ID[:-1] + "1",
+        },
+        "facility_id",
+        "check digit",
+    ),
     ({"brand": "b" * 81}, "brand", "at most 80"),
     ({"serial": "bad\x00serial"}, "serial", "cannot be used"),
 ]
@@ -281,7 +347,11 @@ async def test_add_form_rerenders_with_values_and_message(
 
 @pytest.mark.parametrize("action", ["add", "edit"])
 async def test_two_people_giving_one_identity_at_once_get_a_message_not_an_error(
-    session: AsyncSession, factory: Factory, login_as: LoginAs, monkeypatch: pytest.MonkeyPatch, action: str,
+    session: AsyncSession,
+    factory: Factory,
+    login_as: LoginAs,
+    monkeypatch: pytest.MonkeyPatch,
+    action: str,
 ) -> None:
     team, first = await configurer(factory, login_as)
     second = await login_as(await factory.user(team=team, team_role="owner"))
@@ -309,7 +379,9 @@ async def test_two_people_giving_one_identity_at_once_get_a_message_not_an_error
     identities = (await session.exec(select(ChargePoint.identity).where(ChargePoint.team_id == team.id))).all()
     assert identities.count("SAME-1") == 1 and len(identities) == (3 if action == "add" else 2)
     assert await count_charge_points(session) == before + (1 if action == "add" else 0)
-    assert (await audit_actions(session)).count("charge_point.create" if action == "add" else "charge_point.update") == 1
+    assert (await audit_actions(session)).count(
+        "charge_point.create" if action == "add" else "charge_point.update"
+    ) == 1
 
 
 async def test_edit_form_rerenders_and_saves_nothing(
@@ -319,8 +391,11 @@ async def test_edit_form_rerenders_and_saves_nothing(
     charge_point = await factory.charge_point(team, name="Original", identity="ORIG-1", country="DK", price_area="DK1")
     edit = await (await client.get(f"/charge-points/{charge_point.id}/edit")).get_data(as_text=True)
     assert 'value="Original"' in edit and 'value="ORIG-1"' in edit
-    response = await post_form(client, f"/charge-points/{charge_point.id}/edit",
-                               {**GOOD_FORM, "name": "Renamed", "country": "SE", "price_area": "DK1"})
+    response = await post_form(
+        client,
+        f"/charge-points/{charge_point.id}/edit",
+        {**GOOD_FORM, "name": "Renamed", "country": "SE", "price_area": "DK1"},
+    )
     body = await response.get_data(as_text=True)
     assert response.status_code == 422
     assert 'value="Renamed"' in body and "Price area for Sweden must be one of" in body
@@ -333,9 +408,11 @@ async def test_edit_form_rerenders_and_saves_nothing(
 async def test_edit_saves_and_records_the_change(session: AsyncSession, factory: Factory, login_as: LoginAs) -> None:
     team, client = await configurer(factory, login_as)
     charge_point = await factory.charge_point(team, name="Original", identity="ORIG-1", country="DK", price_area="DK1")
-    response = await post_form(client, f"/charge-points/{charge_point.id}/edit",
-                               {**GOOD_FORM, "name": "Renamed", "identity": "ORIG-1", "country": "GB",
-                                "price_area": ""})
+    response = await post_form(
+        client,
+        f"/charge-points/{charge_point.id}/edit",
+        {**GOOD_FORM, "name": "Renamed", "identity": "ORIG-1", "country": "GB", "price_area": ""},
+    )
     assert response.status_code == 303 and response.headers["Location"] == f"/charge-points/{charge_point.id}"
     await session.refresh(charge_point)
     assert (charge_point.name, charge_point.country, charge_point.price_area) == ("Renamed", "GB", "GB")
@@ -365,19 +442,67 @@ async def test_delete_asks_first_and_is_audited(session: AsyncSession, factory: 
     assert (await client.get(f"/charge-points/{cp_id}")).status_code == 404
 
 
-ODD_VALUES = ["", "x" * 20_000, "💥\u202e" * 100, "\x00", "' OR 1=1 --", "<script>alert(1)</script>", "²",
-              "9" * 5000, "-1", "../../etc/passwd", "[]"]
-FIELD_NAMES = ["name", "identity", "brand", "model", "firmware", "serial", "country", "price_area", "facility_id",
-               "email", "role", "team_id", "can_configure_charge_points", "remove", "password", "next", "remember",
-               "q", "page", "sort", "dir", "confirm", "scope", "access", "charge_point_ids", "terms_version",
-               "accept_terms", "enabled", "expires", "area", "direction", "limit", "start", "duration", "csrf_token"]
+ODD_VALUES = [
+    "",
+    "x" * 20_000,
+    "💥\u202e" * 100,
+    "\x00",
+    "' OR 1=1 --",
+    "<script>alert(1)</script>",
+    "²",
+    "9" * 5000,
+    "-1",
+    "../../etc/passwd",
+    "[]",
+]
+FIELD_NAMES = [
+    "name",
+    "identity",
+    "brand",
+    "model",
+    "firmware",
+    "serial",
+    "country",
+    "price_area",
+    "facility_id",
+    "email",
+    "role",
+    "team_id",
+    "can_configure_charge_points",
+    "remove",
+    "password",
+    "next",
+    "remember",
+    "q",
+    "page",
+    "sort",
+    "dir",
+    "confirm",
+    "scope",
+    "access",
+    "charge_point_ids",
+    "terms_version",
+    "accept_terms",
+    "enabled",
+    "expires",
+    "area",
+    "direction",
+    "limit",
+    "start",
+    "duration",
+    "csrf_token",
+]
 
 
 def _routes() -> list[tuple[str, str]]:
     from tests.test_core_tenancy import RULES
 
-    return [(rule.rule, method) for rule in RULES for method in sorted(rule.methods or ())
-            if method not in ("HEAD", "OPTIONS")]
+    return [
+        (rule.rule, method)
+        for rule in RULES
+        for method in sorted(rule.methods or ())
+        if method not in ("HEAD", "OPTIONS")
+    ]
 
 
 def _fill(rule: str, ids: dict[str, Any]) -> str:
@@ -396,21 +521,37 @@ async def test_no_server_error_for_odd_input(
     team = await factory.team(operator)
     user = await factory.user(operator=operator, operator_role="admin")
     charge_point = await factory.charge_point(team)
-    ids = {"operator_id": operator.id, "team_id": team.id, "cp_id": charge_point.id, "entry_id": 1,
-           "membership_id": 1, "token_id": 1, "identity": charge_point.identity}
+    ids = {
+        "operator_id": operator.id,
+        "team_id": team.id,
+        "cp_id": charge_point.id,
+        "entry_id": 1,
+        "membership_id": 1,
+        "token_id": 1,
+        "identity": charge_point.identity,
+    }
     client = await login_as(user)
     path = _fill(rule, ids)
     token = client.csrf_token  # type: ignore[attr-defined]
-    attempts: list[dict[str, Any]] = [{"query_string": {name: value for name in FIELD_NAMES}}
-                                      for value in ODD_VALUES[::3]]
+    attempts: list[dict[str, Any]] = [
+        {"query_string": {name: value for name in FIELD_NAMES}} for value in ODD_VALUES[::3]
+    ]
     if method != "GET":
         attempts = [{"form": {name: value for name in FIELD_NAMES} | {"csrf_token": token}} for value in ODD_VALUES]
         attempts.append({"form": {"csrf_token": token}})
         # Repeated fields, as a form with several inputs of one name sends them.
-        attempts.append({"data": "&".join(f"{name}=a&{name}=b" for name in FIELD_NAMES) + f"&csrf_token={token}",
-                         "headers": {"Content-Type": "application/x-www-form-urlencoded"}})
-        attempts.append({"data": b"\xff\xfe\x00garbage", "headers": {"Content-Type": "multipart/form-data; boundary=x",
-                                                                       "X-CSRF-Token": token}})
+        attempts.append(
+            {
+                "data": "&".join(f"{name}=a&{name}=b" for name in FIELD_NAMES) + f"&csrf_token={token}",
+                "headers": {"Content-Type": "application/x-www-form-urlencoded"},
+            }
+        )
+        attempts.append(
+            {
+                "data": b"\xff\xfe\x00garbage",
+                "headers": {"Content-Type": "multipart/form-data; boundary=x", "X-CSRF-Token": token},
+            }
+        )
         attempts.append({"json": {"name": ["array"], "identity": {"object": 1}}, "headers": {"X-CSRF-Token": token}})
     for n, attempt in enumerate(attempts):
         # Every other attempt as htmx sends it, for the fragment code paths.

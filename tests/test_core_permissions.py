@@ -55,9 +55,12 @@ async def build_world(factory: Factory, roles: list[str] | None = None) -> World
     other_operator = await factory.operator("Secret Operator")
     other_team = await factory.team(other_operator, "Secret Team")
     world = World(
-        operator=operator, team=team, charge_point=await factory.charge_point(team, name="Our Charger"),
+        operator=operator,
+        team=team,
+        charge_point=await factory.charge_point(team, name="Our Charger"),
         bystander=await factory.user(email="bystander@example.test"),
-        other_operator=other_operator, other_team=other_team,
+        other_operator=other_operator,
+        other_team=other_team,
         other_charge_point=await factory.charge_point(other_team, name="Secret Charger", identity="SECRET-1"),
     )
     for role in roles if roles is not None else list(ROLES):
@@ -66,14 +69,20 @@ async def build_world(factory: Factory, roles: list[str] | None = None) -> World
             continue
         slug = role.replace(" ", "-").replace("'", "")
         if "other_operator_role" in spec:
-            user = await factory.user(operator=other_operator, operator_role=spec["other_operator_role"],
-                                      email=f"{slug}@example.test")
+            user = await factory.user(
+                operator=other_operator, operator_role=spec["other_operator_role"], email=f"{slug}@example.test"
+            )
         elif "operator_role" in spec:
-            user = await factory.user(operator=operator, operator_role=spec["operator_role"],
-                                      email=f"{slug}@example.test")
+            user = await factory.user(
+                operator=operator, operator_role=spec["operator_role"], email=f"{slug}@example.test"
+            )
         else:
-            user = await factory.user(team=team, team_role=spec["team_role"], can_configure=spec["can_configure"],
-                                      email=f"{slug}@example.test")
+            user = await factory.user(
+                team=team,
+                team_role=spec["team_role"],
+                can_configure=spec["can_configure"],
+                email=f"{slug}@example.test",
+            )
         world.users[role] = user
     return world
 
@@ -98,23 +107,41 @@ class Action:
     page: str | None = None
 
 
-CHARGE_POINT_FORM = {"name": "New charger", "identity": "NEW-CP-1", "brand": "Zaptec", "model": "Go",
-                     "country": "SE", "price_area": "SE3", "facility_id": ""}
+CHARGE_POINT_FORM = {
+    "name": "New charger",
+    "identity": "NEW-CP-1",
+    "brand": "Zaptec",
+    "model": "Go",
+    "country": "SE",
+    "price_area": "SE3",
+    "facility_id": "",
+}
 
 ACTIONS: dict[str, Action] = {
     "view team tab": Action("GET", "/teams/{team}/charge-points", 200),
     "view charge point": Action("GET", "/charge-points/{cp}", 200),
-    "add charge point": Action("POST", "/teams/{team}/charge-points/new", 201, CHARGE_POINT_FORM,
-                               page="/teams/{team}/charge-points/new"),
-    "edit charge point": Action("POST", "/charge-points/{cp}/edit", 303,
-                                {**CHARGE_POINT_FORM, "identity": "EDITED-1"}, page="/charge-points/{cp}/edit"),
+    "add charge point": Action(
+        "POST", "/teams/{team}/charge-points/new", 201, CHARGE_POINT_FORM, page="/teams/{team}/charge-points/new"
+    ),
+    "edit charge point": Action(
+        "POST",
+        "/charge-points/{cp}/edit",
+        303,
+        {**CHARGE_POINT_FORM, "identity": "EDITED-1"},
+        page="/charge-points/{cp}/edit",
+    ),
     "delete charge point": Action("POST", "/charge-points/{cp}/delete", 303, page="/charge-points/{cp}/delete"),
     "new OCPP password": Action("POST", "/charge-points/{cp}/ocpp-password", 200),
-    "manage teams": Action("POST", "/operators/{op}/teams", 303, {"name": "Brand new team"},
-                           page="/operators/{op}/teams"),
-    "manage members": Action("POST", "/operators/{op}/members", 303,
-                             {"email": "bystander@example.test", "role": "team:member", "team_id": "{team}"},
-                             page="/operators/{op}/members"),
+    "manage teams": Action(
+        "POST", "/operators/{op}/teams", 303, {"name": "Brand new team"}, page="/operators/{op}/teams"
+    ),
+    "manage members": Action(
+        "POST",
+        "/operators/{op}/members",
+        303,
+        {"email": "bystander@example.test", "role": "team:member", "team_id": "{team}"},
+        page="/operators/{op}/members",
+    ),
     "view catalogue": Action("GET", "/operators/{op}/catalogue", 200),
     "edit catalogue": Action("POST", "/operators/{op}/catalogue", 303, {"brand": "Acme", "model": "Volt 1"}),
     "audit log": Action("GET", "/operators/{op}/audit", 200),
@@ -190,11 +217,10 @@ async def test_permission_table(
         assert changed >= 1 if outcome == "allowed" else changed == 0
 
 
-@pytest.mark.parametrize("role", ["team admin without configure right", "team owner without configure right",
-                                  "team member"])
-async def test_refused_configure_controls_say_why(
-    app: Quart, factory: Factory, login_as: LoginAs, role: str
-) -> None:
+@pytest.mark.parametrize(
+    "role", ["team admin without configure right", "team owner without configure right", "team member"]
+)
+async def test_refused_configure_controls_say_why(app: Quart, factory: Factory, login_as: LoginAs, role: str) -> None:
     world = await build_world(factory, [role])
     client = await client_for(app, login_as, world, role)
     tab = await (await client.get(f"/teams/{world.team.id}/charge-points")).get_data(as_text=True)

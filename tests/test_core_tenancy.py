@@ -41,8 +41,18 @@ ID_ARGUMENTS = {
 OTHER_ARGUMENTS: dict[str, tuple[str, ...]] = {"scope": ("operator", "team")}
 UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 # Values a browser could send to any form; a route that wrongly accepts a foreign id would use them.
-FORM = {"name": "Hijacked", "identity": "HIJACKED-1", "country": "DK", "price_area": "DK2", "brand": "Acme",
-        "model": "X", "role": "admin", "remove": "1", "email": "x@example.test", "confirm": "1"}
+FORM = {
+    "name": "Hijacked",
+    "identity": "HIJACKED-1",
+    "country": "DK",
+    "price_area": "DK2",
+    "brand": "Acme",
+    "model": "X",
+    "role": "admin",
+    "remove": "1",
+    "email": "x@example.test",
+    "confirm": "1",
+}
 NOT_FOUND_MARKERS = ("Secret",)
 
 
@@ -89,17 +99,33 @@ async def tenant_ids(session: AsyncSession, operator_id: int, team: Team, charge
         await session.exec(select(OperatorMembership.id).where(OperatorMembership.operator_id == operator_id))
     ).first()
     team_membership = (await session.exec(select(TeamMembership.id).where(TeamMembership.team_id == team.id))).first()
-    token, secret = await create_token(session, SYSTEM, operator_id, TokenRequest("Tenancy test", TokenAccess.WRITE,
-                                                                                  None, None))
+    token, secret = await create_token(
+        session, SYSTEM, operator_id, TokenRequest("Tenancy test", TokenAccess.WRITE, None, None)
+    )
     start = utcnow() + timedelta(hours=1)
-    activation = Activation(operator_id=operator_id, price_area="DK2", market="FCR-D", action="pause", start_at=start,
-                            duration_s=600, end_at=start + timedelta(seconds=600), created_by="tenancy test")
+    activation = Activation(
+        operator_id=operator_id,
+        price_area="DK2",
+        market="FCR-D",
+        action="pause",
+        start_at=start,
+        duration_s=600,
+        end_at=start + timedelta(seconds=600),
+        created_by="tenancy test",
+    )
     session.add(activation)
     await session.commit()
     assert entry and operator_membership and team_membership
-    return {"operator": operator_id, "team": team.id, "charge_point": charge_point.id, "catalogue_entry": entry,
-            "membership": {"operator": operator_membership, "team": team_membership}, "api_token": token.id,
-            "activation": activation.id, "secret": secret}
+    return {
+        "operator": operator_id,
+        "team": team.id,
+        "charge_point": charge_point.id,
+        "catalogue_entry": entry,
+        "membership": {"operator": operator_membership, "team": team_membership},
+        "api_token": token.id,
+        "activation": activation.id,
+        "secret": secret,
+    }
 
 
 def id_value(ids: Ids, kind: str, values: dict[str, str]) -> int:
@@ -143,8 +169,7 @@ async def request(client: QuartClient, method: str, path: str, bearer: str | Non
     token = client.csrf_token  # type: ignore[attr-defined]
     if method == "GET":
         return await client.get(path)
-    return await client.open(path, method=method, form={"csrf_token": token, **FORM},
-                             headers={"X-CSRF-Token": token})
+    return await client.open(path, method=method, form={"csrf_token": token, **FORM}, headers={"X-CSRF-Token": token})
 
 
 def bearer_for(app: Quart, rule: Any, ids: Ids) -> str | None:
@@ -156,14 +181,20 @@ def bearer_for(app: Quart, rule: Any, ids: Ids) -> str | None:
 async def snapshot(session: AsyncSession, world: World) -> tuple[Any, ...]:
     """Return what the other tenant has (columns, read afresh), to prove nothing of it changed."""
     team = (await session.exec(select(Team.name).where(Team.id == world.other_team.id))).all()
-    charge_point = (await session.exec(
-        select(ChargePoint.name, ChargePoint.identity, ChargePoint.ocpp_password_hash)
-        .where(ChargePoint.id == world.other_charge_point.id))).all()
-    entries = (await session.exec(
-        select(CompatibleModel.id).where(CompatibleModel.operator_id == world.other_operator.id))).all()
+    charge_point = (
+        await session.exec(
+            select(ChargePoint.name, ChargePoint.identity, ChargePoint.ocpp_password_hash).where(
+                ChargePoint.id == world.other_charge_point.id
+            )
+        )
+    ).all()
+    entries = (
+        await session.exec(select(CompatibleModel.id).where(CompatibleModel.operator_id == world.other_operator.id))
+    ).all()
     members = (await session.exec(select(OperatorMembership.id, OperatorMembership.role))).all()
-    team_members = (await session.exec(select(TeamMembership.id, TeamMembership.role,
-                                              TeamMembership.can_configure_charge_points))).all()
+    team_members = (
+        await session.exec(select(TeamMembership.id, TeamMembership.role, TeamMembership.can_configure_charge_points))
+    ).all()
     return tuple(team), tuple(charge_point), sorted(entries), sorted(members), sorted(team_members)
 
 
@@ -195,8 +226,12 @@ async def test_foreign_ids_answer_404(
     assert await snapshot(session, world) == before
 
 
-SIBLING_RULES = [rule for rule in ID_RULES if rule.endpoint.split(".")[0] != "api"
-                 and {name for c, name in arguments(rule) if c == "int"} <= {"team_id", "cp_id"}]
+SIBLING_RULES = [
+    rule
+    for rule in ID_RULES
+    if rule.endpoint.split(".")[0] != "api"
+    and {name for c, name in arguments(rule) if c == "int"} <= {"team_id", "cp_id"}
+]
 
 
 @pytest.mark.parametrize("rule", SIBLING_RULES, ids=[f"{rule.endpoint}" for rule in SIBLING_RULES])
@@ -215,12 +250,21 @@ async def test_team_roles_do_not_reach_sibling_teams(
         assert response.status_code == 404, f"{method} {path} answered {response.status_code}"
         assert "Secret" not in await response.get_data(as_text=True)
     assert (await session.exec(select(ChargePoint.name).where(ChargePoint.id == sibling_cp.id))).all() == [
-        "Secret Sibling Charger"]
+        "Secret Sibling Charger"
+    ]
     assert (await session.exec(select(Team.name).where(Team.id == sibling.id))).all() == ["Secret Sibling"]
 
 
-@pytest.mark.parametrize("path", ["/teams/abc/charge-points", "/charge-points/-1", "/charge-points/1.5",
-                                  "/operators/%F0%9F%92%A5/teams", "/teams/99999999999999999999999999/charge-points"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/teams/abc/charge-points",
+        "/charge-points/-1",
+        "/charge-points/1.5",
+        "/operators/%F0%9F%92%A5/teams",
+        "/teams/99999999999999999999999999/charge-points",
+    ],
+)
 async def test_malformed_ids_answer_404(factory: Factory, login_as: LoginAs, path: str) -> None:
     world = await build_world(factory, ["operator admin"])
     client = await login_as(world.users["operator admin"])

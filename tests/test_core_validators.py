@@ -21,19 +21,53 @@ from powerbank.rules.validators import (
 VALID_FACILITY_ID = make_facility_id("12345678901")
 
 
-@pytest.mark.parametrize(("typed", "clean"), [
-    ("CP-1", "CP-1"), ("a", "a"), ("x" * 48, "x" * 48), ("  cp_2.site:3  ", "cp_2.site:3"),
-    ("ABC.def-123_x:y", "ABC.def-123_x:y"), ("0", "0"),
-])
+@pytest.mark.parametrize(
+    ("typed", "clean"),
+    [
+        ("CP-1", "CP-1"),
+        ("a", "a"),
+        ("x" * 48, "x" * 48),
+        ("  cp_2.site:3  ", "cp_2.site:3"),
+        ("ABC.def-123_x:y", "ABC.def-123_x:y"),
+        ("0", "0"),
+    ],
+)
 def test_identity_accepts(typed: str, clean: str) -> None:
     assert clean_identity(typed) == clean
 
 
-@pytest.mark.parametrize("typed", [
-    None, "", "   ", "x" * 49, "with space", "slash/cp", "back\\slash", "quote'", 'dq"', "semi;colon", "hash#",
-    "q?x", "pct%20", "amp&", "plus+", "at@", "ümlaut", "日本", "emoji💥", "tab\tcp", "new\nline", "nul\x00",
-    "<script>", "a,b", "(x)", "cp\u200b", "٣٤",
-])
+@pytest.mark.parametrize(
+    "typed",
+    [
+        None,
+        "",
+        "   ",
+        "x" * 49,
+        "with space",
+        "slash/cp",
+        "back\\slash",
+        "quote'",
+        'dq"',
+        "semi;colon",
+        "hash#",
+        "q?x",
+        "pct%20",
+        "amp&",
+        "plus+",
+        "at@",
+        "ümlaut",
+        "日本",
+        "emoji💥",
+        "tab\tcp",
+        "new\nline",
+        "nul\x00",
+        "<script>",
+        "a,b",
+        "(x)",
+        "cp\u200b",
+        "٣٤",
+    ],
+)
 def test_identity_refuses(typed: str | None) -> None:
     with pytest.raises(ValidationError):
         clean_identity(typed)
@@ -69,8 +103,9 @@ def test_price_area_matches_country(country: str, area: str, consistent: bool) -
             clean_price_area(country, area)
 
 
-@pytest.mark.parametrize(("country", "expected"),
-                         [("GB", "GB"), ("IE", "IE"), ("DE", None), ("NO", None), ("FI", None)])
+@pytest.mark.parametrize(
+    ("country", "expected"), [("GB", "GB"), ("IE", "IE"), ("DE", None), ("NO", None), ("FI", None)]
+)
 def test_price_area_defaults_when_there_is_one_choice_or_none(country: str, expected: str | None) -> None:
     assert clean_price_area(country, "") == expected
     assert clean_price_area(country, None) == expected
@@ -105,21 +140,29 @@ def _accepts(country: str, area: str) -> bool:
     return True
 
 
-@pytest.mark.parametrize(("body", "check"), [
-    # The same GS1 mod-10 rule as for GSRNs, on well-known GTINs: EAN-13 4006381333931, UPC 036000291452.
-    ("400638133393", 1), ("03600029145", 2), ("73599900000000000", 6),
-])
+@pytest.mark.parametrize(
+    ("body", "check"),
+    [
+        # The same GS1 mod-10 rule as for GSRNs, on well-known GTINs: EAN-13 4006381333931, UPC 036000291452.
+        ("400638133393", 1),
+        ("03600029145", 2),
+        ("73599900000000000", 6),
+    ],
+)
 def test_gs1_check_digit(body: str, check: int) -> None:
     assert gs1_check_digit(body) == check
 
 
-@pytest.mark.parametrize("typed", [
-    VALID_FACILITY_ID,
-    f" {VALID_FACILITY_ID} ",
-    f"{VALID_FACILITY_ID[:6]} {VALID_FACILITY_ID[6:12]} {VALID_FACILITY_ID[12:]}",
-    f"{VALID_FACILITY_ID[:6]}-{VALID_FACILITY_ID[6:]}",
-    "-".join(VALID_FACILITY_ID),
-])
+@pytest.mark.parametrize(
+    "typed",
+    [
+        VALID_FACILITY_ID,
+        f" {VALID_FACILITY_ID} ",
+        f"{VALID_FACILITY_ID[:6]} {VALID_FACILITY_ID[6:12]} {VALID_FACILITY_ID[12:]}",
+        f"{VALID_FACILITY_ID[:6]}-{VALID_FACILITY_ID[6:]}",
+        "-".join(VALID_FACILITY_ID),
+    ],
+)
 def test_facility_id_accepts_with_spaces_and_dashes(typed: str) -> None:
     assert clean_facility_id(typed) == VALID_FACILITY_ID
 
@@ -128,25 +171,28 @@ def _wrong_check_digit(valid: str) -> str:
     return valid[:-1] + str((int(valid[-1]) + 1) % 10)
 
 
-@pytest.mark.parametrize(("typed", "message"), [
-    (None, "required"),
-    ("", "required"),
-    (" - - ", "required"),
-    (VALID_FACILITY_ID[:-1], "18 digits"),
-    (VALID_FACILITY_ID + "0", "18 digits"),
-    ("7" * 40, "18 digits"),
-    ("735998" + VALID_FACILITY_ID[6:], "start with 735999"),
-    ("123456" + VALID_FACILITY_ID[6:], "start with 735999"),
-    (_wrong_check_digit(VALID_FACILITY_ID), "check digit"),
-    (VALID_FACILITY_ID[:-1] + "x", "only contain digits"),
-    ("73599912345678901O", "only contain digits"),
-    (VALID_FACILITY_ID[:10] + "²" + VALID_FACILITY_ID[11:], "only contain digits"),
-    ("٧٣٥٩٩٩١٢٣٤٥٦٧٨٩٠١٥", "only contain digits"),
-    (VALID_FACILITY_ID.replace("7", "７", 1), "only contain digits"),
-    (VALID_FACILITY_ID[:9] + "." + VALID_FACILITY_ID[9:], "only contain digits"),
-    (VALID_FACILITY_ID[:9] + "_" + VALID_FACILITY_ID[9:], "only contain digits"),
-    ("SE" + VALID_FACILITY_ID, "only contain digits"),
-])
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        (None, "required"),
+        ("", "required"),
+        (" - - ", "required"),
+        (VALID_FACILITY_ID[:-1], "18 digits"),
+        (VALID_FACILITY_ID + "0", "18 digits"),
+        ("7" * 40, "18 digits"),
+        ("735998" + VALID_FACILITY_ID[6:], "start with 735999"),
+        ("123456" + VALID_FACILITY_ID[6:], "start with 735999"),
+        (_wrong_check_digit(VALID_FACILITY_ID), "check digit"),
+        (VALID_FACILITY_ID[:-1] + "x", "only contain digits"),
+        ("73599912345678901O", "only contain digits"),
+        (VALID_FACILITY_ID[:10] + "²" + VALID_FACILITY_ID[11:], "only contain digits"),
+        ("٧٣٥٩٩٩١٢٣٤٥٦٧٨٩٠١٥", "only contain digits"),
+        (VALID_FACILITY_ID.replace("7", "７", 1), "only contain digits"),
+        (VALID_FACILITY_ID[:9] + "." + VALID_FACILITY_ID[9:], "only contain digits"),
+        (VALID_FACILITY_ID[:9] + "_" + VALID_FACILITY_ID[9:], "only contain digits"),
+        ("SE" + VALID_FACILITY_ID, "only contain digits"),
+    ],
+)
 def test_facility_id_refuses(typed: str | None, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         clean_facility_id(typed)
@@ -157,7 +203,7 @@ def test_every_single_digit_error_is_caught_by_the_check_digit() -> None:
         for replacement in "0123456789":
             if replacement == VALID_FACILITY_ID[position]:
                 continue
-            typo = VALID_FACILITY_ID[:position] + replacement + VALID_FACILITY_ID[position + 1:]
+            typo = VALID_FACILITY_ID[:position] + replacement + VALID_FACILITY_ID[position + 1 :]
             with pytest.raises(ValidationError, match="check digit"):
                 clean_facility_id(typo)
 
@@ -168,10 +214,16 @@ def test_make_facility_id_needs_eleven_digits(body: str) -> None:
         make_facility_id(body)
 
 
-@pytest.mark.parametrize(("typed", "clean"), [
-    ("Depot", "Depot"), ("  Nørrebro 1 ", "Nørrebro 1"), ("x" * 120, "x" * 120), ("Bay 1 — east", "Bay 1 — east"),
-    ("充电站", "充电站"),
-])
+@pytest.mark.parametrize(
+    ("typed", "clean"),
+    [
+        ("Depot", "Depot"),
+        ("  Nørrebro 1 ", "Nørrebro 1"),
+        ("x" * 120, "x" * 120),
+        ("Bay 1 — east", "Bay 1 — east"),
+        ("充电站", "充电站"),
+    ],
+)
 def test_name_accepts(typed: str, clean: str) -> None:
     assert clean_name(typed) == clean
 
@@ -198,19 +250,37 @@ def test_optional_text() -> None:
         clean_optional("nul\x00", label="Serial number")
 
 
-@pytest.mark.parametrize(("typed", "clean"), [
-    ("someone@example.com", "someone@example.com"), ("  Someone@Example.COM ", "someone@example.com"),
-    ("first.last+tag@sub.example.co.uk", "first.last+tag@sub.example.co.uk"),
-])
+@pytest.mark.parametrize(
+    ("typed", "clean"),
+    [
+        ("someone@example.com", "someone@example.com"),
+        ("  Someone@Example.COM ", "someone@example.com"),
+        ("first.last+tag@sub.example.co.uk", "first.last+tag@sub.example.co.uk"),
+    ],
+)
 def test_email_accepts_and_lowercases(typed: str, clean: str) -> None:
     assert clean_email(typed) == clean
 
 
-@pytest.mark.parametrize("typed", [
-    None, "", "   ", "plain", "@example.com", "someone@", "someone@example", "two@@example.com", "a b@example.com",
-    "someone@exa mple.com", "a@b@c.com", "x" * 250 + "@example.com", "someone@example.com\nBcc: x@evil.test",
-    "nul\x00@example.com",
-])
+@pytest.mark.parametrize(
+    "typed",
+    [
+        None,
+        "",
+        "   ",
+        "plain",
+        "@example.com",
+        "someone@",
+        "someone@example",
+        "two@@example.com",
+        "a b@example.com",
+        "someone@exa mple.com",
+        "a@b@c.com",
+        "x" * 250 + "@example.com",
+        "someone@example.com\nBcc: x@evil.test",
+        "nul\x00@example.com",
+    ],
+)
 def test_email_refuses(typed: str | None) -> None:
     with pytest.raises(ValidationError):
         clean_email(typed)

@@ -56,7 +56,8 @@ async def state_of(session: AsyncSession, charge_point: ChargePoint) -> str:
 async def events_of(session: AsyncSession, charge_point: ChargePoint) -> list[ParticipationEvent]:
     await session.refresh(charge_point)
     rows = await session.exec(
-        select(ParticipationEvent).where(ParticipationEvent.charge_point_id == charge_point.id)
+        select(ParticipationEvent)
+        .where(ParticipationEvent.charge_point_id == charge_point.id)
         .order_by(col(ParticipationEvent.id))
     )
     return list(rows)
@@ -64,8 +65,12 @@ async def events_of(session: AsyncSession, charge_point: ChargePoint) -> list[Pa
 
 async def sign_up(session: AsyncSession, principal: Principal, team: Team, ids: list[int], **kwargs: Any) -> Any:
     terms = await enrollment.current_terms(session)
-    values: dict[str, Any] = {"accept_terms_version": terms.version, "charge_point_ids": ids, "sign_up_all": False,
-                              "facility_ids": {}}
+    values: dict[str, Any] = {
+        "accept_terms_version": terms.version,
+        "charge_point_ids": ids,
+        "sign_up_all": False,
+        "facility_ids": {},
+    }
     values.update(kwargs)
     result = await enrollment.bulk_sign_up(session, principal, team, **values)
     await session.commit()
@@ -74,17 +79,27 @@ async def sign_up(session: AsyncSession, principal: Principal, team: Team, ids: 
 
 # R1 ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("country", "area", "allowed"), [
-    ("DK", "DK1", True), ("SE", "SE3", True), ("GB", "GB", True), ("IE", "IE", True),
-    ("DE", None, False), ("NO", None, False), ("FI", None, False),
-])
+
+@pytest.mark.parametrize(
+    ("country", "area", "allowed"),
+    [
+        ("DK", "DK1", True),
+        ("SE", "SE3", True),
+        ("GB", "GB", True),
+        ("IE", "IE", True),
+        ("DE", None, False),
+        ("NO", None, False),
+        ("FI", None, False),
+    ],
+)
 async def test_r1_only_denmark_sweden_uk_and_ireland(
     session: AsyncSession, factory: Factory, country: str, area: str | None, allowed: bool
 ) -> None:
     team = await factory.team()
     _, principal = await admin_of(factory, team)
-    cp = await factory.charge_point(team, country=country, price_area=area,
-                                    facility_id=VALID_FID if country == "SE" else None)
+    cp = await factory.charge_point(
+        team, country=country, price_area=area, facility_id=VALID_FID if country == "SE" else None
+    )
     row = (await enrollment.eligibility_for_team(session, team))[0]
     if allowed:
         assert row.compatibility == "Compatible"
@@ -92,6 +107,7 @@ async def test_r1_only_denmark_sweden_uk_and_ireland(
         assert await state_of(session, cp) == "Signed up"
     else:
         from powerbank.rules.countries import COUNTRIES
+
         assert row.compatibility == f"Not available in {COUNTRIES[country]}"
         with pytest.raises(enrollment.SignUpError) as caught:
             await sign_up(session, principal, team, [cp.id])
@@ -101,6 +117,7 @@ async def test_r1_only_denmark_sweden_uk_and_ireland(
 
 
 # R2 ---------------------------------------------------------------------------------------------
+
 
 async def test_r2_only_catalogued_models_and_what_the_charger_reported_counts(
     session: AsyncSession, factory: Factory
@@ -124,6 +141,7 @@ async def test_r2_only_catalogued_models_and_what_the_charger_reported_counts(
 
 # R3 ---------------------------------------------------------------------------------------------
 
+
 async def test_r3_bulk_works_on_one_team_and_another_teams_charge_point_changes_nothing(
     session: AsyncSession, factory: Factory
 ) -> None:
@@ -142,6 +160,7 @@ async def test_r3_bulk_works_on_one_team_and_another_teams_charge_point_changes_
 
 # R4 ---------------------------------------------------------------------------------------------
 
+
 async def test_r4_nothing_is_signed_up_before_the_current_terms_are_accepted(
     session: AsyncSession, factory: Factory
 ) -> None:
@@ -155,19 +174,31 @@ async def test_r4_nothing_is_signed_up_before_the_current_terms_are_accepted(
     session.add(TermsVersion(version="v2", published_at=utcnow(), text="Newer terms"))
     await session.commit()
     with pytest.raises(enrollment.SignUpError) as caught:
-        await enrollment.bulk_sign_up(session, principal, team, accept_terms_version="demo-v1",
-                                      charge_point_ids=[cp.id or 0], sign_up_all=False, facility_ids={})
+        await enrollment.bulk_sign_up(
+            session,
+            principal,
+            team,
+            accept_terms_version="demo-v1",
+            charge_point_ids=[cp.id or 0],
+            sign_up_all=False,
+            facility_ids={},
+        )
     assert "version v2" in caught.value.errors["terms"]
     await rollback(session, team, user, cp)
     assert await state_of(session, cp) == "Not signed up"
     await sign_up(session, principal, team, [cp.id], accept_terms_version="v2")
     acceptance = (await session.exec(select(TermsAcceptance))).one()
     assert (acceptance.user_id, acceptance.team_id, acceptance.version, acceptance.charge_point_ids) == (
-        user.id, team.id, "v2", [cp.id])
+        user.id,
+        team.id,
+        "v2",
+        [cp.id],
+    )
     assert acceptance.accepted_at.tzinfo is not None
 
 
 # R5 ---------------------------------------------------------------------------------------------
+
 
 async def test_r5_sign_up_all_in_sweden_needs_every_facility_id_and_saves_nothing_otherwise(
     session: AsyncSession, factory: Factory
@@ -179,16 +210,23 @@ async def test_r5_sign_up_all_in_sweden_needs_every_facility_id_and_saves_nothin
     typo = await factory.charge_point(team, country="SE", price_area="SE3")
     typed_ok = make_facility_id("99999999999")
     with pytest.raises(enrollment.SignUpError) as caught:
-        await sign_up(session, principal, team, [], sign_up_all=True,
-                      facility_ids={typo.id: "735999123", with_id.id: VALID_FID})
+        await sign_up(
+            session, principal, team, [], sign_up_all=True, facility_ids={typo.id: "735999123", with_id.id: VALID_FID}
+        )
     assert caught.value.row_errors == {
         missing.id: "Facility ID is required for charge points in Sweden.",
         typo.id: "Facility ID must be 18 digits; this has 9.",
     }
     await rollback(session, team, principal.user, with_id, missing, typo)
     assert {await state_of(session, cp) for cp in (with_id, missing, typo)} == {"Not signed up"}
-    result = await sign_up(session, principal, team, [], sign_up_all=True,
-                           facility_ids={missing.id: typed_ok, typo.id: make_facility_id("88888888888")})
+    result = await sign_up(
+        session,
+        principal,
+        team,
+        [],
+        sign_up_all=True,
+        facility_ids={missing.id: typed_ok, typo.id: make_facility_id("88888888888")},
+    )
     assert result.message == "3 charge points signed up."
     await session.refresh(missing)
     assert missing.facility_id == typed_ok
@@ -200,8 +238,13 @@ async def test_r5_a_facility_id_typed_in_a_blocked_save_is_not_stored(session: A
     first = await factory.charge_point(team, country="SE", price_area="SE3")
     second = await factory.charge_point(team, country="SE", price_area="SE3")
     with pytest.raises(enrollment.SignUpError) as caught:
-        await sign_up(session, principal, team, [first.id, second.id], facility_ids={first.id: VALID_FID,
-                                                                                     second.id: VALID_FID[:-1] + "0"})
+        await sign_up(
+            session,
+            principal,
+            team,
+            [first.id, second.id],
+            facility_ids={first.id: VALID_FID, second.id: VALID_FID[:-1] + "0"},
+        )
     assert "check digit" in caught.value.row_errors[second.id]
     await rollback(session, first)
     assert first.facility_id is None
@@ -209,9 +252,16 @@ async def test_r5_a_facility_id_typed_in_a_blocked_save_is_not_stored(session: A
 
 # R6 ---------------------------------------------------------------------------------------------
 
+
 def cp_form(**fields: str) -> dict[str, str]:
-    values = {"name": "Depot", "identity": "DEPOT-1", "brand": "Easee", "model": "Home", "country": "DK",
-              "price_area": "DK2"}
+    values = {
+        "name": "Depot",
+        "identity": "DEPOT-1",
+        "brand": "Easee",
+        "model": "Home",
+        "country": "DK",
+        "price_area": "DK2",
+    }
     values.update(fields)
     return values
 
@@ -222,17 +272,24 @@ async def test_r6_a_compatible_charge_point_created_in_dk2_is_signed_up_by_the_s
     team = await factory.team()
     user, _ = await admin_of(factory, team)
     created, _ = await cp_service.create_charge_point(session, Actor.of(user), team, cp_form())
-    dk1, _ = await cp_service.create_charge_point(session, Actor.of(user), team,
-                                                  cp_form(identity="DEPOT-2", price_area="DK1"))
-    incompatible, _ = await cp_service.create_charge_point(session, Actor.of(user), team,
-                                                           cp_form(identity="DEPOT-3", brand="Tesla"))
+    dk1, _ = await cp_service.create_charge_point(
+        session, Actor.of(user), team, cp_form(identity="DEPOT-2", price_area="DK1")
+    )
+    incompatible, _ = await cp_service.create_charge_point(
+        session, Actor.of(user), team, cp_form(identity="DEPOT-3", brand="Tesla")
+    )
     await session.commit()
     assert await state_of(session, created) == "Signed up"
     assert await state_of(session, dk1) == "Not signed up"
     assert await state_of(session, incompatible) == "Not signed up"
     [event] = await events_of(session, created)
     assert (event.actor_user_id, event.actor_label, event.source, event.from_state, event.to_state) == (
-        None, "system", "automatic", "Not signed up", "Signed up")
+        None,
+        "system",
+        "automatic",
+        "Not signed up",
+        "Signed up",
+    )
     assert (await enrollment.get_participation(session, created)).why == "Signed up automatically (DK2)"
 
 
@@ -243,10 +300,12 @@ async def test_r6_moved_to_dk2_or_becoming_compatible_signs_up_but_never_after_a
     user, principal = await admin_of(factory, team)
     actor = Actor.of(user)
     mover, _ = await cp_service.create_charge_point(session, actor, team, cp_form(price_area="DK1"))
-    newcomer, _ = await cp_service.create_charge_point(session, actor, team,
-                                                       cp_form(identity="DEPOT-2", brand="Acme", model="One"))
-    refuser, _ = await cp_service.create_charge_point(session, actor, team,
-                                                      cp_form(identity="DEPOT-3", brand="Acme", model="One"))
+    newcomer, _ = await cp_service.create_charge_point(
+        session, actor, team, cp_form(identity="DEPOT-2", brand="Acme", model="One")
+    )
+    refuser, _ = await cp_service.create_charge_point(
+        session, actor, team, cp_form(identity="DEPOT-3", brand="Acme", model="One")
+    )
     await session.commit()
     await enrollment.opt_out(session, principal, refuser)
     await session.commit()
@@ -259,6 +318,7 @@ async def test_r6_moved_to_dk2_or_becoming_compatible_signs_up_but_never_after_a
 
 
 # R7 ---------------------------------------------------------------------------------------------
+
 
 async def test_r7_opt_out_stops_at_once_and_releases_active_limits(
     session: AsyncSession, factory: Factory, release_calls: list[tuple[list[int], str]]
@@ -279,6 +339,7 @@ async def test_r7_opt_out_stops_at_once_and_releases_active_limits(
 
 
 # R8 ---------------------------------------------------------------------------------------------
+
 
 async def test_r8_every_change_is_an_event_with_who_when_from_to_source_and_terms(
     session: AsyncSession, factory: Factory
@@ -304,6 +365,7 @@ async def test_r8_every_change_is_an_event_with_who_when_from_to_source_and_term
 
 # Suspension -------------------------------------------------------------------------------------
 
+
 async def test_a_signed_up_charge_point_that_stops_being_eligible_is_suspended_and_comes_back(
     session: AsyncSession, factory: Factory, release_calls: list[tuple[list[int], str]]
 ) -> None:
@@ -322,8 +384,9 @@ async def test_a_signed_up_charge_point_that_stops_being_eligible_is_suspended_a
     await session.commit()
     assert await state_of(session, cp) == "Signed up"
     # Removing the model from the catalogue suspends it too.
-    entry = next(e for e in await catalogue.list_catalogue(session, team.operator_id) if e.brand == "Easee"
-                 and e.model == "Home")
+    entry = next(
+        e for e in await catalogue.list_catalogue(session, team.operator_id) if e.brand == "Easee" and e.model == "Home"
+    )
     await catalogue.remove_model(session, actor, team.operator_id, entry.id or 0)
     await session.commit()
     assert (await enrollment.get_participation(session, cp)).why == "Not compatible"
@@ -336,7 +399,8 @@ async def test_a_swedish_charge_point_whose_facility_id_is_removed_is_suspended(
     user, principal = await admin_of(factory, team)
     actor = Actor.of(user)
     cp, _ = await cp_service.create_charge_point(
-        session, actor, team, cp_form(country="SE", price_area="SE3", facility_id=VALID_FID))
+        session, actor, team, cp_form(country="SE", price_area="SE3", facility_id=VALID_FID)
+    )
     await session.commit()
     await sign_up(session, principal, team, [cp.id])
     await cp_service.update_charge_point(session, actor, team, cp, cp_form(country="SE", price_area="SE3"))
@@ -365,12 +429,16 @@ async def test_a_suspended_charge_point_opted_out_meanwhile_stays_opted_out(
 
 # Permissions inside the service -----------------------------------------------------------------
 
-@pytest.mark.parametrize(("role", "can_configure", "error"), [
-    ("member", False, ForbiddenError),
-    ("admin", False, ForbiddenError),
-    ("owner", False, ForbiddenError),
-    (None, False, NotFoundError),
-])
+
+@pytest.mark.parametrize(
+    ("role", "can_configure", "error"),
+    [
+        ("member", False, ForbiddenError),
+        ("admin", False, ForbiddenError),
+        ("owner", False, ForbiddenError),
+        (None, False, NotFoundError),
+    ],
+)
 async def test_the_service_itself_refuses_callers_without_the_right(
     session: AsyncSession, factory: Factory, role: str | None, can_configure: bool, error: type[Exception]
 ) -> None:
@@ -390,6 +458,7 @@ async def test_the_service_itself_refuses_callers_without_the_right(
 
 # Demo data --------------------------------------------------------------------------------------
 
+
 async def test_demo_copenhagen_has_its_four_compatible_dk2_charge_points_signed_up_automatically(
     session: AsyncSession, demo: list[ChargePoint]
 ) -> None:
@@ -406,8 +475,11 @@ async def test_demo_copenhagen_has_its_four_compatible_dk2_charge_points_signed_
     berlin = (await session.exec(select(Team).where(Team.name == "Berlin Garage"))).one()
     assert {row.why for row in await enrollment.eligibility_for_team(session, berlin)} == {"Not available in Germany"}
     stockholm = (await session.exec(select(Team).where(Team.name == "Stockholm Offices"))).one()
-    assert sorted(row.charge_point.name for row in await enrollment.eligibility_for_team(session, stockholm)
-                  if row.why == "Facility ID missing") == ["Solna 1", "Solna 2", "Södermalm"]
+    assert sorted(
+        row.charge_point.name
+        for row in await enrollment.eligibility_for_team(session, stockholm)
+        if row.why == "Facility ID missing"
+    ) == ["Solna 1", "Solna 2", "Södermalm"]
 
 
 async def test_csv_rows_hold_the_current_participation(session: AsyncSession, demo: list[ChargePoint]) -> None:

@@ -26,15 +26,25 @@ async def make_team(session: AsyncSession, factory: Factory, size: int) -> tuple
     team = await factory.team()
     user = await factory.user(team=team, team_role="admin")
     charge_points = [
-        ChargePoint(team_id=team.id or 0, name=f"Charger {n:04d}", identity=f"SCALE-{team.id}-{n}", brand="Easee",
-                    model="Home", country="SE" if n % 4 == 0 else "DK", price_area="SE3" if n % 4 == 0 else "DK1",
-                    ocpp_password_hash="x")
+        ChargePoint(
+            team_id=team.id or 0,
+            name=f"Charger {n:04d}",
+            identity=f"SCALE-{team.id}-{n}",
+            brand="Easee",
+            model="Home",
+            country="SE" if n % 4 == 0 else "DK",
+            price_area="SE3" if n % 4 == 0 else "DK1",
+            ocpp_password_hash="x",
+        )
         for n in range(size)
     ]
     session.add_all(charge_points)
     await session.flush()
-    session.add_all(Participation(charge_point_id=cp.id or 0, state="Opted out", source="single")
-                    for n, cp in enumerate(charge_points) if n % 4 == 1)
+    session.add_all(
+        Participation(charge_point_id=cp.id or 0, state="Opted out", source="single")
+        for n, cp in enumerate(charge_points)
+        if n % 4 == 1
+    )
     await session.commit()
     typed = {cp.id or 0: make_facility_id(f"{n:011d}") for n, cp in enumerate(charge_points) if n % 4 == 0}
     return team, user, typed
@@ -64,13 +74,22 @@ async def test_bulk_sign_up_runs_the_same_number_of_queries_for_10_and_500_charg
     for size in (10, 500):
         team, user, typed = await make_team(session, factory, size)
         principal = await load_principal(session, user)
-        ticked = None if sign_up_all else [row.charge_point.id or 0 for row in
-                                           await enrollment.eligibility_for_team(session, team)]
+        ticked = (
+            None
+            if sign_up_all
+            else [row.charge_point.id or 0 for row in await enrollment.eligibility_for_team(session, team)]
+        )
 
         async def save(team: Team = team, typed: dict[int, str] = typed, ticked: list[int] | None = ticked) -> None:
             result = await enrollment.bulk_sign_up(
-                session, principal, team, accept_terms_version="demo-v1", charge_point_ids=ticked,
-                sign_up_all=sign_up_all, facility_ids=typed)
+                session,
+                principal,
+                team,
+                accept_terms_version="demo-v1",
+                charge_point_ids=ticked,
+                sign_up_all=sign_up_all,
+                facility_ids=typed,
+            )
             assert len(result.signed_up) == size
             await session.commit()
 
@@ -104,8 +123,15 @@ async def test_two_people_signing_up_the_same_team_at_once_make_no_duplicate_and
             own_team = await db.get(Team, team.id)
             assert own_team is not None
             try:
-                result = await enrollment.bulk_sign_up(db, principal, own_team, accept_terms_version="demo-v1",
-                                                       charge_point_ids=None, sign_up_all=True, facility_ids={})
+                result = await enrollment.bulk_sign_up(
+                    db,
+                    principal,
+                    own_team,
+                    accept_terms_version="demo-v1",
+                    charge_point_ids=None,
+                    sign_up_all=True,
+                    facility_ids={},
+                )
             except ConflictError:
                 await db.rollback()
                 return "conflict"
@@ -128,8 +154,11 @@ async def test_an_opt_out_racing_a_sign_up_is_not_lost(
     team = await factory.team()
     user = await factory.user(team=team, team_role="admin")
     cp = await factory.charge_point(team)
-    session.add(Participation(charge_point_id=cp.id or 0, state="Suspended", source="automatic",
-                              reason="Not compatible", since=utcnow()))
+    session.add(
+        Participation(
+            charge_point_id=cp.id or 0, state="Suspended", source="automatic", reason="Not compatible", since=utcnow()
+        )
+    )
     await session.commit()
     both_have_read = asyncio.Barrier(2)
     read_one = enrollment.get_participation

@@ -68,29 +68,45 @@ ROLES = [
 ]
 
 
-@pytest.mark.parametrize(("who", "operator_role", "team_role", "may_configure", "expected"), ROLES,
-                         ids=[row[0] for row in ROLES])
+@pytest.mark.parametrize(
+    ("who", "operator_role", "team_role", "may_configure", "expected"), ROLES, ids=[row[0] for row in ROLES]
+)
 async def test_permission_table_for_sign_up_and_opt_out(
-    session: AsyncSession, factory: Factory, login_as: LoginAs, who: str, operator_role: str | None,
-    team_role: str | None, may_configure: bool, expected: int,
+    session: AsyncSession,
+    factory: Factory,
+    login_as: LoginAs,
+    who: str,
+    operator_role: str | None,
+    team_role: str | None,
+    may_configure: bool,
+    expected: int,
 ) -> None:
     operator = await factory.operator()
     team = await factory.team(operator)
     to_sign_up = await factory.charge_point(team)
     to_opt_out = await factory.charge_point(team)
     boss = await factory.user(operator=operator, operator_role="admin")
-    await enrollment.bulk_sign_up(session, await load_principal(session, boss), team, accept_terms_version="demo-v1",
-                                  charge_point_ids=[to_opt_out.id or 0], sign_up_all=False, facility_ids={})
+    await enrollment.bulk_sign_up(
+        session,
+        await load_principal(session, boss),
+        team,
+        accept_terms_version="demo-v1",
+        charge_point_ids=[to_opt_out.id or 0],
+        sign_up_all=False,
+        facility_ids={},
+    )
     await session.commit()
     if operator_role == "other-admin":
         user = await factory.user(operator=await factory.operator(), operator_role="admin")
     else:
-        user = await factory.user(operator=operator, operator_role=operator_role, team=team, team_role=team_role,
-                                  can_configure=may_configure)
+        user = await factory.user(
+            operator=operator, operator_role=operator_role, team=team, team_role=team_role, can_configure=may_configure
+        )
     client = await login_as(user)
 
-    signed = await post_form(client, f"/teams/{team.id}/powerbank/sign-up", {**SIGN_UP_FORM,
-                                                                            "sign_up": str(to_sign_up.id)})
+    signed = await post_form(
+        client, f"/teams/{team.id}/powerbank/sign-up", {**SIGN_UP_FORM, "sign_up": str(to_sign_up.id)}
+    )
     opted = await post_form(client, f"/charge-points/{to_opt_out.id}/powerbank/opt-out")
 
     assert (signed.status_code, opted.status_code) == (expected, expected)
@@ -108,8 +124,10 @@ async def test_actions_menu_offers_sign_up_or_says_why_not(
     assert f'<a href="/teams/{team.id}/powerbank/sign-up">Sign up for PowerBank</a>' in page
     member = await login_as("member@demo.test")
     page = squash(await text(await member.get(f"/teams/{team.id}/charge-points")))
-    assert ('<span class="disabled" aria-disabled="true">Sign up for PowerBank</span> <span class="reason">'
-            "Team Members cannot configure charge points. Ask a Team Owner or an admin.</span>") in page
+    assert (
+        '<span class="disabled" aria-disabled="true">Sign up for PowerBank</span> <span class="reason">'
+        "Team Members cannot configure charge points. Ask a Team Owner or an admin.</span>"
+    ) in page
     readonly = await login_as("readonly.admin@demo.test")
     page = squash(await text(await readonly.get(f"/teams/{team.id}/powerbank/sign-up")))
     assert "Your role in this team does not include the right to configure charge points." in page
@@ -117,6 +135,7 @@ async def test_actions_menu_offers_sign_up_or_says_why_not(
 
 
 # Bulk flow: Copenhagen -------------------------------------------------------------------------
+
 
 async def test_copenhagen_bulk_flow_signs_up_the_dk1_charge_point(
     session: AsyncSession, demo: list[ChargePoint], login_as: LoginAs
@@ -132,14 +151,21 @@ async def test_copenhagen_bulk_flow_signs_up_the_dk1_charge_point(
     assert '<label for="accept-terms">I accept the terms and conditions (version demo-v1)</label>' in page
     aarhus, valby = cps["Aarhus Hub"].id, cps["Valby Legacy"].id
     assert f'<label for="sign-up-{aarhus}" class="visually-hidden">Sign up Aarhus Hub</label>' in page
-    assert re.search(rf'id="sign-up-{valby}" name="sign_up" value="{valby}" disabled aria-describedby="why-{valby}"',
-                     page)
-    assert (f'<span class="reason" id="why-{valby}">Not compatible: Tesla Wall Connector Gen 2 is not in the '
-            "compatibility catalogue</span>") in page
+    assert re.search(
+        rf'id="sign-up-{valby}" name="sign_up" value="{valby}" disabled aria-describedby="why-{valby}"', page
+    )
+    assert (
+        f'<span class="reason" id="why-{valby}">Not compatible: Tesla Wall Connector Gen 2 is not in the '
+        "compatibility catalogue</span>"
+    ) in page
 
     url = f"/teams/{team.id}/powerbank/sign-up"
-    refused = await post_form(client, url, {"action": "selected", "terms_version": "demo-v1",
-                                            "sign_up": str(aarhus)}, headers=htmx_headers(client))
+    refused = await post_form(
+        client,
+        url,
+        {"action": "selected", "terms_version": "demo-v1", "sign_up": str(aarhus)},
+        headers=htmx_headers(client),
+    )
     body = await text(refused)
     assert refused.status_code == 422
     assert "<html" not in body and 'id="powerbank-sign-up"' in body
@@ -153,8 +179,12 @@ async def test_copenhagen_bulk_flow_signs_up_the_dk1_charge_point(
     assert '<p class="notice success" role="status">1 charge point signed up.</p>' in body
     assert body.count('<span class="reason" id="why-') == 6  # 5 already signed up + Valby not compatible
     assert await states(session, team) == {
-        "Aarhus Hub": "Signed up", "Amager Depot": "Signed up", "Nørrebro 1": "Signed up",
-        "Nørrebro 2": "Signed up", "Valby Legacy": "Not signed up", "Vesterbro 1": "Signed up",
+        "Aarhus Hub": "Signed up",
+        "Amager Depot": "Signed up",
+        "Nørrebro 1": "Signed up",
+        "Nørrebro 2": "Signed up",
+        "Valby Legacy": "Not signed up",
+        "Vesterbro 1": "Signed up",
     }
     [event] = (await session.exec(select(ParticipationEvent).where(ParticipationEvent.charge_point_id == aarhus))).all()
     assert (event.source, event.actor_label, event.terms_version) == ("bulk", "admin@demo.test", "demo-v1")
@@ -165,8 +195,7 @@ async def test_a_plain_form_post_redirects_and_shows_the_result(
 ) -> None:
     team = await team_named(session, "London Depot")
     client = await login_as("admin@demo.test")
-    response = await post_form(client, f"/teams/{team.id}/powerbank/sign-up",
-                               {**SIGN_UP_FORM, "action": "all"})
+    response = await post_form(client, f"/teams/{team.id}/powerbank/sign-up", {**SIGN_UP_FORM, "action": "all"})
     assert response.status_code == 303
     page = await text(await client.get(response.headers["Location"]))
     assert "4 charge points signed up." in page
@@ -180,8 +209,11 @@ async def test_a_forged_post_naming_another_teams_charge_point_changes_nothing(
     aarhus_id = (await cps_of(session, copenhagen))["Aarhus Hub"].id
     oslo_id = next(iter((await cps_of(session, fjord)).values())).id
     client = await login_as("admin@demo.test")
-    response = await post_pairs(client, f"/teams/{copenhagen.id}/powerbank/sign-up",
-                                [*SIGN_UP_FORM.items(), ("sign_up", str(aarhus_id)), ("sign_up", str(oslo_id))])
+    response = await post_pairs(
+        client,
+        f"/teams/{copenhagen.id}/powerbank/sign-up",
+        [*SIGN_UP_FORM.items(), ("sign_up", str(aarhus_id)), ("sign_up", str(oslo_id))],
+    )
     assert response.status_code == 404
     assert (await states(session, copenhagen))["Aarhus Hub"] == "Not signed up"
     response = await post_form(client, f"/charge-points/{oslo_id}/powerbank/opt-out")
@@ -189,6 +221,7 @@ async def test_a_forged_post_naming_another_teams_charge_point_changes_nothing(
 
 
 # Bulk flow: Stockholm --------------------------------------------------------------------------
+
 
 async def test_stockholm_sign_up_all_is_blocked_until_the_missing_facility_ids_are_typed(
     session: AsyncSession, demo: list[ChargePoint], login_as: LoginAs
@@ -206,51 +239,75 @@ async def test_stockholm_sign_up_all_is_blocked_until_the_missing_facility_ids_a
     assert blocked.status_code == 422
     assert "Nothing was saved: 3 charge points cannot be signed up yet" in body
     for name in ("Solna 1", "Solna 2", "Södermalm"):
-        assert (f'<p class="error" id="facility-id-message-{cps[name].id}" aria-live="polite">Facility ID is required '
-                "for charge points in Sweden.</p>") in body
+        assert (
+            f'<p class="error" id="facility-id-message-{cps[name].id}" aria-live="polite">Facility ID is required '
+            "for charge points in Sweden.</p>"
+        ) in body
     assert set((await states(session, team)).values()) == {"Not signed up"}
 
     # A ticked Swedish row without a valid Facility ID blocks Save too, with its row message.
     solna = cps["Solna 1"].id
-    blocked = await post_pairs(client, url, [*SIGN_UP_FORM.items(), ("sign_up", str(cps["Kista A"].id)),
-                                             ("sign_up", str(solna)), (f"facility_id_{solna}", "735999")], htmx=True)
+    blocked = await post_pairs(
+        client,
+        url,
+        [
+            *SIGN_UP_FORM.items(),
+            ("sign_up", str(cps["Kista A"].id)),
+            ("sign_up", str(solna)),
+            (f"facility_id_{solna}", "735999"),
+        ],
+        htmx=True,
+    )
     assert blocked.status_code == 422
     assert "Facility ID must be 18 digits; this has 6." in await text(blocked)
     assert set((await states(session, team)).values()) == {"Not signed up"}
 
-    typed = {f"facility_id_{cps[name].id}": make_facility_id(f"2000000000{n}")
-             for n, name in enumerate(("Solna 1", "Solna 2", "Södermalm"))}
+    typed = {
+        f"facility_id_{cps[name].id}": make_facility_id(f"2000000000{n}")
+        for n, name in enumerate(("Solna 1", "Solna 2", "Södermalm"))
+    }
     saved = await post_form(client, url, {**SIGN_UP_FORM, "action": "all", **typed}, headers=htmx_headers(client))
     assert saved.status_code == 200
     assert "5 charge points signed up." in await text(saved)
     assert await states(session, team) == {
-        "Kista A": "Signed up", "Kista B": "Signed up", "Solna 1": "Signed up", "Solna 2": "Signed up",
-        "Södermalm": "Signed up", "Gamla Stan": "Not signed up",
+        "Kista A": "Signed up",
+        "Kista B": "Signed up",
+        "Solna 1": "Signed up",
+        "Solna 2": "Signed up",
+        "Södermalm": "Signed up",
+        "Gamla Stan": "Not signed up",
     }
     stored = {cp.name: cp.facility_id for cp in (await cps_of(session, team)).values()}
     assert stored["Solna 2"] == make_facility_id("20000000001")
 
 
-@pytest.mark.parametrize(("typed", "message"), [
-    ("73599", "Facility ID must be 18 digits; this has 5."),
-    ("123456100000000010", "Facility ID must start with 735999."),
-    ("735999100000000011", "Facility ID check digit is wrong: the last digit should be 0."),
-    ("", "Facility ID is required for charge points in Sweden."),
-    ("735999100000000010", "Valid Facility ID"),
-])
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        ("73599", "Facility ID must be 18 digits; this has 5."),
+        ("123456100000000010", "Facility ID must start with 735999."),
+        ("735999100000000011", "Facility ID check digit is wrong: the last digit should be 0."),
+        ("", "Facility ID is required for charge points in Sweden."),
+        ("735999100000000010", "Valid Facility ID"),
+    ],
+)
 async def test_a_facility_id_is_checked_as_it_is_typed(
     session: AsyncSession, factory: Factory, login_as: LoginAs, typed: str, message: str
 ) -> None:
     team = await factory.team()
     solna = await factory.charge_point(team, name="Solna 1", country="SE", price_area="SE3")
     client = await login_as(await factory.user(team=team, team_role="member"))
-    response = await client.get(f"/teams/{team.id}/powerbank/facility-id/{solna.id}",
-                                query_string={f"facility_id_{solna.id}": typed}, headers=htmx_headers(client))
+    response = await client.get(
+        f"/teams/{team.id}/powerbank/facility-id/{solna.id}",
+        query_string={f"facility_id_{solna.id}": typed},
+        headers=htmx_headers(client),
+    )
     assert response.status_code == 200
     assert f'id="facility-id-message-{solna.id}" aria-live="polite">{message}</p>' in await text(response)
 
 
 # Single flow -----------------------------------------------------------------------------------
+
 
 async def test_the_toggle_opts_out_and_back_in_and_the_history_shows_it(
     session: AsyncSession, demo: list[ChargePoint], login_as: LoginAs
@@ -262,8 +319,13 @@ async def test_the_toggle_opts_out_and_back_in_and_the_history_shows_it(
     assert '<span id="powerbank-name" class="functionality-name">PowerBank</span>' in page
     assert 'role="switch" aria-checked="true" aria-labelledby="powerbank-name"' in page
 
-    asked = squash(await text(await client.get(f"/charge-points/{cp.id}/powerbank", query_string={"turn": "off"},
-                                               headers=htmx_headers(client))))
+    asked = squash(
+        await text(
+            await client.get(
+                f"/charge-points/{cp.id}/powerbank", query_string={"turn": "off"}, headers=htmx_headers(client)
+            )
+        )
+    )
     assert "<strong>Stop participating in PowerBank?</strong>" in asked
     off = await post_form(client, f"/charge-points/{cp.id}/powerbank/opt-out", headers=htmx_headers(client))
     body = squash(await text(off))
@@ -272,8 +334,13 @@ async def test_the_toggle_opts_out_and_back_in_and_the_history_shows_it(
     assert '<span class="status state-opted-out">Opted out</span>' in body
     assert "<td>Signed up</td> <td>Opted out</td> <td>single</td> <td>admin@demo.test</td>" in body
 
-    asked = squash(await text(await client.get(f"/charge-points/{cp.id}/powerbank", query_string={"turn": "on"},
-                                               headers=htmx_headers(client))))
+    asked = squash(
+        await text(
+            await client.get(
+                f"/charge-points/{cp.id}/powerbank", query_string={"turn": "on"}, headers=htmx_headers(client)
+            )
+        )
+    )
     assert '<label for="pb-accept-terms">I accept the terms and conditions (version demo-v1)</label>' in asked
     assert '<button type="submit" class="primary" data-needs-terms>Yes</button>' in asked
     url = f"/charge-points/{cp.id}/powerbank/sign-up"
@@ -287,8 +354,9 @@ async def test_the_toggle_opts_out_and_back_in_and_the_history_shows_it(
 
     # Accepted once for this team: the next time it is just "Yes".
     await post_form(client, f"/charge-points/{cp.id}/powerbank/opt-out")
-    asked = await text(await client.get(f"/charge-points/{cp.id}/powerbank", query_string={"turn": "on"},
-                                        headers=htmx_headers(client)))
+    asked = await text(
+        await client.get(f"/charge-points/{cp.id}/powerbank", query_string={"turn": "on"}, headers=htmx_headers(client))
+    )
     assert "I accept the terms and conditions" not in asked
     assert (await post_form(client, url, {})).status_code == 303
     assert (await states(session, team))["Nørrebro 1"] == "Signed up"
@@ -313,8 +381,9 @@ async def test_a_swedish_charge_point_asks_for_its_facility_id_in_the_toggle(
     team = await team_named(session, "Stockholm Offices")
     cp = (await cps_of(session, team))["Södermalm"]
     client = await login_as("owner@demo.test")
-    asked = await text(await client.get(f"/charge-points/{cp.id}/powerbank", query_string={"turn": "on"},
-                                        headers=htmx_headers(client)))
+    asked = await text(
+        await client.get(f"/charge-points/{cp.id}/powerbank", query_string={"turn": "on"}, headers=htmx_headers(client))
+    )
     assert '<label for="pb-facility-id">Facility ID</label>' in asked
     url = f"/charge-points/{cp.id}/powerbank/sign-up"
     form = {"terms_version": "demo-v1", "accept_terms": "yes"}
@@ -345,6 +414,7 @@ async def test_a_member_sees_the_state_but_the_switch_is_disabled_with_the_reaso
 
 # History and CSV -------------------------------------------------------------------------------
 
+
 async def test_team_history_is_filterable_by_charge_point_and_exported_as_csv(
     session: AsyncSession, demo: list[ChargePoint], login_as: LoginAs
 ) -> None:
@@ -354,8 +424,11 @@ async def test_team_history_is_filterable_by_charge_point_and_exported_as_csv(
     page = squash(await text(await client.get(f"/teams/{team.id}/powerbank")))
     assert '<a href="/teams/1/powerbank" aria-current="page">PowerBank</a>' in page
     assert "4 changes" in page
-    fragment = await client.get(f"/teams/{team.id}/powerbank", query_string={"charge_point": cps["Vesterbro 1"].id},
-                                headers=htmx_headers(client))
+    fragment = await client.get(
+        f"/teams/{team.id}/powerbank",
+        query_string={"charge_point": cps["Vesterbro 1"].id},
+        headers=htmx_headers(client),
+    )
     body = squash(await text(fragment))
     assert "<html" not in body and "1 change<" in body and "Vesterbro 1" in body and "Nørrebro 1" not in body
 
@@ -377,8 +450,10 @@ async def test_another_operator_cannot_see_the_history_or_export(
     assert (await session.exec(select(Participation))).all()
 
 
-@pytest.mark.parametrize("query", ["charge_point=%C2%B2", "charge_point=99999999999999999999", "page=%C2%B2",
-                                   "page=-3", "charge_point=abc&page=x"])
+@pytest.mark.parametrize(
+    "query",
+    ["charge_point=%C2%B2", "charge_point=99999999999999999999", "page=%C2%B2", "page=-3", "charge_point=abc&page=x"],
+)
 async def test_odd_history_filters_show_the_history_not_an_error(
     session: AsyncSession, demo: list[ChargePoint], login_as: LoginAs, query: str
 ) -> None:

@@ -70,14 +70,23 @@ def hypercorn_overrides() -> dict[str, Any]:
 
 
 @pytest.fixture
-async def app(database_url: str, config_overrides: dict[str, Any],
-              hypercorn_overrides: dict[str, Any]) -> AsyncIterator[Quart]:
+async def app(
+    database_url: str, config_overrides: dict[str, Any], hypercorn_overrides: dict[str, Any]
+) -> AsyncIterator[Quart]:
     """Serve the app with Hypercorn on a free port, as `powerbank serve` does."""
-    app = create_app({
-        "DEMO": True, "DATABASE_URL": database_url, "SECRET_KEY": "test-secret", "TESTING": True,
-        "QUART_AUTH_COOKIE_SECURE": False, "SESSION_COOKIE_SECURE": False,
-        "OCPP_LAST_SEEN_FLUSH_S": 0.2, "OCPP_CALL_TIMEOUT_S": 5, **config_overrides,
-    })
+    app = create_app(
+        {
+            "DEMO": True,
+            "DATABASE_URL": database_url,
+            "SECRET_KEY": "test-secret",
+            "TESTING": True,
+            "QUART_AUTH_COOKIE_SECURE": False,
+            "SESSION_COOKIE_SECURE": False,
+            "OCPP_LAST_SEEN_FLUSH_S": 0.2,
+            "OCPP_CALL_TIMEOUT_S": 5,
+            **config_overrides,
+        }
+    )
     port = free_port()
     shutdown = asyncio.Event()
     config = hypercorn_config("127.0.0.1", port)
@@ -85,8 +94,13 @@ async def app(database_url: str, config_overrides: dict[str, Any],
     config.websocket_ping_interval = 0.2
     for name, value in hypercorn_overrides.items():
         setattr(config, name, value)
-    server = asyncio.create_task(serve(app, config,  # type: ignore[arg-type]
-                                       shutdown_trigger=closing_chargers_first(app, shutdown)))
+    server = asyncio.create_task(
+        serve(
+            app,
+            config,  # type: ignore[arg-type]
+            shutdown_trigger=closing_chargers_first(app, shutdown),
+        )
+    )
     await wait_until_listening("127.0.0.1", port)
     app.config["TEST_OCPP_URL"] = f"ws://127.0.0.1:{port}/ocpp"
     app.config["TEST_SHUTDOWN"] = shutdown
@@ -123,11 +137,15 @@ class Charger16(LibraryClient16):
         if self.hold_probe is not None:
             await self.hold_probe.wait()
         profiles = "Core,FirmwareManagement" + (",SmartCharging" if self.smart_charging else "")
-        keys = [{"key": "SupportedFeatureProfiles", "readonly": True, "value": profiles},
-                {"key": "MeterValueSampleInterval", "readonly": False, "value": "10"}]
+        keys = [
+            {"key": "SupportedFeatureProfiles", "readonly": True, "value": profiles},
+            {"key": "MeterValueSampleInterval", "readonly": False, "value": "10"},
+        ]
         if self.smart_charging:
-            keys += [{"key": "ChargeProfileMaxStackLevel", "readonly": True, "value": "8"},
-                     {"key": "ChargingScheduleAllowedChargingRateUnit", "readonly": True, "value": "Current,Power"}]
+            keys += [
+                {"key": "ChargeProfileMaxStackLevel", "readonly": True, "value": "8"},
+                {"key": "ChargingScheduleAllowedChargingRateUnit", "readonly": True, "value": "Current,Power"},
+            ]
         return result16.GetConfiguration(configuration_key=keys)
 
 
@@ -136,8 +154,12 @@ class Charger201(LibraryClient201):
 
     @on(Action201.get_variables)
     def on_get_variables(self, get_variable_data: list[dict[str, Any]], **_: Any) -> result201.GetVariables:
-        values = {("SmartChargingCtrlr", "Available"): "true", ("SmartChargingCtrlr", "Enabled"): "true",
-                  ("SmartChargingCtrlr", "ProfileStackLevel"): "4", ("SmartChargingCtrlr", "RateUnit"): "A,W"}
+        values = {
+            ("SmartChargingCtrlr", "Available"): "true",
+            ("SmartChargingCtrlr", "Enabled"): "true",
+            ("SmartChargingCtrlr", "ProfileStackLevel"): "4",
+            ("SmartChargingCtrlr", "RateUnit"): "A,W",
+        }
         results = []
         for item in get_variable_data:
             key = (item["component"]["name"], item["variable"]["name"])
@@ -151,12 +173,16 @@ class Charger201(LibraryClient201):
 
 
 @asynccontextmanager
-async def charger(app: Quart, identity: str, password: str = TEST_PASSWORD, protocol: str = "ocpp1.6",
-                  client: type[Any] | None = None) -> AsyncIterator[Any]:
+async def charger(
+    app: Quart, identity: str, password: str = TEST_PASSWORD, protocol: str = "ocpp1.6", client: type[Any] | None = None
+) -> AsyncIterator[Any]:
     """Connect a library charger and serve its side of the conversation while in use."""
     client = client or (Charger201 if protocol == "ocpp2.0.1" else Charger16)
-    async with connect(f"{app.config['TEST_OCPP_URL']}/{identity}", subprotocols=[protocol],  # type: ignore[list-item]
-                       additional_headers=basic(identity, password)) as websocket:
+    async with connect(
+        f"{app.config['TEST_OCPP_URL']}/{identity}",
+        subprotocols=[protocol],  # type: ignore[list-item]
+        additional_headers=basic(identity, password),
+    ) as websocket:
         station = client(identity, websocket)
         serving = asyncio.create_task(station.start())
         try:
@@ -168,10 +194,14 @@ async def charger(app: Quart, identity: str, password: str = TEST_PASSWORD, prot
 
 
 @asynccontextmanager
-async def raw_socket(app: Quart, identity: str, protocols: list[str] | None = None,
-                     password: str = TEST_PASSWORD) -> AsyncIterator[ClientConnection]:
-    async with connect(f"{app.config['TEST_OCPP_URL']}/{identity}", subprotocols=protocols or ["ocpp1.6"],  # type: ignore[arg-type]
-                       additional_headers=basic(identity, password)) as websocket:
+async def raw_socket(
+    app: Quart, identity: str, protocols: list[str] | None = None, password: str = TEST_PASSWORD
+) -> AsyncIterator[ClientConnection]:
+    async with connect(
+        f"{app.config['TEST_OCPP_URL']}/{identity}",
+        subprotocols=protocols or ["ocpp1.6"],  # type: ignore[arg-type]
+        additional_headers=basic(identity, password),
+    ) as websocket:
         yield websocket
 
 
@@ -185,15 +215,26 @@ def now_text() -> str:
 
 
 async def boot16(station: Charger16, vendor: str = "Easee", model: str = "Home") -> result16.BootNotification:
-    return await station.call(call16.BootNotification(charge_point_vendor=vendor, charge_point_model=model,
-                                                      firmware_version="4.2.1", charge_point_serial_number="SN-77"))
+    return await station.call(
+        call16.BootNotification(
+            charge_point_vendor=vendor,
+            charge_point_model=model,
+            firmware_version="4.2.1",
+            charge_point_serial_number="SN-77",
+        )
+    )
 
 
 # Authentication and negotiation --------------------------------------------------------------
 
+
 @pytest.mark.parametrize("protocol", ["ocpp1.6", "ocpp2.0.1"])
 async def test_charger_with_its_password_connects_and_shows_online(
-    app: Quart, factory: Factory, session: AsyncSession, login_as: LoginAs, protocol: str,
+    app: Quart,
+    factory: Factory,
+    session: AsyncSession,
+    login_as: LoginAs,
+    protocol: str,
 ) -> None:
     team = await factory.team()
     cp = await factory.charge_point(team)
@@ -218,22 +259,33 @@ async def test_charger_with_its_password_connects_and_shows_online(
     assert "Offline" in await page.get_data(as_text=True)
 
 
-@pytest.mark.parametrize(("identity", "password", "headers", "reason"), [
-    ("NOBODY-1", TEST_PASSWORD, None, "Unknown identity"),
-    ("{cp}", "wrong password", None, "Wrong password"),
-    ("{cp}", None, {}, "No password (HTTP Basic authentication missing)"),
-    ("{cp}", TEST_PASSWORD, basic("someone-else", TEST_PASSWORD), "User name differs from the identity"),
-])
+@pytest.mark.parametrize(
+    ("identity", "password", "headers", "reason"),
+    [
+        ("NOBODY-1", TEST_PASSWORD, None, "Unknown identity"),
+        ("{cp}", "wrong password", None, "Wrong password"),
+        ("{cp}", None, {}, "No password (HTTP Basic authentication missing)"),
+        ("{cp}", TEST_PASSWORD, basic("someone-else", TEST_PASSWORD), "User name differs from the identity"),
+    ],
+)
 async def test_refused_charger_gets_401_and_is_listed(
-    app: Quart, factory: Factory, session: AsyncSession, identity: str, password: str | None,
-    headers: dict[str, str] | None, reason: str,
+    app: Quart,
+    factory: Factory,
+    session: AsyncSession,
+    identity: str,
+    password: str | None,
+    headers: dict[str, str] | None,
+    reason: str,
 ) -> None:
     cp = await factory.charge_point(await factory.team())
     identity = identity.replace("{cp}", cp.identity)
     sent = headers if headers is not None else basic(identity, password or "")
     with pytest.raises(InvalidStatus) as refused:
-        async with connect(f"{app.config['TEST_OCPP_URL']}/{identity}", subprotocols=["ocpp1.6"],  # type: ignore[list-item]
-                           additional_headers=sent):
+        async with connect(
+            f"{app.config['TEST_OCPP_URL']}/{identity}",
+            subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+            additional_headers=sent,
+        ):
             pass
     assert refused.value.response.status_code == 401
     assert "Basic" in refused.value.response.headers["WWW-Authenticate"]
@@ -243,7 +295,9 @@ async def test_refused_charger_gets_401_and_is_listed(
 
 @pytest.mark.parametrize("config_overrides", [{"DEMO": False}])
 async def test_demo_charger_password_is_refused_outside_demo_mode(
-    app: Quart, factory: Factory, session: AsyncSession,
+    app: Quart,
+    factory: Factory,
+    session: AsyncSession,
 ) -> None:
     from powerbank.rules.demo_credentials import DEMO_CHARGER_PASSWORD
     from powerbank.services.passwords import hash_password
@@ -257,13 +311,17 @@ async def test_demo_charger_password_is_refused_outside_demo_mode(
     assert reasons == ["Published demo password refused outside demo mode"]
 
 
-@pytest.mark.parametrize(("offered", "chosen"), [
-    (["ocpp1.6", "ocpp2.0.1"], "ocpp2.0.1"),
-    (["ocpp2.0.1", "ocpp1.6"], "ocpp2.0.1"),
-    (["ocpp1.5", "ocpp1.6"], "ocpp1.6"),
-])
-async def test_newest_version_both_sides_speak_is_chosen(app: Quart, factory: Factory, offered: list[str],
-                                                          chosen: str) -> None:
+@pytest.mark.parametrize(
+    ("offered", "chosen"),
+    [
+        (["ocpp1.6", "ocpp2.0.1"], "ocpp2.0.1"),
+        (["ocpp2.0.1", "ocpp1.6"], "ocpp2.0.1"),
+        (["ocpp1.5", "ocpp1.6"], "ocpp1.6"),
+    ],
+)
+async def test_newest_version_both_sides_speak_is_chosen(
+    app: Quart, factory: Factory, offered: list[str], chosen: str
+) -> None:
     cp = await factory.charge_point(await factory.team())
     async with raw_socket(app, cp.identity, offered) as websocket:
         assert websocket.subprotocol == chosen
@@ -276,7 +334,9 @@ async def _true(value: bool) -> bool:
 
 
 async def test_no_supported_version_is_closed_with_1002_and_listed(
-    app: Quart, factory: Factory, session: AsyncSession,
+    app: Quart,
+    factory: Factory,
+    session: AsyncSession,
 ) -> None:
     cp = await factory.charge_point(await factory.team())
     async with raw_socket(app, cp.identity, ["ocpp1.5"]) as websocket:
@@ -290,8 +350,12 @@ async def test_no_supported_version_is_closed_with_1002_and_listed(
 
 # Messages from the charger -----------------------------------------------------------------
 
+
 async def test_ocpp16_messages_are_stored_and_shown(
-    app: Quart, factory: Factory, session: AsyncSession, login_as: LoginAs,
+    app: Quart,
+    factory: Factory,
+    session: AsyncSession,
+    login_as: LoginAs,
 ) -> None:
     team = await factory.team()
     cp = await factory.charge_point(team)
@@ -300,33 +364,50 @@ async def test_ocpp16_messages_are_stored_and_shown(
         boot = await boot16(station, vendor="Zaptec", model="Go")
         assert (boot.status, boot.interval) == ("Accepted", 300)
         assert (await station.call(call16.Heartbeat())).current_time
-        await station.call(call16.StatusNotification(connector_id=1, error_code="NoError", status="Charging",
-                                                     timestamp=now_text()))
+        await station.call(
+            call16.StatusNotification(connector_id=1, error_code="NoError", status="Charging", timestamp=now_text())
+        )
         await station.call(call16.StatusNotification(connector_id=2, error_code="GroundFailure", status="Faulted"))
         assert (await station.call(call16.Authorize(id_tag="TAG-1"))).id_tag_info["status"] == "Accepted"
-        started = await station.call(call16.StartTransaction(connector_id=1, id_tag="TAG-1", meter_start=1000,
-                                                             timestamp=now_text()))
-        await station.call(call16.MeterValues(connector_id=1, transaction_id=started.transaction_id, meter_value=[{
-            "timestamp": now_text(),
-            "sampledValue": [
-                {"value": "7.2", "measurand": "Power.Active.Import", "unit": "kW"},
-                {"value": "1500", "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
-                {"value": "10.5", "measurand": "Current.Import", "phase": "L1", "unit": "A"},
-                {"value": "10.4", "measurand": "Current.Import", "phase": "L2", "unit": "A"},
-                {"value": "10.3", "measurand": "Current.Import", "phase": "L3", "unit": "A"},
-            ],
-        }]))
+        started = await station.call(
+            call16.StartTransaction(connector_id=1, id_tag="TAG-1", meter_start=1000, timestamp=now_text())
+        )
+        await station.call(
+            call16.MeterValues(
+                connector_id=1,
+                transaction_id=started.transaction_id,
+                meter_value=[
+                    {
+                        "timestamp": now_text(),
+                        "sampledValue": [
+                            {"value": "7.2", "measurand": "Power.Active.Import", "unit": "kW"},
+                            {"value": "1500", "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
+                            {"value": "10.5", "measurand": "Current.Import", "phase": "L1", "unit": "A"},
+                            {"value": "10.4", "measurand": "Current.Import", "phase": "L2", "unit": "A"},
+                            {"value": "10.3", "measurand": "Current.Import", "phase": "L3", "unit": "A"},
+                        ],
+                    }
+                ],
+            )
+        )
         assert (await station.call(call16.DataTransfer(vendor_id="com.example"))).status == "UnknownVendorId"
         await station.call(call16.FirmwareStatusNotification(status="Installed"))
         await station.call(call16.DiagnosticsStatusNotification(status="Idle"))
-        stopped = await station.call(call16.StopTransaction(meter_stop=2600, timestamp=now_text(),
-                                                            transaction_id=started.transaction_id, reason="Local"))
+        stopped = await station.call(
+            call16.StopTransaction(
+                meter_stop=2600, timestamp=now_text(), transaction_id=started.transaction_id, reason="Local"
+            )
+        )
         assert stopped is not None
 
         await registry_of(app).flush_last_seen()
         await reload(session, cp)
         assert (cp.reported_vendor, cp.reported_model, cp.reported_firmware, cp.reported_serial) == (
-            "Zaptec", "Go", "4.2.1", "SN-77")
+            "Zaptec",
+            "Go",
+            "4.2.1",
+            "SN-77",
+        )
         statuses = {s.connector_id: (s.status, s.error_code) for s in await session.exec(select(ConnectorStatus))}
         assert statuses == {1: ("Charging", None), 2: ("Faulted", "GroundFailure")}
         sample = (await session.exec(select(MeterSample))).one()
@@ -334,12 +415,17 @@ async def test_ocpp16_messages_are_stored_and_shown(
         assert (sample.current_l1_a, sample.current_l2_a, sample.current_l3_a) == (10.5, 10.4, 10.3)
         transaction = (await session.exec(select(ChargingTransaction))).one()
         assert (transaction.id, transaction.meter_start_wh, transaction.meter_stop_wh, transaction.stop_reason) == (
-            started.transaction_id, 1000, 2600, "Local")
+            started.transaction_id,
+            1000,
+            2600,
+            "Local",
+        )
 
         client = await login_as(member)
         page = await (await client.get(f"/charge-points/{cp.id}")).get_data(as_text=True)
         fragment = await (await client.get(f"/charge-points/{cp.id}/ocpp", headers={"HX-Request": "true"})).get_data(
-            as_text=True)
+            as_text=True
+        )
         for html in (page, fragment):
             assert "ocpp1.6" in html and "4.2.1" in html
             assert "Charging" in html and "GroundFailure" in html
@@ -349,42 +435,79 @@ async def test_ocpp16_messages_are_stored_and_shown(
 
 
 async def test_ocpp201_messages_are_stored_and_shown(
-    app: Quart, factory: Factory, session: AsyncSession, login_as: LoginAs,
+    app: Quart,
+    factory: Factory,
+    session: AsyncSession,
+    login_as: LoginAs,
 ) -> None:
     team = await factory.team()
     cp = await factory.charge_point(team)
     owner = await factory.user(team=team, team_role="owner")
     async with charger(app, cp.identity, protocol="ocpp2.0.1") as station:
-        boot = await station.call(call201.BootNotification(
-            charging_station={"vendor_name": "Easee", "model": "Charge", "firmware_version": "9.9",
-                              "serial_number": "E-1"}, reason="PowerUp"))
+        boot = await station.call(
+            call201.BootNotification(
+                charging_station={
+                    "vendor_name": "Easee",
+                    "model": "Charge",
+                    "firmware_version": "9.9",
+                    "serial_number": "E-1",
+                },
+                reason="PowerUp",
+            )
+        )
         assert boot.status == "Accepted"
         await station.call(call201.Heartbeat())
-        await station.call(call201.StatusNotification(timestamp=now_text(), connector_status="Occupied", evse_id=1,
-                                                      connector_id=1))
+        await station.call(
+            call201.StatusNotification(timestamp=now_text(), connector_status="Occupied", evse_id=1, connector_id=1)
+        )
         await station.call(call201.Authorize(id_token={"id_token": "TOKEN", "type": "ISO14443"}))
-        meter = [{"timestamp": now_text(), "sampled_value": [
-            {"value": 11.0, "measurand": "Power.Active.Import", "unit_of_measure": {"unit": "kW"}},
-            {"value": 3.5, "measurand": "Energy.Active.Import.Register", "unit_of_measure": {"unit": "kWh"}},
-            {"value": 16, "measurand": "Current.Import", "phase": "L1"},
-        ]}]
-        await station.call(call201.TransactionEvent(
-            event_type="Started", timestamp=now_text(), trigger_reason="CablePluggedIn", seq_no=0,
-            transaction_info={"transaction_id": "TX-9"}, evse={"id": 1}, meter_value=meter,
-            id_token={"id_token": "TOKEN", "type": "ISO14443"}))
+        meter = [
+            {
+                "timestamp": now_text(),
+                "sampled_value": [
+                    {"value": 11.0, "measurand": "Power.Active.Import", "unit_of_measure": {"unit": "kW"}},
+                    {"value": 3.5, "measurand": "Energy.Active.Import.Register", "unit_of_measure": {"unit": "kWh"}},
+                    {"value": 16, "measurand": "Current.Import", "phase": "L1"},
+                ],
+            }
+        ]
+        await station.call(
+            call201.TransactionEvent(
+                event_type="Started",
+                timestamp=now_text(),
+                trigger_reason="CablePluggedIn",
+                seq_no=0,
+                transaction_info={"transaction_id": "TX-9"},
+                evse={"id": 1},
+                meter_value=meter,
+                id_token={"id_token": "TOKEN", "type": "ISO14443"},
+            )
+        )
         await station.call(call201.MeterValues(evse_id=1, meter_value=meter))
         await station.call(call201.NotifyReport(request_id=1, generated_at=now_text(), seq_no=0))
-        await station.call(call201.TransactionEvent(
-            event_type="Ended", timestamp=now_text(), trigger_reason="EVDeparted", seq_no=1,
-            transaction_info={"transaction_id": "TX-9", "stopped_reason": "EVDisconnected"}))
+        await station.call(
+            call201.TransactionEvent(
+                event_type="Ended",
+                timestamp=now_text(),
+                trigger_reason="EVDeparted",
+                seq_no=1,
+                transaction_info={"transaction_id": "TX-9", "stopped_reason": "EVDisconnected"},
+            )
+        )
 
         await registry_of(app).flush_last_seen()
         await reload(session, cp)
         assert (cp.ocpp_protocol, cp.reported_vendor, cp.reported_model, cp.reported_firmware) == (
-            "ocpp2.0.1", "Easee", "Charge", "9.9")
+            "ocpp2.0.1",
+            "Easee",
+            "Charge",
+            "9.9",
+        )
         samples = list(await session.exec(select(MeterSample)))
         assert [(s.power_w, s.energy_wh, s.current_l1_a, s.transaction_id) for s in samples] == [
-            (11000, 3500, 16, "TX-9"), (11000, 3500, 16, None)]
+            (11000, 3500, 16, "TX-9"),
+            (11000, 3500, 16, None),
+        ]
         transaction = (await session.exec(select(ChargingTransaction))).one()
         assert (transaction.remote_id, transaction.stop_reason) == ("TX-9", "EVDisconnected")
         html = await (await (await login_as(owner)).get(f"/charge-points/{cp.id}")).get_data(as_text=True)
@@ -393,9 +516,14 @@ async def test_ocpp201_messages_are_stored_and_shown(
 
 # Capability probe and compatibility ---------------------------------------------------------
 
+
 @pytest.mark.parametrize(("smart", "signed_up"), [(True, True), (False, False)])
 async def test_capability_probe_decides_compatibility_and_dk2_signs_up(
-    app: Quart, factory: Factory, session: AsyncSession, smart: bool, signed_up: bool,
+    app: Quart,
+    factory: Factory,
+    session: AsyncSession,
+    smart: bool,
+    signed_up: bool,
 ) -> None:
     operator = await factory.operator()
     cp = await factory.charge_point(await factory.team(operator), price_area="DK2", brand="Easee", model="Home")
@@ -420,12 +548,15 @@ async def test_capability_probe_decides_compatibility_and_dk2_signs_up(
 
 
 async def test_ocpp201_probe_reads_the_smart_charging_controller(
-    app: Quart, factory: Factory, session: AsyncSession,
+    app: Quart,
+    factory: Factory,
+    session: AsyncSession,
 ) -> None:
     cp = await factory.charge_point(await factory.team())
     async with charger(app, cp.identity, protocol="ocpp2.0.1") as station:
-        await station.call(call201.BootNotification(charging_station={"vendor_name": "Easee", "model": "Home"},
-                                                    reason="PowerUp"))
+        await station.call(
+            call201.BootNotification(charging_station={"vendor_name": "Easee", "model": "Home"}, reason="PowerUp")
+        )
 
         async def probed() -> bool:
             return (await reload(session, cp)).smart_charging is not None
@@ -436,21 +567,30 @@ async def test_ocpp201_probe_reads_the_smart_charging_controller(
 
 # Bad input -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("protocol", "frame", "code", "message_id"), [
-    ("ocpp1.6", "this is not json", "FormationViolation", "-1"),
-    ("ocpp2.0.1", "this is not json", "RpcFrameworkError", "-1"),
-    ("ocpp1.6", '{"not": "an array"}', "FormationViolation", "-1"),
-    ("ocpp1.6", '[2, "a1", "BootNotification"]', "FormationViolation", "a1"),
-    ("ocpp1.6", '[7, "a2", "Heartbeat", {}]', "ProtocolError", "a2"),
-    ("ocpp2.0.1", '[7, "a2", "Heartbeat", {}]', "MessageTypeNotSupported", "a2"),
-    ("ocpp1.6", '[2, "a3", "NoSuchAction", {}]', "NotSupported", "a3"),
-    ("ocpp1.6", '[2, "a4", "GetConfiguration", {}]', "NotImplemented", "a4"),
-    ("ocpp1.6", '[2, "a5", "BootNotification", {"chargePointVendor": 5}]', "TypeConstraintViolation", "a5"),
-    ("ocpp1.6", '[2, "a6", "BootNotification", {}]', "ProtocolError", "a6"),
-    ("ocpp2.0.1", '[2, "a6", "BootNotification", {}]', "ProtocolError", "a6"),
-])
+
+@pytest.mark.parametrize(
+    ("protocol", "frame", "code", "message_id"),
+    [
+        ("ocpp1.6", "this is not json", "FormationViolation", "-1"),
+        ("ocpp2.0.1", "this is not json", "RpcFrameworkError", "-1"),
+        ("ocpp1.6", '{"not": "an array"}', "FormationViolation", "-1"),
+        ("ocpp1.6", '[2, "a1", "BootNotification"]', "FormationViolation", "a1"),
+        ("ocpp1.6", '[7, "a2", "Heartbeat", {}]', "ProtocolError", "a2"),
+        ("ocpp2.0.1", '[7, "a2", "Heartbeat", {}]', "MessageTypeNotSupported", "a2"),
+        ("ocpp1.6", '[2, "a3", "NoSuchAction", {}]', "NotSupported", "a3"),
+        ("ocpp1.6", '[2, "a4", "GetConfiguration", {}]', "NotImplemented", "a4"),
+        ("ocpp1.6", '[2, "a5", "BootNotification", {"chargePointVendor": 5}]', "TypeConstraintViolation", "a5"),
+        ("ocpp1.6", '[2, "a6", "BootNotification", {}]', "ProtocolError", "a6"),
+        ("ocpp2.0.1", '[2, "a6", "BootNotification", {}]', "ProtocolError", "a6"),
+    ],
+)
 async def test_malformed_frames_get_the_right_call_error_and_the_charger_carries_on(
-    app: Quart, factory: Factory, protocol: str, frame: str, code: str, message_id: str,
+    app: Quart,
+    factory: Factory,
+    protocol: str,
+    frame: str,
+    code: str,
+    message_id: str,
 ) -> None:
     cp = await factory.charge_point(await factory.team())
     async with raw_socket(app, cp.identity, [protocol]) as websocket:
@@ -503,6 +643,7 @@ async def test_flooding_charger_is_disconnected_while_others_are_served(app: Qua
 
 # Connections ---------------------------------------------------------------------------------
 
+
 async def test_second_connection_replaces_the_first(app: Quart, factory: Factory, session: AsyncSession) -> None:
     cp = await factory.charge_point(await factory.team())
     registry = registry_of(app)
@@ -524,18 +665,33 @@ async def test_second_connection_replaces_the_first(app: Quart, factory: Factory
 
 # Changes to who a charger is ------------------------------------------------------------------
 
-EDIT_FORM = {"name": "Depot 1", "brand": "Easee", "model": "Home", "firmware": "", "serial": "",
-             "country": "DK", "price_area": "DK2", "facility_id": ""}
+EDIT_FORM = {
+    "name": "Depot 1",
+    "brand": "Easee",
+    "model": "Home",
+    "firmware": "",
+    "serial": "",
+    "country": "DK",
+    "price_area": "DK2",
+    "facility_id": "",
+}
 
 
-@pytest.mark.parametrize(("change", "reason"), [
-    ("password", "OCPP password changed"),
-    ("identity", "OCPP identity changed"),
-    ("delete", "Charge point deleted"),
-    ("delete team", "Team deleted"),
-])
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ("password", "OCPP password changed"),
+        ("identity", "OCPP identity changed"),
+        ("delete", "Charge point deleted"),
+        ("delete team", "Team deleted"),
+    ],
+)
 async def test_a_charger_is_disconnected_when_who_it_is_changes(
-    app: Quart, factory: Factory, login_as: LoginAs, change: str, reason: str,
+    app: Quart,
+    factory: Factory,
+    login_as: LoginAs,
+    change: str,
+    reason: str,
 ) -> None:
     operator = await factory.operator()
     team = await factory.team(operator)
@@ -560,7 +716,10 @@ async def test_a_charger_is_disconnected_when_who_it_is_changes(
 
 
 async def test_a_password_reset_while_a_charger_logs_in_with_the_old_one_closes_it(
-    app: Quart, factory: Factory, login_as: LoginAs, monkeypatch: pytest.MonkeyPatch,
+    app: Quart,
+    factory: Factory,
+    login_as: LoginAs,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     team = await factory.team()
     cp = await factory.charge_point(team)
@@ -606,15 +765,18 @@ async def test_closing_gives_up_on_a_charger_that_never_lets_its_close_through()
 
 
 async def test_an_edit_that_is_refused_or_keeps_the_identity_leaves_the_charger_connected(
-    app: Quart, factory: Factory, login_as: LoginAs,
+    app: Quart,
+    factory: Factory,
+    login_as: LoginAs,
 ) -> None:
     team = await factory.team()
     cp = await factory.charge_point(team)
     client = await login_as(await factory.user(team=team, team_role="owner"))
     async with raw_socket(app, cp.identity) as websocket:
         await eventually(lambda: _true(registry_of(app).get(cp.identity) is not None))
-        refused = await post_form(client, f"/charge-points/{cp.id}/edit",
-                                  {**EDIT_FORM, "identity": "RENAMED-2", "name": " "})
+        refused = await post_form(
+            client, f"/charge-points/{cp.id}/edit", {**EDIT_FORM, "identity": "RENAMED-2", "name": " "}
+        )
         assert refused.status_code == 422
         kept = await post_form(client, f"/charge-points/{cp.id}/edit", {**EDIT_FORM, "identity": cp.identity})
         assert kept.status_code == 303
@@ -723,11 +885,13 @@ async def test_a_charger_that_goes_silent_shows_offline(app: Quart, factory: Fac
     reader, writer = await asyncio.open_connection(host, int(port))
     key = base64.b64encode(b"0123456789abcdef").decode()
     credentials = basic(cp.identity, TEST_PASSWORD)["Authorization"]
-    writer.write((
-        f"GET /ocpp/{cp.identity} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-        f"Sec-WebSocket-Protocol: ocpp1.6\r\nAuthorization: {credentials}\r\n\r\n"
-    ).encode())
+    writer.write(
+        (
+            f"GET /ocpp/{cp.identity} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Protocol: ocpp1.6\r\nAuthorization: {credentials}\r\n\r\n"
+        ).encode()
+    )
     assert b" 101 " in await reader.readline()
     await eventually(lambda: _online(session, cp))
 
@@ -740,20 +904,31 @@ async def test_a_charger_that_goes_silent_shows_offline(app: Quart, factory: Fac
 
 # Connection attempts page --------------------------------------------------------------------
 
+
 async def _attempt(session: AsyncSession, identity: str, reason: str, operator: Operator | None) -> None:
-    session.add(ConnectionAttempt(identity=identity, remote_address="192.0.2.7", reason=reason,
-                                  operator_id=operator.id if operator else None))
+    session.add(
+        ConnectionAttempt(
+            identity=identity, remote_address="192.0.2.7", reason=reason, operator_id=operator.id if operator else None
+        )
+    )
     await session.commit()
 
 
-@pytest.mark.parametrize(("role", "expected"), [
-    ("operator admin", 200),
-    ("operator manager", 403),
-    ("team owner", 403),
-    ("other operator admin", 404),
-])
+@pytest.mark.parametrize(
+    ("role", "expected"),
+    [
+        ("operator admin", 200),
+        ("operator manager", 403),
+        ("team owner", 403),
+        ("other operator admin", 404),
+    ],
+)
 async def test_connection_attempts_page_is_for_operator_admins(
-    app: Quart, factory: Factory, login_as: LoginAs, role: str, expected: int,
+    app: Quart,
+    factory: Factory,
+    login_as: LoginAs,
+    role: str,
+    expected: int,
 ) -> None:
     operator = await factory.operator()
     team = await factory.team(operator)
@@ -773,7 +948,10 @@ async def _other_admin(factory: Factory) -> Any:
 
 
 async def test_attempts_are_scoped_to_the_operator_and_unknown_ones_can_be_registered(
-    app: Quart, factory: Factory, session: AsyncSession, login_as: LoginAs,
+    app: Quart,
+    factory: Factory,
+    session: AsyncSession,
+    login_as: LoginAs,
 ) -> None:
     mine, theirs = await factory.operator(), await factory.operator()
     team = await factory.team(mine, name="Depot")
@@ -793,7 +971,10 @@ async def test_attempts_are_scoped_to_the_operator_and_unknown_ones_can_be_regis
 
 
 async def test_attempts_of_an_identity_registered_since_are_no_longer_shown_to_others(
-    app: Quart, factory: Factory, session: AsyncSession, login_as: LoginAs,
+    app: Quart,
+    factory: Factory,
+    session: AsyncSession,
+    login_as: LoginAs,
 ) -> None:
     mine, theirs = await factory.operator(), await factory.operator()
     await _attempt(session, "LATER-THEIRS", "Unknown identity", None)
@@ -804,7 +985,9 @@ async def test_attempts_of_an_identity_registered_since_are_no_longer_shown_to_o
 
 
 async def test_home_links_connection_attempts_for_operator_admins_only(
-    app: Quart, factory: Factory, login_as: LoginAs,
+    app: Quart,
+    factory: Factory,
+    login_as: LoginAs,
 ) -> None:
     operator = await factory.operator()
     admin = await factory.user(operator=operator, operator_role="admin")
@@ -843,7 +1026,9 @@ async def test_team_list_polls_for_connection_status(app: Quart, factory: Factor
 
 
 async def test_simulated_chargers_come_online_with_live_power(
-    app: Quart, factory: Factory, session: AsyncSession,
+    app: Quart,
+    factory: Factory,
+    session: AsyncSession,
 ) -> None:
     from powerbank.tools.simulator import ChargerSpec, SimulatedCharger
 
@@ -853,11 +1038,14 @@ async def test_simulated_chargers_come_online_with_live_power(
     chargers = [SimulatedCharger(spec, meter_interval=0.5) for spec in specs]
     tasks = [asyncio.create_task(c.run(app.config["TEST_OCPP_URL"], TEST_PASSWORD)) for c in chargers]
     try:
+
         async def powered() -> bool:
             ids = [cp.id for cp in cps]
             rows = await session.exec(
-                select(MeterSample.charge_point_id).where(col(MeterSample.charge_point_id).in_(ids),
-                                                          col(MeterSample.power_w) > 0).distinct())
+                select(MeterSample.charge_point_id)
+                .where(col(MeterSample.charge_point_id).in_(ids), col(MeterSample.power_w) > 0)
+                .distinct()
+            )
             return len(set(rows)) == 2
 
         await eventually(powered, timeout=10)

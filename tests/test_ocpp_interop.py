@@ -30,20 +30,31 @@ def node_modules() -> Path:
         pytest.fail("node and npm are needed for the OCPP interoperability test")
     modules = INTEROP / "node_modules"
     if not (modules / "ocpp-rpc").is_dir():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=INTEROP, check=True, capture_output=True,
-                       timeout=300)
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"], cwd=INTEROP, check=True, capture_output=True, timeout=300
+        )
     return modules
 
 
 async def test_strict_ocpp_rpc_client_speaks_16_and_201_with_the_hub(
-    node_modules: Path, app: Quart, factory: Factory, session: AsyncSession,  # noqa: F811
+    node_modules: Path,
+    app: Quart,  # noqa: F811
+    factory: Factory,
+    session: AsyncSession,
 ) -> None:
     team = await factory.team()
     cp16 = await factory.charge_point(team, identity="RPC-16")
     cp201 = await factory.charge_point(team, identity="RPC-201")
     process = await asyncio.create_subprocess_exec(
-        "node", str(INTEROP / "interop.js"), app.config["TEST_OCPP_URL"], cp16.identity, cp201.identity,
-        TEST_PASSWORD, cwd=INTEROP, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        "node",
+        str(INTEROP / "interop.js"),
+        app.config["TEST_OCPP_URL"],
+        cp16.identity,
+        cp201.identity,
+        TEST_PASSWORD,
+        cwd=INTEROP,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     async with asyncio.timeout(60):
         output, _ = await process.communicate()

@@ -47,16 +47,18 @@ async def writer_for(request: pytest.FixtureRequest) -> AsyncIterator[WriterFor]
 
 def rows(charge_point_id: int, power_w: float, count: int = 1) -> list[dict[str, object]]:
     now = utcnow()
-    return chargers.meter_rows(charge_point_id, 1, [
-        MeterReading(now + timedelta(seconds=i), power_w=power_w) for i in range(count)
-    ])
+    return chargers.meter_rows(
+        charge_point_id, 1, [MeterReading(now + timedelta(seconds=i), power_w=power_w) for i in range(count)]
+    )
 
 
 async def samples_of(session: AsyncSession, charge_point_id: int) -> list[MeterSample]:
     session.expire_all()
-    return list(await session.exec(
-        select(MeterSample).where(MeterSample.charge_point_id == charge_point_id).order_by(col(MeterSample.id))
-    ))
+    return list(
+        await session.exec(
+            select(MeterSample).where(MeterSample.charge_point_id == charge_point_id).order_by(col(MeterSample.id))
+        )
+    )
 
 
 async def test_reports_arriving_together_are_stored_in_one_transaction_and_each_waits_for_it(
@@ -130,11 +132,16 @@ async def test_statuses_keep_the_latest_per_connector(
     )
 
     session.expire_all()
-    statuses = list(await session.exec(
-        select(ConnectorStatus).where(ConnectorStatus.charge_point_id == cp_id).order_by(col(ConnectorStatus.connector_id))
-    ))
+    statuses = list(
+        await session.exec(
+            select(ConnectorStatus)
+            .where(ConnectorStatus.charge_point_id == cp_id)
+            .order_by(col(ConnectorStatus.connector_id))
+        )
+    )
     assert [(s.connector_id, s.status, s.error_code) for s in statuses] == [
-        (1, "Charging", None), (2, "Faulted", "GroundFailure"),
+        (1, "Charging", None),
+        (2, "Faulted", "GroundFailure"),
     ]
     count = (await session.exec(select(func.count()).select_from(ConnectorStatus))).one()
     assert count == 2
@@ -168,8 +175,10 @@ async def test_boots_and_probe_answers_are_stored_in_batches_and_reevaluated_onl
 
     await chargers.store_boots(session, [(cp_id, boot) for cp_id in [*ids, gone_id]])
     await session.commit()
-    signed_up = [(await get_participation(session, cp)).state
-                 for cp in await session.exec(select(ChargePoint).where(col(ChargePoint.id).in_(ids)))]
+    signed_up = [
+        (await get_participation(session, cp)).state
+        for cp in await session.exec(select(ChargePoint).where(col(ChargePoint.id).in_(ids)))
+    ]
     changes = await chargers.store_capabilities(session, [(cp_id, no_smart_charging) for cp_id in [*ids, gone_id]])
     await session.commit()
     # A reboot that reports the same: nothing to re-evaluate.
@@ -199,17 +208,28 @@ async def test_the_sqlite_writer_stores_rows_exactly_as_the_orm_does(
     assert writer is not None
     try:
         for cp_id, store in ((by_orm, in_session(sessionmaker, store_reports)), (by_writer, writer.store)):
-            await store([Report(chargers.meter_rows(cp_id, 1, reading, "tx-1"),
-                                status=StatusReport(cp_id, 1, "Charging", None, at))])
+            await store(
+                [
+                    Report(
+                        chargers.meter_rows(cp_id, 1, reading, "tx-1"),
+                        status=StatusReport(cp_id, 1, "Charging", None, at),
+                    )
+                ]
+            )
     finally:
         await writer.close()
 
     def stored(table: str, cp_id: int) -> list[tuple[object, ...]]:
         with sqlite3.connect(sessionmaker.kw["bind"].url.database) as raw:
-            rows = raw.execute(f"SELECT * FROM {table} WHERE charge_point_id = ?", (cp_id,)).fetchall()  # noqa: S608
-        return [tuple(value for name, value in zip(columns(raw, table), row) if name not in ("id", "received_at",
-                                                                                           "charge_point_id"))
-                for row in rows]
+            rows = raw.execute(f"SELECT * FROM {table} WHERE charge_point_id = ?", (cp_id,)).fetchall()
+        return [
+            tuple(
+                value
+                for name, value in zip(columns(raw, table), row, strict=True)
+                if name not in ("id", "received_at", "charge_point_id")
+            )
+            for row in rows
+        ]
 
     def columns(raw: sqlite3.Connection, table: str) -> list[str]:
         return [row[1] for row in raw.execute(f"PRAGMA table_info({table})")]
@@ -218,4 +238,9 @@ async def test_the_sqlite_writer_stores_rows_exactly_as_the_orm_does(
         assert stored(table, by_writer) == stored(table, by_orm) != []
     sample = (await samples_of(session, by_writer))[0]
     assert (sample.measured_at, sample.power_w, sample.energy_wh, sample.current_l1_a, sample.transaction_id) == (
-        at, 7360.5, 12.25, 16.0, "tx-1")
+        at,
+        7360.5,
+        12.25,
+        16.0,
+        "tx-1",
+    )

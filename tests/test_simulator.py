@@ -194,9 +194,7 @@ def _now() -> str:
 
 
 def _readings(meter_value: dict[str, Any]) -> dict[tuple[str, str | None], Any]:
-    return {
-        (sample["measurand"], sample.get("phase")): sample["value"] for sample in meter_value["sampled_value"]
-    }
+    return {(sample["measurand"], sample.get("phase")): sample["value"] for sample in meter_value["sampled_value"]}
 
 
 def power_is(watts: float) -> Callable[[dict[str, Any]], bool]:
@@ -211,9 +209,7 @@ def power_is(watts: float) -> Callable[[dict[str, Any]], bool]:
     return matches
 
 
-def max_profile_16(
-    profile_id: int, stack_level: int, unit: str, limit: float, **schedule: Any
-) -> dict[str, Any]:
+def max_profile_16(profile_id: int, stack_level: int, unit: str, limit: float, **schedule: Any) -> dict[str, Any]:
     return {
         "charging_profile_id": profile_id,
         "stack_level": stack_level,
@@ -227,9 +223,7 @@ def max_profile_16(
     }
 
 
-def max_profile_201(
-    profile_id: int, stack_level: int, unit: str, limit: float, **schedule: Any
-) -> dict[str, Any]:
+def max_profile_201(profile_id: int, stack_level: int, unit: str, limit: float, **schedule: Any) -> dict[str, Any]:
     return {
         "id": profile_id,
         "stack_level": stack_level,
@@ -259,14 +253,10 @@ async def test_v16_charger_boots_reports_and_answers_the_probe() -> None:
             "charge_point_serial_number": "SN-16",
         }
         assert system.authorizations == ["Basic " + base64.b64encode(b"CP-16:s3cret").decode()]
-        await inbox.expect(
-            "StatusNotification", lambda p: (p["connector_id"], p["status"]) == (0, "Available")
-        )
+        await inbox.expect("StatusNotification", lambda p: (p["connector_id"], p["status"]) == (0, "Available"))
         start = await inbox.expect("StartTransaction")
         assert (start["connector_id"], start["id_tag"]) == (1, "SIMTAG01")
-        await inbox.expect(
-            "StatusNotification", lambda p: (p["connector_id"], p["status"]) == (1, "Charging")
-        )
+        await inbox.expect("StatusNotification", lambda p: (p["connector_id"], p["status"]) == (1, "Charging"))
         periodic = await inbox.expect(
             "MeterValues", lambda p: p["meter_value"][0]["sampled_value"][0]["context"] == "Sample.Periodic"
         )
@@ -309,9 +299,7 @@ async def test_v16_profile_limits_power_at_once_and_expires_by_itself() -> None:
         await system.inbox.expect("MeterValues", power_is(11_000))
         since = system.inbox.mark()
         result = await system.stations["CP-16"].call(
-            call16.SetChargingProfile(
-                connector_id=0, cs_charging_profiles=max_profile_16(7, 5, "W", 4000, duration=1)
-            )
+            call16.SetChargingProfile(connector_id=0, cs_charging_profiles=max_profile_16(7, 5, "W", 4000, duration=1))
         )
         assert result.status == "Accepted"
         assert (charger.power_w, charger.limit_w) == (4000, 4000)
@@ -328,9 +316,7 @@ async def test_v16_stacked_profiles_pause_and_clearing_restores() -> None:
         await inbox.expect("MeterValues", power_is(11_000))
         hub = system.stations["CP-16"]
         # 10 A on three phases.
-        await hub.call(
-            call16.SetChargingProfile(connector_id=0, cs_charging_profiles=max_profile_16(1, 1, "A", 10))
-        )
+        await hub.call(call16.SetChargingProfile(connector_id=0, cs_charging_profiles=max_profile_16(1, 1, "A", 10)))
         await inbox.expect("MeterValues", power_is(6900))
         paused = await hub.call(
             call16.SetChargingProfile(connector_id=0, cs_charging_profiles=max_profile_16(2, 2, "W", 0))
@@ -382,17 +368,11 @@ async def test_v16_invalid_profile_is_rejected(connector_id: int, profile: dict[
 
 
 async def test_v16_charger_without_smart_charging_says_so_and_refuses_profiles() -> None:
-    charger = SimulatedCharger(
-        ChargerSpec("CP-16", charging=False, smart_charging=False), meter_interval=SLOW_METER
-    )
+    charger = SimulatedCharger(ChargerSpec("CP-16", charging=False, smart_charging=False), meter_interval=SLOW_METER)
     async with central_system() as system, running(charger, system.url):
-        await system.inbox.expect(
-            "StatusNotification", lambda p: (p["connector_id"], p["status"]) == (1, "Available")
-        )
+        await system.inbox.expect("StatusNotification", lambda p: (p["connector_id"], p["status"]) == (1, "Available"))
         hub = system.stations["CP-16"]
-        probe = await hub.call(
-            call16.GetConfiguration(key=["SupportedFeatureProfiles", "ChargeProfileMaxStackLevel"])
-        )
+        probe = await hub.call(call16.GetConfiguration(key=["SupportedFeatureProfiles", "ChargeProfileMaxStackLevel"]))
         assert (
             probe.configuration_key[0]["value"]
             == "Core,FirmwareManagement,LocalAuthListManagement,Reservation,RemoteTrigger"
@@ -408,9 +388,7 @@ async def test_v16_charger_without_smart_charging_says_so_and_refuses_profiles()
 
 
 async def test_v201_charger_boots_reports_and_answers_the_probe() -> None:
-    spec = ChargerSpec(
-        "CP-201", vendor="Zaptec", model="Go", protocol="ocpp2.0.1", phases=1, max_power_w=7400
-    )
+    spec = ChargerSpec("CP-201", vendor="Zaptec", model="Go", protocol="ocpp2.0.1", phases=1, max_power_w=7400)
     charger = SimulatedCharger(spec, meter_interval=0.2)
     async with central_system() as system, running(charger, system.url):
         inbox = system.inbox
@@ -424,9 +402,7 @@ async def test_v201_charger_boots_reports_and_answers_the_probe() -> None:
         assert (status["evse_id"], status["connector_id"], status["connector_status"]) == (1, 1, "Occupied")
         started = await inbox.expect("TransactionEvent", lambda p: p["event_type"] == "Started")
         assert started["evse"] == {"id": 1, "connector_id": 1}
-        periodic = await inbox.expect(
-            "TransactionEvent", lambda p: p["trigger_reason"] == "MeterValuePeriodic"
-        )
+        periodic = await inbox.expect("TransactionEvent", lambda p: p["trigger_reason"] == "MeterValuePeriodic")
         assert periodic["transaction_info"]["transaction_id"] == started["transaction_info"]["transaction_id"]
         assert periodic["seq_no"] > started["seq_no"]
         readings = _readings(periodic["meter_value"][0])
@@ -510,9 +486,7 @@ async def test_v201_profile_limits_power_at_once_expires_and_clears() -> None:
             id="relative",
         ),
         pytest.param(0, max_profile_201(3, 1, "W", 4000), "DuplicateProfile", id="stack level taken"),
-        pytest.param(
-            0, max_profile_201(3, 11, "W", 4000), "InvalidStackLevel", id="stack level above the maximum"
-        ),
+        pytest.param(0, max_profile_201(3, 11, "W", 4000), "InvalidStackLevel", id="stack level above the maximum"),
     ],
 )
 async def test_v201_invalid_profile_is_rejected(evse_id: int, profile: dict[str, Any], reason: str) -> None:
@@ -545,9 +519,7 @@ async def test_v201_charger_without_smart_charging_rejects_profiles() -> None:
         )
         answers = [(r["attribute_status"], r.get("attribute_value")) for r in probe.get_variable_result]
         assert answers == [("Accepted", "false"), ("UnknownVariable", None)]
-        result = await hub.call(
-            call201.SetChargingProfile(evse_id=0, charging_profile=max_profile_201(1, 1, "W", 0))
-        )
+        result = await hub.call(call201.SetChargingProfile(evse_id=0, charging_profile=max_profile_201(1, 1, "W", 0)))
         assert (result.status, result.status_info["reason_code"]) == ("Rejected", "NotSupported")
         assert charger.power_w == 11_000
 
@@ -559,9 +531,7 @@ async def test_charger_retries_a_refused_connection_and_reconnects_keeping_its_l
         await inbox.expect("MeterValues", power_is(11_000))
         assert len(system.authorizations) == 2 and system.authorizations[0] == system.authorizations[1]
         hub = system.stations["CP-16"]
-        await hub.call(
-            call16.SetChargingProfile(connector_id=0, cs_charging_profiles=max_profile_16(1, 1, "W", 3000))
-        )
+        await hub.call(call16.SetChargingProfile(connector_id=0, cs_charging_profiles=max_profile_16(1, 1, "W", 3000)))
         await inbox.expect("MeterValues", power_is(3000))
 
         since = inbox.mark()
@@ -590,9 +560,7 @@ async def test_simulation_runs_a_charger_per_spec() -> None:
         )
         try:
             for spec in specs:
-                await system.inbox.expect(
-                    "BootNotification", lambda boot, spec=spec: model(boot) == spec.model
-                )
+                await system.inbox.expect("BootNotification", lambda boot, spec=spec: model(boot) == spec.model)
         finally:
             simulation.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -619,9 +587,7 @@ def _profile(profile_id: int, stack_level: int, limit: float, **fields: Any) -> 
     ("profiles", "seconds", "limit", "change_after"),
     [
         pytest.param([], 0, None, None, id="no profile"),
-        pytest.param(
-            [_profile(1, 1, 5000), _profile(2, 2, 3000)], 10, 3000, None, id="highest stack level wins"
-        ),
+        pytest.param([_profile(1, 1, 5000), _profile(2, 2, 3000)], 10, 3000, None, id="highest stack level wins"),
         pytest.param(
             [_profile(1, 1, 5000), _profile(2, 2, 3000, valid_from=START + timedelta(seconds=60))],
             10,

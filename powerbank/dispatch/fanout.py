@@ -76,16 +76,26 @@ def set_limit_payload(
         periods.append({"startPeriod": offset, "limit": _limit(step.limit_w, unit)})
         offset = max(offset + 1, math.ceil((step.until - start).total_seconds()))
     duration = max(1, math.ceil((end - start).total_seconds()))
-    schedule: dict[str, Any] = {"startSchedule": _timestamp(start), "duration": duration,
-                                "chargingRateUnit": unit, "chargingSchedulePeriod": periods}
-    profile: dict[str, Any] = {"stackLevel": level, "chargingProfileKind": "Absolute",
-                               "validFrom": _timestamp(start), "validTo": _timestamp(end)}
+    schedule: dict[str, Any] = {
+        "startSchedule": _timestamp(start),
+        "duration": duration,
+        "chargingRateUnit": unit,
+        "chargingSchedulePeriod": periods,
+    }
+    profile: dict[str, Any] = {
+        "stackLevel": level,
+        "chargingProfileKind": "Absolute",
+        "validFrom": _timestamp(start),
+        "validTo": _timestamp(end),
+    }
     if protocol == OCPP16:
-        profile.update(chargingProfileId=PROFILE_ID, chargingProfilePurpose="ChargePointMaxProfile",
-                       chargingSchedule=schedule)
+        profile.update(
+            chargingProfileId=PROFILE_ID, chargingProfilePurpose="ChargePointMaxProfile", chargingSchedule=schedule
+        )
         return "SetChargingProfile", {"connectorId": 0, "csChargingProfiles": profile}
-    profile.update(id=PROFILE_ID, chargingProfilePurpose="ChargingStationMaxProfile",
-                   chargingSchedule=[{"id": 1, **schedule}])
+    profile.update(
+        id=PROFILE_ID, chargingProfilePurpose="ChargingStationMaxProfile", chargingSchedule=[{"id": 1, **schedule}]
+    )
     return "SetChargingProfile", {"evseId": 0, "chargingProfile": profile}
 
 
@@ -119,7 +129,9 @@ class Broadcast:
 
 
 def broadcast(
-    registry: Registry, targets: Iterable[Target], payload_for: Callable[[Group], tuple[str, dict[str, Any]]],
+    registry: Registry,
+    targets: Iterable[Target],
+    payload_for: Callable[[Group], tuple[str, dict[str, Any]]],
     triggered_at: datetime | None = None,
 ) -> Broadcast:
     """Queue each group's frame, serialised once, to every connected target; await nobody."""
@@ -170,8 +182,13 @@ def _answer(charge_point_id: int, future: asyncio.Future[Any], at: datetime) -> 
 
 
 async def collect(
-    registry: Registry, sent: Broadcast, on_answers: Callable[[list[Answer]], Awaitable[None]],
-    *, timeout_s: float, flush_s: float = 0.25, stop: asyncio.Event | None = None,
+    registry: Registry,
+    sent: Broadcast,
+    on_answers: Callable[[list[Answer]], Awaitable[None]],
+    *,
+    timeout_s: float,
+    flush_s: float = 0.25,
+    stop: asyncio.Event | None = None,
 ) -> list[Answer]:
     """Hand answers to ``on_answers`` in batches as they come; after ``timeout_s`` the rest time out.
 

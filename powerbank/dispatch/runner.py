@@ -256,14 +256,16 @@ class ActivationRunner:
             if activation is None or activation.state != ActivationState.ACTIVE or activation.triggered_at is not None:
                 return None  # ended, cancelled, or sent already (by a trigger that ran just before)
             async with self._lock(activation):
-                active = await service.active_in_area(session, activation.operator_id, activation.price_area,
-                                                      triggered_at)
+                active = await service.active_in_area(
+                    session, activation.operator_id, activation.price_area, triggered_at
+                )
                 steps = service.envelope(active, triggered_at)
                 if not steps or all(a.id != activation_id for a in active):
                     return None
                 targets = await service.targets_in_area(session, activation.operator_id, activation.price_area)
                 sent = fanout.broadcast(
-                    self.registry, targets,
+                    self.registry,
+                    targets,
                     lambda group: fanout.set_limit_payload(group, steps, triggered_at, self.margin_s),
                     triggered_at,
                 )
@@ -273,8 +275,14 @@ class ActivationRunner:
             async with self.registry.write_lock:
                 await service.record_sent(session, activation, sent.sent, sent.offline, targets, steps[0].limit_w)
                 await session.commit()
-        logger.info("activation %s: %d frames to %d chargers (%d offline) in %.3f s", activation_id, sent.frames,
-                    len(targets), len(sent.offline), (sent.sent_at - triggered_at).total_seconds())
+        logger.info(
+            "activation %s: %d frames to %d chargers (%d offline) in %.3f s",
+            activation_id,
+            sent.frames,
+            len(targets),
+            len(sent.offline),
+            (sent.sent_at - triggered_at).total_seconds(),
+        )
 
         async def store(batch: list[fanout.Answer]) -> None:
             async with self.registry.writing() as session:
@@ -282,8 +290,14 @@ class ActivationRunner:
                 await session.commit()
 
         answers = await fanout.collect(self.registry, sent, store, timeout_s=self.answer_timeout_s, stop=self._stopping)
-        return TriggerReport(activation_id, len(targets), len(sent.futures), len(sent.offline),
-                             (sent.sent_at - triggered_at).total_seconds(), len(answers))
+        return TriggerReport(
+            activation_id,
+            len(targets),
+            len(sent.futures),
+            len(sent.offline),
+            (sent.sent_at - triggered_at).total_seconds(),
+            len(answers),
+        )
 
     # Releasing -------------------------------------------------------------------------------
 
@@ -296,20 +310,30 @@ class ActivationRunner:
                 return
             async with self._lock(activation):
                 await service.finish(session, activation, now)
-                remaining = [a for a in await service.active_in_area(
-                    session, activation.operator_id, activation.price_area, now) if a.id != activation_id]
-                dispatches = [d for d in await service.unreleased(session, activation_id=activation_id)
-                              if d.charge_point_id is not None]
+                remaining = [
+                    a
+                    for a in await service.active_in_area(session, activation.operator_id, activation.price_area, now)
+                    if a.id != activation_id
+                ]
+                dispatches = [
+                    d
+                    for d in await service.unreleased(session, activation_id=activation_id)
+                    if d.charge_point_id is not None
+                ]
                 await session.commit()
                 if not dispatches:
                     return
                 if remaining:
                     steps = service.envelope(remaining, now)
                     by_id = {d.charge_point_id: d for d in dispatches}
-                    targets = [t for t in await service.targets_in_area(
-                        session, activation.operator_id, activation.price_area) if t.charge_point_id in by_id]
-                    sent = fanout.broadcast(self.registry, targets,
-                                            lambda group: fanout.set_limit_payload(group, steps, now, self.margin_s))
+                    targets = [
+                        t
+                        for t in await service.targets_in_area(session, activation.operator_id, activation.price_area)
+                        if t.charge_point_id in by_id
+                    ]
+                    sent = fanout.broadcast(
+                        self.registry, targets, lambda group: fanout.set_limit_payload(group, steps, now, self.margin_s)
+                    )
                     note = f"limit of #{', #'.join(str(a.id) for a in remaining)} continues"
                 else:
                     sent = fanout.broadcast(self.registry, _clear_targets(dispatches), fanout.clear_payload)
@@ -328,7 +352,8 @@ class ActivationRunner:
         async def store(batch: list[fanout.Answer]) -> None:
             releases = [
                 (d_id, reason, f"{status} ({note})" if note else status, at)
-                for cp_id, status, _detail, at in batch if status != "offline"
+                for cp_id, status, _detail, at in batch
+                if status != "offline"
                 for d_id in by_charger.get(cp_id, [])
             ]
             async with self.registry.writing() as session:
@@ -337,8 +362,9 @@ class ActivationRunner:
 
         await fanout.collect(self.registry, sent, store, timeout_s=self.answer_timeout_s, stop=self._stopping)
 
-    async def release_charge_points(self, session: AsyncSession | None, charge_point_ids: list[int],
-                                    reason: str) -> None:
+    async def release_charge_points(
+        self, session: AsyncSession | None, charge_point_ids: list[int], reason: str
+    ) -> None:
         """S2: lift any PowerBank limit from these chargers at once (opt-out, suspension, deletion, move).
 
         Called inside the caller's transaction, before a deletion is flushed: the chargers are
@@ -380,8 +406,10 @@ class ActivationRunner:
         ids = list(dict.fromkeys(connection.charge_point_id for connection in connections))
         async with self.sessionmaker() as session:
             found = await service.targets_for(session, ids) if self._any_active else {}
-            in_force = {area: await service.active_in_area(session, area[0], area[1], now)
-                        for area in {(operator_id, area) for _target, operator_id, area in found.values()}}
+            in_force = {
+                area: await service.active_in_area(session, area[0], area[1], now)
+                for area in {(operator_id, area) for _target, operator_id, area in found.values()}
+            }
             leftovers: dict[int, list[Dispatch]] = {}
             for dispatch in await service.unreleased(session, charge_point_ids=ids, finished_only=True):
                 leftovers.setdefault(dispatch.charge_point_id or 0, []).append(dispatch)
@@ -400,19 +428,32 @@ class ActivationRunner:
             sent = fanout.broadcast(self.registry, _clear_targets(to_clear), fanout.clear_payload)
             self.spawn(self._record_release(to_clear, sent, "released after reconnect"))
 
-    async def _limit_after_boot(self, targets: list[Target], active: list[Activation], leftovers: list[Dispatch],
-                                now: datetime) -> None:
+    async def _limit_after_boot(
+        self, targets: list[Target], active: list[Activation], leftovers: list[Dispatch], now: datetime
+    ) -> None:
         """Send chargers of one area that booted the limit of its active activations; record it."""
         steps = service.envelope(active, now)
-        sent = fanout.broadcast(self.registry, targets,
-                                lambda group: fanout.set_limit_payload(group, steps, now, self.margin_s))
+        sent = fanout.broadcast(
+            self.registry, targets, lambda group: fanout.set_limit_payload(group, steps, now, self.margin_s)
+        )
         if not sent.futures:
             return
         async with self.registry.writing() as session:
-            await service.record_resent(session, active, [t for t in targets if t.charge_point_id in sent.futures],
-                                        sent.sent_at, steps[0].limit_w)
-            await service.record_released(session, [(d.id or 0, "ended", "replaced after reconnect", now)
-                                                    for d in leftovers if d.charge_point_id in sent.futures])
+            await service.record_resent(
+                session,
+                active,
+                [t for t in targets if t.charge_point_id in sent.futures],
+                sent.sent_at,
+                steps[0].limit_w,
+            )
+            await service.record_released(
+                session,
+                [
+                    (d.id or 0, "ended", "replaced after reconnect", now)
+                    for d in leftovers
+                    if d.charge_point_id in sent.futures
+                ],
+            )
             await session.commit()
         activation_ids = [a.id or 0 for a in active]
 
@@ -440,7 +481,8 @@ def init_app(app: Any) -> None:
     @app.while_serving
     async def run_activations() -> Any:
         runner = ActivationRunner(
-            app.extensions["powerbank.sessionmaker"], app.extensions[REGISTRY_KEY],
+            app.extensions["powerbank.sessionmaker"],
+            app.extensions[REGISTRY_KEY],
             margin_s=float(app.config.get("ACTIVATION_PROFILE_MARGIN_S", service.PROFILE_MARGIN_S)),
             answer_timeout_s=float(app.config.get("ACTIVATION_ANSWER_TIMEOUT_S", 10.0)),
         )

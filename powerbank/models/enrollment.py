@@ -86,4 +86,3 @@ class ParticipationEvent(SQLModel, table=True):
     source: str = Field(max_length=12)
     terms_version: str | None = Field(default=None, max_length=40)
     reason: str = Field(default="", max_length=200)
-

@@ -22,7 +22,6 @@ class TeamRole(StrEnum):
     MEMBER = "member"
 
 
-
 class Operator(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=120, unique=True)

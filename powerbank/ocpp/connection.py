@@ -232,8 +232,11 @@ class HubConnection:
         elif isinstance(message, CallResult):
             self._resolve(message.unique_id, message.payload, None)
         else:
-            self._resolve(message.unique_id, None,
-                          CallErrorReceived(message.error_code, message.error_description, message.error_details))
+            self._resolve(
+                message.unique_id,
+                None,
+                CallErrorReceived(message.error_code, message.error_description, message.error_details),
+            )
 
     def _take_call(self, message: Call) -> None:
         """Handle an incoming call in a task of its own, in arrival order.
@@ -343,12 +346,19 @@ class HubConnection:
         if future is not None and not future.done():
             future.cancel()
 
-    async def call(self, payload: Any, *, timeout: float | None = None, unique_id: str | None = None,
-                   skip_schema_validation: bool = False) -> Any:  # type: ignore[override]
+    async def call(
+        self,
+        payload: Any,
+        *,
+        timeout: float | None = None,
+        unique_id: str | None = None,
+        skip_schema_validation: bool = False,
+    ) -> Any:  # type: ignore[override]
         """Send a typed request to the charger and return its typed answer."""
         action = type(payload).__name__
-        message = Call(unique_id or str(uuid.uuid4()), action,
-                       remove_nones(snake_to_camel_case(serialize_as_dict(payload))))
+        message = Call(
+            unique_id or str(uuid.uuid4()), action, remove_nones(snake_to_camel_case(serialize_as_dict(payload)))
+        )
         if not skip_schema_validation:
             await validate_payload(message, self._ocpp_version)
         async with self._call_lock:
@@ -367,8 +377,9 @@ class HubConnection:
 
     # Storing what it reports ------------------------------------------------------------------
 
-    async def store_meter(self, connector_id: int, meter_value: list[dict[str, Any]] | None,
-                          transaction_id: str | None) -> None:
+    async def store_meter(
+        self, connector_id: int, meter_value: list[dict[str, Any]] | None, transaction_id: str | None
+    ) -> None:
         """Store sampled meter values (in the batch of every charger's reports; see ``reports``)."""
         self.meter_messages += 1
         rows = chargers.meter_rows(self.charge_point_id, connector_id, readings_from(meter_value), transaction_id)
@@ -376,17 +387,20 @@ class HubConnection:
         if rows or prune:
             await self.registry.reports.submit(Report(meter_rows=rows, prune=self.charge_point_id if prune else None))
 
-    async def store_status(self, connector_id: int, status: str, error_code: str | None,
-                           reported_at: datetime | None) -> None:
+    async def store_status(
+        self, connector_id: int, status: str, error_code: str | None, reported_at: datetime | None
+    ) -> None:
         """Store a connector's status (in the batch of every charger's reports)."""
-        await self.registry.reports.submit(Report(
-            status=StatusReport(self.charge_point_id, connector_id, status, error_code, reported_at)))
+        await self.registry.reports.submit(
+            Report(status=StatusReport(self.charge_point_id, connector_id, status, error_code, reported_at))
+        )
 
     async def accept_boot(self, boot: chargers.BootInfo) -> Any:
         """Store what the charger reported at boot (in the batch of every charger's boots); accept it."""
         await self.registry.boots.submit((self.charge_point_id, boot))
-        return self._call_result.BootNotification(current_time=now_text(), interval=self.registry.heartbeat_interval,
-                                                  status="Accepted")
+        return self._call_result.BootNotification(
+            current_time=now_text(), interval=self.registry.heartbeat_interval, status="Accepted"
+        )
 
     @after("BootNotification")
     def after_boot_notification(self, **_: Any) -> None:

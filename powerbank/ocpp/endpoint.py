@@ -45,8 +45,9 @@ async def ocpp_socket(identity: str) -> Response | None:
         username, password = credentials.username, credentials.password
     protocol = choose_subprotocol(socket.requested_subprotocols)
     async with registry.session() as session:
-        outcome = await chargers.authenticate(session, registry.password_checker, identity, username, password,
-                                              demo_mode=registry.demo_mode)
+        outcome = await chargers.authenticate(
+            session, registry.password_checker, identity, username, password, demo_mode=registry.demo_mode
+        )
         reason = outcome.reason
         if reason is None and protocol is None:
             offered = ", ".join(socket.requested_subprotocols) or "none"

@@ -97,10 +97,12 @@ class Registry:
             "OCPP reports",
         )
         # Boots and capability answers go through the ORM (audit, re-evaluation): smaller batches.
-        self.boots = GroupCommit(self.write_lock, in_session(sessionmaker, chargers.store_boots),
-                                 "boot notifications", max_batch=ORM_BATCH)
-        self.capabilities = GroupCommit(self.write_lock, in_session(sessionmaker, _store_capabilities),
-                                        "capability answers", max_batch=ORM_BATCH)
+        self.boots = GroupCommit(
+            self.write_lock, in_session(sessionmaker, chargers.store_boots), "boot notifications", max_batch=ORM_BATCH
+        )
+        self.capabilities = GroupCommit(
+            self.write_lock, in_session(sessionmaker, _store_capabilities), "capability answers", max_batch=ORM_BATCH
+        )
         self._connections: dict[str, HubConnection] = {}
         self._seen: dict[int, datetime] = {}
         # Charger → (protocol it spoke, still connected), written in batches.
@@ -159,8 +161,9 @@ class Registry:
         A charger that stopped reading can hold its close forever (the close frame waits behind
         frames it never reads): that close is given up after the grace period.
         """
-        closing = [asyncio.create_task(connection.close(1001, "The hub is shutting down"))
-                   for connection in connections]
+        closing = [
+            asyncio.create_task(connection.close(1001, "The hub is shutting down")) for connection in connections
+        ]
         serving = [task for task in (connection.serving_task for connection in connections) if task is not None]
         if not closing and not serving:
             return
@@ -210,8 +213,11 @@ class Registry:
         # Chargers still being authenticated with what is now stale are refused by ``add``.
         self._disconnects += 1
         self._disconnected.update(dict.fromkeys(wanted, self._disconnects))
-        found = [connection for connection in self._connections.values()
-                 if connection.charge_point_id in wanted and not connection.closed]
+        found = [
+            connection
+            for connection in self._connections.values()
+            if connection.charge_point_id in wanted and not connection.closed
+        ]
         for connection in found:
             logger.info("disconnecting %s: %s", connection.id, reason)
             self.spawn(connection.close_after_answers(1000, reason))
@@ -250,14 +256,16 @@ class Registry:
         presence, self._presence = self._presence, {}
         # Presence sets the last-seen time too. A chunk per transaction: other writes get turns.
         await self._write_in_chunks(chargers.store_presence, list(presence.items()))
-        await self._write_in_chunks(chargers.touch_last_seen,
-                                    [(cp_id, at) for cp_id, at in seen.items() if cp_id not in presence])
+        await self._write_in_chunks(
+            chargers.touch_last_seen, [(cp_id, at) for cp_id, at in seen.items() if cp_id not in presence]
+        )
 
-    async def _write_in_chunks(self, write: Callable[[AsyncSession, dict[int, Any]], Awaitable[None]],
-                               items: list[tuple[int, Any]]) -> None:
+    async def _write_in_chunks(
+        self, write: Callable[[AsyncSession, dict[int, Any]], Awaitable[None]], items: list[tuple[int, Any]]
+    ) -> None:
         for start in range(0, len(items), LAST_SEEN_CHUNK):
             async with self.writing() as session:
-                await write(session, dict(items[start:start + LAST_SEEN_CHUNK]))
+                await write(session, dict(items[start : start + LAST_SEEN_CHUNK]))
                 await session.commit()
 
     async def _flush_forever(self) -> None:

@@ -41,8 +41,9 @@ def _consume(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def in_session(sessionmaker: async_sessionmaker[AsyncSession],
-               store: Callable[[AsyncSession, list[Item]], Awaitable[Any]]) -> Callable[[list[Item]], Awaitable[None]]:
+def in_session(
+    sessionmaker: async_sessionmaker[AsyncSession], store: Callable[[AsyncSession, list[Item]], Awaitable[Any]]
+) -> Callable[[list[Item]], Awaitable[None]]:
     """Return a batch writer for ``GroupCommit``: ``store(session, items)`` in a session of its own, committed."""
 
     async def write(items: list[Item]) -> None:
@@ -61,8 +62,9 @@ class GroupCommit(Generic[Item]):
     bad one fails.
     """
 
-    def __init__(self, write_lock: Any, store: Callable[[list[Item]], Awaitable[Any]], what: str,
-                 max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, write_lock: Any, store: Callable[[list[Item]], Awaitable[Any]], what: str, max_batch: int = MAX_BATCH
+    ) -> None:
         # Shared with the hub's other OCPP writes, so they queue here rather than in the database.
         self.write_lock = write_lock
         self.store = store
@@ -85,14 +87,15 @@ class GroupCommit(Generic[Item]):
 
     async def _write_waiting(self) -> None:
         while self._waiting:
-            batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
+            batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
             self.batches += 1
             self.largest_batch = max(self.largest_batch, len(batch))
             try:
                 await self._store([item for item, _ in batch])
             except Exception:
-                logger.info("storing %d %s together failed; storing them one by one", len(batch), self.what,
-                            exc_info=True)
+                logger.info(
+                    "storing %d %s together failed; storing them one by one", len(batch), self.what, exc_info=True
+                )
                 await self._store_one_by_one(batch)
             else:
                 for _, done in batch:

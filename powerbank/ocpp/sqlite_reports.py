@@ -41,13 +41,27 @@ class CompiledWrite:
         converted = []
         for row in params:
             values = (row[name] if name in row else self.fixed[name] for name in self.names)
-            converted.append(tuple(value if process is None else process(value)
-                                   for value, process in zip(values, self.processors)))
+            converted.append(
+                tuple(
+                    value if process is None else process(value)
+                    for value, process in zip(values, self.processors, strict=True)
+                )
+            )
         return converted
 
 
-METER_COLUMNS = ("charge_point_id", "connector_id", "measured_at", "received_at", "power_w", "energy_wh",
-                 "current_l1_a", "current_l2_a", "current_l3_a", "transaction_id")
+METER_COLUMNS = (
+    "charge_point_id",
+    "connector_id",
+    "measured_at",
+    "received_at",
+    "power_w",
+    "energy_wh",
+    "current_l1_a",
+    "current_l2_a",
+    "current_l3_a",
+    "transaction_id",
+)
 STATUS_COLUMNS = ("charge_point_id", "connector_id", "status", "error_code", "reported_at")
 
 

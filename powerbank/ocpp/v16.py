@@ -55,10 +55,16 @@ class ChargePoint16(HubConnection, ChargePoint):
     }
 
     @on(Action.boot_notification)
-    async def on_boot_notification(self, charge_point_vendor: str, charge_point_model: str,
-                                   **details: Any) -> call_result.BootNotification:
-        boot = BootInfo(self.protocol, charge_point_vendor, charge_point_model, details.get("firmware_version"),
-                        details.get("charge_point_serial_number") or details.get("charge_box_serial_number"))
+    async def on_boot_notification(
+        self, charge_point_vendor: str, charge_point_model: str, **details: Any
+    ) -> call_result.BootNotification:
+        boot = BootInfo(
+            self.protocol,
+            charge_point_vendor,
+            charge_point_model,
+            details.get("firmware_version"),
+            details.get("charge_point_serial_number") or details.get("charge_box_serial_number"),
+        )
         return await self.accept_boot(boot)
 
     async def ask_capability(self) -> Capability:
@@ -71,16 +77,22 @@ class ChargePoint16(HubConnection, ChargePoint):
         return call_result.Heartbeat(current_time=now_text())
 
     @on(Action.status_notification)
-    async def on_status_notification(self, connector_id: int, error_code: str, status: str,
-                                     **details: Any) -> call_result.StatusNotification:
+    async def on_status_notification(
+        self, connector_id: int, error_code: str, status: str, **details: Any
+    ) -> call_result.StatusNotification:
         timestamp = details.get("timestamp")
-        await self.store_status(connector_id, status, None if error_code == "NoError" else error_code,
-                                parse_timestamp(timestamp) if timestamp else None)
+        await self.store_status(
+            connector_id,
+            status,
+            None if error_code == "NoError" else error_code,
+            parse_timestamp(timestamp) if timestamp else None,
+        )
         return call_result.StatusNotification()
 
     @on(Action.meter_values)
-    async def on_meter_values(self, connector_id: int, meter_value: list[dict[str, Any]],
-                              transaction_id: int | None = None, **_: Any) -> call_result.MeterValues:
+    async def on_meter_values(
+        self, connector_id: int, meter_value: list[dict[str, Any]], transaction_id: int | None = None, **_: Any
+    ) -> call_result.MeterValues:
         await self.store_meter(connector_id, meter_value, None if transaction_id is None else str(transaction_id))
         return call_result.MeterValues()
 
@@ -90,28 +102,40 @@ class ChargePoint16(HubConnection, ChargePoint):
         return call_result.Authorize(id_tag_info={"status": "Accepted"})
 
     @on(Action.start_transaction)
-    async def on_start_transaction(self, connector_id: int, id_tag: str, meter_start: int, timestamp: str,
-                                   **_: Any) -> call_result.StartTransaction:
+    async def on_start_transaction(
+        self, connector_id: int, id_tag: str, meter_start: int, timestamp: str, **_: Any
+    ) -> call_result.StartTransaction:
         async with self.registry.writing() as session:
             transaction = await chargers.start_transaction(
-                session, self.charge_point_id, connector_id, parse_timestamp(timestamp),
-                id_tag=id_tag, meter_start_wh=float(meter_start),
+                session,
+                self.charge_point_id,
+                connector_id,
+                parse_timestamp(timestamp),
+                id_tag=id_tag,
+                meter_start_wh=float(meter_start),
             )
             await session.commit()
         return call_result.StartTransaction(transaction_id=transaction.id or 0, id_tag_info={"status": "Accepted"})
 
     @on(Action.stop_transaction)
-    async def on_stop_transaction(self, meter_stop: int, timestamp: str, transaction_id: int,
-                                  **details: Any) -> call_result.StopTransaction:
+    async def on_stop_transaction(
+        self, meter_stop: int, timestamp: str, transaction_id: int, **details: Any
+    ) -> call_result.StopTransaction:
         async with self.registry.writing() as session:
             transaction = await chargers.find_transaction(session, self.charge_point_id, transaction_id=transaction_id)
             if transaction is None:
                 logger.info("%s stopped unknown transaction %s", self.id, transaction_id)
             else:
-                await chargers.stop_transaction(session, transaction, parse_timestamp(timestamp),
-                                                meter_stop_wh=float(meter_stop), reason=details.get("reason"))
-            await chargers.store_meter_values(session, self.charge_point_id, 0,
-                                              readings_from(details.get("transaction_data")), str(transaction_id))
+                await chargers.stop_transaction(
+                    session,
+                    transaction,
+                    parse_timestamp(timestamp),
+                    meter_stop_wh=float(meter_stop),
+                    reason=details.get("reason"),
+                )
+            await chargers.store_meter_values(
+                session, self.charge_point_id, 0, readings_from(details.get("transaction_data")), str(transaction_id)
+            )
             await session.commit()
         if details.get("id_tag"):
             return call_result.StopTransaction(id_tag_info={"status": "Accepted"})

@@ -40,8 +40,11 @@ def capability_from_variables(results: list[dict[str, Any]]) -> Capability:
     available, enabled = flag("Available"), flag("Enabled")
     if available is None and enabled is None:
         # A station without a SmartChargingCtrlr at all does not do smart charging.
-        known = any(result.get("attribute_status") == "UnknownComponent" for result in results
-                    if result["component"]["name"] == "SmartChargingCtrlr")
+        known = any(
+            result.get("attribute_status") == "UnknownComponent"
+            for result in results
+            if result["component"]["name"] == "SmartChargingCtrlr"
+        )
         smart = False if known else None
     else:
         smart = available is not False and enabled is not False
@@ -60,18 +63,28 @@ class ChargePoint201(HubConnection, ChargePoint):
     protocol = "ocpp2.0.1"
 
     @on(Action.boot_notification)
-    async def on_boot_notification(self, charging_station: dict[str, Any], reason: str,
-                                   **_: Any) -> call_result.BootNotification:
-        boot = BootInfo(self.protocol, charging_station.get("vendor_name", ""), charging_station.get("model", ""),
-                        charging_station.get("firmware_version"), charging_station.get("serial_number"))
+    async def on_boot_notification(
+        self, charging_station: dict[str, Any], reason: str, **_: Any
+    ) -> call_result.BootNotification:
+        boot = BootInfo(
+            self.protocol,
+            charging_station.get("vendor_name", ""),
+            charging_station.get("model", ""),
+            charging_station.get("firmware_version"),
+            charging_station.get("serial_number"),
+        )
         return await self.accept_boot(boot)
 
     async def ask_capability(self) -> Capability:
         """Ask the station's device model about its SmartChargingCtrlr."""
-        answer = await self.call(call.GetVariables(get_variable_data=[
-            {"component": {"name": component}, "variable": {"name": variable}}
-            for component, variable in PROBED_VARIABLES
-        ]))
+        answer = await self.call(
+            call.GetVariables(
+                get_variable_data=[
+                    {"component": {"name": component}, "variable": {"name": variable}}
+                    for component, variable in PROBED_VARIABLES
+                ]
+            )
+        )
         return capability_from_variables(answer.get_variable_result)
 
     @on(Action.heartbeat)
@@ -79,20 +92,29 @@ class ChargePoint201(HubConnection, ChargePoint):
         return call_result.Heartbeat(current_time=now_text())
 
     @on(Action.status_notification)
-    async def on_status_notification(self, timestamp: str, connector_status: str, evse_id: int,
-                                     connector_id: int, **_: Any) -> call_result.StatusNotification:
+    async def on_status_notification(
+        self, timestamp: str, connector_status: str, evse_id: int, connector_id: int, **_: Any
+    ) -> call_result.StatusNotification:
         await self.store_status(evse_id, connector_status, None, parse_timestamp(timestamp))
         return call_result.StatusNotification()
 
     @on(Action.meter_values)
-    async def on_meter_values(self, evse_id: int, meter_value: list[dict[str, Any]],
-                              **_: Any) -> call_result.MeterValues:
+    async def on_meter_values(
+        self, evse_id: int, meter_value: list[dict[str, Any]], **_: Any
+    ) -> call_result.MeterValues:
         await self.store_meter(evse_id, meter_value, None)
         return call_result.MeterValues()
 
     @on(Action.transaction_event)
-    async def on_transaction_event(self, event_type: str, timestamp: str, trigger_reason: str, seq_no: int,
-                                   transaction_info: dict[str, Any], **details: Any) -> call_result.TransactionEvent:
+    async def on_transaction_event(
+        self,
+        event_type: str,
+        timestamp: str,
+        trigger_reason: str,
+        seq_no: int,
+        transaction_info: dict[str, Any],
+        **details: Any,
+    ) -> call_result.TransactionEvent:
         remote_id = str(transaction_info["transaction_id"])[:40]
         evse_id = (details.get("evse") or {}).get("id", 0)
         at = parse_timestamp(timestamp)
@@ -100,11 +122,11 @@ class ChargePoint201(HubConnection, ChargePoint):
             transaction = await chargers.find_transaction(session, self.charge_point_id, remote_id=remote_id)
             if transaction is None and event_type != "Ended":
                 id_token = (details.get("id_token") or {}).get("id_token")
-                await chargers.start_transaction(session, self.charge_point_id, evse_id, at,
-                                                 id_tag=id_token, remote_id=remote_id)
+                await chargers.start_transaction(
+                    session, self.charge_point_id, evse_id, at, id_tag=id_token, remote_id=remote_id
+                )
             elif transaction is not None and event_type == "Ended":
-                await chargers.stop_transaction(session, transaction, at,
-                                                reason=transaction_info.get("stopped_reason"))
+                await chargers.stop_transaction(session, transaction, at, reason=transaction_info.get("stopped_reason"))
             await session.commit()
         if details.get("meter_value"):
             await self.store_meter(evse_id, details["meter_value"], remote_id)

@@ -29,19 +29,28 @@ def runner() -> Any:
     return current_app.extensions[service.RUNNER_KEY]
 
 
-async def _list_page(operator_id: int, status: int = 200, values: dict[str, str] | None = None,
-                     errors: dict[str, str] | None = None) -> Response:
+async def _list_page(
+    operator_id: int, status: int = 200, values: dict[str, str] | None = None, errors: dict[str, str] | None = None
+) -> Response:
     session = await db_session()
     me = await principal()
     operator = await teams.get_operator_or_404(session, me, operator_id)
     teams.require_operator(me, Permission.MANAGE_ACTIVATIONS, operator_id)
     found = await service.list_activations(session, [operator_id])
     return await render_page(
-        "activations/index.html", status=status, operator=operator, activations=found,
+        "activations/index.html",
+        status=status,
+        operator=operator,
+        activations=found,
         summaries=await service.summaries_of(session, [a.id or 0 for a in found]),
         values=values or {"action": "pause", "market": "FCR-D up", "price_area": "DK2", "duration_s": "300"},
-        errors=errors or {}, areas=service.AREAS, area_options=[(area, area) for area in service.AREAS], markets=service.MARKETS, overlap_rule=service.OVERLAP_RULE,
-        test_duration_s=service.TEST_DURATION_S, max_limit_kw=service.MAX_LIMIT_KW,
+        errors=errors or {},
+        areas=service.AREAS,
+        area_options=[(area, area) for area in service.AREAS],
+        markets=service.MARKETS,
+        overlap_rule=service.OVERLAP_RULE,
+        test_duration_s=service.TEST_DURATION_S,
+        max_limit_kw=service.MAX_LIMIT_KW,
         max_duration_s=service.MAX_DURATION_S,
     )
 
@@ -84,8 +93,15 @@ async def create(operator_id: int) -> Response:
 async def create_test(operator_id: int) -> Response:
     """Start a short Test activation: pause the chosen area for a few seconds."""
     form = await request.form
-    return await _create(operator_id, {"price_area": form.get("price_area", ""), "market": "Test",
-                                       "action": ActivationAction.PAUSE, "duration_s": str(service.TEST_DURATION_S)})
+    return await _create(
+        operator_id,
+        {
+            "price_area": form.get("price_area", ""),
+            "market": "Test",
+            "action": ActivationAction.PAUSE,
+            "duration_s": str(service.TEST_DURATION_S),
+        },
+    )
 
 
 CHART_W, CHART_H, CHART_PAD = 640, 200, 36
@@ -107,12 +123,19 @@ def chart_geometry(chart: service.PowerChart | None) -> dict[str, Any] | None:
 
     window_end = min(chart.window_end_s, chart.end_s)
     return {
-        "width": CHART_W, "height": CHART_H, "pad": CHART_PAD, "bottom": CHART_PAD + height,
+        "width": CHART_W,
+        "height": CHART_H,
+        "pad": CHART_PAD,
+        "bottom": CHART_PAD + height,
         "right": CHART_PAD + width,
         "line": " ".join(f"{x(s)},{y(kw)}" for s, kw in chart.points),
-        "window_x": x(0), "window_w": max(0.0, round(x(window_end) - x(0), 1)),
-        "top_label": f"{top:.1f} kW", "start_label": f"{chart.start_s:+.0f} s", "end_label": f"{chart.end_s:+.0f} s",
-        "latest_kw": chart.points[-1][1], "before_kw": next((kw for s, kw in reversed(chart.points) if s <= 0), None),
+        "window_x": x(0),
+        "window_w": max(0.0, round(x(window_end) - x(0), 1)),
+        "top_label": f"{top:.1f} kW",
+        "start_label": f"{chart.start_s:+.0f} s",
+        "end_label": f"{chart.end_s:+.0f} s",
+        "latest_kw": chart.points[-1][1],
+        "before_kw": next((kw for s, kw in reversed(chart.points) if s <= 0), None),
     }
 
 
@@ -125,20 +148,30 @@ async def _detail_context(activation_id: int) -> dict[str, Any]:
     summary = service.summarise(activation, dispatches)
     finished = activation.ended_at
     # After the window the page keeps refreshing a while, to show charging coming back.
-    settled = finished is not None and summary.count("pending") == 0 and (
-        utcnow() - finished).total_seconds() > service.CHART_CONTEXT_S
+    settled = (
+        finished is not None
+        and summary.count("pending") == 0
+        and (utcnow() - finished).total_seconds() > service.CHART_CONTEXT_S
+    )
     return {
-        "activation": activation, "operator": operator, "dispatches": dispatches, "summary": summary,
-        "chart": chart_geometry(await service.power_chart(session, activation, dispatches)), "live": not settled,
-        "poll_s": LIVE_POLL_S, "overlap_rule": service.OVERLAP_RULE, "label": service.describe(activation),
+        "activation": activation,
+        "operator": operator,
+        "dispatches": dispatches,
+        "summary": summary,
+        "chart": chart_geometry(await service.power_chart(session, activation, dispatches)),
+        "live": not settled,
+        "poll_s": LIVE_POLL_S,
+        "overlap_rule": service.OVERLAP_RULE,
+        "label": service.describe(activation),
     }
 
 
 @blueprint.get("/activations/<int:activation_id>")
 @login_required
 async def detail(activation_id: int) -> Response:
-    return await render_page("activations/detail.html", "partials/activation_live.html",
-                             **await _detail_context(activation_id))
+    return await render_page(
+        "activations/detail.html", "partials/activation_live.html", **await _detail_context(activation_id)
+    )
 
 
 @blueprint.post("/activations/<int:activation_id>/cancel")
@@ -165,6 +198,10 @@ async def of_charge_point(cp_id: int) -> Response:
     session = await db_session()
     me = await principal()
     charge_point, team = await cp_service.get_charge_point_or_404(session, me, cp_id)
-    return await render_page("partials/activation_charge_point.html", "partials/activation_charge_point.html",
-                             charge_point=charge_point, rows=await service.activations_of_charge_point(session, cp_id),
-                             may_manage=service.may_manage(me, team.operator_id))
+    return await render_page(
+        "partials/activation_charge_point.html",
+        "partials/activation_charge_point.html",
+        charge_point=charge_point,
+        rows=await service.activations_of_charge_point(session, cp_id),
+        may_manage=service.may_manage(me, team.operator_id),
+    )

@@ -17,15 +17,22 @@ from powerbank.web.state import db_session
 blueprint = Blueprint("admin", __name__)
 
 
-async def _teams_page(operator_id: int, status: int = 200, values: dict[str, str] | None = None,
-                      errors: dict[str, str] | None = None) -> Response:
+async def _teams_page(
+    operator_id: int, status: int = 200, values: dict[str, str] | None = None, errors: dict[str, str] | None = None
+) -> Response:
     session = await db_session()
     me = await principal()
     operator = await teams.get_operator_or_404(session, me, operator_id)
     teams.require_operator(me, Permission.MANAGE_TEAMS, operator_id)
-    return await render_page("admin/teams.html", "partials/team_list.html", status=status, operator=operator,
-                             teams=await teams.list_operator_teams(session, operator_id),
-                             values=values or {}, errors=errors or {})
+    return await render_page(
+        "admin/teams.html",
+        "partials/team_list.html",
+        status=status,
+        operator=operator,
+        teams=await teams.list_operator_teams(session, operator_id),
+        values=values or {},
+        errors=errors or {},
+    )
 
 
 @blueprint.get("/operators/<int:operator_id>/teams")
@@ -63,8 +70,9 @@ async def rename_team(team_id: int) -> Response:
         await teams.rename_team(session, Actor.of(me.user), team, form.get("name"))
     except (ValidationError, ConflictError) as exc:
         await discard_changes(session, team)
-        return await _teams_page(team.operator_id, 422, {"rename_id": str(team_id), **form},
-                                 {f"rename-{team_id}": str(exc)})
+        return await _teams_page(
+            team.operator_id, 422, {"rename_id": str(team_id), **form}, {f"rename-{team_id}": str(exc)}
+        )
     await session.commit()
     return redirect(url_for("admin.team_list", operator_id=team.operator_id), 303)
 
@@ -91,16 +99,27 @@ async def delete_team(team_id: int) -> Response:
     return redirect(url_for("admin.team_list", operator_id=team.operator_id), 303)
 
 
-async def _members_page(operator_id: int, status: int = 200, values: dict[str, str] | None = None,
-                        errors: dict[str, str] | None = None, created: tuple[str, str] | None = None) -> Response:
+async def _members_page(
+    operator_id: int,
+    status: int = 200,
+    values: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    created: tuple[str, str] | None = None,
+) -> Response:
     session = await db_session()
     me = await principal()
     operator = await teams.get_operator_or_404(session, me, operator_id)
     teams.require_operator(me, Permission.MANAGE_MEMBERS, operator_id)
     return await render_page(
-        "admin/members.html", status=status, operator=operator, members=await users.list_members(session, operator_id),
+        "admin/members.html",
+        status=status,
+        operator=operator,
+        members=await users.list_members(session, operator_id),
         team_options=[(str(team.id), team.name) for team, _ in await teams.list_operator_teams(session, operator_id)],
-        role_choices=users.ROLE_CHOICES, values=values or {}, errors=errors or {}, created=created,
+        role_choices=users.ROLE_CHOICES,
+        values=values or {},
+        errors=errors or {},
+        created=created,
     )
 
 
@@ -119,7 +138,9 @@ async def add_member(operator_id: int) -> Response:
     teams.require_operator(me, Permission.MANAGE_MEMBERS, operator_id)
     form = (await request.form).to_dict()
     member_form = users.MemberForm(
-        email=form.get("email", ""), role=form.get("role", ""), team_id=id_or_none(form.get("team_id")),
+        email=form.get("email", ""),
+        role=form.get("role", ""),
+        team_id=id_or_none(form.get("team_id")),
         can_configure_charge_points=bool(form.get("can_configure_charge_points")),
     )
     try:
@@ -146,8 +167,15 @@ async def change_member(operator_id: int, scope: str, membership_id: int) -> Res
         if form.get("remove"):
             await users.remove_member(session, Actor.of(me.user), operator_id, scope, membership_id)
         else:
-            await users.change_member(session, Actor.of(me.user), operator_id, scope, membership_id,
-                                      form.get("role", ""), bool(form.get("can_configure_charge_points")))
+            await users.change_member(
+                session,
+                Actor.of(me.user),
+                operator_id,
+                scope,
+                membership_id,
+                form.get("role", ""),
+                bool(form.get("can_configure_charge_points")),
+            )
     except FormErrors as exc:
         await discard_changes(session)
         return await _members_page(operator_id, 422, errors={f"member-{scope}-{membership_id}": exc.errors["role"]})
@@ -155,16 +183,21 @@ async def change_member(operator_id: int, scope: str, membership_id: int) -> Res
     return redirect(url_for("admin.member_list", operator_id=operator_id), 303)
 
 
-async def _catalogue_page(operator_id: int, status: int = 200, values: dict[str, str] | None = None,
-                          errors: dict[str, str] | None = None) -> Response:
+async def _catalogue_page(
+    operator_id: int, status: int = 200, values: dict[str, str] | None = None, errors: dict[str, str] | None = None
+) -> Response:
     session = await db_session()
     me = await principal()
     operator = await teams.get_operator_or_404(session, me, operator_id)
     teams.require_operator(me, Permission.VIEW_CATALOGUE, operator_id)
     return await render_page(
-        "admin/catalogue.html", status=status, operator=operator,
+        "admin/catalogue.html",
+        status=status,
+        operator=operator,
         entries=await catalogue.list_catalogue(session, operator_id),
-        can_edit=can_on_operator(me, Permission.EDIT_CATALOGUE, operator_id), values=values or {}, errors=errors or {},
+        can_edit=can_on_operator(me, Permission.EDIT_CATALOGUE, operator_id),
+        values=values or {},
+        errors=errors or {},
     )
 
 
@@ -214,5 +247,6 @@ async def audit_log(operator_id: int) -> Response:
     me = await principal()
     operator = await teams.get_operator_or_404(session, me, operator_id)
     teams.require_operator(me, Permission.MANAGE_MEMBERS, operator_id)
-    return await render_page("admin/audit.html", operator=operator,
-                             entries=await audit.list_entries(session, operator_id))
+    return await render_page(
+        "admin/audit.html", operator=operator, entries=await audit.list_entries(session, operator_id)
+    )

@@ -42,11 +42,17 @@ async def _render(
         teams = [team]
         scopes = [(str(team.id), team.name)]
     return await render_page(
-        "api/tokens.html", status=status, operator=operator, team=team,
+        "api/tokens.html",
+        status=status,
+        operator=operator,
+        team=team,
         tokens=await api_tokens.list_tokens(session, operator.id or 0, team.id if team else None),
-        team_names={t.id: t.name for t in teams}, scopes=scopes,
-        values=values or {"scope": scopes[0][0], "access": TokenAccess.READ}, errors=errors or {},
-        created=created, status_of=api_tokens.token_status,
+        team_names={t.id: t.name for t in teams},
+        scopes=scopes,
+        values=values or {"scope": scopes[0][0], "access": TokenAccess.READ},
+        errors=errors or {},
+        created=created,
+        status_of=api_tokens.token_status,
     )
 
 
@@ -58,8 +64,9 @@ async def _create(operator: Operator, team: Team | None, me: Principal) -> Respo
     else:
         team_ids = {team.id}
     try:
-        token_request = api_tokens.clean_token_form(form, team_ids={i for i in team_ids if i is not None},
-                                                    operator_scope_allowed=team is None)
+        token_request = api_tokens.clean_token_form(
+            form, team_ids={i for i in team_ids if i is not None}, operator_scope_allowed=team is None
+        )
         created = await api_tokens.create_token(session, Actor.of(me.user), operator.id or 0, token_request)
     except FormErrors as exc:
         # The form is checked before anything is added, so there is nothing to roll back.
@@ -123,8 +130,11 @@ async def revoke(token_id: int) -> Response:
         team = await get_team_or_404(session, me, token.team_id)
         require_team(me, Permission.MANAGE_API_TOKENS, team)
         from_operator_page = (await request.form).get("back") == "operator"
-        back = (operator_page if from_operator_page and can_on_operator(me, Permission.MANAGE_API_TOKENS, team.operator_id)
-                else url_for("api_tokens.team_tokens", team_id=token.team_id))
+        back = (
+            operator_page
+            if from_operator_page and can_on_operator(me, Permission.MANAGE_API_TOKENS, team.operator_id)
+            else url_for("api_tokens.team_tokens", team_id=token.team_id)
+        )
     await api_tokens.revoke_token(session, Actor.of(me.user), token)
     await session.commit()
     return redirect(back, 303)

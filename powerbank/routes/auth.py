@@ -39,7 +39,9 @@ async def login_post() -> Response:
             "auth/login.html",
             status=429,
             values=values,
-            errors={"form": f"Too many failed log-in attempts. Try again in {minutes} minute{'s' if minutes != 1 else ''}."},
+            errors={
+                "form": f"Too many failed log-in attempts. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+            },
             next=target,
         )
         response.headers["Retry-After"] = str(wait)

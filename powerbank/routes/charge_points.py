@@ -46,8 +46,9 @@ async def edit(cp_id: int) -> Response:
     charge_point, team = await cp_service.get_charge_point_or_404(await db_session(), me, cp_id)
     require_team(me, Permission.CONFIGURE_CHARGE_POINTS, team)
     values = {field: getattr(charge_point, field) or "" for field in cp_service.EDITABLE_FIELDS}
-    return await render_page("charge_points/form.html", team=team, charge_point=charge_point, values=values,
-                             errors={}, **form_choices())
+    return await render_page(
+        "charge_points/form.html", team=team, charge_point=charge_point, values=values, errors={}, **form_choices()
+    )
 
 
 @blueprint.post("/charge-points/<int:cp_id>/edit")
@@ -62,8 +63,15 @@ async def update(cp_id: int) -> Response:
         await cp_service.update_charge_point(session, Actor.of(me.user), team, charge_point, form)
     except FormErrors as exc:
         await discard_changes(session, team, charge_point)
-        return await render_page("charge_points/form.html", status=form_errors_status(exc.errors), team=team,
-                                 charge_point=charge_point, values=form, errors=exc.errors, **form_choices())
+        return await render_page(
+            "charge_points/form.html",
+            status=form_errors_status(exc.errors),
+            team=team,
+            charge_point=charge_point,
+            values=form,
+            errors=exc.errors,
+            **form_choices(),
+        )
     await session.commit()
     return redirect(url_for("charge_points.detail", cp_id=cp_id), 303)
 
@@ -98,5 +106,11 @@ async def reset_password(cp_id: int) -> Response:
     require_team(me, Permission.CONFIGURE_CHARGE_POINTS, team)
     password = await cp_service.reset_ocpp_password(session, Actor.of(me.user), team, charge_point)
     await session.commit()
-    return await render_page("charge_points/credentials.html", team=team, charge_point=charge_point,
-                             password=password, ocpp_url=ocpp_url(charge_point.identity), created=False)
+    return await render_page(
+        "charge_points/credentials.html",
+        team=team,
+        charge_point=charge_point,
+        password=password,
+        ocpp_url=ocpp_url(charge_point.identity),
+        created=False,
+    )

@@ -33,8 +33,13 @@ async def attempts(operator_id: int) -> Response:
     require_operator(me, Permission.VIEW_CONNECTION_ATTEMPTS, operator_id)
     rows = await chargers.list_attempts(session, operator_id)
     teams = await session.exec(select(Team).where(Team.operator_id == operator_id).order_by(col(Team.name)))
-    return await render_page("connections/attempts.html", "partials/connection_attempts.html",
-                             operator=operator, rows=rows, teams=list(teams))
+    return await render_page(
+        "connections/attempts.html",
+        "partials/connection_attempts.html",
+        operator=operator,
+        rows=rows,
+        teams=list(teams),
+    )
 
 
 @blueprint.get("/operators/<int:operator_id>/connection-attempts/register")
@@ -70,6 +75,11 @@ async def live(cp_id: int) -> Response:
     charge_point, team = await cp_service.get_charge_point_or_404(session, await principal(), cp_id)
     if not is_htmx():
         return add_vary(redirect(url_for("charge_points.detail", cp_id=cp_id) + "#ocpp"))
-    return await render_page("partials/ocpp_live.html", "partials/ocpp_live.html", charge_point=charge_point,
-                             team=team, connection=cp_service.connection_status(charge_point),
-                             **await live_context(session, charge_point))
+    return await render_page(
+        "partials/ocpp_live.html",
+        "partials/ocpp_live.html",
+        charge_point=charge_point,
+        team=team,
+        connection=cp_service.connection_status(charge_point),
+        **await live_context(session, charge_point),
+    )

@@ -48,8 +48,15 @@ def _typed_facility_ids(form: dict[str, str]) -> dict[int, str]:
 
 
 async def _sign_up_page(
-    session: AsyncSession, me: Principal, team: Team, *, status: int = 200, values: dict[str, Any] | None = None,
-    errors: dict[str, str] | None = None, row_errors: dict[int, str] | None = None, result: str | None = None,
+    session: AsyncSession,
+    me: Principal,
+    team: Team,
+    *,
+    status: int = 200,
+    values: dict[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+    row_errors: dict[int, str] | None = None,
+    result: str | None = None,
 ) -> Response:
     response = await render_page(
         "enrollment/sign_up.html",
@@ -91,13 +98,20 @@ async def sign_up_save(team_id: int) -> Response:
     values = {"sign_up": ticked, "facility_ids": facility_ids, "accept_terms": bool(form.get("accept_terms"))}
     try:
         result = await enrollment.bulk_sign_up(
-            session, me, team, accept_terms_version=accepted, charge_point_ids=ticked, sign_up_all=sign_up_all,
-            facility_ids=facility_ids, source=ParticipationSource.BULK,
+            session,
+            me,
+            team,
+            accept_terms_version=accepted,
+            charge_point_ids=ticked,
+            sign_up_all=sign_up_all,
+            facility_ids=facility_ids,
+            source=ParticipationSource.BULK,
         )
     except enrollment.SignUpError as exc:
         await discard_changes(session, team)
-        return await _sign_up_page(session, me, team, status=422, values=values, errors=exc.errors,
-                                   row_errors=exc.row_errors)
+        return await _sign_up_page(
+            session, me, team, status=422, values=values, errors=exc.errors, row_errors=exc.row_errors
+        )
     except ConflictError as exc:
         await discard_changes(session, team)
         return await _sign_up_page(session, me, team, status=409, values=values, errors={"form": str(exc)})
@@ -127,8 +141,15 @@ async def check_facility_id(team_id: int, cp_id: int) -> Response:
 
 
 async def functionality_context(
-    session: AsyncSession, me: Principal, charge_point: ChargePoint, team: Team, *, confirm: str | None = None,
-    errors: dict[str, str] | None = None, values: dict[str, str] | None = None, history_page: int = 1,
+    session: AsyncSession,
+    me: Principal,
+    charge_point: ChargePoint,
+    team: Team,
+    *,
+    confirm: str | None = None,
+    errors: dict[str, str] | None = None,
+    values: dict[str, str] | None = None,
+    history_page: int = 1,
 ) -> dict[str, Any]:
     """Return what the PowerBank row of Charge point functionalities renders with."""
     status = await enrollment.get_participation(session, charge_point)
@@ -138,13 +159,15 @@ async def functionality_context(
         "pb_on": status.state in (ParticipationState.SIGNED_UP, ParticipationState.SUSPENDED),
         "pb_reason": denial_reason(me, Permission.SIGN_UP_POWERBANK, team),
         "pb_terms": terms,
-        "pb_needs_terms": not await enrollment.has_accepted_terms(session, me.user.id or 0, team.id or 0,
-                                                                 terms.version),
+        "pb_needs_terms": not await enrollment.has_accepted_terms(
+            session, me.user.id or 0, team.id or 0, terms.version
+        ),
         "pb_confirm": confirm,
         "pb_errors": errors or {},
         "pb_values": values or {},
-        "pb_history": await enrollment.list_events(session, team.id or 0, charge_point_id=charge_point.id,
-                                                   page=history_page, page_size=20),
+        "pb_history": await enrollment.list_events(
+            session, team.id or 0, charge_point_id=charge_point.id, page=history_page, page_size=20
+        ),
     }
 
 
@@ -171,8 +194,11 @@ async def toggle(cp_id: int) -> Response:
     turn = request.args.get("turn")
     confirm = turn if turn in ("on", "off") else None
     if not is_htmx():
-        target = url_for("charge_points.detail", cp_id=cp_id, powerbank=confirm) if confirm else \
-            url_for("charge_points.detail", cp_id=cp_id)
+        target = (
+            url_for("charge_points.detail", cp_id=cp_id, powerbank=confirm)
+            if confirm
+            else url_for("charge_points.detail", cp_id=cp_id)
+        )
         return redirect(target + "#functionalities", 303)
     return await _functionality(session, me, charge_point, team, confirm=confirm)
 
@@ -186,16 +212,24 @@ async def sign_up_one(cp_id: int) -> Response:
     form = (await request.form).to_dict()
     accepted = form.get("terms_version") if form.get("accept_terms") else None
     try:
-        await enrollment.sign_up_one(session, me, charge_point, accept_terms_version=accepted,
-                                     facility_id=form.get("facility_id"), source=ParticipationSource.SINGLE)
+        await enrollment.sign_up_one(
+            session,
+            me,
+            charge_point,
+            accept_terms_version=accepted,
+            facility_id=form.get("facility_id"),
+            source=ParticipationSource.SINGLE,
+        )
     except enrollment.SignUpError as exc:
         await discard_changes(session, charge_point, team)
-        return await _functionality(session, me, charge_point, team, status=422, confirm="on", errors=exc.errors,
-                                    values=form)
+        return await _functionality(
+            session, me, charge_point, team, status=422, confirm="on", errors=exc.errors, values=form
+        )
     except ConflictError as exc:
         await discard_changes(session, charge_point, team)
-        return await _functionality(session, me, charge_point, team, status=409, confirm="on",
-                                    errors={"form": str(exc)}, values=form)
+        return await _functionality(
+            session, me, charge_point, team, status=409, confirm="on", errors={"form": str(exc)}, values=form
+        )
     await session.commit()
     if not is_htmx():
         return redirect(url_for("charge_points.detail", cp_id=cp_id) + "#functionalities", 303)
@@ -212,8 +246,9 @@ async def opt_out(cp_id: int) -> Response:
         await enrollment.opt_out(session, me, charge_point, source=ParticipationSource.SINGLE)
     except ConflictError as exc:
         await discard_changes(session, charge_point, team)
-        return await _functionality(session, me, charge_point, team, status=409, confirm="off",
-                                    errors={"form": str(exc)})
+        return await _functionality(
+            session, me, charge_point, team, status=409, confirm="off", errors={"form": str(exc)}
+        )
     await session.commit()
     if not is_htmx():
         return redirect(url_for("charge_points.detail", cp_id=cp_id) + "#functionalities", 303)
@@ -228,14 +263,19 @@ async def history(team_id: int) -> Response:
     team = await get_team_or_404(session, me, team_id)
     charge_points = list(
         await session.exec(
-            select(ChargePoint.id, ChargePoint.name).where(ChargePoint.team_id == team_id)
+            select(ChargePoint.id, ChargePoint.name)
+            .where(ChargePoint.team_id == team_id)
             .order_by(col(ChargePoint.name), col(ChargePoint.id))
         )
     )
     selected = id_or_none(request.args.get("charge_point"))
-    events = await enrollment.list_events(session, team_id, charge_point_id=selected,
-                                          page=page_number(request.args.get("page")),
-                                          page_size=current_app.config.get("PAGE_SIZE", HISTORY_PAGE_SIZE))
+    events = await enrollment.list_events(
+        session,
+        team_id,
+        charge_point_id=selected,
+        page=page_number(request.args.get("page")),
+        page_size=current_app.config.get("PAGE_SIZE", HISTORY_PAGE_SIZE),
+    )
     return await render_page(
         "enrollment/history.html",
         "partials/powerbank_history.html",
@@ -254,7 +294,9 @@ async def export_csv(team_id: int) -> Response:
     me = await principal()
     team = await get_team_or_404(session, me, team_id)
     buffer = io.StringIO()
-    csv.writer(buffer).writerows(enrollment.participation_csv_rows(await enrollment.eligibility_for_team(session, team)))
+    csv.writer(buffer).writerows(
+        enrollment.participation_csv_rows(await enrollment.eligibility_for_team(session, team))
+    )
     response = Response(buffer.getvalue(), mimetype="text/csv")
     filename = f"powerbank-participation-team-{team.id}.csv"
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'

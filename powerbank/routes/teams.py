@@ -70,8 +70,9 @@ async def new_charge_point(team_id: int) -> Response:
     require_team(me, Permission.CONFIGURE_CHARGE_POINTS, team_)
     # The Connection attempts page links here with a refused charger's identity filled in.
     values = {"identity": request.args.get("identity", "")}
-    return await render_page("charge_points/form.html", team=team_, charge_point=None, values=values, errors={},
-                             **form_choices())
+    return await render_page(
+        "charge_points/form.html", team=team_, charge_point=None, values=values, errors={}, **form_choices()
+    )
 
 
 @blueprint.post("/teams/<int:team_id>/charge-points/new")
@@ -86,8 +87,22 @@ async def create_charge_point(team_id: int) -> Response:
         charge_point, password = await cp_service.create_charge_point(session, Actor.of(me.user), team_, form)
     except FormErrors as exc:
         await discard_changes(session, team_)
-        return await render_page("charge_points/form.html", status=form_errors_status(exc.errors), team=team_,
-                                 charge_point=None, values=form, errors=exc.errors, **form_choices())
+        return await render_page(
+            "charge_points/form.html",
+            status=form_errors_status(exc.errors),
+            team=team_,
+            charge_point=None,
+            values=form,
+            errors=exc.errors,
+            **form_choices(),
+        )
     await session.commit()
-    return await render_page("charge_points/credentials.html", status=201, team=team_, charge_point=charge_point,
-                             password=password, ocpp_url=ocpp_url(charge_point.identity), created=True)
+    return await render_page(
+        "charge_points/credentials.html",
+        status=201,
+        team=team_,
+        charge_point=charge_point,
+        password=password,
+        ocpp_url=ocpp_url(charge_point.identity),
+        created=True,
+    )

@@ -52,9 +52,14 @@ def resident_bytes() -> int | None:
 class GcPolicy:
     """Freeze long-lived objects regularly; collect everything when memory grew, rarely."""
 
-    def __init__(self, freeze_every_s: float = FREEZE_EVERY_S, full_every_s: float = FULL_EVERY_S,
-                 postpone: Callable[[], bool] = lambda: False, growth: float = FULL_AFTER_GROWTH,
-                 memory: Callable[[], int | None] = resident_bytes) -> None:
+    def __init__(
+        self,
+        freeze_every_s: float = FREEZE_EVERY_S,
+        full_every_s: float = FULL_EVERY_S,
+        postpone: Callable[[], bool] = lambda: False,
+        growth: float = FULL_AFTER_GROWTH,
+        memory: Callable[[], int | None] = resident_bytes,
+    ) -> None:
         self.freeze_every_s = freeze_every_s
         self.full_every_s = full_every_s
         self.postpone = postpone
@@ -76,8 +81,9 @@ class GcPolicy:
         self._memory_after_full = self.memory()
         # A long one held every socket meanwhile: worth a warning (the benchmark reads it from the log).
         # (Not gc.get_freeze_count(): it walks every frozen object, a pause of its own.)
-        logger.log(logging.WARNING if took >= LONG_PAUSE_S else logging.INFO,
-                   "full garbage collection took %.3f s", took)
+        logger.log(
+            logging.WARNING if took >= LONG_PAUSE_S else logging.INFO, "full garbage collection took %.3f s", took
+        )
 
     def full_collection_due(self, since_last_s: float) -> bool:
         """Whether everything should be collected now (the hub's business aside)."""

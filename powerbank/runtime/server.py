@@ -91,11 +91,18 @@ async def serve_app(app: Quart, host: str, port: int, *, simulate: bool = False)
     loop.set_exception_handler(report_loop_errors)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, shutdown.set)
-    server = asyncio.create_task(serve(app, hypercorn_config(host, port),  # type: ignore[arg-type]
-                                       shutdown_trigger=closing_chargers_first(app, shutdown)))
-    policy = GcPolicy(full_every_s=float(app.config["GC_FULL_EVERY_S"]),
-                      growth=float(app.config["GC_FULL_AFTER_GROWTH"]),
-                      postpone=lambda: activations_may_be_active(app))
+    server = asyncio.create_task(
+        serve(
+            app,
+            hypercorn_config(host, port),  # type: ignore[arg-type]
+            shutdown_trigger=closing_chargers_first(app, shutdown),
+        )
+    )
+    policy = GcPolicy(
+        full_every_s=float(app.config["GC_FULL_EVERY_S"]),
+        growth=float(app.config["GC_FULL_AFTER_GROWTH"]),
+        postpone=lambda: activations_may_be_active(app),
+    )
     collector = asyncio.create_task(policy.run(), name="garbage collection policy")
     simulator: asyncio.subprocess.Process | None = None
     try:
@@ -103,8 +110,15 @@ async def serve_app(app: Quart, host: str, port: int, *, simulate: bool = False)
             await wait_until_listening(host, port)
             # A separate process, so simulated chargers never share the hub's event loop.
             simulator = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "powerbank.cli", "simulate", "--from-db",
-                "--url", f"ws://{host}:{port}/ocpp", "--password", "demo-charger",
+                sys.executable,
+                "-m",
+                "powerbank.cli",
+                "simulate",
+                "--from-db",
+                "--url",
+                f"ws://{host}:{port}/ocpp",
+                "--password",
+                "demo-charger",
             )
         await server
     finally:

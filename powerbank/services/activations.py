@@ -204,7 +204,11 @@ def managed_operator_ids(principal: Principal) -> list[int]:
 
 
 async def create_activation(
-    session: AsyncSession, principal: Principal, actor: Actor, operator_id: int, request: ActivationRequest,
+    session: AsyncSession,
+    principal: Principal,
+    actor: Actor,
+    operator_id: int,
+    request: ActivationRequest,
     now: datetime | None = None,
 ) -> Activation:
     """Store a new activation: active at once, or scheduled; the caller commits, then triggers it."""
@@ -213,17 +217,37 @@ async def create_activation(
     now = now or utcnow()
     start = request.start_at or now
     activation = Activation(
-        operator_id=operator_id, price_area=request.price_area, market=request.market,
-        action=request.action, limit_kw=request.limit_kw, start_at=start, duration_s=request.duration_s,
+        operator_id=operator_id,
+        price_area=request.price_area,
+        market=request.market,
+        action=request.action,
+        limit_kw=request.limit_kw,
+        start_at=start,
+        duration_s=request.duration_s,
         end_at=start + timedelta(seconds=request.duration_s),
         state=ActivationState.SCHEDULED if request.start_at else ActivationState.ACTIVE,
-        created_by=actor.label, created_by_user_id=actor.user_id, created_at=now,
+        created_by=actor.label,
+        created_by_user_id=actor.user_id,
+        created_at=now,
     )
     session.add(activation)
     await session.flush()
-    record(session, actor, "activation.create", activation, operator_id=operator_id, label=describe(activation),
-           after={"price_area": activation.price_area, "market": activation.market, "action": activation.action,
-                  "limit_kw": activation.limit_kw, "start_at": start.isoformat(), "duration_s": request.duration_s})
+    record(
+        session,
+        actor,
+        "activation.create",
+        activation,
+        operator_id=operator_id,
+        label=describe(activation),
+        after={
+            "price_area": activation.price_area,
+            "market": activation.market,
+            "action": activation.action,
+            "limit_kw": activation.limit_kw,
+            "start_at": start.isoformat(),
+            "duration_s": request.duration_s,
+        },
+    )
     return activation
 
 
@@ -242,8 +266,16 @@ async def cancel_activation(
     activation.ended_at = now or utcnow()
     activation.cancelled_by = actor.label
     session.add(activation)
-    record(session, actor, "activation.cancel", activation, operator_id=activation.operator_id,
-           label=describe(activation), before={"state": before}, after={"state": activation.state})
+    record(
+        session,
+        actor,
+        "activation.cancel",
+        activation,
+        operator_id=activation.operator_id,
+        label=describe(activation),
+        before={"state": before},
+        after={"state": activation.state},
+    )
     return activation
 
 
@@ -268,8 +300,11 @@ async def list_activations(
     if not operator_ids:
         return []
     rows = await session.exec(
-        select(Activation).where(col(Activation.operator_id).in_(operator_ids))
-        .order_by(col(Activation.created_at).desc(), col(Activation.id).desc()).limit(limit).offset(offset)
+        select(Activation)
+        .where(col(Activation.operator_id).in_(operator_ids))
+        .order_by(col(Activation.created_at).desc(), col(Activation.id).desc())
+        .limit(limit)
+        .offset(offset)
     )
     return list(rows)
 
@@ -280,8 +315,14 @@ async def summaries_of(session: AsyncSession, activation_ids: Sequence[int]) -> 
     if not activation_ids:
         return found
     rows = await session.exec(
-        select(Dispatch.activation_id, Dispatch.status, func.count(), func.count(Dispatch.sent_at),
-               func.count(Dispatch.answered_at), func.count(Dispatch.released_at))
+        select(
+            Dispatch.activation_id,
+            Dispatch.status,
+            func.count(),
+            func.count(Dispatch.sent_at),
+            func.count(Dispatch.answered_at),
+            func.count(Dispatch.released_at),
+        )
         .where(col(Dispatch.activation_id).in_(activation_ids))
         .group_by(Dispatch.activation_id, Dispatch.status)
     )
@@ -333,14 +374,14 @@ def envelope(activations: Iterable[Activation], now: datetime) -> list[Step]:
     return steps
 
 
-async def active_in_area(
-    session: AsyncSession, operator_id: int, price_area: str, now: datetime
-) -> list[Activation]:
+async def active_in_area(session: AsyncSession, operator_id: int, price_area: str, now: datetime) -> list[Activation]:
     """Return the operator's activations of the area that are active and not yet over."""
     rows = await session.exec(
         select(Activation).where(
-            Activation.operator_id == operator_id, Activation.price_area == price_area,
-            Activation.state == ActivationState.ACTIVE, col(Activation.end_at) > now,
+            Activation.operator_id == operator_id,
+            Activation.price_area == price_area,
+            Activation.state == ActivationState.ACTIVE,
+            col(Activation.end_at) > now,
         )
     )
     return list(rows)
@@ -370,25 +411,38 @@ async def targets_for(session: AsyncSession, charge_point_ids: Sequence[int]) ->
     A charger that may get none (not signed up, no area) is left out.
     """
     rows = await session.exec(
-        _targets_query().add_columns(Team.operator_id, ChargePoint.price_area)
+        _targets_query()
+        .add_columns(Team.operator_id, ChargePoint.price_area)
         .where(col(ChargePoint.id).in_(list(charge_point_ids)))
     )
-    return {cp_id: (Target(cp_id, identity, units, stack), operator_id, area)
-            for cp_id, identity, units, stack, operator_id, area in rows if area is not None}
+    return {
+        cp_id: (Target(cp_id, identity, units, stack), operator_id, area)
+        for cp_id, identity, units, stack, operator_id, area in rows
+        if area is not None
+    }
 
 
 async def record_sent(
-    session: AsyncSession, activation: Activation, sent: Mapping[int, datetime], offline: Iterable[Target],
-    targets: Iterable[Target], limit_w: float,
+    session: AsyncSession,
+    activation: Activation,
+    sent: Mapping[int, datetime],
+    offline: Iterable[Target],
+    targets: Iterable[Target],
+    limit_w: float,
 ) -> None:
     """Add the activation's dispatch rows in one statement: sent and waiting, or offline."""
     by_id = {target.charge_point_id: target for target in targets}
     offline_ids = {target.charge_point_id for target in offline}
     rows = [
-        {"activation_id": activation.id, "charge_point_id": cp_id, "identity": target.identity,
-         "status": str(DispatchStatus.OFFLINE if cp_id in offline_ids else DispatchStatus.PENDING),
-         "detail": "not connected" if cp_id in offline_ids else "", "limit_w": limit_w,
-         "sent_at": sent.get(cp_id)}
+        {
+            "activation_id": activation.id,
+            "charge_point_id": cp_id,
+            "identity": target.identity,
+            "status": str(DispatchStatus.OFFLINE if cp_id in offline_ids else DispatchStatus.PENDING),
+            "detail": "not connected" if cp_id in offline_ids else "",
+            "limit_w": limit_w,
+            "sent_at": sent.get(cp_id),
+        }
         for cp_id, target in by_id.items()
     ]
     if rows:
@@ -402,7 +456,8 @@ def _insert_new_dispatches(session: AsyncSession) -> Any:
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         return postgresql.insert(DISPATCH_TABLE).on_conflict_do_nothing(
-            index_elements=["activation_id", "charge_point_id"])
+            index_elements=["activation_id", "charge_point_id"]
+        )
     if dialect == "sqlite":
         return sqlite.insert(DISPATCH_TABLE).on_conflict_do_nothing(index_elements=["activation_id", "charge_point_id"])
     return insert(DISPATCH_TABLE)
@@ -413,22 +468,33 @@ async def record_answers(
 ) -> None:
     """Store chargers' answers (charge point id, status, detail, when) on their dispatch rows, in bulk."""
     params = [
-        {"b_activation_id": activation_id, "b_charge_point_id": cp_id, "status": status, "detail": detail[:200],
-         "answered_at": at}
-        for activation_id in activation_ids for cp_id, status, detail, at in answers
+        {
+            "b_activation_id": activation_id,
+            "b_charge_point_id": cp_id,
+            "status": status,
+            "detail": detail[:200],
+            "answered_at": at,
+        }
+        for activation_id in activation_ids
+        for cp_id, status, detail, at in answers
     ]
     if params:
         await session.exec(
-            update(DISPATCH_TABLE).where(
+            update(DISPATCH_TABLE)
+            .where(
                 DISPATCH_TABLE.c.activation_id == bindparam("b_activation_id"),
                 DISPATCH_TABLE.c.charge_point_id == bindparam("b_charge_point_id"),
-            ).values(status=bindparam("status"), detail=bindparam("detail"), answered_at=bindparam("answered_at")),
+            )
+            .values(status=bindparam("status"), detail=bindparam("detail"), answered_at=bindparam("answered_at")),
             params=params,
         )
 
 
 async def record_resent(
-    session: AsyncSession, activations: Sequence[Activation], targets: Sequence[Target], sent_at: datetime,
+    session: AsyncSession,
+    activations: Sequence[Activation],
+    targets: Sequence[Target],
+    sent_at: datetime,
     limit_w: float,
 ) -> None:
     """Note a limit sent again to chargers that reconnected: a dispatch row per activation and charger.
@@ -436,24 +502,45 @@ async def record_resent(
     Three statements for any number of chargers: rows already there are updated, others inserted.
     """
     pairs = [(activation.id or 0, target) for activation in activations for target in targets]
-    existing = {(activation_id, cp_id) for activation_id, cp_id in await session.exec(
-        select(Dispatch.activation_id, Dispatch.charge_point_id).where(
-            col(Dispatch.activation_id).in_([a.id for a in activations]),
-            col(Dispatch.charge_point_id).in_([t.charge_point_id for t in targets]),
+    existing = {
+        (activation_id, cp_id)
+        for activation_id, cp_id in await session.exec(
+            select(Dispatch.activation_id, Dispatch.charge_point_id).where(
+                col(Dispatch.activation_id).in_([a.id for a in activations]),
+                col(Dispatch.charge_point_id).in_([t.charge_point_id for t in targets]),
+            )
         )
-    )}
-    values = {"status": str(DispatchStatus.PENDING), "detail": "sent after the charger connected",
-              "sent_at": sent_at, "answered_at": None, "limit_w": limit_w}
-    again = [{"b_activation_id": activation_id, "b_charge_point_id": target.charge_point_id, **values}
-             for activation_id, target in pairs if (activation_id, target.charge_point_id) in existing]
-    new = [{"activation_id": activation_id, "charge_point_id": target.charge_point_id, "identity": target.identity,
-            **values} for activation_id, target in pairs if (activation_id, target.charge_point_id) not in existing]
+    }
+    values = {
+        "status": str(DispatchStatus.PENDING),
+        "detail": "sent after the charger connected",
+        "sent_at": sent_at,
+        "answered_at": None,
+        "limit_w": limit_w,
+    }
+    again = [
+        {"b_activation_id": activation_id, "b_charge_point_id": target.charge_point_id, **values}
+        for activation_id, target in pairs
+        if (activation_id, target.charge_point_id) in existing
+    ]
+    new = [
+        {
+            "activation_id": activation_id,
+            "charge_point_id": target.charge_point_id,
+            "identity": target.identity,
+            **values,
+        }
+        for activation_id, target in pairs
+        if (activation_id, target.charge_point_id) not in existing
+    ]
     if again:
         await session.exec(
-            update(DISPATCH_TABLE).where(
+            update(DISPATCH_TABLE)
+            .where(
                 DISPATCH_TABLE.c.activation_id == bindparam("b_activation_id"),
                 DISPATCH_TABLE.c.charge_point_id == bindparam("b_charge_point_id"),
-            ).values({column: bindparam(column) for column in values}),
+            )
+            .values({column: bindparam(column) for column in values}),
             params=again,
         )
     if new:
@@ -461,7 +548,10 @@ async def record_resent(
 
 
 async def unreleased(
-    session: AsyncSession, *, activation_id: int | None = None, charge_point_ids: Sequence[int] | None = None,
+    session: AsyncSession,
+    *,
+    activation_id: int | None = None,
+    charge_point_ids: Sequence[int] | None = None,
     finished_only: bool = False,
 ) -> list[Dispatch]:
     """Return dispatch rows whose limit may still be on the charger (sent, never released)."""
@@ -481,12 +571,17 @@ async def record_released(session: AsyncSession, releases: Sequence[tuple[int, s
     """Store releases (dispatch id, reason, status, when) in one statement."""
     if releases:
         await session.exec(
-            update(DISPATCH_TABLE).where(DISPATCH_TABLE.c.id == bindparam("b_id")).values(
-                release_reason=bindparam("reason"), release_status=bindparam("release_status"),
+            update(DISPATCH_TABLE)
+            .where(DISPATCH_TABLE.c.id == bindparam("b_id"))
+            .values(
+                release_reason=bindparam("reason"),
+                release_status=bindparam("release_status"),
                 released_at=bindparam("at"),
             ),
-            params=[{"b_id": d_id, "reason": reason[:60], "release_status": status[:40], "at": at}
-                    for d_id, reason, status, at in releases],
+            params=[
+                {"b_id": d_id, "reason": reason[:60], "release_status": status[:40], "at": at}
+                for d_id, reason, status, at in releases
+            ],
         )
 
 
@@ -503,23 +598,33 @@ async def record_power(session: AsyncSession, activation: Activation) -> None:
     """Store each charger's power just before the trigger and its mean during the window (bulk)."""
     if activation.triggered_at is None:
         return
-    dispatches = list(await session.exec(
-        select(Dispatch.id, Dispatch.charge_point_id).where(Dispatch.activation_id == activation.id)
-    ))
+    dispatches = list(
+        await session.exec(select(Dispatch.id, Dispatch.charge_point_id).where(Dispatch.activation_id == activation.id))
+    )
     by_charger = {cp_id: d_id for d_id, cp_id in dispatches if cp_id is not None}
-    samples = await _samples(session, list(by_charger), activation.triggered_at - timedelta(seconds=CHART_CONTEXT_S),
-                             activation.ended_at or activation.end_at)
+    samples = await _samples(
+        session,
+        list(by_charger),
+        activation.triggered_at - timedelta(seconds=CHART_CONTEXT_S),
+        activation.ended_at or activation.end_at,
+    )
     params = []
     for cp_id, d_id in by_charger.items():
         points = samples.get(cp_id, [])
         before = [power for at, power in points if at <= activation.triggered_at]
         during = [power for at, power in points if at > activation.triggered_at]
-        params.append({"b_id": d_id, "power_before_w": before[-1] if before else None,
-                       "power_during_w": sum(during) / len(during) if during else None})
+        params.append(
+            {
+                "b_id": d_id,
+                "power_before_w": before[-1] if before else None,
+                "power_during_w": sum(during) / len(during) if during else None,
+            }
+        )
     if params:
         await session.exec(
-            update(DISPATCH_TABLE).where(DISPATCH_TABLE.c.id == bindparam("b_id")).values(
-                power_before_w=bindparam("power_before_w"), power_during_w=bindparam("power_during_w")),
+            update(DISPATCH_TABLE)
+            .where(DISPATCH_TABLE.c.id == bindparam("b_id"))
+            .values(power_before_w=bindparam("power_before_w"), power_during_w=bindparam("power_during_w")),
             params=params,
         )
 
@@ -532,10 +637,14 @@ async def _samples(
     if not charge_point_ids:
         return found
     rows = await session.exec(
-        select(MeterSample.charge_point_id, MeterSample.measured_at, MeterSample.power_w).where(
-            col(MeterSample.charge_point_id).in_(charge_point_ids), col(MeterSample.power_w).is_not(None),
-            col(MeterSample.measured_at) >= since, col(MeterSample.measured_at) <= until,
-        ).order_by(col(MeterSample.measured_at))
+        select(MeterSample.charge_point_id, MeterSample.measured_at, MeterSample.power_w)
+        .where(
+            col(MeterSample.charge_point_id).in_(charge_point_ids),
+            col(MeterSample.power_w).is_not(None),
+            col(MeterSample.measured_at) >= since,
+            col(MeterSample.measured_at) <= until,
+        )
+        .order_by(col(MeterSample.measured_at))
     )
     for cp_id, at, power in rows:
         found.setdefault(cp_id, []).append((at, float(power)))
@@ -544,8 +653,9 @@ async def _samples(
 
 async def dispatches_of(session: AsyncSession, activation_id: int) -> list[Dispatch]:
     """Return an activation's dispatch rows by charger identity."""
-    rows = await session.exec(select(Dispatch).where(Dispatch.activation_id == activation_id)
-                              .order_by(col(Dispatch.identity)))
+    rows = await session.exec(
+        select(Dispatch).where(Dispatch.activation_id == activation_id).order_by(col(Dispatch.identity))
+    )
     return list(rows)
 
 
@@ -558,7 +668,8 @@ def summarise(activation: Activation, dispatches: Sequence[Dispatch]) -> Summary
     summary.released = sum(1 for d in dispatches if d.released_at is not None)
     trigger = activation.triggered_at
     answer_times = sorted(
-        (d.answered_at - trigger).total_seconds() for d in dispatches
+        (d.answered_at - trigger).total_seconds()
+        for d in dispatches
         if trigger is not None and d.answered_at is not None and d.sent_at is not None
     )
     summary.answered = len(answer_times)
@@ -582,7 +693,10 @@ class PowerChart:
 
 
 async def power_chart(
-    session: AsyncSession, activation: Activation, dispatches: Sequence[Dispatch], now: datetime | None = None,
+    session: AsyncSession,
+    activation: Activation,
+    dispatches: Sequence[Dispatch],
+    now: datetime | None = None,
     step_s: float = 1.0,
 ) -> PowerChart | None:
     """Sum the chargers' measured power before, during and after the window (last value holds)."""
@@ -612,17 +726,24 @@ async def power_chart(
                 total += series[index - 1][1]
         points.append(((moment - trigger).total_seconds(), total / 1000))
         moment += timedelta(seconds=step)
-    return PowerChart(points=points, start_s=(since - trigger).total_seconds(), end_s=(until - trigger).total_seconds(),
-                      window_end_s=(window_end - trigger).total_seconds(),
-                      max_kw=max([kw for _, kw in points] + [1.0]))
+    return PowerChart(
+        points=points,
+        start_s=(since - trigger).total_seconds(),
+        end_s=(until - trigger).total_seconds(),
+        window_end_s=(window_end - trigger).total_seconds(),
+        max_kw=max([kw for _, kw in points] + [1.0]),
+    )
 
 
-async def activations_of_charge_point(session: AsyncSession, charge_point_id: int, limit: int = 20) -> list[
-        tuple[Activation, Dispatch]]:
+async def activations_of_charge_point(
+    session: AsyncSession, charge_point_id: int, limit: int = 20
+) -> list[tuple[Activation, Dispatch]]:
     """Return the activations that reached a charge point, newest first, with its dispatch row."""
     rows = await session.exec(
-        select(Activation, Dispatch).join(Dispatch, Dispatch.activation_id == Activation.id)
+        select(Activation, Dispatch)
+        .join(Dispatch, Dispatch.activation_id == Activation.id)
         .where(Dispatch.charge_point_id == charge_point_id)
-        .order_by(col(Activation.start_at).desc()).limit(limit)
+        .order_by(col(Activation.start_at).desc())
+        .limit(limit)
     )
     return [(activation, dispatch) for activation, dispatch in rows]

@@ -94,9 +94,7 @@ def _is_number(text: str) -> bool:
     return text.isascii() and text.isdecimal() and len(text) <= 18
 
 
-def clean_token_form(
-    form: dict[str, str], *, team_ids: set[int], operator_scope_allowed: bool
-) -> TokenRequest:
+def clean_token_form(form: dict[str, str], *, team_ids: set[int], operator_scope_allowed: bool) -> TokenRequest:
     """Validate the new-token form: name, scope ("operator" or a team id), access, expiry in days."""
     errors: dict[str, str] = {}
     name = ""
@@ -152,9 +150,20 @@ async def create_token(
     )
     session.add(token)
     await session.flush()
-    record(session, actor, "api_token.create", token, operator_id=operator_id,
-           after={"name": token.name, "team_id": token.team_id, "access": token.access, "prefix": token.prefix,
-                  "expires_at": token.expires_at.isoformat() if token.expires_at else None})
+    record(
+        session,
+        actor,
+        "api_token.create",
+        token,
+        operator_id=operator_id,
+        after={
+            "name": token.name,
+            "team_id": token.team_id,
+            "access": token.access,
+            "prefix": token.prefix,
+            "expires_at": token.expires_at.isoformat() if token.expires_at else None,
+        },
+    )
     return token, secret
 
 
@@ -187,13 +196,22 @@ async def create_token_by_names(
         if user is None:
             raise NotFoundError(f"No user with the email {created_by_email!r}.")
         creator = await load_principal(session, user)
-        allowed = (can_on_team(creator, Permission.MANAGE_API_TOKENS, team) if team is not None
-                   else can_on_operator(creator, Permission.MANAGE_API_TOKENS, operator.id or 0))
+        allowed = (
+            can_on_team(creator, Permission.MANAGE_API_TOKENS, team)
+            if team is not None
+            else can_on_operator(creator, Permission.MANAGE_API_TOKENS, operator.id or 0)
+        )
         if not allowed:
-            raise ForbiddenError(f"{user.email} may not manage the API tokens of {team.name if team else operator.name}.")
+            raise ForbiddenError(
+                f"{user.email} may not manage the API tokens of {team.name if team else operator.name}."
+            )
         actor = Actor.of(user)
-    form = {"name": name, "access": access, "scope": str(team.id) if team else OPERATOR_SCOPE,
-            "expires_in_days": str(expires_in_days) if expires_in_days is not None else ""}
+    form = {
+        "name": name,
+        "access": access,
+        "scope": str(team.id) if team else OPERATOR_SCOPE,
+        "expires_in_days": str(expires_in_days) if expires_in_days is not None else "",
+    }
     request = clean_token_form(form, team_ids={team.id or 0} if team else set(), operator_scope_allowed=team is None)
     return await create_token(session, actor, operator.id or 0, request)
 
@@ -227,8 +245,14 @@ async def revoke_token(session: AsyncSession, actor: Actor, token: ApiToken) -> 
         return
     token.revoked_at = utcnow()
     session.add(token)
-    record(session, actor, "api_token.revoke", token, operator_id=token.operator_id,
-           after={"revoked_at": token.revoked_at.isoformat()})
+    record(
+        session,
+        actor,
+        "api_token.revoke",
+        token,
+        operator_id=token.operator_id,
+        after={"revoked_at": token.revoked_at.isoformat()},
+    )
 
 
 async def authenticate(session: AsyncSession, secret: str | None, now: datetime | None = None) -> ApiToken:
@@ -262,8 +286,9 @@ async def note_use(session: AsyncSession, token: ApiToken, interval_s: float, no
 async def principal_for_token(session: AsyncSession, token: ApiToken) -> TokenPrincipal:
     """Return the principal ``token`` acts as (see the table in this module's docstring)."""
     # Never added to the session: it only names the token in audit entries and events.
-    user = User(id=token.created_by_user_id, email=actor_label(token), display_name=actor_label(token),
-                password_hash="")
+    user = User(
+        id=token.created_by_user_id, email=actor_label(token), display_name=actor_label(token), password_hash=""
+    )
     principal = TokenPrincipal(user=user, token=token)
     write = token.access == TokenAccess.WRITE
     if token.team_id is not None:

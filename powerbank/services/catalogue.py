@@ -100,8 +100,15 @@ async def add_model(
     )
     session.add(entry)
     await session.flush()
-    record(session, actor, "catalogue.add", entry, operator_id=operator_id, label=f"{clean_brand} {clean_model}",
-           after={"brand": clean_brand, "model": clean_model})
+    record(
+        session,
+        actor,
+        "catalogue.add",
+        entry,
+        operator_id=operator_id,
+        label=f"{clean_brand} {clean_model}",
+        after={"brand": clean_brand, "model": clean_model},
+    )
     await _reevaluate_operator(session, operator_id)
     return entry
 
@@ -111,8 +118,15 @@ async def remove_model(session: AsyncSession, actor: Actor, operator_id: int, en
     entry = await session.get(CompatibleModel, entry_id)
     if entry is None or entry.operator_id != operator_id:
         raise NotFoundError("No such catalogue entry.")
-    record(session, actor, "catalogue.remove", entry, operator_id=operator_id, label=f"{entry.brand} {entry.model}",
-           before={"brand": entry.brand, "model": entry.model})
+    record(
+        session,
+        actor,
+        "catalogue.remove",
+        entry,
+        operator_id=operator_id,
+        label=f"{entry.brand} {entry.model}",
+        before={"brand": entry.brand, "model": entry.model},
+    )
     await session.delete(entry)
     await _reevaluate_operator(session, operator_id)
     return entry

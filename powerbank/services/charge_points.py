@@ -90,7 +90,9 @@ async def list_charge_points(session: AsyncSession, team_id: int, query: ChargeP
     if query.search:
         pattern = _like_pattern(query.search)
         conditions.append(
-            or_(col(ChargePoint.name).ilike(pattern, escape="\\"), col(ChargePoint.identity).ilike(pattern, escape="\\"))
+            or_(
+                col(ChargePoint.name).ilike(pattern, escape="\\"), col(ChargePoint.identity).ilike(pattern, escape="\\")
+            )
         )
     if query.country:
         conditions.append(ChargePoint.country == query.country)
@@ -118,7 +120,9 @@ async def get_charge_point_or_404(
     """Return a charge point and its team if the caller may see the team; otherwise NotFoundError."""
     row = (
         await session.exec(
-            select(ChargePoint, Team).join(Team, Team.id == ChargePoint.team_id).where(ChargePoint.id == charge_point_id)
+            select(ChargePoint, Team)
+            .join(Team, Team.id == ChargePoint.team_id)
+            .where(ChargePoint.id == charge_point_id)
         )
     ).first()
     if row is None or not can_on_team(principal, Permission.VIEW_TEAM, row[1]):
@@ -198,8 +202,9 @@ async def create_charge_point(
     )
     session.add(charge_point)
     await _flush_identity(session)
-    record(session, actor, "charge_point.create", charge_point, operator_id=team.operator_id,
-           after=_snapshot(charge_point))
+    record(
+        session, actor, "charge_point.create", charge_point, operator_id=team.operator_id, after=_snapshot(charge_point)
+    )
     await reevaluate(session, [charge_point])
     return charge_point, password
 
@@ -218,8 +223,15 @@ async def update_charge_point(
         charge_point.updated_at = utcnow()
         session.add(charge_point)
         await _flush_identity(session)
-        record(session, actor, "charge_point.update", charge_point, operator_id=team.operator_id,
-               before={k: v[0] for k, v in changes.items()}, after={k: v[1] for k, v in changes.items()})
+        record(
+            session,
+            actor,
+            "charge_point.update",
+            charge_point,
+            operator_id=team.operator_id,
+            before={k: v[0] for k, v in changes.items()},
+            after={k: v[1] for k, v in changes.items()},
+        )
         # A move that ends participation releases through the hooks already; one that keeps it must too (S2).
         if not await reevaluate(session, [charge_point]) and "price_area" in changes:
             await release_charge_points(session, [charge_point.id or 0], "moved to another area")
@@ -241,8 +253,14 @@ async def reset_ocpp_password(session: AsyncSession, actor: Actor, team: Team, c
 
 async def delete_charge_point(session: AsyncSession, actor: Actor, team: Team, charge_point: ChargePoint) -> None:
     """Delete a charge point, keeping what it was in the audit log."""
-    record(session, actor, "charge_point.delete", charge_point, operator_id=team.operator_id,
-           before=_snapshot(charge_point))
+    record(
+        session,
+        actor,
+        "charge_point.delete",
+        charge_point,
+        operator_id=team.operator_id,
+        before=_snapshot(charge_point),
+    )
     await release_charge_points(session, [charge_point.id or 0], "charge point deleted")
     disconnect_after_commit(session, [charge_point.id or 0], "Charge point deleted")
     await session.delete(charge_point)

@@ -196,7 +196,9 @@ async def record_attempt(
     if attempt is None:
         recent_from_address = (
             await session.exec(
-                select(func.count()).select_from(ConnectionAttempt).where(
+                select(func.count())
+                .select_from(ConnectionAttempt)
+                .where(
                     ConnectionAttempt.remote_address == remote_address[:64],
                     col(ConnectionAttempt.at) >= now - ATTEMPT_MERGE_WINDOW,
                 )
@@ -205,8 +207,9 @@ async def record_attempt(
         if recent_from_address >= ATTEMPT_ROWS_PER_ADDRESS:
             # A scanner trying identity after identity must not fill the table (or the page).
             return None
-        attempt = ConnectionAttempt(identity=identity, at=now, remote_address=remote_address[:64],
-                                    reason=reason[:120], operator_id=operator_id)
+        attempt = ConnectionAttempt(
+            identity=identity, at=now, remote_address=remote_address[:64], reason=reason[:120], operator_id=operator_id
+        )
     else:
         attempt.at = now
         attempt.count += 1
@@ -237,12 +240,13 @@ async def list_attempts(session: AsyncSession, operator_id: int) -> list[Attempt
         )
     )
     identities = {attempt.identity for attempt in attempts if attempt.operator_id is None}
-    registered = set(
-        await session.exec(select(ChargePoint.identity).where(col(ChargePoint.identity).in_(identities)))
-    ) if identities else set()
+    registered = (
+        set(await session.exec(select(ChargePoint.identity).where(col(ChargePoint.identity).in_(identities))))
+        if identities
+        else set()
+    )
     rows = [
-        AttemptRow(attempt, attempt.operator_id is None and attempt.identity not in registered)
-        for attempt in attempts
+        AttemptRow(attempt, attempt.operator_id is None and attempt.identity not in registered) for attempt in attempts
     ]
     # An identity that has since been registered with another operator is no longer anonymous.
     return [row for row in rows if row.attempt.operator_id is not None or row.unknown]
@@ -264,11 +268,14 @@ def _update_by_id(**columns: str) -> Any:
 async def store_presence(session: AsyncSession, presence: dict[int, tuple[str, bool]]) -> None:
     """Store, as of now, each charger's OCPP version and whether it is connected."""
     now = utcnow()
-    rows = [{"charge_point_id": cp_id, "is_online": online, "protocol": protocol, "seen": now}
-            for cp_id, (protocol, online) in presence.items()]
+    rows = [
+        {"charge_point_id": cp_id, "is_online": online, "protocol": protocol, "seen": now}
+        for cp_id, (protocol, online) in presence.items()
+    ]
     if rows:
-        await session.exec(_update_by_id(online="is_online", ocpp_protocol="protocol", last_seen_at="seen"),
-                           params=rows)
+        await session.exec(
+            _update_by_id(online="is_online", ocpp_protocol="protocol", last_seen_at="seen"), params=rows
+        )
 
 
 async def mark_all_offline(session: AsyncSession) -> None:
@@ -279,8 +286,10 @@ async def mark_all_offline(session: AsyncSession) -> None:
 async def touch_last_seen(session: AsyncSession, seen: dict[int, datetime]) -> None:
     """Store when each charger was last heard from, in one statement for all of them."""
     if seen:
-        await session.exec(_update_by_id(last_seen_at="seen"),
-                           params=[{"charge_point_id": cp_id, "seen": at} for cp_id, at in seen.items()])
+        await session.exec(
+            _update_by_id(last_seen_at="seen"),
+            params=[{"charge_point_id": cp_id, "seen": at} for cp_id, at in seen.items()],
+        )
 
 
 @dataclass(frozen=True)
@@ -297,7 +306,8 @@ async def _charge_points_with_operator(
 ) -> dict[int, tuple[ChargePoint, int]]:
     """Load charge points with their operator's id, one query for all."""
     rows = await session.exec(
-        select(ChargePoint, Team.operator_id).join(Team, Team.id == ChargePoint.team_id)
+        select(ChargePoint, Team.operator_id)
+        .join(Team, Team.id == ChargePoint.team_id)
         .where(col(ChargePoint.id).in_(set(charge_point_ids)))
     )
     return {charge_point.id or 0: (charge_point, operator_id) for charge_point, operator_id in rows}
@@ -316,10 +326,18 @@ async def store_boots(session: AsyncSession, boots: Sequence[tuple[int, BootInfo
             continue  # Deleted since it connected.
         charge_point, operator_id = found[cp_id]
         first_boot = charge_point.booted_at is None
-        before = {"vendor": charge_point.reported_vendor, "model": charge_point.reported_model,
-                  "firmware": charge_point.reported_firmware, "serial": charge_point.reported_serial}
-        after = {"vendor": boot.vendor[:80], "model": boot.model[:80],
-                 "firmware": (boot.firmware or "")[:80] or None, "serial": (boot.serial or "")[:80] or None}
+        before = {
+            "vendor": charge_point.reported_vendor,
+            "model": charge_point.reported_model,
+            "firmware": charge_point.reported_firmware,
+            "serial": charge_point.reported_serial,
+        }
+        after = {
+            "vendor": boot.vendor[:80],
+            "model": boot.model[:80],
+            "firmware": (boot.firmware or "")[:80] or None,
+            "serial": (boot.serial or "")[:80] or None,
+        }
         charge_point.reported_vendor = after["vendor"]
         charge_point.reported_model = after["model"]
         charge_point.reported_firmware = after["firmware"]
@@ -330,8 +348,15 @@ async def store_boots(session: AsyncSession, boots: Sequence[tuple[int, BootInfo
         session.add(charge_point)
         if before != after:
             keys = [key for key in after if before[key] != after[key]]
-            record(session, SYSTEM, "charge_point.reported", charge_point, operator_id=operator_id,
-                   before={key: before[key] for key in keys}, after={key: after[key] for key in keys})
+            record(
+                session,
+                SYSTEM,
+                "charge_point.reported",
+                charge_point,
+                operator_id=operator_id,
+                before={key: before[key] for key in keys},
+                after={key: after[key] for key in keys},
+            )
         # Only what it reports decides compatibility; a reboot that reports the same changes nothing.
         if first_boot or before != after:
             changed.append(cp_id)
@@ -339,7 +364,11 @@ async def store_boots(session: AsyncSession, boots: Sequence[tuple[int, BootInfo
 
 
 async def store_status(
-    session: AsyncSession, charge_point_id: int, connector_id: int, status: str, error_code: str | None,
+    session: AsyncSession,
+    charge_point_id: int,
+    connector_id: int,
+    status: str,
+    error_code: str | None,
     reported_at: datetime | None,
 ) -> None:
     """Store a connector's latest status."""
@@ -373,16 +402,28 @@ class MeterReading:
 
 
 def meter_rows(
-    charge_point_id: int, connector_id: int, readings: Iterable[MeterReading], transaction_id: str | None = None,
+    charge_point_id: int,
+    connector_id: int,
+    readings: Iterable[MeterReading],
+    transaction_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """Return the meter sample rows of a charger's readings (empty readings are left out)."""
     received_at = utcnow()
     return [
-        {"charge_point_id": charge_point_id, "connector_id": connector_id, "measured_at": reading.measured_at,
-         "received_at": received_at, "power_w": reading.power_w, "energy_wh": reading.energy_wh,
-         "current_l1_a": reading.currents_a.get("L1"), "current_l2_a": reading.currents_a.get("L2"),
-         "current_l3_a": reading.currents_a.get("L3"), "transaction_id": transaction_id}
-        for reading in readings if not reading.empty
+        {
+            "charge_point_id": charge_point_id,
+            "connector_id": connector_id,
+            "measured_at": reading.measured_at,
+            "received_at": received_at,
+            "power_w": reading.power_w,
+            "energy_wh": reading.energy_wh,
+            "current_l1_a": reading.currents_a.get("L1"),
+            "current_l2_a": reading.currents_a.get("L2"),
+            "current_l3_a": reading.currents_a.get("L3"),
+            "transaction_id": transaction_id,
+        }
+        for reading in readings
+        if not reading.empty
     ]
 
 
@@ -410,13 +451,19 @@ def meter_prune_statement() -> Any:
         .limit(1)
         .scalar_subquery()
     )
-    return delete(METER_TABLE).where(METER_TABLE.c.charge_point_id == bindparam("charge_point_id"),
-                                     METER_TABLE.c.id < oldest_kept)
+    return delete(METER_TABLE).where(
+        METER_TABLE.c.charge_point_id == bindparam("charge_point_id"), METER_TABLE.c.id < oldest_kept
+    )
 
 
 async def store_meter_values(
-    session: AsyncSession, charge_point_id: int, connector_id: int, readings: Iterable[MeterReading],
-    transaction_id: str | None = None, *, prune: bool = False,
+    session: AsyncSession,
+    charge_point_id: int,
+    connector_id: int,
+    readings: Iterable[MeterReading],
+    transaction_id: str | None = None,
+    *,
+    prune: bool = False,
 ) -> int:
     """Store meter readings; with ``prune``, drop all but the newest kept ones. Return how many."""
     rows = meter_rows(charge_point_id, connector_id, readings, transaction_id)
@@ -450,17 +497,25 @@ async def upsert_statuses(session: AsyncSession, reports: Sequence[StatusReport]
         await session.exec(status_upsert_statement(dialect), params=rows)
         return
     for row in rows:
-        await store_status(session, row["charge_point_id"], row["connector_id"], row["status"],
-                           row["error_code"], row["reported_at"])
+        await store_status(
+            session, row["charge_point_id"], row["connector_id"], row["status"], row["error_code"], row["reported_at"]
+        )
 
 
 def status_rows(reports: Sequence[StatusReport]) -> list[dict[str, Any]]:
     """Return the rows ``upsert_statuses`` stores: the last report of each connector."""
     latest = {(r.charge_point_id, r.connector_id): r for r in reports}
     now = utcnow()
-    return [{"charge_point_id": r.charge_point_id, "connector_id": r.connector_id, "status": r.status[:30],
-             "error_code": r.error_code[:50] if r.error_code else None, "reported_at": r.reported_at or now}
-            for r in latest.values()]
+    return [
+        {
+            "charge_point_id": r.charge_point_id,
+            "connector_id": r.connector_id,
+            "status": r.status[:30],
+            "error_code": r.error_code[:50] if r.error_code else None,
+            "reported_at": r.reported_at or now,
+        }
+        for r in latest.values()
+    ]
 
 
 def status_upsert_statement(dialect: str) -> Any:
@@ -468,19 +523,32 @@ def status_upsert_statement(dialect: str) -> Any:
     statement = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(STATUS_TABLE)
     return statement.on_conflict_do_update(
         index_elements=["charge_point_id", "connector_id"],
-        set_={"status": statement.excluded.status, "error_code": statement.excluded.error_code,
-              "reported_at": statement.excluded.reported_at},
+        set_={
+            "status": statement.excluded.status,
+            "error_code": statement.excluded.error_code,
+            "reported_at": statement.excluded.reported_at,
+        },
     )
 
 
 async def start_transaction(
-    session: AsyncSession, charge_point_id: int, connector_id: int, started_at: datetime, *,
-    id_tag: str | None = None, meter_start_wh: float | None = None, remote_id: str | None = None,
+    session: AsyncSession,
+    charge_point_id: int,
+    connector_id: int,
+    started_at: datetime,
+    *,
+    id_tag: str | None = None,
+    meter_start_wh: float | None = None,
+    remote_id: str | None = None,
 ) -> ChargingTransaction:
     """Record a started charging session; its id is the OCPP 1.6 transactionId."""
     transaction = ChargingTransaction(
-        charge_point_id=charge_point_id, connector_id=connector_id, started_at=started_at,
-        id_tag=(id_tag or "")[:40] or None, meter_start_wh=meter_start_wh, remote_id=remote_id,
+        charge_point_id=charge_point_id,
+        connector_id=connector_id,
+        started_at=started_at,
+        id_tag=(id_tag or "")[:40] or None,
+        meter_start_wh=meter_start_wh,
+        remote_id=remote_id,
     )
     session.add(transaction)
     await session.flush()
@@ -500,8 +568,12 @@ async def find_transaction(
 
 
 async def stop_transaction(
-    session: AsyncSession, transaction: ChargingTransaction, stopped_at: datetime, *,
-    meter_stop_wh: float | None = None, reason: str | None = None,
+    session: AsyncSession,
+    transaction: ChargingTransaction,
+    stopped_at: datetime,
+    *,
+    meter_stop_wh: float | None = None,
+    reason: str | None = None,
 ) -> None:
     """Record the end of a charging session."""
     transaction.stopped_at = stopped_at
@@ -521,17 +593,19 @@ class Capability:
     meter_interval_s: int | None = None
 
 
-async def store_capabilities(
-    session: AsyncSession, answers: Sequence[tuple[int, Capability]]
-) -> list[tuple[int, str]]:
+async def store_capabilities(session: AsyncSession, answers: Sequence[tuple[int, Capability]]) -> list[tuple[int, str]]:
     """Store capability probe answers (a batch); smart charging support decides compatibility (R2).
 
     Return what the enrollment re-evaluation changed (a DK2 charger signed up, a suspension);
     participation is re-evaluated only for chargers whose answer about smart charging changed.
     """
     found = await _charge_points_with_operator(session, [cp_id for cp_id, _ in answers])
-    rows = {row.charge_point_id: row for row in await session.exec(
-        select(ChargerCapability).where(col(ChargerCapability.charge_point_id).in_(list(found))))}
+    rows = {
+        row.charge_point_id: row
+        for row in await session.exec(
+            select(ChargerCapability).where(col(ChargerCapability.charge_point_id).in_(list(found)))
+        )
+    }
     now = utcnow()
     changed: list[int] = []
     for cp_id, capability in answers:
@@ -550,9 +624,15 @@ async def store_capabilities(
         session.add(row)
         if charge_point.smart_charging == capability.smart_charging:
             continue  # What decides compatibility is unchanged (a reboot): participation stays.
-        record(session, SYSTEM, "charge_point.smart_charging", charge_point, operator_id=operator_id,
-               before={"smart_charging": charge_point.smart_charging},
-               after={"smart_charging": capability.smart_charging})
+        record(
+            session,
+            SYSTEM,
+            "charge_point.smart_charging",
+            charge_point,
+            operator_id=operator_id,
+            before={"smart_charging": charge_point.smart_charging},
+            after={"smart_charging": capability.smart_charging},
+        )
         charge_point.smart_charging = capability.smart_charging
         session.add(charge_point)
         changed.append(cp_id)

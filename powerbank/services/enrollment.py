@@ -221,9 +221,7 @@ def facility_id_message(typed: str | None) -> str | None:
     return None
 
 
-def row_status(
-    charge_point: ChargePoint, participation: Participation | None, keys: set[tuple[str, str]]
-) -> RowStatus:
+def row_status(charge_point: ChargePoint, participation: Participation | None, keys: set[tuple[str, str]]) -> RowStatus:
     """Return a charge point's PowerBank status from already loaded data (no query)."""
     compatibility, detail = availability_problem(charge_point, keys)
     return RowStatus(charge_point, participation, compatibility, detail, facility_id_problem(charge_point))
@@ -268,9 +266,11 @@ async def current_terms(session: AsyncSession) -> TermsVersion:
 async def has_accepted_terms(session: AsyncSession, user_id: int, team_id: int, version: str) -> bool:
     """Return True when the user has accepted this terms version for this team."""
     found = await session.exec(
-        select(TermsAcceptance.id).where(
+        select(TermsAcceptance.id)
+        .where(
             TermsAcceptance.user_id == user_id, TermsAcceptance.team_id == team_id, TermsAcceptance.version == version
-        ).limit(1)
+        )
+        .limit(1)
     )
     return found.first() is not None
 
@@ -279,7 +279,9 @@ def _check_terms(accepted_version: str | None, terms: TermsVersion) -> None:
     if not accepted_version:
         raise SignUpError({"terms": "Accept the terms and conditions to sign up."})
     if accepted_version != terms.version:
-        raise SignUpError({"terms": f"The terms and conditions have changed. Read version {terms.version} and accept it."})
+        raise SignUpError(
+            {"terms": f"The terms and conditions have changed. Read version {terms.version} and accept it."}
+        )
 
 
 async def eligibility_for_team(session: AsyncSession, team: Team) -> list[RowStatus]:
@@ -327,15 +329,29 @@ async def _apply(session: AsyncSession, changes: list[_Change], context: _Contex
         if previous is None:
             inserts.append({"charge_point_id": charge_point.id, "version": 1, **values})
         else:
-            updates.append({"b_charge_point_id": charge_point.id, "b_version": previous.version,
-                            "version": previous.version + 1, **values})
-        events.append({
-            "charge_point_id": charge_point.id, "team_id": charge_point.team_id,
-            "charge_point_name": charge_point.name, "actor_user_id": context.actor.user_id,
-            "actor_label": context.actor.label, "at": now, "from_state": str(change.row.state),
-            "to_state": str(change.to_state), "source": context.source, "terms_version": context.terms_version,
-            "reason": change.reason,
-        })
+            updates.append(
+                {
+                    "b_charge_point_id": charge_point.id,
+                    "b_version": previous.version,
+                    "version": previous.version + 1,
+                    **values,
+                }
+            )
+        events.append(
+            {
+                "charge_point_id": charge_point.id,
+                "team_id": charge_point.team_id,
+                "charge_point_name": charge_point.name,
+                "actor_user_id": context.actor.user_id,
+                "actor_label": context.actor.label,
+                "at": now,
+                "from_state": str(change.row.state),
+                "to_state": str(change.to_state),
+                "source": context.source,
+                "terms_version": context.terms_version,
+                "reason": change.reason,
+            }
+        )
     stale = ConflictError(
         "Someone else changed the PowerBank participation of these charge points at the same time. "
         "Nothing was saved; look at the current state and try again."
@@ -368,7 +384,9 @@ async def _store_facility_ids(session: AsyncSession, facility_ids: dict[int, str
     if facility_ids:
         await session.exec(
             update(CHARGE_POINTS).where(CHARGE_POINTS.c.id == bindparam("b_id")),
-            params=[{"b_id": cp_id, "facility_id": value, "updated_at": utcnow()} for cp_id, value in facility_ids.items()],
+            params=[
+                {"b_id": cp_id, "facility_id": value, "updated_at": utcnow()} for cp_id, value in facility_ids.items()
+            ],
         )
 
 
@@ -431,22 +449,38 @@ async def bulk_sign_up(
     if row_errors:
         count = len(row_errors)
         raise SignUpError(
-            {"form": f"Nothing was saved: {count} charge point{'' if count == 1 else 's'} cannot be signed up yet "
-                     "(see the messages in the table)."},
+            {
+                "form": f"Nothing was saved: {count} charge point{'' if count == 1 else 's'} cannot be signed up yet "
+                "(see the messages in the table)."
+            },
             row_errors,
         )
     already = [row.charge_point.id or 0 for row in targets if row.state is ParticipationState.SIGNED_UP]
-    changes = [_Change(row, ParticipationState.SIGNED_UP) for row in targets
-               if row.state is not ParticipationState.SIGNED_UP]
+    changes = [
+        _Change(row, ParticipationState.SIGNED_UP) for row in targets if row.state is not ParticipationState.SIGNED_UP
+    ]
     actor = Actor.of(principal.user)
     await _store_facility_ids(session, new_facility_ids)
     await _apply(session, changes, _Context(actor, source, terms.version))
     signed_up = [change.row.charge_point.id or 0 for change in changes]
-    session.add(TermsAcceptance(user_id=principal.user.id or 0, team_id=team.id or 0, version=terms.version,
-                                charge_point_ids=signed_up))
-    record(session, actor, "powerbank.sign_up", team, operator_id=team.operator_id,
-           after={"charge_point_ids": signed_up, "terms_version": terms.version, "source": source,
-                  "facility_ids_set": sorted(new_facility_ids)})
+    session.add(
+        TermsAcceptance(
+            user_id=principal.user.id or 0, team_id=team.id or 0, version=terms.version, charge_point_ids=signed_up
+        )
+    )
+    record(
+        session,
+        actor,
+        "powerbank.sign_up",
+        team,
+        operator_id=team.operator_id,
+        after={
+            "charge_point_ids": signed_up,
+            "terms_version": terms.version,
+            "source": source,
+            "facility_ids_set": sorted(new_facility_ids),
+        },
+    )
     await session.flush()
     return BulkResult(signed_up, already, terms.version)
 
@@ -471,8 +505,9 @@ async def sign_up_one(
     team = await _team_of(session, principal, charge_point)
     _require_sign_up(principal, team)
     terms = await current_terms(session)
-    if accept_terms_version or not await has_accepted_terms(session, principal.user.id or 0, team.id or 0,
-                                                            terms.version):
+    if accept_terms_version or not await has_accepted_terms(
+        session, principal.user.id or 0, team.id or 0, terms.version
+    ):
         _check_terms(accept_terms_version, terms)
     row = await get_participation(session, charge_point)
     if row.blocking_reason:
@@ -487,10 +522,22 @@ async def sign_up_one(
         await _store_facility_ids(session, {charge_point.id or 0: clean})
     await _apply(session, [_Change(row, ParticipationState.SIGNED_UP)], _Context(actor, source, terms.version))
     if accept_terms_version:
-        session.add(TermsAcceptance(user_id=principal.user.id or 0, team_id=team.id or 0, version=terms.version,
-                                    charge_point_ids=[charge_point.id or 0]))
-    record(session, actor, "powerbank.sign_up", charge_point, operator_id=team.operator_id,
-           after={"terms_version": terms.version, "source": source})
+        session.add(
+            TermsAcceptance(
+                user_id=principal.user.id or 0,
+                team_id=team.id or 0,
+                version=terms.version,
+                charge_point_ids=[charge_point.id or 0],
+            )
+        )
+    record(
+        session,
+        actor,
+        "powerbank.sign_up",
+        charge_point,
+        operator_id=team.operator_id,
+        after={"terms_version": terms.version, "source": source},
+    )
     await session.flush()
     return await _refreshed(session, charge_point)
 
@@ -510,10 +557,20 @@ async def opt_out(
     if row.state is ParticipationState.OPTED_OUT:
         return row
     actor = Actor.of(principal.user)
-    await _apply(session, [_Change(row, ParticipationState.OPTED_OUT, f"Opted out by {actor.label}")],
-                 _Context(actor, source, None))
-    record(session, actor, "powerbank.opt_out", charge_point, operator_id=team.operator_id,
-           before={"state": str(row.state)}, after={"state": str(ParticipationState.OPTED_OUT), "source": source})
+    await _apply(
+        session,
+        [_Change(row, ParticipationState.OPTED_OUT, f"Opted out by {actor.label}")],
+        _Context(actor, source, None),
+    )
+    record(
+        session,
+        actor,
+        "powerbank.opt_out",
+        charge_point,
+        operator_id=team.operator_id,
+        before={"state": str(row.state)},
+        after={"state": str(ParticipationState.OPTED_OUT), "source": source},
+    )
     await session.flush()
     return await get_participation(session, charge_point)
 
@@ -551,8 +608,10 @@ async def reevaluate(session: AsyncSession, charge_points: Iterable[ChargePoint 
         )
     )
     participations = await _participations(session, wanted)
-    keys_by_operator = {operator_id: await catalogue_keys(session, operator_id)
-                        for operator_id in {operator_id for _, operator_id in pairs}}
+    keys_by_operator = {
+        operator_id: await catalogue_keys(session, operator_id)
+        for operator_id in {operator_id for _, operator_id in pairs}
+    }
     changes_by_operator: dict[int, list[_Change]] = {}
     for charge_point, operator_id in pairs:
         row = row_status(charge_point, participations.get(charge_point.id or 0), keys_by_operator[operator_id])
@@ -565,9 +624,15 @@ async def reevaluate(session: AsyncSession, charge_points: Iterable[ChargePoint 
     terms = await current_terms(session)
     await _apply(session, changes, _Context(SYSTEM, ParticipationSource.AUTOMATIC, terms.version))
     for operator_id, group in changes_by_operator.items():
-        record(session, SYSTEM, "powerbank.reevaluate", group[0].row.charge_point, operator_id=operator_id,
-               label=f"{len(group)} charge point{'' if len(group) == 1 else 's'}",
-               after={c.row.charge_point.identity: f"{c.to_state} ({c.reason})" for c in group})
+        record(
+            session,
+            SYSTEM,
+            "powerbank.reevaluate",
+            group[0].row.charge_point,
+            operator_id=operator_id,
+            label=f"{len(group)} charge point{'' if len(group) == 1 else 's'}",
+            after={c.row.charge_point.identity: f"{c.to_state} ({c.reason})" for c in group},
+        )
     return [(change.row.charge_point.id or 0, str(change.to_state)) for change in changes]
 
 
@@ -605,8 +670,16 @@ def participation_csv_rows(rows: Iterable[RowStatus]) -> list[list[str]]:
     lines = [list(CSV_COLUMNS)]
     for row in rows:
         cp = row.charge_point
-        lines.append([
-            cp.name, cp.identity, COUNTRIES.get(cp.country, cp.country), cp.price_area or "", str(row.state),
-            row.since.isoformat() if row.since else "", row.source or "", cp.facility_id or "",
-        ])
+        lines.append(
+            [
+                cp.name,
+                cp.identity,
+                COUNTRIES.get(cp.country, cp.country),
+                cp.price_area or "",
+                str(row.state),
+                row.since.isoformat() if row.since else "",
+                row.source or "",
+                cp.facility_id or "",
+            ]
+        )
     return lines

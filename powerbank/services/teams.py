@@ -129,10 +129,19 @@ async def rename_team(session: AsyncSession, actor: Actor, team: Team, name: str
 
 async def delete_team(session: AsyncSession, actor: Actor, team: Team) -> None:
     """Delete a team with its charge points and memberships."""
-    charge_point_ids = [cp_id for cp_id in (await session.exec(
-        select(ChargePoint.id).where(ChargePoint.team_id == team.id))).all() if cp_id is not None]
-    record(session, actor, "team.delete", team, operator_id=team.operator_id,
-           before={"name": team.name, "charge_points": len(charge_point_ids)})
+    charge_point_ids = [
+        cp_id
+        for cp_id in (await session.exec(select(ChargePoint.id).where(ChargePoint.team_id == team.id))).all()
+        if cp_id is not None
+    ]
+    record(
+        session,
+        actor,
+        "team.delete",
+        team,
+        operator_id=team.operator_id,
+        before={"name": team.name, "charge_points": len(charge_point_ids)},
+    )
     # S2: a limit on the team's chargers is lifted before they go.
     await release_charge_points(session, charge_point_ids, "team deleted")
     disconnect_after_commit(session, charge_point_ids, "Team deleted")

@@ -31,9 +31,7 @@ async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
     return (await session.exec(select(User).where(User.email == email.strip().lower()))).first()
 
 
-async def authenticate(
-    session: AsyncSession, email: str, password: str, *, demo_mode: bool = False
-) -> User | None:
+async def authenticate(session: AsyncSession, email: str, password: str, *, demo_mode: bool = False) -> User | None:
     """Return the user if the email and password match; verify even for unknown emails.
 
     The published demo password only works in demo mode, so a demo database put into
@@ -54,7 +52,13 @@ def check_password(password: str) -> str:
 
 
 async def create_user(
-    session: AsyncSession, actor: Actor, email: str, password: str, *, display_name: str = "", operator_id: int | None = None
+    session: AsyncSession,
+    actor: Actor,
+    email: str,
+    password: str,
+    *,
+    display_name: str = "",
+    operator_id: int | None = None,
 ) -> User:
     """Create a user; emails are unique whatever their case."""
     clean = clean_email(email)
@@ -101,8 +105,14 @@ async def list_members(session: AsyncSession, operator_id: int) -> list[MemberRo
         .order_by(col(Team.name), col(User.email))
     ):
         rows.append(
-            MemberRow(team_membership.id or 0, "team", user, team_membership.role, team,
-                      team_membership.can_configure_charge_points)
+            MemberRow(
+                team_membership.id or 0,
+                "team",
+                user,
+                team_membership.role,
+                team,
+                team_membership.can_configure_charge_points,
+            )
         )
     return rows
 
@@ -169,9 +179,18 @@ async def add_member(
         )
     session.add(membership)
     await session.flush()
-    record(session, actor, "member.add", user, operator_id=operator_id,
-           after={"role": ROLE_CHOICES[form.role], "team": team.name if team else None,
-                  "can_configure_charge_points": getattr(membership, "can_configure_charge_points", None)})
+    record(
+        session,
+        actor,
+        "member.add",
+        user,
+        operator_id=operator_id,
+        after={
+            "role": ROLE_CHOICES[form.role],
+            "team": team.name if team else None,
+            "can_configure_charge_points": getattr(membership, "can_configure_charge_points", None),
+        },
+    )
     return user, temporary_password
 
 
@@ -206,7 +225,12 @@ async def _keep_an_admin(session: AsyncSession, membership: OperatorMembership |
 
 
 async def change_member(
-    session: AsyncSession, actor: Actor, operator_id: int, scope: str, membership_id: int, role: str,
+    session: AsyncSession,
+    actor: Actor,
+    operator_id: int,
+    scope: str,
+    membership_id: int,
+    role: str,
     can_configure_charge_points: bool,
 ) -> None:
     """Change the role (and configure right) a user holds."""
@@ -222,8 +246,15 @@ async def change_member(
         membership.can_configure_charge_points = can_configure_charge_points and role != TeamRole.MEMBER
     session.add(membership)
     user = await session.get(User, membership.user_id)
-    record(session, actor, "member.change", user, operator_id=operator_id, before=before,
-           after={"role": role, "can_configure_charge_points": getattr(membership, "can_configure_charge_points", None)})
+    record(
+        session,
+        actor,
+        "member.change",
+        user,
+        operator_id=operator_id,
+        before=before,
+        after={"role": role, "can_configure_charge_points": getattr(membership, "can_configure_charge_points", None)},
+    )
 
 
 async def remove_member(session: AsyncSession, actor: Actor, operator_id: int, scope: str, membership_id: int) -> None:
@@ -231,5 +262,7 @@ async def remove_member(session: AsyncSession, actor: Actor, operator_id: int, s
     membership = await _get_membership(session, operator_id, scope, membership_id)
     await _keep_an_admin(session, membership)
     user = await session.get(User, membership.user_id)
-    record(session, actor, "member.remove", user, operator_id=operator_id, before={"scope": scope, "role": membership.role})
+    record(
+        session, actor, "member.remove", user, operator_id=operator_id, before={"scope": scope, "role": membership.role}
+    )
     await session.delete(membership)

@@ -79,9 +79,16 @@ DEMO_USERS: list[tuple[str, str, list[tuple[str, str, bool]]]] = [
     ("operator.manager@demo.test", "Nordic Charge:manager", []),
     ("owner@demo.test", "", [("Copenhagen Fleet", TeamRole.OWNER, True), ("Stockholm Offices", TeamRole.OWNER, True)]),
     ("admin@demo.test", "", [(team, TeamRole.ADMIN, True) for team in NORDIC_TEAMS]),
-    ("readonly.admin@demo.test", "",
-     [("Copenhagen Fleet", TeamRole.ADMIN, False), ("Stockholm Offices", TeamRole.ADMIN, False)]),
-    ("member@demo.test", "", [("Copenhagen Fleet", TeamRole.MEMBER, False), ("Stockholm Offices", TeamRole.MEMBER, False)]),
+    (
+        "readonly.admin@demo.test",
+        "",
+        [("Copenhagen Fleet", TeamRole.ADMIN, False), ("Stockholm Offices", TeamRole.ADMIN, False)],
+    ),
+    (
+        "member@demo.test",
+        "",
+        [("Copenhagen Fleet", TeamRole.MEMBER, False), ("Stockholm Offices", TeamRole.MEMBER, False)],
+    ),
     ("fjord.admin@demo.test", "Fjord Energy:admin", []),
 ]
 DEMO_LOGINS: list[tuple[str, str]] = [
@@ -120,9 +127,19 @@ async def load_demo_data(session: AsyncSession) -> list[ChargePoint]:
             now = utcnow()
             for spec in charge_points:
                 charge_point = ChargePoint(
-                    team_id=team.id or 0, name=spec.name, identity=spec.identity, brand=spec.brand, model=spec.model,
-                    firmware="", serial="", country=spec.country, price_area=spec.price_area,
-                    facility_id=spec.facility_id, ocpp_password_hash=charger_hash, created_at=now, updated_at=now,
+                    team_id=team.id or 0,
+                    name=spec.name,
+                    identity=spec.identity,
+                    brand=spec.brand,
+                    model=spec.model,
+                    firmware="",
+                    serial="",
+                    country=spec.country,
+                    price_area=spec.price_area,
+                    facility_id=spec.facility_id,
+                    ocpp_password_hash=charger_hash,
+                    created_at=now,
+                    updated_at=now,
                 )
                 session.add(charge_point)
                 created.append(charge_point)
@@ -131,11 +148,20 @@ async def load_demo_data(session: AsyncSession) -> list[ChargePoint]:
         user = await create_user(session, SYSTEM, email, DEMO_PASSWORD)
         if operator_role:
             operator_name, role = operator_role.split(":")
-            session.add(OperatorMembership(operator_id=operators[operator_name].id or 0, user_id=user.id or 0,
-                                           role=OperatorRole(role)))
+            session.add(
+                OperatorMembership(
+                    operator_id=operators[operator_name].id or 0, user_id=user.id or 0, role=OperatorRole(role)
+                )
+            )
         for team_name, team_role, may_configure in team_roles:
-            session.add(TeamMembership(team_id=teams[team_name].id or 0, user_id=user.id or 0, role=team_role,
-                                       can_configure_charge_points=may_configure))
+            session.add(
+                TeamMembership(
+                    team_id=teams[team_name].id or 0,
+                    user_id=user.id or 0,
+                    role=team_role,
+                    can_configure_charge_points=may_configure,
+                )
+            )
     await session.flush()
     # The same rules as for any new charge point: compatible DK2 ones are signed up automatically.
     await reevaluate(session, created)

@@ -126,9 +126,7 @@ def _earliest(*moments: datetime | None) -> datetime | None:
     return min((moment for moment in moments if moment is not None), default=None)
 
 
-def profile_limit_w(
-    profile: InstalledProfile, at: datetime, phases: int
-) -> tuple[float | None, datetime | None]:
+def profile_limit_w(profile: InstalledProfile, at: datetime, phases: int) -> tuple[float | None, datetime | None]:
     """Return the profile's limit in W at `at` (None if none applies) and when it may change.
 
     A (None, None) answer means the profile can never apply again: it has expired.
@@ -206,9 +204,9 @@ def _parse_time(text: str | None) -> datetime | None:
 
 def _overlap(first: InstalledProfile, second: InstalledProfile) -> bool:
     """Tell whether two profiles' validity periods overlap."""
-    return (first.valid_from or EARLIEST) < (second.valid_to or LATEST) and (
-        second.valid_from or EARLIEST
-    ) < (first.valid_to or LATEST)
+    return (first.valid_from or EARLIEST) < (second.valid_to or LATEST) and (second.valid_from or EARLIEST) < (
+        first.valid_to or LATEST
+    )
 
 
 def _clear_criteria(
@@ -476,9 +474,7 @@ class SimulatedCharger:
     def _readings(self, power_w: float) -> list[Reading]:
         """Return the meter's readings at `power_w`, with the energy booked so far."""
         amps = power_w / (self.spec.phases * VOLTAGE_V)
-        currents = [
-            ("Current.Import", f"L{phase}", round(amps, 1), "A") for phase in range(1, self.spec.phases + 1)
-        ]
+        currents = [("Current.Import", f"L{phase}", round(amps, 1), "A") for phase in range(1, self.spec.phases + 1)]
         return [
             ("Power.Active.Import", None, round(power_w), "W"),
             ("Energy.Active.Import.Register", None, round(self._energy_wh), "Wh"),
@@ -576,11 +572,7 @@ class SimulatedCharger:
         """Book energy up to `now`, drop expired profiles; return when the limit may change."""
         self._energy_wh = self._energy_until(now)
         self._energy_at = max(now, self._energy_at)
-        kept = [
-            profile
-            for profile in self.profiles
-            if profile_limit_w(profile, now, self.spec.phases) != (None, None)
-        ]
+        kept = [profile for profile in self.profiles if profile_limit_w(profile, now, self.spec.phases) != (None, None)]
         if len(kept) != len(self.profiles):
             expired = {profile.id for profile in self.profiles} - {profile.id for profile in kept}
             logger.debug("%s: profiles %s expired", self.spec.identity, sorted(expired))
@@ -647,9 +639,7 @@ class _Station16(ChargePoint16):
             await self._status(1, state)
         context = "Sample.Periodic" if periodic else "Other"
         sampled = [
-            types16.SampledValue(
-                value=str(value), context=context, measurand=measurand, phase=phase, unit=unit
-            )
+            types16.SampledValue(value=str(value), context=context, measurand=measurand, phase=phase, unit=unit)
             for measurand, phase, value, unit in readings
         ]
         await _request(
@@ -747,8 +737,12 @@ class _Station16(ChargePoint16):
     def on_clear_charging_profile(self, **criteria: Any) -> result16.ClearChargingProfile:
         self.charger.received.append(("ClearChargingProfile", criteria))
 
-        matches = _clear_criteria(criteria.get("id"), criteria.get("connector_id"),
-                                  criteria.get("charging_profile_purpose"), criteria.get("stack_level"))
+        matches = _clear_criteria(
+            criteria.get("id"),
+            criteria.get("connector_id"),
+            criteria.get("charging_profile_purpose"),
+            criteria.get("stack_level"),
+        )
         cleared = self.charger.spec.smart_charging and self.charger.clear(matches)
         return result16.ClearChargingProfile(
             status=ClearChargingProfileStatus.accepted if cleared else ClearChargingProfileStatus.unknown
@@ -884,9 +878,7 @@ class _Station201(ChargePoint201):
         self, evse_id: int, charging_profile: dict[str, Any], **_: Any
     ) -> result201.SetChargingProfile:
         charger = self.charger
-        charger.received.append(
-            ("SetChargingProfile", {"evse_id": evse_id, "charging_profile": charging_profile})
-        )
+        charger.received.append(("SetChargingProfile", {"evse_id": evse_id, "charging_profile": charging_profile}))
         if not charger.spec.smart_charging:
             return self._rejected("NotSupported", "SmartChargingCtrlr is not available")
         raw = charging_profile
@@ -968,8 +960,12 @@ class _Station201(ChargePoint201):
             )
         )
         criteria = charging_profile_criteria or {}
-        matches = _clear_criteria(charging_profile_id, criteria.get("evse_id"),
-                                  criteria.get("charging_profile_purpose"), criteria.get("stack_level"))
+        matches = _clear_criteria(
+            charging_profile_id,
+            criteria.get("evse_id"),
+            criteria.get("charging_profile_purpose"),
+            criteria.get("stack_level"),
+        )
         cleared = self.charger.spec.smart_charging and self.charger.clear(matches)
         return result201.ClearChargingProfile(
             status=ClearChargingProfileStatusEnumType.accepted

@@ -49,8 +49,13 @@ EXPECT_TIMEOUT_MS = 20_000
 # The simulated chargers connect once the server listens; a charge point's page refreshes itself.
 CONNECT_TIMEOUT_MS = 45_000
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 INSTALL_HINT = (
     "Browser tests need Chromium and Playwright for Python: `sudo apt-get install chromium` "
@@ -151,8 +156,13 @@ def _wait_until_listening(process: subprocess.Popen[bytes], port: int, server: S
 def _powerbank(env: dict[str, str], *args: str, log: Any) -> None:
     """Run the `powerbank` command of this environment; fail with its output if it fails."""
     result = subprocess.run(
-        [sys.executable, "-m", "powerbank.cli", *args], env=env, cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120, check=False,
+        [sys.executable, "-m", "powerbank.cli", *args],
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=120,
+        check=False,
     )
     log.write(result.stdout)
     log.flush()
@@ -172,11 +182,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     port = _free_port()
     # The developer's own POWERBANK_* settings must not leak into the demo under test.
     env = {name: value for name, value in os.environ.items() if not name.startswith("POWERBANK_")}
-    env.update({
-        "POWERBANK_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'powerbank.db'}",
-        "POWERBANK_DEMO": "1",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "POWERBANK_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'powerbank.db'}",
+            "POWERBANK_DEMO": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     log_path = workdir / "server.log"
     _SERVER = server_ = Server(base_url=f"http://127.0.0.1:{port}", log_path=log_path)
     with log_path.open("wb") as log:
@@ -184,7 +196,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         _powerbank(env, "demo-data", log=log)
         process = subprocess.Popen(
             [sys.executable, "-m", "powerbank.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--simulate"],
-            env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=env,
+            cwd=PROJECT_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             _wait_until_listening(process, port, server_)
@@ -219,11 +235,16 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 @pytest.fixture
 def context(browser: Browser, server: Server) -> Iterator[BrowserContext]:
     """A fresh browser profile (no cookies) per test."""
-    context_ = browser.new_context(base_url=server.base_url, viewport={"width": 1280, "height": 800},
-                                   locale="en-GB", timezone_id="UTC")
+    context_ = browser.new_context(
+        base_url=server.base_url, viewport={"width": 1280, "height": 800}, locale="en-GB", timezone_id="UTC"
+    )
     context_.set_default_timeout(EXPECT_TIMEOUT_MS)
-    context_.route(f"**{AXE_URL_PATH}", lambda route: route.fulfill(
-        status=200, content_type="text/javascript", body=AXE_SCRIPT.read_text(encoding="utf-8")))
+    context_.route(
+        f"**{AXE_URL_PATH}",
+        lambda route: route.fulfill(
+            status=200, content_type="text/javascript", body=AXE_SCRIPT.read_text(encoding="utf-8")
+        ),
+    )
     yield context_
     context_.close()
 
@@ -338,6 +359,7 @@ def assert_accessible(page: Page, what: str) -> None:
         " nodes: v.nodes.map(n => ({target: n.target, summary: n.failureSummary}))}))"
     )
     serious = [v for v in results if v["impact"] in ("serious", "critical")]
-    assert not serious, f"axe-core {AXE_VERSION} found serious/critical violations on {what} ({page.url}):\n" + json.dumps(
-        serious, indent=2, ensure_ascii=False
+    assert not serious, (
+        f"axe-core {AXE_VERSION} found serious/critical violations on {what} ({page.url}):\n"
+        + json.dumps(serious, indent=2, ensure_ascii=False)
     )

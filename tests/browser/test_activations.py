@@ -26,7 +26,9 @@ def test_a_test_activation_shows_its_results(page: Page) -> None:
     test_activation.get_by_role("button", name=re.compile("Start a Test activation")).click()
 
     chargers = page.get_by_role("region", name="Chargers")
-    expect(chargers.get_by_role("row").filter(has_text="CPH-001")).to_contain_text("Accepted", timeout=ANSWER_TIMEOUT_MS)
+    expect(chargers.get_by_role("row").filter(has_text="CPH-001")).to_contain_text(
+        "Accepted", timeout=ANSWER_TIMEOUT_MS
+    )
     # Valby Legacy (CPH-005) is in DK2 but not compatible, so never signed up: nothing is sent to it (S3).
     expect(chargers.get_by_role("row").filter(has_text="CPH-005")).to_have_count(0)
     delivery = page.get_by_role("region", name="Delivery")

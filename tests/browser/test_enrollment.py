@@ -129,8 +129,11 @@ def test_stockholm_needs_valid_facility_ids_before_sign_up(page: Page) -> None:
     expect(charge_point_row(page, "Solna 1")).to_contain_text("Not signed up")
 
     # Valid Facility IDs, every compatible row ticked, Save: signed up.
-    facility_ids = {"Solna 1": valid_solna_1, "Solna 2": make_facility_id("10000000004"),
-                    "Södermalm": make_facility_id("10000000005")}
+    facility_ids = {
+        "Solna 1": valid_solna_1,
+        "Solna 2": make_facility_id("10000000004"),
+        "Södermalm": make_facility_id("10000000005"),
+    }
     for name, value in facility_ids.items():
         field = page.get_by_role("textbox", name=f"Facility ID for {name}")
         field.fill(value)

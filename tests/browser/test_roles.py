@@ -20,18 +20,37 @@ OPERATOR_ADMIN_LINKS = [*OPERATOR_ADMIN_ONLY_LINKS, *OPERATOR_LINKS]
     [
         ("operator.admin@demo.test", NORDIC_TEAMS, ["Oslo Yard"], OPERATOR_ADMIN_LINKS, []),
         ("operator.manager@demo.test", NORDIC_TEAMS, ["Oslo Yard"], OPERATOR_LINKS, OPERATOR_ADMIN_ONLY_LINKS),
-        ("owner@demo.test", ["Copenhagen Fleet", "Stockholm Offices"], ["London Depot", "Oslo Yard"], [],
-         OPERATOR_ADMIN_LINKS),
+        (
+            "owner@demo.test",
+            ["Copenhagen Fleet", "Stockholm Offices"],
+            ["London Depot", "Oslo Yard"],
+            [],
+            OPERATOR_ADMIN_LINKS,
+        ),
         ("admin@demo.test", NORDIC_TEAMS, ["Oslo Yard"], [], OPERATOR_ADMIN_LINKS),
-        ("readonly.admin@demo.test", ["Copenhagen Fleet", "Stockholm Offices"], ["London Depot", "Oslo Yard"], [],
-         OPERATOR_ADMIN_LINKS),
-        ("member@demo.test", ["Copenhagen Fleet", "Stockholm Offices"], ["London Depot", "Oslo Yard"], [],
-         OPERATOR_ADMIN_LINKS),
+        (
+            "readonly.admin@demo.test",
+            ["Copenhagen Fleet", "Stockholm Offices"],
+            ["London Depot", "Oslo Yard"],
+            [],
+            OPERATOR_ADMIN_LINKS,
+        ),
+        (
+            "member@demo.test",
+            ["Copenhagen Fleet", "Stockholm Offices"],
+            ["London Depot", "Oslo Yard"],
+            [],
+            OPERATOR_ADMIN_LINKS,
+        ),
         ("fjord.admin@demo.test", ["Oslo Yard"], NORDIC_TEAMS, OPERATOR_ADMIN_LINKS, []),
     ],
 )
 def test_each_demo_user_sees_their_teams_and_links(
-    page: Page, email: str, teams_seen: list[str], teams_not_seen: list[str], links_seen: list[str],
+    page: Page,
+    email: str,
+    teams_seen: list[str],
+    teams_not_seen: list[str],
+    links_seen: list[str],
     links_not_seen: list[str],
 ) -> None:
     log_in(page, email)

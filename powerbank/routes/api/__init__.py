@@ -69,9 +69,19 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
     "rate-limited": ("Too many requests", "The token made too many requests; wait for Retry-After seconds."),
     "server-error": ("Internal server error", "Something went wrong in PowerBank; nothing was saved."),
 }
-SLUG_BY_STATUS = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
-                  405: "method-not-allowed", 409: "conflict", 413: "body-too-large", 415: "unsupported-media-type",
-                  422: "validation", 429: "rate-limited", 500: "server-error"}
+SLUG_BY_STATUS = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    409: "conflict",
+    413: "body-too-large",
+    415: "unsupported-media-type",
+    422: "validation",
+    429: "rate-limited",
+    500: "server-error",
+}
 # Form field names of the services that the API calls differently.
 API_FIELD_NAMES = {"terms": "accept_terms_version"}
 
@@ -87,8 +97,9 @@ def problem(
     """Return an application/problem+json response."""
     slug = slug or SLUG_BY_STATUS.get(status, "server-error" if status >= 500 else "bad-request")
     title = PROBLEM_TYPES[slug][0] if slug in PROBLEM_TYPES else HTTPStatus(status).phrase
-    body = schemas.Problem(type=f"/api/docs#problem-{slug}", title=title, status=status, detail=detail,
-                           errors=list(errors))
+    body = schemas.Problem(
+        type=f"/api/docs#problem-{slug}", title=title, status=status, detail=detail, errors=list(errors)
+    )
     response = Response(body.model_dump_json(), status=status, mimetype=PROBLEM_MEDIA_TYPE)
     response.headers.update(headers or {})
     return response
@@ -171,8 +182,9 @@ async def authenticate() -> Response | None:
     token = await api_tokens.authenticate(session, secret.strip() if scheme.lower() == "bearer" else None)
     wait = current_app.extensions["powerbank.api_rate_limiter"].take(token.id or 0)
     if wait:
-        return problem(429, f"This token made too many requests; try again in {wait} seconds.",
-                       headers={"Retry-After": str(wait)})
+        return problem(
+            429, f"This token made too many requests; try again in {wait} seconds.", headers={"Retry-After": str(wait)}
+        )
     await api_tokens.note_use(session, token, float(current_app.config["API_TOKEN_LAST_USED_INTERVAL_S"]))
     g.api_token = token
     g.api_principal = await api_tokens.principal_for_token(session, token)
@@ -228,13 +240,22 @@ def conflict(exc: ConflictError) -> Response:
 @blueprint.errorhandler(SignUpError)
 def sign_up_blocked(exc: SignUpError) -> Response:
     names = {cp.id: cp.name for cp in g.get("api_charge_points", [])}
-    errors = [schemas.FieldProblem(field=API_FIELD_NAMES.get(field, field), message=message)
-              for field, message in exc.errors.items() if field != "form"]
+    errors = [
+        schemas.FieldProblem(field=API_FIELD_NAMES.get(field, field), message=message)
+        for field, message in exc.errors.items()
+        if field != "form"
+    ]
     # A single sign-up reports its problem both for the field and for the row; say it once.
     said = {error.message for error in errors}
-    errors += [schemas.FieldProblem(field=f"charge_points.{cp_id}", charge_point_id=cp_id,
-                                    message=f"{names[cp_id]}: {message}" if cp_id in names else message)
-               for cp_id, message in exc.row_errors.items() if message not in said]
+    errors += [
+        schemas.FieldProblem(
+            field=f"charge_points.{cp_id}",
+            charge_point_id=cp_id,
+            message=f"{names[cp_id]}: {message}" if cp_id in names else message,
+        )
+        for cp_id, message in exc.row_errors.items()
+        if message not in said
+    ]
     detail = exc.errors.get("form") or "Nothing was saved."
     return problem(422, detail, slug="sign-up-blocked" if exc.row_errors else "validation", errors=errors)
 
@@ -249,9 +270,10 @@ def invalid_fields(exc: FormErrors) -> Response:
 def invalid_request(exc: RequestSchemaValidationError) -> Response:
     error = exc.validation_error
     if isinstance(error, PydanticValidationError):
-        errors = [schemas.FieldProblem(field=".".join(str(part) for part in item["loc"]) or "body",
-                                       message=item["msg"])
-                  for item in error.errors(include_url=False, include_input=False)]
+        errors = [
+            schemas.FieldProblem(field=".".join(str(part) for part in item["loc"]) or "body", message=item["msg"])
+            for item in error.errors(include_url=False, include_input=False)
+        ]
     else:
         errors = [schemas.FieldProblem(field="body", message=str(error))]
     return problem(422, "The request is not valid; see errors.", errors=errors)
@@ -268,28 +290,51 @@ def http_error(exc: HTTPException) -> Response:
 def status_out(row: RowStatus) -> schemas.PowerBankStatus:
     reasons = [reason for reason in (row.blocking_reason or row.facility_problem,) if reason]
     return schemas.PowerBankStatus(
-        charge_point_id=row.charge_point.id or 0, state=row.state, since=row.since, source=row.source,
+        charge_point_id=row.charge_point.id or 0,
+        state=row.state,
+        since=row.since,
+        source=row.source,
         reason=(row.participation.reason or None) if row.participation else None,
-        eligible=row.eligible, compatibility=row.compatibility, reasons=reasons,
+        eligible=row.eligible,
+        compatibility=row.compatibility,
+        reasons=reasons,
     )
 
 
 def charge_point_out(row: RowStatus) -> schemas.ChargePoint:
     cp = row.charge_point
     return schemas.ChargePoint(
-        id=cp.id or 0, team_id=cp.team_id, name=cp.name, identity=cp.identity, brand=cp.brand, model=cp.model,
-        firmware=cp.firmware, serial=cp.serial, country=cp.country, price_area=cp.price_area,
-        facility_id=cp.facility_id, connection_status=cp_service.connection_status(cp),  # type: ignore[arg-type]
-        last_seen_at=cp.last_seen_at, created_at=cp.created_at, updated_at=cp.updated_at,
+        id=cp.id or 0,
+        team_id=cp.team_id,
+        name=cp.name,
+        identity=cp.identity,
+        brand=cp.brand,
+        model=cp.model,
+        firmware=cp.firmware,
+        serial=cp.serial,
+        country=cp.country,
+        price_area=cp.price_area,
+        facility_id=cp.facility_id,
+        connection_status=cp_service.connection_status(cp),  # type: ignore[arg-type]
+        last_seen_at=cp.last_seen_at,
+        created_at=cp.created_at,
+        updated_at=cp.updated_at,
         powerbank=schemas.PowerBankSummary(state=row.state, why=row.why),
     )
 
 
 def event_out(event: ParticipationEvent) -> schemas.Event:
     return schemas.Event(
-        id=event.id or 0, charge_point_id=event.charge_point_id, charge_point_name=event.charge_point_name,
-        at=event.at, actor=event.actor_label, from_state=event.from_state, to_state=event.to_state,
-        source=event.source, terms_version=event.terms_version, reason=event.reason,
+        id=event.id or 0,
+        charge_point_id=event.charge_point_id,
+        charge_point_name=event.charge_point_name,
+        at=event.at,
+        actor=event.actor_label,
+        from_state=event.from_state,
+        to_state=event.to_state,
+        source=event.source,
+        terms_version=event.terms_version,
+        reason=event.reason,
     )
 
 
@@ -313,10 +358,13 @@ async def load_charge_point(cp_id: int) -> tuple[ChargePoint, Any]:
 async def list_teams() -> schemas.TeamList:
     """List the teams the token can see."""
     groups = await visible_teams(await db_session(), current_principal())
-    return schemas.TeamList(items=[
-        schemas.Team(id=team.id or 0, name=team.name, operator_id=operator.id or 0, operator_name=operator.name)
-        for operator, teams in groups for team in teams
-    ])
+    return schemas.TeamList(
+        items=[
+            schemas.Team(id=team.id or 0, name=team.name, operator_id=operator.id or 0, operator_name=operator.name)
+            for operator, teams in groups
+            for team in teams
+        ]
+    )
 
 
 @blueprint.get(f"/teams/<{ID}:team_id>/charge-points")
@@ -333,15 +381,18 @@ async def list_charge_points(team_id: int, query_args: schemas.ChargePointFilter
     country = (query_args.country or "").strip().upper()
     area = (query_args.area or "").strip().upper()
     rows = [
-        row for row in await enrollment.eligibility_for_team(session, team)
+        row
+        for row in await enrollment.eligibility_for_team(session, team)
         if (not country or row.charge_point.country == country)
         and (not area or (row.charge_point.price_area or "") == area)
         and (query_args.state is None or row.state is query_args.state)
     ]
     start = (query_args.page - 1) * query_args.page_size
     return schemas.ChargePointPage(
-        items=[charge_point_out(row) for row in rows[start:start + query_args.page_size]],
-        page=query_args.page, page_size=query_args.page_size, total=len(rows),
+        items=[charge_point_out(row) for row in rows[start : start + query_args.page_size]],
+        page=query_args.page,
+        page_size=query_args.page_size,
+        total=len(rows),
         pages=pages(len(rows), query_args.page_size),
     )
 
@@ -372,8 +423,7 @@ async def update_charge_point(cp_id: int, data: schemas.ChargePointChanges) -> s
     require_team(current_principal(), Permission.CONFIGURE_CHARGE_POINTS, team)
     form = {field: getattr(charge_point, field) or "" for field in cp_service.EDITABLE_FIELDS}
     form.update({field: getattr(data, field) or "" for field in data.model_fields_set})
-    await cp_service.update_charge_point(session, api_tokens.actor_for_token(current_token()), team,
-                                         charge_point, form)
+    await cp_service.update_charge_point(session, api_tokens.actor_for_token(current_token()), team, charge_point, form)
     await session.commit()
     return charge_point_out(await enrollment.get_participation(session, charge_point))
 
@@ -401,9 +451,14 @@ async def sign_up(cp_id: int, data: schemas.PowerBankSignUp) -> schemas.PowerBan
     charge_point, _team = await load_charge_point(cp_id)
     require_write()
     require_accountable_user()
-    row = await enrollment.sign_up_one(session, current_principal(), charge_point,
-                                       accept_terms_version=data.accept_terms_version,
-                                       facility_id=data.facility_id, source=ParticipationSource.API)
+    row = await enrollment.sign_up_one(
+        session,
+        current_principal(),
+        charge_point,
+        accept_terms_version=data.accept_terms_version,
+        facility_id=data.facility_id,
+        source=ParticipationSource.API,
+    )
     await session.commit()
     return status_out(row)
 
@@ -444,18 +499,32 @@ async def bulk_sign_up(team_id: int, data: schemas.BulkSignUp) -> schemas.BulkSi
     rows = await enrollment.eligibility_for_team(session, team)
     g.api_charge_points = [row.charge_point for row in rows]
     result = await enrollment.bulk_sign_up(
-        session, current_principal(), team, accept_terms_version=data.accept_terms_version,
-        charge_point_ids=data.charge_point_ids, sign_up_all=data.all, facility_ids=facility_ids,
+        session,
+        current_principal(),
+        team,
+        accept_terms_version=data.accept_terms_version,
+        charge_point_ids=data.charge_point_ids,
+        sign_up_all=data.all,
+        facility_ids=facility_ids,
         source=ParticipationSource.API,
     )
     await session.commit()
     names = {row.charge_point.id: row.charge_point.name for row in rows}
-    results = [schemas.BulkRow(charge_point_id=cp_id, name=names[cp_id], outcome="signed up",
-                               state=ParticipationState.SIGNED_UP) for cp_id in result.signed_up]
-    results += [schemas.BulkRow(charge_point_id=cp_id, name=names[cp_id], outcome="already signed up",
-                                state=ParticipationState.SIGNED_UP) for cp_id in result.already_signed_up]
-    return schemas.BulkSignUpResult(message=result.message, terms_version=result.terms_version,
-                                    signed_up=len(result.signed_up), results=results)
+    results = [
+        schemas.BulkRow(
+            charge_point_id=cp_id, name=names[cp_id], outcome="signed up", state=ParticipationState.SIGNED_UP
+        )
+        for cp_id in result.signed_up
+    ]
+    results += [
+        schemas.BulkRow(
+            charge_point_id=cp_id, name=names[cp_id], outcome="already signed up", state=ParticipationState.SIGNED_UP
+        )
+        for cp_id in result.already_signed_up
+    ]
+    return schemas.BulkSignUpResult(
+        message=result.message, terms_version=result.terms_version, signed_up=len(result.signed_up), results=results
+    )
 
 
 @blueprint.get(f"/teams/<{ID}:team_id>/powerbank/events")
@@ -466,10 +535,20 @@ async def list_events(team_id: int, query_args: schemas.EventQuery) -> schemas.E
     """List a team's PowerBank history, newest first, optionally of one charge point."""
     session = await db_session()
     team = await get_team_or_404(session, current_principal(), team_id)
-    page = await enrollment.list_events(session, team.id or 0, charge_point_id=query_args.charge_point_id,
-                                        page=query_args.page, page_size=query_args.page_size)
-    return schemas.EventPage(items=[event_out(event) for event in page.items], page=page.page,
-                             page_size=page.page_size, total=page.total, pages=page.pages)
+    page = await enrollment.list_events(
+        session,
+        team.id or 0,
+        charge_point_id=query_args.charge_point_id,
+        page=query_args.page,
+        page_size=query_args.page_size,
+    )
+    return schemas.EventPage(
+        items=[event_out(event) for event in page.items],
+        page=page.page,
+        page_size=page.page_size,
+        total=page.total,
+        pages=page.pages,
+    )
 
 
 @blueprint.get("/terms/current")
@@ -528,9 +607,12 @@ def init_openapi(app: Quart) -> None:
         redoc_ui_path=None,
         scalar_ui_path=None,
         swagger_ui_path=None,
-        info={"title": "PowerBank API", "version": "1",
-              "description": "Read teams and charge points, set Facility IDs, sign charge points up for PowerBank "
-                             "and read the history. Every request sends Authorization: Bearer <token>."},
+        info={
+            "title": "PowerBank API",
+            "version": "1",
+            "description": "Read teams and charge points, set Facility IDs, sign charge points up for PowerBank "
+            "and read the history. Every request sends Authorization: Bearer <token>.",
+        },
         security_schemes={"bearerAuth": HttpSecurityScheme(scheme="bearer")},
         security=[{"bearerAuth": []}],
         pydantic_dump_options={"mode": "json"},
@@ -561,8 +643,12 @@ def _type_label(schema: dict[str, Any]) -> str:
 def _fields(schema: dict[str, Any]) -> list[dict[str, str | bool]]:
     required = set(schema.get("required", []))
     return [
-        {"name": name, "type": _type_label(prop), "required": name in required,
-         "description": prop.get("description", "")}
+        {
+            "name": name,
+            "type": _type_label(prop),
+            "required": name in required,
+            "description": prop.get("description", ""),
+        }
         for name, prop in schema.get("properties", {}).items()
     ]
 
@@ -575,19 +661,36 @@ async def docs() -> Response:
     for path, methods in document["paths"].items():
         for method, operation in methods.items():
             body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
-            operations.append({
-                "id": operation.get("operationId", f"{method}-{path}"), "method": method.upper(), "path": path,
-                "summary": operation.get("summary", ""), "description": operation.get("description", ""),
-                "parameters": [{"name": p["name"], "in": p["in"], "type": _type_label(p["schema"]),
-                                "required": p.get("required", False), "description": p.get("description", "")}
-                               for p in operation.get("parameters", [])],
-                "body": _type_label(body) if body else None,
-                "responses": [
-                    {"status": status, "type": _type_label(next(iter(response["content"].values()))["schema"]),
-                     "media_type": next(iter(response["content"])), "description": response.get("description", "")}
-                    for status, response in sorted(operation["responses"].items())
-                ],
-            })
+            operations.append(
+                {
+                    "id": operation.get("operationId", f"{method}-{path}"),
+                    "method": method.upper(),
+                    "path": path,
+                    "summary": operation.get("summary", ""),
+                    "description": operation.get("description", ""),
+                    "parameters": [
+                        {
+                            "name": p["name"],
+                            "in": p["in"],
+                            "type": _type_label(p["schema"]),
+                            "required": p.get("required", False),
+                            "description": p.get("description", ""),
+                        }
+                        for p in operation.get("parameters", [])
+                    ],
+                    "body": _type_label(body) if body else None,
+                    "responses": [
+                        {
+                            "status": status,
+                            "type": _type_label(next(iter(response["content"].values()))["schema"]),
+                            "media_type": next(iter(response["content"])),
+                            "description": response.get("description", ""),
+                        }
+                        for status, response in sorted(operation["responses"].items())
+                    ],
+                }
+            )
     models = {name: _fields(schema) for name, schema in sorted(document["components"]["schemas"].items())}
-    return await render_page("api/docs.html", document=document, operations=operations, models=models,
-                             problem_types=PROBLEM_TYPES)
+    return await render_page(
+        "api/docs.html", document=document, operations=operations, models=models, problem_types=PROBLEM_TYPES
+    )

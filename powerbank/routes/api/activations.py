@@ -28,13 +28,18 @@ blueprint = api.blueprint
 class ActivationCreate(RequestBody):
     price_area: str = Field(description=f"One of {', '.join(service.AREAS)}.", examples=["DK2"])
     action: Literal["pause", "limit"] = Field(description="pause: no charging; limit: at most limit_kw per charger.")
-    limit_kw: float | None = Field(default=None, description=f"Per charger, 0 to {service.MAX_LIMIT_KW:g} kW; "
-                                                             "needed for limit, ignored for pause.")
+    limit_kw: float | None = Field(
+        default=None, description=f"Per charger, 0 to {service.MAX_LIMIT_KW:g} kW; needed for limit, ignored for pause."
+    )
     duration_s: int = Field(description=f"{service.MIN_DURATION_S} to {service.MAX_DURATION_S} seconds.")
-    market: str = Field(default="Test", max_length=40,
-                        description=f"The market it serves, e.g. {', '.join(service.MARKETS)}.")
-    start_at: str | None = Field(default=None, json_schema_extra={"format": "date-time"},
-                                 description="When to start (ISO 8601 with time zone); leave out to start now.")
+    market: str = Field(
+        default="Test", max_length=40, description=f"The market it serves, e.g. {', '.join(service.MARKETS)}."
+    )
+    start_at: str | None = Field(
+        default=None,
+        json_schema_extra={"format": "date-time"},
+        description="When to start (ISO 8601 with time zone); leave out to start now.",
+    )
 
 
 class ActivationSummary(BaseModel):
@@ -49,8 +54,9 @@ class ActivationSummary(BaseModel):
     error: int
     pending: int
     released: int
-    last_send_s: float | None = Field(description="Seconds from the trigger until the last frame was handed to the "
-                                                  "sockets.")
+    last_send_s: float | None = Field(
+        description="Seconds from the trigger until the last frame was handed to the sockets."
+    )
     answered_50_s: float | None = Field(description="Seconds from the trigger until half the sent chargers answered.")
     answered_95_s: float | None
     answered_100_s: float | None
@@ -99,38 +105,65 @@ class ActivationList(BaseModel):
 
 def summary_out(summary: service.Summary) -> ActivationSummary:
     return ActivationSummary(
-        total=summary.total, sent=summary.sent, answered=summary.answered,
-        accepted=summary.count(DispatchStatus.ACCEPTED), rejected=summary.count(DispatchStatus.REJECTED),
-        not_supported=summary.count(DispatchStatus.NOT_SUPPORTED), timeout=summary.count(DispatchStatus.TIMEOUT),
-        offline=summary.count(DispatchStatus.OFFLINE), error=summary.count(DispatchStatus.ERROR),
-        pending=summary.count(DispatchStatus.PENDING), released=summary.released, last_send_s=summary.last_send_s,
-        answered_50_s=summary.answered_s[50], answered_95_s=summary.answered_s[95],
+        total=summary.total,
+        sent=summary.sent,
+        answered=summary.answered,
+        accepted=summary.count(DispatchStatus.ACCEPTED),
+        rejected=summary.count(DispatchStatus.REJECTED),
+        not_supported=summary.count(DispatchStatus.NOT_SUPPORTED),
+        timeout=summary.count(DispatchStatus.TIMEOUT),
+        offline=summary.count(DispatchStatus.OFFLINE),
+        error=summary.count(DispatchStatus.ERROR),
+        pending=summary.count(DispatchStatus.PENDING),
+        released=summary.released,
+        last_send_s=summary.last_send_s,
+        answered_50_s=summary.answered_s[50],
+        answered_95_s=summary.answered_s[95],
         answered_100_s=summary.answered_s[100],
     )
 
 
-def activation_out(activation: Activation, dispatches: list[Dispatch] | None,
-                   summary: service.Summary | None = None) -> ActivationOut:
+def activation_out(
+    activation: Activation, dispatches: list[Dispatch] | None, summary: service.Summary | None = None
+) -> ActivationOut:
     """Serialise an activation; with its dispatch rows, the per-charger results too."""
     summary = summary or service.summarise(activation, dispatches or [])
     return ActivationOut(
-        id=activation.id or 0, price_area=activation.price_area, market=activation.market,
+        id=activation.id or 0,
+        price_area=activation.price_area,
+        market=activation.market,
         action=activation.action,  # type: ignore[arg-type]
-        limit_kw=activation.limit_kw, start_at=activation.start_at, end_at=activation.end_at,
-        duration_s=activation.duration_s, state=activation.state,  # type: ignore[arg-type]
-        created_by=activation.created_by, created_at=activation.created_at, triggered_at=activation.triggered_at,
-        ended_at=activation.ended_at, cancelled_by=activation.cancelled_by,
+        limit_kw=activation.limit_kw,
+        start_at=activation.start_at,
+        end_at=activation.end_at,
+        duration_s=activation.duration_s,
+        state=activation.state,  # type: ignore[arg-type]
+        created_by=activation.created_by,
+        created_at=activation.created_at,
+        triggered_at=activation.triggered_at,
+        ended_at=activation.ended_at,
+        cancelled_by=activation.cancelled_by,
         summary=summary_out(summary),
         chargers=[
             ChargerResult(
-                charge_point_id=d.charge_point_id, identity=d.identity, status=d.status, detail=d.detail,
-                limit_w=d.limit_w, sent_at=d.sent_at, answered_at=d.answered_at,
+                charge_point_id=d.charge_point_id,
+                identity=d.identity,
+                status=d.status,
+                detail=d.detail,
+                limit_w=d.limit_w,
+                sent_at=d.sent_at,
+                answered_at=d.answered_at,
                 latency_s=(d.answered_at - d.sent_at).total_seconds() if d.answered_at and d.sent_at else None,
-                released_at=d.released_at, release_reason=d.release_reason, release_status=d.release_status,
-                power_before_w=d.power_before_w, power_during_w=d.power_during_w,
+                released_at=d.released_at,
+                release_reason=d.release_reason,
+                release_status=d.release_status,
+                power_before_w=d.power_before_w,
+                power_during_w=d.power_during_w,
             )
             for d in dispatches
-        ] if dispatches is not None else None,
+        ]
+        if dispatches is not None
+        else None,
     )
 
 
@@ -170,8 +203,9 @@ async def create_activation(data: ActivationCreate) -> tuple[ActivationOut, int]
     api.require_write()
     request = service.clean_activation(data.model_dump())
     async with runner().write_turn:
-        activation = await service.create_activation(session, api.current_principal(),
-                                                     actor_for_token(api.current_token()), operator_id, request)
+        activation = await service.create_activation(
+            session, api.current_principal(), actor_for_token(api.current_token()), operator_id, request
+        )
         runner().launch_on_commit(session, activation)
         await session.commit()
     return activation_out(activation, []), 201
@@ -195,12 +229,14 @@ async def list_activations(query_args: PageQuery) -> ActivationList:
     """List the operator's activations, newest first, with their summaries."""
     session = await db_session()
     operator_id = token_operator_id()
-    found = await service.list_activations(session, [operator_id], limit=query_args.page_size,
-                                           offset=(query_args.page - 1) * query_args.page_size)
+    found = await service.list_activations(
+        session, [operator_id], limit=query_args.page_size, offset=(query_args.page - 1) * query_args.page_size
+    )
     summaries = await service.summaries_of(session, [a.id or 0 for a in found])
     return ActivationList(
         items=[activation_out(a, None, summaries[a.id or 0]) for a in found],
-        page=query_args.page, page_size=query_args.page_size,
+        page=query_args.page,
+        page_size=query_args.page_size,
     )
 
 
@@ -212,8 +248,7 @@ async def cancel_activation(activation_id: int) -> ActivationOut:
     session = await db_session()
     activation = await load_activation(activation_id)
     api.require_write()
-    await service.cancel_activation(session, api.current_principal(), actor_for_token(api.current_token()),
-                                    activation)
+    await service.cancel_activation(session, api.current_principal(), actor_for_token(api.current_token()), activation)
     runner().release_on_commit(session, activation_id, "cancelled")
     await session.commit()
     return activation_out(activation, await service.dispatches_of(session, activation_id))

@@ -71,8 +71,9 @@ class Problem(BaseModel):
 
 class PageQuery(Query):
     page: int = Field(default=1, ge=1, le=1_000_000)
-    page_size: int = Field(default=50, ge=1, le=MAX_PAGE_SIZE,
-                           description=f"At most {MAX_PAGE_SIZE}; a larger value is refused (422).")
+    page_size: int = Field(
+        default=50, ge=1, le=MAX_PAGE_SIZE, description=f"At most {MAX_PAGE_SIZE}; a larger value is refused (422)."
+    )
 
 
 class ChargePointFilter(PageQuery):
@@ -96,7 +97,9 @@ class TeamList(BaseModel):
 
 class PowerBankSummary(BaseModel):
     state: ParticipationState
-    why: str | None = Field(description="What the Charge points tab shows next to the state, e.g. 'Facility ID missing'.")
+    why: str | None = Field(
+        description="What the Charge points tab shows next to the state, e.g. 'Facility ID missing'."
+    )
 
 
 class ChargePoint(BaseModel):
@@ -156,19 +159,22 @@ class PowerBankSignUp(RequestBody):
     """Sign one charge point up."""
 
     accept_terms_version: str = Field(max_length=100, description="The version of the current terms, accepted.")
-    facility_id: str | None = Field(default=None, max_length=100,
-                                    description="Sweden: the Facility ID, stored only if the sign-up succeeds.")
+    facility_id: str | None = Field(
+        default=None, max_length=100, description="Sweden: the Facility ID, stored only if the sign-up succeeds."
+    )
 
 
 class BulkSignUp(RequestBody):
     """Sign charge points of one team up, all or nothing."""
 
     accept_terms_version: str = Field(max_length=100, description="The version of the current terms, accepted.")
-    charge_point_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = Field(default=None, max_length=MAX_BULK_IDS,
-                                               description="The charge points to sign up; or use all.")
+    charge_point_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = Field(
+        default=None, max_length=MAX_BULK_IDS, description="The charge points to sign up; or use all."
+    )
     all: bool = Field(default=False, description="Sign up every eligible charge point of the team.")
     facility_ids: dict[str, str] = Field(
-        default_factory=dict, max_length=MAX_BULK_IDS,
+        default_factory=dict,
+        max_length=MAX_BULK_IDS,
         description="Facility IDs for Swedish charge points, by charge point id; stored only if the sign-up succeeds.",
     )
 
