@@ -6,7 +6,7 @@ PORT ?= 8000
 HOST ?= 127.0.0.1
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test install clean-db
+.PHONY: run test lint install clean-db
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,9 +22,15 @@ run: $(STAMP)
 	POWERBANK_DEMO=1 $(BIN)/powerbank demo-data --if-empty
 	POWERBANK_DEMO=1 $(BIN)/powerbank serve --host $(HOST) --port $(PORT) --simulate
 
-## Run the whole test suite.
-test: $(STAMP)
+## Run the whole test suite, after lint and type checks.
+test: lint
 	$(BIN)/python -m pytest
+
+## Lint, import order and format (ruff), and types (mypy).
+lint: $(STAMP)
+	$(BIN)/ruff check powerbank tests bench migrations app.py
+	$(BIN)/ruff format --check powerbank tests bench migrations app.py
+	$(BIN)/mypy
 
 ## Remove the local demo database (the next `make run` loads fresh demo data).
 clean-db:

@@ -16,7 +16,7 @@ from powerbank import ConfigurationError, create_app
 from powerbank.models import User
 from powerbank.tools.demo_data import DEMO_PASSWORD
 from tests.conftest import TEST_PASSWORD, Factory, LoginAs, csrf_of, htmx_headers
-from tests.test_core_tenancy import RULES
+from tests.routes.test_tenancy import RULES
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
 

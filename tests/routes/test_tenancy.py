@@ -22,7 +22,7 @@ from powerbank.db import utcnow
 from powerbank.models import ChargePoint, CompatibleModel, OperatorMembership, Team, TeamMembership
 from powerbank.services.audit import SYSTEM
 from tests.conftest import Factory, LoginAs
-from tests.test_core_permissions import World, build_world
+from tests.routes.test_permissions import World, build_world
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
 

@@ -495,7 +495,7 @@ FIELD_NAMES = [
 
 
 def _routes() -> list[tuple[str, str]]:
-    from tests.test_core_tenancy import RULES
+    from tests.routes.test_tenancy import RULES
 
     return [
         (rule.rule, method)

@@ -18,7 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.models import ConnectorStatus, MeterSample
 from tests.conftest import TEST_PASSWORD, Factory
-from tests.test_ocpp import app, config_overrides, hypercorn_overrides  # noqa: F401  (the hub served over a real socket)
+from tests.ocpp.test_ocpp import app, config_overrides, hypercorn_overrides  # noqa: F401  (the hub served over a real socket)
 
 INTEROP = Path(__file__).parent / "interop"
 

@@ -22,7 +22,7 @@ from powerbank.models import ApiToken, AuditEntry, ChargePoint, Operator, Team, 
 from powerbank.services import api_tokens
 from powerbank.services.audit import SYSTEM
 from tests.conftest import LoginAs, post_form
-from tests.test_api import _hash_demo_passwords_once, bearer, make_token  # noqa: F401  (fixture)
+from tests.routes.api.test_api import _hash_demo_passwords_once, bearer, make_token  # noqa: F401  (fixture)
 
 TOKEN_RE = re.compile(r'value="(pb_[A-Za-z0-9_\-]{43})"')
 
