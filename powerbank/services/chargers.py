@@ -120,7 +120,7 @@ async def authenticate(
     row = (
         await session.exec(
             select(ChargePoint.id, ChargePoint.ocpp_password_hash, Team.operator_id)
-            .join(Team, Team.id == ChargePoint.team_id)
+            .join(Team, col(Team.id) == col(ChargePoint.team_id))
             .where(ChargePoint.identity == identity)
         )
     ).first()
@@ -234,7 +234,7 @@ async def list_attempts(session: AsyncSession, operator_id: int) -> list[Attempt
     attempts = list(
         await session.exec(
             select(ConnectionAttempt)
-            .where((ConnectionAttempt.operator_id == operator_id) | col(ConnectionAttempt.operator_id).is_(None))
+            .where((col(ConnectionAttempt.operator_id) == operator_id) | col(ConnectionAttempt.operator_id).is_(None))
             .order_by(col(ConnectionAttempt.at).desc(), col(ConnectionAttempt.id).desc())
             .limit(ATTEMPTS_SHOWN)
         )
@@ -307,7 +307,7 @@ async def _charge_points_with_operator(
     """Load charge points with their operator's id, one query for all."""
     rows = await session.exec(
         select(ChargePoint, Team.operator_id)
-        .join(Team, Team.id == ChargePoint.team_id)
+        .join(Team, col(Team.id) == col(ChargePoint.team_id))
         .where(col(ChargePoint.id).in_(set(charge_point_ids)))
     )
     return {charge_point.id or 0: (charge_point, operator_id) for charge_point, operator_id in rows}

@@ -8,7 +8,6 @@ from quart import (
     Response,
     current_app,
     g,
-    make_response,
     render_template,
     request,
 )
@@ -47,8 +46,7 @@ def add_security_headers(response: Response) -> Response:
 async def render_page(full: str, fragment: str | None = None, status: int = 200, **context: Any) -> Response:
     """Render the full page, or only its fragment for htmx; both vary on HX-Request."""
     template = fragment if fragment and is_htmx() else full
-    response = await make_response(await render_template(template, **context), status)
-    return add_vary(response)
+    return add_vary(Response(await render_template(template, **context), status=status))
 
 
 def form_errors_status(errors: dict[str, str]) -> int:
