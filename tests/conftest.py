@@ -21,6 +21,7 @@ from powerbank.services import passwords
 from powerbank.services.audit import SYSTEM
 from powerbank.services.teams import create_operator
 from powerbank.tools.demo_data import DEMO_PASSWORD, load_demo_data
+from tests.helpers import SERVED_CONFIG, TEST_CONFIG, served
 
 TEST_PASSWORD = "correct horse battery"
 # argon2 at full cost makes hundreds of test logins slow: tests hash once, with cheap parameters
@@ -51,6 +52,12 @@ def database_url(migrated_template: Path, tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "served: the `app` fixture is the hub served by Hypercorn on a real socket (chargers connect)"
+    )
+
+
 @pytest.fixture
 def config_overrides() -> dict[str, Any]:
     """Extra app config for a test module (override this fixture)."""
@@ -58,19 +65,26 @@ def config_overrides() -> dict[str, Any]:
 
 
 @pytest.fixture
-async def app(database_url: str, config_overrides: dict[str, Any]) -> AsyncIterator[Quart]:
-    app = create_app(
-        {
-            "DEMO": True,
-            "DATABASE_URL": database_url,
-            "SECRET_KEY": "test-secret",
-            "TESTING": True,
-            # The test client speaks plain HTTP, as a developer machine does.
-            "QUART_AUTH_COOKIE_SECURE": False,
-            "SESSION_COOKIE_SECURE": False,
-            **config_overrides,
-        }
-    )
+def hypercorn_overrides() -> dict[str, Any]:
+    """Hypercorn settings a test of the served hub changes (override this fixture)."""
+    return {}
+
+
+@pytest.fixture
+async def app(
+    request: pytest.FixtureRequest,
+    database_url: str,
+    config_overrides: dict[str, Any],
+    hypercorn_overrides: dict[str, Any],
+) -> AsyncIterator[Quart]:
+    """The app on a fresh database: in-process, or served over a socket for tests marked ``served``."""
+    config = {**TEST_CONFIG, "DATABASE_URL": database_url}
+    if request.node.get_closest_marker("served") is not None:
+        hub_config = {**config, **SERVED_CONFIG, **config_overrides}
+        async with served(hub_config, hypercorn_settings=hypercorn_overrides) as hub:
+            yield hub
+        return
+    app = create_app({**config, **config_overrides})
     async with app.test_app():
         yield app
 

@@ -59,15 +59,18 @@ class GcPolicy:
         postpone: Callable[[], bool] = lambda: False,
         growth: float = FULL_AFTER_GROWTH,
         memory: Callable[[], int | None] = resident_bytes,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.freeze_every_s = freeze_every_s
         self.full_every_s = full_every_s
         self.postpone = postpone
         self.growth = growth
         self.memory = memory
+        self.clock = clock
         self.full_collections = 0
         self.longest_full_s = 0.0
         self._memory_after_full: int | None = None
+        self._last_full_at: float | None = None
 
     def collect_everything(self) -> None:
         """Unfreeze, collect all generations, and freeze what survived."""
@@ -96,16 +99,24 @@ class GcPolicy:
             return True
         return now >= before * (1 + self.growth)
 
+    def step(self) -> None:
+        """Do one freeze period's work: collect everything when due (always at the first), else freeze."""
+        if self._full_collection_now():
+            self.collect_everything()
+            self._last_full_at = self.clock()
+        else:
+            # Young garbage is collected first (cheap: young objects only), so little is frozen with it.
+            gc.collect(1)
+            gc.freeze()
+
+    def _full_collection_now(self) -> bool:
+        # The hub's start is a full collection's moment whatever its business: nothing is frozen yet.
+        if self._last_full_at is None:
+            return True
+        return self.full_collection_due(self.clock() - self._last_full_at) and not self.postpone()
+
     async def run(self) -> None:
         """Run until cancelled (while the app serves)."""
-        self.collect_everything()
-        last_full = time.monotonic()
         while True:
+            self.step()
             await asyncio.sleep(self.freeze_every_s)
-            if self.full_collection_due(time.monotonic() - last_full) and not self.postpone():
-                self.collect_everything()
-                last_full = time.monotonic()
-            else:
-                # Young garbage is collected first (cheap: young objects only), so little is frozen with it.
-                gc.collect(1)
-                gc.freeze()

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from powerbank.runtime.gc_policy import GcPolicy, resident_bytes
+from tests.helpers import eventually
 
 
 class Node:
@@ -43,26 +43,53 @@ def test_frozen_cycles_wait_for_the_full_collection() -> None:
     assert gc.get_freeze_count() > 0  # What survived is frozen again.
 
 
-@asynccontextmanager
-async def running(policy: GcPolicy) -> AsyncIterator[None]:
-    """Run the policy's loop while the block runs (at most 10 s)."""
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_policy_freezes_each_period_and_collects_everything_on_its_schedule() -> None:
+    clock = FakeClock()
+    policy = GcPolicy(full_every_s=600, growth=0, clock=clock)
+    policy.step()  # The hub starts: everything is collected once, and what survived frozen.
+    assert policy.full_collections == 1
+    frozen = gc.get_freeze_count()
+
+    lived_a_while = [Node() for _ in range(1000)]
+    clock.now = 599
+    policy.step()
+    assert policy.full_collections == 1
+    assert gc.get_freeze_count() >= frozen + len(lived_a_while)  # What lived through a period is frozen.
+
+    clock.now = 600
+    policy.step()
+    assert policy.full_collections == 2
+    assert policy.longest_full_s > 0
+    clock.now = 1199
+    policy.step()
+    assert policy.full_collections == 2  # The next one counts from the last.
+    clock.now = 1200
+    policy.step()
+    assert policy.full_collections == 3
+
+
+async def test_the_running_policy_takes_its_steps_on_the_clock() -> None:
+    clock = FakeClock()
+    policy = GcPolicy(freeze_every_s=0, full_every_s=600, growth=0, clock=clock)
     task = asyncio.create_task(policy.run())
     try:
-        async with asyncio.timeout(10):
-            yield
+        await eventually(lambda: policy.full_collections == 1, message="no collection as the hub starts")
+        clock.now = 600
+        await eventually(lambda: policy.full_collections == 2, message="no collection once one was due")
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-
-
-async def test_the_policy_freezes_regularly_and_collects_everything_on_its_schedule() -> None:
-    policy = GcPolicy(freeze_every_s=0.01, full_every_s=0.05, growth=0)
-    async with running(policy):
-        while policy.full_collections < 2:
-            await asyncio.sleep(0.01)
-    assert policy.longest_full_s > 0
-    assert gc.get_freeze_count() > 0
 
 
 def test_a_full_collection_is_due_only_once_memory_grew_and_not_too_soon() -> None:
@@ -102,21 +129,23 @@ def test_resident_memory_is_read_where_the_system_tells_it() -> None:
         assert reading is None
 
 
-async def test_a_hub_that_does_not_grow_is_not_paused() -> None:
-    policy = GcPolicy(freeze_every_s=0.01, full_every_s=0.0, memory=lambda: 100_000_000)
-    async with running(policy):
-        for _ in range(20):  # Twenty freeze periods, each one past the (zero) full interval...
-            await asyncio.sleep(0.01)
+def test_a_hub_that_does_not_grow_is_not_paused() -> None:
+    clock = FakeClock()
+    policy = GcPolicy(full_every_s=0.0, memory=lambda: 100_000_000, clock=clock)
+    for _ in range(20):  # Twenty freeze periods, each one past the (zero) full interval...
+        policy.step()
+        clock.now += 1
     assert policy.full_collections == 1  # ...and only the collection at its start ran.
 
 
-async def test_the_full_collection_waits_while_the_hub_is_busy() -> None:
+def test_the_full_collection_waits_while_the_hub_is_busy() -> None:
     busy = True
-    policy = GcPolicy(freeze_every_s=0.01, full_every_s=0.0, growth=0, postpone=lambda: busy)
-    async with running(policy):
-        for _ in range(20):  # Twenty freeze periods, each one past the (zero) full interval...
-            await asyncio.sleep(0.01)
-        assert policy.full_collections == 1  # ...and only the collection at its start ran.
-        busy = False
-        while policy.full_collections < 2:
-            await asyncio.sleep(0.01)
+    clock = FakeClock()
+    policy = GcPolicy(full_every_s=0.0, growth=0, postpone=lambda: busy, clock=clock)
+    for _ in range(20):  # Twenty freeze periods, each one past the (zero) full interval...
+        policy.step()
+        clock.now += 1
+    assert policy.full_collections == 1  # ...and only the collection at its start ran, busy or not.
+    busy = False
+    policy.step()
+    assert policy.full_collections == 2
