@@ -18,7 +18,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.models import ConnectorStatus, MeterSample
 from tests.conftest import TEST_PASSWORD, Factory
-from tests.ocpp.test_ocpp import app, config_overrides, hypercorn_overrides  # noqa: F401  (the hub served over a real socket)
+
+pytestmark = pytest.mark.served  # The hub served over a real socket.
 
 INTEROP = Path(__file__).parent / "interop"
 
@@ -38,7 +39,7 @@ def node_modules() -> Path:
 
 async def test_strict_ocpp_rpc_client_speaks_16_and_201_with_the_hub(
     node_modules: Path,
-    app: Quart,  # noqa: F811
+    app: Quart,
     factory: Factory,
     session: AsyncSession,
 ) -> None:
