@@ -1,13 +1,124 @@
-"""The benchmark harness still runs end to end and produces its figures (a tiny run, no timing targets)."""
+"""What a reader of the benchmark sees: RESULTS.md says what results.json holds, each target with its verdict.
+
+And the harness still runs end to end on a tiny fleet (no timing targets: figures are the benchmark's job).
+"""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from typing import Any
 
-from bench.report import render
-from bench.run import BASELINE, POWERBANK, Settings, run_all
+import pytest
 
+from bench.report import render, targets
+from bench.run import BASELINE, POWERBANK, Settings, main, run_all
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 CHARGERS = 20
+
+
+def test_the_published_results_md_is_what_results_json_renders_to(tmp_path: Path) -> None:
+    report = tmp_path / "RESULTS.md"
+    assert main(["--report-only", "--results", str(BENCH_DIR / "results.json"), "--report", str(report)]) == 0
+    # When this fails, RESULTS.md is stale: `python -m bench.run --report-only` writes it again.
+    assert report.read_text() == (BENCH_DIR / "RESULTS.md").read_text()
+
+
+def _run(fanout_last_s: float, cpu_ms_per_call: float) -> dict[str, Any]:
+    """Return one run's figures (100 chargers), as bench.run records them."""
+    return {
+        "connect": {"booted": 100, "rss_after_kib": 100 * 1024},
+        "rss_end_kib": 110 * 1024,
+        "sustain": {"sent": 1000, "server_cpu_ms_per_call": cpu_ms_per_call},
+        "fanout": {"received_last_s": fanout_last_s, "answered_95_s": 1.5},
+    }
+
+
+# A small run of 100 chargers where PowerBank meets every target it can at that size.
+SMALL: dict[str, Any] = {
+    "settings": {"sustain_s": 10.0},
+    "network": {
+        POWERBANK: {"100": [_run(0.5, cpu_ms_per_call=0.3)]},
+        BASELINE: {"100": [_run(0.9, cpu_ms_per_call=0.25)]},
+    },
+    "pages": {
+        "charge_points": 5000,
+        "constant_queries": True,
+        "large": {case: {"ms": {"median": 14.6}} for case in ("first_page", "search", "filter_country")},
+    },
+    "bulk_signup": {"charge_points": 2000, "large": {"ms": {"median": 63.6}, "queries": 8}},
+}
+
+
+def verdicts(results: dict[str, Any]) -> dict[str, str]:
+    """Return each target of the report's Targets table with its verdict."""
+    rows = [line.strip("|").split(" | ") for line in targets(results)[2:]]
+    return {row[0].strip(): row[-1].strip() for row in rows}
+
+
+def test_a_small_run_that_meets_its_targets_says_so_and_what_it_could_not_measure() -> None:
+    assert verdicts(SMALL) == {
+        "100 chargers connected in one process, RSS ≤ 1 GB": "met",
+        "sustained 1,000 incoming calls/s, p99 ≤ 50 ms": "not measured",
+        "fan-out to 100: last frame ≤ 1 s": "met",
+        "fan-out to 100: 95 % answered ≤ 3 s": "met",
+        "fan-out at least as fast as the baseline's": "met",
+        "per-message cost within 1.5× of the baseline's": "met",
+        "5,000 charge point tab ≤ 100 ms, constant queries": "met",
+        "2,000 sign-ups in one save ≤ 1 s": "met",
+    }
+
+
+def _changed(path: str, value: Any) -> dict[str, Any]:
+    """Return SMALL with one figure changed, named by its path (``network.powerbank.100.fanout.received_last_s``)."""
+    results = copy.deepcopy(SMALL)
+    *parents, key = path.split(".")
+    node: Any = results
+    for part in parents:
+        node = node[part]
+        if isinstance(node, list):  # The runs of one size: there is one.
+            node = node[0]
+    node[key] = value
+    return results
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "target", "verdict"),
+    [
+        (
+            "network.powerbank.100.connect.booted",
+            99,
+            "100 chargers connected in one process, RSS ≤ 1 GB",
+            "**missed** (not all booted)",
+        ),
+        (
+            "network.powerbank.100.rss_end_kib",
+            1100 * 1024,
+            "100 chargers connected in one process, RSS ≤ 1 GB",
+            "**missed**",
+        ),
+        ("network.powerbank.100.fanout.received_last_s", 1.2, "fan-out to 100: last frame ≤ 1 s", "**missed**"),
+        ("network.powerbank.100.fanout.received_last_s", None, "fan-out to 100: last frame ≤ 1 s", "not measured"),
+        ("network.powerbank.100.fanout.answered_95_s", 3.5, "fan-out to 100: 95 % answered ≤ 3 s", "**missed**"),
+        (
+            "network.baseline.100.fanout.received_last_s",
+            0.4,
+            "fan-out at least as fast as the baseline's",
+            "**missed**",
+        ),
+        (
+            "network.powerbank.100.sustain.server_cpu_ms_per_call",
+            0.4,
+            "per-message cost within 1.5× of the baseline's",
+            "**missed**",
+        ),
+        ("pages.constant_queries", False, "5,000 charge point tab ≤ 100 ms, constant queries", "**missed**"),
+        ("bulk_signup.large.ms.median", 1200, "2,000 sign-ups in one save ≤ 1 s", "**missed**"),
+    ],
+)
+def test_a_target_missed_is_shown_as_missed(path: str, value: Any, target: str, verdict: str) -> None:
+    assert verdicts(_changed(path, value))[target] == verdict
 
 
 async def test_a_tiny_benchmark_run_produces_every_figure(tmp_path: Path) -> None:
@@ -46,3 +157,6 @@ async def test_a_tiny_benchmark_run_produces_every_figure(tmp_path: Path) -> Non
     report = render(results)
     assert "## Targets" in report
     assert "| 20 | time until all booted |" in report
+    # Every target the tiny run could judge carries a verdict a reader can act on.
+    for target, verdict in verdicts(results).items():
+        assert verdict in ("met", "not measured") or verdict.startswith("**missed**"), target
