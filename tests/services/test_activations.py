@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -23,18 +22,11 @@ from powerbank.services import enrollment
 from powerbank.services.api_tokens import TokenRequest, create_token
 from powerbank.services.audit import SYSTEM
 from tests.conftest import Factory, LoginAs, post_form
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 3.0) -> None:
-    """Wait until ``condition`` holds (the runner works in the background), failing after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def _is(value: Awaitable[Any], expected: Any) -> bool:
