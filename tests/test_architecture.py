@@ -283,3 +283,13 @@ def test_a_cycle_is_found_and_shown_as_the_circle_it_is() -> None:
     }
     assert cycles(graph) == [["a", "b", "c", "a"]]
     assert cycles({"a": {"b": None}, "b": {}}) == []
+
+
+def test_a_cycle_through_an_import_inside_a_function_counts(tmp_path: Path) -> None:
+    catalogue, enrollment = tmp_path / "catalogue.py", tmp_path / "enrollment.py"
+    catalogue.write_text("def edit() -> None:\n    from powerbank.services.enrollment import reevaluate\n")
+    enrollment.write_text("from powerbank.services.catalogue import catalogue_keys\n")
+    modules = {"powerbank.services.catalogue": catalogue, "powerbank.services.enrollment": enrollment}
+    assert cycles(import_graph(modules)) == [
+        ["powerbank.services.catalogue", "powerbank.services.enrollment", "powerbank.services.catalogue"]
+    ]
