@@ -11,11 +11,11 @@ from quart_auth import QuartAuth
 from werkzeug.exceptions import HTTPException
 
 from powerbank.config import DEFAULTS, PROJECT_ROOT, database_url
-from powerbank.db import make_engine, make_sessionmaker
+from powerbank.db import make_engine
 from powerbank.errors import ForbiddenError, NotFoundError
-from powerbank.web import init_web
-from powerbank.web.auth import LoginThrottle
+from powerbank.web import init_web, state
 from powerbank.web.htmx import add_vary
+from powerbank.web.throttle import LoginThrottle
 
 
 class ConfigurationError(RuntimeError):
@@ -36,8 +36,8 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Quart:
     _check_config(app)
 
     QuartAuth(app)
-    app.extensions["powerbank.login_throttle"] = LoginThrottle(
-        app.config["LOGIN_MAX_FAILURES"], app.config["LOGIN_FAILURE_WINDOW_S"]
+    state.hold_login_throttle(
+        app, LoginThrottle(app.config["LOGIN_MAX_FAILURES"], app.config["LOGIN_FAILURE_WINDOW_S"])
     )
     init_web(app)
     _register_blueprints(app)
@@ -112,13 +112,11 @@ def _register_error_handlers(app: Quart) -> None:
 def _register_lifecycle(app: Quart) -> None:
     @app.before_serving
     async def open_database() -> None:
-        engine = make_engine(app.config["DATABASE_URL"])
-        app.extensions["powerbank.engine"] = engine
-        app.extensions["powerbank.sessionmaker"] = make_sessionmaker(engine)
+        state.hold_database(app, make_engine(app.config["DATABASE_URL"]))
 
     @app.after_serving
     async def close_database() -> None:
-        await app.extensions["powerbank.engine"].dispose()
+        await state.engine(app).dispose()
 
 
 def _register_ocpp(app: Quart) -> None:
@@ -126,10 +124,10 @@ def _register_ocpp(app: Quart) -> None:
     from powerbank.routes import connections
 
     app.register_blueprint(connections.blueprint)
-    endpoint.init_app(app)
+    endpoint.init_app(app, lambda: state.sessionmaker(app))
 
 
 def _register_activations(app: Quart) -> None:
-    from powerbank.dispatch import runner as activation_runner
+    from powerbank.dispatch import gateway
 
-    activation_runner.init_app(app)
+    gateway.init_app(app, lambda: state.sessionmaker(app))

@@ -1,7 +1,8 @@
 """The activation runner: starts activations on time, sends their limits, releases them.
 
 It glues the activation rules (``powerbank.services.activations``) to the chargers
-(``powerbank.ocpp.fanout`` through the connection registry) and runs while the app serves:
+(``powerbank.dispatch.fanout`` through the connection registry) and runs while the app serves
+(``powerbank.dispatch.gateway`` runs it, and is what routes call):
 
 - ``trigger`` sends an active activation's limit to every signed-up, connected charger of its
   area at once and records the answers in bulk as they come (the hot path; the benchmark calls it).
@@ -125,7 +126,7 @@ class ActivationRunner:
         return self._any_active
 
     @property
-    def write_turn(self) -> Any:
+    def write_turn(self) -> contextlib.AbstractAsyncContextManager[object]:
         """The hub's OCPP write lock: a new activation takes its turn with the chargers' batches.
 
         Under load those batches follow each other closely; a request waiting in SQLite's busy
@@ -473,21 +474,3 @@ def _clear_targets(dispatches: Sequence[Dispatch]) -> list[Target]:
             seen.setdefault(dispatch.charge_point_id, Target(dispatch.charge_point_id, dispatch.identity, None, None))
     return list(seen.values())
 
-
-def init_app(app: Any) -> None:
-    """Run the activation runner while the app serves (after the OCPP registry is up)."""
-    from powerbank.ocpp.registry import REGISTRY_KEY
-
-    @app.while_serving
-    async def run_activations() -> Any:
-        runner = ActivationRunner(
-            app.extensions["powerbank.sessionmaker"],
-            app.extensions[REGISTRY_KEY],
-            margin_s=float(app.config.get("ACTIVATION_PROFILE_MARGIN_S", service.PROFILE_MARGIN_S)),
-            answer_timeout_s=float(app.config.get("ACTIVATION_ANSWER_TIMEOUT_S", 10.0)),
-        )
-        app.extensions[service.RUNNER_KEY] = runner
-        await runner.start()
-        yield
-        await runner.stop()
-        app.extensions.pop(service.RUNNER_KEY, None)

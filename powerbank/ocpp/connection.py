@@ -15,9 +15,10 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from ocpp.charge_point import (
     _raise_key_error,
@@ -30,15 +31,14 @@ from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallError, CallResult, MessageType, validate_payload
 from ocpp.routing import after
 from quart.wrappers import Websocket
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.ocpp.meter import now_text, readings_from
-from powerbank.ocpp.reports import Report
+from powerbank.ocpp.reports import GroupCommit, Report
 from powerbank.services import chargers
 from powerbank.services.chargers import Capability, StatusReport
+from powerbank.services.frame_log import FrameLog
 from powerbank.tasks import BackgroundTasks
-
-if TYPE_CHECKING:
-    from powerbank.ocpp.registry import Registry
 
 logger = logging.getLogger("powerbank.ocpp")
 
@@ -100,6 +100,29 @@ def parse_frame(text: str) -> Call | CallResult | CallError:
     raise FrameError(message_id, "MessageTypeNotSupported", f"Message type {message_type} is not supported")
 
 
+class Hub(Protocol):
+    """What a connection needs of the registry that holds it (``powerbank.ocpp.registry.Registry``)."""
+
+    call_timeout: float
+    heartbeat_interval: int
+    message_rate: float
+    message_burst: int
+    prune_every: int
+    frame_log: FrameLog
+    reports: GroupCommit[Report]
+    boots: GroupCommit[tuple[int, chargers.BootInfo]]
+    capabilities: GroupCommit[tuple[int, Capability]]
+    boot_listeners: list[Callable[[HubConnection], Awaitable[None]]]
+
+    def seen(self, charge_point_id: int) -> None:
+        """Note that a charger was heard from now."""
+        ...
+
+    def writing(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """Open a short session for a write, taking its turn with the hub's other OCPP writes."""
+        ...
+
+
 def _consume_exception(future: asyncio.Future[Any]) -> None:
     # A fan-out answer nobody waits for any more must not be reported as "never retrieved".
     if not future.cancelled():
@@ -127,7 +150,7 @@ class HubConnection:
     _response_timeout: float
     id: str
 
-    def __init__(self, identity: str, websocket: Websocket, registry: Registry, charge_point_id: int) -> None:
+    def __init__(self, identity: str, websocket: Websocket, registry: Hub, charge_point_id: int) -> None:
         super().__init__(identity, websocket, response_timeout=registry.call_timeout)  # type: ignore[call-arg]
         self.websocket = websocket
         self.registry = registry
@@ -153,11 +176,6 @@ class HubConnection:
     def serving_done(self) -> bool:
         """Whether this connection has stopped serving its socket (it is closed and cleaned up)."""
         return self._handler_task is not None and self._handler_task.done()
-
-    @property
-    def call_lock(self) -> asyncio.Lock:
-        """The lock held while one outgoing call waits for its answer."""
-        return self._call_lock
 
     # Receiving -------------------------------------------------------------------------------
 

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Callable
 
 import ocpp.messages
 from quart import Blueprint, Quart, Response, current_app, websocket
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.ocpp.connection import HubConnection
-from powerbank.ocpp.registry import REGISTRY_KEY, Registry
+from powerbank.ocpp.registry import Registry, hold_registry, registry_of
 from powerbank.ocpp.v16 import ChargePoint16
 from powerbank.ocpp.v201 import ChargePoint201
 from powerbank.services import chargers
-from powerbank.services.frame_log import FRAME_LOG_KEY, FrameLog
+from powerbank.services.frame_log import FrameLog
 
 logger = logging.getLogger("powerbank.ocpp")
 
@@ -33,7 +35,7 @@ def choose_subprotocol(offered: list[str]) -> str | None:
 @blueprint.websocket("/ocpp/<identity>")
 async def ocpp_socket(identity: str) -> Response | None:
     """Authenticate a charger before the upgrade, then serve its OCPP messages."""
-    registry: Registry = current_app.extensions[REGISTRY_KEY]
+    registry = registry_of(current_app)
     if registry.closing:
         return Response("The hub is shutting down", 503, {"Retry-After": "10"})
     socket = websocket._get_current_object()
@@ -78,8 +80,8 @@ async def ocpp_socket(identity: str) -> Response | None:
     return None
 
 
-def init_app(app: Quart) -> None:
-    """Register the endpoint and run the registry while the app serves."""
+def init_app(app: Quart, sessions: Callable[[], async_sessionmaker[AsyncSession]]) -> None:
+    """Register the endpoint and run the registry while the app serves, on the database of ``sessions()``."""
     app.register_blueprint(blueprint)
     # The library validates each payload in a thread pool: with the GIL that is no parallelism,
     # only two thread hand-offs per message (10 % of the hub's CPU under load, bench/RESULTS.md).
@@ -87,19 +89,20 @@ def init_app(app: Quart) -> None:
     ocpp.messages.ASYNC_VALIDATION = False
     # The library logs every frame at INFO; the hub keeps its own frame log per charger.
     logging.getLogger("ocpp").setLevel(logging.WARNING)
-    app.extensions[FRAME_LOG_KEY] = FrameLog(int(app.config.get("OCPP_FRAME_LOG_SIZE", 100)))
+    # One frame log for the app's life: the registry writes to it, the charge point page reads it.
+    frame_log = FrameLog(int(app.config.get("OCPP_FRAME_LOG_SIZE", 100)))
 
     @app.while_serving
-    async def run_registry() -> AsyncIterator[None]:
+    async def run_registry() -> AsyncGenerator[None, None]:
         registry = Registry(
-            app.extensions["powerbank.sessionmaker"],
-            app.extensions[FRAME_LOG_KEY],
+            sessions(),
+            frame_log,
             demo_mode=bool(app.config["DEMO"]),
             heartbeat_interval=int(app.config.get("OCPP_HEARTBEAT_INTERVAL_S", 300)),
             call_timeout=float(app.config.get("OCPP_CALL_TIMEOUT_S", 30)),
             last_seen_flush_s=float(app.config.get("OCPP_LAST_SEEN_FLUSH_S", 5)),
         )
-        app.extensions[REGISTRY_KEY] = registry
+        hold_registry(app, registry)
         await registry.start()
         chargers.register_disconnect_hook(registry.disconnect)
         try:

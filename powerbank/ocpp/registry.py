@@ -1,6 +1,7 @@
 """The connection registry: charger identity → live connection, plus liveness bookkeeping.
 
-Other parts of the hub reach chargers only through it (``app.extensions[REGISTRY_KEY]``):
+Other parts of the hub reach chargers only through it (the app holds it while it serves:
+``registry_of(app)``; routes go through the dispatch gateway instead):
 
     connection = registry.get("CP-1")            # HubConnection | None
     answer = await connection.call(v16.call.ClearChargingProfile(...), timeout=10)
@@ -26,6 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from datetime import datetime
 from typing import Any
 
+from quart import Quart
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -46,7 +48,8 @@ LAST_SEEN_CHUNK = 1000
 # Boots or capability answers stored per transaction at most (about 0.5 ms of ORM work each).
 ORM_BATCH = 200
 
-REGISTRY_KEY = "powerbank.ocpp_registry"
+# Where the app holds its registry while it serves (read through ``registry_of``).
+_REGISTRY = "powerbank.ocpp_registry"
 # How long stopping waits for connections still open to close.
 STOP_CLOSE_GRACE_S = 5.0
 
@@ -87,7 +90,9 @@ class Registry:
         # in SQLite's busy handler (which sleeps up to 100 ms a try). Other databases write in parallel.
         bind = sessionmaker.kw.get("bind")
         serialise = bind is None or bind.dialect.name == "sqlite"
-        self.write_lock: Any = asyncio.Lock() if serialise else contextlib.nullcontext()
+        self.write_lock: contextlib.AbstractAsyncContextManager[object] = (
+            asyncio.Lock() if serialise else contextlib.nullcontext()
+        )
         # What chargers report, stored in batches (group commit; see ``reports``): on a SQLite file
         # past the ORM's async layer (see ``sqlite_reports``), elsewhere in a session.
         self.report_writer = SqliteReportWriter.for_url(bind.url) if bind is not None else None
@@ -304,3 +309,22 @@ class Registry:
         async with self.session() as session:
             await chargers.mark_all_offline(session)
             await session.commit()
+
+
+def hold_registry(app: Quart, registry: Registry) -> None:
+    """Keep the app's registry while it serves."""
+    app.extensions[_REGISTRY] = registry
+
+
+def find_registry(app: Quart) -> Registry | None:
+    """Return the app's registry, or None when the app has not served yet."""
+    registry: Registry | None = app.extensions.get(_REGISTRY)
+    return registry
+
+
+def registry_of(app: Quart) -> Registry:
+    """Return the app's registry (it runs while the app serves)."""
+    registry = find_registry(app)
+    if registry is None:
+        raise RuntimeError("The OCPP registry runs only while the app serves")
+    return registry

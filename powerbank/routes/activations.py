@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from quart import Blueprint, Response, current_app, redirect, request, url_for
+from quart import Blueprint, Response, redirect, request, url_for
 
-from powerbank.db import utcnow
+from powerbank.dispatch.gateway import gateway
 from powerbank.errors import ConflictError, FormErrors
 from powerbank.models import ActivationAction
+from powerbank.routes.loaders import activation_for, charge_point_for, operator_for
 from powerbank.rules.permissions import Permission
 from powerbank.services import activations as service
-from powerbank.services import charge_points as cp_service
-from powerbank.services import teams
 from powerbank.services.audit import Actor
 from powerbank.web.auth import login_required, principal
 from powerbank.web.render import render_page
@@ -24,18 +24,11 @@ blueprint = Blueprint("activations", __name__)
 LIVE_POLL_S = 1
 
 
-def runner() -> Any:
-    """Return the running ActivationRunner (it runs while the app serves)."""
-    return current_app.extensions[service.RUNNER_KEY]
-
-
 async def _list_page(
     operator_id: int, status: int = 200, values: dict[str, str] | None = None, errors: dict[str, str] | None = None
 ) -> Response:
+    operator = await operator_for(await principal(), operator_id, may=Permission.MANAGE_ACTIVATIONS)
     session = await db_session()
-    me = await principal()
-    operator = await teams.get_operator_or_404(session, me, operator_id)
-    teams.require_operator(me, Permission.MANAGE_ACTIVATIONS, operator_id)
     found = await service.list_activations(session, [operator_id])
     return await render_page(
         "activations/index.html",
@@ -63,18 +56,13 @@ async def index(operator_id: int) -> Response:
 
 async def _create(operator_id: int, form: dict[str, str], typed: dict[str, str] | None = None) -> Response:
     """Start an activation from ``form``; on errors re-render what was ``typed``."""
-    session = await db_session()
     me = await principal()
-    await teams.get_operator_or_404(session, me, operator_id)
-    teams.require_operator(me, Permission.MANAGE_ACTIVATIONS, operator_id)
+    await operator_for(me, operator_id, may=Permission.MANAGE_ACTIVATIONS)
     try:
         request_ = service.clean_activation(form)
     except FormErrors as exc:
         return await _list_page(operator_id, 422, typed or form, exc.errors)
-    async with runner().write_turn:
-        activation = await service.create_activation(session, me, Actor.of(me.user), operator_id, request_)
-        runner().launch_on_commit(session, activation)
-        await session.commit()
+    activation = await gateway().start_activation(await db_session(), me, Actor.of(me.user), operator_id, request_)
     return redirect(url_for("activations.detail", activation_id=activation.id), 303)
 
 
@@ -140,10 +128,10 @@ def chart_geometry(chart: service.PowerChart | None) -> dict[str, Any] | None:
 
 
 async def _detail_context(activation_id: int) -> dict[str, Any]:
-    session = await db_session()
     me = await principal()
-    activation = await service.get_activation_or_404(session, me, activation_id)
-    operator = await teams.get_operator_or_404(session, me, activation.operator_id)
+    activation = await activation_for(me, activation_id)
+    operator = await operator_for(me, activation.operator_id)
+    session = await db_session()
     dispatches = await service.dispatches_of(session, activation_id)
     summary = service.summarise(activation, dispatches)
     finished = activation.ended_at
@@ -151,7 +139,7 @@ async def _detail_context(activation_id: int) -> dict[str, Any]:
     settled = (
         finished is not None
         and summary.count("pending") == 0
-        and (utcnow() - finished).total_seconds() > service.CHART_CONTEXT_S
+        and (datetime.now(UTC) - finished).total_seconds() > service.CHART_CONTEXT_S
     )
     return {
         "activation": activation,
@@ -177,17 +165,14 @@ async def detail(activation_id: int) -> Response:
 @blueprint.post("/activations/<int:activation_id>/cancel")
 @login_required
 async def cancel(activation_id: int) -> Response:
-    session = await db_session()
     me = await principal()
-    activation = await service.get_activation_or_404(session, me, activation_id)
+    activation = await activation_for(me, activation_id)
     try:
-        await service.cancel_activation(session, me, Actor.of(me.user), activation)
+        await gateway().cancel_activation(await db_session(), me, Actor.of(me.user), activation)
     except ConflictError as exc:
         # Refused before anything changed: nothing to roll back.
         context = await _detail_context(activation_id)
         return await render_page("activations/detail.html", status=409, error=str(exc), **context)
-    runner().release_on_commit(session, activation_id, "cancelled")
-    await session.commit()
     return redirect(url_for("activations.detail", activation_id=activation_id), 303)
 
 
@@ -195,13 +180,12 @@ async def cancel(activation_id: int) -> Response:
 @login_required
 async def of_charge_point(cp_id: int) -> Response:
     """List the activations that reached a charge point (a fragment of its page)."""
-    session = await db_session()
     me = await principal()
-    charge_point, team = await cp_service.get_charge_point_or_404(session, me, cp_id)
+    charge_point, team = await charge_point_for(me, cp_id)
     return await render_page(
         "partials/activation_charge_point.html",
         "partials/activation_charge_point.html",
         charge_point=charge_point,
-        rows=await service.activations_of_charge_point(session, cp_id),
+        rows=await service.activations_of_charge_point(await db_session(), cp_id),
         may_manage=service.may_manage(me, team.operator_id),
     )

@@ -9,7 +9,7 @@ from powerbank.services.users import authenticate
 from powerbank.web.auth import safe_next
 from powerbank.web.csrf import CSRF_FIELD
 from powerbank.web.render import render_page
-from powerbank.web.state import db_session
+from powerbank.web.state import db_session, login_throttle
 
 blueprint = Blueprint("auth", __name__)
 
@@ -29,7 +29,7 @@ async def login_post() -> Response:
     email = form.get("email", "")[:254]
     password = form.get("password", "")[:1024]
     target = safe_next(form.get("next") or request.args.get("next"))
-    throttle = current_app.extensions["powerbank.login_throttle"]
+    throttle = login_throttle()
     keys = _throttle_keys(email)
     wait = throttle.retry_after(keys)
     values = {"email": email, "remember": form.get("remember")}

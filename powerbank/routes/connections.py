@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint, Response, current_app, redirect, request, url_for
-from sqlmodel import col, select
+from quart import Blueprint, Response, redirect, request, url_for
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from powerbank.dispatch.gateway import gateway
 from powerbank.errors import NotFoundError
-from powerbank.models import ChargePoint, Team
+from powerbank.models import ChargePoint
+from powerbank.routes.loaders import charge_point_for, operator_for, team_for
 from powerbank.rules.permissions import Permission
 from powerbank.services import charge_points as cp_service
 from powerbank.services import chargers
-from powerbank.services.frame_log import FRAME_LOG_KEY, FrameLog
-from powerbank.services.teams import get_operator_or_404, get_team_or_404, require_operator
+from powerbank.services.teams import list_operator_teams
 from powerbank.web.auth import login_required, principal
 from powerbank.web.htmx import add_vary, is_htmx
 from powerbank.web.ids import id_or_none
@@ -27,18 +27,14 @@ blueprint = Blueprint("connections", __name__)
 @blueprint.get("/operators/<int:operator_id>/connection-attempts")
 @login_required
 async def attempts(operator_id: int) -> Response:
+    operator = await operator_for(await principal(), operator_id, may=Permission.VIEW_CONNECTION_ATTEMPTS)
     session = await db_session()
-    me = await principal()
-    operator = await get_operator_or_404(session, me, operator_id)
-    require_operator(me, Permission.VIEW_CONNECTION_ATTEMPTS, operator_id)
-    rows = await chargers.list_attempts(session, operator_id)
-    teams = await session.exec(select(Team).where(Team.operator_id == operator_id).order_by(col(Team.name)))
     return await render_page(
         "connections/attempts.html",
         "partials/connection_attempts.html",
         operator=operator,
-        rows=rows,
-        teams=list(teams),
+        rows=await chargers.list_attempts(session, operator_id),
+        teams=[team for team, _count in await list_operator_teams(session, operator_id)],
     )
 
 
@@ -46,12 +42,10 @@ async def attempts(operator_id: int) -> Response:
 @login_required
 async def register(operator_id: int) -> Response:
     """Go to the add-charge-point form of the chosen team, with the refused identity filled in."""
-    session = await db_session()
     me = await principal()
-    await get_operator_or_404(session, me, operator_id)
-    require_operator(me, Permission.VIEW_CONNECTION_ATTEMPTS, operator_id)
+    await operator_for(me, operator_id, may=Permission.VIEW_CONNECTION_ATTEMPTS)
     team_id = id_or_none(request.args.get("team_id"))
-    team = await get_team_or_404(session, me, team_id) if team_id is not None else None
+    team = await team_for(me, team_id) if team_id is not None else None
     if team is None or team.operator_id != operator_id:
         raise NotFoundError("No such team.")
     identity = request.args.get("identity", "")
@@ -60,10 +54,9 @@ async def register(operator_id: int) -> Response:
 
 async def live_context(session: AsyncSession, charge_point: ChargePoint) -> dict[str, Any]:
     """Return what the live OCPP section of a charge point's page shows."""
-    frame_log: FrameLog = current_app.extensions[FRAME_LOG_KEY]
     return {
         "live": await chargers.live_status(session, charge_point.id or 0),
-        "frames": frame_log.recent(charge_point.identity),
+        "frames": gateway().recent_frames(charge_point.identity),
     }
 
 
@@ -71,8 +64,7 @@ async def live_context(session: AsyncSession, charge_point: ChargePoint) -> dict
 @login_required
 async def live(cp_id: int) -> Response:
     """Return the live OCPP section (htmx polls it); a browser gets the whole page."""
-    session = await db_session()
-    charge_point, team = await cp_service.get_charge_point_or_404(session, await principal(), cp_id)
+    charge_point, team = await charge_point_for(await principal(), cp_id)
     if not is_htmx():
         return add_vary(redirect(url_for("charge_points.detail", cp_id=cp_id) + "#ocpp"))
     return await render_page(
@@ -81,5 +73,5 @@ async def live(cp_id: int) -> Response:
         charge_point=charge_point,
         team=team,
         connection=cp_service.connection_status(charge_point),
-        **await live_context(session, charge_point),
+        **await live_context(await db_session(), charge_point),
     )

@@ -13,9 +13,9 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from quart import Quart
 
-from powerbank.ocpp.registry import REGISTRY_KEY, Registry
+from powerbank.dispatch.gateway import find_gateway
+from powerbank.ocpp.registry import find_registry
 from powerbank.runtime.gc_policy import GcPolicy
-from powerbank.services.activations import RUNNER_KEY
 
 # How long a shutdown waits for the chargers to answer their close frames.
 CHARGERS_CLOSE_GRACE_S = 5.0
@@ -59,7 +59,7 @@ def closing_chargers_first(app: Quart, shutdown: asyncio.Event) -> Callable[[], 
 
     async def trigger() -> None:
         await shutdown.wait()
-        registry: Registry | None = app.extensions.get(REGISTRY_KEY)
+        registry = find_registry(app)
         if registry is not None:
             await registry.close_all(grace_s=CHARGERS_CLOSE_GRACE_S)
 
@@ -80,8 +80,8 @@ def report_loop_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any])
 
 def activations_may_be_active(app: Quart) -> bool:
     """Whether an activation may be active (or the runner has not looked yet)."""
-    runner = app.extensions.get(RUNNER_KEY)
-    return runner is None or runner.may_be_active
+    gateway = find_gateway(app)
+    return gateway is None or gateway.may_be_active
 
 
 async def serve_app(app: Quart, host: str, port: int, *, simulate: bool = False) -> None:

@@ -38,9 +38,9 @@ from powerbank.models import (
     MeterSample,
     Participation,
     ParticipationState,
-    PriceArea,
     Team,
 )
+from powerbank.rules.countries import PriceArea
 from powerbank.rules.permissions import Permission, Principal, can_on_operator
 from powerbank.services.audit import Actor, record
 
@@ -57,8 +57,6 @@ TEST_DURATION_S = 30
 PROFILE_MARGIN_S = 5.0
 # Before and after the window, the power chart shows this much for comparison.
 CHART_CONTEXT_S = 60
-# Where the app keeps the running ActivationRunner (powerbank.activation_runner).
-RUNNER_KEY = "powerbank.activation_runner"
 DISPATCH_TABLE = Dispatch.__table__  # type: ignore[attr-defined]
 
 OVERLAP_RULE = (
@@ -196,11 +194,6 @@ def _start(value: Any, now: datetime, errors: dict[str, str]) -> datetime | None
 def may_manage(principal: Principal, operator_id: int) -> bool:
     """Tell whether ``principal`` may start, cancel and watch the operator's activations."""
     return can_on_operator(principal, Permission.MANAGE_ACTIVATIONS, operator_id)
-
-
-def managed_operator_ids(principal: Principal) -> list[int]:
-    """Return the operators whose activations ``principal`` manages."""
-    return sorted(op_id for op_id in principal.operator_roles if may_manage(principal, op_id))
 
 
 async def create_activation(

@@ -1,6 +1,7 @@
 """The last OCPP frames in and out of each charger, kept in memory for troubleshooting.
 
-The OCPP endpoint writes to it and the charge point page reads it; neither imports the other.
+The OCPP connections write to it and the charge point page reads it (through the dispatch
+gateway): neither imports the other.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-# Where the app keeps its FrameLog (app.extensions).
-FRAME_LOG_KEY = "powerbank.frame_log"
 # A frame longer than this is cut: the log is for reading, and memory is per charger.
 MAX_SHOWN_CHARS = 2000
 

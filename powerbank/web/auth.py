@@ -1,10 +1,8 @@
-"""Who is signed in: the principal of a request, log-in required, log-in throttling, safe redirects."""
+"""Who is signed in: the principal of a request, log-in required, safe redirects after log-in."""
 
 from __future__ import annotations
 
-import time
 import unicodedata
-from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import ParamSpec, TypeVar
@@ -14,16 +12,16 @@ from quart import (
     Response,
     abort,
     g,
-    make_response,
     redirect,
     request,
     url_for,
 )
 from quart_auth import current_user
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from powerbank.models import User
 from powerbank.rules.permissions import Principal, load_principal
-from powerbank.web.htmx import is_htmx
+from powerbank.web.htmx import hx_redirect, is_htmx
 from powerbank.web.state import db_session
 
 P = ParamSpec("P")
@@ -47,20 +45,19 @@ async def current_principal() -> Principal | None:
     return principal
 
 
-def login_required(view: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T | Response]]:
+def login_required(view: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T | Response | WerkzeugResponse]]:
     """Send visitors who are not signed in to the log-in page, coming back afterwards."""
 
     @wraps(view)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T | Response:
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T | Response | WerkzeugResponse:
         if await current_principal() is None:
-            target = request.full_path.rstrip("?")
-            response = redirect(url_for("auth.login", next=target))
             if is_htmx():
-                response = await make_response("", 204)
+                # htmx would swap the log-in page into a fragment: it navigates the whole page instead,
+                # coming back to the page the fragment is on.
                 current = urlsplit(request.headers.get("HX-Current-URL", "/"))
                 back = current.path + (f"?{current.query}" if current.query else "")
-                response.headers["HX-Redirect"] = url_for("auth.login", next=back)
-            return response
+                return hx_redirect(Response("", 204), url_for("auth.login", next=back))
+            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
         return await view(*args, **kwargs)
 
     return wrapper
@@ -72,46 +69,6 @@ async def principal() -> Principal:
     if found is None:
         abort(401)
     return found
-
-
-class LoginThrottle:
-    """Count failed log-ins per email and per address within a sliding window (one process)."""
-
-    MAX_KEYS = 10_000
-
-    def __init__(self, max_failures: int, window_s: float) -> None:
-        self.max_failures = max_failures
-        self.window_s = window_s
-        self._failures: dict[str, deque[float]] = {}
-
-    def _recent(self, key: str, now: float) -> deque[float]:
-        stamps = self._failures.setdefault(key, deque())
-        while stamps and now - stamps[0] > self.window_s:
-            stamps.popleft()
-        return stamps
-
-    def retry_after(self, keys: list[str]) -> int:
-        """Return seconds to wait before another try, or 0 when allowed."""
-        now = time.monotonic()
-        wait = 0.0
-        for key in keys:
-            stamps = self._recent(key, now)
-            if len(stamps) >= self.max_failures:
-                wait = max(wait, self.window_s - (now - stamps[0]))
-        return int(wait) + 1 if wait > 0 else 0
-
-    def fail(self, keys: list[str]) -> None:
-        now = time.monotonic()
-        for key in keys:
-            self._recent(key, now).append(now)
-        # Guessing many different emails must not grow memory without bound.
-        if len(self._failures) > self.MAX_KEYS:
-            for key in [k for k, stamps in self._failures.items() if not stamps or now - stamps[-1] > self.window_s]:
-                del self._failures[key]
-
-    def succeed(self, keys: list[str]) -> None:
-        for key in keys:
-            self._failures.pop(key, None)
 
 
 def safe_next(target: str | None) -> str:

@@ -23,12 +23,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank import create_app
 from powerbank.db import make_engine, make_sessionmaker
+from powerbank.dispatch.gateway import gateway
 from powerbank.models import Activation, ChargePoint, ChargerCapability, Dispatch, Operator, Team, TokenAccess
-from powerbank.ocpp.registry import REGISTRY_KEY
+from powerbank.ocpp.registry import registry_of
 from powerbank.rules.permissions import load_principal
 from powerbank.runtime.server import hypercorn_config, wait_until_listening
 from powerbank.services import enrollment
-from powerbank.services.activations import RUNNER_KEY
 from powerbank.services.api_tokens import TokenRequest, create_token
 from powerbank.services.audit import SYSTEM
 from powerbank.services.charge_points import delete_charge_point, update_charge_point
@@ -294,7 +294,7 @@ async def test_an_activation_stored_but_never_launched_is_sent_by_the_scheduler_
     cp = (await dk2_fleet(factory, session, await factory.team(operator), 1))[0]
     charger = simulated(cp.identity)
     headers = await write_token(session, operator)
-    runner = app.extensions[RUNNER_KEY]
+    runner = gateway(app).runner
     async with running(app.config["TEST_OCPP_URL"], [charger]):
         await connect_all(app, session, [(cp, charger)])
         # As if the request had been cancelled between its commit and the launch.
@@ -412,7 +412,7 @@ async def test_deleting_or_moving_a_charge_point_releases_it(
         await eventually(recorded, message="the release was not recorded")
         # A deleted charger is disconnected once it has answered the release (which is recorded as
         # answered, not as lost); a moved one stays connected.
-        registry = app.extensions[REGISTRY_KEY]
+        registry = registry_of(app)
         if change == "move":
             assert registry.get(charger.spec.identity) is not None
         else:

@@ -41,7 +41,7 @@ from powerbank.models import (
     ParticipationState,
 )
 from powerbank.ocpp.connection import ConnectionLost
-from powerbank.ocpp.registry import REGISTRY_KEY, Registry
+from powerbank.ocpp.registry import Registry, registry_of
 from powerbank.runtime.server import closing_chargers_first, hypercorn_config, report_loop_errors, wait_until_listening
 from powerbank.services import chargers
 from powerbank.services.catalogue import catalogue_keys, compatibility_problem
@@ -107,10 +107,6 @@ async def app(
     yield app
     shutdown.set()
     await server
-
-
-def registry_of(app: Quart) -> Registry:
-    return app.extensions[REGISTRY_KEY]
 
 
 async def eventually(condition: Condition, timeout: float = 5.0) -> None:

@@ -21,6 +21,7 @@ from powerbank.services import chargers
 from powerbank.services.chargers import METER_SAMPLES_KEPT, MeterReading, StatusReport
 from powerbank.services.enrollment import get_participation
 from powerbank.services.frame_log import FrameLog
+from powerbank.web import state
 from tests.conftest import Factory
 
 WriterFor = Callable[[Quart], GroupCommit[Report]]
@@ -32,7 +33,7 @@ async def writer_for(request: pytest.FixtureRequest) -> AsyncIterator[WriterFor]
     own: list[SqliteReportWriter] = []
 
     def make(app: Quart) -> GroupCommit[Report]:
-        sessionmaker = app.extensions["powerbank.sessionmaker"]
+        sessionmaker = state.sessionmaker(app)
         if request.param == "session":
             return GroupCommit(asyncio.Lock(), in_session(sessionmaker, store_reports), "reports")
         writer = SqliteReportWriter.for_url(sessionmaker.kw["bind"].url)
@@ -203,7 +204,7 @@ async def test_the_sqlite_writer_stores_rows_exactly_as_the_orm_does(
     by_orm, by_writer = (await factory.charge_point(team)).id or 0, (await factory.charge_point(team)).id or 0
     at = utcnow().replace(microsecond=123456)
     reading = [MeterReading(at, power_w=7360.5, energy_wh=12.25, currents_a={"L1": 16.0})]
-    sessionmaker = app.extensions["powerbank.sessionmaker"]
+    sessionmaker = state.sessionmaker(app)
     writer = SqliteReportWriter.for_url(sessionmaker.kw["bind"].url)
     assert writer is not None
     try:

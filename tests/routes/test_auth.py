@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from powerbank import ConfigurationError, create_app
 from powerbank.models import User
 from powerbank.tools.demo_data import DEMO_PASSWORD
+from powerbank.web import state
 from tests.conftest import TEST_PASSWORD, Factory, LoginAs, csrf_of, htmx_headers
 from tests.routes.test_tenancy import RULES
 
@@ -135,7 +136,7 @@ async def production_app(clean_env: None, database_url: str) -> AsyncIterator[Qu
 async def test_cookies_are_secure_outside_demo_and_dev(production_app: Quart) -> None:
     assert production_app.config["QUART_AUTH_COOKIE_SECURE"] is True
     assert production_app.config["SESSION_COOKIE_SECURE"] is True
-    async with production_app.extensions["powerbank.sessionmaker"]() as session:
+    async with state.sessionmaker(production_app)() as session:
         await Factory(session).user(email="someone@example.test")
     # Behind the TLS-terminating proxy the app sees HTTPS requests.
     cookies = await login_cookies(production_app.test_client(), "someone@example.test", scheme="https")
@@ -182,7 +183,7 @@ def test_demo_and_dev_start_without_secret_key(clean_env: None, mode: str) -> No
 
 
 async def test_demo_password_refused_outside_demo_mode(production_app: Quart) -> None:
-    async with production_app.extensions["powerbank.sessionmaker"]() as session:
+    async with state.sessionmaker(production_app)() as session:
         session.add(User(email="demo.user@example.test", password_hash=_cheap_hash(DEMO_PASSWORD)))
         await session.commit()
     response = await log_in(production_app.test_client(), "demo.user@example.test", DEMO_PASSWORD)
@@ -245,7 +246,7 @@ async def test_repeated_failures_from_one_address_are_throttled(app: Quart, fact
 async def test_throttle_window_passes(app: Quart, factory: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
     await factory.user(email="someone@example.test")
     clock = [1000.0]
-    monkeypatch.setattr("powerbank.web.auth.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("powerbank.web.throttle.time.monotonic", lambda: clock[0])
     for _ in range(5):
         await _attempt(app, "someone@example.test", "wrong")
     assert (await _attempt(app, "someone@example.test", TEST_PASSWORD)).status_code == 429
@@ -412,10 +413,10 @@ async def test_own_success_does_not_clear_the_address_failures(app: Quart, facto
 
 
 def test_throttle_forgets_stale_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    from powerbank.web.auth import LoginThrottle
+    from powerbank.web.throttle import LoginThrottle
 
     clock = [0.0]
-    monkeypatch.setattr("powerbank.web.auth.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("powerbank.web.throttle.time.monotonic", lambda: clock[0])
     throttle = LoginThrottle(max_failures=5, window_s=60)
     for n in range(LoginThrottle.MAX_KEYS):
         throttle.fail([f"email:guess{n}@example.test"])

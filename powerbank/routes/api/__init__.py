@@ -42,7 +42,7 @@ from powerbank.services import charge_points as cp_service
 from powerbank.services.enrollment import RowStatus, SignUpError
 from powerbank.services.teams import get_team_or_404, require_team, visible_teams
 from powerbank.web.render import render_page
-from powerbank.web.state import db_session
+from powerbank.web.state import api_rate_limiter, db_session, hold_api_rate_limiter
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 # A larger id in a path than the database can hold can only be "not found".
@@ -169,8 +169,8 @@ def require_accountable_user() -> None:
 @blueprint.record_once
 def _set_up(state: Any) -> None:
     config = state.app.config
-    state.app.extensions["powerbank.api_rate_limiter"] = api_tokens.TokenRateLimiter(
-        int(config["API_RATE_LIMIT"]), float(config["API_RATE_WINDOW_S"])
+    hold_api_rate_limiter(
+        state.app, api_tokens.TokenRateLimiter(int(config["API_RATE_LIMIT"]), float(config["API_RATE_WINDOW_S"]))
     )
 
 
@@ -180,7 +180,7 @@ async def authenticate() -> Response | None:
     session = await db_session()
     scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
     token = await api_tokens.authenticate(session, secret.strip() if scheme.lower() == "bearer" else None)
-    wait = current_app.extensions["powerbank.api_rate_limiter"].take(token.id or 0)
+    wait = api_rate_limiter().take(token.id or 0)
     if wait:
         return problem(
             429, f"This token made too many requests; try again in {wait} seconds.", headers={"Retry-After": str(wait)}

@@ -8,12 +8,12 @@ token for the whole operator; starting and cancelling need write access.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
-from quart import current_app
 from quart_schema import validate_querystring, validate_request, validate_response
 
+from powerbank.dispatch.gateway import gateway
 from powerbank.errors import ForbiddenError, NotFoundError
 from powerbank.models import Activation, Dispatch, DispatchStatus
 from powerbank.routes import api
@@ -176,15 +176,11 @@ def token_operator_id() -> int:
 
 
 async def load_activation(activation_id: int) -> Activation:
+    """Return an activation of the token's operator (the API's loader: its tenant is the token's)."""
     activation = await (await db_session()).get(Activation, activation_id)
     if activation is None or activation.operator_id != token_operator_id():
         raise NotFoundError("No such activation.")
     return activation
-
-
-def runner() -> Any:
-    """Return the running ActivationRunner (it runs while the app serves)."""
-    return current_app.extensions[service.RUNNER_KEY]
 
 
 @blueprint.post("/activations")
@@ -198,16 +194,12 @@ async def create_activation(data: ActivationCreate) -> tuple[ActivationOut, int]
     of the area together, and ends by itself after duration_s. Follow it with GET
     /activations/{id}.
     """
-    session = await db_session()
     operator_id = token_operator_id()
     api.require_write()
     request = service.clean_activation(data.model_dump())
-    async with runner().write_turn:
-        activation = await service.create_activation(
-            session, api.current_principal(), actor_for_token(api.current_token()), operator_id, request
-        )
-        runner().launch_on_commit(session, activation)
-        await session.commit()
+    activation = await gateway().start_activation(
+        await db_session(), api.current_principal(), actor_for_token(api.current_token()), operator_id, request
+    )
     return activation_out(activation, []), 201
 
 
@@ -245,10 +237,10 @@ async def list_activations(query_args: PageQuery) -> ActivationList:
 @api.problems(*api.COMMON, 403, 409)
 async def cancel_activation(activation_id: int) -> ActivationOut:
     """Cancel an activation: a scheduled one never starts, an active one is released at once."""
-    session = await db_session()
     activation = await load_activation(activation_id)
     api.require_write()
-    await service.cancel_activation(session, api.current_principal(), actor_for_token(api.current_token()), activation)
-    runner().release_on_commit(session, activation_id, "cancelled")
-    await session.commit()
+    session = await db_session()
+    await gateway().cancel_activation(
+        session, api.current_principal(), actor_for_token(api.current_token()), activation
+    )
     return activation_out(activation, await service.dispatches_of(session, activation_id))

@@ -17,6 +17,7 @@ from powerbank.models import AuditEntry, ChargePoint, Participation, Participati
 from powerbank.rules.validators import make_facility_id
 from powerbank.services.api_tokens import TokenRateLimiter, create_token_by_names
 from powerbank.services.passwords import hash_password
+from powerbank.web.state import hold_api_rate_limiter
 from tests.conftest import LoginAs
 
 TERMS = "demo-v1"
@@ -339,7 +340,7 @@ async def test_a_logged_in_browser_session_is_not_an_api_token(login_as: LoginAs
 async def test_a_token_over_its_rate_limit_gets_429_with_retry_after(
     app: Quart, client: QuartClient, session: AsyncSession, demo: list[ChargePoint]
 ) -> None:
-    app.extensions["powerbank.api_rate_limiter"] = TokenRateLimiter(3, 60)
+    hold_api_rate_limiter(app, TokenRateLimiter(3, 60))
     busy, other = await make_token(session, name="busy"), await make_token(session, name="other")
     statuses = [(await client.get("/api/v1/teams", headers=bearer(busy))).status_code for _ in range(3)]
     refused = await client.get("/api/v1/teams", headers=bearer(busy))
