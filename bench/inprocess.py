@@ -25,6 +25,7 @@ from powerbank.db import make_engine, make_sessionmaker
 from powerbank.models import Team, User
 from powerbank.rules.permissions import load_principal
 from powerbank.services.enrollment import bulk_sign_up, current_terms
+from powerbank.web import state
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -86,7 +87,7 @@ async def _tab_figures(database: Path, team_id: int, repeats: int, search: str) 
             "search": (f"{base}?q={search}", {"HX-Request": "true"}),
             "filter_country": (f"{base}?country=SE", {"HX-Request": "true"}),
         }
-        engine = app.extensions["powerbank.engine"]
+        engine = state.engine(app)
         for name, (url, headers) in cases.items():
             times, queries, size = [], [], 0
             # One warm-up request (template compilation, statement caches) that is not counted.
