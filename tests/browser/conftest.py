@@ -31,6 +31,7 @@ import pytest
 
 from powerbank.config import PROJECT_ROOT
 from powerbank.tools.demo_data import DEMO_PASSWORD
+from tests.helpers import free_port
 
 try:
     from playwright.sync_api import Browser, BrowserContext, Locator, Page, Playwright, expect, sync_playwright
@@ -132,12 +133,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait_until_listening(process: subprocess.Popen[bytes], port: int, server: Server) -> None:
     """Return once the server accepts connections; fail early if it exits."""
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
@@ -179,7 +174,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         # Only reached in CI: elsewhere the tests were skipped at collection.
         pytest.fail(f"CI must run the browser tests, but: {missing} {INSTALL_HINT}")
     workdir = tmp_path_factory.mktemp("powerbank-server")
-    port = _free_port()
+    port = free_port()
     # The developer's own POWERBANK_* settings must not leak into the demo under test.
     env = {name: value for name, value in os.environ.items() if not name.startswith("POWERBANK_")}
     env.update(

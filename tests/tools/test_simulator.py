@@ -303,7 +303,7 @@ async def test_v16_profile_limits_power_at_once_and_expires_by_itself() -> None:
         )
         assert result.status == "Accepted"
         assert (charger.power_w, charger.limit_w) == (4000, 4000)
-        await system.inbox.expect("MeterValues", power_is(4000), since=since, timeout=1)
+        await system.inbox.expect("MeterValues", power_is(4000), since=since)
 
         await system.inbox.expect("MeterValues", power_is(11_000), since=since)
         assert charger.profiles == [] and charger.limit_w is None
@@ -455,7 +455,7 @@ async def test_v201_profile_limits_power_at_once_expires_and_clears() -> None:
         )
         assert result.status == "Accepted"
         assert charger.power_w == 1380
-        limited = await inbox.expect("TransactionEvent", power_is(1380), since=since, timeout=1)
+        limited = await inbox.expect("TransactionEvent", power_is(1380), since=since)
         assert limited["trigger_reason"] == "ChargingRateChanged"
         await inbox.expect("TransactionEvent", power_is(7400), since=since)
         assert charger.profiles == []
