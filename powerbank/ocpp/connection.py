@@ -100,7 +100,7 @@ def parse_frame(text: str) -> Call | CallResult | CallError:
     raise FrameError(message_id, "MessageTypeNotSupported", f"Message type {message_type} is not supported")
 
 
-class Hub(Protocol):
+class ConnectionRegistry(Protocol):
     """What a connection needs of the registry that holds it (``powerbank.ocpp.registry.Registry``)."""
 
     call_timeout: float
@@ -150,7 +150,7 @@ class HubConnection:
     _response_timeout: float
     id: str
 
-    def __init__(self, identity: str, websocket: Websocket, registry: Hub, charge_point_id: int) -> None:
+    def __init__(self, identity: str, websocket: Websocket, registry: ConnectionRegistry, charge_point_id: int) -> None:
         super().__init__(identity, websocket, response_timeout=registry.call_timeout)  # type: ignore[call-arg]
         self.websocket = websocket
         self.registry = registry
