@@ -21,6 +21,7 @@ from powerbank.services import passwords
 from powerbank.services.audit import SYSTEM
 from powerbank.services.teams import create_operator
 from powerbank.tools.demo_data import DEMO_PASSWORD, load_demo_data
+from powerbank.web import state
 from tests.helpers import SERVED_CONFIG, TEST_CONFIG, served
 
 TEST_PASSWORD = "correct horse battery"
@@ -91,7 +92,7 @@ async def app(
 
 @pytest.fixture
 async def session(app: Quart) -> AsyncIterator[AsyncSession]:
-    async with app.extensions["powerbank.sessionmaker"]() as db:
+    async with state.sessionmaker(app)() as db:
         yield db
 
 
