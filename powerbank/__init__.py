@@ -73,15 +73,21 @@ def _check_config(app: Quart) -> None:
 
 
 def _register_blueprints(app: Quart) -> None:
+    import importlib
+
     from powerbank.routes import activations, admin, api, api_tokens, auth, charge_points, home, teams
     from powerbank.routes import enrollment as powerbank
-    from powerbank.routes.api import activations as api_activations  # noqa: F401  (adds its routes to the API blueprint first)
+    from powerbank.routes.api import docs as api_docs
 
     for module in (auth, home, teams, charge_points, admin, powerbank, api_tokens, activations):
         app.register_blueprint(module.blueprint)
+    # Each API module adds its routes to the API blueprint when first imported, so before the
+    # blueprint is registered; this order is the order of the OpenAPI document and the docs page.
+    for resource in ("teams", "charge_points", "enrollment", "activations"):
+        importlib.import_module(f"powerbank.routes.api.{resource}")
     app.register_blueprint(api.blueprint)
-    app.register_blueprint(api.docs_blueprint)
-    api.init_openapi(app)
+    app.register_blueprint(api_docs.blueprint)
+    api_docs.init_openapi(app)
 
 
 def _register_error_handlers(app: Quart) -> None:

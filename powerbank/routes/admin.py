@@ -5,10 +5,11 @@ from __future__ import annotations
 from quart import Blueprint, Response, redirect, request, url_for
 
 from powerbank.errors import ConflictError, FormErrors
+from powerbank.models import Operator
+from powerbank.routes.loaders import operator_for, team_for, team_with_operator_for
 from powerbank.rules.permissions import Permission, can_on_operator
 from powerbank.rules.validators import ValidationError
 from powerbank.services import audit, catalogue, teams, users
-from powerbank.services.audit import Actor
 from powerbank.web.auth import login_required, principal
 from powerbank.web.ids import id_or_none
 from powerbank.web.render import discard_changes, render_page
@@ -18,18 +19,14 @@ blueprint = Blueprint("admin", __name__)
 
 
 async def _teams_page(
-    operator_id: int, status: int = 200, values: dict[str, str] | None = None, errors: dict[str, str] | None = None
+    operator: Operator, status: int = 200, values: dict[str, str] | None = None, errors: dict[str, str] | None = None
 ) -> Response:
-    session = await db_session()
-    me = await principal()
-    operator = await teams.get_operator_or_404(session, me, operator_id)
-    teams.require_operator(me, Permission.MANAGE_TEAMS, operator_id)
     return await render_page(
         "admin/teams.html",
         "partials/team_list.html",
         status=status,
         operator=operator,
-        teams=await teams.list_operator_teams(session, operator_id),
+        teams=await teams.list_operator_teams(await db_session(), operator.id or 0),
         values=values or {},
         errors=errors or {},
     )
@@ -38,22 +35,21 @@ async def _teams_page(
 @blueprint.get("/operators/<int:operator_id>/teams")
 @login_required
 async def team_list(operator_id: int) -> Response:
-    return await _teams_page(operator_id)
+    return await _teams_page(await operator_for(await principal(), operator_id, may=Permission.MANAGE_TEAMS))
 
 
 @blueprint.post("/operators/<int:operator_id>/teams")
 @login_required
 async def create_team(operator_id: int) -> Response:
-    session = await db_session()
     me = await principal()
-    await teams.get_operator_or_404(session, me, operator_id)
-    teams.require_operator(me, Permission.MANAGE_TEAMS, operator_id)
+    operator = await operator_for(me, operator_id, may=Permission.MANAGE_TEAMS)
+    session = await db_session()
     form = (await request.form).to_dict()
     try:
-        await teams.create_team(session, Actor.of(me.user), operator_id, form.get("name"))
+        await teams.create_team(session, me, operator_id, form.get("name"))
     except (ValidationError, ConflictError) as exc:
-        await discard_changes(session)
-        return await _teams_page(operator_id, 422, form, {"name": str(exc)})
+        await discard_changes(session, operator)
+        return await _teams_page(operator, 422, form, {"name": str(exc)})
     await session.commit()
     return redirect(url_for("admin.team_list", operator_id=operator_id), 303)
 
@@ -61,18 +57,15 @@ async def create_team(operator_id: int) -> Response:
 @blueprint.post("/teams/<int:team_id>/rename")
 @login_required
 async def rename_team(team_id: int) -> Response:
-    session = await db_session()
     me = await principal()
-    team = await teams.get_team_or_404(session, me, team_id)
-    teams.require_team(me, Permission.MANAGE_TEAMS, team)
+    team, operator = await team_with_operator_for(me, team_id, may=Permission.MANAGE_TEAMS)
+    session = await db_session()
     form = (await request.form).to_dict()
     try:
-        await teams.rename_team(session, Actor.of(me.user), team, form.get("name"))
+        await teams.rename_team(session, me, team, form.get("name"))
     except (ValidationError, ConflictError) as exc:
-        await discard_changes(session, team)
-        return await _teams_page(
-            team.operator_id, 422, {"rename_id": str(team_id), **form}, {f"rename-{team_id}": str(exc)}
-        )
+        await discard_changes(session, team, operator)
+        return await _teams_page(operator, 422, {"rename_id": str(team_id), **form}, {f"rename-{team_id}": str(exc)})
     await session.commit()
     return redirect(url_for("admin.team_list", operator_id=team.operator_id), 303)
 
@@ -80,36 +73,30 @@ async def rename_team(team_id: int) -> Response:
 @blueprint.get("/teams/<int:team_id>/delete")
 @login_required
 async def confirm_delete_team(team_id: int) -> Response:
-    session = await db_session()
-    me = await principal()
-    team = await teams.get_team_or_404(session, me, team_id)
-    teams.require_team(me, Permission.MANAGE_TEAMS, team)
+    team = await team_for(await principal(), team_id, may=Permission.MANAGE_TEAMS)
     return await render_page("admin/delete_team.html", team=team)
 
 
 @blueprint.post("/teams/<int:team_id>/delete")
 @login_required
 async def delete_team(team_id: int) -> Response:
-    session = await db_session()
     me = await principal()
-    team = await teams.get_team_or_404(session, me, team_id)
-    teams.require_team(me, Permission.MANAGE_TEAMS, team)
-    await teams.delete_team(session, Actor.of(me.user), team)
+    team = await team_for(me, team_id, may=Permission.MANAGE_TEAMS)
+    session = await db_session()
+    await teams.delete_team(session, me, team)
     await session.commit()
     return redirect(url_for("admin.team_list", operator_id=team.operator_id), 303)
 
 
 async def _members_page(
-    operator_id: int,
+    operator: Operator,
     status: int = 200,
     values: dict[str, str] | None = None,
     errors: dict[str, str] | None = None,
     created: tuple[str, str] | None = None,
 ) -> Response:
     session = await db_session()
-    me = await principal()
-    operator = await teams.get_operator_or_404(session, me, operator_id)
-    teams.require_operator(me, Permission.MANAGE_MEMBERS, operator_id)
+    operator_id = operator.id or 0
     return await render_page(
         "admin/members.html",
         status=status,
@@ -126,16 +113,15 @@ async def _members_page(
 @blueprint.get("/operators/<int:operator_id>/members")
 @login_required
 async def member_list(operator_id: int) -> Response:
-    return await _members_page(operator_id)
+    return await _members_page(await operator_for(await principal(), operator_id, may=Permission.MANAGE_MEMBERS))
 
 
 @blueprint.post("/operators/<int:operator_id>/members")
 @login_required
 async def add_member(operator_id: int) -> Response:
-    session = await db_session()
     me = await principal()
-    await teams.get_operator_or_404(session, me, operator_id)
-    teams.require_operator(me, Permission.MANAGE_MEMBERS, operator_id)
+    operator = await operator_for(me, operator_id, may=Permission.MANAGE_MEMBERS)
+    session = await db_session()
     form = (await request.form).to_dict()
     member_form = users.MemberForm(
         email=form.get("email", ""),
@@ -144,32 +130,31 @@ async def add_member(operator_id: int) -> Response:
         can_configure_charge_points=bool(form.get("can_configure_charge_points")),
     )
     try:
-        user, temporary_password = await users.add_member(session, Actor.of(me.user), operator_id, member_form)
+        user, temporary_password = await users.add_member(session, me, operator_id, member_form)
     except FormErrors as exc:
-        await discard_changes(session)
-        return await _members_page(operator_id, 422, form, exc.errors)
+        await discard_changes(session, operator)
+        return await _members_page(operator, 422, form, exc.errors)
     await session.commit()
     if temporary_password:
         # A new account: its temporary password is shown once, here.
-        return await _members_page(operator_id, 201, created=(user.email, temporary_password))
+        return await _members_page(operator, 201, created=(user.email, temporary_password))
     return redirect(url_for("admin.member_list", operator_id=operator_id), 303)
 
 
 @blueprint.post("/operators/<int:operator_id>/members/<scope>/<int:membership_id>")
 @login_required
 async def change_member(operator_id: int, scope: str, membership_id: int) -> Response:
-    session = await db_session()
     me = await principal()
-    await teams.get_operator_or_404(session, me, operator_id)
-    teams.require_operator(me, Permission.MANAGE_MEMBERS, operator_id)
+    operator = await operator_for(me, operator_id, may=Permission.MANAGE_MEMBERS)
+    session = await db_session()
     form = (await request.form).to_dict()
     try:
         if form.get("remove"):
-            await users.remove_member(session, Actor.of(me.user), operator_id, scope, membership_id)
+            await users.remove_member(session, me, operator_id, scope, membership_id)
         else:
             await users.change_member(
                 session,
-                Actor.of(me.user),
+                me,
                 operator_id,
                 scope,
                 membership_id,
@@ -177,25 +162,21 @@ async def change_member(operator_id: int, scope: str, membership_id: int) -> Res
                 bool(form.get("can_configure_charge_points")),
             )
     except FormErrors as exc:
-        await discard_changes(session)
-        return await _members_page(operator_id, 422, errors={f"member-{scope}-{membership_id}": exc.errors["role"]})
+        await discard_changes(session, operator)
+        return await _members_page(operator, 422, errors={f"member-{scope}-{membership_id}": exc.errors["role"]})
     await session.commit()
     return redirect(url_for("admin.member_list", operator_id=operator_id), 303)
 
 
 async def _catalogue_page(
-    operator_id: int, status: int = 200, values: dict[str, str] | None = None, errors: dict[str, str] | None = None
+    operator: Operator, status: int = 200, values: dict[str, str] | None = None, errors: dict[str, str] | None = None
 ) -> Response:
-    session = await db_session()
-    me = await principal()
-    operator = await teams.get_operator_or_404(session, me, operator_id)
-    teams.require_operator(me, Permission.VIEW_CATALOGUE, operator_id)
     return await render_page(
         "admin/catalogue.html",
         status=status,
         operator=operator,
-        entries=await catalogue.list_catalogue(session, operator_id),
-        can_edit=can_on_operator(me, Permission.EDIT_CATALOGUE, operator_id),
+        entries=await catalogue.list_catalogue(await db_session(), operator.id or 0),
+        can_edit=can_on_operator(await principal(), Permission.EDIT_CATALOGUE, operator.id or 0),
         values=values or {},
         errors=errors or {},
     )
@@ -204,26 +185,25 @@ async def _catalogue_page(
 @blueprint.get("/operators/<int:operator_id>/catalogue")
 @login_required
 async def catalogue_list(operator_id: int) -> Response:
-    return await _catalogue_page(operator_id)
+    return await _catalogue_page(await operator_for(await principal(), operator_id, may=Permission.VIEW_CATALOGUE))
 
 
 @blueprint.post("/operators/<int:operator_id>/catalogue")
 @login_required
 async def catalogue_add(operator_id: int) -> Response:
-    session = await db_session()
     me = await principal()
-    await teams.get_operator_or_404(session, me, operator_id)
-    teams.require_operator(me, Permission.EDIT_CATALOGUE, operator_id)
+    operator = await operator_for(me, operator_id, may=Permission.EDIT_CATALOGUE)
+    session = await db_session()
     form = (await request.form).to_dict()
     try:
-        await catalogue.add_model(session, Actor.of(me.user), operator_id, form.get("brand"), form.get("model"))
+        await catalogue.add_model(session, me, operator_id, form.get("brand"), form.get("model"))
     except ValidationError as exc:
-        await discard_changes(session)
+        await discard_changes(session, operator)
         field = "model" if str(exc).startswith("Model") else "brand"
-        return await _catalogue_page(operator_id, 422, form, {field: str(exc)})
+        return await _catalogue_page(operator, 422, form, {field: str(exc)})
     except ConflictError as exc:
-        await discard_changes(session)
-        return await _catalogue_page(operator_id, 409, form, {"model": str(exc)})
+        await discard_changes(session, operator)
+        return await _catalogue_page(operator, 409, form, {"model": str(exc)})
     await session.commit()
     return redirect(url_for("admin.catalogue_list", operator_id=operator_id), 303)
 
@@ -231,11 +211,10 @@ async def catalogue_add(operator_id: int) -> Response:
 @blueprint.post("/operators/<int:operator_id>/catalogue/<int:entry_id>/delete")
 @login_required
 async def catalogue_remove(operator_id: int, entry_id: int) -> Response:
-    session = await db_session()
     me = await principal()
-    await teams.get_operator_or_404(session, me, operator_id)
-    teams.require_operator(me, Permission.EDIT_CATALOGUE, operator_id)
-    await catalogue.remove_model(session, Actor.of(me.user), operator_id, entry_id)
+    await operator_for(me, operator_id, may=Permission.EDIT_CATALOGUE)
+    session = await db_session()
+    await catalogue.remove_model(session, me, operator_id, entry_id)
     await session.commit()
     return redirect(url_for("admin.catalogue_list", operator_id=operator_id), 303)
 
@@ -243,10 +222,7 @@ async def catalogue_remove(operator_id: int, entry_id: int) -> Response:
 @blueprint.get("/operators/<int:operator_id>/audit")
 @login_required
 async def audit_log(operator_id: int) -> Response:
-    session = await db_session()
-    me = await principal()
-    operator = await teams.get_operator_or_404(session, me, operator_id)
-    teams.require_operator(me, Permission.MANAGE_MEMBERS, operator_id)
+    operator = await operator_for(await principal(), operator_id, may=Permission.MANAGE_MEMBERS)
     return await render_page(
-        "admin/audit.html", operator=operator, entries=await audit.list_entries(session, operator_id)
+        "admin/audit.html", operator=operator, entries=await audit.list_entries(await db_session(), operator_id)
     )

@@ -7,11 +7,10 @@ from quart import Blueprint, Response, redirect, request, url_for
 from powerbank.errors import FormErrors
 from powerbank.routes.connections import live_context
 from powerbank.routes.enrollment import functionality_context as powerbank_functionality
+from powerbank.routes.loaders import charge_point_for
 from powerbank.routes.teams import form_choices, ocpp_url
 from powerbank.rules.permissions import Permission, can_on_team, denial_reason
 from powerbank.services import charge_points as cp_service
-from powerbank.services.audit import Actor
-from powerbank.services.teams import require_team
 from powerbank.web.auth import login_required, principal
 from powerbank.web.render import discard_changes, form_errors_status, render_page
 from powerbank.web.state import db_session
@@ -23,8 +22,8 @@ blueprint = Blueprint("charge_points", __name__)
 @login_required
 async def detail(cp_id: int) -> Response:
     me = await principal()
+    charge_point, team = await charge_point_for(me, cp_id)
     session = await db_session()
-    charge_point, team = await cp_service.get_charge_point_or_404(session, me, cp_id)
     return await render_page(
         "charge_points/detail.html",
         **await powerbank_functionality(session, me, charge_point, team, confirm=request.args.get("powerbank")),
@@ -42,9 +41,7 @@ async def detail(cp_id: int) -> Response:
 @blueprint.get("/charge-points/<int:cp_id>/edit")
 @login_required
 async def edit(cp_id: int) -> Response:
-    me = await principal()
-    charge_point, team = await cp_service.get_charge_point_or_404(await db_session(), me, cp_id)
-    require_team(me, Permission.CONFIGURE_CHARGE_POINTS, team)
+    charge_point, team = await charge_point_for(await principal(), cp_id, may=Permission.CONFIGURE_CHARGE_POINTS)
     values = {field: getattr(charge_point, field) or "" for field in cp_service.EDITABLE_FIELDS}
     return await render_page(
         "charge_points/form.html", team=team, charge_point=charge_point, values=values, errors={}, **form_choices()
@@ -54,13 +51,12 @@ async def edit(cp_id: int) -> Response:
 @blueprint.post("/charge-points/<int:cp_id>/edit")
 @login_required
 async def update(cp_id: int) -> Response:
-    session = await db_session()
     me = await principal()
-    charge_point, team = await cp_service.get_charge_point_or_404(session, me, cp_id)
-    require_team(me, Permission.CONFIGURE_CHARGE_POINTS, team)
+    charge_point, team = await charge_point_for(me, cp_id, may=Permission.CONFIGURE_CHARGE_POINTS)
+    session = await db_session()
     form = (await request.form).to_dict()
     try:
-        await cp_service.update_charge_point(session, Actor.of(me.user), team, charge_point, form)
+        await cp_service.update_charge_point(session, me, team, charge_point, form)
     except FormErrors as exc:
         await discard_changes(session, team, charge_point)
         return await render_page(
@@ -79,20 +75,17 @@ async def update(cp_id: int) -> Response:
 @blueprint.get("/charge-points/<int:cp_id>/delete")
 @login_required
 async def confirm_delete(cp_id: int) -> Response:
-    me = await principal()
-    charge_point, team = await cp_service.get_charge_point_or_404(await db_session(), me, cp_id)
-    require_team(me, Permission.CONFIGURE_CHARGE_POINTS, team)
+    charge_point, team = await charge_point_for(await principal(), cp_id, may=Permission.CONFIGURE_CHARGE_POINTS)
     return await render_page("charge_points/delete.html", charge_point=charge_point, team=team)
 
 
 @blueprint.post("/charge-points/<int:cp_id>/delete")
 @login_required
 async def delete(cp_id: int) -> Response:
-    session = await db_session()
     me = await principal()
-    charge_point, team = await cp_service.get_charge_point_or_404(session, me, cp_id)
-    require_team(me, Permission.CONFIGURE_CHARGE_POINTS, team)
-    await cp_service.delete_charge_point(session, Actor.of(me.user), team, charge_point)
+    charge_point, team = await charge_point_for(me, cp_id, may=Permission.CONFIGURE_CHARGE_POINTS)
+    session = await db_session()
+    await cp_service.delete_charge_point(session, me, team, charge_point)
     await session.commit()
     return redirect(url_for("teams.charge_points", team_id=team.id), 303)
 
@@ -100,11 +93,10 @@ async def delete(cp_id: int) -> Response:
 @blueprint.post("/charge-points/<int:cp_id>/ocpp-password")
 @login_required
 async def reset_password(cp_id: int) -> Response:
-    session = await db_session()
     me = await principal()
-    charge_point, team = await cp_service.get_charge_point_or_404(session, me, cp_id)
-    require_team(me, Permission.CONFIGURE_CHARGE_POINTS, team)
-    password = await cp_service.reset_ocpp_password(session, Actor.of(me.user), team, charge_point)
+    charge_point, team = await charge_point_for(me, cp_id, may=Permission.CONFIGURE_CHARGE_POINTS)
+    session = await db_session()
+    password = await cp_service.reset_ocpp_password(session, me, team, charge_point)
     await session.commit()
     return await render_page(
         "charge_points/credentials.html",

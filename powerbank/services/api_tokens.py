@@ -35,7 +35,8 @@ from powerbank.errors import ForbiddenError, FormErrors, NotFoundError
 from powerbank.models import ApiToken, Operator, OperatorRole, Team, TeamRole, TokenAccess, User
 from powerbank.rules.permissions import Permission, Principal, TeamGrant, can_on_operator, can_on_team, load_principal
 from powerbank.rules.validators import ValidationError, clean_name
-from powerbank.services.audit import Actor, record
+from powerbank.services.access import Acting, actor_of, require_on_operator, require_on_team
+from powerbank.services.audit import Actor, SystemActor, record
 
 TOKEN_PREFIX = "pb_"
 # Characters of the token kept in clear, to tell tokens apart in lists.
@@ -127,14 +128,23 @@ def clean_token_form(form: dict[str, str], *, team_ids: set[int], operator_scope
     return TokenRequest(name=name, access=access, team_id=team_id, expires_in_days=expires_in_days)
 
 
+async def _require_manage(session: AsyncSession, by: Acting, operator_id: int, team_id: int | None) -> None:
+    """Refuse ``by`` unless it may manage the tokens of the operator, or of its team ``team_id``."""
+    if team_id is None:
+        require_on_operator(by, Permission.MANAGE_API_TOKENS, operator_id)
+        return
+    team = await session.get(Team, team_id)
+    if team is None or team.operator_id != operator_id:
+        raise NotFoundError("No such team.")
+    require_on_team(by, Permission.MANAGE_API_TOKENS, team)
+
+
 async def create_token(
-    session: AsyncSession, actor: Actor, operator_id: int, request: TokenRequest
+    session: AsyncSession, by: Acting, operator_id: int, request: TokenRequest
 ) -> tuple[ApiToken, str]:
     """Create a token; return it with its secret, which is shown once and never stored."""
-    if request.team_id is not None:
-        team = await session.get(Team, request.team_id)
-        if team is None or team.operator_id != operator_id:
-            raise NotFoundError("No such team.")
+    await _require_manage(session, by, operator_id, request.team_id)
+    actor = actor_of(by)
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
     token = ApiToken(
@@ -190,7 +200,7 @@ async def create_token_by_names(
         team = (await session.exec(select(Team).where(Team.operator_id == operator.id, Team.name == team_name))).first()
         if team is None:
             raise NotFoundError(f"{operator.name} has no team named {team_name!r}.")
-    actor = Actor(None, "powerbank command")
+    by: Acting = SystemActor(None, "powerbank command")
     if created_by_email:
         user = (await session.exec(select(User).where(User.email == created_by_email.strip().lower()))).first()
         if user is None:
@@ -205,7 +215,7 @@ async def create_token_by_names(
             raise ForbiddenError(
                 f"{user.email} may not manage the API tokens of {team.name if team else operator.name}."
             )
-        actor = Actor.of(user)
+        by = creator
     form = {
         "name": name,
         "access": access,
@@ -213,7 +223,7 @@ async def create_token_by_names(
         "expires_in_days": str(expires_in_days) if expires_in_days is not None else "",
     }
     request = clean_token_form(form, team_ids={team.id or 0} if team else set(), operator_scope_allowed=team is None)
-    return await create_token(session, actor, operator.id or 0, request)
+    return await create_token(session, by, operator.id or 0, request)
 
 
 async def list_tokens(
@@ -231,23 +241,25 @@ async def list_tokens(
     return [(token, email) for token, email in rows]
 
 
-async def get_token_or_404(session: AsyncSession, token_id: int) -> ApiToken:
-    """Return a token by id (callers check who may manage it)."""
+async def get_token_or_404(session: AsyncSession, by: Acting, token_id: int) -> ApiToken:
+    """Return a token whose operator's or team's tokens ``by`` may manage; one it cannot see is NotFoundError."""
     token = await session.get(ApiToken, token_id)
     if token is None:
         raise NotFoundError("No such API token.")
+    await _require_manage(session, by, token.operator_id, token.team_id)
     return token
 
 
-async def revoke_token(session: AsyncSession, actor: Actor, token: ApiToken) -> None:
+async def revoke_token(session: AsyncSession, by: Acting, token: ApiToken) -> None:
     """Revoke a token at once; revoking a revoked token changes nothing."""
+    await _require_manage(session, by, token.operator_id, token.team_id)
     if token.revoked_at is not None:
         return
     token.revoked_at = utcnow()
     session.add(token)
     record(
         session,
-        actor,
+        actor_of(by),
         "api_token.revoke",
         token,
         operator_id=token.operator_id,

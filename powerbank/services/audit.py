@@ -23,7 +23,12 @@ class Actor:
         return cls(user.id, user.email)
 
 
-SYSTEM = Actor(None, "system")
+@dataclass(frozen=True)
+class SystemActor(Actor):
+    """The hub itself, or its operator at the command line: not bound by the role table."""
+
+
+SYSTEM = SystemActor(None, "system")
 
 
 def record(

@@ -7,11 +7,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from powerbank.errors import ConflictError, ForbiddenError, NotFoundError
+from powerbank.errors import ConflictError, NotFoundError
 from powerbank.models import ChargePoint, Operator, Team
-from powerbank.rules.permissions import Permission, Principal, can_on_operator, can_on_team
+from powerbank.rules.permissions import Permission, Principal, can_on_team
 from powerbank.rules.validators import clean_name
-from powerbank.services.audit import Actor, record
+from powerbank.services.access import Acting, actor_of, require_on_operator, require_on_team
+from powerbank.services.audit import SystemActor, record
 from powerbank.services.catalogue import seed_catalogue
 from powerbank.services.chargers import disconnect_after_commit
 from powerbank.services.enrollment import release_charge_points
@@ -29,8 +30,7 @@ async def get_operator_or_404(session: AsyncSession, principal: Principal, opera
 
 def require_operator(principal: Principal, permission: Permission, operator_id: int) -> None:
     """Raise ForbiddenError unless the caller may do ``permission`` for the whole operator."""
-    if not can_on_operator(principal, permission, operator_id):
-        raise ForbiddenError(f"You may not {permission} for this operator.")
+    require_on_operator(principal, permission, operator_id)
 
 
 async def get_team_or_404(session: AsyncSession, principal: Principal, team_id: int) -> Team:
@@ -43,8 +43,7 @@ async def get_team_or_404(session: AsyncSession, principal: Principal, team_id: 
 
 def require_team(principal: Principal, permission: Permission, team: Team) -> None:
     """Raise ForbiddenError unless the caller may do ``permission`` on ``team``."""
-    if not can_on_team(principal, permission, team):
-        raise ForbiddenError(f"You may not {permission} in this team.")
+    require_on_team(principal, permission, team)
 
 
 async def visible_teams(session: AsyncSession, principal: Principal) -> list[tuple[Operator, list[Team]]]:
@@ -70,6 +69,11 @@ async def visible_teams(session: AsyncSession, principal: Principal) -> list[tup
     return sorted(grouped.values(), key=lambda pair: pair[0].name.casefold())
 
 
+async def teams_of(session: AsyncSession, operator_id: int) -> list[Team]:
+    """Return an operator's teams by name."""
+    return list(await session.exec(select(Team).where(Team.operator_id == operator_id).order_by(col(Team.name))))
+
+
 async def list_operator_teams(session: AsyncSession, operator_id: int) -> list[tuple[Team, int]]:
     """Return an operator's teams with their number of charge points."""
     rows = await session.exec(
@@ -82,8 +86,8 @@ async def list_operator_teams(session: AsyncSession, operator_id: int) -> list[t
     return [(team, count) for team, count in rows]
 
 
-async def create_operator(session: AsyncSession, actor: Actor, name: str) -> Operator:
-    """Create an operator with the shipped compatibility catalogue."""
+async def create_operator(session: AsyncSession, actor: SystemActor, name: str) -> Operator:
+    """Create an operator with the shipped compatibility catalogue (only the system does: no role may)."""
     operator = Operator(name=clean_name(name, label="Operator name"))
     session.add(operator)
     await session.flush()
@@ -100,8 +104,9 @@ async def _name_taken(session: AsyncSession, operator_id: int, name: str, exclud
     return (await session.exec(query)).first() is not None
 
 
-async def create_team(session: AsyncSession, actor: Actor, operator_id: int, name: str | None) -> Team:
+async def create_team(session: AsyncSession, by: Acting, operator_id: int, name: str | None) -> Team:
     """Create a team of an operator; names are unique within the operator."""
+    require_on_operator(by, Permission.MANAGE_TEAMS, operator_id)
     clean = clean_name(name, label="Team name")
     if await _name_taken(session, operator_id, clean):
         raise ConflictError(f"A team named {clean!r} already exists.")
@@ -111,24 +116,28 @@ async def create_team(session: AsyncSession, actor: Actor, operator_id: int, nam
         await session.flush()
     except IntegrityError as exc:
         raise ConflictError(f"A team named {clean!r} already exists.") from exc
-    record(session, actor, "team.create", team, operator_id=operator_id, after={"name": clean})
+    record(session, actor_of(by), "team.create", team, operator_id=operator_id, after={"name": clean})
     return team
 
 
-async def rename_team(session: AsyncSession, actor: Actor, team: Team, name: str | None) -> Team:
+async def rename_team(session: AsyncSession, by: Acting, team: Team, name: str | None) -> Team:
     """Rename a team."""
+    require_on_team(by, Permission.MANAGE_TEAMS, team)
     clean = clean_name(name, label="Team name")
     if await _name_taken(session, team.operator_id, clean, exclude_id=team.id):
         raise ConflictError(f"A team named {clean!r} already exists.")
     before = {"name": team.name}
     team.name = clean
     session.add(team)
-    record(session, actor, "team.rename", team, operator_id=team.operator_id, before=before, after={"name": clean})
+    record(
+        session, actor_of(by), "team.rename", team, operator_id=team.operator_id, before=before, after={"name": clean}
+    )
     return team
 
 
-async def delete_team(session: AsyncSession, actor: Actor, team: Team) -> None:
+async def delete_team(session: AsyncSession, by: Acting, team: Team) -> None:
     """Delete a team with its charge points and memberships."""
+    require_on_team(by, Permission.MANAGE_TEAMS, team)
     charge_point_ids = [
         cp_id
         for cp_id in (await session.exec(select(ChargePoint.id).where(ChargePoint.team_id == team.id))).all()
@@ -136,7 +145,7 @@ async def delete_team(session: AsyncSession, actor: Actor, team: Team) -> None:
     ]
     record(
         session,
-        actor,
+        actor_of(by),
         "team.delete",
         team,
         operator_id=team.operator_id,

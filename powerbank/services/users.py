@@ -10,7 +10,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from powerbank.errors import ConflictError, FormErrors, NotFoundError
 from powerbank.models import OperatorMembership, OperatorRole, Team, TeamMembership, TeamRole, User
 from powerbank.rules.demo_credentials import DEMO_PASSWORD
+from powerbank.rules.permissions import Permission
 from powerbank.rules.validators import ValidationError, clean_email
+from powerbank.services.access import Acting, actor_of, require_on_operator
 from powerbank.services.audit import Actor, record
 from powerbank.services.passwords import generate_secret, hash_password, verify_password
 
@@ -125,10 +127,10 @@ class MemberForm:
     can_configure_charge_points: bool
 
 
-async def add_member(
-    session: AsyncSession, actor: Actor, operator_id: int, form: MemberForm
-) -> tuple[User, str | None]:
+async def add_member(session: AsyncSession, by: Acting, operator_id: int, form: MemberForm) -> tuple[User, str | None]:
     """Give a user (existing, or created here) a role; return the user and a new user's temporary password."""
+    require_on_operator(by, Permission.MANAGE_MEMBERS, operator_id)
+    actor = actor_of(by)
     errors: dict[str, str] = {}
     try:
         email = clean_email(form.email)
@@ -226,7 +228,7 @@ async def _keep_an_admin(session: AsyncSession, membership: OperatorMembership |
 
 async def change_member(
     session: AsyncSession,
-    actor: Actor,
+    by: Acting,
     operator_id: int,
     scope: str,
     membership_id: int,
@@ -234,6 +236,7 @@ async def change_member(
     can_configure_charge_points: bool,
 ) -> None:
     """Change the role (and configure right) a user holds."""
+    require_on_operator(by, Permission.MANAGE_MEMBERS, operator_id)
     membership = await _get_membership(session, operator_id, scope, membership_id)
     if f"{scope}:{role}" not in ROLE_CHOICES:
         raise FormErrors({"role": "Choose a role of the same kind (operator or team)."})
@@ -248,7 +251,7 @@ async def change_member(
     user = await session.get(User, membership.user_id)
     record(
         session,
-        actor,
+        actor_of(by),
         "member.change",
         user,
         operator_id=operator_id,
@@ -257,12 +260,18 @@ async def change_member(
     )
 
 
-async def remove_member(session: AsyncSession, actor: Actor, operator_id: int, scope: str, membership_id: int) -> None:
+async def remove_member(session: AsyncSession, by: Acting, operator_id: int, scope: str, membership_id: int) -> None:
     """Remove a role from a user (the user account stays)."""
+    require_on_operator(by, Permission.MANAGE_MEMBERS, operator_id)
     membership = await _get_membership(session, operator_id, scope, membership_id)
     await _keep_an_admin(session, membership)
     user = await session.get(User, membership.user_id)
     record(
-        session, actor, "member.remove", user, operator_id=operator_id, before={"scope": scope, "role": membership.role}
+        session,
+        actor_of(by),
+        "member.remove",
+        user,
+        operator_id=operator_id,
+        before={"scope": scope, "role": membership.role},
     )
     await session.delete(membership)
