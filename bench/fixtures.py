@@ -23,7 +23,7 @@ from powerbank.models import (
     Team,
     User,
 )
-from powerbank.rules.validators import make_facility_id
+from powerbank.rules.gsrn import make_facility_id
 from powerbank.services.audit import SYSTEM
 from powerbank.services.teams import create_operator
 

@@ -18,8 +18,10 @@ from powerbank.cli import build_parser, main
 from powerbank.db import standalone_session
 from powerbank.db.migrate import alembic_config, upgrade
 from powerbank.models import ChargePoint, Operator, OperatorMembership, Team, TeamMembership, User
-from powerbank.rules.validators import ValidationError, clean_facility_id
-from powerbank.services.catalogue import catalogue_keys, compatibility_problem
+from powerbank.rules.eligibility import model_problem
+from powerbank.rules.gsrn import clean_facility_id
+from powerbank.rules.validators import ValidationError
+from powerbank.services.enrollment import catalogue_keys
 from powerbank.services.passwords import verify_password, verify_secret
 from powerbank.tools.demo_data import DEMO_PASSWORD
 from tests.conftest import LoginAs
@@ -97,7 +99,7 @@ async def _demo_summary() -> dict[str, Any]:
         keys = {op_id: await catalogue_keys(session, op_id or 0) for op_id in operators}
         for cp in await session.exec(select(ChargePoint)):
             team = teams[cp.team_id]
-            compatible = compatibility_problem(cp, keys[team.operator_id]) is None
+            compatible = model_problem(cp, keys[team.operator_id]) is None
             try:
                 facility = "valid" if cp.facility_id and clean_facility_id(cp.facility_id) else "none"
             except ValidationError:

@@ -6,7 +6,7 @@ Tables are created and changed only by the Alembic migrations in ``migrations/``
 from powerbank.models.activations import Activation, ActivationAction, ActivationState, Dispatch, DispatchStatus
 from powerbank.models.api_tokens import ApiToken, TokenAccess
 from powerbank.models.audit import AuditEntry
-from powerbank.models.charge_points import ChargePoint, CompatibleModel, PriceArea
+from powerbank.models.charge_points import ChargePoint, CompatibleModel
 from powerbank.models.chargers import (
     ChargerCapability,
     ChargingTransaction,
@@ -47,7 +47,6 @@ __all__ = [
     "ParticipationEvent",
     "ParticipationSource",
     "ParticipationState",
-    "PriceArea",
     "Team",
     "TeamMembership",
     "TeamRole",

@@ -1,25 +1,13 @@
-"""Charge points, their price areas, and each operator's compatibility catalogue."""
+"""Charge points and each operator's compatibility catalogue."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 
 from sqlalchemy import Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from powerbank.db import UTCDateTime, created_field
-
-
-class PriceArea(StrEnum):
-    DK1 = "DK1"
-    DK2 = "DK2"
-    SE1 = "SE1"
-    SE2 = "SE2"
-    SE3 = "SE3"
-    SE4 = "SE4"
-    GB = "GB"
-    IE = "IE"
 
 
 class ChargePoint(SQLModel, table=True):
@@ -35,6 +23,7 @@ class ChargePoint(SQLModel, table=True):
     firmware: str = Field(default="", max_length=80)
     serial: str = Field(default="", max_length=80)
     country: str = Field(max_length=2)
+    # A PriceArea of the country (powerbank.rules.countries); None outside the participating countries.
     price_area: str | None = Field(default=None, max_length=3)
     facility_id: str | None = Field(default=None, max_length=18)
     ocpp_password_hash: str = Field(max_length=255)

@@ -12,10 +12,33 @@ from powerbank.db import UTCDateTime, utcnow
 
 
 class ParticipationState(StrEnum):
-    SIGNED_UP = "Signed up"
-    NOT_SIGNED_UP = "Not signed up"
-    OPTED_OUT = "Opted out"
-    SUSPENDED = "Suspended"
+    """A charge point's PowerBank state; the value is what the database stores, ``label`` what people read."""
+
+    SIGNED_UP = "signed_up"
+    NOT_SIGNED_UP = "not_signed_up"
+    OPTED_OUT = "opted_out"
+    SUSPENDED = "suspended"
+
+    @property
+    def label(self) -> str:
+        """Return the state as pages, the CSV export and the API name it: "Signed up", "Opted out"..."""
+        return _STATE_LABELS[self]
+
+    @classmethod
+    def from_label(cls, label: str) -> ParticipationState:
+        """Return the state a label names; ValueError when none does."""
+        for state, state_label in _STATE_LABELS.items():
+            if state_label == label:
+                return state
+        raise ValueError(f"{label!r} is not a participation state")
+
+
+_STATE_LABELS: dict[ParticipationState, str] = {
+    ParticipationState.SIGNED_UP: "Signed up",
+    ParticipationState.NOT_SIGNED_UP: "Not signed up",
+    ParticipationState.OPTED_OUT: "Opted out",
+    ParticipationState.SUSPENDED: "Suspended",
+}
 
 
 class ParticipationSource(StrEnum):
@@ -86,3 +109,13 @@ class ParticipationEvent(SQLModel, table=True):
     source: str = Field(max_length=12)
     terms_version: str | None = Field(default=None, max_length=40)
     reason: str = Field(default="", max_length=200)
+
+    @property
+    def from_label(self) -> str:
+        """Return the state before the change as people read it."""
+        return ParticipationState(self.from_state).label
+
+    @property
+    def to_label(self) -> str:
+        """Return the state after the change as people read it."""
+        return ParticipationState(self.to_state).label

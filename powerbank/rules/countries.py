@@ -1,4 +1,45 @@
-"""ISO 3166-1 alpha-2 country codes and their English short names."""
+"""Where PowerBank takes part: its countries, their price areas, the areas that sign up by themselves.
+
+This is the one definition of them (R1, R6); validators, eligibility and activations read it.
+Below it, ISO 3166-1 alpha-2 country codes and their English short names.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class PriceArea(StrEnum):
+    """An electricity price area (bidding zone) where PowerBank balances the grid."""
+
+    DK1 = "DK1"
+    DK2 = "DK2"
+    SE1 = "SE1"
+    SE2 = "SE2"
+    SE3 = "SE3"
+    SE4 = "SE4"
+    GB = "GB"
+    IE = "IE"
+
+
+# R1: the participating countries, each with the price areas a charge point there can be in.
+AREAS_BY_COUNTRY: dict[str, tuple[PriceArea, ...]] = {
+    "DK": (PriceArea.DK1, PriceArea.DK2),
+    "SE": (PriceArea.SE1, PriceArea.SE2, PriceArea.SE3, PriceArea.SE4),
+    "GB": (PriceArea.GB,),
+    "IE": (PriceArea.IE,),
+}
+PARTICIPATING_COUNTRIES: frozenset[str] = frozenset(AREAS_BY_COUNTRY)
+# R6: where a compatible charge point takes part unless it opts out.
+AUTOMATIC_AREAS: frozenset[PriceArea] = frozenset({PriceArea.DK2})
+# R5: where a charge point needs its Facility ID (the meter's GSRN).
+FACILITY_ID_COUNTRIES: frozenset[str] = frozenset({"SE"})
+
+
+def country_name(code: str) -> str:
+    """Return a country's English short name, or the code itself when it is not a known country."""
+    return COUNTRIES.get(code, code)
+
 
 COUNTRIES: dict[str, str] = {
     "AD": "Andorra",

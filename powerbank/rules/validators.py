@@ -1,4 +1,6 @@
-"""Validation of the values people type: identities, countries, price areas, Facility IDs.
+"""Validation of the values people type: names, identities, emails, countries and price areas.
+
+Facility IDs are checked in ``powerbank.rules.gsrn``.
 
 Each validator returns the cleaned value or raises ``ValidationError`` with a message meant
 for the person who typed it.
@@ -9,19 +11,10 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from powerbank.models import PriceArea
-from powerbank.rules.countries import COUNTRIES
+from powerbank.rules.countries import AREAS_BY_COUNTRY, COUNTRIES, country_name
 
 IDENTITY_RE = re.compile(r"^[A-Za-z0-9\-_.:]{1,48}$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-GSRN_PREFIX = "735999"
-
-AREAS_BY_COUNTRY: dict[str, tuple[str, ...]] = {
-    "DK": (PriceArea.DK1, PriceArea.DK2),
-    "SE": (PriceArea.SE1, PriceArea.SE2, PriceArea.SE3, PriceArea.SE4),
-    "GB": (PriceArea.GB,),
-    "IE": (PriceArea.IE,),
-}
 
 
 class ValidationError(ValueError):
@@ -100,7 +93,7 @@ def clean_price_area(country: str, value: str | None) -> str | None:
     allowed = AREAS_BY_COUNTRY.get(country, ())
     if not allowed:
         if area:
-            raise ValidationError(f"{COUNTRIES.get(country, country)} has no PowerBank price area; leave it empty.")
+            raise ValidationError(f"{country_name(country)} has no PowerBank price area; leave it empty.")
         return None
     if len(allowed) == 1 and area is None:
         return str(allowed[0])
@@ -109,38 +102,3 @@ def clean_price_area(country: str, value: str | None) -> str | None:
     if area not in allowed:
         raise ValidationError(f"Price area for {COUNTRIES[country]} must be one of {', '.join(allowed)}.")
     return area
-
-
-def gs1_check_digit(digits: str) -> int:
-    """Return the GS1 mod-10 check digit for the digits before it."""
-    total = 0
-    # Weights 3 and 1 alternate, starting with 3 at the digit next to the check digit.
-    for position, char in enumerate(reversed(digits)):
-        total += int(char) * (3 if position % 2 == 0 else 1)
-    return (10 - total % 10) % 10
-
-
-def clean_facility_id(value: str | None) -> str:
-    """Return a valid Swedish Facility ID (anläggnings-ID, a GSRN), spaces and dashes removed."""
-    raw = (value or "").strip()
-    digits = re.sub(r"[\s\-]", "", raw)
-    if not digits:
-        raise ValidationError("Facility ID is required for charge points in Sweden.")
-    if not digits.isdigit() or not digits.isascii():
-        raise ValidationError("Facility ID may only contain digits (spaces and dashes are ignored).")
-    if len(digits) != 18:
-        raise ValidationError(f"Facility ID must be 18 digits; this has {len(digits)}.")
-    if not digits.startswith(GSRN_PREFIX):
-        raise ValidationError(f"Facility ID must start with {GSRN_PREFIX}.")
-    expected = gs1_check_digit(digits[:-1])
-    if int(digits[-1]) != expected:
-        raise ValidationError(f"Facility ID check digit is wrong: the last digit should be {expected}.")
-    return digits
-
-
-def make_facility_id(body: str) -> str:
-    """Return a valid Facility ID for an 11-digit body after the 735999 prefix (demo data, tests)."""
-    stem = GSRN_PREFIX + body
-    if len(stem) != 17 or not stem.isdigit():
-        raise ValueError("body must be 11 digits")
-    return stem + str(gs1_check_digit(stem))

@@ -38,9 +38,9 @@ from powerbank.models import (
     MeterSample,
     Participation,
     ParticipationState,
-    PriceArea,
     Team,
 )
+from powerbank.rules.countries import PriceArea
 from powerbank.rules.permissions import Permission, Principal, can_on_operator
 from powerbank.services.audit import Actor, record
 

@@ -1,4 +1,7 @@
-"""The compatibility catalogue (R2): which brands and models can take part in PowerBank."""
+"""The compatibility catalogue (R2): which brands and models can take part in PowerBank.
+
+Every edit re-evaluates the operator's charge points at once (suspension, DK2 sign-up), whoever makes it.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +9,11 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.errors import ConflictError, NotFoundError
-from powerbank.models import ChargePoint, CompatibleModel
-from powerbank.rules.permissions import Permission
+from powerbank.models import CompatibleModel
+from powerbank.rules.eligibility import catalogue_key
 from powerbank.rules.validators import clean_name
-from powerbank.services.access import Acting, actor_of, require_on_operator
-from powerbank.services.audit import record
+from powerbank.services.audit import Actor, record
+from powerbank.services.enrollment import reevaluate_operator
 
 # Smart-charging capable AC chargers (OCPP 1.6J or 2.0.1 with charging profiles), shipped as
 # every new operator's starting catalogue; operator admins add and remove entries.
@@ -41,34 +44,6 @@ SHIPPED_CATALOGUE: tuple[tuple[str, str], ...] = (
 )
 
 
-def catalogue_key(brand: str, model: str) -> tuple[str, str]:
-    """Return the case- and space-insensitive key a brand/model is matched by."""
-    return (" ".join(brand.split()).casefold(), " ".join(model.split()).casefold())
-
-
-async def catalogue_keys(session: AsyncSession, operator_id: int) -> set[tuple[str, str]]:
-    """Return the keys of every catalogued brand/model of an operator (one query)."""
-    rows = await session.exec(
-        select(CompatibleModel.brand_key, CompatibleModel.model_key).where(CompatibleModel.operator_id == operator_id)
-    )
-    return {(brand, model) for brand, model in rows}
-
-
-def compatibility_problem(charge_point: ChargePoint, keys: set[tuple[str, str]]) -> str | None:
-    """Return why a charge point is not compatible, or None when it is (R2).
-
-    Once the charger has connected, what it reported counts: its BootNotification vendor
-    and model, and whether it reported smart charging support.
-    """
-    if charge_point.smart_charging is False:
-        return "The charger reports no smart charging support"
-    brand, model = charge_point.effective_brand, charge_point.effective_model
-    if catalogue_key(brand, model) not in keys:
-        shown = f"{brand} {model}".strip() or "Unknown model"
-        return f"{shown} is not in the compatibility catalogue"
-    return None
-
-
 async def list_catalogue(session: AsyncSession, operator_id: int) -> list[CompatibleModel]:
     """Return an operator's catalogue, sorted by brand and model."""
     rows = await session.exec(
@@ -89,14 +64,13 @@ def seed_catalogue(session: AsyncSession, operator_id: int) -> None:
 
 
 async def add_model(
-    session: AsyncSession, by: Acting, operator_id: int, brand: str | None, model: str | None
+    session: AsyncSession, actor: Actor, operator_id: int, brand: str | None, model: str | None
 ) -> CompatibleModel:
     """Add a brand/model to an operator's catalogue."""
-    require_on_operator(by, Permission.EDIT_CATALOGUE, operator_id)
     clean_brand = clean_name(brand, label="Brand", max_length=80)
     clean_model = clean_name(model, label="Model", max_length=80)
     brand_key, model_key = catalogue_key(clean_brand, clean_model)
-    if (brand_key, model_key) in await catalogue_keys(session, operator_id):
+    if await _is_catalogued(session, operator_id, brand_key, model_key):
         raise ConflictError(f"{clean_brand} {clean_model} is already in the catalogue.")
     entry = CompatibleModel(
         operator_id=operator_id, brand=clean_brand, model=clean_model, brand_key=brand_key, model_key=model_key
@@ -105,26 +79,25 @@ async def add_model(
     await session.flush()
     record(
         session,
-        actor_of(by),
+        actor,
         "catalogue.add",
         entry,
         operator_id=operator_id,
         label=f"{clean_brand} {clean_model}",
         after={"brand": clean_brand, "model": clean_model},
     )
-    await _reevaluate_operator(session, operator_id)
+    await reevaluate_operator(session, operator_id)
     return entry
 
 
-async def remove_model(session: AsyncSession, by: Acting, operator_id: int, entry_id: int) -> CompatibleModel:
+async def remove_model(session: AsyncSession, actor: Actor, operator_id: int, entry_id: int) -> CompatibleModel:
     """Remove a brand/model from an operator's catalogue."""
-    require_on_operator(by, Permission.EDIT_CATALOGUE, operator_id)
     entry = await session.get(CompatibleModel, entry_id)
     if entry is None or entry.operator_id != operator_id:
         raise NotFoundError("No such catalogue entry.")
     record(
         session,
-        actor_of(by),
+        actor,
         "catalogue.remove",
         entry,
         operator_id=operator_id,
@@ -132,12 +105,18 @@ async def remove_model(session: AsyncSession, by: Acting, operator_id: int, entr
         before={"brand": entry.brand, "model": entry.model},
     )
     await session.delete(entry)
-    await _reevaluate_operator(session, operator_id)
+    await reevaluate_operator(session, operator_id)
     return entry
 
 
-async def _reevaluate_operator(session: AsyncSession, operator_id: int) -> None:
-    # Imported here: the enrollment service itself judges compatibility with this module.
-    from powerbank.services.enrollment import reevaluate_operator
-
-    await reevaluate_operator(session, operator_id)
+async def _is_catalogued(session: AsyncSession, operator_id: int, brand_key: str, model_key: str) -> bool:
+    found = await session.exec(
+        select(CompatibleModel.id)
+        .where(
+            CompatibleModel.operator_id == operator_id,
+            CompatibleModel.brand_key == brand_key,
+            CompatibleModel.model_key == model_key,
+        )
+        .limit(1)
+    )
+    return found.first() is not None

@@ -1,8 +1,9 @@
-"""PowerBank enrollment: rules R1-R8 in one place, shared by pages, API, OCPP handlers and CLI.
+"""PowerBank enrollment: rules R1-R8 applied, shared by pages, API, OCPP handlers and CLI.
 
-Who may take part (countries, compatibility, Sweden's Facility ID), signing up in bulk or one
-at a time after accepting the current terms, opting out, DK2's automatic sign-up, suspension
-when a signed-up charge point stops being eligible, and the append-only history.
+Who may take part (countries, compatibility, Sweden's Facility ID: decided in
+``powerbank.rules.eligibility``), signing up in bulk or one at a time after accepting the current
+terms, opting out, DK2's automatic sign-up, suspension when a signed-up charge point stops being
+eligible, and the append-only history.
 
 Every entry point that acts for a person checks that person's permission itself, so a forged
 request changes nothing. Every change goes through ``_apply`` which writes with optimistic
@@ -25,6 +26,7 @@ from powerbank.db import utcnow
 from powerbank.errors import ConflictError, ForbiddenError, FormErrors, NotFoundError
 from powerbank.models import (
     ChargePoint,
+    CompatibleModel,
     Participation,
     ParticipationEvent,
     ParticipationSource,
@@ -33,18 +35,19 @@ from powerbank.models import (
     TermsAcceptance,
     TermsVersion,
 )
-from powerbank.rules.countries import COUNTRIES
+from powerbank.rules.countries import country_name
+from powerbank.rules.eligibility import (
+    CatalogueKey,
+    Eligibility,
+    automatic_change,
+    automatic_sign_up_reason,
+    judge,
+    needs_facility_id,
+)
+from powerbank.rules.gsrn import clean_facility_id
 from powerbank.rules.permissions import Permission, Principal, can_on_team, denial_reason
-from powerbank.rules.validators import ValidationError, clean_facility_id
+from powerbank.rules.validators import ValidationError
 from powerbank.services.audit import SYSTEM, Actor, record
-from powerbank.services.catalogue import catalogue_keys, compatibility_problem
-
-# R1: the countries where PowerBank is available.
-POWERBANK_COUNTRIES = ("DK", "SE", "GB", "IE")
-# R6: price areas where a compatible charge point takes part unless it opts out.
-AUTOMATIC_AREAS = ("DK2",)
-COMPATIBLE = "Compatible"
-NOT_COMPATIBLE = "Not compatible"
 
 PARTICIPATION = Participation.__table__  # type: ignore[attr-defined]
 EVENTS = ParticipationEvent.__table__  # type: ignore[attr-defined]
@@ -84,15 +87,11 @@ class SignUpError(FormErrors):
 
 @dataclass(frozen=True)
 class RowStatus:
-    """What PowerBank says about one charge point: its state and whether it can be signed up."""
+    """What PowerBank says about one charge point: its state, and whether (and why not) it can take part."""
 
     charge_point: ChargePoint
     participation: Participation | None
-    # Compatible | Not compatible | Not available in <country>
-    compatibility: str
-    compatibility_detail: str | None
-    # Sweden only: what is wrong with the stored Facility ID (R5).
-    facility_problem: str | None
+    eligibility: Eligibility
 
     @property
     def state(self) -> ParticipationState:
@@ -109,43 +108,15 @@ class RowStatus:
         return self.participation.since if self.participation else None
 
     @property
-    def selectable(self) -> bool:
-        """Return True when country and compatibility allow a sign-up (a Facility ID may still be due)."""
-        return self.compatibility == COMPATIBLE
-
-    @property
-    def eligible(self) -> bool:
-        """Return True when the charge point may take part as it is stored now."""
-        return self.selectable and self.facility_problem is None
-
-    @property
-    def blocking_reason(self) -> str | None:
-        """Return why the row cannot be selected in the sign-up flow, or None."""
-        if self.compatibility == NOT_COMPATIBLE:
-            return f"Not compatible: {self.compatibility_detail}"
-        if not self.selectable:
-            return self.compatibility
-        return None
-
-    @property
-    def ineligibility(self) -> str | None:
-        """Return why the charge point cannot take part as stored now, or None when it can."""
-        if not self.selectable:
-            return self.compatibility
-        if self.facility_problem is not None:
-            return "Facility ID missing" if not self.charge_point.facility_id else "Facility ID invalid"
-        return None
-
-    @property
-    def why(self) -> str | None:
-        """Return the short explanation the Charge points tab shows next to the state."""
+    def state_explanation(self) -> str | None:
+        """Return the few words the Charge points tab shows next to the state, or None."""
         state = self.state
         if state is ParticipationState.SIGNED_UP and self.source == ParticipationSource.AUTOMATIC:
-            return f"Signed up automatically ({self.charge_point.price_area})"
+            return automatic_sign_up_reason(self.charge_point.price_area)
         if state is ParticipationState.SUSPENDED and self.participation is not None:
             return self.participation.reason
         if state is ParticipationState.NOT_SIGNED_UP:
-            return self.ineligibility
+            return self.eligibility.why_ineligible
         return None
 
 
@@ -195,36 +166,17 @@ class _Context:
     terms_version: str | None
 
 
-def availability_problem(charge_point: ChargePoint, keys: set[tuple[str, str]]) -> tuple[str, str | None]:
-    """Return (compatibility, detail) for R1 and R2: Compatible, Not compatible or Not available in <country>."""
-    if charge_point.country not in POWERBANK_COUNTRIES:
-        return f"Not available in {COUNTRIES.get(charge_point.country, charge_point.country)}", None
-    problem = compatibility_problem(charge_point, keys)
-    if problem is not None:
-        return NOT_COMPATIBLE, problem
-    return COMPATIBLE, None
+async def catalogue_keys(session: AsyncSession, operator_id: int) -> set[CatalogueKey]:
+    """Return the keys of every catalogued brand/model of an operator (one query)."""
+    rows = await session.exec(
+        select(CompatibleModel.brand_key, CompatibleModel.model_key).where(CompatibleModel.operator_id == operator_id)
+    )
+    return {(brand, model) for brand, model in rows}
 
 
-def facility_id_problem(charge_point: ChargePoint) -> str | None:
-    """Return what is wrong with a Swedish charge point's stored Facility ID, or None (R5)."""
-    if charge_point.country != "SE":
-        return None
-    return facility_id_message(charge_point.facility_id)
-
-
-def facility_id_message(typed: str | None) -> str | None:
-    """Return what is wrong with a typed Facility ID (length, prefix, check digit), or None if valid (R5)."""
-    try:
-        clean_facility_id(typed)
-    except ValidationError as exc:
-        return str(exc)
-    return None
-
-
-def row_status(charge_point: ChargePoint, participation: Participation | None, keys: set[tuple[str, str]]) -> RowStatus:
+def row_status(charge_point: ChargePoint, participation: Participation | None, keys: set[CatalogueKey]) -> RowStatus:
     """Return a charge point's PowerBank status from already loaded data (no query)."""
-    compatibility, detail = availability_problem(charge_point, keys)
-    return RowStatus(charge_point, participation, compatibility, detail, facility_id_problem(charge_point))
+    return RowStatus(charge_point, participation, judge(charge_point, keys))
 
 
 def _require_sign_up(principal: Principal, team: Team) -> None:
@@ -391,16 +343,15 @@ async def _store_facility_ids(session: AsyncSession, facility_ids: dict[int, str
 
 
 def _facility_id_to_store(row: RowStatus, typed: str | None) -> tuple[str | None, str | None]:
-    """Return (clean typed Facility ID to store, problem) for a Swedish row about to be signed up."""
-    charge_point = row.charge_point
-    if charge_point.country != "SE":
+    """Return (clean typed Facility ID to store, problem) for a row about to be signed up (R5)."""
+    if not needs_facility_id(row.charge_point.country):
         return None, None
     if typed and typed.strip():
         try:
             return clean_facility_id(typed), None
         except ValidationError as exc:
             return None, str(exc)
-    return None, row.facility_problem
+    return None, row.eligibility.facility_id_problem
 
 
 async def bulk_sign_up(
@@ -429,7 +380,7 @@ async def bulk_sign_up(
     if named - set(rows):
         raise NotFoundError("No such charge point in this team.")
     if sign_up_all:
-        targets = [row for row in rows.values() if row.selectable]
+        targets = [row for row in rows.values() if row.eligibility.selectable]
     else:
         targets = [rows[cp_id] for cp_id in dict.fromkeys(charge_point_ids or [])]
         if not targets:
@@ -438,8 +389,8 @@ async def bulk_sign_up(
     new_facility_ids: dict[int, str] = {}
     for row in targets:
         cp_id = row.charge_point.id or 0
-        if row.blocking_reason:
-            row_errors[cp_id] = row.blocking_reason
+        if row.eligibility.why_unselectable:
+            row_errors[cp_id] = row.eligibility.why_unselectable
             continue
         clean, problem = _facility_id_to_store(row, facility_ids.get(cp_id))
         if problem:
@@ -510,8 +461,8 @@ async def sign_up_one(
     ):
         _check_terms(accept_terms_version, terms)
     row = await get_participation(session, charge_point)
-    if row.blocking_reason:
-        raise SignUpError({"form": row.blocking_reason})
+    if row.eligibility.why_unselectable:
+        raise SignUpError({"form": row.eligibility.why_unselectable})
     clean, problem = _facility_id_to_store(row, facility_id)
     if problem:
         raise SignUpError({"facility_id": problem}, {charge_point.id or 0: problem})
@@ -568,23 +519,11 @@ async def opt_out(
         "powerbank.opt_out",
         charge_point,
         operator_id=team.operator_id,
-        before={"state": str(row.state)},
-        after={"state": str(ParticipationState.OPTED_OUT), "source": source},
+        before={"state": row.state.label},
+        after={"state": ParticipationState.OPTED_OUT.label, "source": source},
     )
     await session.flush()
     return await get_participation(session, charge_point)
-
-
-def _automatic_change(row: RowStatus) -> _Change | None:
-    """Return what the system changes on its own for a charge point (R6, suspension), or None."""
-    state, problem = row.state, row.ineligibility
-    if state is ParticipationState.SIGNED_UP and problem:
-        return _Change(row, ParticipationState.SUSPENDED, problem)
-    if state is ParticipationState.SUSPENDED and problem is None:
-        return _Change(row, ParticipationState.SIGNED_UP, "Eligible again")
-    if state is ParticipationState.NOT_SIGNED_UP and problem is None and row.charge_point.price_area in AUTOMATIC_AREAS:
-        return _Change(row, ParticipationState.SIGNED_UP, f"Signed up automatically ({row.charge_point.price_area})")
-    return None
 
 
 async def reevaluate(session: AsyncSession, charge_points: Iterable[ChargePoint | int]) -> list[tuple[int, str]]:
@@ -602,7 +541,7 @@ async def reevaluate(session: AsyncSession, charge_points: Iterable[ChargePoint 
     pairs = list(
         await session.exec(
             select(ChargePoint, Team.operator_id)
-            .join(Team, Team.id == ChargePoint.team_id)
+            .join(Team, col(Team.id) == ChargePoint.team_id)
             .where(col(ChargePoint.id).in_(wanted))
             .execution_options(populate_existing=True)
         )
@@ -615,9 +554,9 @@ async def reevaluate(session: AsyncSession, charge_points: Iterable[ChargePoint 
     changes_by_operator: dict[int, list[_Change]] = {}
     for charge_point, operator_id in pairs:
         row = row_status(charge_point, participations.get(charge_point.id or 0), keys_by_operator[operator_id])
-        change = _automatic_change(row)
-        if change is not None:
-            changes_by_operator.setdefault(operator_id, []).append(change)
+        decided = automatic_change(row.state, row.eligibility, charge_point.price_area)
+        if decided is not None:
+            changes_by_operator.setdefault(operator_id, []).append(_Change(row, *decided))
     changes = [change for group in changes_by_operator.values() for change in group]
     if not changes:
         return []
@@ -631,7 +570,7 @@ async def reevaluate(session: AsyncSession, charge_points: Iterable[ChargePoint 
             group[0].row.charge_point,
             operator_id=operator_id,
             label=f"{len(group)} charge point{'' if len(group) == 1 else 's'}",
-            after={c.row.charge_point.identity: f"{c.to_state} ({c.reason})" for c in group},
+            after={c.row.charge_point.identity: f"{c.to_state.label} ({c.reason})" for c in group},
         )
     return [(change.row.charge_point.id or 0, str(change.to_state)) for change in changes]
 
@@ -639,7 +578,7 @@ async def reevaluate(session: AsyncSession, charge_points: Iterable[ChargePoint 
 async def reevaluate_operator(session: AsyncSession, operator_id: int) -> list[tuple[int, str]]:
     """Re-evaluate every charge point of an operator (after a catalogue change)."""
     ids = await session.exec(
-        select(ChargePoint.id).join(Team, Team.id == ChargePoint.team_id).where(Team.operator_id == operator_id)
+        select(ChargePoint.id).join(Team, col(Team.id) == ChargePoint.team_id).where(Team.operator_id == operator_id)
     )
     return await reevaluate(session, [cp_id for cp_id in ids if cp_id is not None])
 
@@ -674,9 +613,9 @@ def participation_csv_rows(rows: Iterable[RowStatus]) -> list[list[str]]:
             [
                 cp.name,
                 cp.identity,
-                COUNTRIES.get(cp.country, cp.country),
+                country_name(cp.country),
                 cp.price_area or "",
-                str(row.state),
+                row.state.label,
                 row.since.isoformat() if row.since else "",
                 row.source or "",
                 cp.facility_id or "",

@@ -14,7 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from powerbank.db import utcnow
 from powerbank.models import ChargePoint, Operator, OperatorMembership, OperatorRole, Team, TeamMembership, TeamRole
 from powerbank.rules.demo_credentials import DEMO_CHARGER_PASSWORD, DEMO_PASSWORD
-from powerbank.rules.validators import make_facility_id
+from powerbank.rules.gsrn import make_facility_id
 from powerbank.services.audit import SYSTEM
 from powerbank.services.enrollment import reevaluate
 from powerbank.services.passwords import hash_secret

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from powerbank.rules.validators import make_facility_id
+from powerbank.rules.gsrn import make_facility_id
 from tests.browser.conftest import (
     assert_accessible,
     log_in,

@@ -14,8 +14,8 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.models import ChargePoint, Participation, ParticipationEvent, Team
+from powerbank.rules.gsrn import make_facility_id
 from powerbank.rules.permissions import load_principal
-from powerbank.rules.validators import make_facility_id
 from powerbank.services import enrollment
 from tests.conftest import Factory, LoginAs, htmx_headers, post_form
 
@@ -35,7 +35,7 @@ async def states(session: AsyncSession, team: Team) -> dict[str, str]:
     """Read the committed states afresh, as the next request would."""
     session.expire_all()
     await session.refresh(team)
-    return {row.charge_point.name: str(row.state) for row in await enrollment.eligibility_for_team(session, team)}
+    return {row.charge_point.name: row.state.label for row in await enrollment.eligibility_for_team(session, team)}
 
 
 async def text(response: object) -> str:

@@ -14,7 +14,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.models import AuditEntry, ChargePoint, Team
-from powerbank.rules.validators import make_facility_id
+from powerbank.rules.gsrn import make_facility_id
 from powerbank.services import charge_points as cp_service
 from powerbank.services.passwords import verify_secret
 from tests.conftest import _PASSWORD_HASH, Factory, LoginAs, htmx_headers, post_form

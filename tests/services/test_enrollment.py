@@ -12,11 +12,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from powerbank.db import utcnow
 from powerbank.errors import ForbiddenError, NotFoundError
 from powerbank.models import ChargePoint, Participation, ParticipationEvent, Team, TermsAcceptance, TermsVersion, User
+from powerbank.rules.gsrn import make_facility_id
 from powerbank.rules.permissions import Principal, load_principal
-from powerbank.rules.validators import make_facility_id
 from powerbank.services import catalogue, enrollment
 from powerbank.services import charge_points as cp_service
-from powerbank.services.audit import SYSTEM
+from powerbank.services.audit import Actor
 from tests.conftest import Factory
 
 VALID_FID = make_facility_id("12345678901")
@@ -50,7 +50,7 @@ async def rollback(session: AsyncSession, *objects: Any) -> None:
 async def state_of(session: AsyncSession, charge_point: ChargePoint) -> str:
     # A rolled-back session has expired every object; read the charge point afresh.
     await session.refresh(charge_point)
-    return str((await enrollment.get_participation(session, charge_point)).state)
+    return (await enrollment.get_participation(session, charge_point)).state.label
 
 
 async def events_of(session: AsyncSession, charge_point: ChargePoint) -> list[ParticipationEvent]:
@@ -102,13 +102,13 @@ async def test_r1_only_denmark_sweden_uk_and_ireland(
     )
     row = (await enrollment.eligibility_for_team(session, team))[0]
     if allowed:
-        assert row.compatibility == "Compatible"
+        assert row.eligibility.compatibility == "Compatible"
         await sign_up(session, principal, team, [cp.id])
         assert await state_of(session, cp) == "Signed up"
     else:
         from powerbank.rules.countries import COUNTRIES
 
-        assert row.compatibility == f"Not available in {COUNTRIES[country]}"
+        assert row.eligibility.compatibility == f"Not available in {COUNTRIES[country]}"
         with pytest.raises(enrollment.SignUpError) as caught:
             await sign_up(session, principal, team, [cp.id])
         assert caught.value.row_errors == {cp.id: f"Not available in {COUNTRIES[country]}"}
@@ -126,8 +126,10 @@ async def test_r2_only_catalogued_models_and_what_the_charger_reported_counts(
     _, principal = await admin_of(factory, team)
     unknown = await factory.charge_point(team, brand="Tesla", model="Wall Connector")
     row = (await enrollment.eligibility_for_team(session, team))[0]
-    assert row.compatibility == "Not compatible"
-    assert row.blocking_reason == "Not compatible: Tesla Wall Connector is not in the compatibility catalogue"
+    assert row.eligibility.compatibility == "Not compatible"
+    assert (
+        row.eligibility.why_unselectable == "Not compatible: Tesla Wall Connector is not in the compatibility catalogue"
+    )
     with pytest.raises(enrollment.SignUpError):
         await sign_up(session, principal, team, [unknown.id])
     await rollback(session, team, principal.user, unknown)
@@ -270,27 +272,27 @@ async def test_r6_a_compatible_charge_point_created_in_dk2_is_signed_up_by_the_s
     session: AsyncSession, factory: Factory
 ) -> None:
     team = await factory.team()
-    _, principal = await admin_of(factory, team)
-    created, _ = await cp_service.create_charge_point(session, principal, team, cp_form())
+    user, _ = await admin_of(factory, team)
+    created, _ = await cp_service.create_charge_point(session, Actor.of(user), team, cp_form())
     dk1, _ = await cp_service.create_charge_point(
-        session, principal, team, cp_form(identity="DEPOT-2", price_area="DK1")
+        session, Actor.of(user), team, cp_form(identity="DEPOT-2", price_area="DK1")
     )
     incompatible, _ = await cp_service.create_charge_point(
-        session, principal, team, cp_form(identity="DEPOT-3", brand="Tesla")
+        session, Actor.of(user), team, cp_form(identity="DEPOT-3", brand="Tesla")
     )
     await session.commit()
     assert await state_of(session, created) == "Signed up"
     assert await state_of(session, dk1) == "Not signed up"
     assert await state_of(session, incompatible) == "Not signed up"
     [event] = await events_of(session, created)
-    assert (event.actor_user_id, event.actor_label, event.source, event.from_state, event.to_state) == (
+    assert (event.actor_user_id, event.actor_label, event.source, event.from_label, event.to_label) == (
         None,
         "system",
         "automatic",
         "Not signed up",
         "Signed up",
     )
-    assert (await enrollment.get_participation(session, created)).why == "Signed up automatically (DK2)"
+    assert (await enrollment.get_participation(session, created)).state_explanation == "Signed up automatically (DK2)"
 
 
 async def test_r6_moved_to_dk2_or_becoming_compatible_signs_up_but_never_after_an_opt_out(
@@ -298,18 +300,19 @@ async def test_r6_moved_to_dk2_or_becoming_compatible_signs_up_but_never_after_a
 ) -> None:
     team = await factory.team()
     user, principal = await admin_of(factory, team)
-    mover, _ = await cp_service.create_charge_point(session, principal, team, cp_form(price_area="DK1"))
+    actor = Actor.of(user)
+    mover, _ = await cp_service.create_charge_point(session, actor, team, cp_form(price_area="DK1"))
     newcomer, _ = await cp_service.create_charge_point(
-        session, principal, team, cp_form(identity="DEPOT-2", brand="Acme", model="One")
+        session, actor, team, cp_form(identity="DEPOT-2", brand="Acme", model="One")
     )
     refuser, _ = await cp_service.create_charge_point(
-        session, principal, team, cp_form(identity="DEPOT-3", brand="Acme", model="One")
+        session, actor, team, cp_form(identity="DEPOT-3", brand="Acme", model="One")
     )
     await session.commit()
     await enrollment.opt_out(session, principal, refuser)
     await session.commit()
-    await cp_service.update_charge_point(session, principal, team, mover, cp_form(price_area="DK2"))
-    await catalogue.add_model(session, SYSTEM, team.operator_id, "Acme", "One")
+    await cp_service.update_charge_point(session, actor, team, mover, cp_form(price_area="DK2"))
+    await catalogue.add_model(session, actor, team.operator_id, "Acme", "One")
     await session.commit()
     assert await state_of(session, mover) == "Signed up"
     assert await state_of(session, newcomer) == "Signed up"
@@ -329,7 +332,7 @@ async def test_r7_opt_out_stops_at_once_and_releases_active_limits(
     assert release_calls == []
     status = await enrollment.opt_out(session, principal, cp)
     await session.commit()
-    assert str(status.state) == "Opted out"
+    assert status.state.label == "Opted out"
     assert release_calls == [([cp.id], f"Opted out by {user.email}")]
     # Opting out twice changes nothing and releases nothing more.
     await enrollment.opt_out(session, principal, cp)
@@ -352,14 +355,14 @@ async def test_r8_every_change_is_an_event_with_who_when_from_to_source_and_term
     await enrollment.sign_up_one(session, principal, cp, accept_terms_version=None, facility_id=None)
     await session.commit()
     events = await events_of(session, cp)
-    assert [(e.from_state, e.to_state, e.source, e.actor_user_id, e.actor_label, e.terms_version) for e in events] == [
+    assert [(e.from_label, e.to_label, e.source, e.actor_user_id, e.actor_label, e.terms_version) for e in events] == [
         ("Not signed up", "Signed up", "bulk", user.id, user.email, "demo-v1"),
         ("Signed up", "Opted out", "single", user.id, user.email, None),
         ("Opted out", "Signed up", "single", user.id, user.email, "demo-v1"),
     ]
     assert all(e.at >= before for e in events)
     page = await enrollment.list_events(session, team.id or 0, charge_point_id=cp.id, page=1, page_size=2)
-    assert (page.total, [e.to_state for e in page.items]) == (3, ["Signed up", "Opted out"])
+    assert (page.total, [e.to_label for e in page.items]) == (3, ["Signed up", "Opted out"])
 
 
 # Suspension -------------------------------------------------------------------------------------
@@ -370,24 +373,25 @@ async def test_a_signed_up_charge_point_that_stops_being_eligible_is_suspended_a
 ) -> None:
     team = await factory.team()
     user, principal = await admin_of(factory, team)
-    cp, _ = await cp_service.create_charge_point(session, principal, team, cp_form(price_area="DK1"))
+    actor = Actor.of(user)
+    cp, _ = await cp_service.create_charge_point(session, actor, team, cp_form(price_area="DK1"))
     await session.commit()
     await sign_up(session, principal, team, [cp.id])
-    await cp_service.update_charge_point(session, principal, team, cp, cp_form(country="DE", price_area=""))
+    await cp_service.update_charge_point(session, actor, team, cp, cp_form(country="DE", price_area=""))
     await session.commit()
     status = await enrollment.get_participation(session, cp)
-    assert (str(status.state), status.why) == ("Suspended", "Not available in Germany")
+    assert (status.state.label, status.state_explanation) == ("Suspended", "Not available in Germany")
     assert release_calls == [([cp.id], "Not available in Germany")]
-    await cp_service.update_charge_point(session, principal, team, cp, cp_form(price_area="DK1"))
+    await cp_service.update_charge_point(session, actor, team, cp, cp_form(price_area="DK1"))
     await session.commit()
     assert await state_of(session, cp) == "Signed up"
     # Removing the model from the catalogue suspends it too.
     entry = next(
         e for e in await catalogue.list_catalogue(session, team.operator_id) if e.brand == "Easee" and e.model == "Home"
     )
-    await catalogue.remove_model(session, SYSTEM, team.operator_id, entry.id or 0)
+    await catalogue.remove_model(session, actor, team.operator_id, entry.id or 0)
     await session.commit()
-    assert (await enrollment.get_participation(session, cp)).why == "Not compatible"
+    assert (await enrollment.get_participation(session, cp)).state_explanation == "Not compatible"
 
 
 async def test_a_swedish_charge_point_whose_facility_id_is_removed_is_suspended(
@@ -395,15 +399,16 @@ async def test_a_swedish_charge_point_whose_facility_id_is_removed_is_suspended(
 ) -> None:
     team = await factory.team()
     user, principal = await admin_of(factory, team)
+    actor = Actor.of(user)
     cp, _ = await cp_service.create_charge_point(
-        session, principal, team, cp_form(country="SE", price_area="SE3", facility_id=VALID_FID)
+        session, actor, team, cp_form(country="SE", price_area="SE3", facility_id=VALID_FID)
     )
     await session.commit()
     await sign_up(session, principal, team, [cp.id])
-    await cp_service.update_charge_point(session, principal, team, cp, cp_form(country="SE", price_area="SE3"))
+    await cp_service.update_charge_point(session, actor, team, cp, cp_form(country="SE", price_area="SE3"))
     await session.commit()
     status = await enrollment.get_participation(session, cp)
-    assert (str(status.state), status.why) == ("Suspended", "Facility ID missing")
+    assert (status.state.label, status.state_explanation) == ("Suspended", "Facility ID missing")
     assert release_calls == [([cp.id], "Facility ID missing")]
 
 
@@ -412,13 +417,14 @@ async def test_a_suspended_charge_point_opted_out_meanwhile_stays_opted_out(
 ) -> None:
     team = await factory.team()
     user, principal = await admin_of(factory, team)
-    cp, _ = await cp_service.create_charge_point(session, principal, team, cp_form(price_area="DK1"))
+    actor = Actor.of(user)
+    cp, _ = await cp_service.create_charge_point(session, actor, team, cp_form(price_area="DK1"))
     await session.commit()
     await sign_up(session, principal, team, [cp.id])
-    await cp_service.update_charge_point(session, principal, team, cp, cp_form(country="DE", price_area=""))
+    await cp_service.update_charge_point(session, actor, team, cp, cp_form(country="DE", price_area=""))
     await session.commit()
     await enrollment.opt_out(session, principal, cp)
-    await cp_service.update_charge_point(session, principal, team, cp, cp_form(price_area="DK2"))
+    await cp_service.update_charge_point(session, actor, team, cp, cp_form(price_area="DK2"))
     await session.commit()
     assert await state_of(session, cp) == "Opted out"
 
@@ -460,7 +466,7 @@ async def test_demo_copenhagen_has_its_four_compatible_dk2_charge_points_signed_
 ) -> None:
     team = (await session.exec(select(Team).where(Team.name == "Copenhagen Fleet"))).one()
     rows = {row.charge_point.name: row for row in await enrollment.eligibility_for_team(session, team)}
-    assert {name: (str(row.state), row.why) for name, row in rows.items()} == {
+    assert {name: (row.state.label, row.state_explanation) for name, row in rows.items()} == {
         "Aarhus Hub": ("Not signed up", None),
         "Amager Depot": ("Signed up", "Signed up automatically (DK2)"),
         "Nørrebro 1": ("Signed up", "Signed up automatically (DK2)"),
@@ -469,12 +475,14 @@ async def test_demo_copenhagen_has_its_four_compatible_dk2_charge_points_signed_
         "Vesterbro 1": ("Signed up", "Signed up automatically (DK2)"),
     }
     berlin = (await session.exec(select(Team).where(Team.name == "Berlin Garage"))).one()
-    assert {row.why for row in await enrollment.eligibility_for_team(session, berlin)} == {"Not available in Germany"}
+    assert {row.state_explanation for row in await enrollment.eligibility_for_team(session, berlin)} == {
+        "Not available in Germany"
+    }
     stockholm = (await session.exec(select(Team).where(Team.name == "Stockholm Offices"))).one()
     assert sorted(
         row.charge_point.name
         for row in await enrollment.eligibility_for_team(session, stockholm)
-        if row.why == "Facility ID missing"
+        if row.state_explanation == "Facility ID missing"
     ) == ["Solna 1", "Solna 2", "Södermalm"]
 
 

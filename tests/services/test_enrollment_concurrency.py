@@ -14,9 +14,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.db import utcnow
 from powerbank.errors import ConflictError
-from powerbank.models import ChargePoint, Participation, ParticipationEvent, Team, User
+from powerbank.models import ChargePoint, Participation, ParticipationEvent, ParticipationState, Team, User
+from powerbank.rules.gsrn import make_facility_id
 from powerbank.rules.permissions import load_principal
-from powerbank.rules.validators import make_facility_id
 from powerbank.services import enrollment
 from tests.conftest import Factory
 
@@ -41,7 +41,7 @@ async def make_team(session: AsyncSession, factory: Factory, size: int) -> tuple
     session.add_all(charge_points)
     await session.flush()
     session.add_all(
-        Participation(charge_point_id=cp.id or 0, state="Opted out", source="single")
+        Participation(charge_point_id=cp.id or 0, state=ParticipationState.OPTED_OUT, source="single")
         for n, cp in enumerate(charge_points)
         if n % 4 == 1
     )
@@ -156,7 +156,11 @@ async def test_an_opt_out_racing_a_sign_up_is_not_lost(
     cp = await factory.charge_point(team)
     session.add(
         Participation(
-            charge_point_id=cp.id or 0, state="Suspended", source="automatic", reason="Not compatible", since=utcnow()
+            charge_point_id=cp.id or 0,
+            state=ParticipationState.SUSPENDED,
+            source="automatic",
+            reason="Not compatible",
+            since=utcnow(),
         )
     )
     await session.commit()
@@ -195,6 +199,8 @@ async def test_an_opt_out_racing_a_sign_up_is_not_lost(
     assert len(outcomes) == 2 and sum(outcome.endswith("saved") for outcome in outcomes) == 1
     saved = next(outcome for outcome in outcomes if outcome.endswith("saved"))
     participation = (await session.exec(select(Participation).execution_options(populate_existing=True))).one()
-    assert participation.state == ("Opted out" if saved.startswith("opt out") else "Signed up")
+    assert ParticipationState(participation.state).label == (
+        "Opted out" if saved.startswith("opt out") else "Signed up"
+    )
     assert participation.version == 2
     assert (await session.exec(select(func.count()).select_from(ParticipationEvent))).one() == 1

@@ -1,6 +1,4 @@
-"""Request and response bodies of the JSON API v1, and how domain objects become them.
-
-The OpenAPI document is generated from these models.
+"""Request and response bodies of the JSON API v1; the OpenAPI document is generated from them.
 
 Request bodies are strict (no type coercion) and reject unknown fields; query strings are
 parsed from text, so they coerce numbers but also reject unknown parameters.
@@ -11,11 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema, model_validator
+from pydantic_core import PydanticCustomError
 
-from powerbank.models import ParticipationEvent, ParticipationState
-from powerbank.services.charge_points import connection_status
-from powerbank.services.enrollment import RowStatus
+from powerbank.models import ParticipationState
 
 MAX_PAGE_SIZE = 500
 MAX_BULK_IDS = 10_000
@@ -23,6 +20,28 @@ MAX_BULK_IDS = 10_000
 MAX_ID = 2**63 - 1
 
 ConnectionStatus = Literal["Online", "Offline", "Never connected"]
+
+STATE_LABELS = [state.label for state in ParticipationState]
+
+
+def _state_named(value: object) -> object:
+    # The API names states as people read them ("Signed up"), not by the codes the database stores.
+    if isinstance(value, str) and not isinstance(value, ParticipationState):
+        try:
+            return ParticipationState.from_label(value)
+        except ValueError:
+            expected = ", ".join(repr(label) for label in STATE_LABELS[:-1]) + f" or {STATE_LABELS[-1]!r}"
+            raise PydanticCustomError("enum", f"Input should be {expected}") from None
+    return value
+
+
+# A participation state, read and written in JSON by its label.
+StateLabel = Annotated[
+    ParticipationState,
+    BeforeValidator(_state_named),
+    PlainSerializer(lambda state: state.label, return_type=str),
+    WithJsonSchema({"type": "string", "enum": STATE_LABELS, "title": "ParticipationState"}),
+]
 
 
 class RequestBody(BaseModel):
@@ -83,7 +102,7 @@ class PageQuery(Query):
 class ChargePointFilter(PageQuery):
     country: str | None = Field(default=None, max_length=2, description="ISO 3166-1 alpha-2 code, e.g. SE.")
     area: str | None = Field(default=None, max_length=3, description="Price area: DK1, DK2, SE1-SE4, GB or IE.")
-    state: ParticipationState | None = Field(default=None, description="PowerBank participation state.")
+    state: StateLabel | None = Field(default=None, description="PowerBank participation state.")
 
 
 class Team(BaseModel):
@@ -100,7 +119,7 @@ class TeamList(BaseModel):
 
 
 class PowerBankSummary(BaseModel):
-    state: ParticipationState
+    state: StateLabel
     why: str | None = Field(
         description="What the Charge points tab shows next to the state, e.g. 'Facility ID missing'."
     )
@@ -150,7 +169,7 @@ class PowerBankStatus(BaseModel):
     """A charge point's PowerBank participation and whether it may take part."""
 
     charge_point_id: int
-    state: ParticipationState
+    state: StateLabel
     since: datetime | None = Field(description="When the current state began (null: never signed up).")
     source: str | None = Field(description="How it got there: bulk, single, automatic or API.")
     reason: str | None = Field(description="Why, for a suspension or an automatic change.")
@@ -193,7 +212,7 @@ class BulkRow(BaseModel):
     charge_point_id: int
     name: str
     outcome: Literal["signed up", "already signed up"]
-    state: ParticipationState
+    state: StateLabel
 
 
 class BulkSignUpResult(BaseModel):
@@ -211,8 +230,8 @@ class Event(BaseModel):
     charge_point_name: str
     at: datetime
     actor: str = Field(description='Who: a user, "API token <name>", or "system".')
-    from_state: ParticipationState
-    to_state: ParticipationState
+    from_state: StateLabel
+    to_state: StateLabel
     source: str
     terms_version: str | None
     reason: str
@@ -238,65 +257,3 @@ class Terms(BaseModel):
     version: str
     published_at: datetime
     text: str
-
-
-# ---- from domain objects ----
-
-
-def status_out(row: RowStatus) -> PowerBankStatus:
-    """Return a charge point's PowerBank status as the API shows it."""
-    reasons = [reason for reason in (row.blocking_reason or row.facility_problem,) if reason]
-    return PowerBankStatus(
-        charge_point_id=row.charge_point.id or 0,
-        state=row.state,
-        since=row.since,
-        source=row.source,
-        reason=(row.participation.reason or None) if row.participation else None,
-        eligible=row.eligible,
-        compatibility=row.compatibility,
-        reasons=reasons,
-    )
-
-
-def charge_point_out(row: RowStatus) -> ChargePoint:
-    """Return a charge point with its PowerBank summary as the API shows it."""
-    cp = row.charge_point
-    return ChargePoint(
-        id=cp.id or 0,
-        team_id=cp.team_id,
-        name=cp.name,
-        identity=cp.identity,
-        brand=cp.brand,
-        model=cp.model,
-        firmware=cp.firmware,
-        serial=cp.serial,
-        country=cp.country,
-        price_area=cp.price_area,
-        facility_id=cp.facility_id,
-        connection_status=connection_status(cp),  # type: ignore[arg-type]
-        last_seen_at=cp.last_seen_at,
-        created_at=cp.created_at,
-        updated_at=cp.updated_at,
-        powerbank=PowerBankSummary(state=row.state, why=row.why),
-    )
-
-
-def event_out(event: ParticipationEvent) -> Event:
-    """Return an entry of the PowerBank history as the API shows it."""
-    return Event(
-        id=event.id or 0,
-        charge_point_id=event.charge_point_id,
-        charge_point_name=event.charge_point_name,
-        at=event.at,
-        actor=event.actor_label,
-        from_state=event.from_state,
-        to_state=event.to_state,
-        source=event.source,
-        terms_version=event.terms_version,
-        reason=event.reason,
-    )
-
-
-def pages(total: int, page_size: int) -> int:
-    """Return how many pages of ``page_size`` hold ``total`` items (at least one)."""
-    return max(1, -(-total // page_size))

@@ -13,8 +13,16 @@ from quart.testing import QuartClient
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from powerbank.models import AuditEntry, ChargePoint, Participation, ParticipationEvent, Team, TermsVersion
-from powerbank.rules.validators import make_facility_id
+from powerbank.models import (
+    AuditEntry,
+    ChargePoint,
+    Participation,
+    ParticipationEvent,
+    ParticipationState,
+    Team,
+    TermsVersion,
+)
+from powerbank.rules.gsrn import make_facility_id
 from powerbank.services.api_tokens import TokenRateLimiter, create_token_by_names
 from powerbank.services.passwords import hash_password
 from powerbank.web.state import hold_api_rate_limiter
@@ -99,7 +107,7 @@ async def state_of(session: AsyncSession, cp_id: int) -> str:
             .execution_options(populate_existing=True)
         )
     ).first()
-    return row.state if row else "Not signed up"
+    return ParticipationState(row.state).label if row else "Not signed up"
 
 
 def sign_up_ids(*names: str) -> Callable[[dict[str, int]], dict[str, Any]]:
