@@ -7,17 +7,16 @@ import io
 from typing import Any
 
 from quart import Blueprint, Response, abort, current_app, flash, get_flashed_messages, redirect, request, url_for
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.errors import ConflictError
 from powerbank.models import ChargePoint, ParticipationSource, ParticipationState, Team
+from powerbank.routes.loaders import charge_point_for, team_for
 from powerbank.rules.eligibility import facility_id_problem
 from powerbank.rules.permissions import Permission, Principal, denial_reason
 from powerbank.rules.validators import page_number
 from powerbank.services import enrollment
-from powerbank.services.charge_points import get_charge_point_or_404
-from powerbank.services.teams import get_team_or_404
+from powerbank.services.charge_points import names_of_team
 from powerbank.web.auth import login_required, principal
 from powerbank.web.htmx import hx_trigger, is_htmx
 from powerbank.web.ids import id_or_none
@@ -78,9 +77,9 @@ async def _sign_up_page(
 @blueprint.get("/teams/<int:team_id>/powerbank/sign-up")
 @login_required
 async def sign_up_flow(team_id: int) -> Response:
-    session = await db_session()
     me = await principal()
-    team = await get_team_or_404(session, me, team_id)
+    team = await team_for(me, team_id)
+    session = await db_session()
     flashed = get_flashed_messages()
     return await _sign_up_page(session, me, team, result=flashed[0] if flashed else None)
 
@@ -88,9 +87,9 @@ async def sign_up_flow(team_id: int) -> Response:
 @blueprint.post("/teams/<int:team_id>/powerbank/sign-up")
 @login_required
 async def sign_up_save(team_id: int) -> Response:
-    session = await db_session()
     me = await principal()
-    team = await get_team_or_404(session, me, team_id)
+    team = await team_for(me, team_id)
+    session = await db_session()
     form = await request.form
     sign_up_all = form.get("action") == "all"
     ticked = _int_list(form.getlist("sign_up"))
@@ -126,9 +125,7 @@ async def sign_up_save(team_id: int) -> Response:
 @blueprint.get("/teams/<int:team_id>/powerbank/facility-id/<int:cp_id>")
 @login_required
 async def check_facility_id(team_id: int, cp_id: int) -> Response:
-    session = await db_session()
-    me = await principal()
-    charge_point, team = await get_charge_point_or_404(session, me, cp_id)
+    charge_point, team = await charge_point_for(await principal(), cp_id)
     if team.id != team_id:
         abort(404)
     # The bulk flow names the field per charge point; the toggle's form has a single one.
@@ -189,9 +186,9 @@ async def _functionality(
 @login_required
 async def toggle(cp_id: int) -> Response:
     """Show the PowerBank row, asking to confirm when the switch was turned (?turn=on|off)."""
-    session = await db_session()
     me = await principal()
-    charge_point, team = await get_charge_point_or_404(session, me, cp_id)
+    charge_point, team = await charge_point_for(me, cp_id)
+    session = await db_session()
     turn = request.args.get("turn")
     confirm = turn if turn in ("on", "off") else None
     if not is_htmx():
@@ -207,9 +204,9 @@ async def toggle(cp_id: int) -> Response:
 @blueprint.post("/charge-points/<int:cp_id>/powerbank/sign-up")
 @login_required
 async def sign_up_one(cp_id: int) -> Response:
-    session = await db_session()
     me = await principal()
-    charge_point, team = await get_charge_point_or_404(session, me, cp_id)
+    charge_point, team = await charge_point_for(me, cp_id)
+    session = await db_session()
     form = (await request.form).to_dict()
     accepted = form.get("terms_version") if form.get("accept_terms") else None
     try:
@@ -240,9 +237,9 @@ async def sign_up_one(cp_id: int) -> Response:
 @blueprint.post("/charge-points/<int:cp_id>/powerbank/opt-out")
 @login_required
 async def opt_out(cp_id: int) -> Response:
-    session = await db_session()
     me = await principal()
-    charge_point, team = await get_charge_point_or_404(session, me, cp_id)
+    charge_point, team = await charge_point_for(me, cp_id)
+    session = await db_session()
     try:
         await enrollment.opt_out(session, me, charge_point, source=ParticipationSource.SINGLE)
     except ConflictError as exc:
@@ -259,16 +256,10 @@ async def opt_out(cp_id: int) -> Response:
 @blueprint.get("/teams/<int:team_id>/powerbank")
 @login_required
 async def history(team_id: int) -> Response:
-    session = await db_session()
     me = await principal()
-    team = await get_team_or_404(session, me, team_id)
-    charge_points = list(
-        await session.exec(
-            select(ChargePoint.id, ChargePoint.name)
-            .where(ChargePoint.team_id == team_id)
-            .order_by(col(ChargePoint.name), col(ChargePoint.id))
-        )
-    )
+    team = await team_for(me, team_id)
+    session = await db_session()
+    charge_points = await names_of_team(session, team_id)
     selected = id_or_none(request.args.get("charge_point"))
     events = await enrollment.list_events(
         session,
@@ -291,9 +282,8 @@ async def history(team_id: int) -> Response:
 @blueprint.get("/teams/<int:team_id>/powerbank/participation.csv")
 @login_required
 async def export_csv(team_id: int) -> Response:
+    team = await team_for(await principal(), team_id)
     session = await db_session()
-    me = await principal()
-    team = await get_team_or_404(session, me, team_id)
     buffer = io.StringIO()
     csv.writer(buffer).writerows(
         enrollment.participation_csv_rows(await enrollment.eligibility_for_team(session, team))

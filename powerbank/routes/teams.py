@@ -5,12 +5,11 @@ from __future__ import annotations
 from quart import Blueprint, Response, current_app, redirect, request, url_for
 
 from powerbank.errors import FormErrors
+from powerbank.routes.loaders import team_for, team_with_operator_for
 from powerbank.rules.countries import AREAS_BY_COUNTRY, COUNTRIES
 from powerbank.rules.permissions import Permission, can_on_team, denial_reason
 from powerbank.services import charge_points as cp_service
 from powerbank.services import enrollment
-from powerbank.services.audit import Actor
-from powerbank.services.teams import get_operator_or_404, get_team_or_404, require_team
 from powerbank.web.auth import login_required, principal
 from powerbank.web.render import discard_changes, form_errors_status, public_url, render_page
 from powerbank.web.state import db_session
@@ -32,17 +31,16 @@ def form_choices() -> dict[str, object]:
 @blueprint.get("/teams/<int:team_id>")
 @login_required
 async def team(team_id: int) -> Response:
-    await get_team_or_404(await db_session(), await principal(), team_id)
+    await team_for(await principal(), team_id)
     return redirect(url_for("teams.charge_points", team_id=team_id))
 
 
 @blueprint.get("/teams/<int:team_id>/charge-points")
 @login_required
 async def charge_points(team_id: int) -> Response:
-    session = await db_session()
     me = await principal()
-    team_ = await get_team_or_404(session, me, team_id)
-    operator = await get_operator_or_404(session, me, team_.operator_id)
+    team_, operator = await team_with_operator_for(me, team_id)
+    session = await db_session()
     query = cp_service.parse_query(request.args.to_dict(), current_app.config["PAGE_SIZE"])
     page = await cp_service.list_charge_points(session, team_id, query)
     return await render_page(
@@ -64,9 +62,7 @@ async def charge_points(team_id: int) -> Response:
 @blueprint.get("/teams/<int:team_id>/charge-points/new")
 @login_required
 async def new_charge_point(team_id: int) -> Response:
-    me = await principal()
-    team_ = await get_team_or_404(await db_session(), me, team_id)
-    require_team(me, Permission.CONFIGURE_CHARGE_POINTS, team_)
+    team_ = await team_for(await principal(), team_id, may=Permission.CONFIGURE_CHARGE_POINTS)
     # The Connection attempts page links here with a refused charger's identity filled in.
     values = {"identity": request.args.get("identity", "")}
     return await render_page(
@@ -77,13 +73,12 @@ async def new_charge_point(team_id: int) -> Response:
 @blueprint.post("/teams/<int:team_id>/charge-points/new")
 @login_required
 async def create_charge_point(team_id: int) -> Response:
-    session = await db_session()
     me = await principal()
-    team_ = await get_team_or_404(session, me, team_id)
-    require_team(me, Permission.CONFIGURE_CHARGE_POINTS, team_)
+    team_ = await team_for(me, team_id, may=Permission.CONFIGURE_CHARGE_POINTS)
+    session = await db_session()
     form = (await request.form).to_dict()
     try:
-        charge_point, password = await cp_service.create_charge_point(session, Actor.of(me.user), team_, form)
+        charge_point, password = await cp_service.create_charge_point(session, me, team_, form)
     except FormErrors as exc:
         await discard_changes(session, team_)
         return await render_page(

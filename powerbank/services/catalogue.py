@@ -11,8 +11,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from powerbank.errors import ConflictError, NotFoundError
 from powerbank.models import CompatibleModel
 from powerbank.rules.eligibility import catalogue_key
+from powerbank.rules.permissions import Permission
 from powerbank.rules.validators import clean_name
-from powerbank.services.audit import Actor, record
+from powerbank.services.access import Acting, actor_of, require_on_operator
+from powerbank.services.audit import record
 from powerbank.services.enrollment import reevaluate_operator
 
 # Smart-charging capable AC chargers (OCPP 1.6J or 2.0.1 with charging profiles), shipped as
@@ -64,9 +66,10 @@ def seed_catalogue(session: AsyncSession, operator_id: int) -> None:
 
 
 async def add_model(
-    session: AsyncSession, actor: Actor, operator_id: int, brand: str | None, model: str | None
+    session: AsyncSession, by: Acting, operator_id: int, brand: str | None, model: str | None
 ) -> CompatibleModel:
     """Add a brand/model to an operator's catalogue."""
+    require_on_operator(by, Permission.EDIT_CATALOGUE, operator_id)
     clean_brand = clean_name(brand, label="Brand", max_length=80)
     clean_model = clean_name(model, label="Model", max_length=80)
     brand_key, model_key = catalogue_key(clean_brand, clean_model)
@@ -79,7 +82,7 @@ async def add_model(
     await session.flush()
     record(
         session,
-        actor,
+        actor_of(by),
         "catalogue.add",
         entry,
         operator_id=operator_id,
@@ -90,14 +93,15 @@ async def add_model(
     return entry
 
 
-async def remove_model(session: AsyncSession, actor: Actor, operator_id: int, entry_id: int) -> CompatibleModel:
+async def remove_model(session: AsyncSession, by: Acting, operator_id: int, entry_id: int) -> CompatibleModel:
     """Remove a brand/model from an operator's catalogue."""
+    require_on_operator(by, Permission.EDIT_CATALOGUE, operator_id)
     entry = await session.get(CompatibleModel, entry_id)
     if entry is None or entry.operator_id != operator_id:
         raise NotFoundError("No such catalogue entry.")
     record(
         session,
-        actor,
+        actor_of(by),
         "catalogue.remove",
         entry,
         operator_id=operator_id,

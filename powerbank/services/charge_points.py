@@ -24,7 +24,8 @@ from powerbank.rules.validators import (
     clean_price_area,
     page_number,
 )
-from powerbank.services.audit import Actor, record
+from powerbank.services.access import Acting, actor_of, require_on_team
+from powerbank.services.audit import record
 from powerbank.services.chargers import disconnect_after_commit
 from powerbank.services.enrollment import reevaluate, release_charge_points
 from powerbank.services.passwords import generate_secret, hash_secret
@@ -130,6 +131,27 @@ async def get_charge_point_or_404(
     return row[0], row[1]
 
 
+async def names_of_team(session: AsyncSession, team_id: int) -> list[tuple[int, str]]:
+    """Return the id and name of each charge point of a team, by name (for a filter's choices)."""
+    rows = await session.exec(
+        select(ChargePoint.id, ChargePoint.name)
+        .where(ChargePoint.team_id == team_id)
+        .order_by(col(ChargePoint.name), col(ChargePoint.id))
+    )
+    return [(cp_id or 0, name) for cp_id, name in rows]
+
+
+def require_configure(by: Acting, team: Team, charge_point: ChargePoint | None = None) -> None:
+    """Refuse ``by`` unless it may configure the charge points of ``team`` (``charge_point`` among them).
+
+    Unseen (or a charge point of another team) is NotFoundError; seen but not allowed, ForbiddenError.
+    """
+    missing = "No such team." if charge_point is None else "No such charge point."
+    if charge_point is not None and charge_point.team_id != team.id:
+        raise NotFoundError(missing)
+    require_on_team(by, Permission.CONFIGURE_CHARGE_POINTS, team, not_found=missing)
+
+
 async def get_by_identity(session: AsyncSession, identity: str) -> ChargePoint | None:
     """Return the charge point with this OCPP identity (hub-wide unique)."""
     return (await session.exec(select(ChargePoint).where(ChargePoint.identity == identity))).first()
@@ -191,9 +213,10 @@ def _snapshot(charge_point: ChargePoint) -> dict[str, Any]:
 
 
 async def create_charge_point(
-    session: AsyncSession, actor: Actor, team: Team, form: dict[str, str]
+    session: AsyncSession, by: Acting, team: Team, form: dict[str, str]
 ) -> tuple[ChargePoint, str]:
     """Create a charge point; return it with its OCPP password, shown to the user only once."""
+    require_configure(by, team)
     values = await clean_charge_point_form(session, form)
     password = generate_secret()
     now = utcnow()
@@ -203,16 +226,22 @@ async def create_charge_point(
     session.add(charge_point)
     await _flush_identity(session)
     record(
-        session, actor, "charge_point.create", charge_point, operator_id=team.operator_id, after=_snapshot(charge_point)
+        session,
+        actor_of(by),
+        "charge_point.create",
+        charge_point,
+        operator_id=team.operator_id,
+        after=_snapshot(charge_point),
     )
     await reevaluate(session, [charge_point])
     return charge_point, password
 
 
 async def update_charge_point(
-    session: AsyncSession, actor: Actor, team: Team, charge_point: ChargePoint, form: dict[str, str]
+    session: AsyncSession, by: Acting, team: Team, charge_point: ChargePoint, form: dict[str, str]
 ) -> dict[str, tuple[Any, Any]]:
     """Apply an edit form; return the changed fields as (before, after)."""
+    require_configure(by, team, charge_point)
     values = await clean_charge_point_form(session, form, existing=charge_point)
     before = _snapshot(charge_point)
     for field, value in values.items():
@@ -225,7 +254,7 @@ async def update_charge_point(
         await _flush_identity(session)
         record(
             session,
-            actor,
+            actor_of(by),
             "charge_point.update",
             charge_point,
             operator_id=team.operator_id,
@@ -240,22 +269,24 @@ async def update_charge_point(
     return changes
 
 
-async def reset_ocpp_password(session: AsyncSession, actor: Actor, team: Team, charge_point: ChargePoint) -> str:
+async def reset_ocpp_password(session: AsyncSession, by: Acting, team: Team, charge_point: ChargePoint) -> str:
     """Give a charge point a new OCPP password; return it (shown once)."""
+    require_configure(by, team, charge_point)
     password = generate_secret()
     charge_point.ocpp_password_hash = hash_secret(password)
     charge_point.updated_at = utcnow()
     session.add(charge_point)
-    record(session, actor, "charge_point.reset_password", charge_point, operator_id=team.operator_id)
+    record(session, actor_of(by), "charge_point.reset_password", charge_point, operator_id=team.operator_id)
     disconnect_after_commit(session, [charge_point.id or 0], "OCPP password changed")
     return password
 
 
-async def delete_charge_point(session: AsyncSession, actor: Actor, team: Team, charge_point: ChargePoint) -> None:
+async def delete_charge_point(session: AsyncSession, by: Acting, team: Team, charge_point: ChargePoint) -> None:
     """Delete a charge point, keeping what it was in the audit log."""
+    require_configure(by, team, charge_point)
     record(
         session,
-        actor,
+        actor_of(by),
         "charge_point.delete",
         charge_point,
         operator_id=team.operator_id,

@@ -16,7 +16,7 @@ from powerbank.rules.gsrn import make_facility_id
 from powerbank.rules.permissions import Principal, load_principal
 from powerbank.services import catalogue, enrollment
 from powerbank.services import charge_points as cp_service
-from powerbank.services.audit import Actor
+from powerbank.services.audit import SYSTEM
 from tests.conftest import Factory
 
 VALID_FID = make_facility_id("12345678901")
@@ -272,13 +272,13 @@ async def test_r6_a_compatible_charge_point_created_in_dk2_is_signed_up_by_the_s
     session: AsyncSession, factory: Factory
 ) -> None:
     team = await factory.team()
-    user, _ = await admin_of(factory, team)
-    created, _ = await cp_service.create_charge_point(session, Actor.of(user), team, cp_form())
+    _, principal = await admin_of(factory, team)
+    created, _ = await cp_service.create_charge_point(session, principal, team, cp_form())
     dk1, _ = await cp_service.create_charge_point(
-        session, Actor.of(user), team, cp_form(identity="DEPOT-2", price_area="DK1")
+        session, principal, team, cp_form(identity="DEPOT-2", price_area="DK1")
     )
     incompatible, _ = await cp_service.create_charge_point(
-        session, Actor.of(user), team, cp_form(identity="DEPOT-3", brand="Tesla")
+        session, principal, team, cp_form(identity="DEPOT-3", brand="Tesla")
     )
     await session.commit()
     assert await state_of(session, created) == "Signed up"
@@ -300,19 +300,18 @@ async def test_r6_moved_to_dk2_or_becoming_compatible_signs_up_but_never_after_a
 ) -> None:
     team = await factory.team()
     user, principal = await admin_of(factory, team)
-    actor = Actor.of(user)
-    mover, _ = await cp_service.create_charge_point(session, actor, team, cp_form(price_area="DK1"))
+    mover, _ = await cp_service.create_charge_point(session, principal, team, cp_form(price_area="DK1"))
     newcomer, _ = await cp_service.create_charge_point(
-        session, actor, team, cp_form(identity="DEPOT-2", brand="Acme", model="One")
+        session, principal, team, cp_form(identity="DEPOT-2", brand="Acme", model="One")
     )
     refuser, _ = await cp_service.create_charge_point(
-        session, actor, team, cp_form(identity="DEPOT-3", brand="Acme", model="One")
+        session, principal, team, cp_form(identity="DEPOT-3", brand="Acme", model="One")
     )
     await session.commit()
     await enrollment.opt_out(session, principal, refuser)
     await session.commit()
-    await cp_service.update_charge_point(session, actor, team, mover, cp_form(price_area="DK2"))
-    await catalogue.add_model(session, actor, team.operator_id, "Acme", "One")
+    await cp_service.update_charge_point(session, principal, team, mover, cp_form(price_area="DK2"))
+    await catalogue.add_model(session, SYSTEM, team.operator_id, "Acme", "One")
     await session.commit()
     assert await state_of(session, mover) == "Signed up"
     assert await state_of(session, newcomer) == "Signed up"
@@ -373,23 +372,22 @@ async def test_a_signed_up_charge_point_that_stops_being_eligible_is_suspended_a
 ) -> None:
     team = await factory.team()
     user, principal = await admin_of(factory, team)
-    actor = Actor.of(user)
-    cp, _ = await cp_service.create_charge_point(session, actor, team, cp_form(price_area="DK1"))
+    cp, _ = await cp_service.create_charge_point(session, principal, team, cp_form(price_area="DK1"))
     await session.commit()
     await sign_up(session, principal, team, [cp.id])
-    await cp_service.update_charge_point(session, actor, team, cp, cp_form(country="DE", price_area=""))
+    await cp_service.update_charge_point(session, principal, team, cp, cp_form(country="DE", price_area=""))
     await session.commit()
     status = await enrollment.get_participation(session, cp)
     assert (status.state.label, status.state_explanation) == ("Suspended", "Not available in Germany")
     assert release_calls == [([cp.id], "Not available in Germany")]
-    await cp_service.update_charge_point(session, actor, team, cp, cp_form(price_area="DK1"))
+    await cp_service.update_charge_point(session, principal, team, cp, cp_form(price_area="DK1"))
     await session.commit()
     assert await state_of(session, cp) == "Signed up"
     # Removing the model from the catalogue suspends it too.
     entry = next(
         e for e in await catalogue.list_catalogue(session, team.operator_id) if e.brand == "Easee" and e.model == "Home"
     )
-    await catalogue.remove_model(session, actor, team.operator_id, entry.id or 0)
+    await catalogue.remove_model(session, SYSTEM, team.operator_id, entry.id or 0)
     await session.commit()
     assert (await enrollment.get_participation(session, cp)).state_explanation == "Not compatible"
 
@@ -399,13 +397,12 @@ async def test_a_swedish_charge_point_whose_facility_id_is_removed_is_suspended(
 ) -> None:
     team = await factory.team()
     user, principal = await admin_of(factory, team)
-    actor = Actor.of(user)
     cp, _ = await cp_service.create_charge_point(
-        session, actor, team, cp_form(country="SE", price_area="SE3", facility_id=VALID_FID)
+        session, principal, team, cp_form(country="SE", price_area="SE3", facility_id=VALID_FID)
     )
     await session.commit()
     await sign_up(session, principal, team, [cp.id])
-    await cp_service.update_charge_point(session, actor, team, cp, cp_form(country="SE", price_area="SE3"))
+    await cp_service.update_charge_point(session, principal, team, cp, cp_form(country="SE", price_area="SE3"))
     await session.commit()
     status = await enrollment.get_participation(session, cp)
     assert (status.state.label, status.state_explanation) == ("Suspended", "Facility ID missing")
@@ -417,14 +414,13 @@ async def test_a_suspended_charge_point_opted_out_meanwhile_stays_opted_out(
 ) -> None:
     team = await factory.team()
     user, principal = await admin_of(factory, team)
-    actor = Actor.of(user)
-    cp, _ = await cp_service.create_charge_point(session, actor, team, cp_form(price_area="DK1"))
+    cp, _ = await cp_service.create_charge_point(session, principal, team, cp_form(price_area="DK1"))
     await session.commit()
     await sign_up(session, principal, team, [cp.id])
-    await cp_service.update_charge_point(session, actor, team, cp, cp_form(country="DE", price_area=""))
+    await cp_service.update_charge_point(session, principal, team, cp, cp_form(country="DE", price_area=""))
     await session.commit()
     await enrollment.opt_out(session, principal, cp)
-    await cp_service.update_charge_point(session, actor, team, cp, cp_form(price_area="DK2"))
+    await cp_service.update_charge_point(session, principal, team, cp, cp_form(price_area="DK2"))
     await session.commit()
     assert await state_of(session, cp) == "Opted out"
 

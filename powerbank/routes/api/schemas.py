@@ -1,4 +1,6 @@
-"""Request and response bodies of the JSON API v1; the OpenAPI document is generated from them.
+"""Request and response bodies of the JSON API v1, and how domain objects become them.
+
+The OpenAPI document is generated from these models.
 
 Request bodies are strict (no type coercion) and reject unknown fields; query strings are
 parsed from text, so they coerce numbers but also reject unknown parameters.
@@ -12,7 +14,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
-from powerbank.models import ParticipationState
+from powerbank.models import ParticipationEvent, ParticipationState
+from powerbank.services.charge_points import connection_status
+from powerbank.services.enrollment import RowStatus
 
 MAX_PAGE_SIZE = 500
 MAX_BULK_IDS = 10_000
@@ -257,3 +261,66 @@ class Terms(BaseModel):
     version: str
     published_at: datetime
     text: str
+
+
+# ---- from domain objects ----
+
+
+def status_out(row: RowStatus) -> PowerBankStatus:
+    """Return a charge point's PowerBank status as the API shows it."""
+    eligibility = row.eligibility
+    reasons = [reason for reason in (eligibility.why_unselectable or eligibility.facility_id_problem,) if reason]
+    return PowerBankStatus(
+        charge_point_id=row.charge_point.id or 0,
+        state=row.state,
+        since=row.since,
+        source=row.source,
+        reason=(row.participation.reason or None) if row.participation else None,
+        eligible=eligibility.eligible,
+        compatibility=eligibility.compatibility,
+        reasons=reasons,
+    )
+
+
+def charge_point_out(row: RowStatus) -> ChargePoint:
+    """Return a charge point with its PowerBank summary as the API shows it."""
+    cp = row.charge_point
+    return ChargePoint(
+        id=cp.id or 0,
+        team_id=cp.team_id,
+        name=cp.name,
+        identity=cp.identity,
+        brand=cp.brand,
+        model=cp.model,
+        firmware=cp.firmware,
+        serial=cp.serial,
+        country=cp.country,
+        price_area=cp.price_area,
+        facility_id=cp.facility_id,
+        connection_status=connection_status(cp),  # type: ignore[arg-type]
+        last_seen_at=cp.last_seen_at,
+        created_at=cp.created_at,
+        updated_at=cp.updated_at,
+        powerbank=PowerBankSummary(state=row.state, why=row.state_explanation),
+    )
+
+
+def event_out(event: ParticipationEvent) -> Event:
+    """Return an entry of the PowerBank history as the API shows it."""
+    return Event(
+        id=event.id or 0,
+        charge_point_id=event.charge_point_id,
+        charge_point_name=event.charge_point_name,
+        at=event.at,
+        actor=event.actor_label,
+        from_state=ParticipationState(event.from_state),
+        to_state=ParticipationState(event.to_state),
+        source=event.source,
+        terms_version=event.terms_version,
+        reason=event.reason,
+    )
+
+
+def pages(total: int, page_size: int) -> int:
+    """Return how many pages of ``page_size`` hold ``total`` items (at least one)."""
+    return max(1, -(-total // page_size))
