@@ -42,10 +42,17 @@ _STATE_LABELS: dict[ParticipationState, str] = {
 
 
 class ParticipationSource(StrEnum):
+    """How a participation changed; the value is what the database stores, ``label`` what people read."""
+
     BULK = "bulk"
     SINGLE = "single"
     AUTOMATIC = "automatic"
-    API = "API"
+    API = "api"
+
+    @property
+    def label(self) -> str:
+        """Return the source as the history, the CSV export and the API name it: "bulk", "API"..."""
+        return "API" if self is ParticipationSource.API else self.value
 
 
 class Participation(SQLModel, table=True):
@@ -119,3 +126,8 @@ class ParticipationEvent(SQLModel, table=True):
     def to_label(self) -> str:
         """Return the state after the change as people read it."""
         return ParticipationState(self.to_state).label
+
+    @property
+    def source_label(self) -> str:
+        """Return how the change was made as people read it."""
+        return ParticipationSource(self.source).label

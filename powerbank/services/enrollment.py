@@ -100,8 +100,8 @@ class RowStatus:
         return ParticipationState(self.participation.state)
 
     @property
-    def source(self) -> str | None:
-        return self.participation.source if self.participation else None
+    def source(self) -> ParticipationSource | None:
+        return ParticipationSource(self.participation.source) if self.participation else None
 
     @property
     def since(self) -> datetime | None:
@@ -162,7 +162,7 @@ class _Context:
     """Everything ``_apply`` writes with, besides the changes themselves."""
 
     actor: Actor
-    source: str
+    source: ParticipationSource
     terms_version: str | None
 
 
@@ -363,7 +363,7 @@ async def bulk_sign_up(
     charge_point_ids: list[int] | None,
     sign_up_all: bool,
     facility_ids: dict[int, str],
-    source: str = ParticipationSource.BULK,
+    source: ParticipationSource = ParticipationSource.BULK,
 ) -> BulkResult:
     """Sign up charge points of one team (R3), all or nothing; raise SignUpError saying what blocks it.
 
@@ -428,7 +428,7 @@ async def bulk_sign_up(
         after={
             "charge_point_ids": signed_up,
             "terms_version": terms.version,
-            "source": source,
+            "source": source.label,
             "facility_ids_set": sorted(new_facility_ids),
         },
     )
@@ -450,7 +450,7 @@ async def sign_up_one(
     *,
     accept_terms_version: str | None,
     facility_id: str | None,
-    source: str = ParticipationSource.SINGLE,
+    source: ParticipationSource = ParticipationSource.SINGLE,
 ) -> RowStatus:
     """Sign one charge point up (the toggle); terms may be omitted once this user accepted them for the team."""
     team = await _team_of(session, principal, charge_point)
@@ -487,7 +487,7 @@ async def sign_up_one(
         "powerbank.sign_up",
         charge_point,
         operator_id=team.operator_id,
-        after={"terms_version": terms.version, "source": source},
+        after={"terms_version": terms.version, "source": source.label},
     )
     await session.flush()
     return await _refreshed(session, charge_point)
@@ -499,7 +499,11 @@ async def _refreshed(session: AsyncSession, charge_point: ChargePoint) -> RowSta
 
 
 async def opt_out(
-    session: AsyncSession, principal: Principal, charge_point: ChargePoint, *, source: str = ParticipationSource.SINGLE
+    session: AsyncSession,
+    principal: Principal,
+    charge_point: ChargePoint,
+    *,
+    source: ParticipationSource = ParticipationSource.SINGLE,
 ) -> RowStatus:
     """Stop a charge point's participation at once (R7), releasing any active limit (S2)."""
     team = await _team_of(session, principal, charge_point)
@@ -520,7 +524,7 @@ async def opt_out(
         charge_point,
         operator_id=team.operator_id,
         before={"state": row.state.label},
-        after={"state": ParticipationState.OPTED_OUT.label, "source": source},
+        after={"state": ParticipationState.OPTED_OUT.label, "source": source.label},
     )
     await session.flush()
     return await get_participation(session, charge_point)
@@ -617,7 +621,7 @@ def participation_csv_rows(rows: Iterable[RowStatus]) -> list[list[str]]:
                 cp.price_area or "",
                 row.state.label,
                 row.since.isoformat() if row.since else "",
-                row.source or "",
+                row.source.label if row.source else "",
                 cp.facility_id or "",
             ]
         )

@@ -274,7 +274,7 @@ def status_out(row: RowStatus) -> PowerBankStatus:
         charge_point_id=row.charge_point.id or 0,
         state=row.state,
         since=row.since,
-        source=row.source,
+        source=row.source.label if row.source else None,
         reason=(row.participation.reason or None) if row.participation else None,
         eligible=eligibility.eligible,
         compatibility=eligibility.compatibility,
@@ -315,7 +315,7 @@ def event_out(event: ParticipationEvent) -> Event:
         actor=event.actor_label,
         from_state=ParticipationState(event.from_state),
         to_state=ParticipationState(event.to_state),
-        source=event.source,
+        source=event.source_label,
         terms_version=event.terms_version,
         reason=event.reason,
     )
