@@ -77,8 +77,9 @@ class Eligibility:
 
     country_problem: str | None = None
     model_problem: str | None = None
-    # Only where a Facility ID is needed (Sweden): the full message, e.g. "Facility ID must be 18 digits; ...",
-    # and whether none is stored at all.
+    # R5: whether the country needs a Facility ID; if so, what is wrong with the stored one (the full
+    # message, e.g. "Facility ID must be 18 digits; ...") and whether none is stored at all.
+    facility_id_needed: bool = False
     facility_id_problem: str | None = None
     facility_id_missing: bool = False
 
@@ -121,15 +122,13 @@ class Eligibility:
 def judge(charge_point: ChargePoint, catalogue: Set[CatalogueKey]) -> Eligibility:
     """Return the verdict of R1, R2 and R5 on a charge point, given its operator's catalogue keys."""
     problem_with_country = country_problem(charge_point.country)
-    if not needs_facility_id(charge_point.country):
-        problem_with_facility_id, missing = None, False
-    else:
-        problem_with_facility_id, missing = facility_id_problem(charge_point.facility_id), not charge_point.facility_id
+    needed = needs_facility_id(charge_point.country)
     return Eligibility(
         country_problem=problem_with_country,
         model_problem=None if problem_with_country else model_problem(charge_point, catalogue),
-        facility_id_problem=problem_with_facility_id,
-        facility_id_missing=missing,
+        facility_id_needed=needed,
+        facility_id_problem=facility_id_problem(charge_point.facility_id) if needed else None,
+        facility_id_missing=needed and not charge_point.facility_id,
     )
 
 

@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from powerbank.db import utcnow
 from powerbank.errors import FormErrors, NotFoundError
 from powerbank.models import ChargePoint, Team
+from powerbank.rules.eligibility import needs_facility_id
 from powerbank.rules.gsrn import clean_facility_id
 from powerbank.rules.permissions import Permission, Principal, can_on_team
 from powerbank.rules.validators import (
@@ -179,7 +180,7 @@ async def clean_charge_point_form(
         take("price_area", lambda v: clean_price_area(values["country"], v))
     facility_raw = (form.get("facility_id") or "").strip()
     if facility_raw:
-        if values.get("country") == "SE":
+        if "country" in values and needs_facility_id(values["country"]):
             take("facility_id", clean_facility_id)
         elif "country" in values:
             errors["facility_id"] = "A Facility ID is only used for charge points in Sweden."

@@ -42,7 +42,6 @@ from powerbank.rules.eligibility import (
     automatic_change,
     automatic_sign_up_reason,
     judge,
-    needs_facility_id,
 )
 from powerbank.rules.gsrn import clean_facility_id
 from powerbank.rules.permissions import Permission, Principal, can_on_team, denial_reason
@@ -344,7 +343,7 @@ async def _store_facility_ids(session: AsyncSession, facility_ids: dict[int, str
 
 def _facility_id_to_store(row: RowStatus, typed: str | None) -> tuple[str | None, str | None]:
     """Return (clean typed Facility ID to store, problem) for a row about to be signed up (R5)."""
-    if not needs_facility_id(row.charge_point.country):
+    if not row.eligibility.facility_id_needed:
         return None, None
     if typed and typed.strip():
         try:

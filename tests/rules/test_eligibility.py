@@ -114,6 +114,7 @@ def test_country_compatibility_and_facility_id_decide_who_may_take_part(
 ) -> None:
     brand, model = ("Easee", "Home") if catalogued else ("Tesla", "Wall Connector")
     found = judge(charge_point(country, area, brand, model, facility_id), CATALOGUE)
+    assert found.facility_id_needed is (country == "SE")
     assert (
         found.compatibility,
         found.selectable,
@@ -198,7 +199,9 @@ def test_r6_only_dk2_signs_up_by_itself(area: str | None, automatic: bool) -> No
 
 ELIGIBLE = Eligibility()
 NOT_COMPATIBLE = Eligibility(model_problem="Tesla Wall Connector is not in the compatibility catalogue")
-NO_FACILITY_ID = Eligibility(facility_id_problem="Facility ID is required", facility_id_missing=True)
+NO_FACILITY_ID = Eligibility(
+    facility_id_needed=True, facility_id_problem="Facility ID is required", facility_id_missing=True
+)
 SIGNED_UP, NOT_SIGNED_UP = ParticipationState.SIGNED_UP, ParticipationState.NOT_SIGNED_UP
 OPTED_OUT, SUSPENDED = ParticipationState.OPTED_OUT, ParticipationState.SUSPENDED
 
