@@ -213,7 +213,7 @@ async def collect(
         if future.done():
             arrived(cp_id, future)
         else:
-            future.add_done_callback(lambda f, cp_id=cp_id: arrived(cp_id, f))
+            future.add_done_callback(functools.partial(arrived, cp_id))
     if not waiting:
         all_in.set()
     deadline = loop.time() + timeout_s

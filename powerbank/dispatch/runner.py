@@ -422,9 +422,9 @@ class ActivationRunner:
                 to_limit.setdefault((operator_id, area), []).append(target)
             else:
                 to_clear.extend(leftovers.get(cp_id, []))
-        for area, targets in to_limit.items():
+        for operator_area, targets in to_limit.items():
             replaced = [d for target in targets for d in leftovers.get(target.charge_point_id, [])]
-            self.spawn(self._limit_after_boot(targets, in_force[area], replaced, now))
+            self.spawn(self._limit_after_boot(targets, in_force[operator_area], replaced, now))
         if to_clear:
             sent = fanout.broadcast(self.registry, _clear_targets(to_clear), fanout.clear_payload)
             self.spawn(self._record_release(to_clear, sent, "released after reconnect"))
@@ -473,4 +473,3 @@ def _clear_targets(dispatches: Sequence[Dispatch]) -> list[Target]:
         if dispatch.charge_point_id is not None:
             seen.setdefault(dispatch.charge_point_id, Target(dispatch.charge_point_id, dispatch.identity, None, None))
     return list(seen.values())
-

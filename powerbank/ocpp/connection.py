@@ -305,7 +305,7 @@ class HubConnection:
         after = handlers.get("_after_action")
         if after is not None:
             outcome = after(**arguments)
-            if inspect.isawaitable(outcome):
+            if inspect.iscoroutine(outcome):
                 self.spawn(outcome)
 
     def _reply_error(self, message_id: str, code: str, description: str, details: dict[str, Any] | None = None) -> None:
@@ -371,7 +371,7 @@ class HubConnection:
         timeout: float | None = None,
         unique_id: str | None = None,
         skip_schema_validation: bool = False,
-    ) -> Any:  # type: ignore[override]
+    ) -> Any:
         """Send a typed request to the charger and return its typed answer."""
         action = type(payload).__name__
         message = Call(

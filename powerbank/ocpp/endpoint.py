@@ -38,7 +38,8 @@ async def ocpp_socket(identity: str) -> Response | None:
     registry = registry_of(current_app)
     if registry.closing:
         return Response("The hub is shutting down", 503, {"Retry-After": "10"})
-    socket = websocket._get_current_object()
+    # The websocket of this connection itself, not the context-local proxy (the registry keeps it).
+    socket = websocket._get_current_object()  # type: ignore[attr-defined]
     ticket = registry.ticket()
     remote_address = socket.remote_addr or ""
     credentials = socket.authorization

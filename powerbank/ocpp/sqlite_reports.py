@@ -22,7 +22,7 @@ from sqlalchemy.engine import URL
 from powerbank.ocpp.reports import Report
 from powerbank.services import chargers
 
-_DIALECT = sqlite.dialect()  # type: ignore[no-untyped-call]
+_DIALECT = sqlite.dialect()
 
 
 class CompiledWrite:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from quart import Blueprint, Response, redirect, request, url_for
+from quart import Blueprint, Response, request, url_for
 
 from powerbank.dispatch.gateway import gateway
 from powerbank.errors import ConflictError, FormErrors
@@ -15,7 +15,7 @@ from powerbank.rules.permissions import Permission
 from powerbank.services import activations as service
 from powerbank.services.audit import Actor
 from powerbank.web.auth import login_required, principal
-from powerbank.web.render import render_page
+from powerbank.web.render import redirect_to, render_page
 from powerbank.web.state import db_session
 
 blueprint = Blueprint("activations", __name__)
@@ -63,7 +63,7 @@ async def _create(operator_id: int, form: dict[str, str], typed: dict[str, str] 
     except FormErrors as exc:
         return await _list_page(operator_id, 422, typed or form, exc.errors)
     activation = await gateway().start_activation(await db_session(), me, Actor.of(me.user), operator_id, request_)
-    return redirect(url_for("activations.detail", activation_id=activation.id), 303)
+    return redirect_to(url_for("activations.detail", activation_id=activation.id), 303)
 
 
 @blueprint.post("/operators/<int:operator_id>/activations")
@@ -173,7 +173,7 @@ async def cancel(activation_id: int) -> Response:
         # Refused before anything changed: nothing to roll back.
         context = await _detail_context(activation_id)
         return await render_page("activations/detail.html", status=409, error=str(exc), **context)
-    return redirect(url_for("activations.detail", activation_id=activation_id), 303)
+    return redirect_to(url_for("activations.detail", activation_id=activation_id), 303)
 
 
 @blueprint.get("/charge-points/<int:cp_id>/activations")

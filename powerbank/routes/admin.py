@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, redirect, request, url_for
+from quart import Blueprint, Response, request, url_for
 
 from powerbank.errors import ConflictError, FormErrors
 from powerbank.models import Operator
@@ -12,7 +12,7 @@ from powerbank.rules.validators import ValidationError
 from powerbank.services import audit, catalogue, teams, users
 from powerbank.web.auth import login_required, principal
 from powerbank.web.ids import id_or_none
-from powerbank.web.render import discard_changes, render_page
+from powerbank.web.render import discard_changes, redirect_to, render_page
 from powerbank.web.state import db_session
 
 blueprint = Blueprint("admin", __name__)
@@ -51,7 +51,7 @@ async def create_team(operator_id: int) -> Response:
         await discard_changes(session, operator)
         return await _teams_page(operator, 422, form, {"name": str(exc)})
     await session.commit()
-    return redirect(url_for("admin.team_list", operator_id=operator_id), 303)
+    return redirect_to(url_for("admin.team_list", operator_id=operator_id), 303)
 
 
 @blueprint.post("/teams/<int:team_id>/rename")
@@ -67,7 +67,7 @@ async def rename_team(team_id: int) -> Response:
         await discard_changes(session, team, operator)
         return await _teams_page(operator, 422, {"rename_id": str(team_id), **form}, {f"rename-{team_id}": str(exc)})
     await session.commit()
-    return redirect(url_for("admin.team_list", operator_id=team.operator_id), 303)
+    return redirect_to(url_for("admin.team_list", operator_id=team.operator_id), 303)
 
 
 @blueprint.get("/teams/<int:team_id>/delete")
@@ -85,7 +85,7 @@ async def delete_team(team_id: int) -> Response:
     session = await db_session()
     await teams.delete_team(session, me, team)
     await session.commit()
-    return redirect(url_for("admin.team_list", operator_id=team.operator_id), 303)
+    return redirect_to(url_for("admin.team_list", operator_id=team.operator_id), 303)
 
 
 async def _members_page(
@@ -138,7 +138,7 @@ async def add_member(operator_id: int) -> Response:
     if temporary_password:
         # A new account: its temporary password is shown once, here.
         return await _members_page(operator, 201, created=(user.email, temporary_password))
-    return redirect(url_for("admin.member_list", operator_id=operator_id), 303)
+    return redirect_to(url_for("admin.member_list", operator_id=operator_id), 303)
 
 
 @blueprint.post("/operators/<int:operator_id>/members/<scope>/<int:membership_id>")
@@ -165,7 +165,7 @@ async def change_member(operator_id: int, scope: str, membership_id: int) -> Res
         await discard_changes(session, operator)
         return await _members_page(operator, 422, errors={f"member-{scope}-{membership_id}": exc.errors["role"]})
     await session.commit()
-    return redirect(url_for("admin.member_list", operator_id=operator_id), 303)
+    return redirect_to(url_for("admin.member_list", operator_id=operator_id), 303)
 
 
 async def _catalogue_page(
@@ -205,7 +205,7 @@ async def catalogue_add(operator_id: int) -> Response:
         await discard_changes(session, operator)
         return await _catalogue_page(operator, 409, form, {"model": str(exc)})
     await session.commit()
-    return redirect(url_for("admin.catalogue_list", operator_id=operator_id), 303)
+    return redirect_to(url_for("admin.catalogue_list", operator_id=operator_id), 303)
 
 
 @blueprint.post("/operators/<int:operator_id>/catalogue/<int:entry_id>/delete")
@@ -216,7 +216,7 @@ async def catalogue_remove(operator_id: int, entry_id: int) -> Response:
     session = await db_session()
     await catalogue.remove_model(session, me, operator_id, entry_id)
     await session.commit()
-    return redirect(url_for("admin.catalogue_list", operator_id=operator_id), 303)
+    return redirect_to(url_for("admin.catalogue_list", operator_id=operator_id), 303)
 
 
 @blueprint.get("/operators/<int:operator_id>/audit")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, redirect, request, url_for
+from quart import Blueprint, Response, request, url_for
 
 from powerbank.errors import FormErrors
 from powerbank.models import ApiToken, Operator, Team, TokenAccess
@@ -11,7 +11,7 @@ from powerbank.rules.permissions import Permission, Principal, can_on_operator, 
 from powerbank.services import api_tokens
 from powerbank.services.teams import teams_of
 from powerbank.web.auth import login_required, principal
-from powerbank.web.render import form_errors_status, render_page
+from powerbank.web.render import form_errors_status, redirect_to, render_page
 from powerbank.web.state import db_session
 
 blueprint = Blueprint("api_tokens", __name__)
@@ -108,7 +108,7 @@ async def revoke(token_id: int) -> Response:
     session = await db_session()
     await api_tokens.revoke_token(session, me, token)
     await session.commit()
-    return redirect(await _back_from_revoke(me, token, team), 303)
+    return redirect_to(await _back_from_revoke(me, token, team), 303)
 
 
 async def _back_from_revoke(me: Principal, token: ApiToken, team: Team | None) -> str:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, current_app, redirect, request, session, url_for
+from quart import Blueprint, Response, current_app, request, session, url_for
 from quart_auth import AuthUser, login_user, logout_user
 
 from powerbank.services.users import authenticate
 from powerbank.web.auth import safe_next
 from powerbank.web.csrf import CSRF_FIELD
-from powerbank.web.render import render_page
+from powerbank.web.render import redirect_to, render_page
 from powerbank.web.state import db_session, login_throttle
 
 blueprint = Blueprint("auth", __name__)
@@ -57,10 +57,10 @@ async def login_post() -> Response:
     login_user(AuthUser(str(user.id)), remember=bool(form.get("remember")))
     # A CSRF token known before the log-in (a planted session cookie) must not work after it.
     session.pop(CSRF_FIELD, None)
-    return redirect(target, 303)
+    return redirect_to(target, 303)
 
 
 @blueprint.post("/logout")
 async def logout() -> Response:
     logout_user()
-    return redirect(url_for("auth.login"), 303)
+    return redirect_to(url_for("auth.login"), 303)

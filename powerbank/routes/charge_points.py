@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, redirect, request, url_for
+from quart import Blueprint, Response, request, url_for
 
 from powerbank.errors import FormErrors
 from powerbank.routes.connections import live_context
@@ -12,7 +12,7 @@ from powerbank.routes.teams import form_choices, ocpp_url
 from powerbank.rules.permissions import Permission, can_on_team, denial_reason
 from powerbank.services import charge_points as cp_service
 from powerbank.web.auth import login_required, principal
-from powerbank.web.render import discard_changes, form_errors_status, render_page
+from powerbank.web.render import discard_changes, form_errors_status, redirect_to, render_page
 from powerbank.web.state import db_session
 
 blueprint = Blueprint("charge_points", __name__)
@@ -69,7 +69,7 @@ async def update(cp_id: int) -> Response:
             **form_choices(),
         )
     await session.commit()
-    return redirect(url_for("charge_points.detail", cp_id=cp_id), 303)
+    return redirect_to(url_for("charge_points.detail", cp_id=cp_id), 303)
 
 
 @blueprint.get("/charge-points/<int:cp_id>/delete")
@@ -87,7 +87,7 @@ async def delete(cp_id: int) -> Response:
     session = await db_session()
     await cp_service.delete_charge_point(session, me, team, charge_point)
     await session.commit()
-    return redirect(url_for("teams.charge_points", team_id=team.id), 303)
+    return redirect_to(url_for("teams.charge_points", team_id=team.id), 303)
 
 
 @blueprint.post("/charge-points/<int:cp_id>/ocpp-password")

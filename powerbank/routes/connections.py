@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint, Response, redirect, request, url_for
+from quart import Blueprint, Response, request, url_for
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.dispatch.gateway import gateway
@@ -18,7 +18,7 @@ from powerbank.services.teams import list_operator_teams
 from powerbank.web.auth import login_required, principal
 from powerbank.web.htmx import add_vary, is_htmx
 from powerbank.web.ids import id_or_none
-from powerbank.web.render import render_page
+from powerbank.web.render import redirect_to, render_page
 from powerbank.web.state import db_session
 
 blueprint = Blueprint("connections", __name__)
@@ -49,7 +49,7 @@ async def register(operator_id: int) -> Response:
     if team is None or team.operator_id != operator_id:
         raise NotFoundError("No such team.")
     identity = request.args.get("identity", "")
-    return redirect(url_for("teams.new_charge_point", team_id=team.id, identity=identity), 303)
+    return redirect_to(url_for("teams.new_charge_point", team_id=team.id, identity=identity), 303)
 
 
 async def live_context(session: AsyncSession, charge_point: ChargePoint) -> dict[str, Any]:
@@ -66,7 +66,7 @@ async def live(cp_id: int) -> Response:
     """Return the live OCPP section (htmx polls it); a browser gets the whole page."""
     charge_point, team = await charge_point_for(await principal(), cp_id)
     if not is_htmx():
-        return add_vary(redirect(url_for("charge_points.detail", cp_id=cp_id) + "#ocpp"))
+        return add_vary(redirect_to(url_for("charge_points.detail", cp_id=cp_id) + "#ocpp"))
     return await render_page(
         "partials/ocpp_live.html",
         "partials/ocpp_live.html",

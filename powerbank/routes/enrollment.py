@@ -6,7 +6,7 @@ import csv
 import io
 from typing import Any
 
-from quart import Blueprint, Response, abort, current_app, flash, get_flashed_messages, redirect, request, url_for
+from quart import Blueprint, Response, abort, current_app, flash, get_flashed_messages, request, url_for
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.errors import ConflictError
@@ -20,7 +20,7 @@ from powerbank.services.charge_points import names_of_team
 from powerbank.web.auth import login_required, principal
 from powerbank.web.htmx import hx_trigger, is_htmx
 from powerbank.web.ids import id_or_none
-from powerbank.web.render import discard_changes, render_page
+from powerbank.web.render import discard_changes, redirect_to, render_page
 from powerbank.web.state import db_session
 
 blueprint = Blueprint("enrollment", __name__)
@@ -81,7 +81,7 @@ async def sign_up_flow(team_id: int) -> Response:
     team = await team_for(me, team_id)
     session = await db_session()
     flashed = get_flashed_messages()
-    return await _sign_up_page(session, me, team, result=flashed[0] if flashed else None)
+    return await _sign_up_page(session, me, team, result=str(flashed[0]) if flashed else None)
 
 
 @blueprint.post("/teams/<int:team_id>/powerbank/sign-up")
@@ -118,7 +118,7 @@ async def sign_up_save(team_id: int) -> Response:
     await session.commit()
     if not is_htmx():
         await flash(result.message)
-        return redirect(url_for("enrollment.sign_up_flow", team_id=team_id), 303)
+        return redirect_to(url_for("enrollment.sign_up_flow", team_id=team_id), 303)
     return hx_trigger(await _sign_up_page(session, me, team, result=result.message), CHANGED_EVENT)
 
 
@@ -197,7 +197,7 @@ async def toggle(cp_id: int) -> Response:
             if confirm
             else url_for("charge_points.detail", cp_id=cp_id)
         )
-        return redirect(target + "#functionalities", 303)
+        return redirect_to(target + "#functionalities", 303)
     return await _functionality(session, me, charge_point, team, confirm=confirm)
 
 
@@ -230,7 +230,7 @@ async def sign_up_one(cp_id: int) -> Response:
         )
     await session.commit()
     if not is_htmx():
-        return redirect(url_for("charge_points.detail", cp_id=cp_id) + "#functionalities", 303)
+        return redirect_to(url_for("charge_points.detail", cp_id=cp_id) + "#functionalities", 303)
     return hx_trigger(await _functionality(session, me, charge_point, team), CHANGED_EVENT)
 
 
@@ -249,7 +249,7 @@ async def opt_out(cp_id: int) -> Response:
         )
     await session.commit()
     if not is_htmx():
-        return redirect(url_for("charge_points.detail", cp_id=cp_id) + "#functionalities", 303)
+        return redirect_to(url_for("charge_points.detail", cp_id=cp_id) + "#functionalities", 303)
     return hx_trigger(await _functionality(session, me, charge_point, team), CHANGED_EVENT)
 
 

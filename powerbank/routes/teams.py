@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, current_app, redirect, request, url_for
+from typing import Any
+
+from quart import Blueprint, Response, current_app, request, url_for
 
 from powerbank.errors import FormErrors
 from powerbank.routes.loaders import team_for, team_with_operator_for
@@ -11,7 +13,7 @@ from powerbank.rules.permissions import Permission, can_on_team, denial_reason
 from powerbank.services import charge_points as cp_service
 from powerbank.services import enrollment
 from powerbank.web.auth import login_required, principal
-from powerbank.web.render import discard_changes, form_errors_status, public_url, render_page
+from powerbank.web.render import discard_changes, form_errors_status, public_url, redirect_to, render_page
 from powerbank.web.state import db_session
 
 blueprint = Blueprint("teams", __name__)
@@ -24,7 +26,7 @@ def ocpp_url(identity: str) -> str:
     return f"{base}ocpp/{identity}"
 
 
-def form_choices() -> dict[str, object]:
+def form_choices() -> dict[str, Any]:
     return {"countries": COUNTRIES, "areas_by_country": AREAS_BY_COUNTRY}
 
 
@@ -32,7 +34,7 @@ def form_choices() -> dict[str, object]:
 @login_required
 async def team(team_id: int) -> Response:
     await team_for(await principal(), team_id)
-    return redirect(url_for("teams.charge_points", team_id=team_id))
+    return redirect_to(url_for("teams.charge_points", team_id=team_id))
 
 
 @blueprint.get("/teams/<int:team_id>/charge-points")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.models import OperatorMembership, OperatorRole, Team, TeamMembership, TeamRole, User
@@ -53,11 +53,11 @@ async def load_principal(session: AsyncSession, user: User) -> Principal:
     """Load every operator and team role of ``user`` (two queries)."""
     principal = Principal(user=user)
     operator_rows = await session.exec(select(OperatorMembership).where(OperatorMembership.user_id == user.id))
-    for membership in operator_rows:
-        principal.operator_roles[membership.operator_id] = OperatorRole(membership.role)
+    for operator_membership in operator_rows:
+        principal.operator_roles[operator_membership.operator_id] = OperatorRole(operator_membership.role)
     team_rows = await session.exec(
         select(TeamMembership, Team.operator_id)
-        .join(Team, Team.id == TeamMembership.team_id)
+        .join(Team, col(Team.id) == col(TeamMembership.team_id))
         .where(TeamMembership.user_id == user.id)
     )
     for membership, operator_id in team_rows:

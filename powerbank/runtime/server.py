@@ -94,7 +94,7 @@ async def serve_app(app: Quart, host: str, port: int, *, simulate: bool = False)
     server = asyncio.create_task(
         serve(
             app,
-            hypercorn_config(host, port),  # type: ignore[arg-type]
+            hypercorn_config(host, port),
             shutdown_trigger=closing_chargers_first(app, shutdown),
         )
     )

@@ -308,13 +308,14 @@ async def summaries_of(session: AsyncSession, activation_ids: Sequence[int]) -> 
     if not activation_ids:
         return found
     rows = await session.exec(
-        select(
+        # sqlmodel's typed select() stops at four columns.
+        select(  # type: ignore[call-overload]
             Dispatch.activation_id,
             Dispatch.status,
             func.count(),
-            func.count(Dispatch.sent_at),
-            func.count(Dispatch.answered_at),
-            func.count(Dispatch.released_at),
+            func.count(col(Dispatch.sent_at)),
+            func.count(col(Dispatch.answered_at)),
+            func.count(col(Dispatch.released_at)),
         )
         .where(col(Dispatch.activation_id).in_(activation_ids))
         .group_by(Dispatch.activation_id, Dispatch.status)
@@ -383,9 +384,9 @@ async def active_in_area(session: AsyncSession, operator_id: int, price_area: st
 def _targets_query() -> Any:
     return (
         select(ChargePoint.id, ChargePoint.identity, ChargerCapability.rate_units, ChargerCapability.max_stack_level)
-        .join(Team, Team.id == ChargePoint.team_id)
-        .join(Participation, Participation.charge_point_id == ChargePoint.id)
-        .outerjoin(ChargerCapability, ChargerCapability.charge_point_id == ChargePoint.id)
+        .join(Team, col(Team.id) == col(ChargePoint.team_id))
+        .join(Participation, col(Participation.charge_point_id) == col(ChargePoint.id))
+        .outerjoin(ChargerCapability, col(ChargerCapability.charge_point_id) == col(ChargePoint.id))
         .where(Participation.state == ParticipationState.SIGNED_UP)
     )
 
@@ -554,7 +555,7 @@ async def unreleased(
     if charge_point_ids is not None:
         query = query.where(col(Dispatch.charge_point_id).in_(charge_point_ids))
     if finished_only:
-        query = query.join(Activation, Activation.id == Dispatch.activation_id).where(
+        query = query.join(Activation, col(Activation.id) == col(Dispatch.activation_id)).where(
             col(Activation.state).in_([ActivationState.ENDED, ActivationState.CANCELLED])
         )
     return list(await session.exec(query))
@@ -640,7 +641,8 @@ async def _samples(
         .order_by(col(MeterSample.measured_at))
     )
     for cp_id, at, power in rows:
-        found.setdefault(cp_id, []).append((at, float(power)))
+        if power is not None:
+            found.setdefault(cp_id, []).append((at, float(power)))
     return found
 
 
@@ -734,7 +736,7 @@ async def activations_of_charge_point(
     """Return the activations that reached a charge point, newest first, with its dispatch row."""
     rows = await session.exec(
         select(Activation, Dispatch)
-        .join(Dispatch, Dispatch.activation_id == Activation.id)
+        .join(Dispatch, col(Dispatch.activation_id) == col(Activation.id))
         .where(Dispatch.charge_point_id == charge_point_id)
         .order_by(col(Activation.start_at).desc())
         .limit(limit)

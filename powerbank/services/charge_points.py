@@ -123,7 +123,7 @@ async def get_charge_point_or_404(
     row = (
         await session.exec(
             select(ChargePoint, Team)
-            .join(Team, Team.id == ChargePoint.team_id)
+            .join(Team, col(Team.id) == col(ChargePoint.team_id))
             .where(ChargePoint.id == charge_point_id)
         )
     ).first()

@@ -54,7 +54,7 @@ async def visible_teams(session: AsyncSession, principal: Principal) -> list[tup
         return []
     rows = await session.exec(
         select(Team, Operator)
-        .join(Operator, Operator.id == Team.operator_id)
+        .join(Operator, col(Operator.id) == col(Team.operator_id))
         .where(col(Team.operator_id).in_(operator_ids) | col(Team.id).in_(team_ids))
         .order_by(col(Operator.name), col(Team.name))
     )
@@ -78,7 +78,7 @@ async def list_operator_teams(session: AsyncSession, operator_id: int) -> list[t
     """Return an operator's teams with their number of charge points."""
     rows = await session.exec(
         select(Team, func.count(col(ChargePoint.id)))
-        .outerjoin(ChargePoint, ChargePoint.team_id == Team.id)
+        .outerjoin(ChargePoint, col(ChargePoint.team_id) == col(Team.id))
         .where(Team.operator_id == operator_id)
         .group_by(col(Team.id))
         .order_by(col(Team.name))

@@ -94,15 +94,15 @@ async def list_members(session: AsyncSession, operator_id: int) -> list[MemberRo
     rows: list[MemberRow] = []
     for membership, user in await session.exec(
         select(OperatorMembership, User)
-        .join(User, User.id == OperatorMembership.user_id)
+        .join(User, col(User.id) == col(OperatorMembership.user_id))
         .where(OperatorMembership.operator_id == operator_id)
         .order_by(col(User.email))
     ):
         rows.append(MemberRow(membership.id or 0, "operator", user, membership.role))
     for team_membership, user, team in await session.exec(
         select(TeamMembership, User, Team)
-        .join(User, User.id == TeamMembership.user_id)
-        .join(Team, Team.id == TeamMembership.team_id)
+        .join(User, col(User.id) == col(TeamMembership.user_id))
+        .join(Team, col(Team.id) == col(TeamMembership.team_id))
         .where(Team.operator_id == operator_id)
         .order_by(col(Team.name), col(User.email))
     ):

@@ -12,16 +12,15 @@ from quart import (
     Response,
     abort,
     g,
-    redirect,
     request,
     url_for,
 )
 from quart_auth import current_user
-from werkzeug.wrappers import Response as WerkzeugResponse
 
 from powerbank.models import User
 from powerbank.rules.permissions import Principal, load_principal
 from powerbank.web.htmx import hx_redirect, is_htmx
+from powerbank.web.render import redirect_to
 from powerbank.web.state import db_session
 
 P = ParamSpec("P")
@@ -45,11 +44,11 @@ async def current_principal() -> Principal | None:
     return principal
 
 
-def login_required(view: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T | Response | WerkzeugResponse]]:
+def login_required(view: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T | Response]]:
     """Send visitors who are not signed in to the log-in page, coming back afterwards."""
 
     @wraps(view)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T | Response | WerkzeugResponse:
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T | Response:
         if await current_principal() is None:
             if is_htmx():
                 # htmx would swap the log-in page into a fragment: it navigates the whole page instead,
@@ -57,7 +56,7 @@ def login_required(view: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T |
                 current = urlsplit(request.headers.get("HX-Current-URL", "/"))
                 back = current.path + (f"?{current.query}" if current.query else "")
                 return hx_redirect(Response("", 204), url_for("auth.login", next=back))
-            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+            return redirect_to(url_for("auth.login", next=request.full_path.rstrip("?")))
         return await view(*args, **kwargs)
 
     return wrapper

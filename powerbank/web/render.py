@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from quart import (
     Response,
@@ -58,3 +58,9 @@ def public_url() -> str:
     """Return the address PowerBank is reached at, ending in "/" (POWERBANK_PUBLIC_URL, or this request's)."""
     configured = current_app.config.get("PUBLIC_URL")
     return str(configured).rstrip("/") + "/" if configured else request.host_url
+
+
+def redirect_to(location: str, code: int = 302) -> Response:
+    """Redirect to ``location`` (303 See Other after a change, so the browser follows with a GET)."""
+    # Quart makes the app's response class; werkzeug's signature only promises its own base class.
+    return cast(Response, current_app.redirect(location, code))

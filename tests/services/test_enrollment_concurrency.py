@@ -18,6 +18,7 @@ from powerbank.models import ChargePoint, Participation, ParticipationEvent, Par
 from powerbank.rules.gsrn import make_facility_id
 from powerbank.rules.permissions import load_principal
 from powerbank.services import enrollment
+from powerbank.web import state
 from tests.conftest import Factory
 
 
@@ -57,7 +58,7 @@ async def count_queries(app: Quart, action: Callable[[], Awaitable[Any]]) -> int
     def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         statements.append(statement)
 
-    engine = app.extensions["powerbank.engine"].sync_engine
+    engine = state.engine(app).sync_engine
     event.listen(engine, "before_cursor_execute", count)
     try:
         await action()
@@ -118,7 +119,7 @@ async def test_two_people_signing_up_the_same_team_at_once_make_no_duplicate_and
     monkeypatch.setattr(enrollment, "eligibility_for_team", read_then_wait)
 
     async def save(user: User) -> str:
-        async with app.extensions["powerbank.sessionmaker"]() as db:
+        async with state.sessionmaker(app)() as db:
             principal = await load_principal(db, user)
             own_team = await db.get(Team, team.id)
             assert own_team is not None
@@ -180,7 +181,7 @@ async def test_an_opt_out_racing_a_sign_up_is_not_lost(
     monkeypatch.setattr(enrollment, "get_participation", read_then_wait)
 
     async def change(action: str) -> str:
-        async with app.extensions["powerbank.sessionmaker"]() as db:
+        async with state.sessionmaker(app)() as db:
             principal = await load_principal(db, user)
             own = await db.get(ChargePoint, cp.id)
             assert own is not None

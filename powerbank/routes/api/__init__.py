@@ -179,7 +179,7 @@ async def _check_json_body() -> Response | None:
     if not request.is_json:
         return problem(415, "Send the body as JSON with Content-Type: application/json.")
     try:
-        (await request.get_data()).decode()
+        (await request.get_data(cache=True, as_text=False, parse_form_data=False)).decode()
     except UnicodeDecodeError:
         return problem(400, "The body is not valid UTF-8.")
     try:

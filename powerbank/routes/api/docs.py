@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from quart import Blueprint, Quart, Response, current_app
-from quart_schema import HttpSecurityScheme, OpenAPIProvider, QuartSchema
+from quart_schema import HttpSecurityScheme, OpenAPIProvider, PydanticDumpOptions, QuartSchema
 from werkzeug.routing import BaseConverter, Rule
 
 from powerbank.routes import api
@@ -65,7 +65,8 @@ def init_openapi(app: Quart) -> None:
         },
         security_schemes={"bearerAuth": HttpSecurityScheme(scheme="bearer")},
         security=[{"bearerAuth": []}],
-        pydantic_dump_options={"mode": "json"},
+        # quart-schema hands these to pydantic's model_dump, which takes `mode` too; its TypedDict omits it.
+        pydantic_dump_options=cast(PydanticDumpOptions, {"mode": "json"}),
         openapi_provider_class=ApiOpenAPIProvider,
     )
 
