@@ -285,6 +285,17 @@ async def _request(station: ChargePoint16 | ChargePoint201, payload: Any) -> Any
     return await station.call(payload, suppress=False, skip_schema_validation=True)
 
 
+def _stop_if_asked() -> None:
+    """Raise CancelledError when this task was asked to stop, even if the request was swallowed.
+
+    Python 3.11's ``asyncio.wait_for``, which the ocpp library's ``call`` awaits, drops a cancellation
+    that arrives together with the answer; a charger asked to stop must stop all the same.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class SimulatedCharger:
     """One simulated charger: its connection loop, its meter and its charging profiles.
 
@@ -435,6 +446,7 @@ class SimulatedCharger:
                 deadline = min(deadline, next_meter)
             if change is not None:
                 deadline = min(deadline, loop.time() + (change - _utcnow()).total_seconds())
+            _stop_if_asked()
             try:
                 async with asyncio.timeout_at(deadline):
                     await self._wake.wait()

@@ -666,3 +666,32 @@ def test_effective_limit(
     at = START + timedelta(seconds=seconds)
     change = None if change_after is None else START + timedelta(seconds=change_after)
     assert effective_limit_w(profiles, at, phases=3) == (limit, change)
+
+
+class _SwallowingStation:
+    """A station whose announcement swallows a cancellation, as Python 3.11's asyncio.wait_for can.
+
+    The ocpp library's ``call`` awaits ``asyncio.wait_for``; on 3.11 a cancellation that arrives
+    together with the answer is dropped, and the task goes on with ``cancelling()`` set.
+    """
+
+    async def boot(self) -> tuple[str, int]:
+        return "Accepted", 3600
+
+    async def announce(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0)
+
+    def heartbeat_request(self) -> call16.Heartbeat:
+        return call16.Heartbeat()
+
+
+async def test_a_charger_asked_to_stop_stops_even_when_the_cancellation_was_swallowed() -> None:
+    charger = SimulatedCharger(ChargerSpec(identity="CP-STOP", charging=False))
+    task = asyncio.create_task(charger._drive(_SwallowingStation()))  # type: ignore[arg-type]
+    # The guard only keeps a broken simulator from hanging the suite: the next heartbeat is an hour away.
+    done, _ = await asyncio.wait([task], timeout=10)
+    assert task in done and task.cancelled()
