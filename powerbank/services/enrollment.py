@@ -607,8 +607,17 @@ async def list_events(
 CSV_COLUMNS = ("Charge point", "Identity", "Country", "Area", "State", "Since", "Source", "Facility ID")
 
 
+# A cell starting with one of these is a formula to a spreadsheet (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_text(value: str) -> str:
+    """Return ``value`` so a spreadsheet shows it as text: a leading apostrophe before a formula's first sign."""
+    return f"'{value}" if value.startswith(FORMULA_STARTS) else value
+
+
 def participation_csv_rows(rows: Iterable[RowStatus]) -> list[list[str]]:
-    """Return the CSV export of a team's current participation, header first."""
+    """Return the CSV export of a team's current participation, header first; no cell is a formula."""
     lines = [list(CSV_COLUMNS)]
     for row in rows:
         cp = row.charge_point
@@ -624,4 +633,4 @@ def participation_csv_rows(rows: Iterable[RowStatus]) -> list[list[str]]:
                 cp.facility_id or "",
             ]
         )
-    return lines
+    return [[spreadsheet_text(cell) for cell in line] for line in lines]

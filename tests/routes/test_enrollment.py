@@ -440,6 +440,22 @@ async def test_team_history_is_filterable_by_charge_point_and_exported_as_csv(
     assert len(rows) == 7
 
 
+@pytest.mark.parametrize(
+    "name", ['=HYPERLINK("https://evil.example","Open")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)"]
+)
+async def test_the_csv_export_never_hands_a_spreadsheet_a_formula(
+    session: AsyncSession, factory: Factory, login_as: LoginAs, name: str
+) -> None:
+    operator = await factory.operator()
+    team = await factory.team(operator)
+    await factory.charge_point(team, name=name, identity="-1+1")
+    owner = await factory.user(team=team, team_role="owner")
+    client = await login_as(owner)
+    rows = list(csv.reader(io.StringIO(await text(await client.get(f"/teams/{team.id}/powerbank/participation.csv")))))
+    # A leading apostrophe makes a spreadsheet show the cell as text, exactly as typed after it.
+    assert rows[1][:2] == [f"'{name}", "'-1+1"]
+
+
 async def test_another_operator_cannot_see_the_history_or_export(
     session: AsyncSession, demo: list[ChargePoint], login_as: LoginAs
 ) -> None:
