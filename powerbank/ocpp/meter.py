@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +15,11 @@ ENERGY = "Energy.Active.Import.Register"
 CURRENT = "Current.Import"
 # Scale of each unit to W, Wh or A.
 UNIT_SCALE = {"W": 1.0, "kW": 1000.0, "Wh": 1.0, "kWh": 1000.0, "A": 1.0}
+# The 2.0.1 schema allows any integer as a unit's power-of-ten multiplier; meters use a few (k, M, m).
+MAX_MULTIPLIER = 9
+# Far beyond any charge point (a 10 MW site, a 10 GWh register, 10 kA): a larger value is a broken
+# or hostile meter, and is dropped rather than stored.
+MAX_MAGNITUDE = {POWER: 1e7, ENERGY: 1e10, CURRENT: 1e4}
 
 
 def now_text() -> str:
@@ -33,10 +39,23 @@ def parse_timestamp(text: str | None) -> datetime:
 
 
 def _number(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
+    if isinstance(value, bool):
         return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _multiplier(unit_of_measure: dict[str, Any]) -> int | None:
+    """Return a unit's power-of-ten multiplier, or None when no meter would send it."""
+    multiplier = unit_of_measure.get("multiplier", 0)
+    if multiplier is None:
+        return 0
+    if isinstance(multiplier, bool) or not isinstance(multiplier, int) or abs(multiplier) > MAX_MULTIPLIER:
+        return None
+    return multiplier
 
 
 def _phase(phase: str | None) -> str | None:
@@ -56,17 +75,28 @@ def reading_from(timestamp: str | None, sampled_values: Iterable[dict[str, Any]]
     currents: dict[str, float] = {}
     for sampled in sampled_values:
         value = _number(sampled.get("value"))
-        if value is None:
+        unit_of_measure = sampled.get("unit_of_measure") or {}
+        multiplier = _multiplier(unit_of_measure)
+        if value is None or multiplier is None:
             continue
         measurand = sampled.get("measurand") or ENERGY
-        unit_of_measure = sampled.get("unit_of_measure") or {}
         unit = sampled.get("unit") or unit_of_measure.get("unit")
-        value *= 10 ** int(unit_of_measure.get("multiplier", 0) or 0)
-        if measurand == POWER and sampled.get("phase") in (None, "N"):
-            power = value * UNIT_SCALE.get(unit or "W", 1.0)
-        elif measurand == ENERGY and sampled.get("phase") in (None, "N"):
-            energy = value * UNIT_SCALE.get(unit or "Wh", 1.0)
-        elif measurand == CURRENT and (phase := _phase(sampled.get("phase"))):
+        whole = sampled.get("phase") in (None, "N")
+        phase = _phase(sampled.get("phase"))
+        value *= 10.0**multiplier
+        if measurand == POWER and whole:
+            value *= UNIT_SCALE.get(unit or "W", 1.0)
+        elif measurand == ENERGY and whole:
+            value *= UNIT_SCALE.get(unit or "Wh", 1.0)
+        elif measurand != CURRENT or phase is None:
+            continue
+        if abs(value) > MAX_MAGNITUDE[measurand]:
+            continue
+        if measurand == POWER:
+            power = value
+        elif measurand == ENERGY:
+            energy = value
+        elif phase is not None:
             currents[phase] = value
     return MeterReading(parse_timestamp(timestamp), power, energy, currents)
 
