@@ -15,6 +15,13 @@ here once for every scope, so the API asks the same questions as the pages:
 So a write token can configure charge points and sign them up for PowerBank, as an Operator
 Admin or a Team Owner could, but it never manages teams, members, the catalogue or tokens;
 a read token can only read. A token never sees anything outside its operator or team.
+
+A token made by a person never holds more than that person may do now: its roles are capped by
+its creator's, read on every request. A Team Owner whose "configure charge points" right is off
+gets a write token that can only read; turning the right off later takes it from their tokens at
+once; and a token whose creator no longer holds any role in its operator or team stops working.
+A token made by the command line without a creator (``created_by_user_id`` None) is the
+operator's own decision and keeps the table's roles.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ TOKEN_PREFIX = "pb_"
 DISPLAY_PREFIX_LENGTH = len(TOKEN_PREFIX) + 6
 MAX_EXPIRY_DAYS = 3650
 OPERATOR_SCOPE = "operator"
+# What an operator role (or the command line) may do in each team of the operator, as a team role.
+FULL_TEAM_GRANT = TeamGrant(TeamRole.ADMIN, True)
 
 
 class InvalidTokenError(Exception):
@@ -296,25 +305,57 @@ async def note_use(session: AsyncSession, token: ApiToken, interval_s: float, no
 
 
 async def principal_for_token(session: AsyncSession, token: ApiToken) -> TokenPrincipal:
-    """Return the principal ``token`` acts as (see the table in this module's docstring)."""
+    """Return the principal ``token`` acts as (see the table in this module's docstring).
+
+    Raise InvalidTokenError when the token's creator no longer holds a role in its operator or team.
+    """
     # Never added to the session: it only names the token in audit entries and events.
     user = User(
         id=token.created_by_user_id, email=actor_label(token), display_name=actor_label(token), password_hash=""
     )
     principal = TokenPrincipal(user=user, token=token)
     write = token.access == TokenAccess.WRITE
+    creator: Principal | None = None
+    if token.created_by_user_id is not None:
+        # The creator's roles as they are now (load_principal reads only the user's id).
+        creator = await load_principal(session, user)
+        reaches = (
+            token.operator_id in creator.visible_operator_ids
+            if token.team_id is None
+            else token.operator_id in creator.operator_roles or token.team_id in creator.team_grants
+        )
+        if not reaches:
+            raise InvalidTokenError(
+                "The API token no longer works: the person who created it no longer has a role where it reaches."
+            )
+    # Operator roles (and the command line) may configure every team of the operator.
+    operator_wide = creator is None or token.operator_id in creator.operator_roles
     if token.team_id is not None:
-        role = TeamGrant(TeamRole.ADMIN, True) if write else TeamGrant(TeamRole.MEMBER, False)
-        principal.team_grants[token.team_id] = role
+        held = FULL_TEAM_GRANT if operator_wide or creator is None else creator.team_grants[token.team_id]
+        principal.team_grants[token.team_id] = _capped_grant(held, write)
         principal.team_operators[token.team_id] = token.operator_id
-    elif write:
-        principal.operator_roles[token.operator_id] = OperatorRole.MANAGER
+    elif operator_wide or creator is None:
+        if write:
+            principal.operator_roles[token.operator_id] = OperatorRole.MANAGER
+        else:
+            team_ids = await session.exec(select(Team.id).where(Team.operator_id == token.operator_id))
+            for team_id in team_ids:
+                principal.team_grants[team_id or 0] = TeamGrant(TeamRole.MEMBER, False)
+                principal.team_operators[team_id or 0] = token.operator_id
     else:
-        team_ids = await session.exec(select(Team.id).where(Team.operator_id == token.operator_id))
-        for team_id in team_ids:
-            principal.team_grants[team_id or 0] = TeamGrant(TeamRole.MEMBER, False)
-            principal.team_operators[team_id or 0] = token.operator_id
+        # An operator token whose creator lost the operator role reaches only the teams they still hold there.
+        for team_id, operator_id in creator.team_operators.items():
+            if operator_id == token.operator_id:
+                principal.team_grants[team_id] = _capped_grant(creator.team_grants[team_id], write)
+                principal.team_operators[team_id] = operator_id
     return principal
+
+
+def _capped_grant(held: TeamGrant, write: bool) -> TeamGrant:
+    """Return the role a token gives in a team: the table's, never more than the ``held`` role of its creator."""
+    if not write or held.role is TeamRole.MEMBER:
+        return TeamGrant(TeamRole.MEMBER, False)
+    return TeamGrant(TeamRole.ADMIN, held.can_configure_charge_points)
 
 
 class TokenRateLimiter:

@@ -166,9 +166,10 @@ async def authenticate() -> Response | None:
         return problem(
             429, f"This token made too many requests; try again in {wait} seconds.", headers={"Retry-After": str(wait)}
         )
+    # A token whose creator lost their role is refused here, before it counts as used.
+    g.api_principal = await api_tokens.principal_for_token(session, token)
     await api_tokens.note_use(session, token, float(current_app.config["API_TOKEN_LAST_USED_INTERVAL_S"]))
     g.api_token = token
-    g.api_principal = await api_tokens.principal_for_token(session, token)
     if request.method in ("POST", "PUT", "PATCH"):
         return await _check_json_body()
     return None

@@ -18,11 +18,18 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank import cli
 from powerbank.db import standalone_session, utcnow
-from powerbank.models import ApiToken, AuditEntry, ChargePoint, Operator, Team, TokenAccess
-from powerbank.services import api_tokens
+from powerbank.models import ApiToken, AuditEntry, ChargePoint, Operator, Team, TeamMembership, TokenAccess, User
+from powerbank.services import api_tokens, users
 from powerbank.services.audit import SYSTEM
 from tests.conftest import LoginAs, post_form
-from tests.routes.api.test_api import _hash_demo_passwords_once, bearer, make_token  # noqa: F401  (fixture)
+from tests.routes.api.test_api import (  # noqa: F401  (fixture)
+    TERMS,
+    _hash_demo_passwords_once,
+    bearer,
+    demo_ids,
+    make_token,
+    state_of,
+)
 
 TOKEN_RE = re.compile(r'value="(pb_[A-Za-z0-9_\-]{43})"')
 
@@ -347,3 +354,85 @@ async def test_the_docs_page_renders_the_document_without_scripts_from_elsewhere
     for heading in ("GET /api/v1/teams", "POST /api/v1/teams/{team_id}/powerbank/signup", "GET /api/v1/terms/current"):
         assert f"<code>{heading}</code>" in page
     assert 'id="problem-sign-up-blocked"' in page and 'id="schema-BulkSignUp"' in page
+
+
+# ---- a token never holds more than its creator may do (issue 13 finding 2) ----
+
+
+async def _owners_membership(session: AsyncSession, team_id: int) -> TeamMembership:
+    owner = (await session.exec(select(User).where(User.email == "owner@demo.test"))).one()
+    return (
+        await session.exec(
+            select(TeamMembership)
+            .where(TeamMembership.user_id == owner.id, TeamMembership.team_id == team_id)
+            .execution_options(populate_existing=True)
+        )
+    ).one()
+
+
+async def _api_statuses(client: QuartClient, secret: str, ids: dict[str, int]) -> dict[str, int]:
+    """Return what reading, editing and signing up Kista answer with ``secret``."""
+    kista = f"/api/v1/charge-points/{ids['kista']}"
+    signup = {"accept_terms_version": TERMS, "charge_point_ids": [ids["kista"]]}
+    requests = {
+        "read": ("GET", kista, None),
+        "edit": ("PATCH", kista, {"name": "Kista A2"}),
+        "sign up": ("PUT", f"{kista}/powerbank", {"accept_terms_version": TERMS}),
+        "bulk sign up": ("POST", f"/api/v1/teams/{ids['sto']}/powerbank/signup", signup),
+    }
+    statuses = {}
+    for what, (method, path, body) in requests.items():
+        kwargs: dict[str, object] = {"headers": bearer(secret)}
+        if body is not None:
+            kwargs["json"] = body
+        statuses[what] = (await client.open(path, method=method, **kwargs)).status_code
+    return statuses
+
+
+READ_ONLY = {"read": 200, "edit": 403, "sign up": 403, "bulk sign up": 403}
+
+
+async def test_an_owner_without_the_configure_right_gets_no_more_from_a_write_token(
+    client: QuartClient, session: AsyncSession, demo: list[ChargePoint], login_as: LoginAs
+) -> None:
+    ids = await demo_ids(session)
+    membership = await _owners_membership(session, ids["sto"])
+    membership.can_configure_charge_points = False
+    session.add(membership)
+    await session.commit()
+    owner = await login_as("owner@demo.test")
+    response = await post_form(
+        owner, f"/teams/{ids['sto']}/api-tokens", {"name": "office sync", "scope": str(ids["sto"]), "access": "write"}
+    )
+    assert response.status_code == 201
+    secret = TOKEN_RE.search(await response.get_data(as_text=True)).group(1)
+
+    assert await _api_statuses(client, secret, ids) == READ_ONLY
+    assert await state_of(session, ids["kista"]) == "Not signed up"
+
+
+async def test_a_token_loses_its_creators_right_and_role_at_once(
+    client: QuartClient, session: AsyncSession, demo: list[ChargePoint], login_as: LoginAs
+) -> None:
+    ids = await demo_ids(session)
+    owner = await login_as("owner@demo.test")
+    response = await post_form(
+        owner, f"/teams/{ids['sto']}/api-tokens", {"name": "office sync", "scope": str(ids["sto"]), "access": "write"}
+    )
+    secret = TOKEN_RE.search(await response.get_data(as_text=True)).group(1)
+    admins_token = await make_token(session, team="Stockholm Offices", name="admin's sync")
+    assert (await _api_statuses(client, secret, ids))["edit"] == 200
+
+    membership = await _owners_membership(session, ids["sto"])
+    operator_id = (await ids_of(session))["nordic"]
+    await users.change_member(session, SYSTEM, operator_id, "team", membership.id or 0, "owner", False)
+    await session.commit()
+    assert await _api_statuses(client, secret, ids) == READ_ONLY
+
+    await users.remove_member(session, SYSTEM, operator_id, "team", membership.id or 0)
+    await session.commit()
+    refused = await client.get(f"/api/v1/charge-points/{ids['kista']}", headers=bearer(secret))
+    assert refused.status_code == 401
+    assert "no longer has a role" in (await refused.get_json(force=True))["detail"]
+    # The operator admin's token for the same team works as before.
+    assert (await _api_statuses(client, admins_token, ids))["edit"] == 200
