@@ -33,9 +33,10 @@ def parse_timestamp(text: str | None) -> datetime:
         return utcnow()
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        # A time at the ends of the calendar overflows when moved to UTC (9999-12-31T23:59-14:00).
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         return utcnow()
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _number(value: Any) -> float | None:

@@ -74,6 +74,8 @@ class GroupCommit(Generic[Item]):
         self._writer: asyncio.Task[None] | None = None
         self.batches = 0
         self.largest_batch = 0
+        # Batches that failed together and were stored one by one: each one a transaction per item.
+        self.fallbacks = 0
 
     async def submit(self, item: Item) -> None:
         """Hand over one item and return once it is stored (raise if it could not be)."""
@@ -85,6 +87,11 @@ class GroupCommit(Generic[Item]):
         # Shielded: a charger that disconnects meanwhile does not take its item out of the batch.
         await asyncio.shield(done)
 
+    @property
+    def waiting(self) -> int:
+        """How many items wait for a batch that has not started to be written."""
+        return len(self._waiting)
+
     async def _write_waiting(self) -> None:
         while self._waiting:
             batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
@@ -93,6 +100,7 @@ class GroupCommit(Generic[Item]):
             try:
                 await self._store([item for item, _ in batch])
             except Exception:
+                self.fallbacks += 1
                 logger.info(
                     "storing %d %s together failed; storing them one by one", len(batch), self.what, exc_info=True
                 )

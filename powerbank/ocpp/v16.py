@@ -9,6 +9,7 @@ from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import Action
 
+from powerbank.ocpp import bounds
 from powerbank.ocpp.connection import HubConnection
 from powerbank.ocpp.meter import now_text, parse_timestamp, readings_from
 from powerbank.services import chargers
@@ -24,13 +25,6 @@ PROBED_KEYS = [
 ]
 
 
-def _int_or_none(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
 def capability_from_configuration(keys: list[dict[str, Any]]) -> Capability:
     """Read smart charging support out of a GetConfiguration answer."""
     values = {item["key"]: item.get("value") for item in keys if "key" in item}
@@ -39,9 +33,9 @@ def capability_from_configuration(keys: list[dict[str, Any]]) -> Capability:
     return Capability(
         smart_charging=smart,
         feature_profiles=profiles,
-        max_stack_level=_int_or_none(values.get("ChargeProfileMaxStackLevel")),
+        max_stack_level=bounds.whole_text(values.get("ChargeProfileMaxStackLevel"), bounds.MAX_STACK_LEVEL),
         rate_units=values.get("ChargingScheduleAllowedChargingRateUnit"),
-        meter_interval_s=_int_or_none(values.get("MeterValueSampleInterval")),
+        meter_interval_s=bounds.whole_text(values.get("MeterValueSampleInterval"), bounds.MAX_INTERVAL_S),
     )
 
 
@@ -82,7 +76,7 @@ class ChargePoint16(HubConnection, ChargePoint):
     ) -> call_result.StatusNotification:
         timestamp = details.get("timestamp")
         await self.store_status(
-            connector_id,
+            bounds.connector_id(connector_id),
             status,
             None if error_code == "NoError" else error_code,
             parse_timestamp(timestamp) if timestamp else None,
@@ -93,7 +87,11 @@ class ChargePoint16(HubConnection, ChargePoint):
     async def on_meter_values(
         self, connector_id: int, meter_value: list[dict[str, Any]], transaction_id: int | None = None, **_: Any
     ) -> call_result.MeterValues:
-        await self.store_meter(connector_id, meter_value, None if transaction_id is None else str(transaction_id))
+        # An id the hub never handed out names no transaction: the values are kept without it.
+        known_id = bounds.database_id(transaction_id)
+        await self.store_meter(
+            bounds.connector_id(connector_id), meter_value, None if known_id is None else str(known_id)
+        )
         return call_result.MeterValues()
 
     @on(Action.authorize)
@@ -105,14 +103,15 @@ class ChargePoint16(HubConnection, ChargePoint):
     async def on_start_transaction(
         self, connector_id: int, id_tag: str, meter_start: int, timestamp: str, **_: Any
     ) -> call_result.StartTransaction:
+        connector = bounds.connector_id(connector_id)
         async with self.registry.writing() as session:
             transaction = await chargers.start_transaction(
                 session,
                 self.charge_point_id,
-                connector_id,
+                connector,
                 parse_timestamp(timestamp),
                 id_tag=id_tag,
-                meter_start_wh=float(meter_start),
+                meter_start_wh=bounds.register_wh(meter_start),
             )
             await session.commit()
         return call_result.StartTransaction(transaction_id=transaction.id or 0, id_tag_info={"status": "Accepted"})
@@ -121,8 +120,14 @@ class ChargePoint16(HubConnection, ChargePoint):
     async def on_stop_transaction(
         self, meter_stop: int, timestamp: str, transaction_id: int, **details: Any
     ) -> call_result.StopTransaction:
+        # An id the hub never handed out is answered like any unknown one (the charger drops it).
+        known_id = bounds.database_id(transaction_id)
         async with self.registry.writing() as session:
-            transaction = await chargers.find_transaction(session, self.charge_point_id, transaction_id=transaction_id)
+            transaction = (
+                None
+                if known_id is None
+                else await chargers.find_transaction(session, self.charge_point_id, transaction_id=known_id)
+            )
             if transaction is None:
                 logger.info("%s stopped unknown transaction %s", self.id, transaction_id)
             else:
@@ -130,11 +135,15 @@ class ChargePoint16(HubConnection, ChargePoint):
                     session,
                     transaction,
                     parse_timestamp(timestamp),
-                    meter_stop_wh=float(meter_stop),
+                    meter_stop_wh=bounds.register_wh(meter_stop),
                     reason=details.get("reason"),
                 )
             await chargers.store_meter_values(
-                session, self.charge_point_id, 0, readings_from(details.get("transaction_data")), str(transaction_id)
+                session,
+                self.charge_point_id,
+                0,
+                readings_from(details.get("transaction_data")),
+                None if known_id is None else str(known_id),
             )
             await session.commit()
         if details.get("id_tag"):

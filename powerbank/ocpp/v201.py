@@ -9,6 +9,7 @@ from ocpp.routing import on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
 
+from powerbank.ocpp import bounds
 from powerbank.ocpp.connection import HubConnection
 from powerbank.ocpp.meter import now_text, parse_timestamp
 from powerbank.services import chargers
@@ -53,9 +54,9 @@ def capability_from_variables(results: list[dict[str, Any]]) -> Capability:
     interval = values.get(("SampledDataCtrlr", "TxUpdatedInterval"))
     return Capability(
         smart_charging=smart,
-        max_stack_level=int(stack) if stack and stack.isascii() and stack.isdigit() else None,
+        max_stack_level=bounds.whole_text(stack, bounds.MAX_STACK_LEVEL),
         rate_units=",".join(RATE_UNITS.get(unit.strip(), unit.strip()) for unit in units.split(",")) if units else None,
-        meter_interval_s=int(interval) if interval and interval.isascii() and interval.isdigit() else None,
+        meter_interval_s=bounds.whole_text(interval, bounds.MAX_INTERVAL_S),
     )
 
 
@@ -95,14 +96,17 @@ class ChargePoint201(HubConnection, ChargePoint):
     async def on_status_notification(
         self, timestamp: str, connector_status: str, evse_id: int, connector_id: int, **_: Any
     ) -> call_result.StatusNotification:
-        await self.store_status(evse_id, connector_status, None, parse_timestamp(timestamp))
+        bounds.connector_id(connector_id)  # Not stored, but a connector no station has is refused all the same.
+        await self.store_status(
+            bounds.connector_id(evse_id, "evseId"), connector_status, None, parse_timestamp(timestamp)
+        )
         return call_result.StatusNotification()
 
     @on(Action.meter_values)
     async def on_meter_values(
         self, evse_id: int, meter_value: list[dict[str, Any]], **_: Any
     ) -> call_result.MeterValues:
-        await self.store_meter(evse_id, meter_value, None)
+        await self.store_meter(bounds.connector_id(evse_id, "evseId"), meter_value, None)
         return call_result.MeterValues()
 
     @on(Action.transaction_event)
@@ -116,7 +120,7 @@ class ChargePoint201(HubConnection, ChargePoint):
         **details: Any,
     ) -> call_result.TransactionEvent:
         remote_id = str(transaction_info["transaction_id"])[:40]
-        evse_id = (details.get("evse") or {}).get("id", 0)
+        evse_id = bounds.connector_id((details.get("evse") or {}).get("id", 0), "evse.id")
         at = parse_timestamp(timestamp)
         async with self.registry.writing() as session:
             transaction = await chargers.find_transaction(session, self.charge_point_id, remote_id=remote_id)
