@@ -48,6 +48,10 @@ REMEMBERED_CALL_IDS = 16
 CLOSE_GRACE_S = 5.0
 # Frames queued for a charger that does not read them; beyond this it is disconnected.
 OUTBOX_LIMIT = 1000
+# Nesting of arrays and objects in a frame. The deepest OCPP message (a 2.0.1 charging profile with
+# custom data) nests about ten levels; a frame nested thousands deep would exhaust the stack of the
+# JSON parser, or of the recursive code that handles the payload after it.
+MAX_FRAME_DEPTH = 32
 
 
 class ConnectionLost(ConnectionError):
@@ -74,17 +78,37 @@ class FrameError(Exception):
         self.description = description
 
 
+def _depth(value: Any) -> int:
+    """Return how deep arrays and objects nest in a parsed JSON value (without recursion)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth > MAX_FRAME_DEPTH:
+                break
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
 def parse_frame(text: str) -> Call | CallResult | CallError:
     """Parse one OCPP-J frame strictly (the library's parser lets odd shapes through)."""
     try:
         data = json.loads(text)
     except ValueError:
         raise FrameError("-1", "RpcFrameworkError", "The message is not valid JSON") from None
+    except RecursionError:
+        raise FrameError("-1", "RpcFrameworkError", f"The message nests deeper than {MAX_FRAME_DEPTH} levels") from None
     if not isinstance(data, list) or len(data) < 2 or type(data[0]) is not int:
         raise FrameError("-1", "RpcFrameworkError", "The message is not an OCPP-J array")
     message_type, message_id = data[0], data[1]
     if not isinstance(message_id, str) or not message_id or len(message_id) > 36:
         raise FrameError("-1", "RpcFrameworkError", "The message id is not a string of 1 to 36 characters")
+    # Counting brackets runs in C; only a frame with more of them than the limit is walked.
+    if text.count("[") + text.count("{") > MAX_FRAME_DEPTH and _depth(data) > MAX_FRAME_DEPTH:
+        raise FrameError(message_id, "FormatViolation", f"The message nests deeper than {MAX_FRAME_DEPTH} levels")
     if message_type == MessageType.Call:
         if len(data) != 4 or not isinstance(data[2], str) or not isinstance(data[3], dict):
             raise FrameError(message_id, "RpcFrameworkError", "A CALL is [2, id, action, payload object]")
