@@ -29,11 +29,12 @@ CHANGED_EVENT = "powerbank-changed"
 HISTORY_PAGE_SIZE = 50
 
 
-def _int_list(values: list[str]) -> list[int]:
-    try:
-        return [int(value) for value in values]
-    except ValueError:
-        abort(400, description="A charge point id is not a number.")
+def _id_list(values: list[str]) -> list[int]:
+    ids = [id_or_none(value) for value in values]
+    # int() alone takes "١٢" and 5,000-digit numbers (a ValueError past 4,300 digits): nothing a form sends.
+    if None in ids:
+        abort(400, description="A charge point id is not an id.")
+    return [cp_id for cp_id in ids if cp_id is not None]
 
 
 def _typed_facility_ids(form: dict[str, str]) -> dict[int, str]:
@@ -92,7 +93,7 @@ async def sign_up_save(team_id: int) -> Response:
     session = await db_session()
     form = await request.form
     sign_up_all = form.get("action") == "all"
-    ticked = _int_list(form.getlist("sign_up"))
+    ticked = _id_list(form.getlist("sign_up"))
     facility_ids = _typed_facility_ids(form.to_dict())
     accepted = form.get("terms_version") if form.get("accept_terms") else None
     values = {"sign_up": ticked, "facility_ids": facility_ids, "accept_terms": bool(form.get("accept_terms"))}

@@ -478,3 +478,25 @@ async def test_odd_history_filters_show_the_history_not_an_error(
     response = await client.get(f"/teams/{team.id}/powerbank?{query}")
     assert response.status_code == 200
     assert "4 changes" in squash(await text(response))
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        ("sign_up", "9" * 5000),
+        ("sign_up", "1" + "0" * 9),
+        ("sign_up", "١٢"),
+        ("facility_id_" + "9" * 5000, "735999"),
+        ("facility_id_" + "1" + "0" * 9, "735999"),
+    ],
+)
+async def test_a_charge_point_id_beyond_any_database_id_is_a_bad_request(
+    session: AsyncSession, factory: Factory, login_as: LoginAs, field: tuple[str, str]
+) -> None:
+    operator = await factory.operator()
+    team = await factory.team(operator)
+    await factory.charge_point(team)
+    client = await login_as(await factory.user(operator=operator, operator_role="admin"))
+    response = await post_pairs(client, f"/teams/{team.id}/powerbank/sign-up", [*SIGN_UP_FORM.items(), field])
+    assert response.status_code == 400
+    assert set((await states(session, team)).values()) == {"Not signed up"}

@@ -16,6 +16,7 @@ from powerbank.routes import api
 from powerbank.routes.api import schemas
 from powerbank.routes.loaders import team_for
 from powerbank.services import enrollment
+from powerbank.web.ids import id_or_none
 from powerbank.web.state import db_session
 
 blueprint = api.blueprint
@@ -85,10 +86,12 @@ async def bulk_sign_up(team_id: int, data: schemas.BulkSignUp) -> schemas.BulkSi
     session = await db_session()
     api.require_write()
     api.require_accountable_user()
-    bad_keys = [key for key in data.facility_ids if not key.isdecimal() or not key.isascii()]
+    # A key is a charge point id: at most nine ASCII digits, so that int() never sees a 4,300-digit number.
+    typed = {key: (id_or_none(key), value) for key, value in data.facility_ids.items()}
+    bad_keys = [key for key, (cp_id, _value) in typed.items() if cp_id is None]
     if bad_keys:
         raise FormErrors({f"facility_ids.{key}": "Use charge point ids as keys." for key in bad_keys})
-    facility_ids = {int(key): value for key, value in data.facility_ids.items()}
+    facility_ids = {cp_id: value for cp_id, value in typed.values() if cp_id is not None}
     rows = await enrollment.eligibility_for_team(session, team)
     g.api_charge_points = [row.charge_point for row in rows]
     result = await enrollment.bulk_sign_up(

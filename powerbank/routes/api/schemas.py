@@ -20,8 +20,9 @@ from powerbank.services.enrollment import RowStatus
 
 MAX_PAGE_SIZE = 500
 MAX_BULK_IDS = 10_000
-# Database integers are 64-bit.
-MAX_ID = 2**63 - 1
+# Ids have at most nine digits (powerbank.web.ids), which every database's integer column holds:
+# a larger id is refused (422) before it reaches a query, where PostgreSQL's 32-bit ids would overflow.
+MAX_ID = 999_999_999
 
 ConnectionStatus = Literal["Online", "Offline", "Never connected"]
 

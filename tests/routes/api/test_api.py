@@ -563,3 +563,36 @@ async def test_a_script_with_only_a_token_signs_stockholm_up_and_the_pages_show_
     assert tab.count("state-signed-up") == 5 and "Facility ID missing" not in tab
     page = await (await browser.get(f"/teams/{stockholm['id']}/powerbank")).get_data(as_text=True)
     assert page.count("API token fleet import") == 5
+
+
+HUGE_IDS = ["9" * 5000, "1" + "0" * 9, str(2**63), "١٢"]
+
+
+@pytest.mark.parametrize("key", HUGE_IDS)
+async def test_a_facility_id_key_beyond_any_database_id_is_refused_not_an_error(
+    client: QuartClient, session: AsyncSession, demo: list[ChargePoint], key: str
+) -> None:
+    ids = await demo_ids(session)
+    token = await make_token(session, team="Stockholm Offices")
+    path = f"/api/v1/teams/{ids['sto']}/powerbank/signup"
+    body = {"accept_terms_version": TERMS, "all": True, "facility_ids": {key: make_facility_id("20000000001")}}
+    status, document, mimetype = await call(client, "POST", path, token, body)
+    assert (status, mimetype) == (422, PROBLEM)
+    assert document["errors"][0]["field"] == f"facility_ids.{key}"
+    assert await state_of(session, ids["kista"]) == "Not signed up"
+
+
+@pytest.mark.parametrize("cp_id", [10**9, 2**31, 2**63 - 1])
+async def test_a_charge_point_id_beyond_any_database_id_is_refused_not_an_error(
+    client: QuartClient, session: AsyncSession, demo: list[ChargePoint], cp_id: int
+) -> None:
+    ids = await demo_ids(session)
+    token = await make_token(session, team="Stockholm Offices")
+    path = f"/api/v1/teams/{ids['sto']}/powerbank/signup"
+    status, document, _ = await call(
+        client, "POST", path, token, {"accept_terms_version": TERMS, "charge_point_ids": [cp_id]}
+    )
+    assert status == 422 and document["errors"][0]["field"].startswith("charge_point_ids")
+    events = f"/api/v1/teams/{ids['sto']}/powerbank/events?charge_point_id={cp_id}"
+    status, document, _ = await call(client, "GET", events, token)
+    assert status == 422 and document["errors"][0]["field"] == "charge_point_id"
