@@ -23,9 +23,13 @@ DEFAULTS: dict[str, object] = {
     "DEMO": False,
     "DEV": False,
     "PAGE_SIZE": 50,
-    # Failed log-ins allowed per email and per address within the window, before HTTP 429.
+    # Failed log-ins allowed per email and per client address within the window, before HTTP 429.
     "LOGIN_MAX_FAILURES": 5,
     "LOGIN_FAILURE_WINDOW_S": 15 * 60,
+    # Behind a TLS proxy: the header in which the proxy puts the client's address (e.g. X-Forwarded-For),
+    # and how many proxies in a row add to it. None: the address of the connection (never the header).
+    "TRUSTED_PROXY_HEADER": None,
+    "TRUSTED_PROXY_COUNT": 1,
     "MAX_CONTENT_LENGTH": 1024 * 1024,
     # JSON API: requests each token may make per window, before HTTP 429.
     "API_RATE_LIMIT": 300,

@@ -6,7 +6,7 @@ from quart import Blueprint, Response, current_app, request, session, url_for
 from quart_auth import AuthUser, login_user, logout_user
 
 from powerbank.services.users import authenticate
-from powerbank.web.auth import safe_next
+from powerbank.web.auth import client_address, safe_next
 from powerbank.web.csrf import CSRF_FIELD
 from powerbank.web.render import redirect_to, render_page
 from powerbank.web.state import db_session, login_throttle
@@ -15,7 +15,8 @@ blueprint = Blueprint("auth", __name__)
 
 
 def _throttle_keys(email: str) -> list[str]:
-    return [f"email:{email.strip().lower()}", f"addr:{request.remote_addr}"]
+    """Return what failed log-ins are counted against: the account (its email) and the client's address."""
+    return [f"email:{email.strip().lower()}", f"addr:{client_address()}"]
 
 
 @blueprint.get("/login")
@@ -31,9 +32,11 @@ async def login_post() -> Response:
     target = safe_next(form.get("next") or request.args.get("next"))
     throttle = login_throttle()
     keys = _throttle_keys(email)
-    wait = throttle.retry_after(keys)
+    # Counted as failed before the password check awaits, so a parallel burst gets no more guesses.
+    attempt = throttle.start(keys)
     values = {"email": email, "remember": form.get("remember")}
-    if wait:
+    if attempt.retry_after:
+        wait = attempt.retry_after
         minutes = -(-wait // 60)
         response = await render_page(
             "auth/login.html",
@@ -48,12 +51,11 @@ async def login_post() -> Response:
         return response
     user = await authenticate(await db_session(), email, password, demo_mode=bool(current_app.config["DEMO"]))
     if user is None:
-        throttle.fail(keys)
         return await render_page(
             "auth/login.html", status=401, values=values, errors={"form": "Wrong email or password."}, next=target
         )
     # Only the email's own count: a success of one account must not clear the address's failures.
-    throttle.succeed(keys[:1])
+    throttle.succeeded(attempt, forget=keys[:1])
     login_user(AuthUser(str(user.id)), remember=bool(form.get("remember")))
     # A CSRF token known before the log-in (a planted session cookie) must not work after it.
     session.pop(CSRF_FIELD, None)

@@ -14,7 +14,7 @@ from powerbank.rules.permissions import Permission
 from powerbank.rules.validators import ValidationError, clean_email
 from powerbank.services.access import Acting, actor_of, require_on_operator
 from powerbank.services.audit import Actor, record
-from powerbank.services.passwords import generate_secret, hash_password, verify_password
+from powerbank.services.passwords import generate_secret, hash_password, in_password_thread, verify_password
 
 MIN_PASSWORD_LENGTH = 10
 
@@ -40,7 +40,7 @@ async def authenticate(session: AsyncSession, email: str, password: str, *, demo
     production by mistake cannot be entered with it.
     """
     user = await get_user_by_email(session, email) if email else None
-    ok = verify_password(user.password_hash if user else None, password)
+    ok = await in_password_thread(verify_password, user.password_hash if user else None, password)
     if ok and password == DEMO_PASSWORD and not demo_mode:
         return None
     return user if ok and user else None
@@ -66,7 +66,8 @@ async def create_user(
     clean = clean_email(email)
     if await get_user_by_email(session, clean) is not None:
         raise ConflictError("A user with this email already exists.")
-    user = User(email=clean, display_name=display_name.strip(), password_hash=hash_password(check_password(password)))
+    password_hash = await in_password_thread(hash_password, check_password(password))
+    user = User(email=clean, display_name=display_name.strip(), password_hash=password_hash)
     session.add(user)
     await session.flush()
     record(session, actor, "user.create", user, operator_id=operator_id, after={"email": clean})

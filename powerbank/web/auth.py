@@ -1,4 +1,4 @@
-"""Who is signed in: the principal of a request, log-in required, safe redirects after log-in."""
+"""Who is signed in: the principal of a request, log-in required, safe redirects, the client's address."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from quart import (
     Response,
     abort,
+    current_app,
     g,
     request,
     url_for,
@@ -22,6 +23,7 @@ from powerbank.rules.permissions import Principal, load_principal
 from powerbank.web.htmx import hx_redirect, is_htmx
 from powerbank.web.render import redirect_to
 from powerbank.web.state import db_session
+from powerbank.web.throttle import forwarded_client_address
 
 P = ParamSpec("P")
 
@@ -78,3 +80,19 @@ def safe_next(target: str | None) -> str:
     if any(char.isspace() or unicodedata.category(char) == "Cc" for char in target):
         return "/"
     return target
+
+
+def client_address() -> str:
+    """Return the address of the person making the request.
+
+    Behind a TLS proxy every request comes from the proxy; the client's own address is then read
+    from the header the proxy sets (TRUSTED_PROXY_HEADER, with TRUSTED_PROXY_COUNT proxies in a
+    row), and only when that is configured: otherwise anyone could send the header and be anyone.
+    """
+    remote = request.remote_addr or ""
+    header = current_app.config.get("TRUSTED_PROXY_HEADER")
+    if not header:
+        return remote
+    return forwarded_client_address(
+        remote, request.headers.getlist(str(header)), int(current_app.config.get("TRUSTED_PROXY_COUNT") or 1)
+    )

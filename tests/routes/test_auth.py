@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank import ConfigurationError, create_app
 from powerbank.models import User
+from powerbank.services import users
 from powerbank.tools.demo_data import DEMO_PASSWORD
 from powerbank.web import state
 from tests.conftest import TEST_PASSWORD, Factory, LoginAs, csrf_of, htmx_headers
@@ -431,3 +434,90 @@ async def test_demo_banner_only_in_demo_mode(client: QuartClient, production_app
     assert 'class="demo-banner"' in demo_page and "operator.admin@demo.test" in demo_page
     real_page = await (await production_app.test_client().get("/login", scheme="https")).get_data(as_text=True)
     assert "demo-banner" not in real_page and "demo.test" not in real_page and DEMO_PASSWORD not in real_page
+
+
+# ---- log-in throttling holds under parallel bursts and behind a TLS proxy (issue 13 finding 7) ----
+
+
+@pytest.fixture
+def checked_passwords(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the thread each password check runs in, one entry per check."""
+    threads: list[int] = []
+    real_verify = users.verify_password
+
+    def recording_verify(password_hash: str | None, password: str) -> bool:
+        threads.append(threading.get_ident())
+        return real_verify(password_hash, password)
+
+    monkeypatch.setattr(users, "verify_password", recording_verify)
+    return threads
+
+
+@pytest.mark.parametrize(
+    ("emails", "addresses"),
+    [
+        (["someone@example.test"] * 20, [f"192.0.2.{n + 1}" for n in range(20)]),
+        ([f"guess{n}@example.test" for n in range(20)], ["203.0.113.9"] * 20),
+    ],
+    ids=["one account from many addresses", "many accounts from one address"],
+)
+async def test_a_parallel_burst_gets_no_more_guesses_than_the_limit(
+    app: Quart, factory: Factory, checked_passwords: list[int], emails: list[str], addresses: list[str]
+) -> None:
+    await factory.user(email="someone@example.test")
+    clients = [app.test_client() for _ in emails]
+    tokens = [await csrf_of(client) for client in clients]
+    responses = await asyncio.gather(
+        *(
+            client.post("/login", form={"email": email, "password": "wrong", "csrf_token": token}, **_from(address))
+            for client, token, email, address in zip(clients, tokens, emails, addresses, strict=True)
+        )
+    )
+    assert len(checked_passwords) == 5
+    assert sorted(response.status_code for response in responses) == [401] * 5 + [429] * 15
+
+
+async def test_passwords_are_checked_off_the_event_loop(
+    app: Quart, factory: Factory, checked_passwords: list[int]
+) -> None:
+    await factory.user(email="someone@example.test")
+    assert (await log_in(app.test_client(), "someone@example.test", TEST_PASSWORD)).status_code == 303
+    assert (await log_in(app.test_client(), "someone@example.test", "wrong")).status_code == 401
+    assert (await log_in(app.test_client(), "nobody@example.test", "wrong")).status_code == 401
+    assert len(checked_passwords) == 3
+    assert threading.get_ident() not in checked_passwords
+
+
+PROXY = "10.0.0.2"
+
+
+async def _via_proxy(app: Quart, email: str, password: str, forwarded_for: str) -> int:
+    """Log in through the TLS proxy at PROXY, which says the client's address in X-Forwarded-For."""
+    client = app.test_client()
+    token = await csrf_of(client)
+    response = await client.post(
+        "/login",
+        form={"email": email, "password": password, "csrf_token": token},
+        headers={"X-Forwarded-For": forwarded_for},
+        **_from(PROXY),
+    )
+    return response.status_code
+
+
+async def test_behind_a_trusted_proxy_each_client_is_throttled_on_its_own(app: Quart, factory: Factory) -> None:
+    app.config["TRUSTED_PROXY_HEADER"] = "X-Forwarded-For"
+    await factory.user(email="someone@example.test")
+    for n in range(5):
+        assert await _via_proxy(app, f"guess{n}@example.test", "wrong", "198.51.100.1") == 401
+    assert await _via_proxy(app, "guess9@example.test", "wrong", "198.51.100.1") == 429
+    # Someone else behind the same proxy, at their own address, is not locked out.
+    assert await _via_proxy(app, "someone@example.test", TEST_PASSWORD, "198.51.100.2") == 303
+    # The proxy appends the address it saw: an address the guesser writes before it changes nothing.
+    assert await _via_proxy(app, "guess9@example.test", "wrong", "192.0.2.77, 198.51.100.1") == 429
+
+
+async def test_the_forwarded_header_is_ignored_unless_configured(app: Quart, factory: Factory) -> None:
+    await factory.user(email="someone@example.test")
+    for n in range(5):
+        assert await _via_proxy(app, f"guess{n}@example.test", "wrong", f"198.51.100.{n + 1}") == 401
+    assert await _via_proxy(app, "someone@example.test", TEST_PASSWORD, "198.51.100.99") == 429
