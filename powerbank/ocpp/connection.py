@@ -180,6 +180,8 @@ class HubConnection:
         self.registry = registry
         self.charge_point_id = charge_point_id
         self.closed = False
+        # Off once the charge point is deleted or renamed: its identity may pass to someone else.
+        self.logs_frames = True
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self._outbox: asyncio.Queue[str] = asyncio.Queue()
         self._recent_call_ids: deque[str] = deque(maxlen=REMEMBERED_CALL_IDS)
@@ -261,7 +263,8 @@ class HubConnection:
         cancel: it must not stop in the middle of its database transaction (a cancelled SQLite
         write can leave the database locked).
         """
-        self.registry.frame_log.add(self.id, False, raw_msg)
+        if self.logs_frames:
+            self.registry.frame_log.add(self.id, False, raw_msg, self.charge_point_id)
         self.registry.seen(self.charge_point_id)
         try:
             message = parse_frame(raw_msg)
@@ -360,7 +363,8 @@ class HubConnection:
             logger.warning("%s does not read its frames; disconnecting it", self.id)
             self.spawn(self.close(1008, "Not reading"))
             return
-        self.registry.frame_log.add(self.id, True, frame)
+        if self.logs_frames:
+            self.registry.frame_log.add(self.id, True, frame, self.charge_point_id)
         self._outbox.put_nowait(frame)
 
     async def _write_frames(self) -> None:

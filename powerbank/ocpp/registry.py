@@ -208,13 +208,17 @@ class Registry:
         del self._connections[connection.id]
         self._presence[connection.charge_point_id] = (connection.protocol, False)
 
-    def disconnect(self, charge_point_ids: Iterable[int], reason: str) -> int:
+    def disconnect(self, charge_point_ids: Iterable[int], reason: str, identity_gone: bool = False) -> int:
         """Close the connections of these chargers once they have answered what was sent to them.
 
         For a charger whose OCPP identity or password changed, or that was deleted, after the change
-        is committed: it must connect again with what the hub knows now. Returns how many were connected.
+        is committed: it must connect again with what the hub knows now. With ``identity_gone`` (deleted
+        or renamed) its frames are forgotten, and none it exchanges until it is gone is logged: whoever
+        registers the identity next sees none of them. Returns how many were connected.
         """
         wanted = set(charge_point_ids)
+        if identity_gone:
+            self.frame_log.forget_charge_points(wanted)
         # Chargers still being authenticated with what is now stale are refused by ``add``.
         self._disconnects += 1
         self._disconnected.update(dict.fromkeys(wanted, self._disconnects))
@@ -225,6 +229,8 @@ class Registry:
         ]
         for connection in found:
             logger.info("disconnecting %s: %s", connection.id, reason)
+            if identity_gone:
+                connection.logs_frames = False
             self.spawn(connection.close_after_answers(1000, reason))
         return len(found)
 

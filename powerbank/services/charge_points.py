@@ -278,7 +278,7 @@ async def reset_ocpp_password(session: AsyncSession, by: Acting, team: Team, cha
     charge_point.updated_at = utcnow()
     session.add(charge_point)
     record(session, actor_of(by), "charge_point.reset_password", charge_point, operator_id=team.operator_id)
-    disconnect_after_commit(session, [charge_point.id or 0], "OCPP password changed")
+    disconnect_after_commit(session, [charge_point.id or 0], "OCPP password changed", identity_kept=True)
     return password
 
 

@@ -140,13 +140,14 @@ async def authenticate(
     return Authentication(charge_point_id, None, operator_id)
 
 
-# Called with (charge point ids, reason) to end live connections: the OCPP registry registers here.
-DisconnectHook = Callable[[list[int], str], object]
+# Called with (charge point ids, reason, identity gone) to end live connections: the OCPP registry
+# registers here.
+DisconnectHook = Callable[[list[int], str, bool], object]
 _disconnect_hooks: list[DisconnectHook] = []
 
 
 def register_disconnect_hook(hook: DisconnectHook) -> None:
-    """Call ``hook(charge_point_ids, reason)`` when chargers must connect again (or not at all)."""
+    """Call ``hook(charge_point_ids, reason, identity_gone)`` when chargers must connect again (or not at all)."""
     _disconnect_hooks.append(hook)
 
 
@@ -155,17 +156,21 @@ def unregister_disconnect_hook(hook: DisconnectHook) -> None:
     _disconnect_hooks.remove(hook)
 
 
-def disconnect_after_commit(session: AsyncSession, charge_point_ids: Iterable[int], reason: str) -> None:
+def disconnect_after_commit(
+    session: AsyncSession, charge_point_ids: Iterable[int], reason: str, *, identity_kept: bool = False
+) -> None:
     """End these chargers' live connections once this transaction commits (nothing if it rolls back).
 
     After a new OCPP password or identity the charger must log in again with what the hub knows
-    now; after a deletion it cannot log in at all.
+    now; after a deletion it cannot log in at all. Unless ``identity_kept`` (a new password), the
+    identity no longer names this charge point: what the hub keeps under it (the OCPP frames) is
+    forgotten, as another tenant may register it next.
     """
     ids = list(charge_point_ids)
 
     def disconnect() -> None:
         for hook in list(_disconnect_hooks):
-            hook(ids, reason)
+            hook(ids, reason, not identity_kept)
 
     if ids:
         after_commit(session, disconnect)

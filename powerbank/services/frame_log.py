@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -36,12 +37,16 @@ class FrameLog:
     def __init__(self, size: int = 100) -> None:
         self.size = size
         self._frames: dict[str, deque[str]] = {}
+        # The charge point whose connection logged an identity's frames, to forget them by charge point.
+        self._owners: dict[str, int] = {}
 
-    def add(self, identity: str, outgoing: bool, text: str) -> None:
+    def add(self, identity: str, outgoing: bool, text: str, charge_point_id: int | None = None) -> None:
         """Remember one frame sent to (``outgoing``) or received from a charger."""
         frames = self._frames.get(identity)
         if frames is None:
             frames = self._frames[identity] = deque(maxlen=self.size)
+        if charge_point_id is not None:
+            self._owners[identity] = charge_point_id
         if len(text) > MAX_SHOWN_CHARS:
             text = f"{text[:MAX_SHOWN_CHARS]}… ({len(text)} characters)"
         frames.append(f"{'>' if outgoing else '<'}{time.time():.3f} {text}")
@@ -53,6 +58,17 @@ class FrameLog:
     def forget(self, identity: str) -> None:
         """Drop a charger's frames (its charge point was deleted or renamed)."""
         self._frames.pop(identity, None)
+        self._owners.pop(identity, None)
+
+    def forget_charge_points(self, charge_point_ids: Iterable[int]) -> None:
+        """Drop the frames these charge points logged, under whatever identity they had.
+
+        For charge points deleted or renamed: another tenant may register the identity next, and
+        must not see this one's frames.
+        """
+        gone = set(charge_point_ids)
+        for identity in [identity for identity, owner in self._owners.items() if owner in gone]:
+            self.forget(identity)
 
 
 def _unpack(packed: str) -> Frame:
