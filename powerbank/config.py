@@ -49,7 +49,7 @@ DEFAULTS: dict[str, object] = {
     # The address people and chargers reach PowerBank at, e.g. https://powerbank.example.com behind
     # a TLS proxy; the OCPP URLs shown are made from it. None: the address of each request.
     "PUBLIC_URL": None,
-    # The serving process's full garbage collections (see powerbank/gc_policy.py): at most every
+    # The serving process's full garbage collections (see powerbank/runtime/gc_policy.py): at most every
     # GC_FULL_EVERY_S seconds, once its memory grew by GC_FULL_AFTER_GROWTH (0: on the clock alone).
     "GC_FULL_EVERY_S": 600,
     "GC_FULL_AFTER_GROWTH": 0.25,
