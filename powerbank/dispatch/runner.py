@@ -11,8 +11,9 @@ It glues the activation rules (``powerbank.services.activations``) to the charge
 - S2: the enrollment release hook (opt-out, suspension) and charge point deletion or moves
   release a charger at once.
 - S4: on start, activations whose window passed while the hub was down are ended, scheduled ones
-  whose start passed are started if their window is still open; a charger that boots gets the
-  limit of the active activations of its area, or a release of a limit it may still carry.
+  whose start passed are started if their window is still open; a charger that boots, or that
+  reconnects without booting (the usual case after a hub restart), gets the limit of the active
+  activations of its area, or a release of a limit it may still carry.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ class ActivationRunner:
         """Reconcile after a restart (S4), then run the scheduler."""
         enrollment.register_release_hook(self.release_charge_points)
         self.registry.boot_listeners.append(self.charger_booted)
+        self.registry.reconnect_listeners.append(self.charger_booted)
         await self.reconcile()
         self._loop_task = asyncio.create_task(self._run(), name="activation scheduler")
 
@@ -111,6 +113,8 @@ class ActivationRunner:
         enrollment.unregister_release_hook(self.release_charge_points)
         with contextlib.suppress(ValueError):
             self.registry.boot_listeners.remove(self.charger_booted)
+        with contextlib.suppress(ValueError):
+            self.registry.reconnect_listeners.remove(self.charger_booted)
         self._stopping.set()
         self._wake.set()
         work = [*self._background.running, *([self._loop_task] if self._loop_task is not None else [])]
@@ -385,7 +389,8 @@ class ActivationRunner:
     # Chargers that (re)connect ---------------------------------------------------------------
 
     async def charger_booted(self, connection: HubConnection) -> None:
-        """S4: give a charger that booted the limit in force for it, or release a leftover one.
+        """S4: give a charger that booted (or reconnected without booting) the limit in force for it,
+        or release a leftover one.
 
         Chargers that boot together (thousands after a restart) are looked up together, a few
         queries a batch. The work runs in the runner's tasks, so the runner awaits it when it stops.

@@ -182,6 +182,8 @@ class HubConnection:
         self.closed = False
         # Off once the charge point is deleted or renamed: its identity may pass to someone else.
         self.logs_frames = True
+        # Whether it sent a BootNotification on this connection (a reconnect need not).
+        self.has_booted = False
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self._outbox: asyncio.Queue[str] = asyncio.Queue()
         self._recent_call_ids: deque[str] = deque(maxlen=REMEMBERED_CALL_IDS)
@@ -443,6 +445,7 @@ class HubConnection:
 
     async def accept_boot(self, boot: chargers.BootInfo) -> Any:
         """Store what the charger reported at boot (in the batch of every charger's boots); accept it."""
+        self.has_booted = True
         await self.registry.boots.submit((self.charge_point_id, boot))
         return self._call_result.BootNotification(
             current_time=now_text(), interval=self.registry.heartbeat_interval, status="Accepted"

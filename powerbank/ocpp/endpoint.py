@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.ocpp.connection import HubConnection
-from powerbank.ocpp.registry import Registry, hold_registry, registry_of
+from powerbank.ocpp.registry import BOOT_GRACE_S, Registry, hold_registry, registry_of
 from powerbank.ocpp.v16 import ChargePoint16
 from powerbank.ocpp.v201 import ChargePoint201
 from powerbank.services import chargers
@@ -102,6 +102,7 @@ def init_app(app: Quart, sessions: Callable[[], async_sessionmaker[AsyncSession]
             heartbeat_interval=int(app.config.get("OCPP_HEARTBEAT_INTERVAL_S", 300)),
             call_timeout=float(app.config.get("OCPP_CALL_TIMEOUT_S", 30)),
             last_seen_flush_s=float(app.config.get("OCPP_LAST_SEEN_FLUSH_S", 5)),
+            boot_grace_s=float(app.config.get("OCPP_BOOT_GRACE_S", BOOT_GRACE_S)),
         )
         hold_registry(app, registry)
         await registry.start()

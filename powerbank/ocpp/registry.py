@@ -11,6 +11,8 @@ Other parts of the hub reach chargers only through it (the app holds it while it
     futures = registry.broadcast(frame_text, message_id, identities)   # {identity: Future}
 
     registry.boot_listeners.append(coroutine_function)   # called with the connection after a boot
+    # ... and with one that did not boot within ``boot_grace_s`` of connecting (it only reconnected).
+    registry.reconnect_listeners.append(coroutine_function)
 
     # What chargers report is stored in batches, one transaction for many chargers (group commit);
     # other OCPP writes take their turn on the same lock (SQLite has one writer).
@@ -52,6 +54,9 @@ ORM_BATCH = 200
 _REGISTRY = "powerbank.ocpp_registry"
 # How long stopping waits for connections still open to close.
 STOP_CLOSE_GRACE_S = 5.0
+# A charger that reboots sends BootNotification first thing after connecting; one that has not
+# within this time only lost its connection (the hub restarted) and carries on without booting.
+BOOT_GRACE_S = 10.0
 
 
 async def _store_capabilities(session: AsyncSession, answers: list[tuple[int, Capability]]) -> None:
@@ -75,6 +80,7 @@ class Registry:
         message_rate: float = 20.0,
         message_burst: int = 200,
         prune_every: int = 20,
+        boot_grace_s: float = BOOT_GRACE_S,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.frame_log = frame_log
@@ -85,6 +91,7 @@ class Registry:
         self.message_rate = message_rate
         self.message_burst = message_burst
         self.prune_every = prune_every
+        self.boot_grace_s = boot_grace_s
         self.password_checker = PasswordChecker()
         # SQLite has one writer: the hub's OCPP writes queue on this lock, in Python, instead of
         # in SQLite's busy handler (which sleeps up to 100 ms a try). Other databases write in parallel.
@@ -120,6 +127,9 @@ class Registry:
         self._disconnected: dict[int, int] = {}
         # Called with the connection after each boot, once the capability probe has answered.
         self.boot_listeners: list[Callable[[HubConnection], Awaitable[None]]] = []
+        # Called with a connection that did not boot within ``boot_grace_s`` of connecting (S4 must
+        # reach a charger that only reconnected as it reaches one that booted).
+        self.reconnect_listeners: list[Callable[[HubConnection], Coroutine[Any, Any, None]]] = []
 
     def __len__(self) -> int:
         return len(self._connections)
@@ -197,9 +207,19 @@ class Registry:
         previous = self._connections.get(connection.id)
         self._connections[connection.id] = connection
         self._presence[connection.charge_point_id] = (connection.protocol, True)
+        asyncio.get_running_loop().call_later(self.boot_grace_s, self._unless_booted, connection)
         if previous is not None and previous is not connection:
             logger.info("%s connected again; closing its previous connection", connection.id)
             await previous.close(1000, "Replaced by a new connection")
+
+    def _unless_booted(self, connection: HubConnection) -> None:
+        """Tell the reconnect listeners about a connection that is still there and never booted."""
+        if self._closing or connection.has_booted or self._connections.get(connection.id) is not connection:
+            return
+        if connection.closed:
+            return
+        for listener in list(self.reconnect_listeners):
+            self.spawn(listener(connection))
 
     def discard(self, connection: HubConnection) -> None:
         """Forget a closed connection; the charger goes offline unless a newer one replaced it."""

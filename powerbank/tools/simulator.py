@@ -299,7 +299,10 @@ def _stop_if_asked() -> None:
 class SimulatedCharger:
     """One simulated charger: its connection loop, its meter and its charging profiles.
 
-    Readable state: `connected`, `booted` (set while booted), `boots`, `power_w`, `limit_w`,
+    With ``boot_on_reconnect`` off it boots only on its first connection, as a charger that merely
+    lost its connection (the hub restarted) does, and carries on with what it had installed.
+
+    Readable state: `connected`, `connections`, `booted` (set while booted), `boots`, `power_w`, `limit_w`,
     `energy_wh`, `profiles` (installed, expired ones dropped), `transaction_id` and
     `received` (the hub's requests as (action, payload) pairs).
     """
@@ -311,14 +314,18 @@ class SimulatedCharger:
         meter_interval: float = 5.0,
         reconnect_delay: float = 1.0,
         max_reconnect_delay: float = 60.0,
+        boot_on_reconnect: bool = True,
     ) -> None:
         self.spec = spec
+        self.boot_on_reconnect = boot_on_reconnect
         self.meter_interval = meter_interval
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
         self.connected = False
+        self.connections = 0
         self.booted = asyncio.Event()
         self.boots = 0
+        self._heartbeat_s: float = DEFAULT_HEARTBEAT_S
         self.profiles: list[InstalledProfile] = []
         self.received: list[tuple[str, dict[str, Any]]] = []
         self.transaction_id: int | str | None = None
@@ -389,6 +396,7 @@ class SimulatedCharger:
                 )
                 return
             self.connected = True
+            self.connections += 1
             station = self._station(websocket)
             try:
                 async with asyncio.TaskGroup() as tasks:
@@ -409,7 +417,12 @@ class SimulatedCharger:
 
     async def _drive(self, station: _Station16 | _Station201) -> NoReturn:
         """Boot, then send heartbeats and meter values, and react to profile changes at once."""
-        heartbeat_s = await self._boot(station)
+        if self.boots and not self.boot_on_reconnect:
+            heartbeat_s = self._heartbeat_s
+            self._failures = 0
+            self.booted.set()
+        else:
+            heartbeat_s = await self._boot(station)
         self._reported_power_w = None
         self._reported_state = None
         await station.announce()
@@ -465,7 +478,8 @@ class SimulatedCharger:
         self._failures = 0
         self._outage_reported = False
         self.booted.set()
-        return interval or DEFAULT_HEARTBEAT_S
+        self._heartbeat_s = interval or DEFAULT_HEARTBEAT_S
+        return self._heartbeat_s
 
     async def _report(
         self, station: _Station16 | _Station201, now: datetime, power_w: float, *, periodic: bool
