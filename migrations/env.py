@@ -26,6 +26,12 @@ def run_migrations_offline() -> None:
 
 
 def _run(connection: Connection) -> None:
+    if connection.dialect.name == "sqlite":
+        # A table rebuilt in batch mode is dropped and replaced; with foreign keys on, SQLite would first
+        # delete its rows and cascade into every table that references it. The pragma is ignored inside
+        # a transaction, so it is set before the migrations' transaction begins.
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.commit()
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()

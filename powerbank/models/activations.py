@@ -9,6 +9,7 @@ from sqlalchemy import Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from powerbank.db import UTCDateTime, utcnow
+from powerbank.models.ids import NEVER_REUSE_IDS
 
 
 class ActivationState(StrEnum):
@@ -39,6 +40,7 @@ class Activation(SQLModel, table=True):
     __table_args__ = (
         Index("ix_activation_operator_id_state", "operator_id", "state"),
         Index("ix_activation_state_start_at", "state", "start_at"),
+        NEVER_REUSE_IDS,
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -70,7 +72,7 @@ class Activation(SQLModel, table=True):
 class Dispatch(SQLModel, table=True):
     """One charger's part in an activation: sent, answered, released, and the power it drew."""
 
-    __table_args__ = (UniqueConstraint("activation_id", "charge_point_id"),)
+    __table_args__ = (UniqueConstraint("activation_id", "charge_point_id"), NEVER_REUSE_IDS)
 
     id: int | None = Field(default=None, primary_key=True)
     activation_id: int = Field(foreign_key="activation.id", index=True, ondelete="CASCADE")

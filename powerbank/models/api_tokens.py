@@ -8,6 +8,7 @@ from enum import StrEnum
 from sqlmodel import Field, SQLModel
 
 from powerbank.db import UTCDateTime, utcnow
+from powerbank.models.ids import NEVER_REUSE_IDS
 
 
 class TokenAccess(StrEnum):
@@ -19,6 +20,7 @@ class ApiToken(SQLModel, table=True):
     """A bearer token scoped to one operator, or to one team of it; only its SHA-256 is kept."""
 
     __tablename__ = "api_token"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: int | None = Field(default=None, primary_key=True)
     operator_id: int = Field(foreign_key="operator.id", index=True, ondelete="CASCADE")

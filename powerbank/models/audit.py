@@ -9,12 +9,14 @@ from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
 from powerbank.db import UTCDateTime, utcnow
+from powerbank.models.ids import NEVER_REUSE_IDS
 
 
 class AuditEntry(SQLModel, table=True):
     """One change made by a person or by the system; never updated, never deleted."""
 
     __tablename__ = "audit_log"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, index=True)

@@ -8,11 +8,12 @@ from sqlalchemy import Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from powerbank.db import UTCDateTime, created_field
+from powerbank.models.ids import NEVER_REUSE_IDS
 
 
 class ChargePoint(SQLModel, table=True):
     __tablename__ = "charge_point"
-    __table_args__ = (Index("ix_charge_point_team_id_name", "team_id", "name"),)
+    __table_args__ = (Index("ix_charge_point_team_id_name", "team_id", "name"), NEVER_REUSE_IDS)
 
     id: int | None = Field(default=None, primary_key=True)
     team_id: int = Field(foreign_key="team.id", index=True, ondelete="CASCADE")
@@ -57,7 +58,7 @@ class CompatibleModel(SQLModel, table=True):
     """A brand/model of an operator's compatibility catalogue (matched case-insensitively)."""
 
     __tablename__ = "compatible_model"
-    __table_args__ = (UniqueConstraint("operator_id", "brand_key", "model_key"),)
+    __table_args__ = (UniqueConstraint("operator_id", "brand_key", "model_key"), NEVER_REUSE_IDS)
 
     id: int | None = Field(default=None, primary_key=True)
     operator_id: int = Field(foreign_key="operator.id", index=True, ondelete="CASCADE")

@@ -9,13 +9,14 @@ from sqlalchemy import Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from powerbank.db import UTCDateTime, utcnow
+from powerbank.models.ids import NEVER_REUSE_IDS
 
 
 class ConnectorStatus(SQLModel, table=True):
     """The last status a charger reported for one connector (OCPP 2.0.1: one EVSE)."""
 
     __tablename__ = "ocpp_connector_status"
-    __table_args__ = (UniqueConstraint("charge_point_id", "connector_id"),)
+    __table_args__ = (UniqueConstraint("charge_point_id", "connector_id"), NEVER_REUSE_IDS)
 
     id: int | None = Field(default=None, primary_key=True)
     charge_point_id: int = Field(foreign_key="charge_point.id", ondelete="CASCADE")
@@ -30,7 +31,7 @@ class MeterSample(SQLModel, table=True):
     """One sampled moment of a charger's meter: power, energy register and current per phase."""
 
     __tablename__ = "ocpp_meter_sample"
-    __table_args__ = (Index("ix_ocpp_meter_sample_charge_point_id_id", "charge_point_id", "id"),)
+    __table_args__ = (Index("ix_ocpp_meter_sample_charge_point_id_id", "charge_point_id", "id"), NEVER_REUSE_IDS)
 
     id: int | None = Field(default=None, primary_key=True)
     charge_point_id: int = Field(foreign_key="charge_point.id", ondelete="CASCADE")
@@ -52,7 +53,10 @@ class ChargingTransaction(SQLModel, table=True):
     """
 
     __tablename__ = "ocpp_transaction"
-    __table_args__ = (Index("ix_ocpp_transaction_charge_point_id_remote_id", "charge_point_id", "remote_id"),)
+    __table_args__ = (
+        Index("ix_ocpp_transaction_charge_point_id_remote_id", "charge_point_id", "remote_id"),
+        NEVER_REUSE_IDS,
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     charge_point_id: int = Field(foreign_key="charge_point.id", ondelete="CASCADE")
@@ -89,7 +93,7 @@ class ConnectionAttempt(SQLModel, table=True):
     """
 
     __tablename__ = "connection_attempt"
-    __table_args__ = (Index("ix_connection_attempt_identity_at", "identity", "at"),)
+    __table_args__ = (Index("ix_connection_attempt_identity_at", "identity", "at"), NEVER_REUSE_IDS)
 
     id: int | None = Field(default=None, primary_key=True)
     identity: str = Field(max_length=100)

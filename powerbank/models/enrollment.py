@@ -9,6 +9,7 @@ from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
 
 from powerbank.db import UTCDateTime, utcnow
+from powerbank.models.ids import NEVER_REUSE_IDS
 
 
 class ParticipationState(StrEnum):
@@ -73,6 +74,7 @@ class TermsVersion(SQLModel, table=True):
     """A published version of the PowerBank terms and conditions; the newest published one is current."""
 
     __tablename__ = "powerbank_terms_version"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: int | None = Field(default=None, primary_key=True)
     version: str = Field(max_length=40, unique=True)
@@ -81,14 +83,20 @@ class TermsVersion(SQLModel, table=True):
 
 
 class TermsAcceptance(SQLModel, table=True):
-    """One acceptance of a terms version by a user, for a team, naming the charge points signed up."""
+    """One acceptance of a terms version by a user, for a team, naming the charge points signed up.
+
+    Evidence (R4), so it outlives the team: team and operator are kept as plain ids, and the team's
+    acceptances are those of its id and its operator (ids are never reused).
+    """
 
     __tablename__ = "powerbank_terms_acceptance"
-    __table_args__ = (Index("ix_powerbank_terms_acceptance_lookup", "user_id", "team_id", "version"),)
+    __table_args__ = (Index("ix_powerbank_terms_acceptance_lookup", "user_id", "team_id", "version"), NEVER_REUSE_IDS)
 
     id: int | None = Field(default=None, primary_key=True)
     user_id: int = Field(foreign_key="user.id", ondelete="CASCADE")
-    team_id: int = Field(foreign_key="team.id", index=True, ondelete="CASCADE")
+    team_id: int = Field(index=True)
+    # None only on rows from before migration 0008 whose team's operator could not be told.
+    operator_id: int | None = Field(default=None)
     version: str = Field(max_length=40)
     accepted_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     charge_point_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
@@ -97,16 +105,19 @@ class TermsAcceptance(SQLModel, table=True):
 class ParticipationEvent(SQLModel, table=True):
     """One change of a charge point's participation (R8); rows are only ever inserted.
 
-    Charge point and team are kept as plain ids with the charge point's name, so the history
-    outlives a deleted charge point.
+    Charge point, team and operator are kept as plain ids with the charge point's name, so the
+    history outlives a deleted charge point or team, for its operator's audit; a team's history is
+    that of its id and its operator (ids are never reused).
     """
 
     __tablename__ = "powerbank_participation_event"
-    __table_args__ = (Index("ix_powerbank_participation_event_team_at", "team_id", "at"),)
+    __table_args__ = (Index("ix_powerbank_participation_event_team_at", "team_id", "at"), NEVER_REUSE_IDS)
 
     id: int | None = Field(default=None, primary_key=True)
     charge_point_id: int = Field(index=True)
     team_id: int
+    # None only on rows from before migration 0008 whose team's operator could not be told.
+    operator_id: int | None = Field(default=None)
     charge_point_name: str = Field(max_length=120)
     actor_user_id: int | None = Field(default=None)
     actor_label: str = Field(max_length=254)

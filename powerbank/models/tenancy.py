@@ -9,6 +9,7 @@ from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from powerbank.db import created_field
+from powerbank.models.ids import NEVER_REUSE_IDS
 
 
 class OperatorRole(StrEnum):
@@ -23,13 +24,15 @@ class TeamRole(StrEnum):
 
 
 class Operator(SQLModel, table=True):
+    __table_args__ = NEVER_REUSE_IDS
+
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=120, unique=True)
     created_at: datetime = created_field()
 
 
 class Team(SQLModel, table=True):
-    __table_args__ = (UniqueConstraint("operator_id", "name"),)
+    __table_args__ = (UniqueConstraint("operator_id", "name"), NEVER_REUSE_IDS)
 
     id: int | None = Field(default=None, primary_key=True)
     operator_id: int = Field(foreign_key="operator.id", index=True, ondelete="CASCADE")
@@ -38,6 +41,8 @@ class Team(SQLModel, table=True):
 
 
 class User(SQLModel, table=True):
+    __table_args__ = NEVER_REUSE_IDS
+
     id: int | None = Field(default=None, primary_key=True)
     # Stored lower-cased, so uniqueness is case-insensitive on every backend.
     email: str = Field(max_length=254, unique=True)
@@ -48,7 +53,7 @@ class User(SQLModel, table=True):
 
 class OperatorMembership(SQLModel, table=True):
     __tablename__ = "operator_membership"
-    __table_args__ = (UniqueConstraint("operator_id", "user_id"),)
+    __table_args__ = (UniqueConstraint("operator_id", "user_id"), NEVER_REUSE_IDS)
 
     id: int | None = Field(default=None, primary_key=True)
     operator_id: int = Field(foreign_key="operator.id", index=True, ondelete="CASCADE")
@@ -58,7 +63,7 @@ class OperatorMembership(SQLModel, table=True):
 
 class TeamMembership(SQLModel, table=True):
     __tablename__ = "team_membership"
-    __table_args__ = (UniqueConstraint("team_id", "user_id"),)
+    __table_args__ = (UniqueConstraint("team_id", "user_id"), NEVER_REUSE_IDS)
 
     id: int | None = Field(default=None, primary_key=True)
     team_id: int = Field(foreign_key="team.id", index=True, ondelete="CASCADE")

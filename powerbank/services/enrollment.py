@@ -19,6 +19,7 @@ from datetime import datetime
 
 from sqlalchemy import bindparam, func, insert, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.selectable import ScalarSelect
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -214,12 +215,20 @@ async def current_terms(session: AsyncSession) -> TermsVersion:
     return terms
 
 
+def _operator_of_team(team_id: int) -> ScalarSelect[int]:
+    return select(Team.operator_id).where(Team.id == team_id).scalar_subquery()
+
+
 async def has_accepted_terms(session: AsyncSession, user_id: int, team_id: int, version: str) -> bool:
     """Return True when the user has accepted this terms version for this team."""
     found = await session.exec(
         select(TermsAcceptance.id)
         .where(
-            TermsAcceptance.user_id == user_id, TermsAcceptance.team_id == team_id, TermsAcceptance.version == version
+            TermsAcceptance.user_id == user_id,
+            TermsAcceptance.team_id == team_id,
+            # Acceptances outlive their team: one of another operator's team with this id is not this team's.
+            TermsAcceptance.operator_id == _operator_of_team(team_id),
+            TermsAcceptance.version == version,
         )
         .limit(1)
     )
@@ -269,6 +278,10 @@ async def _apply(session: AsyncSession, changes: list[_Change], context: _Contex
     """Write state changes and their events; refuse the whole change if any row changed meanwhile."""
     if not changes:
         return
+    team_ids = {change.row.charge_point.team_id for change in changes}
+    operator_of_team = dict(
+        (await session.exec(select(Team.id, Team.operator_id).where(col(Team.id).in_(team_ids)))).all()
+    )
     now = utcnow()
     inserts: list[dict[str, object]] = []
     updates: list[dict[str, object]] = []
@@ -292,6 +305,7 @@ async def _apply(session: AsyncSession, changes: list[_Change], context: _Contex
             {
                 "charge_point_id": charge_point.id,
                 "team_id": charge_point.team_id,
+                "operator_id": operator_of_team[charge_point.team_id],
                 "charge_point_name": charge_point.name,
                 "actor_user_id": context.actor.user_id,
                 "actor_label": context.actor.label,
@@ -415,7 +429,11 @@ async def bulk_sign_up(
     signed_up = [change.row.charge_point.id or 0 for change in changes]
     session.add(
         TermsAcceptance(
-            user_id=principal.user.id or 0, team_id=team.id or 0, version=terms.version, charge_point_ids=signed_up
+            user_id=principal.user.id or 0,
+            team_id=team.id or 0,
+            operator_id=team.operator_id,
+            version=terms.version,
+            charge_point_ids=signed_up,
         )
     )
     record(
@@ -476,6 +494,7 @@ async def sign_up_one(
             TermsAcceptance(
                 user_id=principal.user.id or 0,
                 team_id=team.id or 0,
+                operator_id=team.operator_id,
                 version=terms.version,
                 charge_point_ids=[charge_point.id or 0],
             )
@@ -590,7 +609,8 @@ async def list_events(
     session: AsyncSession, team_id: int, *, charge_point_id: int | None = None, page: int = 1, page_size: int = 50
 ) -> EventPage:
     """Return one page of a team's PowerBank history, newest first, optionally of one charge point."""
-    conditions = [ParticipationEvent.team_id == team_id]
+    # History outlives its team: events of another operator's team with this id are not this team's.
+    conditions = [ParticipationEvent.team_id == team_id, ParticipationEvent.operator_id == _operator_of_team(team_id)]
     if charge_point_id is not None:
         conditions.append(ParticipationEvent.charge_point_id == charge_point_id)
     total = (await session.exec(select(func.count()).select_from(ParticipationEvent).where(*conditions))).one()
