@@ -236,5 +236,5 @@ async def test_whatever_a_charger_sends_the_hub_answers_or_closes_that_connectio
             rows = await session.exec(select(ConnectorStatus).where(ConnectorStatus.charge_point_id == decent_cp.id))
             return any(row.status == "Available" for row in rows)
 
-        await eventually(stored, message="a well-behaved charger's report was not stored")
+        await eventually(stored, 30.0, "a well-behaved charger's report was not stored")
     assert not unanswered
