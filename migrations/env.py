@@ -8,6 +8,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
+import powerbank.models  # noqa: F401  (registers every table on the metadata, for autogenerate)
 from powerbank.config import database_url
 from powerbank.db import make_engine
 
