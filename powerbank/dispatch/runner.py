@@ -7,7 +7,8 @@ It glues the activation rules (``powerbank.services.activations``) to the charge
 - ``trigger`` sends an active activation's limit to every signed-up, connected charger of its
   area at once and records the answers in bulk as they come (the hot path; the benchmark calls it).
 - at the end of a window, or on cancel, ``release`` clears the PowerBank profile, unless another
-  activation of the area still needs it, in which case its limit is sent instead.
+  activation of the area still needs it, in which case its limit is sent instead. It runs in a
+  task of its own, so waiting for its answers never delays a start.
 - S2: the enrollment release hook (opt-out, suspension) and charge point deletion or moves
   release a charger at once.
 - S4: on start, activations whose window passed while the hub was down are ended, scheduled ones
@@ -117,12 +118,17 @@ class ActivationRunner:
             self.registry.reconnect_listeners.remove(self.charger_booted)
         self._stopping.set()
         self._wake.set()
-        work = [*self._background.running, *([self._loop_task] if self._loop_task is not None else [])]
-        if work:
-            _done, stragglers = await asyncio.wait(work, timeout=STOP_GRACE_S)
-            for task in stragglers:
-                task.cancel()
-            await asyncio.gather(*stragglers, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_GRACE_S
+        scheduler = [self._loop_task] if self._loop_task is not None else []
+        if scheduler:
+            # The scheduler first: the starts and releases its last look spawns are work in flight too.
+            await asyncio.wait(scheduler, timeout=STOP_GRACE_S)
+        work = [*scheduler, *self._background.running]
+        _done, stragglers = await asyncio.wait(work, timeout=max(0.0, deadline - loop.time())) if work else ((), ())
+        for task in stragglers:
+            task.cancel()
+        await asyncio.gather(*stragglers, return_exceptions=True)
 
     @property
     def may_be_active(self) -> bool:
@@ -224,7 +230,7 @@ class ActivationRunner:
         now = utcnow()
         started: list[int] = []
         unsent: list[int] = []
-        ended: list[int] = []
+        over: list[int] = []
         launches = self._launches
         async with self.sessionmaker() as session:
             for activation in await service.due_to_start(session, now):
@@ -234,18 +240,23 @@ class ActivationRunner:
             active = await service.active_activations(session)
             for activation in active:
                 if activation.end_at <= now:
-                    ended.append(activation.id or 0)
+                    over.append(activation.id or 0)
                 elif activation.triggered_at is None:
                     # Active and never sent: its launch was lost (or is running; see _trigger_soon).
                     unsent.append(activation.id or 0)
+            # Ended here, as a cancel is before its release: the next look sees the next change,
+            # and only the look that ended an activation releases it.
+            ended = await service.end_windows(session, over, now)
             await session.commit()
-        if not started and len(active) == len(ended) and launches == self._launches:
+        if not started and len(active) == len(over) and launches == self._launches:
             # None is active now, and none was launched while this looked.
             self._any_active = False
         for activation_id in dict.fromkeys([*started, *unsent]):
             self._trigger_soon(activation_id)
+        # Each release waits for its chargers' answers in a task of its own: a start due
+        # meanwhile (FCR-D: 5 s) never waits for another activation's chargers to answer.
         for activation_id in ended:
-            await self.release(activation_id, "ended")
+            self.spawn(self.release(activation_id, "ended"))
 
     # The hot path ----------------------------------------------------------------------------
 

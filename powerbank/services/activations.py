@@ -588,6 +588,23 @@ async def finish(session: AsyncSession, activation: Activation, now: datetime) -
     await record_power(session, activation)
 
 
+async def end_windows(session: AsyncSession, activation_ids: Sequence[int], now: datetime) -> list[int]:
+    """Mark these activations ended if they are still active; return the ids this call ended.
+
+    One conditional update: of two schedulers looking at once only one ends an activation (and so
+    releases it), and a cancel committed meanwhile stays a cancel. The power is noted at the release.
+    """
+    if not activation_ids:
+        return []
+    rows = await session.exec(
+        update(Activation)
+        .where(col(Activation.id).in_(activation_ids), col(Activation.state) == ActivationState.ACTIVE)
+        .values(state=ActivationState.ENDED, ended_at=now)
+        .returning(col(Activation.id))
+    )
+    return [activation_id for (activation_id,) in rows]
+
+
 async def record_power(session: AsyncSession, activation: Activation) -> None:
     """Store each charger's power just before the trigger and its mean during the window (bulk)."""
     if activation.triggered_at is None:
