@@ -25,6 +25,13 @@ blueprint = Blueprint("ocpp", __name__)
 # Newest first: the hub speaks the newest version both sides offer.
 PROTOCOLS: dict[str, type[HubConnection]] = {"ocpp2.0.1": ChargePoint201, "ocpp1.6": ChargePoint16}
 UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Basic realm="PowerBank OCPP", charset="UTF-8"'}
+_ATTEMPT_THROTTLE = "powerbank.ocpp.attempt_throttle"
+
+
+def attempt_throttle_of(app: Quart) -> chargers.AttemptThrottle:
+    """Return the app's throttle of refused connection attempts (one per process)."""
+    throttle: chargers.AttemptThrottle = app.extensions[_ATTEMPT_THROTTLE]
+    return throttle
 
 
 def choose_subprotocol(offered: list[str]) -> str | None:
@@ -56,8 +63,14 @@ async def ocpp_socket(identity: str) -> Response | None:
             offered = ", ".join(socket.requested_subprotocols) or "none"
             reason = f"No supported OCPP version offered ({offered})"
         if reason is not None:
-            await chargers.record_attempt(session, identity, remote_address, reason, outcome.operator_id)
-            await session.commit()
+            # Anyone can try an upgrade: the throttle decides, in memory, what a refusal may write.
+            throttle = attempt_throttle_of(current_app)
+            count = throttle.admit(identity, remote_address)
+            if count:
+                await chargers.record_attempt(
+                    session, identity, remote_address, reason, outcome.operator_id, count, prune=throttle.prune_due()
+                )
+                await session.commit()
     if outcome.charge_point_id is None:
         logger.info("refused charger %r from %s: %s", identity, remote_address, reason)
         return Response("Unauthorized", 401, UNAUTHORIZED_HEADERS)
@@ -92,6 +105,7 @@ def init_app(app: Quart, sessions: Callable[[], async_sessionmaker[AsyncSession]
     logging.getLogger("ocpp").setLevel(logging.WARNING)
     # One frame log for the app's life: the registry writes to it, the charge point page reads it.
     frame_log = FrameLog(int(app.config.get("OCPP_FRAME_LOG_SIZE", 100)))
+    app.extensions[_ATTEMPT_THROTTLE] = chargers.AttemptThrottle()
 
     @app.while_serving
     async def run_registry() -> AsyncGenerator[None, None]:

@@ -11,6 +11,8 @@ import asyncio
 import hashlib
 import hmac
 import secrets
+import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -41,8 +43,19 @@ METER_SAMPLES_KEPT = 120
 # Repeats of one refused attempt within this window are counted on one row, not stored again.
 ATTEMPT_MERGE_WINDOW = timedelta(hours=1)
 ATTEMPTS_SHOWN = 200
-# Different refused attempts stored per remote address within the merge window.
+# What refused connections may write per window (ATTEMPT_MERGE_WINDOW), however many arrive: anyone
+# on the network can try an upgrade, and the hub's reports need the database. Rows are different
+# (identity, address) pairs; writes are rows and the repeats added to them.
 ATTEMPT_ROWS_PER_ADDRESS = 100
+ATTEMPT_ROWS_PER_WINDOW = 1000
+ATTEMPT_WRITES_PER_ADDRESS = 200
+ATTEMPT_WRITES_PER_WINDOW = 2000
+# A charger retrying has its first repeats counted at once; later ones are written at most this
+# often, added up, so a retry loop costs one write a minute.
+ATTEMPT_REPEATS_AT_ONCE = 5
+ATTEMPT_REPEAT_INTERVAL = timedelta(minutes=1)
+# Refused attempts older than this are deleted (once a window), so the table stays small.
+ATTEMPTS_KEPT = timedelta(days=7)
 # Power older than this is not "current" any more.
 CURRENT_POWER_MAX_AGE = timedelta(minutes=5)
 METER_TABLE = MeterSample.__table__  # type: ignore[attr-defined]
@@ -176,22 +189,102 @@ def disconnect_after_commit(
         after_commit(session, disconnect)
 
 
-async def record_attempt(
-    session: AsyncSession, identity: str, remote_address: str, reason: str, operator_id: int | None
-) -> ConnectionAttempt | None:
-    """Keep a refused connection for the admins; a repeat within the hour is counted, not stored.
+@dataclass
+class _AttemptsSeen:
+    """What the throttle remembers of one (identity, address) pair this window."""
 
-    Return None when the address already left too many different attempts this hour.
+    writes: int = 0
+    last_write: float = 0.0
+    unwritten: int = 0
+
+
+class AttemptThrottle:
+    """Decide, in memory and before any query, which refused connections are written to the database.
+
+    Per window: one row per (identity, address), repeats added to it (the first few at once, then
+    once a minute), and caps on rows and on writes per address and overall. Only admitted pairs are
+    remembered, so the memory is bounded by the overall cap too. The decision is taken without an
+    await, so a parallel burst cannot slip past a cap. Each node counts its own; ``record_attempt``
+    still checks the stored rows per address, across restarts and nodes.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._start_window(clock())
+
+    def _start_window(self, now: float) -> None:
+        self._window_started = now
+        self._prune_due = True
+        self._pairs: dict[tuple[str, str], _AttemptsSeen] = {}
+        self._rows_by_address: Counter[str] = Counter()
+        self._writes_by_address: Counter[str] = Counter()
+        self._writes = 0
+
+    def admit(self, identity: str, remote_address: str) -> int:
+        """Count a refused attempt; return how many attempts to write now (0: write nothing)."""
+        now = self._clock()
+        if now - self._window_started >= ATTEMPT_MERGE_WINDOW.total_seconds():
+            # Repeats held back at the turn of the window are not written: a count may be low, never high.
+            self._start_window(now)
+        key = (identity[:100], remote_address[:64])
+        address = key[1]
+        seen = self._pairs.get(key)
+        if seen is None:
+            if (
+                self._rows_by_address[address] >= ATTEMPT_ROWS_PER_ADDRESS
+                or len(self._pairs) >= ATTEMPT_ROWS_PER_WINDOW
+            ):
+                return 0
+            seen = self._pairs[key] = _AttemptsSeen()
+            self._rows_by_address[address] += 1
+        seen.unwritten += 1
+        due = seen.writes < ATTEMPT_REPEATS_AT_ONCE or now - seen.last_write >= ATTEMPT_REPEAT_INTERVAL.total_seconds()
+        if (
+            not due
+            or self._writes_by_address[address] >= ATTEMPT_WRITES_PER_ADDRESS
+            or self._writes >= ATTEMPT_WRITES_PER_WINDOW
+        ):
+            return 0
+        count, seen.unwritten = seen.unwritten, 0
+        seen.writes += 1
+        seen.last_write = now
+        self._writes_by_address[address] += 1
+        self._writes += 1
+        return count
+
+    def prune_due(self) -> bool:
+        """Return True once a window: the next write should also delete attempts kept long enough."""
+        due, self._prune_due = self._prune_due, False
+        return due
+
+
+async def record_attempt(
+    session: AsyncSession,
+    identity: str,
+    remote_address: str,
+    reason: str,
+    operator_id: int | None,
+    count: int = 1,
+    *,
+    prune: bool = False,
+) -> ConnectionAttempt | None:
+    """Keep ``count`` refused connections for the admins: one row per identity and address an hour.
+
+    A repeat within the hour is added to the row, which keeps the newest reason and operator.
+    Return None when the address already left too many different attempts this hour. With
+    ``prune``, also delete the attempts older than ``ATTEMPTS_KEPT``. Callers ask an
+    ``AttemptThrottle`` first, so a flood never reaches this function.
     """
     now = utcnow()
-    identity = identity[:100]
+    if prune:
+        await session.exec(delete(ConnectionAttempt).where(col(ConnectionAttempt.at) < now - ATTEMPTS_KEPT))
+    identity, remote_address = identity[:100], remote_address[:64]
     attempt = (
         await session.exec(
             select(ConnectionAttempt)
             .where(
                 ConnectionAttempt.identity == identity,
                 ConnectionAttempt.remote_address == remote_address,
-                ConnectionAttempt.reason == reason,
                 col(ConnectionAttempt.at) >= now - ATTEMPT_MERGE_WINDOW,
             )
             .order_by(col(ConnectionAttempt.at).desc())
@@ -204,7 +297,7 @@ async def record_attempt(
                 select(func.count())
                 .select_from(ConnectionAttempt)
                 .where(
-                    ConnectionAttempt.remote_address == remote_address[:64],
+                    ConnectionAttempt.remote_address == remote_address,
                     col(ConnectionAttempt.at) >= now - ATTEMPT_MERGE_WINDOW,
                 )
             )
@@ -213,18 +306,29 @@ async def record_attempt(
             # A scanner trying identity after identity must not fill the table (or the page).
             return None
         attempt = ConnectionAttempt(
-            identity=identity, at=now, remote_address=remote_address[:64], reason=reason[:120], operator_id=operator_id
+            identity=identity, at=now, remote_address=remote_address, reason=reason[:120], operator_id=operator_id
         )
+        attempt.count = count
     else:
         attempt.at = now
-        attempt.count += 1
+        attempt.count += count
+        attempt.reason = reason[:120]
+        attempt.operator_id = operator_id
     session.add(attempt)
     return attempt
 
 
 @dataclass(frozen=True)
 class AttemptRow:
-    attempt: ConnectionAttempt
+    """A refused connection as the Connection attempts page shows it to one operator."""
+
+    id: int
+    identity: str
+    at: datetime
+    reason: str
+    count: int
+    # None when this operator may not see it (an unknown identity): see ``list_attempts``.
+    remote_address: str | None
     # True when no charge point has this identity (yet): the page offers to register it.
     unknown: bool
 
@@ -232,9 +336,13 @@ class AttemptRow:
 async def list_attempts(session: AsyncSession, operator_id: int) -> list[AttemptRow]:
     """Return the refused connections an operator's admins may see, newest first.
 
-    Their own charge points' attempts, and those of identities no charge point has: an unknown
-    identity belongs to no tenant, and admins need it to register a new charger. Other
-    operators' charge points' attempts are never shown.
+    Their own charge points' attempts, with the address they came from; and those of identities
+    no charge point has, without it. An unknown identity belongs to no tenant, and admins need it
+    to register a new charger: the identity (with when, why and how often) is enough for whoever
+    installed the charger to recognise it. But the charger may as well be another operator's, not
+    registered yet or mistyped, and its address tells where it is (a depot's or a customer's
+    network): every operator sees the row, so none sees the address. Other operators' charge
+    points' attempts, and unknown identities registered since, are never shown.
     """
     attempts = list(
         await session.exec(
@@ -250,11 +358,20 @@ async def list_attempts(session: AsyncSession, operator_id: int) -> list[Attempt
         if identities
         else set()
     )
-    rows = [
-        AttemptRow(attempt, attempt.operator_id is None and attempt.identity not in registered) for attempt in attempts
+    return [
+        AttemptRow(
+            id=attempt.id or 0,
+            identity=attempt.identity,
+            at=attempt.at,
+            reason=attempt.reason,
+            count=attempt.count,
+            remote_address=attempt.remote_address if attempt.operator_id == operator_id else None,
+            unknown=attempt.operator_id is None,
+        )
+        for attempt in attempts
+        # An identity that has since been registered with another operator is no longer anonymous.
+        if attempt.operator_id is not None or attempt.identity not in registered
     ]
-    # An identity that has since been registered with another operator is no longer anonymous.
-    return [row for row in rows if row.attempt.operator_id is not None or row.unknown]
 
 
 def _update_by_id(**columns: str) -> Any:
