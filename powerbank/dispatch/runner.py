@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -62,6 +62,17 @@ class TriggerReport:
     answered: int
 
 
+@dataclass
+class _Unrecorded:
+    """A fan-out sent but whose dispatch rows are not stored yet, and the releases asked for meanwhile."""
+
+    sent_to: set[int]
+    # Why the whole activation was released meanwhile (cancelled, ended), if it was.
+    released: str | None = None
+    # Chargers released meanwhile (opt-out, deletion, move), with the reason.
+    withdrawn: dict[int, str] = field(default_factory=dict)
+
+
 class ActivationRunner:
     """Run activations against the chargers connected to this process."""
 
@@ -91,6 +102,9 @@ class ActivationRunner:
         self._launches = 0
         # Activations whose trigger is running (each is sent once, however it is asked for).
         self._triggering: set[int] = set()
+        # Fan-outs sent but not yet recorded: a release in that gap finds no dispatch row, so it
+        # leaves a note here, and the trigger releases once its rows are stored.
+        self._unrecorded: dict[int, _Unrecorded] = {}
         # Chargers that booted and wait to be looked up, and the task that looks them up.
         self._booted: list[HubConnection] = []
         self._boot_worker: asyncio.Task[None] | None = None
@@ -121,11 +135,15 @@ class ActivationRunner:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STOP_GRACE_S
         scheduler = [self._loop_task] if self._loop_task is not None else []
-        if scheduler:
-            # The scheduler first: the starts and releases its last look spawns are work in flight too.
-            await asyncio.wait(scheduler, timeout=STOP_GRACE_S)
-        work = [*scheduler, *self._background.running]
-        _done, stragglers = await asyncio.wait(work, timeout=max(0.0, deadline - loop.time())) if work else ((), ())
+
+        def in_flight() -> list[asyncio.Task[Any]]:
+            return [task for task in [*scheduler, *self._background.running] if not task.done()]
+
+        # Work in flight spawns more (the scheduler's last look its releases, a fan-out the release
+        # asked for while it was being recorded): that is waited for too, within the same grace.
+        while (work := in_flight()) and loop.time() < deadline:
+            await asyncio.wait(work, timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED)
+        stragglers = in_flight()
         for task in stragglers:
             task.cancel()
         await asyncio.gather(*stragglers, return_exceptions=True)
@@ -285,12 +303,18 @@ class ActivationRunner:
                     lambda group: fanout.set_limit_payload(group, steps, triggered_at, self.margin_s),
                     triggered_at,
                 )
-            activation.triggered_at = triggered_at
-            activation.last_sent_at = sent.sent_at
-            session.add(activation)
-            async with self.registry.write_lock:
-                await service.record_sent(session, activation, sent.sent, sent.offline, targets, steps[0].limit_w)
-                await session.commit()
+                unrecorded = self._unrecorded[activation_id] = _Unrecorded(set(sent.futures))
+            try:
+                activation.triggered_at = triggered_at
+                activation.last_sent_at = sent.sent_at
+                session.add(activation)
+                async with self.registry.write_lock:
+                    await service.record_sent(session, activation, sent.sent, sent.offline, targets, steps[0].limit_w)
+                    await session.commit()
+            finally:
+                self._unrecorded.pop(activation_id, None)
+            if unrecorded.released is not None or unrecorded.withdrawn:
+                self.spawn(self._release_unrecorded(activation_id, unrecorded))
         logger.info(
             "activation %s: %d frames to %d chargers (%d offline) in %.3f s",
             activation_id,
@@ -325,6 +349,12 @@ class ActivationRunner:
             if activation is None:
                 return
             async with self._lock(activation):
+                unrecorded = self._unrecorded.get(activation_id)
+                if unrecorded is not None:
+                    # Its fan-out is sent but its rows are not stored yet (a release now would find
+                    # none): the trigger releases it once they are.
+                    unrecorded.released = unrecorded.released or reason
+                    return
                 await service.finish(session, activation, now)
                 remaining = [
                     a
@@ -384,8 +414,12 @@ class ActivationRunner:
         """S2: lift any PowerBank limit from these chargers at once (opt-out, suspension, deletion, move).
 
         Called inside the caller's transaction, before a deletion is flushed: the chargers are
-        looked up there, the release is sent at once and recorded in a session of its own.
+        looked up there, the release is sent at once and recorded in a session of its own. A fan-out
+        sent to them but not yet recorded releases them once it is.
         """
+        for unrecorded in self._unrecorded.values():
+            for charge_point_id in unrecorded.sent_to.intersection(charge_point_ids):
+                unrecorded.withdrawn.setdefault(charge_point_id, reason)
         if session is None:
             async with self.sessionmaker() as own:
                 dispatches = await service.unreleased(own, charge_point_ids=charge_point_ids)
@@ -396,6 +430,18 @@ class ActivationRunner:
         sent = fanout.broadcast(self.registry, _clear_targets(dispatches), fanout.clear_payload)
         logger.info("released %d charger(s): %s", len(sent.futures), reason)
         self.spawn(self._record_release(dispatches, sent, reason))
+
+    async def _release_unrecorded(self, activation_id: int, unrecorded: _Unrecorded) -> None:
+        """Release what was cancelled, ended or opted out while a fan-out's rows were being stored."""
+        by_reason: dict[str, list[int]] = {}
+        for charge_point_id, reason in unrecorded.withdrawn.items():
+            by_reason.setdefault(reason, []).append(charge_point_id)
+        # Chargers first, with their own reason: when another activation of the area continues, the
+        # activation's release passes over chargers no longer signed up.
+        for reason, charge_point_ids in by_reason.items():
+            await self.release_charge_points(None, charge_point_ids, reason)
+        if unrecorded.released is not None:
+            await self.release(activation_id, unrecorded.released)
 
     # Chargers that (re)connect ---------------------------------------------------------------
 
