@@ -15,12 +15,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.models import ChargePoint
 from powerbank.ocpp.registry import registry_of
-from powerbank.rules.permissions import load_principal
-from powerbank.services import enrollment
 from powerbank.tools.simulator import ChargerSpec, SimulatedCharger
 from tests import helpers
 from tests.conftest import Factory
-from tests.dispatch.test_activations_e2e import (
+from tests.dispatch.support import (
     FULL_POWER_W,
     HUB_CONFIG,
     MARGIN_S,
@@ -29,7 +27,7 @@ from tests.dispatch.test_activations_e2e import (
     clears,
     connect_all,
     dk2_fleet,
-    own_session,
+    dk2_fleet_and_a_signed_up_se3,
     read,
     running,
     set_profiles,
@@ -38,8 +36,6 @@ from tests.dispatch.test_activations_e2e import (
 from tests.helpers import SERVED_CONFIG, TEST_CONFIG, eventually, free_port
 
 pytestmark = [pytest.mark.usefixtures("fast_hashing"), pytest.mark.served]
-
-__all__ = ["own_session"]
 
 # A charger that has not booted this long after connecting is taken as reconnected (production: 10 s).
 RECONNECT_CONFIG = {**HUB_CONFIG, "OCPP_BOOT_GRACE_S": 0.3}
@@ -71,17 +67,7 @@ async def test_after_a_restart_a_charger_that_does_not_reboot_gets_the_active_li
     session, factory = own_session, Factory(own_session)
     operator = await factory.operator()
     team = await factory.team(operator)
-    dk2 = (await dk2_fleet(factory, session, team, 1))[0]
-    se3 = await factory.charge_point(team, country="SE", price_area="SE3", facility_id="735999000000000013")
-    admin = await factory.user(operator=operator, operator_role="admin")
-    await enrollment.sign_up_one(
-        session,
-        await load_principal(session, admin),
-        se3,
-        accept_terms_version=(await enrollment.current_terms(session)).version,
-        facility_id=None,
-    )
-    await session.commit()
+    dk2, se3 = await dk2_fleet_and_a_signed_up_se3(factory, session, team)
     kept, lapsed = without_reboot(dk2), without_reboot(se3)
     headers = await write_token(session, operator)
     port = free_port()

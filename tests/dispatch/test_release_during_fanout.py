@@ -17,7 +17,7 @@ from powerbank.dispatch import runner as runner_module
 from powerbank.rules.permissions import load_principal
 from powerbank.services import enrollment
 from tests.conftest import Factory
-from tests.dispatch.test_activations_e2e import (
+from tests.dispatch.support import (
     FULL_POWER_W,
     HUB_CONFIG,
     activate,

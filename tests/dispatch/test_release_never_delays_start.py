@@ -24,7 +24,7 @@ from powerbank.rules.permissions import load_principal
 from powerbank.services import enrollment
 from powerbank.tools.simulator import ChargerSpec, SimulatedCharger, _Station16, _Station201
 from tests.conftest import Factory
-from tests.dispatch.test_activations_e2e import (
+from tests.dispatch.support import (
     FULL_POWER_W,
     HUB_CONFIG,
     activate,
