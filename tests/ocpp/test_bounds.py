@@ -21,7 +21,7 @@ from powerbank.ocpp.bounds import MAX_CONNECTOR_ID
 from powerbank.ocpp.registry import registry_of
 from tests.conftest import Factory
 from tests.helpers import eventually
-from tests.ocpp.test_ocpp import Charger16, boot16, charger, now_text, raw_socket
+from tests.ocpp.support import Charger16, boot16, charger, now_text, raw_socket
 
 pytestmark = pytest.mark.served
 

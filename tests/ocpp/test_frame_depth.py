@@ -11,7 +11,7 @@ import pytest
 from quart import Quart
 
 from tests.conftest import Factory
-from tests.ocpp.test_ocpp import raw_socket
+from tests.ocpp.support import raw_socket
 
 pytestmark = pytest.mark.served
 

@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed
 from powerbank.ocpp.registry import registry_of
 from tests.conftest import Factory, LoginAs, post_form
 from tests.helpers import eventually
-from tests.ocpp.test_ocpp import EDIT_FORM, raw_socket
+from tests.ocpp.support import EDIT_FORM, raw_socket
 
 pytestmark = pytest.mark.served
 

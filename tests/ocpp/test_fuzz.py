@@ -34,7 +34,7 @@ from powerbank.models import ConnectorStatus
 from powerbank.runtime.server import hypercorn_config
 from tests.conftest import TEST_PASSWORD, Factory
 from tests.helpers import eventually
-from tests.ocpp.test_ocpp import basic
+from tests.ocpp.support import basic
 
 pytestmark = pytest.mark.served
 
