@@ -20,7 +20,7 @@ from powerbank.services import users
 from powerbank.tools.demo_data import DEMO_PASSWORD
 from powerbank.web import state
 from tests.conftest import TEST_PASSWORD, Factory, LoginAs, csrf_of, htmx_headers
-from tests.routes.test_tenancy import RULES
+from tests.routes.rules import RULES
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
 

@@ -495,7 +495,7 @@ FIELD_NAMES = [
 
 
 def _routes() -> list[tuple[str, str]]:
-    from tests.routes.test_tenancy import RULES
+    from tests.routes.rules import RULES
 
     return [
         (rule.rule, method)

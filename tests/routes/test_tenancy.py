@@ -6,7 +6,6 @@ with an id argument this module does not know fails `test_every_id_route_is_cove
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -17,16 +16,15 @@ from quart.testing import QuartClient
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from powerbank import create_app
 from powerbank.db import utcnow
 from powerbank.models import ChargePoint, CompatibleModel, OperatorMembership, Team, TeamMembership
 from powerbank.services.audit import SYSTEM
 from tests.conftest import Factory, LoginAs
-from tests.routes.test_permissions import World, build_world
+from tests.routes.rules import ARGUMENT_RE, RULES, arguments
+from tests.routes.world import World, build_world
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
 
-ARGUMENT_RE = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
 # Every id a route may take, by argument name, and the kind of object it names.
 ID_ARGUMENTS = {
     "operator_id": "operator",
@@ -56,18 +54,6 @@ FORM = {
 NOT_FOUND_MARKERS = ("Secret",)
 
 
-def app_rules() -> list[Any]:
-    """Return the app's HTTP rules (not static files, not websockets)."""
-    app = create_app({"DEMO": True, "DATABASE_URL": "sqlite+aiosqlite://"})
-    return [rule for rule in app.url_map.iter_rules() if not rule.websocket and rule.endpoint != "static"]
-
-
-def arguments(rule: Any) -> list[tuple[str, str]]:
-    """Return (converter, name) for each argument of a rule, in path order."""
-    return [(converter or "default", name) for converter, name in ARGUMENT_RE.findall(rule.rule)]
-
-
-RULES = app_rules()
 ID_RULES = [rule for rule in RULES if any(converter == "int" for converter, _ in arguments(rule))]
 
 

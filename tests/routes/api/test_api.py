@@ -3,7 +3,6 @@ Swedish rule and atomicity, problem documents, and the whole script an operator 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -16,19 +15,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from powerbank.models import (
     AuditEntry,
     ChargePoint,
-    Participation,
     ParticipationEvent,
-    ParticipationState,
-    Team,
     TermsVersion,
 )
 from powerbank.rules.gsrn import make_facility_id
-from powerbank.services.api_tokens import TokenRateLimiter, create_token_by_names
-from powerbank.services.passwords import hash_password
+from powerbank.services.api_tokens import TokenRateLimiter
 from powerbank.web.state import hold_api_rate_limiter
 from tests.conftest import LoginAs
+from tests.routes.api.support import TERMS, bearer, demo_ids, make_token, state_of
 
-TERMS = "demo-v1"
 PROBLEM = "application/problem+json"
 SCOPES = {
     "operator read": (None, "read"),
@@ -38,76 +33,12 @@ SCOPES = {
 }
 
 
-_hash_once = functools.cache(hash_password)
-
-
-@pytest.fixture(autouse=True)
-def _hash_demo_passwords_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Hash each demo password once: argon2 at full cost for every demo user makes each test seconds slower."""
-    monkeypatch.setattr("powerbank.services.users.hash_password", _hash_once)
-
-
-async def make_token(
-    session: AsyncSession,
-    *,
-    team: str | None = None,
-    access: str = "write",
-    creator: str | None = "operator.admin@demo.test",
-    name: str = "script",
-) -> str:
-    _, secret = await create_token_by_names(
-        session,
-        operator_name="Nordic Charge",
-        team_name=team,
-        access=access,
-        name=name,
-        expires_in_days=None,
-        created_by_email=creator,
-    )
-    await session.commit()
-    return secret
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 async def call(client: QuartClient, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any, str]:
     kwargs: dict[str, Any] = {"headers": bearer(token)}
     if body is not None:
         kwargs["json"] = body
     response = await client.open(path, method=method, **kwargs)
     return response.status_code, await response.get_json(force=True), response.mimetype
-
-
-async def demo_ids(session: AsyncSession) -> dict[str, int]:
-    """Return the ids the tests name: teams by short name, charge points by short name."""
-    teams = {team.name: team.id or 0 for team in await session.exec(select(Team))}
-    cps = {cp.identity: cp.id or 0 for cp in await session.exec(select(ChargePoint))}
-    return {
-        "sto": teams["Stockholm Offices"],
-        "lon": teams["London Depot"],
-        "cph": teams["Copenhagen Fleet"],
-        "oslo": teams["Oslo Yard"],
-        "kista": cps["STO-001"],
-        "solna1": cps["STO-003"],
-        "solna2": cps["STO-004"],
-        "soder": cps["STO-005"],
-        "gamla": cps["STO-006"],
-        "bay": cps["LON-001"],
-        "oslo_cp": cps["OSL-001"],
-    }
-
-
-async def state_of(session: AsyncSession, cp_id: int) -> str:
-    row = (
-        await session.exec(
-            select(Participation)
-            .where(Participation.charge_point_id == cp_id)
-            .execution_options(populate_existing=True)
-        )
-    ).first()
-    return ParticipationState(row.state).label if row else "Not signed up"
 
 
 def sign_up_ids(*names: str) -> Callable[[dict[str, int]], dict[str, Any]]:

@@ -22,14 +22,7 @@ from powerbank.models import ApiToken, AuditEntry, ChargePoint, Operator, Team, 
 from powerbank.services import api_tokens, users
 from powerbank.services.audit import SYSTEM
 from tests.conftest import LoginAs, post_form
-from tests.routes.api.test_api import (  # noqa: F401  (fixture)
-    TERMS,
-    _hash_demo_passwords_once,
-    bearer,
-    demo_ids,
-    make_token,
-    state_of,
-)
+from tests.routes.api.support import TERMS, bearer, demo_ids, make_token, state_of
 
 TOKEN_RE = re.compile(r'value="(pb_[A-Za-z0-9_\-]{43})"')
 
