@@ -19,7 +19,8 @@ a read token can only read. A token never sees anything outside its operator or 
 A token made by a person never holds more than that person may do now: its roles are capped by
 its creator's, read on every request. A Team Owner whose "configure charge points" right is off
 gets a write token that can only read; turning the right off later takes it from their tokens at
-once; and a token whose creator no longer holds any role in its operator or team stops working.
+once; a token whose creator no longer holds any role in its operator or team stops working; and an
+operator-wide token sees the operator's activations only while its creator holds an operator role there.
 A token made by the command line without a creator (``created_by_user_id`` None) is the
 operator's own decision and keeps the table's roles.
 """
@@ -73,6 +74,9 @@ class TokenPrincipal(Principal):
     """The principal an API token acts as; ``user`` carries the token's actor label."""
 
     token: ApiToken | None = None
+    # Whether the token sees its operator's activations: an operator-wide token whose creator (if any)
+    # holds an operator role there now. Read tokens hold no operator role, so the role table cannot say.
+    sees_activations: bool = False
 
 
 def hash_token(secret: str) -> str:
@@ -330,6 +334,7 @@ async def principal_for_token(session: AsyncSession, token: ApiToken) -> TokenPr
             )
     # Operator roles (and the command line) may configure every team of the operator.
     operator_wide = creator is None or token.operator_id in creator.operator_roles
+    principal.sees_activations = token.team_id is None and operator_wide
     if token.team_id is not None:
         held = FULL_TEAM_GRANT if operator_wide or creator is None else creator.team_grants[token.team_id]
         principal.team_grants[token.team_id] = _capped_grant(held, write)

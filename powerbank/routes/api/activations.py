@@ -168,10 +168,16 @@ def activation_out(
 
 
 def token_operator_id() -> int:
-    """Return the operator of an operator-wide token; a team token may not touch activations."""
+    """Return the operator of an operator-wide token; a team token may not touch activations.
+
+    Nor may a token whose creator no longer manages the operator's activations (a former operator
+    admin who kept only a team role): a token never sees more than its creator may.
+    """
     token = api.current_token()
     if token.team_id is not None:
         raise ForbiddenError("Activations are operator-wide: use a token for the whole operator, not one team.")
+    if not api.current_principal().sees_activations:
+        raise ForbiddenError("The person who created this API token no longer manages the operator's activations.")
     return token.operator_id
 
 
