@@ -10,7 +10,7 @@ It glues the activation rules (``powerbank.services.activations``) to the charge
   activation of the area still needs it, in which case its limit is sent instead. It runs in a
   task of its own, so waiting for its answers never delays a start.
 - S2: the enrollment release hook (opt-out, suspension) and charge point deletion or moves
-  release a charger at once.
+  release a charger as soon as the change is committed.
 - S4: on start, activations whose window passed while the hub was down are ended, scheduled ones
   whose start passed are started if their window is still open; a charger that boots, or that
   reconnects without booting (the usual case after a hub restart), gets the limit of the active
@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -62,15 +63,47 @@ class TriggerReport:
     answered: int
 
 
-@dataclass
+@dataclass(eq=False)
 class _Unrecorded:
-    """A fan-out sent but whose dispatch rows are not stored yet, and the releases asked for meanwhile."""
+    """Limits on their way whose dispatch rows are not stored yet, and the releases asked for meanwhile.
 
-    sent_to: set[int]
-    # Why the whole activation was released meanwhile (cancelled, ended), if it was.
-    released: str | None = None
-    # Chargers released meanwhile (opt-out, deletion, move), with the reason.
+    Opened before the chargers and activations are read, closed once the rows are stored. A release
+    committed in that time may come too late for the reads and too early to find the rows, so it
+    leaves a note here instead, and whoever opened it releases once its rows are stored.
+    """
+
+    # The trigger's activation (its release waits for the trigger); None for a limit sent again to
+    # chargers that connected, which may be any active activation's.
+    activation_id: int | None
+    # Chargers sent to; None until the frames are out (a charger released meanwhile is noted anyway).
+    sent_to: set[int] | None = None
+    # Activations released meanwhile (cancelled, ended), with the reason.
+    released: dict[int, str] = field(default_factory=dict)
+    # Chargers released meanwhile (opt-out, suspension, deletion, move), with the reason.
     withdrawn: dict[int, str] = field(default_factory=dict)
+
+    def withdraw(self, charge_point_ids: Iterable[int], reason: str) -> None:
+        """Note chargers released meanwhile (those it may have sent to)."""
+        for charge_point_id in charge_point_ids:
+            if self.sent_to is None or charge_point_id in self.sent_to:
+                self.withdrawn.setdefault(charge_point_id, reason)
+
+    def withdrawn_sent(self) -> dict[str, list[int]]:
+        """Return the chargers released meanwhile that were sent a limit, by reason."""
+        by_reason: dict[str, list[int]] = {}
+        for charge_point_id, reason in self.withdrawn.items():
+            if self.sent_to is not None and charge_point_id in self.sent_to:
+                by_reason.setdefault(reason, []).append(charge_point_id)
+        return by_reason
+
+
+class _Resent(NamedTuple):
+    """A limit sent again to chargers of one area that connected."""
+
+    active: list[Activation]
+    targets: list[Target]  # those it reached
+    sent: fanout.Broadcast
+    limit_w: float
 
 
 class ActivationRunner:
@@ -102,9 +135,12 @@ class ActivationRunner:
         self._launches = 0
         # Activations whose trigger is running (each is sent once, however it is asked for).
         self._triggering: set[int] = set()
-        # Fan-outs sent but not yet recorded: a release in that gap finds no dispatch row, so it
-        # leaves a note here, and the trigger releases once its rows are stored.
-        self._unrecorded: dict[int, _Unrecorded] = {}
+        # Limits on their way but not yet recorded (fan-outs, limits sent again after a charger
+        # connected): a release in that gap finds no dispatch row, so it leaves a note there.
+        self._unrecorded: list[_Unrecorded] = []
+        # Dispatch rows whose release is sent and not yet answered: a charger released twice over
+        # (its opt-out, and a fan-out that noted it) is sent one ClearChargingProfile.
+        self._clearing: set[int] = set()
         # Chargers that booted and wait to be looked up, and the task that looks them up.
         self._booted: list[HubConnection] = []
         self._boot_worker: asyncio.Task[None] | None = None
@@ -285,36 +321,41 @@ class ActivationRunner:
         the signed-up chargers), none per charger; answers are stored in batches.
         """
         triggered_at = utcnow()
-        async with self.sessionmaker() as session:
-            activation = await session.get(Activation, activation_id)
-            if activation is None or activation.state != ActivationState.ACTIVE or activation.triggered_at is not None:
-                return None  # ended, cancelled, or sent already (by a trigger that ran just before)
-            async with self._lock(activation):
-                active = await service.active_in_area(
-                    session, activation.operator_id, activation.price_area, triggered_at
-                )
-                steps = service.envelope(active, triggered_at)
-                if not steps or all(a.id != activation_id for a in active):
-                    return None
-                targets = await service.targets_in_area(session, activation.operator_id, activation.price_area)
-                sent = fanout.broadcast(
-                    self.registry,
-                    targets,
-                    lambda group: fanout.set_limit_payload(group, steps, triggered_at, self.margin_s),
-                    triggered_at,
-                )
-                unrecorded = self._unrecorded[activation_id] = _Unrecorded(set(sent.futures))
-            try:
+        # Open before anything is read: an opt-out committed after the area's chargers are read
+        # (or a cancel, a window end) finds no row until they are stored, and is noted here.
+        unrecorded = self._open_unrecorded(activation_id)
+        try:
+            async with self.sessionmaker() as session:
+                activation = await session.get(Activation, activation_id)
+                if (
+                    activation is None
+                    or activation.state != ActivationState.ACTIVE
+                    or activation.triggered_at is not None
+                ):
+                    return None  # ended, cancelled, or sent already (by a trigger that ran just before)
+                async with self._lock(activation):
+                    active = await service.active_in_area(
+                        session, activation.operator_id, activation.price_area, triggered_at
+                    )
+                    steps = service.envelope(active, triggered_at)
+                    if not steps or all(a.id != activation_id for a in active):
+                        return None
+                    targets = await service.targets_in_area(session, activation.operator_id, activation.price_area)
+                    sent = fanout.broadcast(
+                        self.registry,
+                        targets,
+                        lambda group: fanout.set_limit_payload(group, steps, triggered_at, self.margin_s),
+                        triggered_at,
+                    )
+                    unrecorded.sent_to = set(sent.futures)
                 activation.triggered_at = triggered_at
                 activation.last_sent_at = sent.sent_at
                 session.add(activation)
                 async with self.registry.write_lock:
                     await service.record_sent(session, activation, sent.sent, sent.offline, targets, steps[0].limit_w)
                     await session.commit()
-            finally:
-                self._unrecorded.pop(activation_id, None)
-            if unrecorded.released is not None or unrecorded.withdrawn:
-                self.spawn(self._release_unrecorded(activation_id, unrecorded))
+        finally:
+            self._close_unrecorded(unrecorded)
         logger.info(
             "activation %s: %d frames to %d chargers (%d offline) in %.3f s",
             activation_id,
@@ -343,18 +384,19 @@ class ActivationRunner:
 
     async def release(self, activation_id: int, reason: str) -> None:
         """End an activation's limit on its chargers, unless another activation of the area needs it."""
+        for unrecorded in self._unrecorded:
+            if unrecorded.activation_id in (None, activation_id):
+                unrecorded.released.setdefault(activation_id, reason)
+        if any(unrecorded.activation_id == activation_id for unrecorded in self._unrecorded):
+            # Its trigger is running and its rows are not stored yet (a release now could find none):
+            # the trigger releases it once they are.
+            return
         now = utcnow()
         async with self.sessionmaker() as session:
             activation = await session.get(Activation, activation_id)
             if activation is None:
                 return
             async with self._lock(activation):
-                unrecorded = self._unrecorded.get(activation_id)
-                if unrecorded is not None:
-                    # Its fan-out is sent but its rows are not stored yet (a release now would find
-                    # none): the trigger releases it once they are.
-                    unrecorded.released = unrecorded.released or reason
-                    return
                 await service.finish(session, activation, now)
                 remaining = [
                     a
@@ -411,37 +453,71 @@ class ActivationRunner:
     async def release_charge_points(
         self, session: AsyncSession | None, charge_point_ids: list[int], reason: str
     ) -> None:
-        """S2: lift any PowerBank limit from these chargers at once (opt-out, suspension, deletion, move).
+        """S2: lift any PowerBank limit from these chargers (opt-out, suspension, deletion, move).
 
-        Called inside the caller's transaction, before a deletion is flushed: the chargers are
-        looked up there, the release is sent at once and recorded in a session of its own. A fan-out
-        sent to them but not yet recorded releases them once it is.
+        Called inside the caller's transaction, before a deletion is flushed: their dispatch rows are
+        looked up there, but nothing is sent before the change is committed (nor at all if it rolls
+        back). Until then a fan-out reading the area still finds them signed up; one that read
+        before the commit and has not stored its rows yet is told at the commit, and releases them
+        once it has. Without a session (nothing left to commit) they are released at once.
         """
-        for unrecorded in self._unrecorded.values():
-            for charge_point_id in unrecorded.sent_to.intersection(charge_point_ids):
-                unrecorded.withdrawn.setdefault(charge_point_id, reason)
         if session is None:
-            async with self.sessionmaker() as own:
-                dispatches = await service.unreleased(own, charge_point_ids=charge_point_ids)
-        else:
-            dispatches = await service.unreleased(session, charge_point_ids=charge_point_ids)
-        if not dispatches:
+            await self._clear_charge_points(charge_point_ids, reason)
             return
-        sent = fanout.broadcast(self.registry, _clear_targets(dispatches), fanout.clear_payload)
-        logger.info("released %d charger(s): %s", len(sent.futures), reason)
-        self.spawn(self._record_release(dispatches, sent, reason))
+        found = await service.unreleased(session, charge_point_ids=charge_point_ids)
+        after_commit(session, lambda: self._withdraw(charge_point_ids, found, reason))
 
-    async def _release_unrecorded(self, activation_id: int, unrecorded: _Unrecorded) -> None:
+    def _withdraw(self, charge_point_ids: list[int], found: Sequence[Dispatch], reason: str) -> None:
+        """Release chargers whose withdrawal was just committed (runs in the commit, before any other task)."""
+        for unrecorded in self._unrecorded:
+            unrecorded.withdraw(charge_point_ids, reason)
+        # What was found is sent now, before a deleted charger is disconnected; rows stored since
+        # the lookup (a fan-out that recorded meanwhile) are looked up again.
+        self._clear(found, reason)
+        self.spawn(self._clear_charge_points(charge_point_ids, reason))
+
+    async def _clear_charge_points(self, charge_point_ids: list[int], reason: str) -> None:
+        """Release these chargers' dispatch rows as they are stored now."""
+        async with self.sessionmaker() as session:
+            dispatches = await service.unreleased(session, charge_point_ids=charge_point_ids)
+        self._clear(dispatches, reason)
+
+    def _clear(self, dispatches: Sequence[Dispatch], reason: str) -> None:
+        """Send ClearChargingProfile for dispatch rows not being released already; record the answers."""
+        fresh = [d for d in dispatches if d.id is not None and d.id not in self._clearing]
+        if not fresh:
+            return
+        sent = fanout.broadcast(self.registry, _clear_targets(fresh), fanout.clear_payload)
+        logger.info("released %d charger(s): %s", len(sent.futures), reason)
+        ids = {d.id for d in fresh if d.id is not None}
+        self._clearing.update(ids)
+        task = self.spawn(self._record_release(fresh, sent, reason))
+        task.add_done_callback(lambda _task: self._clearing.difference_update(ids))
+
+    def _open_unrecorded(self, activation_id: int | None) -> _Unrecorded:
+        """Start noting the releases asked for until limits about to be sent are recorded."""
+        unrecorded = _Unrecorded(activation_id)
+        self._unrecorded.append(unrecorded)
+        return unrecorded
+
+    def _close_unrecorded(self, unrecorded: _Unrecorded) -> None:
+        """Stop noting releases for limits now recorded; release what was noted meanwhile."""
+        self._unrecorded.remove(unrecorded)
+        withdrawn = unrecorded.withdrawn_sent()
+        released = unrecorded.released.get(unrecorded.activation_id or 0)
+        if withdrawn or released is not None:
+            self.spawn(self._release_unrecorded(unrecorded.activation_id or 0, withdrawn, released))
+
+    async def _release_unrecorded(
+        self, activation_id: int, withdrawn: dict[str, list[int]], released: str | None
+    ) -> None:
         """Release what was cancelled, ended or opted out while a fan-out's rows were being stored."""
-        by_reason: dict[str, list[int]] = {}
-        for charge_point_id, reason in unrecorded.withdrawn.items():
-            by_reason.setdefault(reason, []).append(charge_point_id)
         # Chargers first, with their own reason: when another activation of the area continues, the
         # activation's release passes over chargers no longer signed up.
-        for reason, charge_point_ids in by_reason.items():
-            await self.release_charge_points(None, charge_point_ids, reason)
-        if unrecorded.released is not None:
-            await self.release(activation_id, unrecorded.released)
+        for reason, charge_point_ids in withdrawn.items():
+            await self._clear_charge_points(charge_point_ids, reason)
+        if released is not None:
+            await self.release(activation_id, released)
 
     # Chargers that (re)connect ---------------------------------------------------------------
 
@@ -452,6 +528,9 @@ class ActivationRunner:
         Chargers that boot together (thousands after a restart) are looked up together, a few
         queries a batch. The work runs in the runner's tasks, so the runner awaits it when it stops.
         """
+        self._look_up_after_boot(connection)
+
+    def _look_up_after_boot(self, connection: HubConnection) -> None:
         self._booted.append(connection)
         if self._boot_worker is None or self._boot_worker.done():
             self._boot_worker = self.spawn(self._after_boots())
@@ -467,63 +546,91 @@ class ActivationRunner:
     async def _after_boot(self, connections: Sequence[HubConnection]) -> None:
         now = utcnow()
         ids = list(dict.fromkeys(connection.charge_point_id for connection in connections))
-        async with self.sessionmaker() as session:
-            found = await service.targets_for(session, ids) if self._any_active else {}
-            in_force = {
-                area: await service.active_in_area(session, area[0], area[1], now)
-                for area in {(operator_id, area) for _target, operator_id, area in found.values()}
-            }
-            leftovers: dict[int, list[Dispatch]] = {}
-            for dispatch in await service.unreleased(session, charge_point_ids=ids, finished_only=True):
-                leftovers.setdefault(dispatch.charge_point_id or 0, []).append(dispatch)
-        to_clear: list[Dispatch] = []
-        to_limit: dict[tuple[int, str], list[Target]] = {}
-        for cp_id in ids:
-            target, operator_id, area = found.get(cp_id) or (None, 0, "")
-            if target is not None and in_force.get((operator_id, area)):
-                to_limit.setdefault((operator_id, area), []).append(target)
-            else:
-                to_clear.extend(leftovers.get(cp_id, []))
-        for operator_area, targets in to_limit.items():
-            replaced = [d for target in targets for d in leftovers.get(target.charge_point_id, [])]
-            self.spawn(self._limit_after_boot(targets, in_force[operator_area], replaced, now))
-        if to_clear:
-            sent = fanout.broadcast(self.registry, _clear_targets(to_clear), fanout.clear_payload)
-            self.spawn(self._record_release(to_clear, sent, "released after reconnect"))
+        # Open before anything is read, as a trigger does: a cancel, window end or opt-out committed
+        # after the reads finds no row of the limit sent again until it is stored, and is noted here.
+        unrecorded = self._open_unrecorded(None)
+        limited: list[_Resent] = []
+        try:
+            async with self.sessionmaker() as session:
+                found = await service.targets_for(session, ids) if self._any_active else {}
+                in_force = {
+                    area: await service.active_in_area(session, area[0], area[1], now)
+                    for area in {(operator_id, area) for _target, operator_id, area in found.values()}
+                }
+                # Every limit it may still carry, an active activation's too: one of a charger that
+                # opted out while it was away (its release found it gone) must come off now.
+                leftovers: dict[int, list[Dispatch]] = {}
+                for dispatch in await service.unreleased(session, charge_point_ids=ids):
+                    leftovers.setdefault(dispatch.charge_point_id or 0, []).append(dispatch)
+            to_clear: list[Dispatch] = []
+            to_limit: dict[tuple[int, str], list[Target]] = {}
+            for cp_id in ids:
+                target, operator_id, area = found.get(cp_id) or (None, 0, "")
+                if target is not None and in_force.get((operator_id, area)):
+                    to_limit.setdefault((operator_id, area), []).append(target)
+                else:
+                    to_clear.extend(leftovers.get(cp_id, []))
+            # Every frame goes out before anything awaits, so what was sent is known at once.
+            replaced: list[Dispatch] = []
+            for operator_area, targets in to_limit.items():
+                active = in_force[operator_area]
+                steps = service.envelope(active, now)
+                sent = fanout.broadcast(
+                    self.registry,
+                    targets,
+                    functools.partial(fanout.set_limit_payload, steps=steps, start=now, margin_s=self.margin_s),
+                )
+                reached = [t for t in targets if t.charge_point_id in sent.futures]
+                limited.append(_Resent(active, reached, sent, steps[0].limit_w))
+                # The rows of the activations sent again are updated; the others' limit is replaced.
+                in_force_ids = {a.id for a in active}
+                replaced.extend(
+                    d
+                    for target in reached
+                    for d in leftovers.get(target.charge_point_id, [])
+                    if d.activation_id not in in_force_ids
+                )
+            unrecorded.sent_to = {target.charge_point_id for resent in limited for target in resent.targets}
+            self._clear(to_clear, "released after reconnect")
+            if unrecorded.sent_to:
+                await self._record_resent(limited, replaced, now)
+        finally:
+            self._close_unrecorded(unrecorded)
+        for resent in limited:
+            if resent.targets:
+                self.spawn(self._record_answers([a.id or 0 for a in resent.active], resent.sent))
+        # An activation cancelled or ended while its limit was sent again: look at those chargers
+        # again, now that the change is committed (its limit cleared, or another one's sent).
+        again = {
+            target.charge_point_id
+            for resent in limited
+            if any(a.id in unrecorded.released for a in resent.active)
+            for target in resent.targets
+        }
+        for connection in connections:
+            if connection.charge_point_id in again:
+                self._look_up_after_boot(connection)
 
-    async def _limit_after_boot(
-        self, targets: list[Target], active: list[Activation], leftovers: list[Dispatch], now: datetime
-    ) -> None:
-        """Send chargers of one area that booted the limit of its active activations; record it."""
-        steps = service.envelope(active, now)
-        sent = fanout.broadcast(
-            self.registry, targets, lambda group: fanout.set_limit_payload(group, steps, now, self.margin_s)
-        )
-        if not sent.futures:
-            return
+    async def _record_resent(self, limited: Sequence[_Resent], replaced: list[Dispatch], now: datetime) -> None:
+        """Store the limits sent again to chargers that connected, and the leftover rows they replace."""
         async with self.registry.writing() as session:
-            await service.record_resent(
-                session,
-                active,
-                [t for t in targets if t.charge_point_id in sent.futures],
-                sent.sent_at,
-                steps[0].limit_w,
-            )
+            for resent in limited:
+                if resent.targets:
+                    await service.record_resent(
+                        session, resent.active, resent.targets, resent.sent.sent_at, resent.limit_w
+                    )
             await service.record_released(
-                session,
-                [
-                    (d.id or 0, "ended", "replaced after reconnect", now)
-                    for d in leftovers
-                    if d.charge_point_id in sent.futures
-                ],
+                session, [(d.id or 0, "ended", "replaced after reconnect", now) for d in replaced]
             )
             await session.commit()
-        activation_ids = [a.id or 0 for a in active]
+
+    async def _record_answers(self, activation_ids: list[int], sent: fanout.Broadcast) -> None:
+        """Wait for the chargers' answers to a limit and store them."""
 
         async def store(batch: list[fanout.Answer]) -> None:
-            async with self.registry.writing() as own:
-                await service.record_answers(own, activation_ids, batch)
-                await own.commit()
+            async with self.registry.writing() as session:
+                await service.record_answers(session, activation_ids, batch)
+                await session.commit()
 
         await fanout.collect(self.registry, sent, store, timeout_s=self.answer_timeout_s, stop=self._stopping)
 

@@ -58,7 +58,11 @@ _release_hooks: list[ReleaseHook] = []
 
 
 def register_release_hook(hook: ReleaseHook) -> None:
-    """Call ``hook(session, charge_point_ids, reason)`` whenever charge points stop participating (S2)."""
+    """Call ``hook(session, charge_point_ids, reason)`` whenever charge points stop participating (S2).
+
+    It is called inside the transaction that stops them: a hook that reaches chargers waits for the
+    commit (``after_commit``), so nothing reads them as signed up after they were released.
+    """
     _release_hooks.append(hook)
 
 

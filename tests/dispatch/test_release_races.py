@@ -1,0 +1,179 @@
+"""A charger withdrawn or an activation released while a limit is on its way is released all the same (S2).
+
+Two gaps a release could fall into, each driven here step by step:
+- an opt-out (or a move to another area) written but not yet committed while a fan-out reads the
+  area's signed-up chargers: the fan-out still sees the charger, and limits it;
+- a charger that (re)connects during an activation is sent the limit again, and the dispatch row
+  that a release looks for is stored a moment later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from quart import Quart
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from powerbank.dispatch import runner as runner_module
+from powerbank.models import ChargePoint, Operator, Team
+from powerbank.ocpp.registry import registry_of
+from powerbank.rules.permissions import load_principal
+from powerbank.services import enrollment
+from powerbank.services.audit import SYSTEM
+from powerbank.services.charge_points import update_charge_point
+from tests.conftest import Factory
+from tests.dispatch.support import (
+    FULL_POWER_W,
+    HUB_CONFIG,
+    activate,
+    by_identity,
+    clears,
+    connect_all,
+    dk2_fleet,
+    read,
+    running,
+    simulated,
+    write_token,
+)
+from tests.helpers import eventually
+
+pytestmark = [pytest.mark.usefixtures("fast_hashing"), pytest.mark.served]
+
+
+@pytest.fixture
+def config_overrides() -> dict[str, Any]:
+    return HUB_CONFIG
+
+
+class Held:
+    """Hold every call of a runner's service function until let go, noting that one arrived."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+        self.arrived, self.go = asyncio.Event(), asyncio.Event()
+        function = getattr(runner_module.service, name)
+
+        async def held(*args: Any, **kwargs: Any) -> Any:
+            self.arrived.set()
+            await self.go.wait()
+            return await function(*args, **kwargs)
+
+        monkeypatch.setattr(runner_module.service, name, held)
+
+
+async def withdraw(session: AsyncSession, factory: Factory, team: Team, cp: ChargePoint, how: str) -> str:
+    """Opt the charge point out or move it to DK1, without committing; return the release reason to expect."""
+    if how == "opt-out":
+        manager = await factory.user(operator=await session.get(Operator, team.operator_id), operator_role="manager")
+        await enrollment.opt_out(session, await load_principal(session, manager), cp)
+        return "Opted out"
+    fields = ("name", "identity", "brand", "model", "country", "serial", "facility_id")
+    values = {name: getattr(cp, name) or "" for name in fields}
+    await update_charge_point(session, SYSTEM, team, cp, {**values, "price_area": "DK1"})
+    return "moved to another area"
+
+
+@pytest.mark.parametrize("how", ["opt-out", "move"])
+async def test_a_charger_withdrawn_while_the_fan_out_reads_its_area_is_released_once_that_commits(
+    app: Quart, factory: Factory, session: AsyncSession, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    operator = await factory.operator()
+    team = await factory.team(operator)
+    cp = (await dk2_fleet(factory, session, team, 1))[0]
+    charger = simulated(cp.identity)
+    headers = await write_token(session, operator)
+    async with running(app.config["TEST_OCPP_URL"], [charger]):
+        await connect_all(app, session, [(cp, charger)])
+        reading = Held(monkeypatch, "targets_in_area")
+        try:
+            created = await activate(app, headers, price_area="DK2", action="pause", duration_s=60)
+            await eventually(reading.arrived.is_set, message="the fan-out did not read its area")
+            # The change is written (and its release asked for) but not committed when the fan-out
+            # reads the area: it still finds the charger signed up there, and pauses it.
+            reason = await withdraw(session, factory, team, cp, how)
+            reading.go.set()
+            await eventually(lambda: charger.power_w == 0, 2.0, "not paused")
+            await session.commit()
+        finally:
+            reading.go.set()
+        await eventually(lambda: charger.power_w == FULL_POWER_W, 2.0, "the limit stayed on")
+
+        async def recorded() -> bool:
+            row = by_identity(await read(app, headers, created["id"]))[cp.identity]
+            return row["release_status"] == "Accepted"
+
+        await eventually(recorded, message="the release was not recorded")
+        row = by_identity(await read(app, headers, created["id"]))[cp.identity]
+        assert row["release_reason"].startswith(reason)
+        assert len(clears(charger)) == 1
+
+
+@pytest.mark.parametrize("how", ["cancel", "opt-out"])
+async def test_a_release_while_a_connecting_charger_is_sent_the_limit_again_reaches_it(
+    app: Quart, factory: Factory, session: AsyncSession, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    operator = await factory.operator()
+    team = await factory.team(operator)
+    cp = (await dk2_fleet(factory, session, team, 1))[0]
+    charger = simulated(cp.identity)
+    headers = await write_token(session, operator)
+    # The charger is away when the activation starts: its row says offline, with nothing sent.
+    created = await activate(app, headers, price_area="DK2", action="pause", duration_s=60)
+
+    async def offline() -> bool:
+        row = by_identity(await read(app, headers, created["id"])).get(cp.identity)
+        return row is not None and row["status"] == "offline"
+
+    await eventually(offline, message="the fan-out did not record the charger as offline")
+    storing = Held(monkeypatch, "record_resent")
+    async with running(app.config["TEST_OCPP_URL"], [charger]):
+        try:
+            # It connects and is sent the limit; the row saying so is not stored yet.
+            await eventually(storing.arrived.is_set, 5.0, "the limit was not sent after the charger connected")
+            await eventually(lambda: charger.power_w == 0, 2.0, "not paused")
+            if how == "cancel":
+                response = await app.test_client().delete(f"/api/v1/activations/{created['id']}", headers=headers)
+                assert response.status_code == 200
+            else:
+                await withdraw(session, factory, team, cp, how)
+                await session.commit()
+        finally:
+            storing.go.set()
+        await eventually(lambda: charger.power_w == FULL_POWER_W, 2.0, "the limit stayed on")
+
+        async def recorded() -> bool:
+            return by_identity(await read(app, headers, created["id"]))[cp.identity]["released_at"] is not None
+
+        await eventually(recorded, message="the release was not recorded")
+        if how == "opt-out":
+            assert by_identity(await read(app, headers, created["id"]))[cp.identity]["release_reason"].startswith(
+                "Opted out"
+            )
+
+
+async def test_a_charger_opted_out_while_away_is_released_when_it_comes_back(
+    app: Quart, factory: Factory, session: AsyncSession
+) -> None:
+    operator = await factory.operator()
+    team = await factory.team(operator)
+    cp = (await dk2_fleet(factory, session, team, 1))[0]
+    charger = simulated(cp.identity)
+    headers = await write_token(session, operator)
+    async with running(app.config["TEST_OCPP_URL"], [charger]):
+        await connect_all(app, session, [(cp, charger)])
+        created = await activate(app, headers, price_area="DK2", action="pause", duration_s=60)
+        await eventually(lambda: charger.power_w == 0, 2.0, "not paused")
+    await eventually(lambda: registry_of(app).get(cp.identity) is None, message="the charger stayed connected")
+    # The release of the opt-out finds the charger away; it keeps the limit it was given.
+    await withdraw(session, factory, team, cp, "opt-out")
+    await session.commit()
+    async with running(app.config["TEST_OCPP_URL"], [charger]):
+        await eventually(lambda: charger.connections == 2, 5.0, "the charger did not reconnect")
+        await eventually(lambda: charger.power_w == FULL_POWER_W, 5.0, "the limit stayed on")
+
+        async def recorded() -> bool:
+            return by_identity(await read(app, headers, created["id"]))[cp.identity]["released_at"] is not None
+
+        await eventually(recorded, message="the release was not recorded")
+        assert len(clears(charger)) == 1
