@@ -10,7 +10,7 @@ from quart import Quart, Response, render_template
 from quart_auth import QuartAuth
 from werkzeug.exceptions import HTTPException
 
-from powerbank.config import DEFAULTS, PROJECT_ROOT, database_url
+from powerbank.config import DEFAULTS, PROJECT_ROOT, SMTP_SECURITY_CHOICES, database_url, mail_sink
 from powerbank.db import make_engine
 from powerbank.errors import ForbiddenError, NotFoundError
 from powerbank.web import init_web, state
@@ -66,6 +66,15 @@ def _check_config(app: Quart) -> None:
                 f"POWERBANK_PUBLIC_URL must be an http:// or https:// address such as "
                 f"https://powerbank.example.com, not {public_url!r}."
             )
+    if app.config["SMTP_HOST"] and not public_url:
+        raise ConfigurationError(
+            "POWERBANK_PUBLIC_URL must be set when POWERBANK_SMTP_HOST is: links in emails are made from it."
+        )
+    if app.config["SMTP_SECURITY"] not in SMTP_SECURITY_CHOICES:
+        raise ConfigurationError(
+            f"POWERBANK_SMTP_SECURITY must be one of {', '.join(SMTP_SECURITY_CHOICES)}, "
+            f"not {app.config['SMTP_SECURITY']!r}."
+        )
     # Cookies only travel over HTTPS in production; demo and development run on plain HTTP.
     for setting in ("QUART_AUTH_COOKIE_SECURE", "SESSION_COOKIE_SECURE"):
         if app.config[setting] is None:
@@ -75,12 +84,25 @@ def _check_config(app: Quart) -> None:
 def _register_blueprints(app: Quart) -> None:
     import importlib
 
-    from powerbank.routes import activations, admin, api, api_tokens, auth, charge_points, home, teams
+    from powerbank.routes import (
+        account,
+        activations,
+        admin,
+        api,
+        api_tokens,
+        auth,
+        charge_points,
+        home,
+        mailbox,
+        teams,
+    )
     from powerbank.routes import enrollment as powerbank
     from powerbank.routes.api import docs as api_docs
 
-    for module in (auth, home, teams, charge_points, admin, powerbank, api_tokens, activations):
+    for module in (auth, account, home, teams, charge_points, admin, powerbank, api_tokens, activations):
         app.register_blueprint(module.blueprint)
+    if mail_sink(app.config):
+        app.register_blueprint(mailbox.blueprint)
     # Each API module adds its routes to the API blueprint when first imported, so before the
     # blueprint is registered; this order is the order of the OpenAPI document and the docs page.
     for resource in ("teams", "charge_points", "enrollment", "activations"):
@@ -119,6 +141,11 @@ def _register_lifecycle(app: Quart) -> None:
     @app.before_serving
     async def open_database() -> None:
         state.hold_database(app, make_engine(app.config["DATABASE_URL"]))
+
+    from powerbank.runtime import mailer
+
+    # Between the two: the mailer starts once the database is open, and stops before it closes.
+    mailer.init_app(app)
 
     @app.after_serving
     async def close_database() -> None:

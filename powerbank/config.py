@@ -53,4 +53,25 @@ DEFAULTS: dict[str, object] = {
     # GC_FULL_EVERY_S seconds, once its memory grew by GC_FULL_AFTER_GROWTH (0: on the clock alone).
     "GC_FULL_EVERY_S": 600,
     "GC_FULL_AFTER_GROWTH": 0.25,
+    # Email (invitations, role notices), sent through this SMTP server. SMTP_SECURITY: "starttls",
+    # "tls" (implicit, usually port 465) or "none". Without SMTP_HOST, demo and development mode keep
+    # mail in a development mailbox (/dev/mail and the log); otherwise no email can be sent.
+    "SMTP_HOST": None,
+    "SMTP_PORT": 587,
+    "SMTP_USERNAME": None,
+    "SMTP_PASSWORD": None,
+    "SMTP_SECURITY": "starttls",
+    "MAIL_FROM": "PowerBank <powerbank@localhost>",
 }
+
+SMTP_SECURITY_CHOICES = ("starttls", "tls", "none")
+
+
+def mail_sink(config: dict[str, object]) -> bool:
+    """Return True when mail stays in the development mailbox (demo or development mode, no SMTP server)."""
+    return not config.get("SMTP_HOST") and bool(config.get("DEMO") or config.get("DEV"))
+
+
+def can_send_mail(config: dict[str, object]) -> bool:
+    """Return True when PowerBank can deliver email (an SMTP server, or the development mailbox)."""
+    return bool(config.get("SMTP_HOST")) or mail_sink(config)

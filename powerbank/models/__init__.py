@@ -22,7 +22,17 @@ from powerbank.models.enrollment import (
     TermsAcceptance,
     TermsVersion,
 )
-from powerbank.models.tenancy import Operator, OperatorMembership, OperatorRole, Team, TeamMembership, TeamRole, User
+from powerbank.models.mail import MailMessage, MailStatus
+from powerbank.models.tenancy import (
+    Invitation,
+    Operator,
+    OperatorMembership,
+    OperatorRole,
+    Team,
+    TeamMembership,
+    TeamRole,
+    User,
+)
 
 __all__ = [
     "Activation",
@@ -39,6 +49,9 @@ __all__ = [
     "ConnectorStatus",
     "Dispatch",
     "DispatchStatus",
+    "Invitation",
+    "MailMessage",
+    "MailStatus",
     "MeterSample",
     "Operator",
     "OperatorMembership",

@@ -12,6 +12,7 @@ from powerbank.rules.validators import ValidationError
 from powerbank.services import audit, catalogue, teams, users
 from powerbank.web.auth import login_required, principal
 from powerbank.web.ids import id_or_none
+from powerbank.web.mail import invitation_link, login_link
 from powerbank.web.render import discard_changes, redirect_to, render_page
 from powerbank.web.state import db_session
 
@@ -93,7 +94,7 @@ async def _members_page(
     status: int = 200,
     values: dict[str, str] | None = None,
     errors: dict[str, str] | None = None,
-    created: tuple[str, str] | None = None,
+    invited: str | None = None,
 ) -> Response:
     session = await db_session()
     operator_id = operator.id or 0
@@ -106,7 +107,8 @@ async def _members_page(
         role_choices=users.ROLE_CHOICES,
         values=values or {},
         errors=errors or {},
-        created=created,
+        invited=invited,
+        can_invite=invitation_link() is not None,
     )
 
 
@@ -130,15 +132,31 @@ async def add_member(operator_id: int) -> Response:
         can_configure_charge_points=bool(form.get("can_configure_charge_points")),
     )
     try:
-        user, temporary_password = await users.add_member(session, me, operator_id, member_form)
+        added = await users.add_member(
+            session, me, operator_id, member_form, invitation_link=invitation_link(), login_url=login_link()
+        )
     except FormErrors as exc:
         await discard_changes(session, operator)
         return await _members_page(operator, 422, form, exc.errors)
     await session.commit()
-    if temporary_password:
-        # A new account: its temporary password is shown once, here.
-        return await _members_page(operator, 201, created=(user.email, temporary_password))
+    if added.invited:
+        return await _members_page(operator, 201, invited=added.user.email)
     return redirect_to(url_for("admin.member_list", operator_id=operator_id), 303)
+
+
+@blueprint.post("/operators/<int:operator_id>/members/<scope>/<int:membership_id>/invitation")
+@login_required
+async def reinvite_member(operator_id: int, scope: str, membership_id: int) -> Response:
+    me = await principal()
+    operator = await operator_for(me, operator_id, may=Permission.MANAGE_MEMBERS)
+    session = await db_session()
+    try:
+        user = await users.reinvite_member(session, me, operator_id, scope, membership_id, invitation_link())
+    except FormErrors as exc:
+        await discard_changes(session, operator)
+        return await _members_page(operator, 422, errors={f"member-{scope}-{membership_id}": exc.errors["email"]})
+    await session.commit()
+    return await _members_page(operator, 201, invited=user.email)
 
 
 @blueprint.post("/operators/<int:operator_id>/members/<scope>/<int:membership_id>")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, current_app, request, session, url_for
-from quart_auth import AuthUser, login_user, logout_user
+from quart import Blueprint, Response, current_app, request, url_for
+from quart_auth import logout_user
 
 from powerbank.services.users import authenticate
-from powerbank.web.auth import client_address, safe_next
-from powerbank.web.csrf import CSRF_FIELD
+from powerbank.web.auth import client_address, safe_next, sign_in
 from powerbank.web.render import redirect_to, render_page
 from powerbank.web.state import db_session, login_throttle
 
@@ -21,7 +20,13 @@ def _throttle_keys(email: str) -> list[str]:
 
 @blueprint.get("/login")
 async def login() -> Response:
-    return await render_page("auth/login.html", values={}, errors={}, next=safe_next(request.args.get("next")))
+    return await render_page(
+        "auth/login.html",
+        values={},
+        errors={},
+        next=safe_next(request.args.get("next")),
+        ended=request.args.get("ended") == "1",
+    )
 
 
 @blueprint.post("/login")
@@ -56,9 +61,7 @@ async def login_post() -> Response:
         )
     # Only the email's own count: a success of one account must not clear the address's failures.
     throttle.succeeded(attempt, forget=keys[:1])
-    login_user(AuthUser(str(user.id)), remember=bool(form.get("remember")))
-    # A CSRF token known before the log-in (a planted session cookie) must not work after it.
-    session.pop(CSRF_FIELD, None)
+    sign_in(user, remember=bool(form.get("remember")))
     return redirect_to(target, 303)
 
 

@@ -39,9 +39,13 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
-    """Check a password against its hash in constant time; a missing hash never matches."""
+    """Check a password against its hash in constant time; a missing or empty hash never matches.
+
+    An empty hash is an invited person who has not set a password yet: the dummy hash is checked
+    all the same, so it takes as long, and its own password must not sign anybody in.
+    """
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
     except (VerificationError, InvalidHashError):
         return False
 
@@ -78,5 +82,5 @@ def verify_secret(secret_hash: str | None, secret: str) -> bool:
 
 
 def generate_secret(nbytes: int = 18) -> str:
-    """Return a random URL-safe secret (OCPP passwords, temporary passwords)."""
+    """Return a random URL-safe secret (OCPP passwords, invitation links)."""
     return secrets.token_urlsafe(nbytes)

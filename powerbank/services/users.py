@@ -8,15 +8,14 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.errors import ConflictError, FormErrors, NotFoundError
-from powerbank.models import OperatorMembership, OperatorRole, Team, TeamMembership, TeamRole, User
+from powerbank.models import Operator, OperatorMembership, OperatorRole, Team, TeamMembership, TeamRole, User
 from powerbank.rules.demo_credentials import DEMO_PASSWORD
 from powerbank.rules.permissions import Permission
 from powerbank.rules.validators import ValidationError, clean_email
 from powerbank.services.access import Acting, actor_of, require_on_operator
+from powerbank.services.accounts import InvitationLink, check_password, has_password, invite, tell_of_new_role
 from powerbank.services.audit import Actor, record
-from powerbank.services.passwords import generate_secret, hash_password, in_password_thread, verify_password
-
-MIN_PASSWORD_LENGTH = 10
+from powerbank.services.passwords import hash_password, in_password_thread, verify_password
 
 # What the members page offers: "operator:admin", "team:owner", ... (scope:role).
 ROLE_CHOICES: dict[str, str] = {
@@ -46,27 +45,24 @@ async def authenticate(session: AsyncSession, email: str, password: str, *, demo
     return user if ok and user else None
 
 
-def check_password(password: str) -> str:
-    """Return the password if it is long enough."""
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValidationError(f"Password must be at least {MIN_PASSWORD_LENGTH} characters.")
-    return password
-
-
 async def create_user(
     session: AsyncSession,
     actor: Actor,
     email: str,
-    password: str,
+    password: str | None,
     *,
     display_name: str = "",
     operator_id: int | None = None,
 ) -> User:
-    """Create a user; emails are unique whatever their case."""
+    """Create a user; emails are unique whatever their case.
+
+    ``password`` None: the person sets it themselves from an invitation (``accounts.invite``);
+    until then no password signs them in.
+    """
     clean = clean_email(email)
     if await get_user_by_email(session, clean) is not None:
         raise ConflictError("A user with this email already exists.")
-    password_hash = await in_password_thread(hash_password, check_password(password))
+    password_hash = "" if password is None else await in_password_thread(hash_password, check_password(password))
     user = User(email=clean, display_name=display_name.strip(), password_hash=password_hash)
     session.add(user)
     await session.flush()
@@ -128,8 +124,29 @@ class MemberForm:
     can_configure_charge_points: bool
 
 
-async def add_member(session: AsyncSession, by: Acting, operator_id: int, form: MemberForm) -> tuple[User, str | None]:
-    """Give a user (existing, or created here) a role; return the user and a new user's temporary password."""
+@dataclass
+class MemberAdded:
+    """What adding a member did: the user, and whether they were sent an invitation to set a password."""
+
+    user: User
+    invited: bool
+
+
+async def add_member(
+    session: AsyncSession,
+    by: Acting,
+    operator_id: int,
+    form: MemberForm,
+    *,
+    invitation_link: InvitationLink | None,
+    login_url: str,
+) -> MemberAdded:
+    """Give a person a role, by email; nobody but that person ever learns a password.
+
+    A new email gets an account without a password and an invitation link sent to it; a person
+    who has an account is told of the role by email. ``invitation_link`` None: PowerBank cannot
+    send email, so only people who have an account can be added.
+    """
     require_on_operator(by, Permission.MANAGE_MEMBERS, operator_id)
     actor = actor_of(by)
     errors: dict[str, str] = {}
@@ -146,11 +163,20 @@ async def add_member(session: AsyncSession, by: Acting, operator_id: int, form: 
             errors["team_id"] = "Choose a team of this operator."
     if errors:
         raise FormErrors(errors)
+    operator = await session.get(Operator, operator_id)
+    if operator is None:
+        raise NotFoundError("No such operator.")
     user = await get_user_by_email(session, email)
-    temporary_password = None
     if user is None:
-        temporary_password = generate_secret(12)
-        user = await create_user(session, actor, email, temporary_password, operator_id=operator_id)
+        if invitation_link is None:
+            raise FormErrors(
+                {
+                    "email": "PowerBank cannot send email (POWERBANK_SMTP_HOST is not set), so it cannot invite "
+                    "someone new. Add a person who already has an account, or ask whoever runs PowerBank "
+                    "to set up email."
+                }
+            )
+        user = await create_user(session, actor, email, None, operator_id=operator_id)
     scope, role = form.role.split(":")
     if scope == "operator":
         existing = (
@@ -182,6 +208,15 @@ async def add_member(session: AsyncSession, by: Acting, operator_id: int, form: 
         )
     session.add(membership)
     await session.flush()
+    what = f"{ROLE_CHOICES[form.role]} in {team.name}" if team else f"{ROLE_CHOICES[form.role]} of {operator.name}"
+    # Someone who never set a password gets a fresh link, whoever added them first; everyone else
+    # is only told. No credential is ever made for, or shown to, whoever adds them.
+    invited = not has_password(user) and invitation_link is not None
+    if invited:
+        assert invitation_link is not None
+        await invite(session, actor, user, invitation_link, operator=operator, what=what)
+    elif invitation_link is not None:
+        tell_of_new_role(session, actor, user, operator, what, login_url)
     record(
         session,
         actor,
@@ -194,7 +229,7 @@ async def add_member(session: AsyncSession, by: Acting, operator_id: int, form: 
             "can_configure_charge_points": getattr(membership, "can_configure_charge_points", None),
         },
     )
-    return user, temporary_password
+    return MemberAdded(user, invited)
 
 
 async def _get_membership(
@@ -276,3 +311,31 @@ async def remove_member(session: AsyncSession, by: Acting, operator_id: int, sco
         before={"scope": scope, "role": membership.role},
     )
     await session.delete(membership)
+
+
+async def reinvite_member(
+    session: AsyncSession,
+    by: Acting,
+    operator_id: int,
+    scope: str,
+    membership_id: int,
+    invitation_link: InvitationLink | None,
+) -> User:
+    """Send a member who has not set a password yet a new invitation link (the earlier one stops working)."""
+    require_on_operator(by, Permission.MANAGE_MEMBERS, operator_id)
+    membership = await _get_membership(session, operator_id, scope, membership_id)
+    user = await session.get(User, membership.user_id)
+    operator = await session.get(Operator, operator_id)
+    if user is None or operator is None:
+        raise NotFoundError("No such member.")
+    if has_password(user):
+        raise FormErrors({"email": "They have set their password already; they log in with it."})
+    if invitation_link is None:
+        raise FormErrors({"email": "PowerBank cannot send email (POWERBANK_SMTP_HOST is not set)."})
+    if isinstance(membership, TeamMembership):
+        team = await session.get(Team, membership.team_id)
+        what = f"{ROLE_CHOICES['team:' + membership.role]} in {team.name if team else ''}"
+    else:
+        what = f"{ROLE_CHOICES['operator:' + membership.role]} of {operator.name}"
+    await invite(session, actor_of(by), user, invitation_link, operator=operator, what=what)
+    return user

@@ -14,12 +14,14 @@ from quart import (
     current_app,
     g,
     request,
+    session,
     url_for,
 )
-from quart_auth import current_user
+from quart_auth import AuthUser, current_user, login_user
 
 from powerbank.models import User
 from powerbank.rules.permissions import Principal, load_principal
+from powerbank.web.csrf import CSRF_FIELD
 from powerbank.web.htmx import hx_redirect, is_htmx
 from powerbank.web.render import redirect_to
 from powerbank.web.state import db_session
@@ -31,16 +33,42 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+# Whether the session was started with "Remember me", so a renewed session keeps its lifetime.
+_REMEMBER = "remember"
+
+
+def _session_id(user: User) -> str:
+    """Return what a session cookie names: the user and their session version."""
+    return f"{user.id}:{user.session_version}"
+
+
+def sign_in(user: User, *, remember: bool = False) -> None:
+    """Start a session for ``user`` (after checking their password, or their invitation)."""
+    login_user(AuthUser(_session_id(user)), remember=remember)
+    session[_REMEMBER] = remember
+    # A CSRF token known before the log-in (a planted session cookie) must not work after it.
+    session.pop(CSRF_FIELD, None)
+
+
+def keep_signed_in(user: User) -> None:
+    """Carry this session over to the user's new session version (the others end with the old one)."""
+    login_user(AuthUser(_session_id(user)), remember=bool(session.get(_REMEMBER)))
+
+
 async def current_principal() -> Principal | None:
-    """Return the signed-in user with their roles, or None."""
+    """Return the signed-in user with their roles, or None.
+
+    A session names the user's session version as it was at log-in; once it was raised (password
+    changed, "log out everywhere"), the session is signed out.
+    """
     if "principal" in g:
         return g.principal
     principal = None
-    auth_id = current_user.auth_id
-    if auth_id is not None and auth_id.isdigit():
+    user_id, _, version = (current_user.auth_id or "").partition(":")
+    if user_id.isdigit() and version.isdigit() and len(user_id) <= 18 and len(version) <= 18:
         session_ = await db_session()
-        user = await session_.get(User, int(auth_id))
-        if user is not None:
+        user = await session_.get(User, int(user_id))
+        if user is not None and user.session_version == int(version):
             principal = await load_principal(session_, user)
     g.principal = principal
     return principal

@@ -14,6 +14,7 @@ from powerbank.models import (
     AuditEntry,
     ChargePoint,
     CompatibleModel,
+    MailMessage,
     Operator,
     OperatorMembership,
     Team,
@@ -21,7 +22,7 @@ from powerbank.models import (
     User,
 )
 from powerbank.services.catalogue import SHIPPED_CATALOGUE
-from tests.conftest import Factory, LoginAs, htmx_headers, post_form
+from tests.conftest import Factory, LoginAs, csrf_of, htmx_headers, post_form
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
 
@@ -167,7 +168,7 @@ async def test_add_existing_user_with_a_team_role(
     assert (await actions(session))[-1] == "member.add"
 
 
-async def test_add_new_user_shows_temporary_password_once(
+async def test_add_new_user_sends_an_invitation_and_shows_no_password(
     app: Quart, session: AsyncSession, factory: Factory, login_as: LoginAs
 ) -> None:
     operator, client = await operator_admin(factory, login_as)
@@ -184,16 +185,26 @@ async def test_add_new_user_shows_temporary_password_once(
     )
     body = await response.get_data(as_text=True)
     assert response.status_code == 201
-    password = re.search(r'Temporary password \(shown only now\): <code class="secret">([^<]+)</code>', body)
-    assert password and len(password.group(1)) >= 12
+    assert "Invitation sent to <strong>newbie@example.test</strong>" in body
+    assert 'class="secret"' not in body
     user = (await session.exec(select(User).where(User.email == "newbie@example.test"))).one()
-    assert password.group(1) not in user.password_hash
-    newbie = await login_as("newbie@example.test", password.group(1))
+    assert user.password_hash == ""
+    (mail,) = (await session.exec(select(MailMessage).where(MailMessage.to_address == "newbie@example.test"))).all()
+    link = re.search(r"http://localhost/invitations/(\S+)", mail.body)
+    assert link and "Team Owner in Harbour" in mail.body
+    # The link is the person's alone: the admin's pages never show it.
+    again = await (await client.get(f"/operators/{operator.id}/members")).get_data(as_text=True)
+    assert link.group(1) not in body + again and "invited, no password yet" in again
+    newbie = app.test_client()
+    form = {"csrf_token": await csrf_of(newbie, f"/invitations/{link.group(1)}")}
+    accepted = await newbie.post(
+        f"/invitations/{link.group(1)}", form={**form, "password": "my own secret", "confirm": "my own secret"}
+    )
+    assert accepted.status_code == 303
+    newbie.csrf_token = await csrf_of(newbie, "/")  # type: ignore[attr-defined]
     tab = await (await newbie.get(f"/teams/{team.id}/charge-points")).get_data(as_text=True)
     assert "Add charge point</a>" in tab
-    again = await (await client.get(f"/operators/{operator.id}/members")).get_data(as_text=True)
-    assert password.group(1) not in again and "newbie@example.test" in again
-    assert (await actions(session))[-2:] == ["user.create", "member.add"]
+    assert (await actions(session))[-4:] == ["user.create", "user.invite", "member.add", "user.accept_invitation"]
 
 
 @pytest.mark.parametrize(
