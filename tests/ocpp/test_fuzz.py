@@ -2,7 +2,8 @@
 
 Each generated or malformed frame goes over a real websocket to the served hub. Whatever a charger
 sends, the hub answers that call (a CallResult or a CallError with its id) or closes that one
-connection; nothing it sends is logged as an unhandled error; and a well-behaved charger's reports
+connection; nothing it sends is logged as an unhandled error; the hub's event loop never spends
+more than 100 ms of CPU without coming back to its other work; and a well-behaved charger's reports
 still land afterwards. Payloads come from the JSON schemas the ``ocpp`` library ships, through
 ``hypothesis-jsonschema``, derandomised so that `make test` is repeatable; raise
 POWERBANK_OCPP_EXAMPLES to search harder.
@@ -14,8 +15,10 @@ import asyncio
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,9 @@ EXAMPLES = int(os.environ.get("POWERBANK_OCPP_EXAMPLES", "4"))
 ANSWER_GUARD_S = 20.0
 SCHEMAS = Path(ocpp.__file__).parent
 MAX_FRAME_BYTES = hypercorn_config("127.0.0.1", 0).websocket_max_message_size
+# The longest the hub's event loop may work without coming back to the rest (pages, other chargers).
+STALL_LIMIT_S = 0.1
+PROBE_TICK_S = 0.01
 
 # What a charger may send (the rest of each protocol is the hub's to send).
 CHARGER_ACTIONS = {
@@ -188,6 +194,54 @@ def _message_id(frame: str) -> str | None:
     return None
 
 
+@dataclass
+class Stall:
+    """The worst gap between two ticks of the probe, and the frame last sent before it ended."""
+
+    seconds: float = 0.0
+    during: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.seconds * 1000:.1f} ms during {self.during[:200]!r}"
+
+
+class LoopProbe:
+    """Tick on the event loop every ~10 ms and note, between two ticks, the CPU its thread used.
+
+    A stall caused by the hub's code is CPU spent in callbacks that do not yield. The loop thread's
+    CPU time (``time.thread_time`` read here, so it is that thread's) is not inflated by other
+    processes on a busy machine, as wall time is; the database and password hashing run in threads
+    of their own and are not counted. The test's own client shares the loop and is counted with the
+    hub (it sends one frame and waits). The wall-clock gaps are noted too, for the record.
+    """
+
+    def __init__(self) -> None:
+        self.cpu = Stall()
+        self.wall = Stall()
+        self.doing = "nothing yet"
+
+    async def _tick(self) -> None:
+        cpu, wall = time.thread_time(), time.perf_counter()
+        while True:
+            await asyncio.sleep(PROBE_TICK_S)
+            now_cpu, now_wall = time.thread_time(), time.perf_counter()
+            if now_cpu - cpu > self.cpu.seconds:
+                self.cpu = Stall(now_cpu - cpu, self.doing)
+            if now_wall - wall > self.wall.seconds:
+                self.wall = Stall(now_wall - wall, self.doing)
+            cpu, wall = now_cpu, now_wall
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[LoopProbe]:
+        """Probe the running loop while in use: the served hub's, as ``served`` runs it as a task of this loop."""
+        ticking = asyncio.create_task(self._tick(), name="event loop probe")
+        try:
+            yield self
+        finally:
+            ticking.cancel()
+            await asyncio.gather(ticking, return_exceptions=True)
+
+
 @asynccontextmanager
 async def no_unhandled_errors(caplog: pytest.LogCaptureFixture) -> AsyncIterator[None]:
     """Fail when anything logs an error while in use (an unhandled exception in a handler or the loop)."""
@@ -213,8 +267,10 @@ async def test_whatever_a_charger_sends_the_hub_answers_or_closes_that_connectio
     ]
     hostile = RawCharger(app, hostile_cp.identity, protocol)
     unanswered: list[str] = []
-    async with no_unhandled_errors(caplog):
+    # Probed only once the payloads are generated: hypothesis runs on this thread too.
+    async with no_unhandled_errors(caplog), LoopProbe().running() as probe:
         for frame in generated:
+            probe.doing = frame
             # A message the schema allows is answered, by a result or a CallError, never by a close.
             outcome = await hostile.send(frame, _message_id(frame))
             # The schemas allow messages of any size; the hub takes none over its frame limit.
@@ -222,11 +278,13 @@ async def test_whatever_a_charger_sends_the_hub_answers_or_closes_that_connectio
             if outcome != expected:
                 unanswered.append(f"{outcome}: {frame[:200]}")
         for frame in MALFORMED:
+            probe.doing = frame
             # Anything else: an answer, or that one connection closed (hanging here fails the test).
             await hostile.send(frame, _message_id(frame), malformed=True)
         await hostile.close()
 
         # Another charger of the hub is unharmed: its report is stored as usual.
+        probe.doing = "a well-behaved charger's report"
         decent = RawCharger(app, decent_cp.identity, "ocpp1.6")
         status = {"connectorId": 1, "errorCode": "NoError", "status": "Available"}
         assert await decent.send(json.dumps([2, "ok-1", "StatusNotification", status]), "ok-1") == "answered"
@@ -237,4 +295,6 @@ async def test_whatever_a_charger_sends_the_hub_answers_or_closes_that_connectio
             return any(row.status == "Available" for row in rows)
 
         await eventually(stored, 30.0, "a well-behaved charger's report was not stored")
+    print(f"longest event loop gap: {probe.cpu} of CPU; {probe.wall} of wall time")
+    assert probe.cpu.seconds <= STALL_LIMIT_S, f"the event loop stalled: {probe.cpu} of CPU without yielding"
     assert not unanswered
