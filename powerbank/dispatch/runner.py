@@ -69,7 +69,9 @@ class _Unrecorded:
 
     Opened before the chargers and activations are read, closed once the rows are stored. A release
     committed in that time may come too late for the reads and too early to find the rows, so it
-    leaves a note here instead, and whoever opened it releases once its rows are stored.
+    leaves a note here instead. A charger noted before the frames go out is left out of them (its
+    own release may have gone out already, and must stay the last word); one noted after is
+    released once the rows are stored, so its release follows the limit.
     """
 
     # The trigger's activation (its release waits for the trigger); None for a limit sent again to
@@ -87,6 +89,10 @@ class _Unrecorded:
         for charge_point_id in charge_point_ids:
             if self.sent_to is None or charge_point_id in self.sent_to:
                 self.withdrawn.setdefault(charge_point_id, reason)
+
+    def left_in(self, targets: Iterable[Target]) -> list[Target]:
+        """Return the targets not released since this was opened."""
+        return [target for target in targets if target.charge_point_id not in self.withdrawn]
 
     def withdrawn_sent(self) -> dict[str, list[int]]:
         """Return the chargers released meanwhile that were sent a limit, by reason."""
@@ -138,9 +144,10 @@ class ActivationRunner:
         # Limits on their way but not yet recorded (fan-outs, limits sent again after a charger
         # connected): a release in that gap finds no dispatch row, so it leaves a note there.
         self._unrecorded: list[_Unrecorded] = []
-        # Dispatch rows whose release is sent and not yet answered: a charger released twice over
-        # (its opt-out, and a fan-out that noted it) is sent one ClearChargingProfile.
-        self._clearing: set[int] = set()
+        # Dispatch rows whose release is sent and not yet answered, with their charger: a charger
+        # released twice over (its opt-out, and a fan-out that noted it) is sent one
+        # ClearChargingProfile. A limit sent to the charger since makes that release not count.
+        self._clearing: dict[int, int] = {}
         # Chargers that booted and wait to be looked up, and the task that looks them up.
         self._booted: list[HubConnection] = []
         self._boot_worker: asyncio.Task[None] | None = None
@@ -340,14 +347,16 @@ class ActivationRunner:
                     steps = service.envelope(active, triggered_at)
                     if not steps or all(a.id != activation_id for a in active):
                         return None
-                    targets = await service.targets_in_area(session, activation.operator_id, activation.price_area)
+                    targets = unrecorded.left_in(
+                        await service.targets_in_area(session, activation.operator_id, activation.price_area)
+                    )
                     sent = fanout.broadcast(
                         self.registry,
                         targets,
                         lambda group: fanout.set_limit_payload(group, steps, triggered_at, self.margin_s),
                         triggered_at,
                     )
-                    unrecorded.sent_to = set(sent.futures)
+                    self._limit_sent(unrecorded, sent.futures)
                 activation.triggered_at = triggered_at
                 activation.last_sent_at = sent.sent_at
                 session.add(activation)
@@ -392,40 +401,53 @@ class ActivationRunner:
             # the trigger releases it once they are.
             return
         now = utcnow()
-        async with self.sessionmaker() as session:
-            activation = await session.get(Activation, activation_id)
-            if activation is None:
-                return
-            async with self._lock(activation):
-                await service.finish(session, activation, now)
-                remaining = [
-                    a
-                    for a in await service.active_in_area(session, activation.operator_id, activation.price_area, now)
-                    if a.id != activation_id
-                ]
-                dispatches = [
-                    d
-                    for d in await service.unreleased(session, activation_id=activation_id)
-                    if d.charge_point_id is not None
-                ]
-                await session.commit()
-                if not dispatches:
+        # Open before the area's chargers are read: one withdrawn after that read (and released at
+        # once, as it has its rows) is not sent the limit that continues.
+        unrecorded = self._open_unrecorded(None)
+        try:
+            async with self.sessionmaker() as session:
+                activation = await session.get(Activation, activation_id)
+                if activation is None:
                     return
-                if remaining:
-                    steps = service.envelope(remaining, now)
-                    by_id = {d.charge_point_id: d for d in dispatches}
-                    targets = [
-                        t
-                        for t in await service.targets_in_area(session, activation.operator_id, activation.price_area)
-                        if t.charge_point_id in by_id
+                async with self._lock(activation):
+                    await service.finish(session, activation, now)
+                    remaining = [
+                        a
+                        for a in await service.active_in_area(
+                            session, activation.operator_id, activation.price_area, now
+                        )
+                        if a.id != activation_id
                     ]
-                    sent = fanout.broadcast(
-                        self.registry, targets, lambda group: fanout.set_limit_payload(group, steps, now, self.margin_s)
-                    )
-                    note = f"limit of #{', #'.join(str(a.id) for a in remaining)} continues"
-                else:
-                    sent = fanout.broadcast(self.registry, _clear_targets(dispatches), fanout.clear_payload)
-                    note = ""
+                    dispatches = [
+                        d
+                        for d in await service.unreleased(session, activation_id=activation_id)
+                        if d.charge_point_id is not None
+                    ]
+                    await session.commit()
+                    if not dispatches:
+                        return
+                    if remaining:
+                        steps = service.envelope(remaining, now)
+                        by_id = {d.charge_point_id: d for d in dispatches}
+                        targets = unrecorded.left_in(
+                            t
+                            for t in await service.targets_in_area(
+                                session, activation.operator_id, activation.price_area
+                            )
+                            if t.charge_point_id in by_id
+                        )
+                        sent = fanout.broadcast(
+                            self.registry,
+                            targets,
+                            lambda group: fanout.set_limit_payload(group, steps, now, self.margin_s),
+                        )
+                        self._limit_sent(unrecorded, sent.futures)
+                        note = f"limit of #{', #'.join(str(a.id) for a in remaining)} continues"
+                    else:
+                        sent = fanout.broadcast(self.registry, _clear_targets(dispatches), fanout.clear_payload)
+                        note = ""
+        finally:
+            self._close_unrecorded(unrecorded)
         await self._record_release(dispatches, sent, reason, note)
 
     async def _record_release(
@@ -457,9 +479,9 @@ class ActivationRunner:
 
         Called inside the caller's transaction, before a deletion is flushed: their dispatch rows are
         looked up there, but nothing is sent before the change is committed (nor at all if it rolls
-        back). Until then a fan-out reading the area still finds them signed up; one that read
-        before the commit and has not stored its rows yet is told at the commit, and releases them
-        once it has. Without a session (nothing left to commit) they are released at once.
+        back). Until then a fan-out reading the area still finds them signed up. One that read it
+        before the commit is told at the commit: it leaves them out if its frames are not out yet,
+        or releases them once its rows are stored. Without a session they are released at once.
         """
         if session is None:
             await self._clear_charge_points(charge_point_ids, reason)
@@ -489,10 +511,24 @@ class ActivationRunner:
             return
         sent = fanout.broadcast(self.registry, _clear_targets(fresh), fanout.clear_payload)
         logger.info("released %d charger(s): %s", len(sent.futures), reason)
-        ids = {d.id for d in fresh if d.id is not None}
-        self._clearing.update(ids)
+        clearing = {d.id: d.charge_point_id for d in fresh if d.id is not None and d.charge_point_id is not None}
+        self._clearing.update(clearing)
         task = self.spawn(self._record_release(fresh, sent, reason))
-        task.add_done_callback(lambda _task: self._clearing.difference_update(ids))
+        task.add_done_callback(lambda _task: self._cleared(clearing))
+
+    def _cleared(self, clearing: dict[int, int]) -> None:
+        """Forget releases whose answers are stored (or given up on)."""
+        for dispatch_id in clearing:
+            self._clearing.pop(dispatch_id, None)
+
+    def _limit_sent(self, unrecorded: _Unrecorded, charge_point_ids: Iterable[int]) -> None:
+        """Note the chargers a limit just went to: releases noted from now on follow it."""
+        unrecorded.sent_to = set(charge_point_ids)
+        if self._clearing:
+            # A release sent to them before this limit no longer lifts it.
+            for dispatch_id, charge_point_id in list(self._clearing.items()):
+                if charge_point_id in unrecorded.sent_to:
+                    del self._clearing[dispatch_id]
 
     def _open_unrecorded(self, activation_id: int | None) -> _Unrecorded:
         """Start noting the releases asked for until limits about to be sent are recorded."""
@@ -577,7 +613,7 @@ class ActivationRunner:
                 steps = service.envelope(active, now)
                 sent = fanout.broadcast(
                     self.registry,
-                    targets,
+                    unrecorded.left_in(targets),
                     functools.partial(fanout.set_limit_payload, steps=steps, start=now, margin_s=self.margin_s),
                 )
                 reached = [t for t in targets if t.charge_point_id in sent.futures]
@@ -590,7 +626,7 @@ class ActivationRunner:
                     for d in leftovers.get(target.charge_point_id, [])
                     if d.activation_id not in in_force_ids
                 )
-            unrecorded.sent_to = {target.charge_point_id for resent in limited for target in resent.targets}
+            self._limit_sent(unrecorded, [target.charge_point_id for resent in limited for target in resent.targets])
             self._clear(to_clear, "released after reconnect")
             if unrecorded.sent_to:
                 await self._record_resent(limited, replaced, now)

@@ -1,15 +1,19 @@
 """A charger withdrawn or an activation released while a limit is on its way is released all the same (S2).
 
-Two gaps a release could fall into, each driven here step by step:
+The gaps a release could fall into, each driven here step by step:
 - an opt-out (or a move to another area) written but not yet committed while a fan-out reads the
   area's signed-up chargers: the fan-out still sees the charger, and limits it;
 - a charger that (re)connects during an activation is sent the limit again, and the dispatch row
-  that a release looks for is stored a moment later.
+  that a release looks for is stored a moment later;
+- the release of one of two overlapping activations sends the other's limit to the chargers it
+  read as signed up, one of which has just opted out and been released;
+- a charger that opts out while it is away keeps its limit until it comes back.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -21,6 +25,7 @@ from powerbank.models import ChargePoint, Operator, Team
 from powerbank.ocpp.registry import registry_of
 from powerbank.rules.permissions import load_principal
 from powerbank.services import enrollment
+from powerbank.services.activations import Target
 from powerbank.services.audit import SYSTEM
 from powerbank.services.charge_points import update_charge_point
 from tests.conftest import Factory
@@ -48,18 +53,37 @@ def config_overrides() -> dict[str, Any]:
 
 
 class Held:
-    """Hold every call of a runner's service function until let go, noting that one arrived."""
+    """Hold every call of a runner's service function until let go, noting that one arrived.
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    With ``after_call`` the call is made first, and what it read is handed over once let go.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str, *, after_call: bool = False) -> None:
         self.arrived, self.go = asyncio.Event(), asyncio.Event()
         function = getattr(runner_module.service, name)
 
         async def held(*args: Any, **kwargs: Any) -> Any:
+            result = await function(*args, **kwargs) if after_call else None
             self.arrived.set()
             await self.go.wait()
-            return await function(*args, **kwargs)
+            return result if after_call else await function(*args, **kwargs)
 
         monkeypatch.setattr(runner_module.service, name, held)
+
+
+def noted_limits(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Return, as it grows, whom each limit the runner sends from now on goes to (releases left out)."""
+    limits: list[list[str]] = []
+    broadcast = runner_module.fanout.broadcast
+
+    def noted_broadcast(registry: Any, targets: Iterable[Target], payload_for: Any, *args: Any) -> Any:
+        targets = list(targets)
+        if payload_for is not runner_module.fanout.clear_payload:
+            limits.append([target.identity for target in targets])
+        return broadcast(registry, targets, payload_for, *args)
+
+    monkeypatch.setattr(runner_module.fanout, "broadcast", noted_broadcast)
+    return limits
 
 
 async def withdraw(session: AsyncSession, factory: Factory, team: Team, cp: ChargePoint, how: str) -> str:
@@ -177,3 +201,75 @@ async def test_a_charger_opted_out_while_away_is_released_when_it_comes_back(
 
         await eventually(recorded, message="the release was not recorded")
         assert len(clears(charger)) == 1
+
+
+async def test_a_charger_withdrawn_while_a_release_sends_the_limit_that_continues_is_not_sent_it(
+    app: Quart, factory: Factory, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    operator = await factory.operator()
+    team = await factory.team(operator)
+    cp = (await dk2_fleet(factory, session, team, 1))[0]
+    charger = simulated(cp.identity)
+    headers = await write_token(session, operator)
+    async with running(app.config["TEST_OCPP_URL"], [charger]):
+        await connect_all(app, session, [(cp, charger)])
+        first = await activate(app, headers, price_area="DK2", action="pause", duration_s=60)
+        second = await activate(app, headers, price_area="DK2", action="pause", duration_s=60)
+
+        async def both_sent() -> bool:
+            rows = [by_identity(await read(app, headers, a["id"])).get(cp.identity) for a in (first, second)]
+            return all(row is not None and row["status"] == "Accepted" for row in rows)
+
+        await eventually(both_sent, message="the activations were not both answered")
+        limits = noted_limits(monkeypatch)
+        reading = Held(monkeypatch, "targets_in_area", after_call=True)
+        try:
+            # Cancelling the first sends the second's limit to the chargers the release reads as
+            # signed up; the charger opts out (and is released) after that read, before that send.
+            response = await app.test_client().delete(f"/api/v1/activations/{first['id']}", headers=headers)
+            assert response.status_code == 200
+            await eventually(reading.arrived.is_set, message="the release did not read the area")
+            await withdraw(session, factory, team, cp, "opt-out")
+            await session.commit()
+            await eventually(lambda: charger.power_w == FULL_POWER_W, 2.0, "the opt-out did not release")
+        finally:
+            reading.go.set()
+
+        await eventually(lambda: bool(limits), message="the release did not send the limit that continues")
+        assert limits == [[]], "a charger that opted out was sent a limit after its release"
+        assert charger.power_w == FULL_POWER_W
+
+
+async def test_a_charger_withdrawn_while_it_is_looked_up_after_connecting_is_not_sent_the_limit_again(
+    app: Quart, factory: Factory, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    operator = await factory.operator()
+    team = await factory.team(operator)
+    cp = (await dk2_fleet(factory, session, team, 1))[0]
+    charger = simulated(cp.identity)
+    headers = await write_token(session, operator)
+    async with running(app.config["TEST_OCPP_URL"], [charger]):
+        await connect_all(app, session, [(cp, charger)])
+        created = await activate(app, headers, price_area="DK2", action="pause", duration_s=60)
+
+        async def answered() -> bool:
+            row = by_identity(await read(app, headers, created["id"])).get(cp.identity)
+            return row is not None and row["status"] == "Accepted"
+
+        await eventually(answered, message="the activation was not answered")
+    await eventually(lambda: registry_of(app).get(cp.identity) is None, message="the charger stayed connected")
+    limits = noted_limits(monkeypatch)
+    looking_up = Held(monkeypatch, "targets_for", after_call=True)
+    async with running(app.config["TEST_OCPP_URL"], [charger]):
+        try:
+            # Back, it is looked up (still signed up) to be sent the limit again; it opts out and is
+            # released (it has its row from before) after that read, before that send.
+            await eventually(looking_up.arrived.is_set, 5.0, "the charger was not looked up after connecting")
+            await withdraw(session, factory, team, cp, "opt-out")
+            await session.commit()
+            await eventually(lambda: len(clears(charger)) == 1, 2.0, "the opt-out did not release")
+        finally:
+            looking_up.go.set()
+        await eventually(lambda: bool(limits), message="the limit was not looked up for the charger that connected")
+        assert limits == [[]], "a charger that opted out was sent a limit after its release"
+        assert charger.power_w == FULL_POWER_W
