@@ -87,18 +87,22 @@ def noted_limits(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
 
 async def withdraw(session: AsyncSession, factory: Factory, team: Team, cp: ChargePoint, how: str) -> str:
-    """Opt the charge point out or move it to DK1, without committing; return the release reason to expect."""
+    """Opt the charge point out, move it to DK1 or suspend it, without committing; return the release reason."""
     if how == "opt-out":
         manager = await factory.user(operator=await session.get(Operator, team.operator_id), operator_role="manager")
         await enrollment.opt_out(session, await load_principal(session, manager), cp)
         return "Opted out"
-    fields = ("name", "identity", "brand", "model", "country", "serial", "facility_id")
+    fields = ("name", "identity", "brand", "model", "country", "price_area", "serial", "facility_id")
     values = {name: getattr(cp, name) or "" for name in fields}
-    await update_charge_point(session, SYSTEM, team, cp, {**values, "price_area": "DK1"})
-    return "moved to another area"
+    if how == "move":
+        await update_charge_point(session, SYSTEM, team, cp, {**values, "price_area": "DK1"})
+        return "moved to another area"
+    # Suspended: PowerBank does not take part in Germany (R1).
+    await update_charge_point(session, SYSTEM, team, cp, {**values, "country": "DE", "price_area": ""})
+    return "Not available in Germany"
 
 
-@pytest.mark.parametrize("how", ["opt-out", "move"])
+@pytest.mark.parametrize("how", ["opt-out", "move", "suspension"])
 async def test_a_charger_withdrawn_while_the_fan_out_reads_its_area_is_released_once_that_commits(
     app: Quart, factory: Factory, session: AsyncSession, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
