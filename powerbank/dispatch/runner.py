@@ -7,8 +7,8 @@ It glues the activation rules (``powerbank.services.activations``) to the charge
 - ``trigger`` sends an active activation's limit to every signed-up, connected charger of its
   area at once and records the answers in bulk as they come (the hot path; the benchmark calls it).
 - at the end of a window, or on cancel, ``release`` clears the PowerBank profile, unless another
-  activation of the area still needs it, in which case its limit is sent instead. It runs in a
-  task of its own, so waiting for its answers never delays a start.
+  activation of the area still limits the charger, in which case its limit is sent instead. It
+  runs in a task of its own, so waiting for its answers never delays a start.
 - S2: the enrollment release hook (opt-out, suspension) and charge point deletion or moves
   release a charger as soon as the change is committed.
 - S4: on start, activations whose window passed while the hub was down are ended, scheduled ones
@@ -426,29 +426,45 @@ class ActivationRunner:
                     await session.commit()
                     if not dispatches:
                         return
-                    if remaining:
-                        steps = service.envelope(remaining, now)
-                        by_id = {d.charge_point_id: d for d in dispatches}
-                        targets = unrecorded.left_in(
+                    if not remaining:
+                        sent = fanout.broadcast(self.registry, _clear_targets(dispatches), fanout.clear_payload)
+                        releases = [(sent, "")]
+                    else:
+                        chargers = {d.charge_point_id for d in dispatches if d.charge_point_id is not None}
+                        # The limit that continues goes only where a row of a continuing activation
+                        # says it is on; the others are cleared. No release could find one handed on
+                        # without such a row (a charger signed up after that activation was sent),
+                        # not even its opt-out's.
+                        remaining_ids = {a.id for a in remaining}
+                        continuing = {
+                            d.charge_point_id
+                            for d in await service.unreleased(session, charge_point_ids=list(chargers))
+                            if d.activation_id in remaining_ids
+                        }
+                        signed_up = [
                             t
                             for t in await service.targets_in_area(
                                 session, activation.operator_id, activation.price_area
                             )
-                            if t.charge_point_id in by_id
-                        )
-                        sent = fanout.broadcast(
+                            if t.charge_point_id in chargers
+                        ]
+                        steps = service.envelope(remaining, now)
+                        limited = fanout.broadcast(
                             self.registry,
-                            targets,
+                            unrecorded.left_in(t for t in signed_up if t.charge_point_id in continuing),
                             lambda group: fanout.set_limit_payload(group, steps, now, self.margin_s),
                         )
-                        self._limit_sent(unrecorded, sent.futures)
+                        self._limit_sent(unrecorded, limited.futures)
+                        cleared = fanout.broadcast(
+                            self.registry,
+                            [t for t in signed_up if t.charge_point_id not in continuing],
+                            fanout.clear_payload,
+                        )
                         note = f"limit of #{', #'.join(str(a.id) for a in remaining)} continues"
-                    else:
-                        sent = fanout.broadcast(self.registry, _clear_targets(dispatches), fanout.clear_payload)
-                        note = ""
+                        releases = [(limited, note), (cleared, "")]
         finally:
             self._close_unrecorded(unrecorded)
-        await self._record_release(dispatches, sent, reason, note)
+        await asyncio.gather(*(self._record_release(dispatches, sent, reason, note) for sent, note in releases))
 
     async def _record_release(
         self, dispatches: Sequence[Dispatch], sent: fanout.Broadcast, reason: str, note: str = ""

@@ -6,7 +6,8 @@ The gaps a release could fall into, each driven here step by step:
 - a charger that (re)connects during an activation is sent the limit again, and the dispatch row
   that a release looks for is stored a moment later;
 - the release of one of two overlapping activations sends the other's limit to the chargers it
-  read as signed up, one of which has just opted out and been released;
+  read as signed up, one of which has just opted out and been released; or hands it to a charger
+  no row of the other records, where no later release would find it;
 - a charger that opts out while it is away keeps its limit until it comes back.
 """
 
@@ -277,3 +278,42 @@ async def test_a_charger_withdrawn_while_it_is_looked_up_after_connecting_is_not
         await eventually(lambda: bool(limits), message="the limit was not looked up for the charger that connected")
         assert limits == [[]], "a charger that opted out was sent a limit after its release"
         assert charger.power_w == FULL_POWER_W
+
+
+async def test_a_charger_the_continuing_activation_never_limited_is_released_when_the_other_ends(
+    app: Quart, factory: Factory, session: AsyncSession
+) -> None:
+    operator = await factory.operator()
+    team = await factory.team(operator)
+    cp = (await dk2_fleet(factory, session, team, 1))[0]
+    manager = await load_principal(session, await factory.user(operator=operator, operator_role="manager"))
+    charger = simulated(cp.identity)
+    headers = await write_token(session, operator)
+    async with running(app.config["TEST_OCPP_URL"], [charger]):
+        await connect_all(app, session, [(cp, charger)])
+        # Opted out when the longer activation starts, signed up again before the shorter one.
+        await enrollment.opt_out(session, manager, cp)
+        await session.commit()
+        longer = await activate(app, headers, price_area="DK2", action="pause", duration_s=60)
+
+        async def sent(activation: dict[str, Any]) -> bool:
+            return (await read(app, headers, activation["id"]))["triggered_at"] is not None
+
+        await eventually(lambda: sent(longer), message="the longer activation was not sent")
+        terms = await enrollment.current_terms(session)
+        await enrollment.sign_up_one(session, manager, cp, accept_terms_version=terms.version, facility_id=None)
+        await session.commit()
+        shorter = await activate(app, headers, price_area="DK2", action="pause", duration_s=60)
+        await eventually(lambda: charger.power_w == 0, 2.0, "not paused")
+        response = await app.test_client().delete(f"/api/v1/activations/{shorter['id']}", headers=headers)
+        assert response.status_code == 200
+
+        async def released() -> bool:
+            return by_identity(await read(app, headers, shorter["id"]))[cp.identity]["released_at"] is not None
+
+        await eventually(released, message="the release was not recorded")
+        # Whether it is handed the longer one's limit or not, opting out now releases it.
+        await enrollment.opt_out(session, manager, cp)
+        await session.commit()
+        await eventually(lambda: charger.power_w == FULL_POWER_W, 2.0, "the limit stayed on")
+        assert cp.identity not in by_identity(await read(app, headers, longer["id"]))
