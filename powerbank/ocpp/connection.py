@@ -35,6 +35,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.ocpp.meter import now_text, readings_from
 from powerbank.ocpp.reports import GroupCommit, Report
+from powerbank.rules.validators import holds_nul
 from powerbank.services import chargers
 from powerbank.services.chargers import Capability, StatusReport
 from powerbank.services.frame_log import FrameLog
@@ -109,6 +110,10 @@ def parse_frame(text: str) -> Call | CallResult | CallError:
     # Counting brackets runs in C; only a frame with more of them than the limit is walked.
     if text.count("[") + text.count("{") > MAX_FRAME_DEPTH and _depth(data) > MAX_FRAME_DEPTH:
         raise FrameError(message_id, "FormatViolation", f"The message nests deeper than {MAX_FRAME_DEPTH} levels")
+    # No text a charger sends is stored with a NUL (PostgreSQL refuses it in text); JSON can only
+    # carry one escaped, so only a frame with the escape is walked.
+    if "\\u0000" in text and holds_nul(data):
+        raise FrameError(message_id, "FormatViolation", "The message holds a NUL character")
     if message_type == MessageType.Call:
         if len(data) != 4 or not isinstance(data[2], str) or not isinstance(data[3], dict):
             raise FrameError(message_id, "RpcFrameworkError", "A CALL is [2, id, action, payload object]")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Any
 
 from powerbank.rules.countries import AREAS_BY_COUNTRY, COUNTRIES, country_name
 
@@ -102,3 +103,22 @@ def clean_price_area(country: str, value: str | None) -> str | None:
     if area not in allowed:
         raise ValidationError(f"Price area for {COUNTRIES[country]} must be one of {', '.join(allowed)}.")
     return area
+
+
+def holds_nul(value: Any) -> bool:
+    """Return True if any text in a parsed JSON or form value (keys too) holds a NUL character.
+
+    No input of PowerBank needs one, and PostgreSQL refuses to store one in text.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False

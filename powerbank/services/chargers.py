@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import secrets
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from powerbank.models import (
     Team,
 )
 from powerbank.rules.demo_credentials import DEMO_CHARGER_PASSWORD
+from powerbank.rules.validators import IDENTITY_RE
 from powerbank.services.audit import SYSTEM, record
 from powerbank.services.enrollment import reevaluate
 from powerbank.services.passwords import is_secret_hash, verify_password, verify_secret
@@ -130,13 +132,19 @@ async def authenticate(
     demo_mode: bool,
 ) -> Authentication:
     """Check a charger's HTTP Basic credentials (security profile 1)."""
+    # Only an identity a charge point could have is looked up: any other (a NUL, which PostgreSQL
+    # refuses in text, or megabytes of path) is unknown without a query.
     row = (
-        await session.exec(
-            select(ChargePoint.id, ChargePoint.ocpp_password_hash, Team.operator_id)
-            .join(Team, col(Team.id) == col(ChargePoint.team_id))
-            .where(ChargePoint.identity == identity)
-        )
-    ).first()
+        (
+            await session.exec(
+                select(ChargePoint.id, ChargePoint.ocpp_password_hash, Team.operator_id)
+                .join(Team, col(Team.id) == col(ChargePoint.team_id))
+                .where(ChargePoint.identity == identity)
+            )
+        ).first()
+        if IDENTITY_RE.match(identity)
+        else None
+    )
     charge_point_id, password_hash, operator_id = row if row is not None else (None, None, None)
     # Verify even when the answer is already known, so timing does not tell which identities exist.
     ok = await checker.verify(password_hash, password or "")
@@ -278,7 +286,9 @@ async def record_attempt(
     now = utcnow()
     if prune:
         await session.exec(delete(ConnectionAttempt).where(col(ConnectionAttempt.at) < now - ATTEMPTS_KEPT))
-    identity, remote_address = identity[:100], remote_address[:64]
+    # Shown to admins as the charger sent it, but without control characters (NUL cannot be stored).
+    identity = "".join("\ufffd" if unicodedata.category(char) == "Cc" else char for char in identity[:100])
+    remote_address = remote_address[:64]
     attempt = (
         await session.exec(
             select(ConnectionAttempt)
@@ -741,7 +751,7 @@ async def store_capabilities(session: AsyncSession, answers: Sequence[tuple[int,
         row.smart_charging = capability.smart_charging
         row.feature_profiles = (capability.feature_profiles or "")[:255] or None
         row.max_stack_level = capability.max_stack_level
-        row.rate_units = capability.rate_units
+        row.rate_units = (capability.rate_units or "")[:40] or None
         row.meter_interval_s = capability.meter_interval_s
         session.add(row)
         if charge_point.smart_charging == capability.smart_charging:

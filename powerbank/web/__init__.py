@@ -9,6 +9,7 @@ from quart import Quart, g
 from powerbank.web.auth import current_principal
 from powerbank.web.csrf import check_csrf, csrf_token
 from powerbank.web.ids import DatabaseIdConverter
+from powerbank.web.inputs import refuse_nul_characters
 from powerbank.web.render import add_security_headers, public_url
 
 
@@ -17,6 +18,7 @@ def init_web(app: Quart) -> None:
     app.url_map.converters["int"] = DatabaseIdConverter
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.jinja_env.globals["public_url"] = public_url
+    app.before_request(refuse_nul_characters)
     app.before_request(check_csrf)
     app.after_request(add_security_headers)
 

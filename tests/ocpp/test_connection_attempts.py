@@ -157,3 +157,13 @@ def test_attempts_from_many_addresses_are_capped_overall_until_the_window_turns(
     clock.now += ATTEMPT_MERGE_WINDOW.total_seconds()
     assert throttle.admit("NEW-CP", "2001:db8::1") == 1
     assert throttle.prune_due()
+
+
+async def test_an_identity_no_charge_point_could_have_is_refused_without_a_lookup_and_listed_legibly(
+    app: Quart, session: AsyncSession
+) -> None:
+    # A NUL (which PostgreSQL cannot hold in text) and a path far longer than any identity.
+    await refused(app, "EVIL%00ONE")
+    await refused(app, "X" * 3000)
+    listed = {row.identity for row in await session.exec(select(ConnectionAttempt))}
+    assert listed == {"EVIL\ufffdONE", "X" * 100}

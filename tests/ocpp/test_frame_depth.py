@@ -1,4 +1,4 @@
-"""A frame nested without end is refused with a CALLERROR; only that charger's frame, nothing else, is affected."""
+"""A frame nested without end, or holding a NUL, is refused with a CALLERROR; nothing else is affected."""
 
 from __future__ import annotations
 
@@ -40,6 +40,18 @@ async def answer(websocket: Any) -> list[Any]:
             "ocpp1.6",
             f'[2, "d3", "DataTransfer", {{"vendorId": "x", "deep": {nested(900)}}}]',
             [4, "d3", "FormationViolation"],
+        ),
+        # A NUL in any text: PostgreSQL cannot store it, so it never reaches a handler.
+        (
+            "ocpp1.6",
+            '[2, "n1", "BootNotification", {"chargePointVendor": "Ea\\u0000see", "chargePointModel": "Home"}]',
+            [4, "n1", "FormationViolation"],
+        ),
+        (
+            "ocpp2.0.1",
+            '[2, "n2", "BootNotification", {"reason": "PowerUp", "chargingStation": '
+            '{"vendorName": "Easee", "model": "Home", "serialNumber": "\\u0000"}}]',
+            [4, "n2", "FormatViolation"],
         ),
     ],
 )
