@@ -331,6 +331,22 @@ async def _apply(session: AsyncSession, changes: list[_Change], context: _Contex
         except IntegrityError as exc:
             raise stale from exc
     if updates:
+        # Each row is updated only at the version it was read at. SQLite counts the rows an
+        # executemany changed; asyncpg does not, so on PostgreSQL the rows are locked and their
+        # versions checked first (one query), and no one can change them until this commits.
+        counts_rows = session.get_bind().dialect.supports_sane_multi_rowcount
+        if not counts_rows:
+            locked = dict(
+                (
+                    await session.exec(
+                        select(PARTICIPATION.c.charge_point_id, PARTICIPATION.c.version)
+                        .where(PARTICIPATION.c.charge_point_id.in_([row["b_charge_point_id"] for row in updates]))
+                        .with_for_update()
+                    )
+                ).all()
+            )
+            if any(locked.get(row["b_charge_point_id"]) != row["b_version"] for row in updates):
+                raise stale
         result = await session.exec(
             update(PARTICIPATION).where(
                 PARTICIPATION.c.charge_point_id == bindparam("b_charge_point_id"),
@@ -338,7 +354,7 @@ async def _apply(session: AsyncSession, changes: list[_Change], context: _Contex
             ),
             params=updates,
         )
-        if result.rowcount != len(updates):
+        if counts_rows and result.rowcount != len(updates):
             raise stale
     await session.exec(insert(EVENTS), params=events)
     released: dict[str, list[int]] = {}
