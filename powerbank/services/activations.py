@@ -546,7 +546,6 @@ async def unreleased(
     *,
     activation_id: int | None = None,
     charge_point_ids: Sequence[int] | None = None,
-    finished_only: bool = False,
 ) -> list[Dispatch]:
     """Return dispatch rows whose limit may still be on the charger (sent, never released)."""
     query = select(Dispatch).where(col(Dispatch.released_at).is_(None), col(Dispatch.sent_at).is_not(None))
@@ -554,10 +553,6 @@ async def unreleased(
         query = query.where(Dispatch.activation_id == activation_id)
     if charge_point_ids is not None:
         query = query.where(col(Dispatch.charge_point_id).in_(charge_point_ids))
-    if finished_only:
-        query = query.join(Activation, col(Activation.id) == col(Dispatch.activation_id)).where(
-            col(Activation.state).in_([ActivationState.ENDED, ActivationState.CANCELLED])
-        )
     return list(await session.exec(query))
 
 
