@@ -24,5 +24,5 @@ async def refuse_nul_characters() -> None:
             abort(400, description=NUL_REFUSED)
     elif request.is_json:
         # JSON carries a NUL only escaped, so only a body with the escape is parsed here.
-        if "\\u0000" in await request.get_data(as_text=True) and holds_nul(await request.get_json(silent=True)):
+        if b"\\u0000" in await request.get_data() and holds_nul(await request.get_json(silent=True)):
             abort(400, description=NUL_REFUSED)

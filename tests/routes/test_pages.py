@@ -320,7 +320,7 @@ BAD_FORMS = [
         "check digit",
     ),
     ({"brand": "b" * 81}, "brand", "at most 80"),
-    ({"serial": "bad\x00serial"}, "serial", "cannot be used"),
+    ({"serial": "bad\u0007serial"}, "serial", "cannot be used"),
 ]
 
 
@@ -342,6 +342,9 @@ async def test_add_form_rerenders_with_values_and_message(
         assert 'value="Depot 1"' in body or field == "name"
         if field in ("identity", "name") and changes[field].strip() and "\x00" not in changes[field]:
             assert f'value="{changes[field]}"' in body
+    # A NUL in any field is refused before the form is read (tests/web/test_inputs.py).
+    refused = await post_form(client, f"/teams/{team.id}/charge-points/new", {**GOOD_FORM, "serial": "bad\x00serial"})
+    assert refused.status_code == 400
     assert (await count_charge_points(session), await audit_actions(session)) == before
 
 

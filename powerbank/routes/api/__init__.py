@@ -115,8 +115,8 @@ def problems(*statuses: int) -> Callable[[F], F]:
     return decorator
 
 
-# Every endpoint can answer these.
-COMMON = (401, 404, 429)
+# Every endpoint can answer these (400: a NUL character in the path or query, see web/inputs.py).
+COMMON = (400, 401, 404, 429)
 # And every endpoint that takes a JSON body these.
 BODY = (400, 403, 409, 413, 415, 422)
 
