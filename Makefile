@@ -6,7 +6,7 @@ PORT ?= 8000
 HOST ?= 127.0.0.1
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint install clean-db
+.PHONY: run test test-pg lint install clean-db
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ run: $(STAMP)
 ## Run the whole test suite, after lint and type checks.
 test: lint
 	$(BIN)/python -m pytest
+
+## The suite again on PostgreSQL: a throw-away cluster on loopback (Debian's `postgresql` package), removed
+## afterwards. The browser tests drive `make run`'s demo, on SQLite, and run in `make test` only.
+test-pg: $(STAMP)
+	$(BIN)/python -m tests.pg_server -- $(BIN)/python -m pytest --ignore=tests/browser
 
 ## Lint, import order and format (ruff), and types (mypy).
 lint: $(STAMP)

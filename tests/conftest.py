@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from powerbank.services.audit import SYSTEM
 from powerbank.services.teams import create_operator
 from powerbank.tools.demo_data import DEMO_PASSWORD, load_demo_data
 from powerbank.web import state
+from tests import postgres
 from tests.helpers import SERVED_CONFIG, TEST_CONFIG, served
 
 TEST_PASSWORD = "correct horse battery"
@@ -46,17 +47,47 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """Migrate a PostgreSQL template database once (``make test-pg``); each test gets a copy of it."""
+    assert postgres.ADMIN_URL, "only under make test-pg"
+    name = postgres.fresh_name("template")
+    postgres.create_database(name)
+    upgrade(postgres.url_of(name))
+    yield name
+    postgres.drop_database(name)
+
+
 @pytest.fixture
-def database_url(migrated_template: Path, tmp_path: Path) -> str:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database of the test's own: SQLite, or PostgreSQL under ``make test-pg``."""
+    if postgres.ADMIN_URL:
+        name = postgres.fresh_name("test")
+        postgres.create_database(name, template=request.getfixturevalue("postgres_template"))
+        yield postgres.url_of(name)
+        postgres.drop_database(name)
+        return
     path = tmp_path / "test.db"
-    shutil.copy(migrated_template, path)
-    return f"sqlite+aiosqlite:///{path}"
+    shutil.copy(request.getfixturevalue("migrated_template"), path)
+    yield f"sqlite+aiosqlite:///{path}"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "served: the `app` fixture is the hub served by Hypercorn on a real socket (chargers connect)"
     )
+    config.addinivalue_line(
+        "markers", "sqlite_only: tests SQLite's own code path (run by make test; skipped under make test-pg)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not postgres.ADMIN_URL:
+        return
+    skip = pytest.mark.skip(reason="SQLite's own code path: make test runs it")
+    for item in items:
+        if item.get_closest_marker("sqlite_only") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture

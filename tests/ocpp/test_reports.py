@@ -27,7 +27,7 @@ from tests.conftest import Factory
 WriterFor = Callable[[Quart], GroupCommit[Report]]
 
 
-@pytest.fixture(params=["sqlite file", "session"])
+@pytest.fixture(params=[pytest.param("sqlite file", marks=pytest.mark.sqlite_only), "session"])
 async def writer_for(request: pytest.FixtureRequest) -> AsyncIterator[WriterFor]:
     """Make report writers as the hub does: on a SQLite file past the ORM, or in sessions."""
     own: list[SqliteReportWriter] = []
@@ -197,6 +197,7 @@ async def test_boots_and_probe_answers_are_stored_in_batches_and_reevaluated_onl
     assert {(cp.reported_vendor, cp.reported_firmware, cp.smart_charging) for cp in stored} == {("Easee", "1.0", False)}
 
 
+@pytest.mark.sqlite_only
 async def test_the_sqlite_writer_stores_rows_exactly_as_the_orm_does(
     app: Quart, factory: Factory, session: AsyncSession
 ) -> None:
