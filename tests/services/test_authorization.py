@@ -152,7 +152,10 @@ ACTIONS: dict[str, Action] = {
     "rename a team": lambda s, by, w: teams.rename_team(s, by, w.team, "Renamed team"),
     "delete a team": lambda s, by, w: teams.delete_team(s, by, w.team),
     "add a member": lambda s, by, w: users.add_member(
-        s, by, w.operator.id or 0, users.MemberForm("newcomer@example.test", "team:member", w.team.id, False),
+        s,
+        by,
+        w.operator.id or 0,
+        users.MemberForm("newcomer@example.test", "team:member", w.team.id, False),
         invitation_link=lambda token: f"http://powerbank.test/invitations/{token}",
         login_url="http://powerbank.test/login",
     ),
