@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -58,6 +60,10 @@ def _check_config(app: Quart) -> None:
             )
         app.config["SECRET_KEY"] = secrets.token_urlsafe(32)
     app.config["DATABASE_URL"] = app.config["DATABASE_URL"] or database_url()
+    node = str(app.config["NODE_ID"] or f"{socket.gethostname()}-{os.getpid()}")
+    if not 0 < len(node) <= 120:
+        raise ConfigurationError("POWERBANK_NODE_ID must be 1 to 120 characters.")
+    app.config["NODE_ID"] = node
     public_url = app.config["PUBLIC_URL"]
     if public_url:
         parts = urlsplit(str(public_url))
@@ -92,6 +98,7 @@ def _register_blueprints(app: Quart) -> None:
         api_tokens,
         auth,
         charge_points,
+        health,
         home,
         mailbox,
         teams,
@@ -103,6 +110,7 @@ def _register_blueprints(app: Quart) -> None:
         app.register_blueprint(module.blueprint)
     if mail_sink(app.config):
         app.register_blueprint(mailbox.blueprint)
+    app.register_blueprint(health.blueprint)
     # Each API module adds its routes to the API blueprint when first imported, so before the
     # blueprint is registered; this order is the order of the OpenAPI document and the docs page.
     for resource in ("teams", "charge_points", "enrollment", "activations"):

@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable
 
@@ -89,7 +90,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from powerbank.runtime.server import serve_app
 
     try:
-        app = create_app()
+        # A node is named by its host and port unless POWERBANK_NODE_ID names it: the same name
+        # after a restart is the same node.
+        node = os.environ.get("POWERBANK_NODE_ID") or f"{socket.gethostname()}:{args.port}"
+        app = create_app({"NODE_ID": node})
     except ConfigurationError as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -99,6 +103,32 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if app.config["DEMO"]:
         _print_demo_logins()
     asyncio.run(serve_app(app, args.host, args.port, simulate=args.simulate))
+    return 0
+
+
+async def _cluster_status() -> list[str]:
+    from datetime import timedelta
+
+    from powerbank.db import standalone_session, utcnow
+    from powerbank.services.cluster import node_statuses
+
+    lease = timedelta(seconds=float(os.environ.get("POWERBANK_CLUSTER_LEASE_S") or 15))
+    async with standalone_session(database_url()) as session:
+        statuses = await node_statuses(session, lease=lease)
+    now = utcnow()
+    lines = [f"{'node':<32} {'state':<8} {'chargers':>8}  {'started (UTC)':<19}  last heartbeat"]
+    for node in statuses:
+        ago = max(0, int((now - node.heartbeat_at).total_seconds()))
+        lines.append(
+            f"{node.name[:32]:<32} {node.state:<8} {node.chargers:>8,}  "
+            f"{node.started_at.strftime('%Y-%m-%d %H:%M:%S')}  {ago} s ago"
+        )
+    return lines
+
+
+def _cmd_cluster_status(args: argparse.Namespace) -> int:
+    lines = asyncio.run(_cluster_status())
+    print("\n".join(lines) if len(lines) > 1 else "No node has served this database yet.")
     return 0
 
 
@@ -226,6 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("email")
     user.add_argument("--password", help="(default: asked for, or POWERBANK_NEW_USER_PASSWORD)")
     user.set_defaults(handler=_cmd_create_user)
+
+    nodes = commands.add_parser("cluster", help="the nodes serving this database")
+    node_commands = nodes.add_subparsers(dest="cluster_command", required=True)
+    status = node_commands.add_parser("status", help="each node: alive, dead or stopped, and the chargers it holds")
+    status.set_defaults(handler=_cmd_cluster_status)
 
     serve = commands.add_parser("serve", help="serve pages, API and OCPP in one process")
     serve.add_argument("--host", default="127.0.0.1")

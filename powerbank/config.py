@@ -62,6 +62,13 @@ DEFAULTS: dict[str, object] = {
     "SMTP_PASSWORD": None,
     "SMTP_SECURITY": "starttls",
     "MAIL_FROM": "PowerBank <powerbank@localhost>",
+    # This process's name as a node of the installation (the same name after a restart is the same
+    # node). None: the host name and process id (`powerbank serve` makes it host:port).
+    "NODE_ID": None,
+    # Each node heart-beats this often; one not heard from for CLUSTER_LEASE_S is declared dead and its
+    # chargers are shown offline.
+    "CLUSTER_HEARTBEAT_S": 5,
+    "CLUSTER_LEASE_S": 15,
 }
 
 SMTP_SECURITY_CHOICES = ("starttls", "tls", "none")

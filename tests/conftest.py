@@ -79,15 +79,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "sqlite_only: tests SQLite's own code path (run by make test; skipped under make test-pg)"
     )
+    config.addinivalue_line(
+        "markers", "postgres_only: several nodes on one database, which needs PostgreSQL (run by make test-pg)"
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    other, reason = ("sqlite_only", "SQLite's own code path: make test runs it")
     if not postgres.ADMIN_URL:
-        return
-    skip = pytest.mark.skip(reason="SQLite's own code path: make test runs it")
+        other, reason = ("postgres_only", "several nodes share PostgreSQL: make test-pg runs it")
     for item in items:
-        if item.get_closest_marker("sqlite_only") is not None:
-            item.add_marker(skip)
+        if item.get_closest_marker(other) is not None:
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture

@@ -63,6 +63,11 @@ class DispatchGateway:
         self.runner.release_on_commit(session, activation.id or 0, "cancelled")
         await session.commit()
 
+    def node(self) -> tuple[str, bool, int]:
+        """Return this node's name, whether it takes chargers (not shutting down), and how many it holds."""
+        registry = self.runner.registry
+        return registry.node_name, not registry.closing, len(registry)
+
     def recent_frames(self, identity: str) -> list[Frame]:
         """Return the OCPP frames a charger exchanged with the hub lately, newest first."""
         return self.runner.registry.frame_log.recent(identity)

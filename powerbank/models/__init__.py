@@ -14,6 +14,7 @@ from powerbank.models.chargers import (
     ConnectorStatus,
     MeterSample,
 )
+from powerbank.models.cluster import ClusterNode
 from powerbank.models.enrollment import (
     Participation,
     ParticipationEvent,
@@ -44,6 +45,7 @@ __all__ = [
     "ChargePoint",
     "ChargerCapability",
     "ChargingTransaction",
+    "ClusterNode",
     "CompatibleModel",
     "ConnectionAttempt",
     "ConnectorStatus",

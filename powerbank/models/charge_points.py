@@ -41,6 +41,8 @@ class ChargePoint(SQLModel, table=True):
     # None until the capability probe has answered.
     smart_charging: bool | None = Field(default=None)
     online: bool = Field(default=False)
+    # The node whose process holds the charger's connection (None when it is not connected).
+    node_id: int | None = Field(default=None, foreign_key="cluster_node.id", index=True, ondelete="SET NULL")
     last_seen_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
     @property

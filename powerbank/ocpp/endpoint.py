@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Callable
+from datetime import timedelta
 
 import ocpp.messages
 from quart import Blueprint, Quart, Response, current_app, websocket
@@ -117,6 +118,9 @@ def init_app(app: Quart, sessions: Callable[[], async_sessionmaker[AsyncSession]
             call_timeout=float(app.config.get("OCPP_CALL_TIMEOUT_S", 30)),
             last_seen_flush_s=float(app.config.get("OCPP_LAST_SEEN_FLUSH_S", 5)),
             boot_grace_s=float(app.config.get("OCPP_BOOT_GRACE_S", BOOT_GRACE_S)),
+            node_name=str(app.config["NODE_ID"]),
+            heartbeat_every=timedelta(seconds=float(app.config["CLUSTER_HEARTBEAT_S"])),
+            lease=timedelta(seconds=float(app.config["CLUSTER_LEASE_S"])),
         )
         hold_registry(app, registry)
         await registry.start()

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from quart import Quart
@@ -37,7 +37,7 @@ from powerbank.db import utcnow
 from powerbank.ocpp.connection import HubConnection
 from powerbank.ocpp.reports import GroupCommit, in_session, store_reports
 from powerbank.ocpp.sqlite_reports import SqliteReportWriter
-from powerbank.services import chargers
+from powerbank.services import chargers, cluster
 from powerbank.services.chargers import Capability, PasswordChecker
 from powerbank.services.frame_log import FrameLog
 from powerbank.tasks import BackgroundTasks
@@ -81,8 +81,16 @@ class Registry:
         message_burst: int = 200,
         prune_every: int = 20,
         boot_grace_s: float = BOOT_GRACE_S,
+        node_name: str = "powerbank",
+        heartbeat_every: timedelta = cluster.HEARTBEAT_EVERY,
+        lease: timedelta = cluster.LEASE,
     ) -> None:
         self.sessionmaker = sessionmaker
+        # This process as a node of the installation (services/cluster.py): its chargers name it.
+        self.node_name = node_name
+        self.node_id: int | None = None
+        self.heartbeat_every = heartbeat_every
+        self.lease = lease
         self.frame_log = frame_log
         self.demo_mode = demo_mode
         self.heartbeat_interval = heartbeat_interval
@@ -121,6 +129,7 @@ class Registry:
         self._presence: dict[int, tuple[str, bool]] = {}
         self._background = BackgroundTasks(logger, "OCPP background work")
         self._flusher: asyncio.Task[None] | None = None
+        self._heart: asyncio.Task[None] | None = None
         self._closing = False
         # How many times chargers were disconnected for changed credentials, and when each was last.
         self._disconnects = 0
@@ -286,7 +295,9 @@ class Registry:
         seen, self._seen = self._seen, {}
         presence, self._presence = self._presence, {}
         # Presence sets the last-seen time too. A chunk per transaction: other writes get turns.
-        await self._write_in_chunks(chargers.store_presence, list(presence.items()))
+        await self._write_in_chunks(
+            lambda session, rows: chargers.store_presence(session, rows, self.node_id), list(presence.items())
+        )
         await self._write_in_chunks(
             chargers.touch_last_seen, [(cp_id, at) for cp_id, at in seen.items() if cp_id not in presence]
         )
@@ -312,18 +323,39 @@ class Registry:
         return self._background.spawn(coroutine)
 
     async def start(self) -> None:
-        """Start serving: no charger is connected to a process that just started."""
+        """Start serving as a node that holds no charger yet (those it held before a restart go offline)."""
         async with self.session() as session:
-            await chargers.mark_all_offline(session)
-            await session.commit()
+            self.node_id = (await cluster.register_node(session, self.node_name)).id
         self._flusher = asyncio.create_task(self._flush_forever(), name="ocpp last-seen flusher")
+        self._heart = asyncio.create_task(self._beat_forever(), name="node heartbeat")
+
+    async def _beat_forever(self) -> None:
+        """Heart-beat, and declare dead the nodes that stopped heart-beating (their chargers go offline)."""
+        while True:
+            await asyncio.sleep(self.heartbeat_every.total_seconds())
+            try:
+                async with self.session() as session:
+                    alive = await cluster.heartbeat(session, self.node_id or 0)
+                    if not alive:
+                        # Declared dead while it could not reach the database: start again as a node,
+                        # and show the chargers it still holds online.
+                        logger.warning("node %s was declared dead; registering it again", self.node_name)
+                        self.node_id = (await cluster.register_node(session, self.node_name)).id
+                        for connection in self._connections.values():
+                            self._presence[connection.charge_point_id] = (connection.protocol, True)
+                    dead = await cluster.declare_dead(session, lease=self.lease)
+                for name in dead:
+                    logger.warning("node %s stopped heart-beating: its chargers are shown offline", name)
+            except Exception:
+                logger.exception("could not heart-beat node %s", self.node_name)
 
     async def stop(self) -> None:
-        """Close every connection, store what is pending and mark every charger offline."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+        """Close every connection, store what is pending and mark this node's chargers offline."""
+        for task in (self._flusher, self._heart):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self._closing = True
         await self._close_together(list(self._connections.values()), STOP_CLOSE_GRACE_S)
         await self._background.wait()
@@ -333,8 +365,7 @@ class Registry:
             await self.report_writer.close()
         await self.flush_last_seen()
         async with self.session() as session:
-            await chargers.mark_all_offline(session)
-            await session.commit()
+            await cluster.stop_node(session, self.node_id or 0)
 
 
 def hold_registry(app: Quart, registry: Registry) -> None:

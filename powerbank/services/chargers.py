@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, update
+from sqlalchemy import bindparam, delete, func, insert, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -397,22 +397,32 @@ def _update_by_id(**columns: str) -> Any:
     )
 
 
-async def store_presence(session: AsyncSession, presence: dict[int, tuple[str, bool]]) -> None:
-    """Store, as of now, each charger's OCPP version and whether it is connected."""
+async def store_presence(
+    session: AsyncSession, presence: dict[int, tuple[str, bool]], node_id: int | None = None
+) -> None:
+    """Store, as of now, each charger's OCPP version and whether it is connected to node ``node_id``.
+
+    A charger that left this node is marked offline only if no other node holds it now: with
+    several nodes, it may already have connected to another one.
+    """
     now = utcnow()
-    rows = [
-        {"charge_point_id": cp_id, "is_online": online, "protocol": protocol, "seen": now}
+    connected = [
+        {"charge_point_id": cp_id, "protocol": protocol, "seen": now, "node": node_id}
         for cp_id, (protocol, online) in presence.items()
+        if online
     ]
-    if rows:
+    left = [{"charge_point_id": cp_id, "seen": now} for cp_id, (_protocol, online) in presence.items() if not online]
+    if connected:
+        statement = _update_by_id(ocpp_protocol="protocol", last_seen_at="seen", node_id="node")
+        await session.exec(statement.values(online=True), params=connected)
+    if left:
+        table = ChargePoint.__table__  # type: ignore[attr-defined]
+        held_here = table.c.node_id.is_(None) if node_id is None else table.c.node_id == node_id
+        await session.exec(_update_by_id(last_seen_at="seen"), params=left)
         await session.exec(
-            _update_by_id(online="is_online", ocpp_protocol="protocol", last_seen_at="seen"), params=rows
+            _update_by_id().where(or_(held_here, table.c.node_id.is_(None))).values(online=False, node_id=None),
+            params=[{"charge_point_id": row["charge_point_id"]} for row in left],
         )
-
-
-async def mark_all_offline(session: AsyncSession) -> None:
-    """Mark every charger offline: at start and stop, this process holds no connection."""
-    await session.exec(update(ChargePoint).where(col(ChargePoint.online)).values(online=False))
 
 
 async def touch_last_seen(session: AsyncSession, seen: dict[int, datetime]) -> None:

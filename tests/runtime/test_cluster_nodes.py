@@ -1,0 +1,156 @@
+"""Two real `powerbank serve` nodes on one PostgreSQL: each holds its own chargers; a killed one is declared dead.
+
+The nodes are processes started as an operator starts them; chargers connect over real websockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import select
+from websockets.asyncio.client import ClientConnection, connect
+
+from powerbank.config import PROJECT_ROOT
+from powerbank.db import standalone_session
+from powerbank.models import ChargePoint, ClusterNode
+from powerbank.runtime.server import wait_until_listening
+from tests.conftest import TEST_PASSWORD, Factory
+from tests.helpers import eventually, free_port
+from tests.ocpp.support import basic
+
+pytestmark = pytest.mark.postgres_only
+
+
+class Node:
+    def __init__(self, name: str, url: str, log: Path) -> None:
+        self.name, self.port, self.log = name, free_port(), log
+        env = {key: value for key, value in os.environ.items() if not key.startswith("POWERBANK_")}
+        env.update(
+            {
+                "POWERBANK_DATABASE_URL": url,
+                "POWERBANK_DEV": "1",
+                "POWERBANK_NODE_ID": name,
+                "POWERBANK_CLUSTER_HEARTBEAT_S": "0.5",
+                "POWERBANK_CLUSTER_LEASE_S": "2",
+                "POWERBANK_OCPP_LAST_SEEN_FLUSH_S": "0.2",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "powerbank.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=env,
+                cwd=PROJECT_ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def health(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5) as response:
+            return dict(json.loads(response.read()))
+
+    def kill(self, sig: int) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def nodes(database_url: str, tmp_path: Path) -> Iterator[list[Node]]:
+    started = [Node(name, database_url, tmp_path / f"{name}.log") for name in ("node-1", "node-2")]
+    try:
+        yield started
+    finally:
+        for node in started:
+            node.kill(signal.SIGKILL)
+
+
+@asynccontextmanager
+async def connected(node: Node, identity: str) -> AsyncIterator[ClientConnection]:
+    async with connect(
+        f"ws://127.0.0.1:{node.port}/ocpp/{identity}",
+        subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+        additional_headers=basic(identity, TEST_PASSWORD),
+    ) as websocket:
+        boot = {"chargePointVendor": "Easee", "chargePointModel": "Home"}
+        await websocket.send(json.dumps([2, "boot", "BootNotification", boot]))
+        assert json.loads(await asyncio.wait_for(websocket.recv(), 10))[:2] == [3, "boot"]
+        yield websocket
+
+
+async def holders(url: str) -> dict[str, str | None]:
+    """Return each charge point's identity and the name of the node shown holding it (None: offline)."""
+    async with standalone_session(url) as session:
+        names = {node.id: node.name for node in await session.exec(select(ClusterNode))}
+        return {
+            cp.identity: names.get(cp.node_id) if cp.online else None for cp in await session.exec(select(ChargePoint))
+        }
+
+
+def cluster_status(url: str) -> str:
+    env = {**os.environ, "POWERBANK_DATABASE_URL": url}
+    done = subprocess.run(
+        [sys.executable, "-m", "powerbank.cli", "cluster", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout
+
+
+async def test_each_node_holds_its_chargers_and_a_killed_node_is_declared_dead(
+    database_url: str, nodes: list[Node]
+) -> None:
+    async with standalone_session(database_url) as session:
+        factory = Factory(session)
+        team = await factory.team()
+        await factory.charge_point(team, identity="ON-NODE-1")
+        await factory.charge_point(team, identity="ON-NODE-2")
+    one, two = nodes
+    for node in nodes:
+        await wait_until_listening("127.0.0.1", node.port, timeout=60)
+    async with connected(one, "ON-NODE-1"), connected(two, "ON-NODE-2"):
+
+        async def both_held() -> bool:
+            return await holders(database_url) == {"ON-NODE-1": "node-1", "ON-NODE-2": "node-2"}
+
+        await eventually(both_held, timeout=15)
+        assert (await asyncio.to_thread(one.health))["chargers"] == 1
+        status = await asyncio.to_thread(cluster_status, database_url)
+        assert [line.split()[:3] for line in status.splitlines()[1:]] == [
+            ["node-1", "alive", "1"],
+            ["node-2", "alive", "1"],
+        ]
+
+        # Node 2 dies without a word: its charger's row still says node 2 until node 1 declares it dead.
+        two.kill(signal.SIGKILL)
+
+        async def two_declared_dead() -> bool:
+            return await holders(database_url) == {"ON-NODE-1": "node-1", "ON-NODE-2": None}
+
+        await eventually(two_declared_dead, timeout=20, message="node 1 never declared node 2 dead")
+        status = await asyncio.to_thread(cluster_status, database_url)
+        assert [line.split()[:3] for line in status.splitlines()[1:]] == [
+            ["node-1", "alive", "1"],
+            ["node-2", "dead", "0"],
+        ]
+        assert (await asyncio.to_thread(one.health))["status"] == "ok"
+
+    # A clean stop lets go of its own chargers at once.
+    one.kill(signal.SIGTERM)
+    assert await holders(database_url) == {"ON-NODE-1": None, "ON-NODE-2": None}
+    status = await asyncio.to_thread(cluster_status, database_url)
+    assert [line.split()[:2] for line in status.splitlines()[1:]] == [["node-1", "stopped"], ["node-2", "dead"]]
