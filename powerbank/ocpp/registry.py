@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,6 +35,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.db import utcnow
+from powerbank.db.bus import Bus
 from powerbank.ocpp.connection import HubConnection
 from powerbank.ocpp.reports import GroupCommit, in_session, store_reports
 from powerbank.ocpp.sqlite_reports import SqliteReportWriter
@@ -47,6 +49,8 @@ logger = logging.getLogger("powerbank.ocpp")
 # Last-seen times written per transaction, so a flush for 10,000 chargers does not hold the
 # database's write lock for long.
 LAST_SEEN_CHUNK = 1000
+# The bus message a node sends when a charger connects to it (the newest connection wins cluster-wide).
+CHARGER_CONNECTED = "charger-connected"
 # Boots or capability answers stored per transaction at most (about 0.5 ms of ORM work each).
 ORM_BATCH = 200
 
@@ -104,6 +108,11 @@ class Registry:
         # SQLite has one writer: the hub's OCPP writes queue on this lock, in Python, instead of
         # in SQLite's busy handler (which sleeps up to 100 ms a try). Other databases write in parallel.
         bind = sessionmaker.kw.get("bind")
+        # Messages between the nodes sharing the database (db/bus.py); this node hears its own too.
+        self.bus = Bus(bind.url.render_as_string(hide_password=False) if bind is not None else "sqlite://", node_name)
+        self.bus.subscribe(CHARGER_CONNECTED, self._connected_elsewhere)
+        # When each live connection was made (wall clock: compared with other nodes' connections).
+        self._connected_at: dict[str, float] = {}
         serialise = bind is None or bind.dialect.name == "sqlite"
         self.write_lock: contextlib.AbstractAsyncContextManager[object] = (
             asyncio.Lock() if serialise else contextlib.nullcontext()
@@ -215,11 +224,30 @@ class Registry:
             return
         previous = self._connections.get(connection.id)
         self._connections[connection.id] = connection
+        connected_at = self._connected_at[connection.id] = time.time()
+        # The newest connection wins on every node: one another node holds for this charger is closed there.
+        self.bus.send(
+            CHARGER_CONNECTED, identity=connection.id, charge_point_id=connection.charge_point_id, at=connected_at
+        )
         self._presence[connection.charge_point_id] = (connection.protocol, True)
         asyncio.get_running_loop().call_later(self.boot_grace_s, self._unless_booted, connection)
         if previous is not None and previous is not connection:
             logger.info("%s connected again; closing its previous connection", connection.id)
             await previous.close(1000, "Replaced by a new connection")
+
+    def _connected_elsewhere(self, message: dict[str, Any]) -> None:
+        """Close this node's connection of a charger that connected to another node since."""
+        if message.get("from") == self.node_name:
+            return
+        identity = message.get("identity")
+        connection = self._connections.get(identity) if isinstance(identity, str) else None
+        at = message.get("at")
+        if connection is None or connection.closed or not isinstance(at, int | float):
+            return
+        if self._connected_at.get(connection.id, 0.0) >= at:
+            return  # this node's connection is the newer one
+        logger.info("%s connected to node %s; closing its connection here", connection.id, message.get("from"))
+        self.spawn(connection.close(1000, "Replaced by a new connection on another node"))
 
     def _unless_booted(self, connection: HubConnection) -> None:
         """Tell the reconnect listeners about a connection that is still there and never booted."""
@@ -235,6 +263,7 @@ class Registry:
         if self._connections.get(connection.id) is not connection:
             return
         del self._connections[connection.id]
+        self._connected_at.pop(connection.id, None)
         self._presence[connection.charge_point_id] = (connection.protocol, False)
 
     def disconnect(self, charge_point_ids: Iterable[int], reason: str, identity_gone: bool = False) -> int:
@@ -326,6 +355,7 @@ class Registry:
         """Start serving as a node that holds no charger yet (those it held before a restart go offline)."""
         async with self.session() as session:
             self.node_id = (await cluster.register_node(session, self.node_name)).id
+        await self.bus.start()
         self._flusher = asyncio.create_task(self._flush_forever(), name="ocpp last-seen flusher")
         self._heart = asyncio.create_task(self._beat_forever(), name="node heartbeat")
 
@@ -366,6 +396,7 @@ class Registry:
         await self.flush_last_seen()
         async with self.session() as session:
             await cluster.stop_node(session, self.node_id or 0)
+        await self.bus.stop()
 
 
 def hold_registry(app: Quart, registry: Registry) -> None:

@@ -154,3 +154,35 @@ async def test_each_node_holds_its_chargers_and_a_killed_node_is_declared_dead(
     assert await holders(database_url) == {"ON-NODE-1": None, "ON-NODE-2": None}
     status = await asyncio.to_thread(cluster_status, database_url)
     assert [line.split()[:2] for line in status.splitlines()[1:]] == [["node-1", "stopped"], ["node-2", "dead"]]
+
+
+async def test_the_newest_connection_wins_across_nodes(database_url: str, nodes: list[Node]) -> None:
+    async with standalone_session(database_url) as session:
+        await Factory(session).charge_point(await Factory(session).team(), identity="HOPPER")
+    one, two = nodes
+    for node in nodes:
+        await wait_until_listening("127.0.0.1", node.port, timeout=60)
+    async with connected(one, "HOPPER") as first:
+
+        async def on_one() -> bool:
+            return await holders(database_url) == {"HOPPER": "node-1"}
+
+        await eventually(on_one, timeout=15)
+        # The charger comes again through the balancer, to node 2, while node 1 still holds the first socket.
+        async with connected(two, "HOPPER") as second:
+            await asyncio.wait_for(first.wait_closed(), 15)
+            assert first.close_code == 1000 and "another node" in (first.close_reason or "")
+
+            async def on_two() -> bool:
+                return await holders(database_url) == {"HOPPER": "node-2"}
+
+            await eventually(on_two, timeout=15)
+            # The second socket serves on: its heartbeat is answered (the hub's own calls, such as the
+            # capability probe after the boot, may come first).
+            await second.send(json.dumps([2, "hb", "Heartbeat", {}]))
+            received = []
+            while [3, "hb"] not in [frame[:2] for frame in received]:
+                assert len(received) < 5, received
+                received.append(json.loads(await asyncio.wait_for(second.recv(), 10)))
+            assert (await asyncio.to_thread(one.health))["chargers"] == 0
+            assert (await asyncio.to_thread(two.health))["chargers"] == 1
