@@ -1,17 +1,18 @@
-"""The `powerbank` command: database, demo data, users, serving and the charger simulator."""
+"""The `powerbank` command: database, demo data, users, operators and roles, serving and the charger simulator."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import getpass
+import json
 import logging
 import os
 import socket
 import sys
 from collections.abc import Callable
 
-from powerbank.config import database_url
+from powerbank.config import can_send_mail, database_url
 
 
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -83,6 +84,163 @@ async def _create_user(email: str, password: str) -> int:
 def _cmd_create_user(args: argparse.Namespace) -> int:
     password = args.password or os.environ.get("POWERBANK_NEW_USER_PASSWORD") or getpass.getpass("Password: ")
     return asyncio.run(_create_user(args.email, password))
+
+
+def _fail(message: str) -> int:
+    print(message, file=sys.stderr)
+    return 2
+
+
+def _env_flag(name: str) -> object:
+    # The app reads POWERBANK_* values as JSON where they parse (create_app's from_prefixed_env): "0" is off.
+    value = os.environ.get(name) or ""
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _invitation_base() -> str | None:
+    """Return the address invitation links start with, or None when PowerBank cannot send email.
+
+    Raise ValueError when email is set up without the public address that links are made from.
+    """
+    public_url = os.environ.get("POWERBANK_PUBLIC_URL") or ""
+    config = {
+        "SMTP_HOST": os.environ.get("POWERBANK_SMTP_HOST"),
+        "DEMO": _env_flag("POWERBANK_DEMO"),
+        "DEV": _env_flag("POWERBANK_DEV"),
+    }
+    if config["SMTP_HOST"] and not public_url:
+        raise ValueError(
+            "POWERBANK_PUBLIC_URL must be set when POWERBANK_SMTP_HOST is: links in emails are made from it."
+        )
+    if not public_url or not can_send_mail(config):
+        return None
+    return public_url.rstrip("/") + "/"
+
+
+async def _operator_admin_needs_account(name: str, email: str) -> bool:
+    """Check the operator can be made; return True when the admin has no account yet."""
+    from powerbank.db import standalone_session
+    from powerbank.errors import ConflictError
+    from powerbank.rules.validators import clean_name
+    from powerbank.services.teams import operator_name_taken
+    from powerbank.services.users import get_user_by_email
+
+    clean = clean_name(name, label="Operator name")
+    async with standalone_session(database_url()) as session:
+        if await operator_name_taken(session, clean):
+            raise ConflictError(f"An operator named {clean!r} already exists.")
+        return await get_user_by_email(session, email) is None
+
+
+async def _create_operator(name: str, email: str, password: str | None, invitation_base: str | None) -> str:
+    """Create the operator and make ``email`` its Operator Admin, in one transaction; return what was done."""
+    from powerbank.db import standalone_session
+    from powerbank.services.accounts import has_password
+    from powerbank.services.audit import SYSTEM
+    from powerbank.services.teams import create_operator
+    from powerbank.services.users import MemberForm, add_member, create_user, get_user_by_email
+
+    async with standalone_session(database_url()) as session:
+        operator = await create_operator(session, SYSTEM, name)
+        created = False
+        if await get_user_by_email(session, email) is None and password is not None:
+            await create_user(session, SYSTEM, email, password, operator_id=operator.id)
+            created = True
+        added = await add_member(
+            session,
+            SYSTEM,
+            operator.id or 0,
+            MemberForm(email=email, role="operator:admin", team_id=None, can_configure_charge_points=True),
+            invitation_link=(lambda token: f"{invitation_base}invitations/{token}") if invitation_base else None,
+            login_url=f"{invitation_base}login" if invitation_base else "",
+        )
+        await session.commit()
+    done = f"Created operator {operator.name} with {added.user.email} as its Operator Admin"
+    if created:
+        return f"{done} (a new account with the password given). They log in at /login once `powerbank serve` runs."
+    if added.invited:
+        return (
+            f"{done}. An invitation email (a single-use link to choose a password, valid for 7 days) is in the "
+            "outbox: the serving process (`powerbank serve`) sends it, so it goes out once PowerBank serves."
+        )
+    if not has_password(added.user):
+        # Invited earlier and never chose a password: without email nobody can send them a new link.
+        return f"{done}. They have not chosen a password yet: send them a new invitation once PowerBank sends email."
+    told = (
+        " They are told by email once `powerbank serve` runs (the serving process sends it)." if invitation_base else ""
+    )
+    return f"{done}; they log in with their own password.{told}"
+
+
+def _new_user_password() -> str:
+    return os.environ.get("POWERBANK_NEW_USER_PASSWORD") or getpass.getpass("Password for the new account: ")
+
+
+def _cmd_create_operator(args: argparse.Namespace) -> int:
+    from powerbank.errors import ConflictError, FormErrors
+    from powerbank.rules.validators import clean_email
+
+    try:
+        email = clean_email(args.admin)
+        invitation_base = _invitation_base()
+        # Checked before asking for a password, which nobody should type for nothing.
+        needs_account = asyncio.run(_operator_admin_needs_account(args.name, email))
+        password = _new_user_password() if needs_account and invitation_base is None else None
+        print(asyncio.run(_create_operator(args.name, email, password, invitation_base)))
+    except FormErrors as exc:
+        return _fail("\n".join(exc.errors.values()))
+    except (ValueError, ConflictError) as exc:
+        # ValueError: an invalid email, name or password (ValidationError), or email set up without its address.
+        return _fail(str(exc))
+    return 0
+
+
+async def _grant(args: argparse.Namespace) -> str:
+    from powerbank.db import standalone_session
+    from powerbank.services.audit import SYSTEM
+    from powerbank.services.teams import operator_by_name, team_by_name
+    from powerbank.services.users import ROLE_CHOICES, MemberForm, grant_role
+
+    async with standalone_session(database_url()) as session:
+        operator = await operator_by_name(session, args.operator)
+        team = await team_by_name(session, operator, args.team) if args.team else None
+        role = f"{'team' if team else 'operator'}:{args.role}"
+        form = MemberForm(
+            email=args.email,
+            role=role,
+            team_id=team.id if team else None,
+            can_configure_charge_points=not args.no_configure,
+        )
+        user = await grant_role(session, SYSTEM, operator.id or 0, form)
+        await session.commit()
+    where = f"in {team.name} ({operator.name})" if team else f"of {operator.name}"
+    configures = ""
+    if team and args.role != "member":
+        configures = ", without" if args.no_configure else ", with"
+        configures += " the right to configure charge points"
+    return f"{user.email} is now {ROLE_CHOICES[role]} {where}{configures}."
+
+
+def _cmd_grant(args: argparse.Namespace) -> int:
+    from powerbank.errors import FormErrors, NotFoundError
+
+    if args.team and args.role == "manager":
+        return _fail("manager is an operator role: leave out --team (team roles: owner, admin, member).")
+    if not args.team and args.role in ("owner", "member"):
+        return _fail(f"{args.role} is a team role: name the team with --team (operator roles: admin, manager).")
+    if args.no_configure and not args.team:
+        return _fail("--no-configure is about a team role: name the team with --team.")
+    try:
+        print(asyncio.run(_grant(args)))
+    except NotFoundError as exc:
+        hint = " Create the account first: powerbank create-user EMAIL." if str(exc).startswith("No user") else ""
+        return _fail(f"{exc}{hint}")
+    except FormErrors as exc:
+        return _fail("\n".join(exc.errors.values()))
+    return 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -223,6 +381,57 @@ def _cmd_api_token_create(args: argparse.Namespace) -> int:
     return asyncio.run(_create_api_token(args))
 
 
+async def _import_charge_points(args: argparse.Namespace, data: bytes) -> int:
+    from powerbank.db import standalone_session
+    from powerbank.errors import NotFoundError
+    from powerbank.services import imports
+    from powerbank.services.audit import SystemActor
+
+    by = SystemActor(None, "powerbank command")
+    async with standalone_session(database_url()) as session:
+        try:
+            team = await imports.find_team(session, args.team, args.operator)
+            text, _encoding = imports.decode_csv(data)
+            if args.dry_run:
+                preview = await imports.preview_import(session, by, team, text)
+                if not preview.ok:
+                    raise imports.ImportRefused(preview.problems)
+                print(f"The file is good: it adds {len(preview.rows):,} charge points to {team.name}; nothing saved.")
+                return 0
+            imported = await imports.import_charge_points(session, by, team, text)
+        except NotFoundError as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+        except imports.ImportRefused as exc:
+            print("\n".join(problem.text for problem in exc.problems), file=sys.stderr)
+            print(imports.summary(exc.problems), file=sys.stderr)
+            return 1
+        await session.commit()
+    public_url = (os.environ.get("POWERBANK_PUBLIC_URL") or "").rstrip("/")
+    base = public_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    # The passwords alone on standard output, so they can go straight to a file: ... > passwords.csv
+    sys.stdout.write(imports.credentials_csv(imported, lambda identity: f"{base}/ocpp/{identity}"))
+    print(
+        f"Imported {len(imported):,} charge points into {team.name}. Their OCPP passwords, shown only now, "
+        "are the CSV on standard output.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_import_charge_points(args: argparse.Namespace) -> int:
+    from powerbank.services.imports import MAX_IMPORT_BYTES
+
+    try:
+        with open(args.file, "rb") as handle:
+            # One byte more than allowed is enough to tell that the file is too large.
+            data = handle.read(MAX_IMPORT_BYTES + 1)
+    except OSError as exc:
+        print(f"Cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 1
+    return asyncio.run(_import_charge_points(args, data))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="powerbank", description="PowerBank hub")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -256,6 +465,44 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("email")
     user.add_argument("--password", help="(default: asked for, or POWERBANK_NEW_USER_PASSWORD)")
     user.set_defaults(handler=_cmd_create_user)
+
+    operator = commands.add_parser("create-operator", help="create an operator and make someone its Operator Admin")
+    operator.add_argument("name", metavar="NAME")
+    operator.add_argument(
+        "--admin",
+        required=True,
+        metavar="EMAIL",
+        help="its first Operator Admin; a new email is invited by email when PowerBank sends email, "
+        "otherwise gets an account with a password asked for (or POWERBANK_NEW_USER_PASSWORD)",
+    )
+    operator.set_defaults(handler=_cmd_create_operator)
+
+    grant = commands.add_parser("grant", help="give a user a role in an operator or one of its teams")
+    grant.add_argument("email", metavar="EMAIL")
+    grant.add_argument("--operator", required=True, metavar="NAME")
+    grant.add_argument("--team", metavar="NAME", help="a team role in this team (default: an operator role)")
+    grant.add_argument(
+        "--role",
+        required=True,
+        choices=("admin", "manager", "owner", "member"),
+        help="operator: admin or manager; team (with --team): owner, admin or member",
+    )
+    grant.add_argument(
+        "--no-configure",
+        action="store_true",
+        help="a team owner or admin without the right to configure charge points",
+    )
+    grant.set_defaults(handler=_cmd_grant)
+
+    cps = commands.add_parser(
+        "import-charge-points",
+        help="import a CSV file of charge points into a team, all or none; prints their OCPP passwords as CSV",
+    )
+    cps.add_argument("file", metavar="FILE", help="columns Name, Identity, Brand, Model, Country, Price area, …")
+    cps.add_argument("--team", required=True, metavar="NAME")
+    cps.add_argument("--operator", metavar="NAME", help="the team's operator (needed when several have such a team)")
+    cps.add_argument("--dry-run", action="store_true", help="only check the file; save nothing")
+    cps.set_defaults(handler=_cmd_import_charge_points)
 
     nodes = commands.add_parser("cluster", help="the nodes serving this database")
     node_commands = nodes.add_subparsers(dest="cluster_command", required=True)

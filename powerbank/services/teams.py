@@ -86,14 +86,43 @@ async def list_operator_teams(session: AsyncSession, operator_id: int) -> list[t
     return [(team, count) for team, count in rows]
 
 
+async def operator_name_taken(session: AsyncSession, name: str) -> bool:
+    """Return True if an operator already has this name, whatever its case."""
+    query = select(Operator.id).where(func.lower(Operator.name) == name.strip().lower())
+    return (await session.exec(query)).first() is not None
+
+
 async def create_operator(session: AsyncSession, actor: SystemActor, name: str) -> Operator:
     """Create an operator with the shipped compatibility catalogue (only the system does: no role may)."""
-    operator = Operator(name=clean_name(name, label="Operator name"))
+    clean = clean_name(name, label="Operator name")
+    if await operator_name_taken(session, clean):
+        raise ConflictError(f"An operator named {clean!r} already exists.")
+    operator = Operator(name=clean)
     session.add(operator)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise ConflictError(f"An operator named {clean!r} already exists.") from exc
     seed_catalogue(session, operator.id or 0)
     record(session, actor, "operator.create", operator, operator_id=operator.id, after={"name": operator.name})
     return operator
+
+
+async def operator_by_name(session: AsyncSession, name: str) -> Operator:
+    """Return the operator with this name (case-insensitive); NotFoundError if there is none."""
+    operator = (await session.exec(select(Operator).where(func.lower(Operator.name) == name.strip().lower()))).first()
+    if operator is None:
+        raise NotFoundError(f"No operator named {name.strip()!r}.")
+    return operator
+
+
+async def team_by_name(session: AsyncSession, operator: Operator, name: str) -> Team:
+    """Return the operator's team with this name (case-insensitive); NotFoundError if there is none."""
+    query = select(Team).where(Team.operator_id == operator.id, func.lower(Team.name) == name.strip().lower())
+    team = (await session.exec(query)).first()
+    if team is None:
+        raise NotFoundError(f"{operator.name} has no team named {name.strip()!r}.")
+    return team
 
 
 async def _name_taken(session: AsyncSession, operator_id: int, name: str, exclude_id: int | None = None) -> bool:

@@ -232,6 +232,45 @@ async def add_member(
     return MemberAdded(user, invited)
 
 
+async def grant_role(session: AsyncSession, by: Acting, operator_id: int, form: MemberForm) -> User:
+    """Give a person who has an account a role, or change the one they hold at that level.
+
+    The rules are the members page's: ``add_member`` for a new role, ``change_member`` for one the
+    person holds already in the operator (or in that team), so the last Operator Admin stays.
+    """
+    require_on_operator(by, Permission.MANAGE_MEMBERS, operator_id)
+    try:
+        email = clean_email(form.email)
+    except ValidationError as exc:
+        raise FormErrors({"email": str(exc)}) from exc
+    user = await get_user_by_email(session, email)
+    if user is None:
+        raise NotFoundError(f"No user has the email {email}.")
+    held: OperatorMembership | TeamMembership | None
+    if form.role.startswith("operator:"):
+        held = (
+            await session.exec(
+                select(OperatorMembership).where(
+                    OperatorMembership.operator_id == operator_id, OperatorMembership.user_id == user.id
+                )
+            )
+        ).first()
+    else:
+        held = (
+            await session.exec(
+                select(TeamMembership).where(
+                    TeamMembership.team_id == (form.team_id or 0), TeamMembership.user_id == user.id
+                )
+            )
+        ).first()
+    if held is None:
+        await add_member(session, by, operator_id, form, invitation_link=None, login_url="")
+    else:
+        scope, role = form.role.split(":")
+        await change_member(session, by, operator_id, scope, held.id or 0, role, form.can_configure_charge_points)
+    return user
+
+
 async def _get_membership(
     session: AsyncSession, operator_id: int, scope: str, membership_id: int
 ) -> OperatorMembership | TeamMembership:
