@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,10 +159,11 @@ async def get_by_identity(session: AsyncSession, identity: str) -> ChargePoint |
     return (await session.exec(select(ChargePoint).where(ChargePoint.identity == identity))).first()
 
 
-async def clean_charge_point_form(
-    session: AsyncSession, form: dict[str, str], *, existing: ChargePoint | None = None
-) -> dict[str, Any]:
-    """Validate a charge point form; return clean values or raise FormErrors with every problem."""
+def clean_charge_point_fields(form: Mapping[str, str | None]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Validate a charge point's fields, all but whether its identity is free; return clean values and errors.
+
+    The form and the CSV import (one row at a time, without a query) share it.
+    """
     errors: dict[str, str] = {}
     values: dict[str, Any] = {}
 
@@ -186,6 +188,14 @@ async def clean_charge_point_form(
             errors["facility_id"] = "A Facility ID is only used for charge points in Sweden."
     else:
         values["facility_id"] = None
+    return values, errors
+
+
+async def clean_charge_point_form(
+    session: AsyncSession, form: dict[str, str], *, existing: ChargePoint | None = None
+) -> dict[str, Any]:
+    """Validate a charge point form; return clean values or raise FormErrors with every problem."""
+    values, errors = clean_charge_point_fields(form)
     if "identity" in values and (existing is None or existing.identity != values["identity"]):
         other = await get_by_identity(session, values["identity"])
         if other is not None:
