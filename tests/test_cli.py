@@ -275,7 +275,12 @@ def test_create_operator_with_a_new_admin_asks_for_their_password(
 ) -> None:
     assert main(["db", "upgrade"]) == 0
     prompts: list[str] = []
-    monkeypatch.setattr("getpass.getpass", lambda prompt="": prompts.append(prompt) or "typed at the terminal")
+
+    def typed(prompt: str = "") -> str:
+        prompts.append(prompt)
+        return "typed at the terminal"
+
+    monkeypatch.setattr("getpass.getpass", typed)
     assert main(["create-operator", " Harbour Power ", "--admin", "First@Example.test"]) == 0
     out = capsys.readouterr().out
     assert "Created operator Harbour Power with first@example.test as its Operator Admin" in out
