@@ -1,13 +1,19 @@
-"""`/healthz`: whether this node can serve, for a load balancer's health check."""
+"""`/healthz` for a load balancer's health check, and the Nodes page for operator admins."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from quart import Blueprint, Response, current_app, jsonify
 from sqlalchemy import text
 
 from powerbank.dispatch.gateway import find_gateway
+from powerbank.routes.loaders import operator_for
+from powerbank.rules.permissions import Permission
+from powerbank.services.cluster import node_statuses
+from powerbank.web.auth import login_required, principal
+from powerbank.web.render import render_page
 from powerbank.web.state import db_session
 
 blueprint = Blueprint("health", __name__)
@@ -39,3 +45,13 @@ async def healthz() -> Response:
     response.status_code = 503 if problems else 200
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+@blueprint.get("/operators/<int:operator_id>/nodes")
+@login_required
+async def nodes(operator_id: int) -> Response:
+    """The nodes serving this installation, and how many of this operator's chargers each holds."""
+    operator = await operator_for(await principal(), operator_id, may=Permission.VIEW_CONNECTION_ATTEMPTS)
+    lease = timedelta(seconds=float(current_app.config["CLUSTER_LEASE_S"]))
+    statuses = await node_statuses(await db_session(), lease=lease, operator_id=operator_id)
+    return await render_page("admin/nodes.html", operator=operator, nodes=statuses, lease_s=int(lease.total_seconds()))

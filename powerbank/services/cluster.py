@@ -15,7 +15,7 @@ from sqlmodel import col, delete, func, or_, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.db import utcnow
-from powerbank.models import ChargePoint, ClusterNode
+from powerbank.models import ChargePoint, ClusterNode, Team
 
 HEARTBEAT_EVERY = timedelta(seconds=5)
 # A node not heard from for this long is dead (three heartbeats missed).
@@ -115,19 +115,17 @@ class NodeStatus:
 
 
 async def node_statuses(
-    session: AsyncSession, now: datetime | None = None, lease: timedelta = LEASE
+    session: AsyncSession, now: datetime | None = None, lease: timedelta = LEASE, operator_id: int | None = None
 ) -> list[NodeStatus]:
-    """Return every node of the last day with its state and how many chargers it holds (two queries)."""
+    """Return every node of the last day with its state and how many chargers it holds (two queries).
+
+    With ``operator_id``, only that operator's chargers are counted (what one tenant may know).
+    """
     now = now or utcnow()
-    held = dict(
-        (
-            await session.exec(
-                select(ChargePoint.node_id, func.count())
-                .where(col(ChargePoint.node_id).is_not(None))
-                .group_by(col(ChargePoint.node_id))
-            )
-        ).all()
-    )
+    counted = select(ChargePoint.node_id, func.count()).where(col(ChargePoint.node_id).is_not(None))
+    if operator_id is not None:
+        counted = counted.join(Team, col(Team.id) == col(ChargePoint.team_id)).where(Team.operator_id == operator_id)
+    held = dict((await session.exec(counted.group_by(col(ChargePoint.node_id)))).all())
     nodes = await session.exec(
         select(ClusterNode)
         .where(or_(col(ClusterNode.stopped_at).is_(None), col(ClusterNode.stopped_at) >= now - KEEP_STOPPED))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from quart import Quart
 from sqlmodel import select
@@ -9,7 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.models import ChargePoint, ClusterNode
 from powerbank.ocpp.registry import registry_of
-from tests.conftest import Factory
+from tests.conftest import Factory, LoginAs
 from tests.helpers import eventually
 from tests.ocpp.support import boot16, charger
 
@@ -49,3 +51,25 @@ async def test_a_node_shutting_down_tells_the_balancer(app: Quart) -> None:
     body = await response.get_json()
     assert body["status"] == "unavailable" and body["problems"] == ["shutting down"]
     assert response.headers["Cache-Control"] == "no-store"
+
+
+async def test_operator_admins_see_the_nodes_and_only_their_own_chargers_on_them(
+    app: Quart, factory: Factory, login_as: LoginAs
+) -> None:
+    mine, theirs = await factory.operator("Mine"), await factory.operator("Theirs")
+    my_cp = await factory.charge_point(await factory.team(mine))
+    their_cp = await factory.charge_point(await factory.team(theirs))
+    admin = await factory.user(operator=mine, operator_role="admin")
+    async with charger(app, my_cp.identity), charger(app, their_cp.identity):
+        await eventually(lambda: len(registry_of(app)) == 2)
+        client = await login_as(admin)
+
+        async def shows_one() -> bool:
+            page = await (await client.get(f"/operators/{mine.id}/nodes")).get_data(as_text=True)
+            return bool(re.search(r"<td>node-under-test</td>\s*<td>Alive</td>\s*<td>1</td>", page))
+
+        await eventually(shows_one, message="the Nodes page never showed this node with one of my chargers")
+        # Another operator's page is not there for this admin (404); a team member may not see it (403).
+        assert (await client.get(f"/operators/{theirs.id}/nodes")).status_code == 404
+        member = await factory.user(team=await factory.team(mine), team_role="member")
+        assert (await (await login_as(member)).get(f"/operators/{mine.id}/nodes")).status_code == 403
