@@ -98,6 +98,7 @@ def _register_blueprints(app: Quart) -> None:
         api_tokens,
         auth,
         charge_points,
+        compatibility,
         health,
         home,
         mailbox,
@@ -106,7 +107,7 @@ def _register_blueprints(app: Quart) -> None:
     from powerbank.routes import enrollment as powerbank
     from powerbank.routes.api import docs as api_docs
 
-    for module in (auth, account, home, teams, charge_points, admin, powerbank, api_tokens, activations):
+    for module in (auth, account, home, teams, charge_points, admin, powerbank, compatibility, api_tokens, activations):
         app.register_blueprint(module.blueprint)
     if mail_sink(app.config):
         app.register_blueprint(mailbox.blueprint)

@@ -5,13 +5,17 @@ Every edit re-evaluates the operator's charge points at once (suspension, DK2 si
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.errors import ConflictError, NotFoundError
-from powerbank.models import CompatibleModel
-from powerbank.rules.eligibility import catalogue_key
-from powerbank.rules.permissions import Permission
+from powerbank.models import ChargePoint, CompatibleModel, Operator, Team
+from powerbank.rules.eligibility import CatalogueKey, catalogue_key
+from powerbank.rules.permissions import Permission, Principal
 from powerbank.rules.validators import clean_name
 from powerbank.services.access import Acting, actor_of, require_on_operator
 from powerbank.services.audit import record
@@ -44,6 +48,126 @@ SHIPPED_CATALOGUE: tuple[tuple[str, str], ...] = (
     ("Zaptec", "Go"),
     ("Zaptec", "Pro"),
 )
+
+
+# What a catalogued brand/model needs besides its name to take part (the same for every entry, as the
+# catalogue holds only brands and models): the OCPP versions the hub speaks (ocpp/endpoint), smart
+# charging (R2 refuses a charger that reports none) and either rate unit (the fan-out sends W to a
+# charger that takes power limits, else A). Each is (label, short value, explanation).
+ENTRY_NEEDS: tuple[tuple[str, str, str], ...] = (
+    ("OCPP", "1.6J or 2.0.1", "The charger connects to PowerBank over OCPP-J 1.6 or 2.0.1."),
+    (
+        "Smart charging",
+        "Required",
+        "The charger takes charging profiles (OCPP 1.6 Smart Charging, 2.0.1 SmartChargingCtrlr); "
+        "one that reports no smart charging support is not compatible, whatever its model.",
+    ),
+    (
+        "Rate units",
+        "A or W",
+        "Either works: PowerBank sends limits in W to a charger that takes power limits, otherwise in A.",
+    ),
+)
+# A search is a few words; anything longer is cut rather than refused (it can only match less).
+MAX_SEARCH_LENGTH = 100
+
+
+@dataclass(frozen=True)
+class EntryMatch:
+    """A catalogue entry with how many of the user's charge points are of its brand and model."""
+
+    entry: CompatibleModel
+    charge_points: int = 0
+    # Of those, how many report no smart charging support (so they are not compatible after all).
+    without_smart_charging: int = 0
+
+
+@dataclass
+class OperatorCompatibility:
+    """One operator's catalogue as one user sees it, narrowed by a search."""
+
+    operator: Operator
+    entries: list[EntryMatch] = field(default_factory=list)
+    catalogue_size: int = 0
+    # The user's charge points of this operator (in the teams they see), and how many are catalogued.
+    charge_points: int = 0
+    catalogued: int = 0
+
+
+def search_terms(search: str | None) -> list[str]:
+    """Return the words of a catalogue search, matched without regard to case or spacing."""
+    return " ".join((search or "")[:MAX_SEARCH_LENGTH].split()).casefold().split()
+
+
+def _found(entry: CompatibleModel, terms: list[str]) -> bool:
+    text = f"{entry.brand_key} {entry.model_key}"
+    return all(term in text for term in terms)
+
+
+async def compatibility_for(
+    session: AsyncSession, principal: Principal, operator_ids: Iterable[int], search: str | None = None
+) -> list[OperatorCompatibility]:
+    """Return the catalogues of operators the caller sees, each entry with the caller's matching charge points.
+
+    Only entries whose brand and model hold every word of ``search`` are listed. A charge point counts
+    for an entry when what counts for R2 (the reported vendor and model once it has booted) is that
+    entry; only charge points of teams the caller sees are counted. Three queries, whatever the sizes.
+    """
+    wanted = set(operator_ids) & principal.visible_operator_ids
+    if not wanted:
+        return []
+    operators = await session.exec(select(Operator).where(col(Operator.id).in_(wanted)))
+    result = {operator.id or 0: OperatorCompatibility(operator) for operator in operators}
+    entries = await session.exec(
+        select(CompatibleModel)
+        .where(col(CompatibleModel.operator_id).in_(result))
+        .order_by(col(CompatibleModel.brand_key), col(CompatibleModel.model_key))
+    )
+    catalogues: dict[int, list[CompatibleModel]] = {operator_id: [] for operator_id in result}
+    for entry in entries:
+        catalogues[entry.operator_id].append(entry)
+    counts, without_smart = await _charge_points_by_key(session, principal, list(result))
+    terms = search_terms(search)
+    for operator_id, compatibility in result.items():
+        keys = {(entry.brand_key, entry.model_key) for entry in catalogues[operator_id]}
+        compatibility.catalogue_size = len(keys)
+        compatibility.charge_points = sum(count for (owner, _), count in counts.items() if owner == operator_id)
+        compatibility.catalogued = sum(
+            count for (owner, key), count in counts.items() if owner == operator_id and key in keys
+        )
+        compatibility.entries = [
+            EntryMatch(
+                entry,
+                counts[(operator_id, (entry.brand_key, entry.model_key))],
+                without_smart[(operator_id, (entry.brand_key, entry.model_key))],
+            )
+            for entry in catalogues[operator_id]
+            if _found(entry, terms)
+        ]
+    return sorted(result.values(), key=lambda item: item.operator.name.casefold())
+
+
+async def _charge_points_by_key(
+    session: AsyncSession, principal: Principal, operator_ids: list[int]
+) -> tuple[Counter[tuple[int, CatalogueKey]], Counter[tuple[int, CatalogueKey]]]:
+    """Count the caller's charge points of these operators by (operator, brand/model key) (one query)."""
+    operator_wide = [operator_id for operator_id in operator_ids if operator_id in principal.operator_roles]
+    team_ids = [team_id for team_id, operator_id in principal.team_operators.items() if operator_id in operator_ids]
+    counts: Counter[tuple[int, CatalogueKey]] = Counter()
+    without_smart: Counter[tuple[int, CatalogueKey]] = Counter()
+    if not operator_wide and not team_ids:
+        return counts, without_smart
+    rows = await session.exec(
+        select(ChargePoint, Team.operator_id)
+        .join(Team, col(Team.id) == col(ChargePoint.team_id))
+        .where(col(Team.operator_id).in_(operator_wide) | col(Team.id).in_(team_ids))
+    )
+    for charge_point, operator_id in rows:
+        key = (operator_id, catalogue_key(charge_point.effective_brand, charge_point.effective_model))
+        counts[key] += 1
+        if charge_point.smart_charging is False:
+            without_smart[key] += 1
+    return counts, without_smart
 
 
 async def list_catalogue(session: AsyncSession, operator_id: int) -> list[CompatibleModel]:
