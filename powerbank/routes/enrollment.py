@@ -58,6 +58,8 @@ async def _sign_up_page(
     errors: dict[str, str] | None = None,
     row_errors: dict[int, str] | None = None,
     result: str | None = None,
+    rows: list[enrollment.RowStatus] | None = None,
+    paste: enrollment.FacilityIdPaste | None = None,
 ) -> Response:
     response = await render_page(
         "enrollment/sign_up.html",
@@ -65,11 +67,13 @@ async def _sign_up_page(
         status=status,
         team=team,
         terms=await enrollment.current_terms(session),
-        rows=await enrollment.eligibility_for_team(session, team),
+        rows=rows if rows is not None else await enrollment.eligibility_for_team(session, team),
         values=values or {"sign_up": [], "facility_ids": {}, "accept_terms": False},
         errors=errors or {},
         row_errors=row_errors or {},
         result=result,
+        paste=paste,
+        paste_limits=(enrollment.MAX_PASTE_LINES, enrollment.MAX_PASTE_BYTES),
         sign_up_reason=denial_reason(me, Permission.SIGN_UP_POWERBANK, team),
     )
     return response
@@ -121,6 +125,34 @@ async def sign_up_save(team_id: int) -> Response:
         await flash(result.message)
         return redirect_to(url_for("enrollment.sign_up_flow", team_id=team_id), 303)
     return hx_trigger(await _sign_up_page(session, me, team, result=result.message), CHANGED_EVENT)
+
+
+@blueprint.post("/teams/<int:team_id>/powerbank/sign-up/facility-ids")
+@login_required
+async def fill_facility_ids(team_id: int) -> Response:
+    """Fill the sign-up table's Facility IDs from pasted or uploaded lines; nothing is saved until Save."""
+    me = await principal()
+    team = await team_for(me, team_id, may=Permission.SIGN_UP_POWERBANK)
+    session = await db_session()
+    form = await request.form
+    upload = (await request.files).get("facility_ids_file")
+    pasted = form.get(enrollment.PASTE_FIELD, "")
+    values: dict[str, Any] = {
+        "sign_up": _id_list(form.getlist("sign_up")),
+        "facility_ids": _typed_facility_ids(form.to_dict()),
+        "accept_terms": bool(form.get("accept_terms")),
+        "pasted": pasted,
+    }
+    rows = await enrollment.eligibility_for_team(session, team)
+    try:
+        text = enrollment.facility_id_list(pasted, upload.read() if upload is not None and upload.filename else None)
+        paste = enrollment.match_pasted_facility_ids(rows, text)
+    except enrollment.SignUpError as exc:
+        return await _sign_up_page(session, me, team, status=422, values=values, errors=exc.errors, rows=rows)
+    values["facility_ids"] = {**values["facility_ids"], **paste.facility_ids}
+    # The list stays in the box only while some of its lines still need fixing.
+    values["pasted"] = pasted if paste.problems else ""
+    return await _sign_up_page(session, me, team, values=values, rows=rows, paste=paste)
 
 
 @blueprint.get("/teams/<int:team_id>/powerbank/facility-id/<int:cp_id>")

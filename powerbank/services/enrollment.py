@@ -13,6 +13,7 @@ both win, and the loser's transaction is refused whole (ConflictError).
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -674,3 +675,162 @@ def participation_csv_rows(rows: Iterable[RowStatus]) -> list[list[str]]:
             ]
         )
     return [[spreadsheet_text(cell) for cell in line] for line in lines]
+
+
+# Facility IDs in bulk (R5): "identity or name; Facility ID" lines pasted or uploaded into the sign-up flow.
+MAX_PASTE_LINES = 10_000
+# Half the request limit (1 MiB): pasted text travels URL-encoded, which makes it longer.
+MAX_PASTE_BYTES = 512 * 1024
+# Tried in this order on the first line: a name may hold a comma, hardly a semicolon or a tab.
+PASTE_SEPARATORS = ("\t", ";", ",")
+PASTE_FIELD = "pasted_facility_ids"
+# How much of a line a problem quotes back (a line is the sender's text, of any length).
+QUOTED_LENGTH = 80
+
+
+@dataclass(frozen=True)
+class PastedLineProblem:
+    """A pasted line that filled in nothing, and why."""
+
+    line: int
+    text: str
+    reason: str
+
+
+@dataclass
+class FacilityIdPaste:
+    """Facility IDs matched from pasted lines, by charge point id; nothing is stored."""
+
+    facility_ids: dict[int, str]
+    line_of: dict[int, int]
+    problems: list[PastedLineProblem]
+
+    @property
+    def message(self) -> str:
+        count = len(self.facility_ids)
+        text = f"Filled in {count} Facility ID{'' if count == 1 else 's'} from your list"
+        if self.problems:
+            unused = len(self.problems)
+            text += f"; {unused} line{'' if unused == 1 else 's'} could not be used (listed below)"
+        return text + ". Nothing is saved until you click Save."
+
+
+def decode_facility_ids_file(data: bytes) -> str:
+    """Return an uploaded list as text: UTF-8 with or without a BOM, else Windows-1252 (spreadsheets' export)."""
+    if len(data) > MAX_PASTE_BYTES:
+        raise SignUpError({PASTE_FIELD: _too_large()})
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        try:
+            text = data.decode("cp1252")
+        except UnicodeDecodeError:
+            raise SignUpError({PASTE_FIELD: "The file is not text in UTF-8 or Windows-1252."}) from None
+    if "\x00" in text:
+        # UTF-16 (a spreadsheet's "Unicode text") and binary files decode, but with NULs.
+        raise SignUpError({PASTE_FIELD: "The file is not text in UTF-8 or Windows-1252."})
+    return text
+
+
+def facility_id_list(pasted: str | None, uploaded: bytes | None) -> str:
+    """Return the text of a Facility ID list: an uploaded file's, else the pasted lines."""
+    if uploaded:
+        return decode_facility_ids_file(uploaded)
+    return pasted or ""
+
+
+def _too_large() -> str:
+    return f"The list is too long: at most {MAX_PASTE_LINES:,} lines and {MAX_PASTE_BYTES // 1024} KiB."
+
+
+def _cells(line: str, separator: str) -> list[str] | None:
+    try:
+        cells = next(csv.reader([line], delimiter=separator, skipinitialspace=True))
+    except csv.Error:
+        return None
+    cells = [cell.strip() for cell in cells]
+    # Spreadsheets export empty trailing columns ("STO-1;7359...;;").
+    while cells and not cells[-1]:
+        cells.pop()
+    return cells
+
+
+def match_pasted_facility_ids(rows: Sequence[RowStatus], text: str) -> FacilityIdPaste:
+    """Match "identity or name; Facility ID" lines to a team's charge points (no query).
+
+    The separator is a tab, ``;`` or ``,`` (the first of them on the first line); a first line
+    without digits in its second column is a header. Each line names a charge point by identity,
+    else by name (case and spacing ignored), and gives a valid Facility ID for a charge point that
+    needs one; any other line is listed with its reason. Raise SignUpError when the list as a
+    whole cannot be read (too long, empty).
+    """
+    text = text.removeprefix("\ufeff")
+    if len(text.encode()) > MAX_PASTE_BYTES:
+        raise SignUpError({PASTE_FIELD: _too_large()})
+    lines = text.splitlines()
+    if len(lines) > MAX_PASTE_LINES:
+        raise SignUpError({PASTE_FIELD: _too_large()})
+    numbered = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+    if not numbered:
+        raise SignUpError({PASTE_FIELD: "Paste lines of identity or name and Facility ID, or choose a file."})
+    first = numbered[0][1]
+    separator = next((candidate for candidate in PASTE_SEPARATORS if candidate in first), ";")
+    by_identity = {row.charge_point.identity: row for row in rows}
+    by_name: dict[str, list[RowStatus]] = {}
+    for row in rows:
+        by_name.setdefault(_name_key(row.charge_point.name), []).append(row)
+    result = FacilityIdPaste({}, {}, [])
+    for number, line in numbered:
+        cells = _cells(line, separator)
+        if cells is not None and number == numbered[0][0] and len(cells) == 2 and not any(map(str.isdigit, cells[1])):
+            continue
+        problem, matched, facility_id = _judge_line(cells, by_identity, by_name)
+        if problem is None and matched is not None and facility_id is not None:
+            cp_id = matched.charge_point.id or 0
+            earlier = result.line_of.get(cp_id)
+            if earlier is not None and result.facility_ids[cp_id] != facility_id:
+                problem = f"{matched.charge_point.name} has another Facility ID on line {earlier}."
+            else:
+                result.facility_ids[cp_id] = facility_id
+                result.line_of.setdefault(cp_id, number)
+        if problem is not None:
+            result.problems.append(PastedLineProblem(number, _quoted(line), problem))
+    return result
+
+
+def _name_key(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
+def _quoted(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= QUOTED_LENGTH else text[: QUOTED_LENGTH - 1] + "…"
+
+
+def _judge_line(
+    cells: list[str] | None, by_identity: dict[str, RowStatus], by_name: dict[str, list[RowStatus]]
+) -> tuple[str | None, RowStatus | None, str | None]:
+    """Return (problem, matched row, clean Facility ID) for one line's cells."""
+    if cells is None or len(cells) != 2:
+        columns = "cannot be read" if cells is None else f"has {len(cells)} column{'' if len(cells) == 1 else 's'}"
+        return (
+            f"Expected two columns, identity or name and Facility ID, separated by ; , or a tab; this {columns}.",
+            None,
+            None,
+        )
+    key, raw_id = cells
+    row = by_identity.get(key)
+    if row is None:
+        named = by_name.get(_name_key(key), [])
+        if len(named) > 1:
+            return f"{len(named)} charge points of this team are called “{_quoted(key)}”: use the identity.", None, None
+        if not named:
+            return f"No charge point of this team has the identity or name “{_quoted(key)}”.", None, None
+        row = named[0]
+    if not row.eligibility.facility_id_needed:
+        return f"{row.charge_point.name} is not in Sweden: it needs no Facility ID.", None, None
+    try:
+        return None, row, clean_facility_id(raw_id)
+    except ValidationError as exc:
+        return str(exc), None, None
