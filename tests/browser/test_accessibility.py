@@ -86,6 +86,17 @@ def _operator_page(link: str, heading: str) -> Callable[[Page], None]:
     return _open
 
 
+def _account(page: Page) -> None:
+    log_in(page, "member@demo.test")
+    page.get_by_role("link", name="member@demo.test").click()
+    expect(page.get_by_role("heading", name="Your account", level=1)).to_be_visible()
+
+
+def _mailbox(page: Page) -> None:
+    page.goto("/dev/mail")
+    expect(page.get_by_role("heading", name="Development mailbox", level=1)).to_be_visible()
+
+
 def _not_found(page: Page) -> None:
     log_in(page, "member@demo.test")
     page.goto("/teams/999999/charge-points")
@@ -109,6 +120,9 @@ PAGES: dict[str, Callable[[Page], None]] = {
     "admin-connection-attempts": _operator_page("Connection attempts", "Connection attempts"),
     "admin-api-tokens": _operator_page("API tokens", "API tokens of Nordic Charge"),
     "activations": _operator_page("Activations", "Activations"),
+    "admin-nodes": _operator_page("Nodes", "Nodes"),
+    "account": _account,
+    "dev-mailbox": _mailbox,
     "not-found": _not_found,
 }
 
