@@ -82,5 +82,12 @@ def verify_secret(secret_hash: str | None, secret: str) -> bool:
 
 
 def generate_secret(nbytes: int = 18) -> str:
-    """Return a random URL-safe secret (OCPP passwords, invitation links)."""
-    return secrets.token_urlsafe(nbytes)
+    """Return a random URL-safe secret (OCPP passwords, invitation links) that starts with a letter or digit.
+
+    OCPP passwords are handed out in CSV files too: one starting with "-" would be read as a formula
+    by a spreadsheet, or changed by the CSV's formula guard (a leading apostrophe).
+    """
+    while True:
+        secret = secrets.token_urlsafe(nbytes)
+        if secret[0].isalnum():
+            return secret

@@ -1,5 +1,6 @@
 import pytest
 
+from powerbank.services import passwords
 from powerbank.services.passwords import (
     generate_secret,
     hash_password,
@@ -34,3 +35,9 @@ def test_people_passwords_stay_argon2() -> None:
     assert stored.startswith("$argon2id$") and not is_secret_hash(stored)
     assert verify_password(stored, "correct horse battery")
     assert not verify_password(stored, "wrong")
+
+
+def test_a_generated_secret_never_starts_like_a_spreadsheet_formula(monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn = iter(["-starts-with-minus", "_starts-with-underscore", "Fine-secret"])
+    monkeypatch.setattr(passwords.secrets, "token_urlsafe", lambda _nbytes: next(drawn))
+    assert generate_secret() == "Fine-secret"
