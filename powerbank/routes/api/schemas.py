@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 from powerbank.models import ParticipationEvent, ParticipationState
 from powerbank.services.charge_points import connection_status
 from powerbank.services.enrollment import RowStatus
+from powerbank.services.imports import MAX_IMPORT_BYTES, MAX_IMPORT_ROWS
 
 MAX_PAGE_SIZE = 500
 MAX_BULK_IDS = 10_000
@@ -165,9 +166,115 @@ class ChargePointChanges(RequestBody):
     """Fields to change; fields left out keep their value, null clears an optional one."""
 
     name: str | None = Field(default=None, max_length=200)
+    identity: str | None = Field(
+        default=None,
+        max_length=100,
+        description="OCPP identity: 1-48 letters, digits and - _ . : unique in the hub. A connected charger "
+        "with the old identity is disconnected.",
+    )
+    brand: str | None = Field(default=None, max_length=200)
+    model: str | None = Field(default=None, max_length=200)
+    firmware: str | None = Field(default=None, max_length=200)
+    serial: str | None = Field(default=None, max_length=200)
     country: str | None = Field(default=None, max_length=100)
     price_area: str | None = Field(default=None, max_length=100)
     facility_id: str | None = Field(default=None, max_length=100)
+
+
+class ChargePointCreate(RequestBody):
+    """A new charge point of the team, checked as the Add charge point form checks it."""
+
+    name: str = Field(max_length=200)
+    identity: str = Field(
+        max_length=100, description="OCPP identity: 1-48 letters, digits and - _ . : unique in the hub."
+    )
+    brand: str | None = Field(default=None, max_length=200)
+    model: str | None = Field(default=None, max_length=200)
+    firmware: str | None = Field(default=None, max_length=200)
+    serial: str | None = Field(default=None, max_length=200)
+    country: str = Field(max_length=100, description="ISO 3166-1 alpha-2 code, e.g. SE.")
+    price_area: str | None = Field(
+        default=None,
+        max_length=100,
+        description="DK1 or DK2 in Denmark, SE1-SE4 in Sweden (GB and IE are set by themselves); none elsewhere.",
+    )
+    facility_id: str | None = Field(
+        default=None, max_length=100, description="Sweden only: the meter's 18-digit Facility ID (GSRN)."
+    )
+
+
+class ChargePointCreated(ChargePoint):
+    """The new charge point, with the OCPP password its charger connects with: shown only in this answer."""
+
+    ocpp_password: str = Field(
+        description="HTTP Basic password of OCPP security profile 1 (username: identity). PowerBank keeps only "
+        "a hash of it: it cannot be shown again, only replaced."
+    )
+    ocpp_url: str = Field(description="The websocket URL the charger is configured with.")
+
+
+class DeletedChargePoint(BaseModel):
+    """A charge point that was deleted; any PowerBank limit on its charger was released."""
+
+    id: int
+    team_id: int
+    name: str
+    identity: str
+    message: str
+
+
+class ChargePointImport(RequestBody):
+    """A CSV file of charge points to add to the team, all or none."""
+
+    csv: str = Field(
+        max_length=MAX_IMPORT_BYTES,
+        description="The file's text. First line: the columns Name, Identity, Brand, Model, Country, Price area, "
+        "Facility ID (Name, Identity and Country are needed, the others may be left out), separated by ; or , "
+        f"(or tab). At most {MAX_IMPORT_ROWS:,} charge points.",
+    )
+    dry_run: bool = Field(
+        default=False, description="Only check the file (the preview): answer 200 with its rows, save nothing."
+    )
+
+
+class ImportRowOut(BaseModel):
+    """A charge point of an import file, as it would be saved."""
+
+    line: int = Field(description="Its line in the file (the first line names the columns).")
+    name: str
+    identity: str
+    brand: str
+    model: str
+    country: str
+    price_area: str | None
+    facility_id: str | None
+
+
+class ChargePointImportPreview(BaseModel):
+    """The file checked and found good: what importing it would add (nothing was saved)."""
+
+    message: str
+    rows: int
+    items: list[ImportRowOut]
+
+
+class ImportedChargePoint(BaseModel):
+    """A charge point the import added, with its OCPP password: shown only in this answer."""
+
+    line: int
+    id: int
+    name: str
+    identity: str
+    ocpp_password: str = Field(description="PowerBank keeps only a hash of it: it cannot be shown again.")
+    ocpp_url: str
+
+
+class ChargePointImportResult(BaseModel):
+    """The charge points imported, in the file's order."""
+
+    message: str
+    imported: int
+    items: list[ImportedChargePoint]
 
 
 class PowerBankStatus(BaseModel):

@@ -96,6 +96,9 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("api.bulk_sign_up", "POST"): "configure",
     ("api.get_charge_point", "GET"): "view",
     ("api.update_charge_point", "PATCH"): "configure",
+    ("api.create_charge_point", "POST"): "configure",
+    ("api.delete_charge_point", "DELETE"): "configure",
+    ("api.import_charge_points", "POST"): "configure",
     ("api.get_powerbank", "GET"): "view",
     ("api.sign_up", "PUT"): "configure",
     ("api.opt_out", "DELETE"): "configure",
@@ -104,7 +107,11 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("api.create_activation", "POST"): "write activations",
     ("api.cancel_activation", "DELETE"): "write activations",
 }
-SUCCESS = {("api.create_activation", "POST"): 201}
+SUCCESS = {
+    ("api.create_activation", "POST"): 201,
+    ("api.create_charge_point", "POST"): 201,
+    ("api.import_charge_points", "POST"): 201,
+}
 
 
 def api_operations() -> list[tuple[str, str, str]]:
@@ -172,7 +179,7 @@ async def set_role(session: AsyncSession, world: World, role: str | None) -> Non
 async def new_round(factory: Factory, world: World, n: int) -> Round:
     round_ = Round()
     for key, team in world.teams.items():
-        for use in ("edit", "sign up", "opt out", "bulk"):
+        for use in ("edit", "sign up", "opt out", "bulk", "delete"):
             round_.charge_points[(key, use)] = await factory.charge_point(team, name=f"{key} {use} {n}")
     start = utcnow() + timedelta(hours=1 + n)
     round_.activation = Activation(
@@ -197,6 +204,7 @@ def request_of(endpoint: str, rule: str, target: str, round_: Round, world: Worl
         "api.sign_up": "sign up",
         "api.opt_out": "opt out",
         "api.bulk_sign_up": "bulk",
+        "api.delete_charge_point": "delete",
     }.get(endpoint, "edit")
     assert round_.activation is not None
     values = {
@@ -212,6 +220,14 @@ def request_of(endpoint: str, rule: str, target: str, round_: Round, world: Worl
             "accept_terms_version": TERMS,
             "charge_point_ids": [round_.charge_points[(target, "bulk")].id],
         },
+        "api.create_charge_point": {
+            "name": "Added by a token",
+            "identity": new_identity("ADD", target, round_),
+            "country": "NO",
+        },
+        "api.import_charge_points": {
+            "csv": f"Name;Identity;Country\nImported;{new_identity('IMP', target, round_)};NO\n"
+        },
         "api.create_activation": {
             "price_area": "DK1",
             "action": "pause",
@@ -221,6 +237,11 @@ def request_of(endpoint: str, rule: str, target: str, round_: Round, world: Worl
         },
     }
     return path, bodies.get(endpoint)
+
+
+def new_identity(kind: str, target: str, round_: Round) -> str:
+    """Return an identity no other request of any round uses (a round's charge point ids are its own)."""
+    return f"{kind}-{round_.charge_points[(target, 'edit')].id}"
 
 
 def expected_status(rights: Rights, endpoint: str, method: str, target: str) -> int:
@@ -257,6 +278,13 @@ async def effect_seen(session: AsyncSession, endpoint: str, target: str, round_:
     cps = round_.charge_points
     assert round_.activation is not None
     match endpoint:
+        case "api.create_charge_point" | "api.import_charge_points":
+            kind = "ADD" if endpoint == "api.create_charge_point" else "IMP"
+            made = select(func.count()).where(ChargePoint.identity == new_identity(kind, target, round_))
+            return bool((await session.exec(made)).one())
+        case "api.delete_charge_point":
+            left = select(func.count()).where(ChargePoint.id == cps[(target, "delete")].id)
+            return not (await session.exec(left)).one()
         case "api.update_charge_point":
             name = (
                 await session.exec(select(ChargePoint.name).where(ChargePoint.id == cps[(target, "edit")].id))
