@@ -10,14 +10,16 @@ from urllib.parse import urlsplit
 
 from quart import Quart, Response, render_template
 from quart_auth import QuartAuth
+from sqlalchemy.engine import make_url
 from werkzeug.exceptions import HTTPException
 
 from powerbank.config import DEFAULTS, PROJECT_ROOT, SMTP_SECURITY_CHOICES, database_url, mail_sink
 from powerbank.db import make_engine
 from powerbank.errors import ForbiddenError, NotFoundError
+from powerbank.services.api_tokens import TokenRateLimiter
 from powerbank.web import init_web, state
 from powerbank.web.htmx import add_vary
-from powerbank.web.throttle import LoginThrottle
+from powerbank.web.throttle import ClusterCounters, LoginThrottle, SharedLoginThrottle, SharedTokenRateLimiter
 
 
 class ConfigurationError(RuntimeError):
@@ -38,9 +40,7 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Quart:
     _check_config(app)
 
     QuartAuth(app)
-    state.hold_login_throttle(
-        app, LoginThrottle(app.config["LOGIN_MAX_FAILURES"], app.config["LOGIN_FAILURE_WINDOW_S"])
-    )
+    _hold_throttles(app)
     init_web(app)
     _register_blueprints(app)
     _register_error_handlers(app)
@@ -85,6 +85,21 @@ def _check_config(app: Quart) -> None:
     for setting in ("QUART_AUTH_COOKIE_SECURE", "SESSION_COOKIE_SECURE"):
         if app.config[setting] is None:
             app.config[setting] = not relaxed
+
+
+def _hold_throttles(app: Quart) -> None:
+    """Count failed log-ins and API requests: in memory on a lone SQLite node, with every node on PostgreSQL."""
+    max_failures, failure_window_s = int(app.config["LOGIN_MAX_FAILURES"]), float(app.config["LOGIN_FAILURE_WINDOW_S"])
+    rate_limit, rate_window_s = int(app.config["API_RATE_LIMIT"]), float(app.config["API_RATE_WINDOW_S"])
+    if make_url(app.config["DATABASE_URL"]).get_backend_name() != "postgresql":
+        state.hold_login_throttle(app, LoginThrottle(max_failures, failure_window_s))
+        state.hold_api_rate_limiter(app, TokenRateLimiter(rate_limit, rate_window_s))
+        return
+    counters = ClusterCounters(app.config["DATABASE_URL"])
+    state.hold_login_throttle(app, SharedLoginThrottle(counters, max_failures, failure_window_s))
+    state.hold_api_rate_limiter(app, SharedTokenRateLimiter(counters, rate_limit, rate_window_s))
+    app.before_serving(counters.open)
+    app.after_serving(counters.close)
 
 
 def _register_blueprints(app: Quart) -> None:

@@ -34,11 +34,13 @@ from powerbank.models.tenancy import (
     TeamRole,
     User,
 )
+from powerbank.models.throttles import ApiRateBucket, LoginFailures
 
 __all__ = [
     "Activation",
     "ActivationAction",
     "ActivationState",
+    "ApiRateBucket",
     "ApiToken",
     "TokenAccess",
     "AuditEntry",
@@ -52,6 +54,7 @@ __all__ = [
     "Dispatch",
     "DispatchStatus",
     "Invitation",
+    "LoginFailures",
     "MailMessage",
     "MailStatus",
     "MeterSample",

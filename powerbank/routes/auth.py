@@ -38,7 +38,7 @@ async def login_post() -> Response:
     throttle = login_throttle()
     keys = _throttle_keys(email)
     # Counted as failed before the password check awaits, so a parallel burst gets no more guesses.
-    attempt = throttle.start(keys)
+    attempt = await throttle.start_attempt(keys)
     values = {"email": email, "remember": form.get("remember")}
     if attempt.retry_after:
         wait = attempt.retry_after
@@ -60,7 +60,7 @@ async def login_post() -> Response:
             "auth/login.html", status=401, values=values, errors={"form": "Wrong email or password."}, next=target
         )
     # Only the email's own count: a success of one account must not clear the address's failures.
-    throttle.succeeded(attempt, forget=keys[:1])
+    await throttle.attempt_succeeded(attempt, forget=keys[:1])
     sign_in(user, remember=bool(form.get("remember")))
     return redirect_to(target, 303)
 

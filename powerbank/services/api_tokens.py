@@ -371,6 +371,10 @@ class TokenRateLimiter:
         self.refill_per_s = limit / window_s
         self._buckets: dict[int, tuple[float, float]] = {}
 
+    async def spend(self, token_id: int) -> int:
+        """Spend one request of the token; return 0 if allowed, else seconds to wait (``take``)."""
+        return self.take(token_id)
+
     def take(self, token_id: int) -> int:
         """Spend one request of the token; return 0 if allowed, else seconds to wait."""
         now = time.monotonic()

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.db import make_sessionmaker
-from powerbank.web.throttle import LoginThrottle
+from powerbank.web.throttle import LoginThrottling
 
 _ENGINE = "powerbank.engine"
 _SESSIONMAKER = "powerbank.sessionmaker"
@@ -28,9 +28,9 @@ _API_RATE_LIMITER = "powerbank.api_rate_limiter"
 
 
 class RateLimiter(Protocol):
-    """What the API needs of its rate limiter (``services.api_tokens.TokenRateLimiter`` is one)."""
+    """What the API needs of its rate limiter (``services.api_tokens.TokenRateLimiter``, or a cluster's shared one)."""
 
-    def take(self, token_id: int) -> int:
+    async def spend(self, token_id: int) -> int:
         """Spend one request of the token; return 0 if allowed, else seconds to wait."""
         ...
 
@@ -70,14 +70,14 @@ async def db_session() -> AsyncSession:
     return session
 
 
-def hold_login_throttle(app: Quart, throttle: LoginThrottle) -> None:
-    """Keep the app's log-in throttle (one per process)."""
+def hold_login_throttle(app: Quart, throttle: LoginThrottling) -> None:
+    """Keep the app's log-in throttle (one per process; it counts in memory, or with the other nodes)."""
     app.extensions[_LOGIN_THROTTLE] = throttle
 
 
-def login_throttle(app: Quart | None = None) -> LoginThrottle:
+def login_throttle(app: Quart | None = None) -> LoginThrottling:
     """Return the app's log-in throttle (the current app's by default)."""
-    found: LoginThrottle = _held(app, _LOGIN_THROTTLE, "log-in throttle")
+    found: LoginThrottling = _held(app, _LOGIN_THROTTLE, "log-in throttle")
     return found
 
 

@@ -24,7 +24,7 @@ from powerbank.routes.api import schemas
 from powerbank.routes.loaders import charge_point_for
 from powerbank.services import api_tokens
 from powerbank.services.enrollment import SignUpError
-from powerbank.web.state import api_rate_limiter, db_session, hold_api_rate_limiter
+from powerbank.web.state import api_rate_limiter, db_session
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 # A larger id in a path than the database can hold can only be "not found".
@@ -147,21 +147,13 @@ def require_accountable_user() -> None:
 # ---- authentication, rate limit, errors ----
 
 
-@blueprint.record_once
-def _set_up(state: Any) -> None:
-    config = state.app.config
-    hold_api_rate_limiter(
-        state.app, api_tokens.TokenRateLimiter(int(config["API_RATE_LIMIT"]), float(config["API_RATE_WINDOW_S"]))
-    )
-
-
 @blueprint.before_request
 async def authenticate() -> Response | None:
     """Find the request's token, apply its rate limit and act as its principal."""
     session = await db_session()
     scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
     token = await api_tokens.authenticate(session, secret.strip() if scheme.lower() == "bearer" else None)
-    wait = api_rate_limiter().take(token.id or 0)
+    wait = await api_rate_limiter().spend(token.id or 0)
     if wait:
         return problem(
             429, f"This token made too many requests; try again in {wait} seconds.", headers={"Retry-After": str(wait)}
