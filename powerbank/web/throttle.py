@@ -192,7 +192,7 @@ DELETE FROM api_rate_bucket WHERE token_id IN (
 class ClusterCounters:
     """The database connections and the clock with which every node counts the same (PostgreSQL).
 
-    The clock is the database's, read once when opened and then followed on this process's
+    The clock is the database's, read at the first check and then followed on this process's
     monotonic clock: the nodes agree on it within a round trip, and a step of a machine's wall
     clock neither lengthens nor shortens a window.
     """
@@ -211,17 +211,14 @@ class ClusterCounters:
         }
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
-        self._offset = 0.0
+        self._offset: float | None = None
         self._pruning = BackgroundTasks(logger, "pruning the shared log-in and API counts")
 
     async def open(self) -> None:
-        """Connect, and set the clock from the database's."""
+        """Make the pool; it connects at the first check, so a node starts while the database is away."""
         # Connections of their own: a request holding its session's connection while it waits for a
         # count must never wait for a pool that requests like it have emptied.
-        self._pool = await asyncpg.create_pool(min_size=1, max_size=self._pool_size, **self._connect_args)
-        before = time.monotonic()
-        database_now = await self._pool.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8")
-        self._offset = database_now - (before + time.monotonic()) / 2
+        self._pool = await asyncpg.create_pool(min_size=0, max_size=self._pool_size, **self._connect_args)
 
     async def close(self) -> None:
         """Let any pruning end, then disconnect."""
@@ -237,8 +234,12 @@ class ClusterCounters:
             raise RuntimeError("The shared log-in and API counts are not open (is the app serving?)")
         return self._pool
 
-    def now(self) -> float:
+    async def now(self) -> float:
         """Return the time on the cluster's clock, in seconds."""
+        if self._offset is None:
+            before = time.monotonic()
+            database_now = await self.pool.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8")
+            self._offset = database_now - (before + time.monotonic()) / 2
         return time.monotonic() + self._offset
 
     def prune(self, statement: str, older_than: float) -> None:
@@ -286,7 +287,7 @@ class SharedLoginThrottle:
 
     async def start_attempt(self, keys: list[str]) -> LoginAttempt:
         """Count an attempt as failed for every key now, unless a key is already at its limit."""
-        now = self._counters.now()
+        now = await self._counters.now()
         async with self._counters.pool.acquire() as connection:
             transaction = connection.transaction()
             await transaction.start()
@@ -315,7 +316,7 @@ class SharedLoginThrottle:
     async def attempt_succeeded(self, attempt: LoginAttempt, *, forget: list[str]) -> None:
         """Take back a successful attempt, and forget every failure of the keys in ``forget``."""
         keys = sorted(set(attempt.keys) | set(forget))
-        await self._counters.pool.execute(_ATTEMPT_SUCCEEDED, keys, forget, self._counters.now(), attempt.at)
+        await self._counters.pool.execute(_ATTEMPT_SUCCEEDED, keys, forget, await self._counters.now(), attempt.at)
 
 
 class SharedTokenRateLimiter:
@@ -334,7 +335,7 @@ class SharedTokenRateLimiter:
 
     async def spend(self, token_id: int) -> int:
         """Spend one request of the token; return 0 if allowed, else seconds to wait."""
-        now = self._counters.now()
+        now = await self._counters.now()
         row = await self._counters.pool.fetchrow(_TAKE_REQUEST, token_id, self.capacity, self.refill_per_s, now)
         if self._prune_schedule.due():
             # A bucket untouched for a whole window is full again: the same as no row.
