@@ -17,7 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from powerbank.db import after_commit
 
 logger = logging.getLogger("powerbank.bus")
 
@@ -53,6 +57,13 @@ class Bus:
         self._outbox: list[str] = []
         self._ready = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
+        # Called after the connection was lost and listens again: what was sent meanwhile is lost.
+        self.reconnect_listeners: list[Callable[[], None]] = []
+
+    @property
+    def shared(self) -> bool:
+        """Whether other nodes may share the database (PostgreSQL): messages then go through it."""
+        return self._postgres
 
     def subscribe(self, kind: str, handler: Handler) -> None:
         """Call ``handler(message)`` for every message of ``kind``, from any node (this one too)."""
@@ -84,6 +95,58 @@ class Bus:
         body = json.dumps({"kind": kind, "from": self.node_name, **fields}, separators=(",", ":"))
         if len(body.encode()) > MAX_PAYLOAD:
             raise ValueError(f"a {kind} message of {len(body)} characters is too long for the bus")
+        self._send_body(body)
+
+    def bodies(self, kind: str, key: str, items: list[Any], **fields: Any) -> list[str]:
+        """Return messages of ``kind`` that together carry ``items`` under ``key``, each short enough.
+
+        A long list (a team's thousand chargers) is split over as many messages as it takes.
+        """
+        bodies: list[str] = []
+        start = 0
+        while True:
+            size = len(items) - start
+            while True:
+                body = json.dumps(
+                    {"kind": kind, "from": self.node_name, **fields, key: items[start : start + size]},
+                    separators=(",", ":"),
+                )
+                if len(body.encode()) <= MAX_PAYLOAD:
+                    break
+                if size <= 1:
+                    raise ValueError(f"one item of a {kind} message is too long for the bus")
+                size //= 2
+            bodies.append(body)
+            start += size
+            if start >= len(items):
+                return bodies
+
+    def send_all(self, kind: str, key: str, items: list[Any], **fields: Any) -> None:
+        """Send ``items`` to every node in as many messages of ``kind`` as it takes (see ``bodies``)."""
+        for body in self.bodies(kind, key, items, **fields):
+            self._send_body(body)
+
+    async def send_on_commit(self, session: AsyncSession, kind: str, key: str, items: list[Any], **fields: Any) -> None:
+        """Send messages that go out if and when the session's transaction commits (never on rollback).
+
+        On PostgreSQL the NOTIFY is part of the transaction: every node hears it once the change it
+        speaks of is visible to them, and never when it is not. On SQLite it is handed over after the commit.
+        """
+        bodies = self.bodies(kind, key, items, **fields)
+        if not self._postgres:
+
+            def deliver() -> None:
+                for body in bodies:
+                    self._deliver(body)
+
+            after_commit(session, deliver)
+            return
+        for body in bodies:
+            await session.exec(  # type: ignore[call-overload]
+                text("SELECT pg_notify(:channel, :body)"), params={"channel": CHANNEL, "body": body}
+            )
+
+    def _send_body(self, body: str) -> None:
         if not self._postgres:
             self._deliver(body)
             return
@@ -120,10 +183,16 @@ class Bus:
             while not self._stopping:
                 try:
                     await self._listen()
-                    break
                 except (OSError, asyncpg.PostgresError) as exc:
                     logger.warning("bus: cannot listen yet (%s)", exc)
                     await asyncio.sleep(RECONNECT_AFTER_S)
+                    continue
+                for listener in list(self.reconnect_listeners):
+                    try:
+                        listener()
+                    except Exception:
+                        logger.exception("bus: a reconnect listener failed")
+                break
 
     def _on_notify(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
         self._deliver(payload)

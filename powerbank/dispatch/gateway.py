@@ -68,6 +68,11 @@ class DispatchGateway:
         registry = self.runner.registry
         return registry.node_name, not registry.closing, len(registry)
 
+    @property
+    def leads(self) -> bool:
+        """Whether this node runs the activation scheduler (the cluster's leader; a lone node always)."""
+        return self.runner.leadership.leading
+
     def recent_frames(self, identity: str) -> list[Frame]:
         """Return the OCPP frames a charger exchanged with the hub lately, newest first."""
         return self.runner.registry.frame_log.recent(identity)

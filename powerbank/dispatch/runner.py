@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.db import after_commit, utcnow
+from powerbank.db.leadership import Leadership
 from powerbank.dispatch import fanout
 from powerbank.models import Activation, ActivationState, Dispatch
 from powerbank.ocpp.connection import HubConnection
@@ -49,6 +50,17 @@ IDLE_WAKE_S = 30.0
 STOP_GRACE_S = 5.0
 # Chargers that booted looked up together at most (a few queries for all of them).
 BOOT_BATCH = 1000
+
+# Messages between the nodes of a cluster (db/bus.py): an activation was claimed and is to be sent by
+# every node to the chargers it holds; an activation ended or was cancelled and every node releases
+# its chargers; chargers were withdrawn (S2) and whichever node holds them releases them; the
+# schedule changed and the leader looks at it again.
+TRIGGERED = "activation.triggered"
+RELEASED = "activation.released"
+WITHDRAWN = "chargers.withdrawn"
+RESCHEDULED = "activation.rescheduled"
+# Activations a node remembers having sent to its chargers (far more than are ever active at once).
+SENT_HERE_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,17 @@ class _Unrecorded:
     released: dict[int, str] = field(default_factory=dict)
     # Chargers released meanwhile (opt-out, suspension, deletion, move), with the reason.
     withdrawn: dict[int, str] = field(default_factory=dict)
+    # Activations among ``released`` that another node ended and told of: this node releases only its chargers.
+    finished_elsewhere: set[int] = field(default_factory=set)
+
+    def release(self, activation_id: int, reason: str, here_only: bool) -> None:
+        """Note an activation released meanwhile (the first reason wins; any local release ends it here)."""
+        if activation_id not in self.released:
+            self.released[activation_id] = reason
+            if here_only:
+                self.finished_elsewhere.add(activation_id)
+        elif not here_only:
+            self.finished_elsewhere.discard(activation_id)
 
     def withdraw(self, charge_point_ids: Iterable[int], reason: str) -> None:
         """Note chargers released meanwhile (those it may have sent to)."""
@@ -113,7 +136,13 @@ class _Resent(NamedTuple):
 
 
 class ActivationRunner:
-    """Run activations against the chargers connected to this process."""
+    """Run activations against the chargers connected to this process.
+
+    On PostgreSQL the process may be one node of several (``clustered``): an activation is claimed
+    once (a conditional update) and its NOTIFY, sent in the same transaction, has every node send the
+    limit to the chargers it holds; releases and withdrawals go to every node the same way; the
+    scheduler runs on the node that holds the leader lock (``db/leadership.py``).
+    """
 
     def __init__(
         self,
@@ -148,9 +177,23 @@ class ActivationRunner:
         # released twice over (its opt-out, and a fan-out that noted it) is sent one
         # ClearChargingProfile. A limit sent to the charger since makes that release not count.
         self._clearing: dict[int, int] = {}
+        # In a cluster: activations this node sent to its chargers (each is, once), oldest first.
+        self._sent_here: dict[int, None] = {}
         # Chargers that booted and wait to be looked up, and the task that looks them up.
         self._booted: list[HubConnection] = []
         self._boot_worker: asyncio.Task[None] | None = None
+        # The other nodes sharing the database, if any: they hear of what this one does, and it of theirs.
+        self.bus = registry.bus
+        self.clustered = self.bus.shared
+        bind = sessionmaker.kw.get("bind")
+        self.leadership = Leadership(
+            bind.url.render_as_string(hide_password=False) if bind is not None else "sqlite://", self.bus.node_name
+        )
+        self.bus.subscribe(TRIGGERED, self._triggered_elsewhere)
+        self.bus.subscribe(RELEASED, self._released_elsewhere)
+        self.bus.subscribe(WITHDRAWN, self._withdrawn_elsewhere)
+        self.bus.subscribe(RESCHEDULED, self._rescheduled_elsewhere)
+        self.bus.reconnect_listeners.append(self._bus_reconnected)
 
     # Lifecycle -------------------------------------------------------------------------------
 
@@ -160,6 +203,7 @@ class ActivationRunner:
         self.registry.boot_listeners.append(self.charger_booted)
         self.registry.reconnect_listeners.append(self.charger_booted)
         await self.reconcile()
+        await self.leadership.start()
         self._loop_task = asyncio.create_task(self._run(), name="activation scheduler")
 
     async def stop(self) -> None:
@@ -190,6 +234,7 @@ class ActivationRunner:
         for task in stragglers:
             task.cancel()
         await asyncio.gather(*stragglers, return_exceptions=True)
+        await self.leadership.stop()
 
     @property
     def may_be_active(self) -> bool:
@@ -206,8 +251,10 @@ class ActivationRunner:
         return self.registry.write_lock
 
     def wake(self) -> None:
-        """Look at the schedule again now (an activation was created or cancelled)."""
+        """Look at the schedule again now (an activation was created or cancelled), on the leader too."""
         self._wake.set()
+        if self.clustered and not self.leadership.leading:
+            self.bus.send(RESCHEDULED)
 
     def launch(self, activation: Activation) -> None:
         """Send a new activation that starts now at once; a scheduled one waits for its start."""
@@ -225,12 +272,12 @@ class ActivationRunner:
         """
         after_commit(session, lambda: self.launch(activation))
 
-    def _trigger_soon(self, activation_id: int) -> None:
+    def _trigger_soon(self, activation_id: int, here_only: bool = False) -> None:
         """Trigger an activation in a task of its own, unless its trigger is running already."""
         if activation_id in self._triggering:
             return
         self._triggering.add(activation_id)
-        task = self.spawn(self.trigger(activation_id))
+        task = self.spawn(self.trigger(activation_id, here_only=here_only))
         task.add_done_callback(lambda _task: self._triggering.discard(activation_id))
 
     def release_soon(self, activation_id: int, reason: str) -> None:
@@ -271,8 +318,21 @@ class ActivationRunner:
         activation.state = ActivationState.ACTIVE
         return True
 
+    async def _until_leading(self) -> bool:
+        """Wait until this node leads (at once when alone); False if the runner stops first."""
+        if self.leadership.leading:
+            return True
+        leading = asyncio.ensure_future(self.leadership.wait())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait([leading, stopping], return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (leading, stopping):
+            waiter.cancel()
+        return self.leadership.leading and not self._stopping.is_set()
+
     async def _run(self) -> None:
         while not self._stopping.is_set():
+            if not await self._until_leading():
+                break
             try:
                 await self.tick()
             except Exception:
@@ -321,25 +381,39 @@ class ActivationRunner:
 
     # The hot path ----------------------------------------------------------------------------
 
-    async def trigger(self, activation_id: int) -> TriggerReport | None:
+    async def trigger(self, activation_id: int, *, here_only: bool = False) -> TriggerReport | None:
         """Send an active activation's limit to its area's chargers at once; record the answers.
 
         Three queries before the first frame (the activation, the area's active activations,
-        the signed-up chargers), none per charger; answers are stored in batches.
+        the signed-up chargers), none per charger; answers are stored in batches. In a cluster
+        the activation is first claimed, and every node hears of it in the same commit; the claimer
+        records the chargers no node holds as offline. ``here_only``: another node claimed it, and
+        this one sends the limit to the chargers it holds.
         """
         triggered_at = utcnow()
         # Open before anything is read: an opt-out committed after the area's chargers are read
         # (or a cancel, a window end) finds no row until they are stored, and is noted here.
         unrecorded = self._open_unrecorded(activation_id)
         try:
+            if self.clustered and not here_only:
+                async with self.sessionmaker() as session:
+                    claimed = await service.claim_trigger(session, activation_id, triggered_at)
+                    if claimed:
+                        await self.bus.send_on_commit(session, TRIGGERED, "activations", [activation_id])
+                        await session.commit()
+                # Claimed by another node meanwhile (the leader's look, a second launch): its message
+                # may have come while this ran and been passed over, so this node sends to its chargers now.
+                here_only = not claimed
             async with self.sessionmaker() as session:
                 activation = await session.get(Activation, activation_id)
                 if (
                     activation is None
                     or activation.state != ActivationState.ACTIVE
-                    or activation.triggered_at is not None
+                    or (activation.triggered_at is not None and not self.clustered)
                 ):
                     return None  # ended, cancelled, or sent already (by a trigger that ran just before)
+                if here_only and activation_id in self._sent_here:
+                    return None  # this node sent it to its chargers already
                 async with self._lock(activation):
                     active = await service.active_in_area(
                         session, activation.operator_id, activation.price_area, triggered_at
@@ -350,6 +424,11 @@ class ActivationRunner:
                     targets = unrecorded.left_in(
                         await service.targets_in_area(session, activation.operator_id, activation.price_area)
                     )
+                    if here_only:
+                        # The claimer records the chargers no node holds; each node those it holds.
+                        targets = [target for target in targets if self.registry.get(target.identity) is not None]
+                    if self.clustered:
+                        self._note_sent_here(activation_id)
                     sent = fanout.broadcast(
                         self.registry,
                         targets,
@@ -357,9 +436,10 @@ class ActivationRunner:
                         triggered_at,
                     )
                     self._limit_sent(unrecorded, sent.futures)
-                activation.triggered_at = triggered_at
-                activation.last_sent_at = sent.sent_at
-                session.add(activation)
+                if not here_only:
+                    activation.triggered_at = triggered_at
+                    activation.last_sent_at = sent.sent_at
+                    session.add(activation)
                 async with self.registry.write_lock:
                     await service.record_sent(session, activation, sent.sent, sent.offline, targets, steps[0].limit_w)
                     await session.commit()
@@ -391,11 +471,15 @@ class ActivationRunner:
 
     # Releasing -------------------------------------------------------------------------------
 
-    async def release(self, activation_id: int, reason: str) -> None:
-        """End an activation's limit on its chargers, unless another activation of the area needs it."""
+    async def release(self, activation_id: int, reason: str, *, here_only: bool = False) -> None:
+        """End an activation's limit on its chargers, unless another activation of the area needs it.
+
+        In a cluster every node hears of it in the commit that ends it, and releases the chargers it
+        holds. ``here_only``: another node ended it, and this one releases the chargers it holds.
+        """
         for unrecorded in self._unrecorded:
             if unrecorded.activation_id in (None, activation_id):
-                unrecorded.released.setdefault(activation_id, reason)
+                unrecorded.release(activation_id, reason, here_only)
         if any(unrecorded.activation_id == activation_id for unrecorded in self._unrecorded):
             # Its trigger is running and its rows are not stored yet (a release now could find none):
             # the trigger releases it once they are.
@@ -410,7 +494,12 @@ class ActivationRunner:
                 if activation is None:
                     return
                 async with self._lock(activation):
-                    await service.finish(session, activation, now)
+                    if not here_only:
+                        await service.finish(session, activation, now)
+                        if self.clustered:
+                            await self.bus.send_on_commit(
+                                session, RELEASED, "activations", [activation_id], reason=reason
+                            )
                     remaining = [
                         a
                         for a in await service.active_in_area(
@@ -500,9 +589,20 @@ class ActivationRunner:
         or releases them once its rows are stored. Without a session they are released at once.
         """
         if session is None:
+            if self.clustered:
+                self.bus.send_all(WITHDRAWN, "chargers", [[cp_id, []] for cp_id in charge_point_ids], reason=reason)
             await self._clear_charge_points(charge_point_ids, reason)
             return
         found = await service.unreleased(session, charge_point_ids=charge_point_ids)
+        if self.clustered:
+            # Whichever node holds them releases them, once the change is committed (never if it rolls back).
+            rows: dict[int, list[Any]] = {cp_id: [] for cp_id in charge_point_ids}
+            for dispatch in found:
+                if dispatch.charge_point_id in rows and dispatch.id is not None:
+                    rows[dispatch.charge_point_id].append([dispatch.id, dispatch.identity])
+            await self.bus.send_on_commit(
+                session, WITHDRAWN, "chargers", [[cp_id, held] for cp_id, held in rows.items()], reason=reason
+            )
         after_commit(session, lambda: self._withdraw(charge_point_ids, found, reason))
 
     def _withdraw(self, charge_point_ids: list[int], found: Sequence[Dispatch], reason: str) -> None:
@@ -558,10 +658,11 @@ class ActivationRunner:
         withdrawn = unrecorded.withdrawn_sent()
         released = unrecorded.released.get(unrecorded.activation_id or 0)
         if withdrawn or released is not None:
-            self.spawn(self._release_unrecorded(unrecorded.activation_id or 0, withdrawn, released))
+            here_only = (unrecorded.activation_id or 0) in unrecorded.finished_elsewhere
+            self.spawn(self._release_unrecorded(unrecorded.activation_id or 0, withdrawn, released, here_only))
 
     async def _release_unrecorded(
-        self, activation_id: int, withdrawn: dict[str, list[int]], released: str | None
+        self, activation_id: int, withdrawn: dict[str, list[int]], released: str | None, here_only: bool = False
     ) -> None:
         """Release what was cancelled, ended or opted out while a fan-out's rows were being stored."""
         # Chargers first, with their own reason: when another activation of the area continues, the
@@ -569,7 +670,59 @@ class ActivationRunner:
         for reason, charge_point_ids in withdrawn.items():
             await self._clear_charge_points(charge_point_ids, reason)
         if released is not None:
-            await self.release(activation_id, released)
+            await self.release(activation_id, released, here_only=here_only)
+
+    # Other nodes ---------------------------------------------------------------------------
+
+    def _note_sent_here(self, activation_id: int) -> None:
+        """Note an activation sent to this node's chargers; the oldest notes go past a bound."""
+        self._sent_here[activation_id] = None
+        while len(self._sent_here) > SENT_HERE_KEPT:
+            del self._sent_here[next(iter(self._sent_here))]
+
+    def _triggered_elsewhere(self, message: dict[str, Any]) -> None:
+        """Another node claimed activations: send their limit to the chargers this node holds."""
+        if message.get("from") == self.bus.node_name:
+            return
+        for activation_id in _ids(message.get("activations")):
+            self._any_active = True
+            self._launches += 1
+            self._trigger_soon(activation_id, here_only=True)
+
+    def _released_elsewhere(self, message: dict[str, Any]) -> None:
+        """Another node ended or cancelled activations: release the chargers this node holds."""
+        if message.get("from") == self.bus.node_name:
+            return
+        reason = str(message.get("reason") or "released")[:60]
+        for activation_id in _ids(message.get("activations")):
+            self.spawn(self.release(activation_id, reason, here_only=True))
+
+    def _withdrawn_elsewhere(self, message: dict[str, Any]) -> None:
+        """Another node withdrew chargers (S2): release those this node holds, as ``_withdraw`` does there."""
+        if message.get("from") == self.bus.node_name:
+            return
+        reason = str(message.get("reason") or "released")[:60]
+        charge_point_ids: list[int] = []
+        found: list[Dispatch] = []
+        for item in message.get("chargers") or []:
+            if not (isinstance(item, list) and len(item) == 2 and type(item[0]) is int and isinstance(item[1], list)):
+                continue
+            charge_point_ids.append(item[0])
+            for row in item[1]:
+                if isinstance(row, list) and len(row) == 2 and type(row[0]) is int and isinstance(row[1], str):
+                    found.append(Dispatch(id=row[0], activation_id=0, charge_point_id=item[0], identity=row[1]))
+        if charge_point_ids:
+            self._withdraw(charge_point_ids, found, reason)
+
+    def _rescheduled_elsewhere(self, message: dict[str, Any]) -> None:
+        """Another node changed the schedule: the leader looks at it again."""
+        if message.get("from") != self.bus.node_name:
+            self._wake.set()
+
+    def _bus_reconnected(self) -> None:
+        """Messages from other nodes may have been lost: look up again what each held charger must carry."""
+        for connection in self.registry.connections():
+            self._look_up_after_boot(connection)
 
     # Chargers that (re)connect ---------------------------------------------------------------
 
@@ -685,6 +838,11 @@ class ActivationRunner:
                 await session.commit()
 
         await fanout.collect(self.registry, sent, store, timeout_s=self.answer_timeout_s, stop=self._stopping)
+
+
+def _ids(value: object) -> list[int]:
+    """Return the ids of a message's list, leaving out anything that is not one."""
+    return [item for item in value if type(item) is int and item > 0] if isinstance(value, list) else []
 
 
 def _clear_targets(dispatches: Sequence[Dispatch]) -> list[Target]:

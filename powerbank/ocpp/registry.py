@@ -51,6 +51,8 @@ logger = logging.getLogger("powerbank.ocpp")
 LAST_SEEN_CHUNK = 1000
 # The bus message a node sends when a charger connects to it (the newest connection wins cluster-wide).
 CHARGER_CONNECTED = "charger-connected"
+# The bus message a node sends when chargers must log in again (or not at all): their node closes them.
+CHARGERS_DISCONNECTED = "chargers-disconnected"
 # Boots or capability answers stored per transaction at most (about 0.5 ms of ORM work each).
 ORM_BATCH = 200
 
@@ -111,6 +113,7 @@ class Registry:
         # Messages between the nodes sharing the database (db/bus.py); this node hears its own too.
         self.bus = Bus(bind.url.render_as_string(hide_password=False) if bind is not None else "sqlite://", node_name)
         self.bus.subscribe(CHARGER_CONNECTED, self._connected_elsewhere)
+        self.bus.subscribe(CHARGERS_DISCONNECTED, self._disconnected_elsewhere)
         # When each live connection was made (wall clock: compared with other nodes' connections).
         self._connected_at: dict[str, float] = {}
         serialise = bind is None or bind.dialect.name == "sqlite"
@@ -272,9 +275,25 @@ class Registry:
         For a charger whose OCPP identity or password changed, or that was deleted, after the change
         is committed: it must connect again with what the hub knows now. With ``identity_gone`` (deleted
         or renamed) its frames are forgotten, and none it exchanges until it is gone is logged: whoever
-        registers the identity next sees none of them. Returns how many were connected.
+        registers the identity next sees none of them. Returns how many were connected here; in a
+        cluster every other node closes those it holds as well.
         """
         wanted = set(charge_point_ids)
+        if self.bus.shared and wanted:
+            self.bus.send_all(CHARGERS_DISCONNECTED, "charge_points", sorted(wanted), reason=reason, gone=identity_gone)
+        return self._disconnect_here(wanted, reason, identity_gone)
+
+    def _disconnected_elsewhere(self, message: dict[str, Any]) -> None:
+        """Close this node's connections of chargers another node disconnected (credentials changed, deleted)."""
+        if message.get("from") == self.node_name:
+            return
+        ids = message.get("charge_points")
+        wanted = {item for item in ids if type(item) is int} if isinstance(ids, list) else set()
+        if wanted:
+            reason = str(message.get("reason") or "disconnected")[:200]
+            self._disconnect_here(wanted, reason, message.get("gone") is True)
+
+    def _disconnect_here(self, wanted: set[int], reason: str, identity_gone: bool) -> int:
         if identity_gone:
             self.frame_log.forget_charge_points(wanted)
         # Chargers still being authenticated with what is now stale are refused by ``add``.

@@ -26,7 +26,8 @@ DATABASE_TIMEOUT_S = 2.0
 async def healthz() -> Response:
     """Answer 200 when this node reaches its database and takes chargers, else 503 (JSON either way).
 
-    No log-in: it says nothing but the node's name, its state and how many chargers it holds.
+    No log-in: it says nothing but the node's name, its state, how many chargers it holds and whether
+    it leads (runs the activation scheduler).
     """
     found = find_gateway(current_app)
     name, taking, chargers = found.node() if found else (str(current_app.config["NODE_ID"]), False, 0)
@@ -38,7 +39,12 @@ async def healthz() -> Response:
             await (await db_session()).exec(text("SELECT 1"))  # type: ignore[call-overload]
     except Exception as exc:  # the database's own error, whatever its driver
         problems.append(f"database: {type(exc).__name__}")
-    body: dict[str, object] = {"node": name, "status": "ok" if not problems else "unavailable", "chargers": chargers}
+    body: dict[str, object] = {
+        "node": name,
+        "status": "ok" if not problems else "unavailable",
+        "chargers": chargers,
+        "leader": found is not None and found.leads,
+    }
     if problems:
         body["problems"] = problems
     response = jsonify(body)

@@ -446,15 +446,42 @@ async def record_sent(
 
 
 def _insert_new_dispatches(session: AsyncSession) -> Any:
-    """Return an INSERT of dispatch rows that skips (activation, charge point) pairs already there."""
+    """Return an INSERT of dispatch rows that keeps the (activation, charge point) rows of a limit sent.
+
+    A row already there is replaced only if it says no limit was sent (offline): in a cluster the
+    node that claimed an activation records as offline every charger it does not hold, and the
+    node holding one may store what it sent before or after that.
+    """
     dialect = session.get_bind().dialect.name
+    statement: Any
     if dialect == "postgresql":
-        return postgresql.insert(DISPATCH_TABLE).on_conflict_do_nothing(
-            index_elements=["activation_id", "charge_point_id"]
+        statement = postgresql.insert(DISPATCH_TABLE)
+    elif dialect == "sqlite":
+        statement = sqlite.insert(DISPATCH_TABLE)
+    else:
+        return insert(DISPATCH_TABLE)
+    return statement.on_conflict_do_update(
+        index_elements=["activation_id", "charge_point_id"],
+        set_={column: statement.excluded[column] for column in ("status", "detail", "limit_w", "sent_at")},
+        where=DISPATCH_TABLE.c.sent_at.is_(None),
+    )
+
+
+async def claim_trigger(session: AsyncSession, activation_id: int, at: datetime) -> bool:
+    """Mark an active activation as sent now, unless it was already (one conditional update); flush.
+
+    Of two nodes (or two looks) triggering it at once, only the one this returns True for sends it.
+    """
+    result = await session.exec(
+        update(Activation)
+        .where(
+            col(Activation.id) == activation_id,
+            col(Activation.state) == ActivationState.ACTIVE,
+            col(Activation.triggered_at).is_(None),
         )
-    if dialect == "sqlite":
-        return sqlite.insert(DISPATCH_TABLE).on_conflict_do_nothing(index_elements=["activation_id", "charge_point_id"])
-    return insert(DISPATCH_TABLE)
+        .values(triggered_at=at, last_sent_at=at)
+    )
+    return bool(result.rowcount == 1)
 
 
 async def record_answers(

@@ -355,14 +355,22 @@ class SimulatedCharger:
         """Return the energy register now."""
         return self._energy_until(_utcnow())
 
-    async def run(self, url: str, password: str) -> None:
-        """Keep the charger connected to the hub at `url` until cancelled."""
-        endpoint = f"{url.rstrip('/')}/{quote(self.spec.identity, safe='')}"
+    async def run(self, url: str | Sequence[str], password: str) -> None:
+        """Keep the charger connected to the hub at `url` until cancelled.
+
+        Given several URLs (the nodes of a cluster, as a charger configured with fallback addresses),
+        it connects to the first, and to the next one each time a connection ends or fails.
+        """
+        urls = [url] if isinstance(url, str) else list(url)
+        endpoints = [f"{each.rstrip('/')}/{quote(self.spec.identity, safe='')}" for each in urls]
         headers = None
         if password:
             credentials = f"{self.spec.identity}:{password}".encode()
             headers = {"Authorization": "Basic " + base64.b64encode(credentials).decode()}
+        attempt = 0
         while True:
+            endpoint = endpoints[attempt % len(endpoints)]
+            attempt += 1
             try:
                 await self._connect(endpoint, headers)
             except (OSError, InvalidHandshake) as error:

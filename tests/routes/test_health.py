@@ -30,7 +30,8 @@ async def test_a_serving_node_is_healthy_and_its_chargers_name_it(
     client = app.test_client()
     healthy = await client.get("/healthz")
     assert healthy.status_code == 200
-    assert await healthy.get_json() == {"node": "node-under-test", "status": "ok", "chargers": 0}
+    # A lone node leads: it runs the activation scheduler.
+    assert await healthy.get_json() == {"node": "node-under-test", "status": "ok", "chargers": 0, "leader": True}
     node = (await session.exec(select(ClusterNode).where(ClusterNode.name == "node-under-test"))).one()
     assert node.stopped_at is None
     async with charger(app, cp.identity) as station:

@@ -7,64 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlmodel import select
 from websockets.asyncio.client import ClientConnection, connect
 
-from powerbank.config import PROJECT_ROOT
 from powerbank.db import standalone_session
-from powerbank.models import ChargePoint, ClusterNode
 from powerbank.runtime.server import wait_until_listening
 from tests.conftest import TEST_PASSWORD, Factory
-from tests.helpers import eventually, free_port
+from tests.helpers import eventually
 from tests.ocpp.support import basic
+from tests.runtime.cluster_support import Node, cluster_status, holders, stop_all
 
 pytestmark = pytest.mark.postgres_only
-
-
-class Node:
-    def __init__(self, name: str, url: str, log: Path) -> None:
-        self.name, self.port, self.log = name, free_port(), log
-        env = {key: value for key, value in os.environ.items() if not key.startswith("POWERBANK_")}
-        env.update(
-            {
-                "POWERBANK_DATABASE_URL": url,
-                "POWERBANK_DEV": "1",
-                "POWERBANK_NODE_ID": name,
-                "POWERBANK_CLUSTER_HEARTBEAT_S": "0.5",
-                "POWERBANK_CLUSTER_LEASE_S": "2",
-                "POWERBANK_OCPP_LAST_SEEN_FLUSH_S": "0.2",
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "powerbank.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                env=env,
-                cwd=PROJECT_ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def health(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5) as response:
-            return dict(json.loads(response.read()))
-
-    def kill(self, sig: int) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-        self.process.wait(timeout=30)
 
 
 @pytest.fixture
@@ -73,8 +31,7 @@ def nodes(database_url: str, tmp_path: Path) -> Iterator[list[Node]]:
     try:
         yield started
     finally:
-        for node in started:
-            node.kill(signal.SIGKILL)
+        stop_all(started)
 
 
 @asynccontextmanager
@@ -88,27 +45,6 @@ async def connected(node: Node, identity: str) -> AsyncIterator[ClientConnection
         await websocket.send(json.dumps([2, "boot", "BootNotification", boot]))
         assert json.loads(await asyncio.wait_for(websocket.recv(), 10))[:2] == [3, "boot"]
         yield websocket
-
-
-async def holders(url: str) -> dict[str, str | None]:
-    """Return each charge point's identity and the name of the node shown holding it (None: offline)."""
-    async with standalone_session(url) as session:
-        names = {node.id: node.name for node in await session.exec(select(ClusterNode))}
-        return {
-            cp.identity: names.get(cp.node_id) if cp.online else None for cp in await session.exec(select(ChargePoint))
-        }
-
-
-def cluster_status(url: str) -> str:
-    env = {**os.environ, "POWERBANK_DATABASE_URL": url}
-    done = subprocess.run(
-        [sys.executable, "-m", "powerbank.cli", "cluster", "status"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout
 
 
 async def test_each_node_holds_its_chargers_and_a_killed_node_is_declared_dead(
