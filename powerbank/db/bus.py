@@ -35,6 +35,18 @@ MAX_BATCH = 500
 Handler = Callable[[dict[str, Any]], None]
 
 
+def connect_args(database_url: str) -> dict[str, Any]:
+    """Return what ``asyncpg.connect`` needs to open a connection of its own to the database of the URL."""
+    url = make_url(database_url)
+    return {
+        "host": url.host,
+        "port": url.port,
+        "user": url.username,
+        "password": url.password,
+        "database": url.database,
+    }
+
+
 class Bus:
     """The node's end of the messages between nodes."""
 
@@ -42,13 +54,7 @@ class Bus:
         url = make_url(database_url)
         self.node_name = node_name
         self._postgres = url.get_backend_name() == "postgresql"
-        self._connect_args = {
-            "host": url.host,
-            "port": url.port,
-            "user": url.username,
-            "password": url.password,
-            "database": url.database,
-        }
+        self._connect_args = connect_args(database_url)
         self._handlers: dict[str, list[Handler]] = {}
         self._connection: asyncpg.Connection | None = None
         self._keeper: asyncio.Task[None] | None = None

@@ -16,6 +16,8 @@ import logging
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from powerbank.db.bus import connect_args
+
 logger = logging.getLogger("powerbank.leadership")
 
 # The advisory lock's key: any number no other lock of this database uses ("PWRBANK1").
@@ -31,13 +33,7 @@ class Leadership:
         self.node_name = node_name
         self.try_every_s = try_every_s
         self._postgres = url.get_backend_name() == "postgresql"
-        self._connect_args = {
-            "host": url.host,
-            "port": url.port,
-            "user": url.username,
-            "password": url.password,
-            "database": url.database,
-        }
+        self._connect_args = connect_args(database_url)
         self._leading = asyncio.Event()
         self._lost = asyncio.Event()
         self._connection: asyncpg.Connection | None = None
