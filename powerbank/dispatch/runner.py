@@ -553,6 +553,13 @@ class ActivationRunner:
                         releases = [(limited, note), (cleared, "")]
         finally:
             self._close_unrecorded(unrecorded)
+        logger.info(
+            "activation %s %s: released %d charger(s), %d not connected here",
+            activation_id,
+            reason,
+            sum(len(sent.futures) for sent, _note in releases),
+            sum(len(sent.offline) for sent, _note in releases),
+        )
         await asyncio.gather(*(self._record_release(dispatches, sent, reason, note) for sent, note in releases))
 
     async def _record_release(

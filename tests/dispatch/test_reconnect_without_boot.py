@@ -6,6 +6,7 @@ was away is cleared, as after a boot.
 
 from __future__ import annotations
 
+import logging
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -95,8 +96,9 @@ async def test_after_a_restart_a_charger_that_does_not_reboot_gets_the_active_li
 
 
 async def test_a_limit_that_ended_while_the_charger_was_away_is_released_when_it_reconnects_without_booting(
-    app: Quart, factory: Factory, session: AsyncSession
+    app: Quart, factory: Factory, session: AsyncSession, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, "powerbank.activations")
     operator = await factory.operator()
     cp = (await dk2_fleet(factory, session, await factory.team(operator), 1))[0]
     charger = without_reboot(cp)
@@ -110,8 +112,10 @@ async def test_a_limit_that_ended_while_the_charger_was_away_is_released_when_it
     async def ended() -> bool:
         return (await read(app, headers, created["id"]))["state"] == "ended"
 
-    # The release at the window's end found the charger away: it stays to be done.
+    # The release at the window's end found the charger away: it stays to be done. (The state says
+    # "ended" as the window's end is committed, just before that release looks for the chargers.)
     await eventually(ended, 1 + MARGIN_S + 2.0)
+    await eventually(lambda: f"activation {created['id']} ended: released 0 charger(s), 1 not connected" in caplog.text)
     assert by_identity(await read(app, headers, created["id"]))[cp.identity]["release_reason"] is None
     async with running(app.config["TEST_OCPP_URL"], [charger]):
         await eventually(lambda: charger.connections == 2, 5.0, "the charger did not reconnect")
