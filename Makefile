@@ -41,12 +41,19 @@ lint: $(STAMP)
 clean-db:
 	rm -f var/powerbank.db var/powerbank.db-wal var/powerbank.db-shm
 
-.PHONY: bench bench-quick
+.PHONY: bench bench-quick bench-cluster
 
-## Benchmark PowerBank beside a bare baseline (1,000 / 5,000 / 10,000 chargers); writes bench/RESULTS.md.
+## Benchmark PowerBank beside a bare baseline (1,000 / 5,000 / 10,000 chargers), then one node alone vs three
+## nodes on a throw-away PostgreSQL (10,000 chargers; skipped, loudly, without PostgreSQL); writes bench/RESULTS.md.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.cluster_bench
 
-## The same at 1,000 chargers only, in under 3 minutes; writes bench/RESULTS-quick.md.
+## The same at 1,000 chargers only; writes bench/RESULTS-quick.md.
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick
+	$(BIN)/python -m bench.cluster_bench --quick
+
+## The cluster part alone at 1,000 chargers, a few minutes (for development); writes bench/RESULTS-quick.md.
+bench-cluster: $(STAMP)
+	$(BIN)/python -m bench.cluster_bench --quick

@@ -1,4 +1,8 @@
-"""Benchmark databases: a fresh migrated SQLite file, filled in bulk in a few statements."""
+"""Benchmark databases: a fresh migrated SQLite file or PostgreSQL database, filled in bulk in a few statements.
+
+Each function takes the database as a SQLite file's path or as a database URL (PostgreSQL for the
+cluster benchmark).
+"""
 
 from __future__ import annotations
 
@@ -46,9 +50,14 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
-def migrate(path: Path) -> None:
+def database_url(database: Path | str) -> str:
+    """Return the URL of a database given as a SQLite file's path or as a URL already."""
+    return database if isinstance(database, str) else sqlite_url(database)
+
+
+def migrate(database: Path | str) -> None:
     """Create the schema with ``powerbank db upgrade``, as an operator would."""
-    env = {"POWERBANK_DATABASE_URL": sqlite_url(path), "PATH": "/usr/bin:/bin"}
+    env = {"POWERBANK_DATABASE_URL": database_url(database), "PATH": "/usr/bin:/bin"}
     subprocess.run(
         [sys.executable, "-m", "powerbank.cli", "db", "upgrade"],
         cwd=PROJECT_ROOT,
@@ -83,9 +92,9 @@ async def _insert_charge_points(session: AsyncSession, team_id: int, rows: list[
     return [row[0] for row in result]
 
 
-async def fill_charger_fleet(path: Path, chargers: int, password_hash: str) -> BenchTeam:
+async def fill_charger_fleet(database: Path | str, chargers: int, password_hash: str) -> BenchTeam:
     """Insert ``chargers`` compatible DK2 charge points, all signed up, plus the lag probe (DK1)."""
-    async with standalone_session(sqlite_url(path)) as session:
+    async with standalone_session(database_url(database)) as session:
         operator_id, team_id = await _team(session, "Bench Fleet")
         rows: list[dict[str, object]] = [
             {

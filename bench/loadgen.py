@@ -8,6 +8,7 @@ object per line:
     {"cmd": "connect"}                       connect and boot every charger
     {"cmd": "wait_probes", "timeout": 60}    wait until each charger was asked its configuration
     {"cmd": "sustain", "seconds": 30}        Heartbeat and MeterValues every 10 s per charger
+                                             ("share": 0.5: only the first half of them send)
     {"cmd": "profiles", "timeout": 30}      wait for a SetChargingProfile per charger, give their times
     {"cmd": "stats"}                         CPU used by this process so far
     {"cmd": "close"}                         close every connection and exit
@@ -244,13 +245,15 @@ class LoadGenerator:
             await asyncio.sleep(0.1)
         return {"probed": sum(c.probed for c in connected), "connected": len(connected)}
 
-    async def sustain(self, seconds: float, interval: float, drain: float) -> dict[str, Any]:
+    async def sustain(self, seconds: float, interval: float, drain: float, share: float = 1.0) -> dict[str, Any]:
         """Send Heartbeat and MeterValues every ``interval`` per charger for ``seconds``.
 
         Charger i sends its Heartbeat at i/N of the interval and its MeterValues half an interval
-        later, so the hub sees an even rate and no charger has two calls outstanding.
+        later, so the hub sees an even rate and no charger has two calls outstanding. With ``share``
+        below 1 only that fraction of the connected chargers send; the others stay connected, idle.
         """
         live = [c for c in self.chargers if c.accepted]
+        live = live[: max(1, round(len(live) * share))] if live else live
         self.latencies = array("d")
         self.replies_by_action = {}
         slots = sorted(
@@ -353,7 +356,7 @@ async def serve_commands(generator: LoadGenerator) -> None:
         "connect": lambda c: generator.connect_all(float(c.get("timeout", 120))),
         "wait_probes": lambda c: generator.wait_probes(float(c.get("timeout", 60))),
         "sustain": lambda c: generator.sustain(
-            float(c["seconds"]), float(c.get("interval", 10)), float(c.get("drain", 5))
+            float(c["seconds"]), float(c.get("interval", 10)), float(c.get("drain", 5)), float(c.get("share", 1))
         ),
         "profiles": lambda c: generator.profiles(c.get("expect"), float(c.get("timeout", 30))),
     }

@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
@@ -46,6 +46,22 @@ def cpu_seconds(pid: int) -> float:
     fields = stat[stat.rindex(")") + 2 :].split()
     # Fields 14 and 15 of stat (utime, stime), counted after the command name.
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+class Measured(Protocol):
+    """What a run measures and drives: one server process, or the nodes of a cluster together."""
+
+    kind: str
+
+    @property
+    def http(self) -> str: ...
+
+    @property
+    def ocpp_url(self) -> str: ...
+
+    def rss_kib(self) -> int: ...
+
+    def cpu_seconds(self) -> float: ...
 
 
 class ServerProcess:
@@ -109,10 +125,14 @@ class ServerProcess:
 
 
 class LoadGenerators:
-    """One or more load generator processes, each holding a slice of the chargers."""
+    """One or more load generator processes, each holding a slice of the chargers.
 
-    def __init__(self, url: str, password: str, chargers: int, processes: int, log_path: Path) -> None:
-        self.url = url
+    Given several URLs (the nodes of a cluster), generator i connects its chargers to URL i modulo
+    their number.
+    """
+
+    def __init__(self, url: str | list[str], password: str, chargers: int, processes: int, log_path: Path) -> None:
+        self.urls = [url] if isinstance(url, str) else list(url)
         self.password = password
         self.chargers = chargers
         self.count = max(1, min(processes, chargers))
@@ -131,7 +151,7 @@ class LoadGenerators:
                         "-m",
                         "bench.loadgen",
                         "--url",
-                        self.url,
+                        self.urls[index % len(self.urls)],
                         "--password",
                         self.password,
                         "--first",

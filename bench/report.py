@@ -50,6 +50,46 @@ NETWORK_FIGURES: dict[str, list[tuple[str, str, str]]] = {
 }
 
 
+# The cluster benchmark (bench/cluster_bench.py): its two layouts, its figures and its targets.
+ALONE, CLUSTER = "alone", "cluster"
+CLUSTER_FANOUT_S, CLUSTER_FANOUT_RATIO, CLUSTER_MESSAGE_RATIO = 1.5, 1.3, 1.2
+CLUSTER_FIGURES: list[tuple[str, str, str]] = [
+    ("run:load_average_before", "machine load average (1 min) at the run's start", ""),
+    ("connect:seconds", "time until all booted", "s"),
+    ("connect:failed", "failures", ""),
+    ("connect:rss_after_kib", "nodes' RSS with all connected, in all", "MiB"),
+    ("connect:rss_after_kib_per_node", "RSS per node with all connected", "MiB"),
+    ("connect:rss_per_connection_kib", "RSS per connection", "KiB"),
+    ("connect:server_cpu_ms_per_connection", "node CPU per connection (incl. auth and boot)", "ms"),
+    ("run:database_connections", "database connections open, all nodes (once connected)", ""),
+    ("run:database_connections_per_node", "database connections per node (once connected)", ""),
+    ("fanout:trigger_http_ms", "fan-out: trigger request answered", "ms"),
+    ("fanout:post_to_triggered_s", "fan-out: trigger sent → activation's triggered_at", "s"),
+    ("fanout:received_p50_s", "fan-out: trigger → 50 % SetChargingProfile received", "s"),
+    ("fanout:received_last_s", "fan-out: trigger → last SetChargingProfile received", "s"),
+    ("fanout:answered_95_s", "fan-out: trigger → 95 % answered (the activation's record)", "s"),
+    ("fanout:server_cpu_ms_per_charger", "fan-out: nodes' CPU per charger, in all", "ms"),
+    ("idle:cpu_pct", "idle: nodes' CPU with every charger connected and silent, in all (of one core)", "%"),
+    ("sustain:calls_per_node_per_s", "load: incoming calls answered per second, per node", "/s"),
+    ("sustain:calls_per_s", "load: incoming calls answered per second, in all", "/s"),
+    ("sustain:p50_ms", "load: p50 frame sent → reply received", "ms"),
+    ("sustain:p99_ms", "load: p99 frame sent → reply received", "ms"),
+    ("sustain:unanswered", "load: calls unanswered", ""),
+    ("sustain:loop_lag_p99_ms", "load: loop lag p99 of the first node (ping→pong)", "ms"),
+    ("sustain:server_cpu_ms_per_call", "load: node CPU per call", "ms"),
+    ("sustain:server_cpu_ms_per_call_net_of_idle", "load: node CPU per call, less the idle CPU", "ms"),
+    ("sustain:db_commits_per_s", "load: database commits per second", "/s"),
+    ("sustain:db_rows_written_per_s", "load: database rows written (inserted, updated, deleted) per second", "/s"),
+    ("sustain:db_commits_per_call", "load: database commits per call", ""),
+    ("sustain:db_rows_written_per_call", "load: database rows written per call", ""),
+    ("sustain:db_cpu_pct", "load: PostgreSQL's CPU (of one core)", "%"),
+    ("sustain:db_cpu_ms_per_call", "load: PostgreSQL's CPU per call", "ms"),
+    ("sustain:db_connections", "load: database connections open at its end, all nodes", ""),
+    ("server_log:pool_timeouts", "nodes' logs: database pool timeouts in the whole run", ""),
+    ("server_log:tracebacks", "nodes' logs: tracebacks in the whole run", ""),
+]
+
+
 def fmt(value: float | None, unit: str = "") -> str:
     """Format a figure with three significant digits and its unit."""
     if value is None:
@@ -164,6 +204,8 @@ def _per_message_target(results: dict[str, Any]) -> str:
 def targets(results: dict[str, Any]) -> list[str]:
     """Return the targets table, each with the figure that decides it."""
     lines = ["| target | measured | verdict |", "| --- | --- | --- |"]
+    if "network" not in results:
+        return lines + _cluster_targets(results)
     size, ours = _largest(results, POWERBANK)
     _size, base = _largest(results, BASELINE)
     if size is not None:
@@ -238,7 +280,115 @@ def targets(results: dict[str, Any]) -> list[str]:
             f"| {signup['charge_points']:,} sign-ups in one save ≤ 1 s | {fmt(ms, 'ms')}, "
             f"{signup['large']['queries']} queries | {_verdict(ms, 1000)} |"
         )
-    return lines
+    return lines + _cluster_targets(results)
+
+
+def cluster_verdicts(cluster: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """Return the cluster benchmark's targets: (target, what was measured, met or not; None: not measured)."""
+    chargers = cluster.get("settings", {}).get("chargers")
+    size = f"{chargers:,}" if chargers else "the fleet"
+    fanout_target = (
+        f"fan-out to {size} across 3 nodes on PostgreSQL: last frame ≤ {CLUSTER_FANOUT_S} s and "
+        f"≤ {CLUSTER_FANOUT_RATIO}× one node's"
+    )
+    message_target = f"node CPU per message among 3 nodes ≤ {CLUSTER_MESSAGE_RATIO}× alone"
+    if "skipped" in cluster:
+        return [(fanout_target, f"skipped: {cluster['skipped']}", None), (message_target, "skipped", None)]
+    runs = cluster.get("runs", {})
+    alone, together = runs.get(ALONE, []), runs.get(CLUSTER, [])
+    last, last_alone = median(together, "fanout", "received_last_s"), median(alone, "fanout", "received_last_s")
+    complete = all((run.get("fanout") or {}).get("received") == chargers for run in [*alone, *together]) and bool(
+        alone and together
+    )
+    fanout: bool | None = None
+    if last is not None and last_alone is not None:
+        fanout = complete and last <= CLUSTER_FANOUT_S and last <= CLUSTER_FANOUT_RATIO * last_alone
+    cost = median(together, "sustain", "server_cpu_ms_per_call")
+    cost_alone = median(alone, "sustain", "server_cpu_ms_per_call")
+    per_node = median(together, "sustain", "calls_per_node_per_s")
+    message = None if cost is None or not cost_alone else cost <= CLUSTER_MESSAGE_RATIO * cost_alone
+    return [
+        (
+            fanout_target,
+            f"3 nodes {fmt(last, 's')}, one node {fmt(last_alone, 's')} ({ratio(last, last_alone)}), "
+            f"medians of {len(together)} and {len(alone)} runs"
+            + ("" if complete else "; NOT every charger received its frame"),
+            fanout,
+        ),
+        (
+            message_target,
+            f"{fmt(cost, 'ms')} among 3, {fmt(cost_alone, 'ms')} alone ({ratio(cost, cost_alone)}), "
+            f"{fmt(per_node, '/s')} calls per node",
+            message,
+        ),
+    ]
+
+
+def _cluster_targets(results: dict[str, Any]) -> list[str]:
+    if "cluster" not in results:
+        return []
+    words = {True: "met", False: "**missed**", None: "not measured"}
+    return [
+        f"| {target} | {measured} | {words[met]} |" for target, measured, met in cluster_verdicts(results["cluster"])
+    ]
+
+
+def _cluster(results: dict[str, Any]) -> list[str]:
+    cluster = results.get("cluster")
+    if not cluster:
+        return []
+    lines = ["## 7. Several nodes on one PostgreSQL", ""]
+    if "skipped" in cluster:
+        return [*lines, f"**Not measured**: {cluster['skipped']}.", ""]
+    settings, machine, postgres = cluster["settings"], cluster["machine"], cluster.get("postgres", {})
+    runs = cluster["runs"]
+    lines += [
+        f"`python -m bench.cluster_bench{' --quick' if cluster['mode'] == 'quick' else ''}` (part of "
+        f"`{'make bench-quick' if cluster['mode'] == 'quick' else 'make bench'}`) on {machine['date']}, commit "
+        f"`{machine['commit']}`"
+        + (f" plus {machine['uncommitted_files']} uncommitted files" if machine.get("uncommitted_files") else "")
+        + f", in {cluster.get('duration_s', 0) / 60:.0f} min, on the same machine: nodes, PostgreSQL "
+        f"{postgres.get('version', '?')} and the load generators share its {machine['cores']} cores. "
+        f"PostgreSQL is the throw-away one of `tests/pg_server.py`: fsync={postgres.get('fsync')}, "
+        f"synchronous_commit={postgres.get('synchronous_commit')}, "
+        f"full_page_writes={postgres.get('full_page_writes')} (a commit costs no disk flush here, unlike "
+        f"production), shared_buffers={postgres.get('shared_buffers')}.",
+        "",
+        f"{settings['chargers']:,} chargers, {settings['repeats']} runs of each layout (which goes first "
+        "alternates), each on a fresh copy of the database: **one node alone** holding every charger, and "
+        f"**{settings['nodes']} nodes** each holding a third (`POWERBANK_NODE_ID` set, the default heartbeat "
+        f"and lease). The same {settings['loadgen_processes']} load generator processes in both; in the cluster "
+        "generator i connects to node i. The activation is triggered on the first node (`POST "
+        "/api/v1/activations`); it claims it and the NOTIFY in that commit tells the others. Sustained load: "
+        f"{settings['sustain_s']:.0f} s of a Heartbeat and a MeterValues every {settings['interval_s']:.0f} s "
+        "per sending charger, at the same rate per node in both layouts (alone, only a third of the chargers "
+        "send; the rest stay connected and silent). CPU figures are of the node processes (`/proc`), summed "
+        "over the nodes; per call, divided by the calls all of them answered. PostgreSQL's figures come from "
+        "`pg_stat_database` for the bench's database and from the CPU time of PostgreSQL's processes "
+        f"(connections that closed during the load are missed). Idle: {settings['idle_s']:.0f} s after the "
+        "fan-out with every charger connected and silent.",
+        "",
+        "| figure | one node alone | 3 nodes | 3 nodes / alone |",
+        "| --- | --- | --- | --- |",
+    ]
+    alone, together = runs.get(ALONE, []), runs.get(CLUSTER, [])
+    for figure, label, unit in CLUSTER_FIGURES:
+        section, _, key = figure.partition(":")
+        lines.append(
+            f"| {label} | {with_spread(alone, section, key, unit)} | {with_spread(together, section, key, unit)} | "
+            f"{ratio(median(together, section, key), median(alone, section, key))} |"
+        )
+    errors = sorted({str(run["error"]) for layout in runs.values() for run in layout if "error" in run})
+    skipped = sorted(
+        {
+            str(run["fanout"]["skipped"])
+            for layout in runs.values()
+            for run in layout
+            if "skipped" in run.get("fanout", {})
+        }
+    )
+    lines += [""] + [f"- Not measured in some runs: {note}" for note in errors + skipped] if errors or skipped else []
+    return [*lines, ""]
 
 
 def _pages(results: dict[str, Any]) -> list[str]:
@@ -325,6 +475,9 @@ def _argon2(results: dict[str, Any]) -> list[str]:
 
 def render(results: dict[str, Any]) -> str:
     """Return RESULTS.md for some results."""
+    if "network" not in results:
+        # The cluster benchmark alone, with no results of bench.run to add to.
+        return "\n".join(["# PowerBank benchmarks", "", "## Targets", "", *targets(results), "", *_cluster(results)])
     machine = results["machine"]
     settings = results["settings"]
     lines = [
@@ -402,6 +555,7 @@ def render(results: dict[str, Any]) -> str:
         "",
         *_signup(results),
         "",
+        *_cluster(results),
     ]
     if ANALYSIS_PATH.exists():
         lines += [ANALYSIS_PATH.read_text().rstrip(), ""]

@@ -37,7 +37,7 @@ from sqlmodel import select
 from bench import fixtures
 from bench.inprocess import bench_bulk_signup, bench_frame_log, bench_pages
 from bench.loadgen import percentile, raise_open_files_limit
-from bench.procs import LoadGenerators, ServerProcess, free_port, http_json, ping_probe
+from bench.procs import LoadGenerators, Measured, ServerProcess, free_port, http_json, ping_probe
 from bench.report import write_report
 from powerbank.config import PROJECT_ROOT
 from powerbank.models import Operator
@@ -154,7 +154,12 @@ async def prepare_template(
     path = workdir / f"template-{tag}-{chargers}.db"
     shutil.copy(migrated, path)
     await fixtures.fill_charger_fleet(path, chargers, password_hash)
-    env = {**_powerbank_env(path), "PYTHONPATH": str(PROJECT_ROOT)}
+    return path, await create_write_token(path)
+
+
+async def create_write_token(database: Path | str) -> str | None:
+    """Create a write API token of the bench operator with `powerbank api-token create`; return it."""
+    env = {**_powerbank_env(database), "PYTHONPATH": str(PROJECT_ROOT)}
     created = await asyncio.to_thread(
         subprocess.run,
         [
@@ -175,11 +180,11 @@ async def prepare_template(
         timeout=120,
     )
     if created.returncode == 0 and created.stdout.strip():
-        return path, created.stdout.strip().splitlines()[-1]
-    return path, await _token_from_service(path)
+        return created.stdout.strip().splitlines()[-1]
+    return await _token_from_service(database)
 
 
-async def _token_from_service(path: Path) -> str | None:
+async def _token_from_service(database: Path | str) -> str | None:
     """Create the write token with the API token service (a checkout whose CLI lacks `api-token`)."""
     try:
         from powerbank.models import TokenAccess
@@ -189,7 +194,7 @@ async def _token_from_service(path: Path) -> str | None:
     from powerbank.db import standalone_session
     from powerbank.services.audit import SYSTEM
 
-    async with standalone_session(fixtures.sqlite_url(path)) as session:
+    async with standalone_session(fixtures.database_url(database)) as session:
         operator = (await session.exec(select(Operator).where(Operator.name == fixtures.OPERATOR_NAME))).one()
         _token, secret = await create_token(
             session, SYSTEM, operator.id or 0, TokenRequest("bench", TokenAccess.WRITE, None, None)
@@ -199,14 +204,14 @@ async def _token_from_service(path: Path) -> str | None:
 
 
 def _powerbank_env(
-    database: Path, gc_full_every_s: float | None = None, gc_full_after_growth: float | None = None
+    database: Path | str, gc_full_every_s: float | None = None, gc_full_after_growth: float | None = None
 ) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith("POWERBANK_") and key not in {"PYTHONPATH"}
     }
-    env["POWERBANK_DATABASE_URL"] = fixtures.sqlite_url(database)
+    env["POWERBANK_DATABASE_URL"] = fixtures.database_url(database)
     env["POWERBANK_SECRET_KEY"] = secrets.token_urlsafe(32)
     if gc_full_every_s is not None:
         env["POWERBANK_GC_FULL_EVERY_S"] = str(gc_full_every_s)
@@ -347,7 +352,7 @@ async def stop_profiler(profiler: asyncio.subprocess.Process) -> None:
         await profiler.wait()
 
 
-async def _connect(server: ServerProcess, generators: LoadGenerators, chargers: int) -> dict[str, Any]:
+async def _connect(server: Measured, generators: LoadGenerators, chargers: int) -> dict[str, Any]:
     rss_before = server.rss_kib()
     cpu_before, gen_before = server.cpu_seconds(), generators.cpu_seconds()
     answers = await generators.command(max(300, chargers * 0.2), cmd="connect", timeout=max(120, chargers * 0.15))
@@ -374,13 +379,20 @@ async def _connect(server: ServerProcess, generators: LoadGenerators, chargers: 
     }
 
 
-async def _sustain(server: ServerProcess, generators: LoadGenerators, settings: Settings) -> dict[str, Any]:
+async def _sustain(
+    server: Measured, generators: LoadGenerators, settings: Settings, share: float = 1.0
+) -> dict[str, Any]:
     stop = asyncio.Event()
     probe = asyncio.create_task(ping_probe(server.ocpp_url, fixtures.PROBE_IDENTITY, fixtures.CHARGER_PASSWORD, stop))
     await asyncio.sleep(0.5)
     cpu_before, gen_before, started = server.cpu_seconds(), generators.cpu_seconds(), time.monotonic()
     answers = await generators.command(
-        settings.sustain_s + 120, cmd="sustain", seconds=settings.sustain_s, interval=settings.interval_s, drain=10
+        settings.sustain_s + 120,
+        cmd="sustain",
+        seconds=settings.sustain_s,
+        interval=settings.interval_s,
+        drain=10,
+        share=share,
     )
     elapsed = time.monotonic() - started
     server_cpu, gen_cpu = server.cpu_seconds() - cpu_before, generators.cpu_seconds() - gen_before
@@ -407,7 +419,7 @@ async def _sustain(server: ServerProcess, generators: LoadGenerators, settings: 
     }
 
 
-async def _fanout(server: ServerProcess, generators: LoadGenerators, token: str | None) -> dict[str, Any]:
+async def _fanout(server: Measured, generators: LoadGenerators, token: str | None) -> dict[str, Any]:
     if server.kind == POWERBANK and token is None:
         return {"skipped": "no write API token: neither `powerbank api-token create` nor the token service exists"}
     waiting = asyncio.create_task(generators.command(180, cmd="profiles", timeout=120))
@@ -467,7 +479,7 @@ def _share(sorted_times: list[float], total: int, fraction: float) -> float | No
     return sorted_times[needed - 1] if len(sorted_times) >= needed else None
 
 
-async def _baseline_record(server: ServerProcess, fanout_id: int) -> dict[str, Any]:
+async def _baseline_record(server: Measured, fanout_id: int) -> dict[str, Any]:
     deadline = time.monotonic() + 60
     while True:
         _status, record = await http_json("GET", f"{server.http}/bench/fanout/{fanout_id}")
@@ -481,7 +493,7 @@ def _parse_time(value: str | None) -> float | None:
 
 
 async def _activation_record(
-    server: ServerProcess, token: str, created: dict[str, Any], triggered_wall: float, expected: int
+    server: Measured, token: str, created: dict[str, Any], triggered_wall: float, expected: int
 ) -> tuple[list[float], dict[str, Any]]:
     """Read the activation's own record until it holds ``expected`` dispatches, none pending (bounded).
 

@@ -1,6 +1,7 @@
 """What a reader of the benchmark sees: RESULTS.md says what results.json holds, each target with its verdict.
 
-And the harness still runs end to end on a tiny fleet (no timing targets: figures are the benchmark's job).
+And the harness still runs end to end on a tiny fleet (no timing targets: figures are the benchmark's job),
+the cluster benchmark too, on PostgreSQL (make test-pg).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from typing import Any
 
 import pytest
 
-from bench.report import render, targets
+from bench.cluster_bench import ClusterSettings, run_cluster
+from bench.report import ALONE, CLUSTER, cluster_verdicts, render, targets
 from bench.run import BASELINE, POWERBANK, Settings, main, run_all
+from tests import postgres
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 CHARGERS = 20
@@ -160,3 +163,77 @@ async def test_a_tiny_benchmark_run_produces_every_figure(tmp_path: Path) -> Non
     # Every target the tiny run could judge carries a verdict a reader can act on.
     for target, verdict in verdicts(results).items():
         assert verdict in ("met", "not measured") or verdict.startswith("**missed**"), target
+
+
+def _layout(nodes: int, fanout_last_s: float, cpu_ms_per_call: float) -> dict[str, Any]:
+    """Return one run of the cluster benchmark (30 chargers), as bench.cluster_bench records it."""
+    return {
+        "nodes": nodes,
+        "fanout": {"received": 30, "received_last_s": fanout_last_s},
+        "sustain": {"server_cpu_ms_per_call": cpu_ms_per_call, "calls_per_node_per_s": 100.0},
+    }
+
+
+def _cluster(cluster_last_s: float, cluster_cpu_ms: float) -> dict[str, Any]:
+    return {
+        "settings": {"chargers": 30},
+        "runs": {
+            ALONE: [_layout(1, 0.5, 0.30)],
+            CLUSTER: [_layout(3, cluster_last_s, cluster_cpu_ms)],
+        },
+    }
+
+
+CLUSTER_FANOUT = "fan-out to 30 across 3 nodes on PostgreSQL: last frame ≤ 1.5 s and ≤ 1.3× one node's"
+CLUSTER_COST = "node CPU per message among 3 nodes ≤ 1.2× alone"
+
+
+@pytest.mark.parametrize(
+    ("cluster_last_s", "cluster_cpu_ms", "fanout", "cost"),
+    [
+        (0.6, 0.33, "met", "met"),
+        # Within 1.5 s but more than 1.3× one node's 0.5 s; CPU 1.3× alone's.
+        (0.7, 0.39, "**missed**", "**missed**"),
+    ],
+)
+def test_the_cluster_targets_are_judged_against_the_node_alone(
+    cluster_last_s: float, cluster_cpu_ms: float, fanout: str, cost: str
+) -> None:
+    results = {**SMALL, "cluster": _cluster(cluster_last_s, cluster_cpu_ms)}
+    found = verdicts(results)
+    assert (found[CLUSTER_FANOUT], found[CLUSTER_COST]) == (fanout, cost)
+
+
+def test_a_skipped_cluster_benchmark_says_so() -> None:
+    results = {**SMALL, "cluster": {"skipped": "PostgreSQL is not installed"}}
+    found = verdicts(results)
+    assert found["fan-out to the fleet across 3 nodes on PostgreSQL: last frame ≤ 1.5 s and ≤ 1.3× one node's"] == (
+        "not measured"
+    )
+    assert "**Not measured**: PostgreSQL is not installed." in render({"cluster": results["cluster"]})
+
+
+@pytest.mark.postgres_only
+async def test_a_tiny_cluster_benchmark_run_produces_every_figure() -> None:
+    chargers = 12
+    settings = ClusterSettings(chargers=chargers, repeats=1, sustain_s=1, interval_s=0.5, idle_s=0.5, mode="quick")
+
+    cluster = await run_cluster(settings, postgres.ADMIN_URL)
+
+    for layout, nodes in ((ALONE, 1), (CLUSTER, 3)):
+        (run,) = cluster["runs"][layout]
+        assert "error" not in run, run.get("error")
+        assert run["nodes"] == nodes
+        assert run["connect"]["booted"] == chargers
+        assert run["database_connections"] >= nodes
+        assert run["fanout"]["received"] == chargers
+        assert run["fanout"]["received_last_s"] is not None
+        assert run["sustain"]["answered"] > 0
+        assert run["sustain"]["server_cpu_ms_per_call"] is not None
+        assert run["sustain"]["db_commits_per_s"] > 0
+        assert len(run["sustain"]["node_cpu_s_each"]) == nodes
+    # Both targets are judged (met or missed: timing is not this test's business).
+    assert all(met is not None for _target, _measured, met in cluster_verdicts(cluster))
+    report = render({"cluster": cluster})
+    assert "## 7. Several nodes on one PostgreSQL" in report
+    assert "| fan-out: trigger → last SetChargingProfile received |" in report
