@@ -8,13 +8,16 @@ frames a charger exchanged. It runs while the app serves (``init_app``); ``gatew
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
+from datetime import datetime
 
 from quart import Quart, current_app
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.dispatch.runner import ActivationRunner
-from powerbank.models import Activation
+from powerbank.models import Activation, ChargePoint, ClusterNode
+from powerbank.ocpp.frame_sharing import shared_log
 from powerbank.ocpp.registry import registry_of
 from powerbank.rules.permissions import Principal
 from powerbank.services import activations as service
@@ -24,6 +27,18 @@ from powerbank.services.frame_log import Frame
 
 # Where the app holds its gateway while it serves (read through ``gateway`` and ``find_gateway``).
 _GATEWAY = "powerbank.dispatch_gateway"
+
+
+@dataclass(frozen=True)
+class LiveFrames:
+    """The frames a charge point's page shows, newest first, and where they come from."""
+
+    frames: list[Frame]
+    # Another node's, published at that time (None: this node's own).
+    node: str | None = None
+    published_at: datetime | None = None
+    # The node holding the charger, asked for its frames and not answered yet.
+    waiting_for: str | None = None
 
 
 class DispatchGateway:
@@ -74,8 +89,30 @@ class DispatchGateway:
         return self.runner.leadership.leading
 
     def recent_frames(self, identity: str) -> list[Frame]:
-        """Return the OCPP frames a charger exchanged with the hub lately, newest first."""
+        """Return the OCPP frames a charger exchanged with this node lately, newest first."""
         return self.runner.registry.frame_log.recent(identity)
+
+    async def live_frames(self, session: AsyncSession, charge_point: ChargePoint) -> LiveFrames:
+        """Return a charger's recent OCPP frames, newest first, whichever node holds it.
+
+        This node's own when it holds the charger (or is the only node); else those the node
+        holding it published (``ocpp/frame_sharing.py``), which it is asked for now; else what
+        this node saw of it before, if anything.
+        """
+        registry = self.runner.registry
+        cp_id = charge_point.id or 0
+        here = registry.frame_log.recent(charge_point.identity)
+        connection = registry.get(charge_point.identity)
+        if not registry.bus.shared or (connection is not None and connection.charge_point_id == cp_id):
+            return LiveFrames(here)
+        holder_id = charge_point.node_id if charge_point.online else None
+        holder = await session.get(ClusterNode, holder_id) if holder_id not in (None, registry.node_id) else None
+        if holder is not None:
+            registry.frame_sharing.ask(cp_id, charge_point.identity)
+        shared = await shared_log(session, cp_id, charge_point.identity)
+        if shared.published_at is not None and (not here or here[0].at <= shared.published_at):
+            return LiveFrames(shared.frames, shared.node, shared.published_at)
+        return LiveFrames(here, waiting_for=holder.name if holder is not None else None)
 
 
 def gateway(app: Quart | None = None) -> DispatchGateway:

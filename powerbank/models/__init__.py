@@ -13,6 +13,7 @@ from powerbank.models.chargers import (
     ConnectionAttempt,
     ConnectorStatus,
     MeterSample,
+    SharedFrames,
 )
 from powerbank.models.cluster import ClusterNode
 from powerbank.models.enrollment import (
@@ -58,6 +59,7 @@ __all__ = [
     "MailMessage",
     "MailStatus",
     "MeterSample",
+    "SharedFrames",
     "Operator",
     "OperatorMembership",
     "OperatorRole",

@@ -1,11 +1,11 @@
 """What chargers report over OCPP: connector status, recent meter values, transactions,
-the capability probe's answer, and refused connection attempts."""
+the capability probe's answer, refused connection attempts, and frames shared between nodes."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from powerbank.db import UTCDateTime, utcnow
@@ -102,3 +102,21 @@ class ConnectionAttempt(SQLModel, table=True):
     reason: str = Field(max_length=120)
     count: int = Field(default=1)
     operator_id: int | None = Field(default=None, foreign_key="operator.id", index=True, ondelete="CASCADE")
+
+
+class SharedFrames(SQLModel, table=True):
+    """A charger's recent OCPP frames, published by the node that holds it for pages other nodes serve.
+
+    Written only while someone looks at the charger from another node (``powerbank.ocpp.frame_sharing``);
+    an UNLOGGED table on PostgreSQL, and unused on SQLite, where one node holds every charger.
+    """
+
+    __tablename__ = "ocpp_shared_frames"
+
+    charge_point_id: int = Field(foreign_key="charge_point.id", primary_key=True, ondelete="CASCADE")
+    # The identity the frames were exchanged under: a renamed charge point's are not shown.
+    identity: str = Field(max_length=48)
+    node_id: int | None = Field(default=None, foreign_key="cluster_node.id", ondelete="SET NULL")
+    # As the frame log keeps them ("<" or ">", the time, the text), oldest first.
+    frames: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    published_at: datetime = Field(sa_type=UTCDateTime, nullable=False)

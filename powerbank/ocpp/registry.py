@@ -37,6 +37,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from powerbank.db import utcnow
 from powerbank.db.bus import Bus
 from powerbank.ocpp.connection import HubConnection
+from powerbank.ocpp.frame_sharing import FrameSharing
 from powerbank.ocpp.reports import GroupCommit, in_session, store_reports
 from powerbank.ocpp.sqlite_reports import SqliteReportWriter
 from powerbank.services import chargers, cluster
@@ -114,6 +115,8 @@ class Registry:
         self.bus = Bus(bind.url.render_as_string(hide_password=False) if bind is not None else "sqlite://", node_name)
         self.bus.subscribe(CHARGER_CONNECTED, self._connected_elsewhere)
         self.bus.subscribe(CHARGERS_DISCONNECTED, self._disconnected_elsewhere)
+        # A charger's frames on pages served by other nodes.
+        self.frame_sharing = FrameSharing(self)
         # When each live connection was made (wall clock: compared with other nodes' connections).
         self._connected_at: dict[str, float] = {}
         serialise = bind is None or bind.dialect.name == "sqlite"
@@ -281,6 +284,8 @@ class Registry:
         wanted = set(charge_point_ids)
         if self.bus.shared and wanted:
             self.bus.send_all(CHARGERS_DISCONNECTED, "charge_points", sorted(wanted), reason=reason, gone=identity_gone)
+            if identity_gone:
+                self.spawn(self.frame_sharing.delete(sorted(wanted)))
         return self._disconnect_here(wanted, reason, identity_gone)
 
     def _disconnected_elsewhere(self, message: dict[str, Any]) -> None:
@@ -296,6 +301,7 @@ class Registry:
     def _disconnect_here(self, wanted: set[int], reason: str, identity_gone: bool) -> int:
         if identity_gone:
             self.frame_log.forget_charge_points(wanted)
+            self.frame_sharing.forget(wanted)
         # Chargers still being authenticated with what is now stale are refused by ``add``.
         self._disconnects += 1
         self._disconnected.update(dict.fromkeys(wanted, self._disconnects))
@@ -405,6 +411,7 @@ class Registry:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        await self.frame_sharing.stop()
         self._closing = True
         await self._close_together(list(self._connections.values()), STOP_CLOSE_GRACE_S)
         await self._background.wait()

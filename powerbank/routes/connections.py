@@ -56,7 +56,7 @@ async def live_context(session: AsyncSession, charge_point: ChargePoint) -> dict
     """Return what the live OCPP section of a charge point's page shows."""
     return {
         "live": await chargers.live_status(session, charge_point.id or 0),
-        "frames": gateway().recent_frames(charge_point.identity),
+        "frames": await gateway().live_frames(session, charge_point),
     }
 
 

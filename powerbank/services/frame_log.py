@@ -55,6 +55,10 @@ class FrameLog:
         """Return a charger's frames, newest first."""
         return [_unpack(packed) for packed in reversed(self._frames.get(identity, ()))]
 
+    def packed(self, identity: str) -> list[str]:
+        """Return a charger's frames as kept (see the class), oldest first: what a node shares with others."""
+        return list(self._frames.get(identity, ()))
+
     def forget(self, identity: str) -> None:
         """Drop a charger's frames (its charge point was deleted or renamed)."""
         self._frames.pop(identity, None)
@@ -69,6 +73,17 @@ class FrameLog:
         gone = set(charge_point_ids)
         for identity in [identity for identity, owner in self._owners.items() if owner in gone]:
             self.forget(identity)
+
+
+def unpack(packed: Iterable[str]) -> list[Frame]:
+    """Return frames kept as ``FrameLog.packed`` returns them, newest first (anything malformed left out)."""
+    frames: list[Frame] = []
+    for item in packed:
+        try:
+            frames.append(_unpack(item))
+        except (ValueError, OverflowError, OSError, IndexError, TypeError):
+            continue
+    return frames[::-1]
 
 
 def _unpack(packed: str) -> Frame:
