@@ -352,8 +352,11 @@ async def prepare_template(postgres: Postgres, chargers: int) -> tuple[str, str 
     return name, await create_write_token(url)
 
 
-async def run_cluster(settings: ClusterSettings, admin_url: str) -> dict[str, Any]:
-    """Run both layouts ``settings.repeats`` times, alternating which goes first; return the figures."""
+async def run_cluster(settings: ClusterSettings, admin_url: str, logs: Path | None = None) -> dict[str, Any]:
+    """Run both layouts ``settings.repeats`` times, alternating which goes first; return the figures.
+
+    The nodes' and load generators' logs are written in ``logs`` (default: a temporary folder, removed).
+    """
     raise_open_files_limit()
     started = time.monotonic()
     postgres = Postgres(admin_url)
@@ -367,6 +370,8 @@ async def run_cluster(settings: ClusterSettings, admin_url: str) -> dict[str, An
     template, token = await prepare_template(postgres, settings.chargers)
     try:
         with tempfile.TemporaryDirectory(prefix="powerbank-cluster-bench-") as tmp:
+            workdir = Path(tmp) if logs is None else logs
+            workdir.mkdir(parents=True, exist_ok=True)
             for repeat in range(settings.repeats):
                 order = (ALONE, CLUSTER) if repeat % 2 == 0 else (CLUSTER, ALONE)
                 for layout in order:
@@ -375,7 +380,7 @@ async def run_cluster(settings: ClusterSettings, admin_url: str) -> dict[str, An
                         f"run {repeat + 1}/{settings.repeats}",
                         flush=True,
                     )
-                    run = await layout_run(layout, settings, postgres, template, token, Path(tmp), str(repeat))
+                    run = await layout_run(layout, settings, postgres, template, token, workdir, str(repeat))
                     results["runs"][layout].append(run)
                     _log_run(run)
     finally:
@@ -430,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sustain-seconds", type=float, help="length of the sustained load (default 20; quick: 10)")
     parser.add_argument("--results", type=Path, help="default bench/results.json (quick: results-quick.json)")
     parser.add_argument("--report", type=Path, help="default bench/RESULTS.md (quick: RESULTS-quick.md)")
+    parser.add_argument("--logs", type=Path, help="keep the nodes' and load generators' logs in this folder")
     args = parser.parse_args(argv)
     suffix = "-quick" if args.quick else ""
     results_path = args.results or BENCH_DIR / f"results{suffix}.json"
@@ -458,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         sustain_s=args.sustain_seconds or (10.0 if args.quick else 20.0),
         mode="quick" if args.quick else "full",
     )
-    cluster = asyncio.run(run_cluster(settings, admin_url))
+    cluster = asyncio.run(run_cluster(settings, admin_url, args.logs))
     record(cluster, results_path, report_path)
     announce(cluster)
     print(f"[bench] cluster bench done in {cluster['duration_s']:.0f} s: {results_path}, {report_path}", flush=True)

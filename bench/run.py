@@ -443,7 +443,8 @@ async def _fanout(server: Measured, generators: LoadGenerators, token: str | Non
         trigger_answered_s = time.monotonic() - triggered_mono
         if status not in (200, 201, 202) or not isinstance(body, dict):
             return {"skipped": f"trigger answered HTTP {status}: {json.dumps(body)[:300]}"}
-        received = sorted(t - triggered_mono for a in await waiting for t in a["received"])
+        per_generator = [sorted(t - triggered_mono for t in a["received"]) for a in await waiting]
+        received = sorted(t for times in per_generator for t in times)
     finally:
         if not waiting.done():
             waiting.cancel()
@@ -463,6 +464,8 @@ async def _fanout(server: Measured, generators: LoadGenerators, token: str | Non
         "trigger_http_ms": 1000 * trigger_answered_s,
         "received_p50_s": percentile(received, 0.5),
         "received_last_s": received[-1] if received else None,
+        # Per load generator process (in the cluster benchmark, per node).
+        "received_last_s_each": [times[-1] if times else None for times in per_generator],
         "answered_50_s": _share(answered, targets, 0.50),
         "answered_95_s": _share(answered, targets, 0.95),
         "answered_100_s": _share(answered, targets, 1.0),
