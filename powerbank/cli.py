@@ -11,8 +11,12 @@ import os
 import socket
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from powerbank.config import can_send_mail, database_url
+
+if TYPE_CHECKING:
+    from powerbank.tools.simulator import Behaviour, ChargerSpec
 
 
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -290,7 +294,7 @@ def _cmd_cluster_status(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _specs_from_db(protocol: str) -> list:
+async def _specs_from_db(protocol: str, behaviour: Callable[[str], Behaviour]) -> list[ChargerSpec]:
     from sqlmodel import select
 
     from powerbank.db import standalone_session
@@ -309,6 +313,7 @@ async def _specs_from_db(protocol: str) -> list:
                 firmware=cp.firmware or "sim-1.0",
                 serial=cp.serial or "",
                 protocol=cp.ocpp_protocol or protocol,
+                behaviour=behaviour(cp.identity),
             )
             for cp in rows
         ]
@@ -325,8 +330,14 @@ def _cmd_simulate(args: argparse.Namespace, rest: list[str]) -> int:
     options.add_argument("--protocol", choices=simulator.PROTOCOLS, default="ocpp1.6")
     options.add_argument("--meter-interval", type=float, default=5.0)
     options.add_argument("--connect-rate", type=float)
+    # The demo's fleet (`make run`) behaves as real chargers do unless told otherwise.
+    simulator.add_behaviour_options(options, default="realistic")
     wanted = options.parse_args(rest)
-    specs = asyncio.run(_specs_from_db(wanted.protocol))
+    try:
+        simulator.behaviour_from(wanted, "")
+    except ValueError as error:
+        options.error(str(error))
+    specs = asyncio.run(_specs_from_db(wanted.protocol, lambda identity: simulator.behaviour_from(wanted, identity)))
     if not specs:
         print("No charge points in the database to simulate.", file=sys.stderr)
         return 1

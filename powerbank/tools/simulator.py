@@ -2,7 +2,10 @@
 
 Each charger boots, reports status and meter values, answers the hub's capability probe and
 obeys (or, without smart charging, refuses) charging profiles, reconnecting whenever the
-connection drops. Run it on its own with
+connection drops. By default a charger is ideal: its power follows a new limit at once. Its
+`Behaviour` can make it behave as real fleets do: a ramp delay, a limit accepted but ignored,
+a connection dropped on a pause, a car that does not resume, meter noise (`realistic_behaviour`
+gives each identity a fixed mix of these). Run it on its own with
 
     python -m powerbank.simulator --url ws://127.0.0.1:8000/ocpp --password secret --chargers 100
 """
@@ -12,11 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import bisect
+import hashlib
 import logging
 import random
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 from urllib.parse import quote
@@ -28,7 +33,7 @@ from ocpp.v16 import call as call16
 from ocpp.v16 import call_result as result16
 from ocpp.v16 import datatypes as types16
 from ocpp.v16.enums import Action as Action16
-from ocpp.v16.enums import ChargingProfileStatus, ClearChargingProfileStatus
+from ocpp.v16.enums import ChargingProfileStatus, ClearChargingProfileStatus, ConfigurationStatus, TriggerMessageStatus
 from ocpp.v201 import ChargePoint as ChargePoint201
 from ocpp.v201 import call as call201
 from ocpp.v201 import call_result as result201
@@ -37,6 +42,8 @@ from ocpp.v201.enums import (
     ChargingProfileStatusEnumType,
     ClearChargingProfileStatusEnumType,
     GetVariableStatusEnumType,
+    SetVariableStatusEnumType,
+    TriggerMessageStatusEnumType,
 )
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -62,6 +69,9 @@ FEATURE_PROFILES = (
     "SmartCharging",
     "RemoteTrigger",
 )
+# The 1.6 configuration key and the 2.0.1 variable the hub may set: the meter reporting interval.
+METER_INTERVAL_KEY = "MeterValueSampleInterval"
+METER_INTERVAL_VARIABLE = ("SampledDataCtrlr", "TxUpdatedInterval")
 STATION_MAX_PURPOSES = frozenset({"ChargePointMaxProfile", "ChargingStationMaxProfile"})
 TX_PURPOSES = frozenset({"TxDefaultProfile", "TxProfile"})
 RECURRENCE = {"Daily": timedelta(days=1), "Weekly": timedelta(weeks=1)}
@@ -70,6 +80,81 @@ LATEST = datetime.max.replace(tzinfo=UTC)
 
 # (measurand, phase, value, unit) of one meter reading.
 Reading = tuple[str, str | None, float, str]
+BEHAVIOURS = ("ideal", "realistic")
+# The seed of the realistic mix. With it the demo fleet's signed-up DK2 chargers include one that
+# ignores limits, one that goes offline on a pause and one whose car does not resume (a test checks).
+REALISTIC_SEED = "powerbank-fleet-792"
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """How a charger departs from an ideal one, which follows every limit at once and exactly.
+
+    - `ramp_s`: the power moves to a new limit (a lower one or a release) only this many seconds
+      after the limit applies;
+    - `ignores_limits`: it accepts profiles but keeps charging at full power;
+    - `offline_after_pause_s`: when a pause (a 0 A or 0 W limit) takes effect it drops its
+      connection, and comes back after this many seconds;
+    - `resumes_after_pause` off: the car stops for good once paused, and draws nothing after the release;
+    - `meter_noise`: the reported power (and currents) are off by up to this fraction, never negative;
+    - `min_meter_interval_s`: the finest meter reporting interval the hub may set.
+    """
+
+    ramp_s: float = 0.0
+    ignores_limits: bool = False
+    offline_after_pause_s: float | None = None
+    resumes_after_pause: bool = True
+    meter_noise: float = 0.0
+    min_meter_interval_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.ramp_s < 0:
+            raise ValueError(f"ramp_s must not be negative, not {self.ramp_s}")
+        if self.offline_after_pause_s is not None and self.offline_after_pause_s < 0:
+            raise ValueError(f"offline_after_pause_s must not be negative, not {self.offline_after_pause_s}")
+        if not 0 <= self.meter_noise < 1:
+            raise ValueError(f"meter_noise must be at least 0 and below 1, not {self.meter_noise}")
+        if self.min_meter_interval_s <= 0:
+            raise ValueError(f"min_meter_interval_s must be positive, not {self.min_meter_interval_s}")
+
+
+IDEAL = Behaviour()
+
+
+def realistic_behaviour(identity: str) -> Behaviour:
+    """Return the behaviour the realistic mix gives `identity`, the same on every run.
+
+    Of a hundred chargers about 66 are good (power follows in 2-10 s), 14 slow (20-30 s), 7 ignore
+    limits, 7 go offline for 15-60 s when paused and 6 have a car that does not resume after a
+    pause. All report with 0.5-3 % noise and allow meter intervals down to 1, 5 or 10 s.
+    """
+    digest = hashlib.sha256(f"{REALISTIC_SEED}:{identity}".encode()).digest()
+
+    def fraction(index: int) -> float:
+        return digest[index] / 255
+
+    kind = digest[0] % 100
+    good = Behaviour(
+        ramp_s=round(2 + 8 * fraction(1), 1),
+        meter_noise=round(0.005 + 0.025 * fraction(2), 3),
+        min_meter_interval_s=(1.0, 5.0, 10.0)[digest[3] % 3],
+    )
+    if kind < 66:
+        return good
+    if kind < 80:
+        return replace(good, ramp_s=round(20 + 10 * fraction(1), 1))
+    if kind < 87:
+        return replace(good, ignores_limits=True)
+    if kind < 94:
+        return replace(good, offline_after_pause_s=float(round(15 + 45 * fraction(4))))
+    return replace(good, resumes_after_pause=False)
+
+
+def behaviour_of(kind: str, identity: str) -> Behaviour:
+    """Return the `kind` of behaviour ("ideal" or "realistic") for the charger `identity`."""
+    if kind not in BEHAVIOURS:
+        raise ValueError(f"behaviour must be one of {', '.join(BEHAVIOURS)}, not {kind!r}")
+    return IDEAL if kind == "ideal" else realistic_behaviour(identity)
 
 
 @dataclass
@@ -86,6 +171,7 @@ class ChargerSpec:
     max_power_w: float = 11_000
     charging: bool = True
     smart_charging: bool = True
+    behaviour: Behaviour = IDEAL
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -188,6 +274,16 @@ def effective_limit_w(
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _shifted(moment: datetime | None, delay: timedelta) -> datetime | None:
+    """Return `moment` plus `delay`; None stays None, and so does a moment past the calendar's end."""
+    if moment is None:
+        return None
+    try:
+        return moment + delay
+    except OverflowError:
+        return None
 
 
 def _timestamp(moment: datetime) -> str:
@@ -302,9 +398,13 @@ class SimulatedCharger:
     With ``boot_on_reconnect`` off it boots only on its first connection, as a charger that merely
     lost its connection (the hub restarted) does, and carries on with what it had installed.
 
-    Readable state: `connected`, `connections`, `booted` (set while booted), `boots`, `power_w`, `limit_w`,
-    `energy_wh`, `profiles` (installed, expired ones dropped), `transaction_id` and
-    `received` (the hub's requests as (action, payload) pairs).
+    Readable state: `connected`, `connections`, `booted` (set while booted), `boots`, `power_w` (the true
+    power; reports add the meter noise), `limit_w` (what the profiles impose, whether or not the power
+    follows), `energy_wh`, `profiles` (installed, expired ones dropped), `transaction_id`, `meter_interval`
+    and `received` (the hub's requests as (action, payload) pairs).
+
+    The power is computed from times, never from sleeps: `power_at` and `energy_at` answer for any
+    moment from the last booking on, following the limits as the charger was given them over time.
     """
 
     def __init__(
@@ -339,6 +439,14 @@ class SimulatedCharger:
         self._report_due = False
         self._reported_power_w: float | None = None
         self._reported_state: str | None = None
+        # The installed profiles as they were from each moment on: a ramp follows them with a delay.
+        self._history: list[tuple[datetime, tuple[InstalledProfile, ...]]] = [(EARLIEST, ())]
+        self._car_stopped = False
+        self._dropped_in_pause = False
+        self._offline_for: float | None = None
+        self._trigger_due = False
+        self._meter_rescheduled = False
+        self._noise = random.Random(spec.identity)
 
     @property
     def limit_w(self) -> float | None:
@@ -348,12 +456,20 @@ class SimulatedCharger:
     @property
     def power_w(self) -> float:
         """Return the power the charger delivers now."""
-        return self._power_at(_utcnow())
+        return self.power_at(_utcnow())
 
     @property
     def energy_wh(self) -> float:
         """Return the energy register now."""
-        return self._energy_until(_utcnow())
+        return self.energy_at(_utcnow())
+
+    def power_at(self, at: datetime) -> float:
+        """Return the power the charger delivers at `at` (not before its last booking)."""
+        return self._delivery(at)[1]
+
+    def energy_at(self, at: datetime) -> float:
+        """Return the energy register at `at` (not before its last booking)."""
+        return self._delivery(at)[0]
 
     async def run(self, url: str | Sequence[str], password: str) -> None:
         """Keep the charger connected to the hub at `url` until cancelled.
@@ -378,6 +494,10 @@ class SimulatedCharger:
                 level = logging.DEBUG if self._outage_reported else logging.WARNING
                 logger.log(level, "%s cannot connect to %s: %s", self.spec.identity, endpoint, error)
                 self._outage_reported = True
+            if self._offline_for is not None:
+                offline_for, self._offline_for = self._offline_for, None
+                await asyncio.sleep(offline_for)
+                continue
             delay = min(self.max_reconnect_delay, self.reconnect_delay * 2**self._failures)
             self._failures += 1
             # Jitter spreads a crowd that lost the hub at the same moment.
@@ -412,6 +532,13 @@ class SimulatedCharger:
                     await self._drive(station)
             except* (ConnectionClosed, OCPPError, TimeoutError) as errors:
                 logger.info("%s disconnected: %s", self.spec.identity, errors.exceptions[0])
+            except* _GoingOffline:
+                self._offline_for = self.spec.behaviour.offline_after_pause_s or 0.0
+                logger.info(
+                    "%s drops its connection as its pause takes effect, back in %g s",
+                    self.spec.identity,
+                    self._offline_for,
+                )
             finally:
                 self.connected = False
                 self.booted.clear()
@@ -451,8 +578,16 @@ class SimulatedCharger:
             self._wake.clear()
             now = _utcnow()
             change = self._settle(now)
+            if self._drops_now(now):
+                raise _GoingOffline(self.spec.identity)
+            if self._meter_rescheduled:
+                self._meter_rescheduled = False
+                next_meter = loop.time() + self.meter_interval
+            if self._trigger_due:
+                self._trigger_due = False
+                await station.report_triggered(now, self._readings(self.power_at(now)))
             if self.transaction_id is not None:
-                power = self._power_at(now)
+                power = self.power_at(now)
                 changed = self._report_due or power != self._reported_power_w
                 periodic = loop.time() >= next_meter
                 if changed or periodic:
@@ -493,7 +628,13 @@ class SimulatedCharger:
         self, station: _Station16 | _Station201, now: datetime, power_w: float, *, periodic: bool
     ) -> None:
         """Send the meter readings, and the charging state first if it changed."""
-        state = "Charging" if power_w > 0 else "SuspendedEVSE"
+        if power_w > 0:
+            state = "Charging"
+        elif self._paused_by_limit(now) or not self._car_stopped:
+            state = "SuspendedEVSE"
+        else:
+            # The limit allows charging, but the car has stopped.
+            state = "SuspendedEV"
         await station.report(
             now,
             self._readings(power_w),
@@ -506,7 +647,10 @@ class SimulatedCharger:
         self._report_due = False
 
     def _readings(self, power_w: float) -> list[Reading]:
-        """Return the meter's readings at `power_w`, with the energy booked so far."""
+        """Return the meter's readings at `power_w` (give or take its noise), with the energy booked so far."""
+        noise = self.spec.behaviour.meter_noise
+        if noise:
+            power_w = max(0.0, power_w * (1 + self._noise.uniform(-noise, noise)))
         amps = power_w / (self.spec.phases * VOLTAGE_V)
         currents = [("Current.Import", f"L{phase}", round(amps, 1), "A") for phase in range(1, self.spec.phases + 1)]
         return [
@@ -527,23 +671,50 @@ class SimulatedCharger:
         self._seq_no += 1
         return seq_no
 
-    def install(self, profile: InstalledProfile, replaces: Callable[[InstalledProfile], bool]) -> None:
-        """Install a profile in place of those it replaces."""
-        self._settle(_utcnow())
-        self.profiles = [installed for installed in self.profiles if not replaces(installed)]
-        self.profiles.append(profile)
-        self._report_due = True
+    def install(
+        self,
+        profile: InstalledProfile,
+        replaces: Callable[[InstalledProfile], bool],
+        *,
+        at: datetime | None = None,
+    ) -> None:
+        """Install a profile in place of those it replaces, at `at` (now by default)."""
+        now = at or _utcnow()
+        self._settle(now)
+        self._change_profiles(now, [installed for installed in self.profiles if not replaces(installed)] + [profile])
         logger.debug("%s installed profile %s", self.spec.identity, profile.id)
 
-    def clear(self, matches: Callable[[InstalledProfile], bool]) -> bool:
-        """Remove the matching profiles; tell whether there were any."""
-        self._settle(_utcnow())
+    def clear(self, matches: Callable[[InstalledProfile], bool], *, at: datetime | None = None) -> bool:
+        """Remove the matching profiles at `at` (now by default); tell whether there were any."""
+        now = at or _utcnow()
+        self._settle(now)
         kept = [profile for profile in self.profiles if not matches(profile)]
         if len(kept) == len(self.profiles):
             return False
-        self.profiles = kept
-        self._report_due = True
+        self._change_profiles(now, kept)
         return True
+
+    def _change_profiles(self, now: datetime, profiles: list[InstalledProfile]) -> None:
+        self.profiles = profiles
+        self._history.append((now, tuple(profiles)))
+        self._report_due = True
+
+    def set_meter_interval(self, text: str) -> bool:
+        """Report meter values every `text` seconds from now on; False if it is no number or below the minimum."""
+        try:
+            seconds = float(text)
+        except ValueError:
+            return False
+        if not seconds >= self.spec.behaviour.min_meter_interval_s or seconds == float("inf"):
+            return False
+        self.meter_interval = seconds
+        self._meter_rescheduled = True
+        return True
+
+    def trigger_meter_values(self) -> None:
+        """Send a meter report at once, as the hub's TriggerMessage asks."""
+        self._trigger_due = True
+        self._wake.set()
 
     def wake(self) -> None:
         """Make the charger act on a changed profile now rather than at its next tick."""
@@ -584,27 +755,54 @@ class SimulatedCharger:
             return self.spec.max_power_w
         return max(0.0, min(limit_w, self.spec.max_power_w))
 
-    def _power_at(self, at: datetime) -> float:
-        if self.transaction_id is None:
-            return 0.0
-        return self._deliverable_w(effective_limit_w(self.profiles, at, self.spec.phases)[0])
+    def _given_limit_at(self, at: datetime) -> tuple[float | None, datetime | None]:
+        """Return the limit the profiles installed by `at` impose at `at`, and when that may change."""
+        if at >= self._history[-1][0]:
+            return effective_limit_w(self.profiles, at, self.spec.phases)
+        index = max(1, bisect.bisect_right(self._history, at, key=lambda entry: entry[0]))
+        limit, change = effective_limit_w(self._history[index - 1][1], at, self.spec.phases)
+        return limit, _earliest(change, self._history[index][0])
 
-    def _energy_until(self, until: datetime) -> float:
-        """Integrate the power, piece by piece as the profiles change, up to `until`."""
-        energy = self._energy_wh
+    def _followed_limit_at(self, at: datetime) -> tuple[float | None, datetime | None]:
+        """Return the limit the power follows at `at`, a ramp delay behind the given one, and when it may change."""
+        delay = timedelta(seconds=self.spec.behaviour.ramp_s)
+        limit, change = self._given_limit_at(at - delay)
+        return limit, _shifted(change, delay)
+
+    def _paused_by_limit(self, at: datetime) -> bool:
+        """Tell whether the limit the power follows at `at` is a pause."""
+        if self.spec.behaviour.ignores_limits:
+            return False
+        return self._deliverable_w(self._followed_limit_at(at)[0]) == 0
+
+    def _delivery(self, until: datetime) -> tuple[float, float, bool]:
+        """Integrate the power from the last booking to `until`, piece by piece as it changes.
+
+        Return the energy register at `until`, the power then, and whether the car has stopped.
+        """
+        energy, stopped = self._energy_wh, self._car_stopped
         if self.transaction_id is None:
-            return energy
-        moment = self._energy_at
-        while moment < until:
-            limit, change = effective_limit_w(self.profiles, moment, self.spec.phases)
+            return energy, 0.0, stopped
+        behaviour = self.spec.behaviour
+        moment = min(self._energy_at, until)
+        while True:
+            if behaviour.ignores_limits:
+                power, change = self.spec.max_power_w, None
+            else:
+                limit, change = self._followed_limit_at(moment)
+                power = self._deliverable_w(limit)
+                stopped = stopped or (power == 0 and not behaviour.resumes_after_pause)
+            if stopped:
+                power, change = 0.0, None
             end = until if change is None else min(change, until)
-            energy += self._deliverable_w(limit) * (end - moment).total_seconds() / 3600
+            if end <= moment:
+                return energy, power, stopped
+            energy += power * (end - moment).total_seconds() / 3600
             moment = end
-        return energy
 
     def _settle(self, now: datetime) -> datetime | None:
-        """Book energy up to `now`, drop expired profiles; return when the limit may change."""
-        self._energy_wh = self._energy_until(now)
+        """Book energy up to `now`, drop expired profiles; return when the power may change."""
+        self._energy_wh, _, self._car_stopped = self._delivery(now)
         self._energy_at = max(now, self._energy_at)
         kept = [profile for profile in self.profiles if profile_limit_w(profile, now, self.spec.phases) != (None, None)]
         if len(kept) != len(self.profiles):
@@ -612,7 +810,30 @@ class SimulatedCharger:
             logger.debug("%s: profiles %s expired", self.spec.identity, sorted(expired))
             self.profiles = kept
             self._report_due = True
-        return effective_limit_w(self.profiles, now, self.spec.phases)[1]
+        # Only the profiles the power still has to follow are kept.
+        in_force = bisect.bisect_right(
+            self._history, now - timedelta(seconds=self.spec.behaviour.ramp_s), key=lambda entry: entry[0]
+        )
+        del self._history[: max(0, in_force - 1)]
+        if self.transaction_id is None or self._car_stopped or self.spec.behaviour.ignores_limits:
+            return effective_limit_w(self.profiles, now, self.spec.phases)[1]
+        return self._followed_limit_at(now)[1]
+
+    def _drops_now(self, now: datetime) -> bool:
+        """Tell whether the charger drops its connection now: a pause has just taken effect."""
+        if self.spec.behaviour.offline_after_pause_s is None or self.transaction_id is None:
+            return False
+        if not self._paused_by_limit(now):
+            self._dropped_in_pause = False
+            return False
+        if self._dropped_in_pause:
+            return False
+        self._dropped_in_pause = True
+        return True
+
+
+class _GoingOffline(Exception):
+    """Raised to drop the connection as a pause takes effect."""
 
 
 class _Station16(ChargePoint16):
@@ -685,6 +906,20 @@ class _Station16(ChargePoint16):
             ),
         )
 
+    async def report_triggered(self, now: datetime, readings: Sequence[Reading]) -> None:
+        sampled = [
+            types16.SampledValue(value=str(value), context="Trigger", measurand=measurand, phase=phase, unit=unit)
+            for measurand, phase, value, unit in readings
+        ]
+        await _request(
+            self,
+            call16.MeterValues(
+                connector_id=1,
+                transaction_id=self.charger.transaction_id,
+                meter_value=[types16.MeterValue(timestamp=_timestamp(now), sampled_value=sampled)],
+            ),
+        )
+
     async def _status(self, connector_id: int, status: str) -> None:
         await _request(
             self,
@@ -703,12 +938,44 @@ class _Station16(ChargePoint16):
         wanted = key or list(configuration)
         return result16.GetConfiguration(
             configuration_key=[
-                types16.KeyValue(key=name, readonly=True, value=configuration[name])
+                types16.KeyValue(key=name, readonly=name != METER_INTERVAL_KEY, value=configuration[name])
                 for name in wanted
                 if name in configuration
             ],
             unknown_key=[name for name in wanted if name not in configuration] or None,
         )
+
+    @on(Action16.change_configuration)
+    def on_change_configuration(self, key: str, value: str) -> result16.ChangeConfiguration:
+        self.charger.received.append(("ChangeConfiguration", {"key": key, "value": value}))
+        if key == METER_INTERVAL_KEY:
+            accepted = self.charger.set_meter_interval(value)
+            status = ConfigurationStatus.accepted if accepted else ConfigurationStatus.rejected
+        elif key in self.charger.configuration():
+            status = ConfigurationStatus.rejected
+        else:
+            status = ConfigurationStatus.not_supported
+        return result16.ChangeConfiguration(status=status)
+
+    @after(Action16.change_configuration)
+    def after_change_configuration(self, **_: Any) -> None:
+        self.charger.wake()
+
+    @on(Action16.trigger_message)
+    def on_trigger_message(self, requested_message: str, connector_id: int | None = None) -> result16.TriggerMessage:
+        self.charger.received.append(
+            ("TriggerMessage", {"requested_message": requested_message, "connector_id": connector_id})
+        )
+        if requested_message != "MeterValues":
+            return result16.TriggerMessage(status=TriggerMessageStatus.not_implemented)
+        if connector_id not in (None, 1):
+            return result16.TriggerMessage(status=TriggerMessageStatus.rejected)
+        return result16.TriggerMessage(status=TriggerMessageStatus.accepted)
+
+    @after(Action16.trigger_message)
+    def after_trigger_message(self, requested_message: str, connector_id: int | None = None) -> None:
+        if requested_message == "MeterValues" and connector_id in (None, 1):
+            self.charger.trigger_meter_values()
 
     @on(Action16.set_charging_profile)
     def on_set_charging_profile(
@@ -869,6 +1136,9 @@ class _Station201(ChargePoint201):
             ),
         )
 
+    async def report_triggered(self, now: datetime, readings: Sequence[Reading]) -> None:
+        await _request(self, call201.MeterValues(evse_id=1, meter_value=[self._meter_value(now, readings, "Trigger")]))
+
     @staticmethod
     def _meter_value(now: datetime, readings: Sequence[Reading], context: str) -> dict[str, Any]:
         sampled = []
@@ -906,6 +1176,52 @@ class _Station201(ChargePoint201):
                 result["attribute_value"] = values[variable["name"]]
             results.append(result)
         return result201.GetVariables(get_variable_result=results)
+
+    @on(Action201.set_variables)
+    def on_set_variables(self, set_variable_data: list[dict[str, Any]], **_: Any) -> result201.SetVariables:
+        self.charger.received.append(("SetVariables", {"set_variable_data": set_variable_data}))
+        model = self.charger.device_model()
+        results = []
+        for item in set_variable_data:
+            component, variable = item["component"], item["variable"]
+            attribute = item.get("attribute_type", "Actual")
+            values = model.get(component["name"])
+            if values is None:
+                status = SetVariableStatusEnumType.unknown_component
+            elif variable["name"] not in values:
+                status = SetVariableStatusEnumType.unknown_variable
+            elif attribute != "Actual":
+                status = SetVariableStatusEnumType.not_supported_attribute_type
+            elif (component["name"], variable["name"]) == METER_INTERVAL_VARIABLE and self.charger.set_meter_interval(
+                item["attribute_value"]
+            ):
+                status = SetVariableStatusEnumType.accepted
+            else:
+                status = SetVariableStatusEnumType.rejected
+            results.append(
+                {"attribute_type": attribute, "attribute_status": status, "component": component, "variable": variable}
+            )
+        return result201.SetVariables(set_variable_result=results)
+
+    @after(Action201.set_variables)
+    def after_set_variables(self, **_: Any) -> None:
+        self.charger.wake()
+
+    @on(Action201.trigger_message)
+    def on_trigger_message(
+        self, requested_message: str, evse: dict[str, Any] | None = None, **_: Any
+    ) -> result201.TriggerMessage:
+        self.charger.received.append(("TriggerMessage", {"requested_message": requested_message, "evse": evse}))
+        if requested_message != "MeterValues":
+            return result201.TriggerMessage(status=TriggerMessageStatusEnumType.not_implemented)
+        if evse is not None and evse.get("id") not in (0, 1):
+            return result201.TriggerMessage(status=TriggerMessageStatusEnumType.rejected)
+        return result201.TriggerMessage(status=TriggerMessageStatusEnumType.accepted)
+
+    @after(Action201.trigger_message)
+    def after_trigger_message(self, requested_message: str, evse: dict[str, Any] | None = None, **_: Any) -> None:
+        if requested_message == "MeterValues" and (evse is None or evse.get("id") in (0, 1)):
+            self.charger.trigger_meter_values()
 
     @on(Action201.set_charging_profile)
     def on_set_charging_profile(
@@ -1032,6 +1348,44 @@ async def run_simulation(
                 await asyncio.sleep(1 / connect_rate)
 
 
+def add_behaviour_options(parser: argparse.ArgumentParser, *, default: str) -> None:
+    """Add the options that choose how the chargers behave: a mix, then overrides for every charger."""
+    group = parser.add_argument_group("how the chargers behave (the options after --behaviour apply to every charger)")
+    group.add_argument(
+        "--behaviour",
+        choices=BEHAVIOURS,
+        default=default,
+        help=f"ideal: follow every limit at once; realistic: a fixed mix per identity (default: {default})",
+    )
+    group.add_argument("--ramp-s", type=float, help="seconds before the power follows a new limit")
+    group.add_argument("--ignore-limits", action="store_true", help="accept limits but keep charging at full power")
+    group.add_argument(
+        "--offline-after-pause-s", type=float, help="drop the connection on a pause, back after this many seconds"
+    )
+    group.add_argument("--no-resume", action="store_true", help="the car does not resume after a pause")
+    group.add_argument("--meter-noise", type=float, help="relative noise on the reported power, e.g. 0.02")
+    group.add_argument("--min-meter-interval", type=float, help="finest meter interval the hub may set, in seconds")
+
+
+def behaviour_from(args: argparse.Namespace, identity: str) -> Behaviour:
+    """Return the behaviour the options give `identity`; ValueError if a value is out of range."""
+    overrides: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("ramp_s", args.ramp_s),
+            ("offline_after_pause_s", args.offline_after_pause_s),
+            ("meter_noise", args.meter_noise),
+            ("min_meter_interval_s", args.min_meter_interval),
+        )
+        if value is not None
+    }
+    if args.ignore_limits:
+        overrides["ignores_limits"] = True
+    if args.no_resume:
+        overrides["resumes_after_pause"] = False
+    return replace(behaviour_of(args.behaviour, identity), **overrides)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Simulate chargers against a hub until interrupted."""
     parser = argparse.ArgumentParser(
@@ -1045,6 +1399,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", choices=PROTOCOLS, default="ocpp1.6")
     parser.add_argument("--meter-interval", type=float, default=5.0, help="seconds between meter values")
     parser.add_argument("--connect-rate", type=float, help="chargers connecting per second")
+    add_behaviour_options(parser, default="ideal")
     args = parser.parse_args(argv)
     if args.identities:
         identities = [identity.strip() for identity in args.identities.split(",") if identity.strip()]
@@ -1052,7 +1407,13 @@ def main(argv: list[str] | None = None) -> int:
         identities = [f"sim-{number:04d}" for number in range(1, args.chargers + 1)]
     if not identities:
         parser.error("no charger to simulate")
-    specs = [ChargerSpec(identity=identity, protocol=args.protocol) for identity in identities]
+    try:
+        specs = [
+            ChargerSpec(identity=identity, protocol=args.protocol, behaviour=behaviour_from(args, identity))
+            for identity in identities
+        ]
+    except ValueError as error:
+        parser.error(str(error))
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     # The ocpp library logs every frame at INFO, which thousands of chargers turn into a flood.
