@@ -108,9 +108,10 @@ class Charger:
 class LoadGenerator:
     """Hold the chargers, answer the hub, and record what was measured."""
 
-    def __init__(self, url: str, identities: list[str], password: str) -> None:
+    def __init__(self, url: str, identities: list[str], password: str, max_connecting: int = MAX_CONNECTING) -> None:
         self.url = url.rstrip("/")
         self.password = password
+        self.max_connecting = max_connecting
         self.chargers = [Charger(identity) for identity in identities]
         self.latencies = array("d")
         self.replies_by_action: dict[str, int] = {}
@@ -225,7 +226,7 @@ class LoadGenerator:
 
     async def connect_all(self, timeout: float) -> dict[str, Any]:
         """Connect and boot every charger (a bounded number of handshakes at a time)."""
-        gate = asyncio.Semaphore(MAX_CONNECTING)
+        gate = asyncio.Semaphore(self.max_connecting)
         started = time.monotonic()
         booted = await asyncio.gather(*(self._connect_one(c, gate, timeout) for c in self.chargers))
         done = [t for t in booted if t is not None]
@@ -391,10 +392,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", default="BENCH-")
     parser.add_argument("--first", type=int, default=1)
     parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--max-connecting", type=int, default=MAX_CONNECTING, help="handshakes at a time")
     args = parser.parse_args(argv)
     raise_open_files_limit()
     identities = [f"{args.prefix}{n:06d}" for n in range(args.first, args.first + args.count)]
-    asyncio.run(serve_commands(LoadGenerator(args.url, identities, args.password)))
+    asyncio.run(serve_commands(LoadGenerator(args.url, identities, args.password, args.max_connecting)))
     return 0
 
 

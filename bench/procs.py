@@ -131,8 +131,18 @@ class LoadGenerators:
     their number.
     """
 
-    def __init__(self, url: str | list[str], password: str, chargers: int, processes: int, log_path: Path) -> None:
+    def __init__(
+        self,
+        url: str | list[str],
+        password: str,
+        chargers: int,
+        processes: int,
+        log_path: Path,
+        max_connecting: int | None = None,
+    ) -> None:
         self.urls = [url] if isinstance(url, str) else list(url)
+        # Handshakes at a time, per generator (None: the generator's default).
+        self.max_connecting = max_connecting
         self.password = password
         self.chargers = chargers
         self.count = max(1, min(processes, chargers))
@@ -158,6 +168,7 @@ class LoadGenerators:
                         str(first),
                         "--count",
                         str(count),
+                        *(["--max-connecting", str(self.max_connecting)] if self.max_connecting else []),
                         cwd=PROJECT_ROOT,
                         stdin=asyncio.subprocess.PIPE,
                         stdout=asyncio.subprocess.PIPE,

@@ -337,7 +337,7 @@ def _cluster(results: dict[str, Any]) -> list[str]:
     cluster = results.get("cluster")
     if not cluster:
         return []
-    lines = ["## 7. Several nodes on one PostgreSQL", ""]
+    lines = ["## 6. Several nodes on one PostgreSQL", ""]
     if "skipped" in cluster:
         return [*lines, f"**Not measured**: {cluster['skipped']}.", ""]
     settings, machine, postgres = cluster["settings"], cluster["machine"], cluster.get("postgres", {})
@@ -358,7 +358,9 @@ def _cluster(results: dict[str, Any]) -> list[str]:
         "alternates), each on a fresh copy of the database: **one node alone** holding every charger, and "
         f"**{settings['nodes']} nodes** each holding a third (`POWERBANK_NODE_ID` set, the default heartbeat "
         f"and lease). The same {settings['loadgen_processes']} load generator processes in both; in the cluster "
-        "generator i connects to node i. The activation is triggered on the first node (`POST "
+        "generator i connects to node i, and together they make at most "
+        f"{settings.get('handshakes_at_a_time', 256)} handshakes at a time (as `bench/run.py`'s one generator). "
+        "The activation is triggered on the first node (`POST "
         "/api/v1/activations`); it claims it and the NOTIFY in that commit tells the others. Sustained load: "
         f"{settings['sustain_s']:.0f} s of a Heartbeat and a MeterValues every {settings['interval_s']:.0f} s "
         "per sending charger, at the same rate per node in both layouts (alone, only a third of the chargers "
