@@ -443,6 +443,8 @@ class SimulatedCharger:
         self._history: list[tuple[datetime, tuple[InstalledProfile, ...]]] = [(EARLIEST, ())]
         self._car_stopped = False
         self._dropped_in_pause = False
+        # Set from a profile change until its request is answered: the charger answers before it drops.
+        self._unanswered = False
         self._offline_for: float | None = None
         self._trigger_due = False
         self._meter_rescheduled = False
@@ -635,16 +637,12 @@ class SimulatedCharger:
         else:
             # The limit allows charging, but the car has stopped.
             state = "SuspendedEV"
-        await station.report(
-            now,
-            self._readings(power_w),
-            state,
-            state_changed=state != self._reported_state,
-            periodic=periodic,
-        )
+        state_changed = state != self._reported_state
+        # Booked before sending: a profile change while the hub answers asks for the next report.
         self._reported_power_w = power_w
         self._reported_state = state
         self._report_due = False
+        await station.report(now, self._readings(power_w), state, state_changed=state_changed, periodic=periodic)
 
     def _readings(self, power_w: float) -> list[Reading]:
         """Return the meter's readings at `power_w` (give or take its noise), with the energy booked so far."""
@@ -698,6 +696,7 @@ class SimulatedCharger:
         self.profiles = profiles
         self._history.append((now, tuple(profiles)))
         self._report_due = True
+        self._unanswered = True
 
     def set_meter_interval(self, text: str) -> bool:
         """Report meter values every `text` seconds from now on; False if it is no number or below the minimum."""
@@ -717,7 +716,8 @@ class SimulatedCharger:
         self._wake.set()
 
     def wake(self) -> None:
-        """Make the charger act on a changed profile now rather than at its next tick."""
+        """Make the charger act on a changed profile now rather than at its next tick (its answer is sent)."""
+        self._unanswered = False
         self._wake.set()
 
     def configuration(self) -> dict[str, str]:
@@ -826,7 +826,7 @@ class SimulatedCharger:
         if not self._paused_by_limit(now):
             self._dropped_in_pause = False
             return False
-        if self._dropped_in_pause:
+        if self._dropped_in_pause or self._unanswered:
             return False
         self._dropped_in_pause = True
         return True

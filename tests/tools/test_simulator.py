@@ -133,6 +133,11 @@ class Hub201(ChargePoint201):
         await self.inbox.put("TransactionEvent", payload)
         return result201.TransactionEvent()
 
+    @on(Action201.meter_values)
+    async def on_meter_values(self, **payload: Any) -> result201.MeterValues:
+        await self.inbox.put("MeterValues", payload)
+        return result201.MeterValues()
+
 
 @dataclass
 class CentralSystem:
