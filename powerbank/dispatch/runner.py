@@ -38,7 +38,7 @@ from powerbank.models import Activation, ActivationState, Dispatch
 from powerbank.ocpp.connection import HubConnection
 from powerbank.ocpp.registry import Registry
 from powerbank.services import activations as service
-from powerbank.services import enrollment
+from powerbank.services import delivery, enrollment
 from powerbank.services.activations import Target
 from powerbank.tasks import BackgroundTasks
 
@@ -378,6 +378,17 @@ class ActivationRunner:
         # meanwhile (FCR-D: 5 s) never waits for another activation's chargers to answer.
         for activation_id in ended:
             self.spawn(self.release(activation_id, "ended"))
+        await self.keep_evidence(now)
+
+    async def keep_evidence(self, now: datetime) -> None:
+        """Copy the meter samples of activations over for a minute, as evidence of what was delivered."""
+        async with self.registry.writing() as session:
+            kept = [
+                a.id for a in await delivery.evidence_due(session, now) if await delivery.keep_evidence(session, a, now)
+            ]
+            await session.commit()
+        if kept:
+            logger.info("kept the meter samples of activation(s) %s as evidence of delivery", kept)
 
     # The hot path ----------------------------------------------------------------------------
 
@@ -436,6 +447,7 @@ class ActivationRunner:
                         triggered_at,
                     )
                     self._limit_sent(unrecorded, sent.futures)
+                    self.registry.keep_samples(sent.futures, delivery.keep_for_s(activation, triggered_at))
                 if not here_only:
                     activation.triggered_at = triggered_at
                     activation.last_sent_at = sent.sent_at
@@ -794,6 +806,7 @@ class ActivationRunner:
                 )
                 reached = [t for t in targets if t.charge_point_id in sent.futures]
                 limited.append(_Resent(active, reached, sent, steps[0].limit_w))
+                self.registry.keep_samples(sent.futures, max(delivery.keep_for_s(a, now) for a in active))
                 # The rows of the activations sent again are updated; the others' limit is replaced.
                 in_force_ids = {a.id for a in active}
                 replaced.extend(

@@ -3,7 +3,14 @@
 Tables are created and changed only by the Alembic migrations in ``migrations/``.
 """
 
-from powerbank.models.activations import Activation, ActivationAction, ActivationState, Dispatch, DispatchStatus
+from powerbank.models.activations import (
+    Activation,
+    ActivationAction,
+    ActivationState,
+    DeliverySample,
+    Dispatch,
+    DispatchStatus,
+)
 from powerbank.models.api_tokens import ApiToken, TokenAccess
 from powerbank.models.audit import AuditEntry
 from powerbank.models.charge_points import ChargePoint, CompatibleModel
@@ -49,6 +56,7 @@ __all__ = [
     "ChargerCapability",
     "ChargingTransaction",
     "ClusterNode",
+    "DeliverySample",
     "CompatibleModel",
     "ConnectionAttempt",
     "ConnectorStatus",

@@ -62,6 +62,9 @@ class Activation(SQLModel, table=True):
     last_sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     cancelled_by: str | None = Field(default=None, max_length=254)
+    # When its chargers' meter samples around the window were copied to ``delivery_sample`` (the
+    # proof of delivery; services/delivery.py): until then they are read where the chargers report.
+    evidence_kept_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
     @property
     def limit_w(self) -> float:
@@ -90,3 +93,24 @@ class Dispatch(SQLModel, table=True):
     release_status: str | None = Field(default=None, max_length=40)
     power_before_w: float | None = Field(default=None)
     power_during_w: float | None = Field(default=None)
+
+
+class DeliverySample(SQLModel, table=True):
+    """A charger's measured power around an activation, kept as evidence of what it delivered.
+
+    Copied from the chargers' meter samples (which are pruned to the newest) once the activation's
+    window and the minute after it are over: from a minute before the trigger to a minute after the end.
+    """
+
+    __tablename__ = "delivery_sample"
+    __table_args__ = (
+        Index("ix_delivery_sample_activation_id_charge_point_id", "activation_id", "charge_point_id"),
+        NEVER_REUSE_IDS,
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    activation_id: int = Field(foreign_key="activation.id", ondelete="CASCADE")
+    charge_point_id: int = Field(foreign_key="charge_point.id", ondelete="CASCADE")
+    measured_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    received_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    power_w: float

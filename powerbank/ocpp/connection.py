@@ -143,6 +143,10 @@ class ConnectionRegistry(Protocol):
     capabilities: GroupCommit[tuple[int, Capability]]
     boot_listeners: list[Callable[[HubConnection], Awaitable[None]]]
 
+    def keeps_samples(self, charge_point_id: int) -> bool:
+        """Whether this charger's meter samples are kept (not pruned) now: evidence of delivery."""
+        ...
+
     def seen(self, charge_point_id: int) -> None:
         """Note that a charger was heard from now."""
         ...
@@ -436,7 +440,10 @@ class HubConnection:
         """Store sampled meter values (in the batch of every charger's reports; see ``reports``)."""
         self.meter_messages += 1
         rows = chargers.meter_rows(self.charge_point_id, connector_id, readings_from(meter_value), transaction_id)
-        prune = self.meter_messages % self.registry.prune_every == 0
+        # Not while an activation needs them as evidence of delivery.
+        prune = self.meter_messages % self.registry.prune_every == 0 and not self.registry.keeps_samples(
+            self.charge_point_id
+        )
         if rows or prune:
             await self.registry.reports.submit(Report(meter_rows=rows, prune=self.charge_point_id if prune else None))
 

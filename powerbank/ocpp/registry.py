@@ -139,6 +139,8 @@ class Registry:
             self.write_lock, in_session(sessionmaker, _store_capabilities), "capability answers", max_batch=ORM_BATCH
         )
         self._connections: dict[str, HubConnection] = {}
+        # Chargers whose meter samples are kept until then (monotonic time; see ``keep_samples``).
+        self._evidence: dict[int, float] = {}
         self._seen: dict[int, datetime] = {}
         # Charger → (protocol it spoke, still connected), written in batches.
         self._presence: dict[int, tuple[str, bool]] = {}
@@ -157,6 +159,26 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._connections)
+
+    # Evidence of delivery ---------------------------------------------------------------------
+
+    def keep_samples(self, charge_point_ids: Iterable[int], seconds: float) -> None:
+        """Keep every meter sample of these chargers for ``seconds`` (none pruned): an activation's
+        evidence, copied once its window is over (services/delivery.py)."""
+        until = time.monotonic() + seconds
+        for charge_point_id in charge_point_ids:
+            if self._evidence.get(charge_point_id, 0.0) < until:
+                self._evidence[charge_point_id] = until
+
+    def keeps_samples(self, charge_point_id: int) -> bool:
+        """Whether this charger's meter samples are being kept (not pruned) now."""
+        until = self._evidence.get(charge_point_id)
+        if until is None:
+            return False
+        if time.monotonic() > until:
+            del self._evidence[charge_point_id]
+            return False
+        return True
 
     def get(self, identity: str) -> HubConnection | None:
         """Return the live connection of a charger, or None when it is not connected."""

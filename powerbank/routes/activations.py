@@ -13,9 +13,10 @@ from powerbank.models import ActivationAction
 from powerbank.routes.loaders import activation_for, charge_point_for, operator_for
 from powerbank.rules.permissions import Permission
 from powerbank.services import activations as service
+from powerbank.services import delivery
 from powerbank.services.audit import Actor
 from powerbank.web.auth import login_required, principal
-from powerbank.web.render import redirect_to, render_page
+from powerbank.web.render import csv_download, redirect_to, render_page
 from powerbank.web.state import db_session
 
 blueprint = Blueprint("activations", __name__)
@@ -95,12 +96,12 @@ async def create_test(operator_id: int) -> Response:
 CHART_W, CHART_H, CHART_PAD = 640, 200, 36
 
 
-def chart_geometry(chart: service.PowerChart | None) -> dict[str, Any] | None:
-    """Lay the power chart out for inline SVG: the line, the window band and the axis labels."""
+def chart_geometry(chart: service.PowerChart | None, baseline_kw: float | None = None) -> dict[str, Any] | None:
+    """Lay the power chart out for inline SVG: the line, the baseline, the window band and the axis labels."""
     if chart is None or not chart.points:
         return None
     span = max(chart.end_s - chart.start_s, 1.0)
-    top = chart.max_kw * 1.1
+    top = max(chart.max_kw, baseline_kw or 0.0) * 1.1
     width, height = CHART_W - 2 * CHART_PAD, CHART_H - 2 * CHART_PAD
 
     def x(seconds: float) -> float:
@@ -124,6 +125,8 @@ def chart_geometry(chart: service.PowerChart | None) -> dict[str, Any] | None:
         "end_label": f"{chart.end_s:+.0f} s",
         "latest_kw": chart.points[-1][1],
         "before_kw": next((kw for s, kw in reversed(chart.points) if s <= 0), None),
+        "baseline_y": y(baseline_kw) if baseline_kw is not None else None,
+        "baseline_kw": baseline_kw,
     }
 
 
@@ -141,12 +144,20 @@ async def _detail_context(activation_id: int) -> dict[str, Any]:
         and summary.count("pending") == 0
         and (datetime.now(UTC) - finished).total_seconds() > service.CHART_CONTEXT_S
     )
+    delivered = await delivery.delivery_of(session, activation, dispatches)
+    baseline_kw = None
+    if delivered is not None:
+        baselines = [c.baseline_w for c in delivered.chargers if c.baseline_w is not None]
+        baseline_kw = sum(baselines) / 1000 if baselines else None
     return {
         "activation": activation,
         "operator": operator,
         "dispatches": dispatches,
         "summary": summary,
-        "chart": chart_geometry(await service.power_chart(session, activation, dispatches)),
+        "delivery": delivered,
+        "delivery_share": delivery.DELIVERED_SHARE,
+        "delivered_by": {c.dispatch.id: c for c in delivered.chargers} if delivered is not None else {},
+        "chart": chart_geometry(await service.power_chart(session, activation, dispatches), baseline_kw),
         "live": not settled,
         "poll_s": LIVE_POLL_S,
         "overlap_rule": service.OVERLAP_RULE,
@@ -160,6 +171,30 @@ async def detail(activation_id: int) -> Response:
     return await render_page(
         "activations/detail.html", "partials/activation_live.html", **await _detail_context(activation_id)
     )
+
+
+@blueprint.get("/activations/<int:activation_id>/response.csv")
+@login_required
+async def response_csv(activation_id: int) -> Response:
+    """The area's response at 1 s (time, baseline, measured, limit, chargers reporting) as CSV."""
+    found = await _delivery(activation_id)
+    rows = delivery.curve_rows(found.area) if found is not None else []
+    return csv_download(delivery.to_csv(delivery.CURVE_COLUMNS, rows), f"activation-{activation_id}-response.csv")
+
+
+@blueprint.get("/activations/<int:activation_id>/chargers.csv")
+@login_required
+async def chargers_csv(activation_id: int) -> Response:
+    """Each charger's verdict and the numbers behind it, as CSV."""
+    found = await _delivery(activation_id)
+    rows = delivery.charger_rows(found.chargers) if found is not None else []
+    return csv_download(delivery.to_csv(delivery.CHARGER_COLUMNS, rows), f"activation-{activation_id}-chargers.csv")
+
+
+async def _delivery(activation_id: int) -> delivery.Delivery | None:
+    activation = await activation_for(await principal(), activation_id)
+    session = await db_session()
+    return await delivery.delivery_of(session, activation, await service.dispatches_of(session, activation_id))
 
 
 @blueprint.post("/activations/<int:activation_id>/cancel")

@@ -20,7 +20,7 @@ from powerbank.services.charge_points import names_of_team
 from powerbank.web.auth import login_required, principal
 from powerbank.web.htmx import hx_trigger, is_htmx
 from powerbank.web.ids import id_or_none
-from powerbank.web.render import discard_changes, redirect_to, render_page
+from powerbank.web.render import csv_download, discard_changes, redirect_to, render_page
 from powerbank.web.state import db_session
 
 blueprint = Blueprint("enrollment", __name__)
@@ -321,7 +321,4 @@ async def export_csv(team_id: int) -> Response:
     csv.writer(buffer).writerows(
         enrollment.participation_csv_rows(await enrollment.eligibility_for_team(session, team))
     )
-    response = Response(buffer.getvalue(), mimetype="text/csv")
-    filename = f"powerbank-participation-team-{team.id}.csv"
-    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
+    return csv_download(buffer.getvalue(), f"powerbank-participation-team-{team.id}.csv")

@@ -64,3 +64,10 @@ def redirect_to(location: str, code: int = 302) -> Response:
     """Redirect to ``location`` (303 See Other after a change, so the browser follows with a GET)."""
     # Quart makes the app's response class; werkzeug's signature only promises its own base class.
     return cast(Response, current_app.redirect(location, code))
+
+
+def csv_download(text: str, filename: str) -> Response:
+    """Return CSV text as a file the browser saves under ``filename``."""
+    response = Response(text, mimetype="text/csv")
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

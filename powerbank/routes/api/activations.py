@@ -11,15 +11,19 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
-from quart_schema import validate_querystring, validate_request, validate_response
+from quart import Response
+from quart_schema import document_response, validate_querystring, validate_request, validate_response
 
 from powerbank.dispatch.gateway import gateway
 from powerbank.errors import ForbiddenError, NotFoundError
 from powerbank.models import Activation, Dispatch, DispatchStatus
 from powerbank.routes import api
+from powerbank.routes.api import schemas
 from powerbank.routes.api.schemas import PageQuery, RequestBody
 from powerbank.services import activations as service
+from powerbank.services import delivery
 from powerbank.services.api_tokens import actor_for_token
+from powerbank.web.render import csv_download
 from powerbank.web.state import db_session
 
 blueprint = api.blueprint
@@ -250,3 +254,101 @@ async def cancel_activation(activation_id: int) -> ActivationOut:
         session, api.current_principal(), actor_for_token(api.current_token()), activation
     )
     return activation_out(activation, await service.dispatches_of(session, activation_id))
+
+
+# Proof of delivery -----------------------------------------------------------------------------
+
+
+class ResponseRow(BaseModel):
+    time: datetime
+    offset_s: int = Field(description="Seconds from the trigger (negative: before it).")
+    baseline_kw: float | None = Field(description="Sum of the reporting chargers' baselines.")
+    measured_kw: float | None = Field(description="Sum of the reporting chargers' measured power (step-hold).")
+    limit_kw: float | None = Field(description="Sum of the reporting chargers' limits, during the window only.")
+    chargers_reporting: int = Field(description="Chargers with a sample no older than 120 s at that second.")
+
+
+class ChargerVerdict(BaseModel):
+    identity: str
+    status: str = Field(description="What the charger answered (see ChargerResult).")
+    verdict: str = Field(
+        description="delivered, partial, accepted but not delivered, not accepted, offline, no meter data, "
+        "nothing to reduce or waiting."
+    )
+    baseline_kw: float | None
+    baseline_method: str
+    expected_reduction_kw: float | None
+    delivered_reduction_kw: float | None = Field(description="At the market's full-activation time.")
+    delivered_share: float | None
+    best_reduction_kw: float | None
+    reached_90_percent_s: float | None
+    samples: int
+    clock_replaced: int = Field(description="Samples placed at the hub's receive time (implausible charger clock).")
+
+
+class ActivationResponse(BaseModel):
+    activation_id: int
+    market: str
+    required_50_percent_s: float | None
+    required_100_percent_s: float
+    expected_reduction_kw: float
+    reached_50_percent_s: float | None
+    reached_100_percent_s: float | None = Field(description="90 % of the expected reduction counts as 100 %.")
+    met_50_percent: bool | None
+    met_100_percent: bool | None
+    rows: list[ResponseRow] = Field(description="One row per second, from 60 s before the trigger.")
+    chargers: list[ChargerVerdict]
+
+
+async def _delivery_of(activation_id: int) -> delivery.Delivery | None:
+    activation = await load_activation(activation_id)
+    session = await db_session()
+    return await delivery.delivery_of(session, activation, await service.dispatches_of(session, activation_id))
+
+
+@blueprint.get(f"/activations/<{api.ID}:activation_id>/response")
+@validate_response(ActivationResponse)
+@api.problems(*api.COMMON, 403)
+async def get_response(activation_id: int) -> ActivationResponse:
+    """What the meters show: the area's response at 1 s against its baseline, and a verdict per charger.
+
+    Empty rows and chargers before the activation was triggered. docs/delivery-proof.md explains
+    the baseline, the verdicts and their limits.
+    """
+    activation = await load_activation(activation_id)
+    found = await _delivery_of(activation_id)
+    requirement = delivery.requirement_for(activation.market)
+    area = found.area if found is not None else delivery.AreaResponse(requirement)
+    return ActivationResponse(
+        activation_id=activation_id,
+        market=activation.market,
+        required_50_percent_s=requirement.half_s,
+        required_100_percent_s=requirement.full_s,
+        expected_reduction_kw=round(area.expected_w / 1000, 3),
+        reached_50_percent_s=area.half_s,
+        reached_100_percent_s=area.full_s,
+        met_50_percent=area.half_met,
+        met_100_percent=area.full_met,
+        rows=[ResponseRow.model_validate(row) for row in delivery.curve_rows(area)],
+        chargers=[ChargerVerdict.model_validate(row) for row in delivery.charger_rows(found.chargers if found else [])],
+    )
+
+
+@blueprint.get(f"/activations/<{api.ID}:activation_id>/response.csv")
+@document_response(schemas.CsvText)
+@api.problems(*api.COMMON, 403)
+async def get_response_csv(activation_id: int) -> Response:
+    """The area's response at 1 s as CSV: time, offset_s, baseline_kw, measured_kw, limit_kw, chargers_reporting."""
+    found = await _delivery_of(activation_id)
+    rows = delivery.curve_rows(found.area) if found is not None else []
+    return csv_download(delivery.to_csv(delivery.CURVE_COLUMNS, rows), f"activation-{activation_id}-response.csv")
+
+
+@blueprint.get(f"/activations/<{api.ID}:activation_id>/chargers.csv")
+@document_response(schemas.CsvText)
+@api.problems(*api.COMMON, 403)
+async def get_chargers_csv(activation_id: int) -> Response:
+    """Each charger's verdict and the numbers behind it, as CSV (the columns of ChargerVerdict)."""
+    found = await _delivery_of(activation_id)
+    rows = delivery.charger_rows(found.chargers) if found is not None else []
+    return csv_download(delivery.to_csv(delivery.CHARGER_COLUMNS, rows), f"activation-{activation_id}-chargers.csv")

@@ -36,6 +36,8 @@ class ApiOpenAPIProvider(OpenAPIProvider):
         response, components = super().build_response_object(model, headers_model)
         if model is schemas.Problem:
             response["content"] = {api.PROBLEM_MEDIA_TYPE: response["content"]["application/json"]}
+        if model is schemas.CsvText:
+            response["content"] = {"text/csv": {"schema": {"type": "string"}}}
         return response, _hoist(response["content"], components)
 
 

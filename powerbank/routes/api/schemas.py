@@ -98,6 +98,10 @@ class Problem(BaseModel):
     errors: list[FieldProblem] = Field(default_factory=list)
 
 
+class CsvText(BaseModel):
+    """A CSV file (text/csv, header row first): the OpenAPI document describes it as text, not JSON."""
+
+
 class PageQuery(Query):
     page: int = Field(default=1, ge=1, le=1_000_000)
     page_size: int = Field(

@@ -104,6 +104,9 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("api.opt_out", "DELETE"): "configure",
     ("api.list_activations", "GET"): "read activations",
     ("api.get_activation", "GET"): "read activations",
+    ("api.get_response", "GET"): "read activations",
+    ("api.get_response_csv", "GET"): "read activations",
+    ("api.get_chargers_csv", "GET"): "read activations",
     ("api.create_activation", "POST"): "write activations",
     ("api.cancel_activation", "DELETE"): "write activations",
 }

@@ -1,0 +1,543 @@
+"""Proof of delivery: what the meters say each charger and the whole area delivered in an activation.
+
+A charger's "Accepted" is not delivery. From the meter samples kept around an activation (60 s
+before the trigger to 60 s after the window) this computes, per charger, a baseline (the power it
+would have drawn), the reduction it was expected to deliver, what it delivered and a verdict; and
+for the area, the response curve at 1 s (step-hold between samples, a charger whose sample is too
+old counts as not reporting, never as zero) with the time to 50 % and 100 % of the area's expected
+reduction, judged against the market's requirement. docs/delivery-proof.md explains the columns,
+the methods and their limits.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import insert, literal, update
+from sqlalchemy import select as core_select
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from powerbank.db import utcnow
+from powerbank.models import Activation, ActivationState, DeliverySample, Dispatch, DispatchStatus, MeterSample
+from powerbank.services.enrollment import spreadsheet_text
+
+# The baseline is the mean power measured over this long before the trigger; the curve starts and
+# ends this long around the window.
+BASELINE_S = 60
+CONTEXT_S = 60
+# A charger delivered when its reduction reached this share of what was expected (meters are noisy);
+# the area's "100 %" is judged with the same tolerance.
+DELIVERED_SHARE = 0.9
+# Below this share of the expected reduction, an accepted limit was not delivered at all.
+PARTIAL_SHARE = 0.1
+# A charger drawing less than this at the trigger had nothing to reduce.
+NOTHING_TO_REDUCE_W = 100.0
+# A sample holds until the next one, but not longer than this: after it the charger is not reporting.
+STALE_AFTER_S = 120.0
+# A sample whose meter time is this far from when the hub received it is placed at the receive time.
+CLOCK_AHEAD_S = 5.0
+CLOCK_BEHIND_S = 300.0
+# Samples are kept this long past CONTEXT_S after the window, for the leader to copy them (it looks
+# at least every 30 s).
+EVIDENCE_GRACE_S = 120.0
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """How fast a market wants the response: 50 % and 100 % of it within these seconds of the trigger."""
+
+    half_s: float | None
+    full_s: float
+
+
+# Per market label (services.activations.MARKETS); others, and "Test", are judged as FCR-D.
+REQUIREMENTS: dict[str, Requirement] = {
+    "FCR-D up": Requirement(5, 30),
+    "FCR-D down": Requirement(5, 30),
+    "FCR-N": Requirement(None, 180),
+    "FFR": Requirement(None, 1.3),
+    "aFRR": Requirement(None, 300),
+    "mFRR": Requirement(None, 750),
+}
+DEFAULT_REQUIREMENT = Requirement(5, 30)
+
+
+def requirement_for(market: str) -> Requirement:
+    return REQUIREMENTS.get(market, DEFAULT_REQUIREMENT)
+
+
+class Verdict(StrEnum):
+    DELIVERED = "delivered"
+    PARTIAL = "partial"
+    NOT_DELIVERED = "accepted but not delivered"
+    NOT_ACCEPTED = "not accepted"
+    OFFLINE = "offline"
+    NO_METER_DATA = "no meter data"
+    NOTHING_TO_REDUCE = "nothing to reduce"
+    WAITING = "waiting"
+
+
+NOT_ACCEPTED = frozenset(
+    {DispatchStatus.REJECTED, DispatchStatus.NOT_SUPPORTED, DispatchStatus.TIMEOUT, DispatchStatus.ERROR}
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    at: datetime
+    power_w: float
+    # The charger's own time was implausible: ``at`` is when the hub received the sample.
+    clock_replaced: bool = False
+
+
+@dataclass
+class ChargerDelivery:
+    """One charger's part: the numbers behind its verdict."""
+
+    dispatch: Dispatch
+    verdict: Verdict
+    baseline_w: float | None = None
+    baseline_method: str = ""
+    expected_w: float | None = None
+    # The reduction delivered at the market's full-activation time, and the most reached in the window.
+    delivered_w: float | None = None
+    best_w: float | None = None
+    # Seconds from the trigger until the reduction first reached DELIVERED_SHARE of what was expected.
+    reached_s: float | None = None
+    samples: int = 0
+    clock_replaced: int = 0
+
+    @property
+    def share(self) -> float | None:
+        if self.expected_w is None or self.expected_w <= 0 or self.delivered_w is None:
+            return None
+        return self.delivered_w / self.expected_w
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    at: datetime
+    offset_s: int
+    baseline_w: float | None
+    measured_w: float | None
+    limit_w: float | None
+    reporting: int
+
+
+@dataclass
+class AreaResponse:
+    """The area's response at 1 s and how it compares with the market's requirement."""
+
+    requirement: Requirement
+    points: list[CurvePoint] = field(default_factory=list)
+    expected_w: float = 0.0
+    half_s: float | None = None
+    full_s: float | None = None
+
+    @property
+    def half_met(self) -> bool | None:
+        if self.requirement.half_s is None or self.expected_w <= 0:
+            return None
+        return self.half_s is not None and self.half_s <= self.requirement.half_s
+
+    @property
+    def full_met(self) -> bool | None:
+        if self.expected_w <= 0:
+            return None
+        return self.full_s is not None and self.full_s <= self.requirement.full_s
+
+
+@dataclass
+class Delivery:
+    chargers: list[ChargerDelivery]
+    area: AreaResponse
+    clock_replaced: int = 0
+
+    def count(self, verdict: Verdict) -> int:
+        return sum(1 for charger in self.chargers if charger.verdict == verdict)
+
+
+def placed(measured_at: datetime, received_at: datetime) -> tuple[datetime, bool]:
+    """Return when a sample is taken to be measured: the charger's time unless it is implausible."""
+    if measured_at > received_at + timedelta(seconds=CLOCK_AHEAD_S):
+        return received_at, True
+    if measured_at < received_at - timedelta(seconds=CLOCK_BEHIND_S):
+        return received_at, True
+    return measured_at, False
+
+
+async def load_samples(
+    session: AsyncSession, activation: Activation, charge_point_ids: Sequence[int], since: datetime, until: datetime
+) -> dict[int, list[Sample]]:
+    """Return each charger's power samples between two moments, in time order, duplicates left out.
+
+    From the evidence kept for the activation once it was copied, else from the chargers' meter samples.
+    """
+    found: dict[int, list[Sample]] = {}
+    if not charge_point_ids:
+        return found
+    low, high = since - timedelta(seconds=CLOCK_AHEAD_S), until + timedelta(seconds=CLOCK_BEHIND_S)
+    query: Any
+    if activation.evidence_kept_at is not None:
+        query = select(
+            DeliverySample.charge_point_id,
+            DeliverySample.measured_at,
+            DeliverySample.received_at,
+            DeliverySample.power_w,
+        ).where(
+            DeliverySample.activation_id == activation.id,
+            col(DeliverySample.charge_point_id).in_(charge_point_ids),
+            col(DeliverySample.received_at) >= low,
+            col(DeliverySample.received_at) <= high,
+        )
+    else:
+        query = select(
+            MeterSample.charge_point_id, MeterSample.measured_at, MeterSample.received_at, MeterSample.power_w
+        ).where(
+            col(MeterSample.charge_point_id).in_(charge_point_ids),
+            col(MeterSample.power_w).is_not(None),
+            col(MeterSample.received_at) >= low,
+            col(MeterSample.received_at) <= high,
+        )
+    seen: set[tuple[int, datetime]] = set()
+    for cp_id, measured_at, received_at, power in await session.exec(query):
+        if power is None or not math.isfinite(power):
+            continue
+        at, replaced = placed(measured_at, received_at)
+        if not since <= at <= until or (cp_id, at) in seen:
+            continue
+        seen.add((cp_id, at))
+        found.setdefault(cp_id, []).append(Sample(at, max(0.0, float(power)), replaced))
+    for series in found.values():
+        series.sort(key=lambda sample: sample.at)
+    return found
+
+
+# Keeping the evidence --------------------------------------------------------------------------
+
+
+def keep_for_s(activation: Activation, now: datetime) -> float:
+    """Return how long the chargers reached now must keep their meter samples (none pruned)."""
+    return max(0.0, (activation.end_at - now).total_seconds()) + CONTEXT_S + EVIDENCE_GRACE_S
+
+
+async def evidence_due(session: AsyncSession, now: datetime, limit: int = 50) -> list[Activation]:
+    """Return activations over for CONTEXT_S whose chargers' samples are not copied yet, oldest first."""
+    rows = await session.exec(
+        select(Activation)
+        .where(
+            col(Activation.triggered_at).is_not(None),
+            col(Activation.evidence_kept_at).is_(None),
+            col(Activation.state).in_([ActivationState.ENDED, ActivationState.CANCELLED]),
+            col(Activation.ended_at) <= now - timedelta(seconds=CONTEXT_S),
+        )
+        .order_by(col(Activation.ended_at))
+        .limit(limit)
+    )
+    return list(rows)
+
+
+async def keep_evidence(session: AsyncSession, activation: Activation, now: datetime) -> bool:
+    """Copy an activation's chargers' samples around its window to ``delivery_sample`` (once: False
+    when another node did it already). One INSERT … SELECT; the caller commits."""
+    claimed = await session.exec(
+        update(Activation)
+        .where(col(Activation.id) == activation.id, col(Activation.evidence_kept_at).is_(None))
+        .values(evidence_kept_at=now)
+        .returning(col(Activation.id))
+    )
+    if claimed.first() is None or activation.triggered_at is None:
+        return False
+    window_end = activation.ended_at or activation.end_at
+    since = activation.triggered_at - timedelta(seconds=max(BASELINE_S, CONTEXT_S) + STALE_AFTER_S + CLOCK_AHEAD_S)
+    until = window_end + timedelta(seconds=CONTEXT_S + CLOCK_BEHIND_S)
+    chargers = select(Dispatch.charge_point_id).where(
+        Dispatch.activation_id == activation.id, col(Dispatch.charge_point_id).is_not(None)
+    )
+    samples = core_select(
+        literal(activation.id),
+        col(MeterSample.charge_point_id),
+        col(MeterSample.measured_at),
+        col(MeterSample.received_at),
+        col(MeterSample.power_w),
+    ).where(
+        col(MeterSample.charge_point_id).in_(chargers),
+        col(MeterSample.power_w).is_not(None),
+        col(MeterSample.received_at) >= since,
+        col(MeterSample.received_at) <= until,
+    )
+    await session.exec(
+        insert(DeliverySample).from_select(
+            ["activation_id", "charge_point_id", "measured_at", "received_at", "power_w"], samples
+        )
+    )
+    return True
+
+
+def _held(series: Sequence[Sample], at: datetime) -> float | None:
+    """Return the power holding at ``at`` (the last sample at or before it, unless it is stale)."""
+    value = None
+    for sample in series:
+        if sample.at > at:
+            break
+        value = sample
+    if value is None or (at - value.at).total_seconds() > STALE_AFTER_S:
+        return None
+    return value.power_w
+
+
+def baseline(series: Sequence[Sample], trigger: datetime) -> tuple[float | None, str]:
+    """Return a charger's baseline and how it was found: the mean over BASELINE_S before the trigger."""
+    before = [s.power_w for s in series if trigger - timedelta(seconds=BASELINE_S) <= s.at < trigger]
+    if before:
+        return sum(before) / len(before), f"mean of {len(before)} sample(s) in the {BASELINE_S} s before the trigger"
+    held = _held(series, trigger)
+    if held is not None:
+        return held, f"last sample before the trigger (none in the {BASELINE_S} s before it)"
+    return None, "no sample before the trigger"
+
+
+def judge(
+    dispatch: Dispatch,
+    series: Sequence[Sample],
+    trigger: datetime,
+    window_end: datetime,
+    requirement: Requirement,
+    limit_w: float,
+    now: datetime,
+) -> ChargerDelivery:
+    """Return one charger's delivery and verdict."""
+    replaced = sum(1 for s in series if s.clock_replaced)
+    result = ChargerDelivery(dispatch, Verdict.WAITING, samples=len(series), clock_replaced=replaced)
+    if dispatch.status == DispatchStatus.OFFLINE:
+        result.verdict = Verdict.OFFLINE
+        return result
+    if dispatch.status in NOT_ACCEPTED:
+        result.verdict = Verdict.NOT_ACCEPTED
+        return result
+    result.baseline_w, result.baseline_method = baseline(series, trigger)
+    if result.baseline_w is None:
+        result.verdict = Verdict.NO_METER_DATA
+        return result
+    limit = dispatch.limit_w if dispatch.limit_w is not None else limit_w
+    result.expected_w = max(0.0, result.baseline_w - limit)
+    if result.baseline_w < NOTHING_TO_REDUCE_W or result.expected_w < NOTHING_TO_REDUCE_W:
+        result.verdict = Verdict.NOTHING_TO_REDUCE
+        return result
+    during = [s for s in series if trigger <= s.at <= window_end]
+    full_at = trigger + timedelta(seconds=requirement.full_s)
+    if not during:
+        result.verdict = Verdict.NO_METER_DATA if now >= min(full_at, window_end) else Verdict.WAITING
+        return result
+    for sample in during:
+        reduction = result.baseline_w - sample.power_w
+        result.best_w = reduction if result.best_w is None else max(result.best_w, reduction)
+        if result.reached_s is None and reduction >= DELIVERED_SHARE * result.expected_w:
+            result.reached_s = (sample.at - trigger).total_seconds()
+    judged_at = min(full_at, window_end)
+    held = _held(during, judged_at)
+    result.delivered_w = result.baseline_w - held if held is not None else None
+    if result.reached_s is not None and result.reached_s <= requirement.full_s:
+        result.verdict = Verdict.DELIVERED
+    elif now < judged_at:
+        result.verdict = Verdict.WAITING
+    elif (result.best_w or 0.0) >= PARTIAL_SHARE * result.expected_w:
+        result.verdict = Verdict.PARTIAL
+    else:
+        result.verdict = Verdict.NOT_DELIVERED
+    return result
+
+
+def area_curve(
+    chargers: Sequence[ChargerDelivery],
+    samples: dict[int, list[Sample]],
+    trigger: datetime,
+    window_end: datetime,
+    until: datetime,
+    requirement: Requirement,
+) -> AreaResponse:
+    """Sum the chargers at 1 s from CONTEXT_S before the trigger to ``until``; time the area's response.
+
+    Each sample holds until the next one, or until it is stale: one sweep over the samples' starts
+    and ends, not a look at every charger every second (10,000 chargers over ten minutes stay fast).
+    """
+    area = AreaResponse(requirement)
+    judged = [c for c in chargers if c.baseline_w is not None and c.dispatch.charge_point_id in samples]
+    area.expected_w = sum(c.expected_w or 0.0 for c in judged)
+    stale = timedelta(seconds=STALE_AFTER_S, microseconds=1)
+    # (moment, measured, baseline, limit, reporting) changes, applied from that moment on.
+    changes: list[tuple[datetime, float, float, float, int]] = []
+    for charger in judged:
+        series = samples[charger.dispatch.charge_point_id or 0]
+        base, limit = charger.baseline_w or 0.0, charger.dispatch.limit_w or 0.0
+        for index, sample in enumerate(series):
+            ends = sample.at + stale
+            if index + 1 < len(series):
+                ends = min(ends, series[index + 1].at)
+            changes.append((sample.at, sample.power_w, base, limit, 1))
+            changes.append((ends, -sample.power_w, -base, -limit, -1))
+    changes.sort(key=lambda change: change[0])
+    start = trigger - timedelta(seconds=CONTEXT_S)
+    measured = baseline_sum = limit_sum = 0.0
+    reporting = applied = 0
+
+    def reached(moment: datetime) -> None:
+        """Time the response if the area's reduction reached 50 % or 100 % at ``moment``."""
+        if not (trigger <= moment <= window_end and reporting and area.expected_w > 0):
+            return
+        reduction = baseline_sum - measured
+        offset_s = round((moment - trigger).total_seconds(), 1)
+        if area.half_s is None and reduction >= 0.5 * area.expected_w:
+            area.half_s = offset_s
+        if area.full_s is None and reduction >= DELIVERED_SHARE * area.expected_w:
+            area.full_s = offset_s
+
+    triggered = False
+
+    def apply_until(moment_limit: datetime) -> None:
+        nonlocal measured, baseline_sum, limit_sum, reporting, applied, triggered
+        while applied < len(changes) and changes[applied][0] <= moment_limit:
+            moment, d_measured, d_baseline, d_limit, d_reporting = changes[applied]
+            if not triggered and moment > trigger:
+                triggered = True
+                reached(trigger)
+            measured, baseline_sum = measured + d_measured, baseline_sum + d_baseline
+            limit_sum, reporting = limit_sum + d_limit, reporting + d_reporting
+            applied += 1
+            # Timed at the samples' own moments, not the 1 s rows: as each charger's is.
+            if applied == len(changes) or changes[applied][0] != moment:
+                reached(moment)
+
+    steps = max(0, int((until - start).total_seconds()))
+    for step in range(steps + 1):
+        at = start + timedelta(seconds=step)
+        apply_until(at)
+        offset = step - CONTEXT_S
+        in_window = trigger <= at <= window_end
+        area.points.append(
+            CurvePoint(
+                at,
+                offset,
+                baseline_sum if reporting else None,
+                max(0.0, measured) if reporting else None,
+                max(0.0, limit_sum) if reporting and in_window else None,
+                reporting,
+            )
+        )
+    # Samples after the last whole second still time the response.
+    apply_until(until)
+    if not triggered:
+        reached(trigger)
+    return area
+
+
+async def delivery_of(
+    session: AsyncSession, activation: Activation, dispatches: Sequence[Dispatch], now: datetime | None = None
+) -> Delivery | None:
+    """Return what an activation delivered, per charger and for the area (None before it was triggered)."""
+    trigger = activation.triggered_at
+    if trigger is None:
+        return None
+    now = now or utcnow()
+    window_end = activation.ended_at or activation.end_at
+    until = min(now, window_end + timedelta(seconds=CONTEXT_S))
+    ids = [d.charge_point_id for d in dispatches if d.charge_point_id is not None]
+    # The baseline's samples and the one holding at the curve's start are older than the curve.
+    since = trigger - timedelta(seconds=max(BASELINE_S, CONTEXT_S) + STALE_AFTER_S)
+    samples = await load_samples(session, activation, ids, since, until)
+    requirement = requirement_for(activation.market)
+    chargers = [
+        judge(
+            d,
+            samples.get(d.charge_point_id or 0, []),
+            trigger,
+            window_end,
+            requirement,
+            activation.limit_w,
+            now,
+        )
+        for d in dispatches
+    ]
+    area = area_curve(chargers, samples, trigger, window_end, until, requirement)
+    return Delivery(chargers, area, sum(c.clock_replaced for c in chargers))
+
+
+# Exports -------------------------------------------------------------------------------------
+
+CURVE_COLUMNS = ("time", "offset_s", "baseline_kw", "measured_kw", "limit_kw", "chargers_reporting")
+CHARGER_COLUMNS = (
+    "identity",
+    "status",
+    "verdict",
+    "baseline_kw",
+    "baseline_method",
+    "expected_reduction_kw",
+    "delivered_reduction_kw",
+    "delivered_share",
+    "best_reduction_kw",
+    "reached_90_percent_s",
+    "samples",
+    "clock_replaced",
+)
+
+
+def _kw(value: float | None) -> float | None:
+    return None if value is None else round(value / 1000, 3)
+
+
+def curve_rows(area: AreaResponse) -> list[dict[str, object]]:
+    return [
+        {
+            "time": point.at.isoformat(),
+            "offset_s": point.offset_s,
+            "baseline_kw": _kw(point.baseline_w),
+            "measured_kw": _kw(point.measured_w),
+            "limit_kw": _kw(point.limit_w),
+            "chargers_reporting": point.reporting,
+        }
+        for point in area.points
+    ]
+
+
+def charger_rows(chargers: Iterable[ChargerDelivery]) -> list[dict[str, object]]:
+    return [
+        {
+            "identity": c.dispatch.identity,
+            "status": c.dispatch.status,
+            "verdict": str(c.verdict),
+            "baseline_kw": _kw(c.baseline_w),
+            "baseline_method": c.baseline_method,
+            "expected_reduction_kw": _kw(c.expected_w),
+            "delivered_reduction_kw": _kw(c.delivered_w),
+            "delivered_share": None if c.share is None else round(c.share, 3),
+            "best_reduction_kw": _kw(c.best_w),
+            "reached_90_percent_s": c.reached_s,
+            "samples": c.samples,
+            "clock_replaced": c.clock_replaced,
+        }
+        for c in chargers
+    ]
+
+
+def to_csv(columns: Sequence[str], rows: Iterable[dict[str, object]]) -> str:
+    """Return rows as CSV (empty cells for unknown values); cells a spreadsheet would run are quoted harmless."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\r\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: _cell(value) for key, value in row.items()})
+    return out.getvalue()
+
+
+def _cell(value: object) -> object:
+    if value is None:
+        return ""
+    return spreadsheet_text(value) if isinstance(value, str) else value

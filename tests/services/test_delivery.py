@@ -1,0 +1,119 @@
+"""Proof of delivery computed from meter samples: baselines, verdicts, the area's curve, the exports."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from powerbank.models import Dispatch, DispatchStatus
+from powerbank.services import delivery
+from powerbank.services.delivery import Requirement, Sample, Verdict
+
+T0 = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+FCR_D = Requirement(5, 30)
+END = T0 + timedelta(seconds=300)
+LATER = END + timedelta(seconds=60)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def series(*points: tuple[float, float]) -> list[Sample]:
+    return [Sample(at(seconds), power) for seconds, power in points]
+
+
+def dispatch(cp_id: int = 1, status: str = DispatchStatus.ACCEPTED, limit_w: float | None = 0.0) -> Dispatch:
+    return Dispatch(
+        id=cp_id, activation_id=1, charge_point_id=cp_id, identity=f"CP-{cp_id}", status=status, limit_w=limit_w
+    )
+
+
+def judge(d: Dispatch, samples: list[Sample], now: datetime = LATER) -> delivery.ChargerDelivery:
+    return delivery.judge(d, samples, T0, END, FCR_D, 0.0, now)
+
+
+BEFORE = ((-50, 11_000), (-30, 10_800), (-10, 11_200))
+
+
+def test_a_charger_that_ramps_down_within_the_full_activation_time_delivered() -> None:
+    result = judge(dispatch(), series(*BEFORE, (2, 11_000), (8, 4_000), (12, 300), (40, 200)))
+    assert result.verdict == Verdict.DELIVERED
+    assert result.baseline_w == 11_000 and "mean of 3 sample(s)" in result.baseline_method
+    assert result.expected_w == 11_000
+    assert result.reached_s == 12
+    assert result.delivered_w == 11_000 - 300  # held at 30 s: the sample of 12 s
+    assert result.share is not None and result.share > 0.9
+
+
+def test_accepted_but_ignored_is_not_delivered_and_a_slow_one_is_partial() -> None:
+    ignored = judge(dispatch(), series(*BEFORE, (5, 11_050), (25, 10_900), (60, 11_000)))
+    assert ignored.verdict == Verdict.NOT_DELIVERED
+    slow = judge(dispatch(), series(*BEFORE, (10, 8_000), (28, 6_000), (45, 0)))
+    assert slow.verdict == Verdict.PARTIAL
+    assert slow.delivered_w == 11_000 - 6_000 and slow.reached_s == 45
+
+
+def test_before_the_full_activation_time_a_charger_not_down_yet_is_waiting() -> None:
+    assert judge(dispatch(), series(*BEFORE, (5, 11_000)), now=at(10)).verdict == Verdict.WAITING
+    assert judge(dispatch(), series(*BEFORE), now=at(10)).verdict == Verdict.WAITING
+    assert judge(dispatch(), series(*BEFORE), now=LATER).verdict == Verdict.NO_METER_DATA
+
+
+def test_offline_refused_idle_and_unmetered_chargers_say_so() -> None:
+    assert judge(dispatch(status=DispatchStatus.OFFLINE), series(*BEFORE)).verdict == Verdict.OFFLINE
+    for status in (DispatchStatus.REJECTED, DispatchStatus.NOT_SUPPORTED, DispatchStatus.TIMEOUT, DispatchStatus.ERROR):
+        assert judge(dispatch(status=status), series(*BEFORE)).verdict == Verdict.NOT_ACCEPTED
+    assert judge(dispatch(), series((-20, 40), (10, 0))).verdict == Verdict.NOTHING_TO_REDUCE
+    # A limit above what it drew: nothing to reduce either.
+    assert judge(dispatch(limit_w=11_000), series(*BEFORE, (10, 11_000))).verdict == Verdict.NOTHING_TO_REDUCE
+    assert judge(dispatch(), series((10, 0))).verdict == Verdict.NO_METER_DATA
+
+
+def test_without_samples_in_the_minute_before_the_last_one_before_is_the_baseline() -> None:
+    value, method = delivery.baseline(series((-100, 7_000), (5, 0)), T0)
+    assert value == 7_000 and method.startswith("last sample before the trigger")
+    # Older than the staleness limit: no baseline.
+    assert delivery.baseline(series((-500, 7_000)), T0) == (None, "no sample before the trigger")
+
+
+def test_a_charger_clock_off_by_minutes_is_placed_at_the_hubs_receive_time() -> None:
+    received = at(0)
+    assert delivery.placed(at(-2), received) == (at(-2), False)
+    assert delivery.placed(at(600), received) == (received, True)
+    assert delivery.placed(at(-3600), received) == (received, True)
+
+
+def test_the_area_curve_sums_at_one_second_shows_gaps_and_times_the_response() -> None:
+    one = judge(dispatch(1), series(*BEFORE, (3, 5_000), (6, 0)))
+    two = judge(dispatch(2), series((-40, 9_000), (4, 9_000), (20, 0)))
+    samples = {1: series(*BEFORE, (3, 5_000), (6, 0)), 2: series((-40, 9_000), (4, 9_000), (20, 0))}
+    area = delivery.area_curve([one, two], samples, T0, END, at(30), FCR_D)
+    assert area.expected_w == 20_000
+    by_offset = {point.offset_s: point for point in area.points}
+    assert by_offset[-60].measured_w is None and by_offset[-60].reporting == 0  # nobody reported yet: a gap
+    assert by_offset[-45].reporting == 1 and by_offset[-45].measured_w == 11_000
+    assert by_offset[-1].measured_w == 11_200 + 9_000 and by_offset[-1].limit_w is None
+    assert by_offset[3].measured_w == 5_000 + 9_000 and by_offset[3].limit_w == 0
+    assert by_offset[-1].baseline_w == 20_000
+    # 50 %: 10,000 W less (at 6 s, charger one at 0 W); 90 %: at 20 s, both at 0 W.
+    assert (area.half_s, area.full_s) == (6, 20)
+    assert (area.half_met, area.full_met) == (False, True)
+    assert [p.offset_s for p in area.points] == list(range(-60, 31))
+
+
+def test_a_charger_that_stops_reporting_leaves_the_curve_after_the_staleness_limit() -> None:
+    alone = judge(dispatch(1), series((-30, 10_000), (5, 0)))
+    area = delivery.area_curve([alone], {1: series((-30, 10_000), (5, 0))}, T0, END, at(200), FCR_D)
+    by_offset = {point.offset_s: point for point in area.points}
+    assert by_offset[125].reporting == 1 and by_offset[125].measured_w == 0
+    assert by_offset[126].reporting == 0 and by_offset[126].measured_w is None and by_offset[126].baseline_w is None
+
+
+def test_exports_have_empty_cells_for_unknowns_and_no_formula() -> None:
+    rows = delivery.charger_rows([judge(dispatch(status=DispatchStatus.OFFLINE), [])])
+    rows[0]["identity"] = "=HYPERLINK(1)"
+    text = delivery.to_csv(delivery.CHARGER_COLUMNS, rows)
+    header, line = text.splitlines()
+    assert header.split(",") == list(delivery.CHARGER_COLUMNS)
+    assert line.startswith("'=HYPERLINK(1),offline,offline,,")
+    assert delivery.requirement_for("FCR-D up") == FCR_D and delivery.requirement_for("mFRR").full_s == 750
