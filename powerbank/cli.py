@@ -527,9 +527,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_cmd_serve)
 
     simulate = commands.add_parser(
-        "simulate", help="run simulated chargers (other options: see `python -m powerbank.simulator --help`)"
+        "simulate", help="run simulated chargers (other options: see `python -m powerbank.tools.simulator --help`)"
     )
-    simulate.add_argument("--from-db", action="store_true", help="one charger per charge point in the database")
+    simulate.add_argument(
+        "--from-db",
+        action="store_true",
+        help="one charger per charge point in the database, a realistic fleet unless --behaviour ideal",
+    )
     simulate.set_defaults(handler=None)
     return parser
 

@@ -7,7 +7,7 @@ connection drops. By default a charger is ideal: its power follows a new limit a
 a connection dropped on a pause, a car that does not resume, meter noise (`realistic_behaviour`
 gives each identity a fixed mix of these). Run it on its own with
 
-    python -m powerbank.simulator --url ws://127.0.0.1:8000/ocpp --password secret --chargers 100
+    python -m powerbank.tools.simulator --url ws://127.0.0.1:8000/ocpp --password secret --chargers 100
 """
 
 from __future__ import annotations
@@ -1389,7 +1389,7 @@ def behaviour_from(args: argparse.Namespace, identity: str) -> Behaviour:
 def main(argv: list[str] | None = None) -> int:
     """Simulate chargers against a hub until interrupted."""
     parser = argparse.ArgumentParser(
-        prog="python -m powerbank.simulator", description="Simulate OCPP chargers against a hub."
+        prog="python -m powerbank.tools.simulator", description="Simulate OCPP chargers against a hub."
     )
     parser.add_argument("--url", required=True, help="OCPP endpoint, e.g. ws://127.0.0.1:8000/ocpp")
     parser.add_argument("--password", default="", help="Basic auth password (security profile 1)")

@@ -8,6 +8,7 @@ central system of test_simulator.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,8 +18,10 @@ from ocpp.v201 import call as call201
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from powerbank import cli
 from powerbank.models import ChargePoint, Participation
 from powerbank.models.enrollment import ParticipationState
+from powerbank.tools import simulator
 from powerbank.tools.simulator import (
     IDEAL,
     Behaviour,
@@ -379,3 +382,51 @@ async def test_v201_the_hub_sets_the_meter_interval_down_to_the_minimum_and_trig
         assert triggered["meter_value"][0]["sampled_value"][0]["context"] == "Trigger"
         assert power_is(FULL_W)(triggered)
         assert (await hub.call(call201.TriggerMessage(requested_message="Heartbeat"))).status == "NotImplemented"
+
+
+@pytest.fixture
+def simulated_runs(monkeypatch: pytest.MonkeyPatch) -> list[list[ChargerSpec]]:
+    """Collect the specs each `powerbank simulate` run would simulate, instead of connecting them."""
+    runs: list[list[ChargerSpec]] = []
+
+    async def run_simulation(url: str, password: str, specs: list[ChargerSpec], **_: Any) -> None:
+        runs.append(specs)
+
+    monkeypatch.setattr(simulator, "run_simulation", run_simulation)
+    return runs
+
+
+def test_simulate_picks_ideal_or_realistic_and_overrides_a_behaviour(simulated_runs: list[list[ChargerSpec]]) -> None:
+    url = ["--url", "ws://127.0.0.1:1/ocpp", "--identities", "SIM-A,SIM-B"]
+    assert simulator.main(url) == 0
+    assert simulator.main([*url, "--behaviour", "realistic"]) == 0
+    assert (
+        simulator.main([*url, "--behaviour", "realistic", "--ramp-s", "25", "--no-resume", "--meter-noise", "0"]) == 0
+    )
+    assert simulator.main([*url, "--ignore-limits", "--offline-after-pause-s", "30", "--min-meter-interval", "10"]) == 0
+    ideal, realistic, overridden, misbehaving = [[spec.behaviour for spec in run] for run in simulated_runs]
+    assert ideal == [IDEAL, IDEAL]
+    assert realistic == [realistic_behaviour("SIM-A"), realistic_behaviour("SIM-B")]
+    assert overridden == [
+        replace(behaviour, ramp_s=25, resumes_after_pause=False, meter_noise=0) for behaviour in realistic
+    ]
+    assert set(misbehaving) == {Behaviour(ignores_limits=True, offline_after_pause_s=30, min_meter_interval_s=10)}
+    with pytest.raises(SystemExit):
+        simulator.main([*url, "--meter-noise", "1.5"])
+
+
+def test_simulate_from_the_database_is_a_realistic_fleet_unless_told_otherwise(
+    simulated_runs: list[list[ChargerSpec]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def specs_from_db(protocol: str, behaviour: Any) -> list[ChargerSpec]:
+        return [ChargerSpec(identity, protocol=protocol, behaviour=behaviour(identity)) for identity in ("CPH-1", "X")]
+
+    monkeypatch.setattr(cli, "_specs_from_db", specs_from_db)
+    hub = ["simulate", "--from-db", "--url", "ws://127.0.0.1:1/ocpp"]
+    assert cli.main(hub) == 0
+    assert cli.main([*hub, "--behaviour", "ideal", "--ramp-s", "5"]) == 0
+    realistic, ideal = [[spec.behaviour for spec in run] for run in simulated_runs]
+    assert realistic == [realistic_behaviour("CPH-1"), realistic_behaviour("X")]
+    assert ideal == [Behaviour(ramp_s=5)] * 2
+    with pytest.raises(SystemExit):
+        cli.main([*hub, "--ramp-s", "-1"])
