@@ -32,7 +32,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -75,6 +75,10 @@ WINDOW_S = 10
 # What the tests give a node to see its database back and serve again: its next heartbeat after the
 # lease (a node declared dead meanwhile registers again) and the leader lock's next try, generously.
 RECOVERY_S = 10 * float(CLUSTER_ENV["POWERBANK_CLUSTER_LEASE_S"])
+# What a node is given, once it serves again, to look at the schedule again (the leader lock is tried
+# every second) and to store which chargers it holds (every OCPP_LAST_SEEN_FLUSH_S), generously.
+SCHEDULER_AGAIN_S = 5.0
+SHOWN_AGAIN_S = 25 * float(CLUSTER_ENV["POWERBANK_OCPP_LAST_SEEN_FLUSH_S"])
 # How often a witness reports.
 WITNESS_PACE_S = 0.1
 
@@ -307,12 +311,12 @@ async def nothing_acknowledged_lost(url: str, witness: Witness) -> None:
 # The chargers and the nodes --------------------------------------------------------------------
 
 
-async def fleet(url: str) -> tuple[str, list[ChargePoint], list[ChargePoint]]:
+async def fleet(url: str, chargers: int = CHARGERS) -> tuple[str, list[ChargePoint], list[ChargePoint]]:
     """Create the signed-up DK2 charge points, the witnesses (DK1, under no activation) and a write token."""
     async with standalone_session(url) as session:
         factory = Factory(session)
         team = await factory.team()
-        charge_points = await dk2_fleet(factory, session, team, CHARGERS)
+        charge_points = await dk2_fleet(factory, session, team, chargers)
         witnesses = [await factory.charge_point(team, price_area="DK1") for _ in range(WITNESSES * len(NAMES))]
         operator = await session.get(Operator, team.operator_id)
         assert operator is not None
@@ -326,16 +330,15 @@ def charger(identity: str) -> SimulatedCharger:
     )
 
 
-def home(index: int, nodes: Sequence[Node]) -> list[str]:
-    """Return the node URLs a charger tries, its own node first."""
-    first = index % len(nodes)
-    return [nodes[(first + step) % len(nodes)].ocpp_url for step in range(len(nodes))]
+def home(index: int, nodes: Sequence[Node]) -> Node:
+    """Return the one node charger ``index`` connects to: which node holds a charger is known without the database."""
+    return nodes[index % len(nodes)]
 
 
 @asynccontextmanager
 async def running(chargers: Sequence[SimulatedCharger], nodes: Sequence[Node]) -> AsyncIterator[None]:
     tasks = [
-        asyncio.create_task(simulated.run(home(index, nodes), TEST_PASSWORD))
+        asyncio.create_task(simulated.run(home(index, nodes).ocpp_url, TEST_PASSWORD))
         for index, simulated in enumerate(chargers)
     ]
     try:
@@ -359,6 +362,19 @@ async def witnessing(witnesses: Sequence[Witness]) -> AsyncIterator[None]:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def paced(condition: Callable[[], Awaitable[bool]], every_s: float = 0.5) -> Callable[[], Awaitable[bool]]:
+    """Return ``condition`` asked at most every ``every_s`` (it calls the API: a token may ask 300 times a minute)."""
+    asked = [-every_s]
+
+    async def ask() -> bool:
+        if time.monotonic() - asked[0] < every_s:
+            return False
+        asked[0] = time.monotonic()
+        return await condition()
+
+    return ask
+
+
 async def healths(nodes: Sequence[Node]) -> list[dict[str, Any]]:
     return [await asyncio.to_thread(node.health) for node in nodes]
 
@@ -374,17 +390,17 @@ def paused(simulated: SimulatedCharger) -> bool:
     return simulated.connected and simulated.transaction_id is not None and simulated.limit_w == 0
 
 
-async def leader_locks(url: str) -> int:
-    """Return how many sessions hold the leader lock (a bigint advisory lock: its two halves)."""
+async def leader_lock_holders(url: str) -> list[int]:
+    """Return the server processes of the sessions that hold the leader lock (a bigint advisory lock: two halves)."""
     key = LOCK_KEY & 0xFFFF_FFFF_FFFF_FFFF
     rows = await execute(
         url,
-        "SELECT count(*) AS held FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
         " AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1",
         key >> 32,
         key & 0xFFFF_FFFF,
     )
-    return int(rows[0]["held"])
+    return [int(row["pid"]) for row in rows]
 
 
 async def test_the_nodes_come_back_by_themselves_lose_nothing_acknowledged_and_leave_no_charger_limited(
@@ -395,14 +411,17 @@ async def test_the_nodes_come_back_by_themselves_lose_nothing_acknowledged_and_l
     for node in nodes:
         await node.listening()
     chargers = [charger(cp.identity) for cp in charge_points]
-    witnesses = [Witness(cp.identity, nodes[index % len(nodes)].ocpp_url) for index, cp in enumerate(witness_points)]
+    witnesses = [Witness(cp.identity, home(index, nodes).ocpp_url) for index, cp in enumerate(witness_points)]
+    held_by = {node.name: [c for index, c in enumerate(chargers) if home(index, nodes) is node] for node in nodes}
     async with running(chargers, nodes), witnessing(witnesses):
 
-        async def all_online() -> bool:
-            return all(holder is not None for holder in (await holders(postgres.url)).values())
+        async def all_connected() -> bool:
+            counts = [health["chargers"] for health in await healths(nodes)]
+            return all(simulated.transaction_id is not None for simulated in chargers) and counts == [
+                len(held_by[node.name]) + WITNESSES for node in nodes
+            ]
 
-        await eventually(all_online, timeout=60, message="the chargers did not all connect")
-        assert set((await holders(postgres.url)).values()) == set(NAMES)
+        await eventually(all_connected, timeout=60, message="the chargers did not all connect and charge")
         mark(f"{CHARGERS} chargers and {len(witnesses)} witnesses connected")
         assert [health["leader"] for health in await healths(nodes)].count(True) == 1
 
@@ -429,7 +448,7 @@ async def test_the_nodes_come_back_by_themselves_lose_nothing_acknowledged_and_l
             rows = await record(nodes[1], token, window["id"])
             return len(rows) == CHARGERS and all(row["status"] == "Accepted" for row in rows.values())
 
-        await eventually(window_answered, timeout=30, message="the window's record did not show every answer")
+        await eventually(paced(window_answered), timeout=30, message="the window's record did not show every answer")
         await eventually(
             lambda: all(paused(simulated) for simulated in chargers),
             timeout=10,
@@ -479,7 +498,7 @@ async def test_the_nodes_come_back_by_themselves_lose_nothing_acknowledged_and_l
 
         async def one_leader() -> bool:
             flags = [health["leader"] for health in await healths(nodes)]
-            return flags.count(True) == 1 and await leader_locks(postgres.url) == 1
+            return flags.count(True) == 1 and len(await leader_lock_holders(postgres.url)) == 1
 
         await eventually(one_leader, timeout=RECOVERY_S, message="not exactly one node leads")
 
@@ -517,7 +536,9 @@ async def test_the_nodes_come_back_by_themselves_lose_nothing_acknowledged_and_l
             rows = await record(nodes[0], token, window["id"])
             return len(rows) == CHARGERS and all(row["released_at"] is not None for row in rows.values())
 
-        await eventually(window_released, timeout=RECOVERY_S, message="the window's record kept chargers limited")
+        await eventually(
+            paced(window_released), timeout=RECOVERY_S, message="the window's record kept chargers limited"
+        )
 
         mark("the window's record shows every charger released")
         # The scheduler starts the scheduled activation on every charger.
@@ -533,26 +554,25 @@ async def test_the_nodes_come_back_by_themselves_lose_nothing_acknowledged_and_l
 
         async def all_back_and_answered() -> bool:
             rows = await record(nodes[0], token, scheduled["id"])
-            shown = await holders(postgres.url)
             seen["away"] = [simulated.spec.identity for simulated in chargers if not simulated.connected]
-            seen["shown offline"] = [
-                simulated.spec.identity for simulated in chargers if shown[simulated.spec.identity] is None
-            ]
+            seen["held"] = [health["chargers"] for health in await healths(nodes)]
             seen["not answered"] = {
                 identity: row["status"] for identity, row in rows.items() if row["status"] != "Accepted"
             }
             seen["rows"] = len(rows)
-            return len(rows) == CHARGERS and not any(seen[key] for key in ("away", "shown offline", "not answered"))
+            return (
+                len(rows) == CHARGERS
+                and not seen["away"]
+                and not seen["not answered"]
+                and seen["held"] == [len(held_by[node.name]) for node in nodes]
+            )
 
         try:
-            await eventually(all_back_and_answered, timeout=RECOVERY_S)
+            await eventually(paced(all_back_and_answered), timeout=RECOVERY_S)
         except AssertionError:
             raise AssertionError(f"the chargers did not all come back and answer: {seen}") from None
         mark("every charger back, limited by the scheduled activation, its record complete")
         # LISTEN/NOTIFY works again: a cancel on node 2 releases the chargers node 1 holds ...
-        shown = await holders(postgres.url)
-        held_by = {name: [c for c in chargers if shown[c.spec.identity] == name] for name in NAMES}
-        assert all(held_by.values()), shown
         received = {simulated.spec.identity: len(simulated.received) for simulated in chargers}
         status, body = await api(nodes[1], "DELETE", f"/activations/{scheduled['id']}", token)
         assert status == 200, body
@@ -585,3 +605,175 @@ async def test_the_nodes_come_back_by_themselves_lose_nothing_acknowledged_and_l
             message="node 2 did not hear of the activation started on node 1",
         )
         mark("the activation started on node 1 limited node 2's chargers")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect in powerbank/dispatch/runner.py (Runner._run): the scheduler's look-up of the next change "
+    "(service.next_change_at) is outside the try around tick(), so a database error there ends the scheduler "
+    "task for good while its node keeps the leader lock: no window end or scheduled start is handled again",
+)
+async def test_the_leaders_scheduler_outlives_its_database_connections(postgres: Postgres, nodes: list[Node]) -> None:
+    """The leader keeps its lock while every other connection to the database is cut, over a window's end.
+
+    This is what a restart does to the leader when PostgreSQL stops while the scheduler looks at the
+    schedule (its lock connection is gone too, then, but the scheduler has already failed): here it
+    happens every time, not only when the stop falls in that moment.
+    """
+    token, charge_points, _ = await fleet(postgres.url, chargers=4)
+    for node in nodes:
+        await node.listening()
+    chargers = [charger(cp.identity) for cp in charge_points]
+    async with running(chargers, nodes):
+        await eventually(
+            lambda: all(simulated.connected and simulated.transaction_id is not None for simulated in chargers),
+            timeout=30,
+            message="the chargers did not all connect and charge",
+        )
+        status, window = await api(
+            nodes[0], "POST", "/activations", token, {"price_area": "DK2", "action": "pause", "duration_s": 5}
+        )
+        assert status == 201, window
+        end_at = datetime.fromisoformat(window["end_at"])
+        status, scheduled = await api(
+            nodes[1],
+            "POST",
+            "/activations",
+            token,
+            {
+                "price_area": "DK2",
+                "action": "pause",
+                "duration_s": 300,
+                "start_at": (end_at + timedelta(seconds=2)).isoformat(),
+            },
+        )
+        assert status == 201, scheduled
+        await eventually(lambda: all(paused(simulated) for simulated in chargers), timeout=15)
+        (leader_pid,) = await leader_lock_holders(postgres.url)
+        leaders = [health["node"] for health in await healths(nodes) if health["leader"]]
+
+        # Every connection to the database but the leader lock's is cut, and no new one is let in.
+        await execute(postgres.admin_url, "ALTER DATABASE powerbank ALLOW_CONNECTIONS false")
+        try:
+            await execute(
+                postgres.admin_url,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'powerbank' AND pid <> $1",
+                leader_pid,
+            )
+
+            async def every_node_unavailable() -> bool:
+                return all(health["status"] == "unavailable" for health in await healths(nodes))
+
+            await eventually(every_node_unavailable, timeout=10, message="a node did not notice")
+            # The window ends meanwhile: the limits end by themselves.
+            free_at = end_at + timedelta(seconds=MARGIN_S)
+            await eventually(lambda: datetime.now(UTC) >= free_at, timeout=15)
+            assert all(simulated.limit_w is None for simulated in chargers)
+        finally:
+            await execute(postgres.admin_url, "ALTER DATABASE powerbank ALLOW_CONNECTIONS true")
+
+        async def every_node_serves() -> bool:
+            return all(health["status"] == "ok" for health in await healths(nodes))
+
+        await eventually(every_node_serves, timeout=RECOVERY_S, message="a node did not serve again")
+        assert await leader_lock_holders(postgres.url) == [leader_pid]
+        assert [health["node"] for health in await healths(nodes) if health["leader"]] == leaders
+
+        # The leader's scheduler records the window's end and starts the scheduled activation.
+        async def scheduled_started() -> bool:
+            rows = await record(nodes[0], token, window["id"])
+            status, body = await api(nodes[0], "GET", f"/activations/{scheduled['id']}", token)
+            assert status == 200, body
+            return all(row["released_at"] is not None for row in rows.values()) and body["state"] == "active"
+
+        await eventually(
+            paced(scheduled_started), timeout=SCHEDULER_AGAIN_S, message="the leader's scheduler did not run again"
+        )
+        await eventually(lambda: all(paused(simulated) for simulated in chargers), timeout=15)
+
+
+def failed_presence_writes(node: Node) -> int:
+    """Return how many times the node logged that it could not store which chargers it holds."""
+    log = node.log.read_text(errors="replace")
+    return sum("in store_presence" in failure for failure in log.split("could not store last-seen times")[1:])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect in powerbank/ocpp/registry.py (Registry.flush_last_seen): the presence changes and last-seen "
+    "times a flush takes are dropped when it fails, not kept for the next one, so a charger that disconnects "
+    "while the database is away stays shown online, held by a live node, after it is back",
+)
+async def test_a_charger_that_leaves_while_the_database_is_away_is_shown_offline_once_it_is_back(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    # The production lease: a restart shorter than it declares no node dead (a node declared dead
+    # registers again and shows afresh the chargers it holds, which would hide what is tested here).
+    nodes = [
+        Node(name, postgres.url, tmp_path / f"{name}.log", **HUB_SETTINGS, POWERBANK_CLUSTER_LEASE_S="15")
+        for name in NAMES
+    ]
+    try:
+        token, charge_points, _ = await fleet(postgres.url, chargers=4)
+        for node in nodes:
+            await node.listening()
+        # Idle ones: they send nothing the database is needed for, so only the one that leaves goes.
+        chargers = [
+            SimulatedCharger(ChargerSpec(identity=cp.identity, charging=False), reconnect_delay=0.2)
+            for cp in charge_points
+        ]
+        *staying, leaver = chargers
+        two = home(len(chargers) - 1, nodes)
+        async with running(staying, nodes):
+            leaving = asyncio.create_task(leaver.run(two.ocpp_url, TEST_PASSWORD))
+            try:
+
+                async def all_shown_online() -> bool:
+                    shown = await holders(postgres.url)
+                    # Connected and done with what a charger reports once it connected (its last: connector 1's status).
+                    reported = await execute(
+                        postgres.url, "SELECT count(*) AS n FROM ocpp_connector_status WHERE connector_id = 1"
+                    )
+                    return reported[0]["n"] == len(chargers) and all(
+                        shown[cp.identity] is not None for cp in charge_points
+                    )
+
+                await eventually(all_shown_online, timeout=30, message="the chargers were not all shown online")
+                await asyncio.to_thread(postgres.stop, "immediate")
+
+                async def every_node_unavailable() -> bool:
+                    return all(health["status"] == "unavailable" for health in await healths(nodes))
+
+                await eventually(every_node_unavailable, timeout=10, message="a node did not notice")
+                held = (await asyncio.to_thread(two.health))["chargers"]
+                failed = failed_presence_writes(two)
+            finally:
+                leaving.cancel()
+                await asyncio.gather(leaving, return_exceptions=True)
+
+            async def let_go() -> bool:
+                return (await asyncio.to_thread(two.health))["chargers"] == held - 1
+
+            await eventually(let_go, timeout=10, message="the node did not notice the charger leave")
+            # Its node tried to store that it left, and could not.
+            await eventually(lambda: failed_presence_writes(two) > failed, timeout=10)
+            await asyncio.to_thread(postgres.start)
+
+            async def every_node_serves() -> bool:
+                return all(health["status"] == "ok" for health in await healths(nodes))
+
+            await eventually(every_node_serves, timeout=RECOVERY_S, message="a node did not serve again")
+            states = (await asyncio.to_thread(cluster_status, postgres.url)).splitlines()[1:]
+            assert {line.split()[0]: line.split()[1] for line in states} == dict.fromkeys(NAMES, "alive")
+
+            async def shown_as_they_are() -> bool:
+                shown = await holders(postgres.url)
+                return shown[leaver.spec.identity] is None and all(
+                    shown[simulated.spec.identity] is not None for simulated in staying
+                )
+
+            await eventually(
+                shown_as_they_are, timeout=SHOWN_AGAIN_S, message="the charger that left is still shown online"
+            )
+    finally:
+        stop_all(nodes)
