@@ -759,8 +759,9 @@ class SimulatedCharger:
         """Return the limit the profiles installed by `at` impose at `at`, and when that may change."""
         if at >= self._history[-1][0]:
             return effective_limit_w(self.profiles, at, self.spec.phases)
-        index = max(1, bisect.bisect_right(self._history, at, key=lambda entry: entry[0]))
-        limit, change = effective_limit_w(self._history[index - 1][1], at, self.spec.phases)
+        index = bisect.bisect_right(self._history, at, key=lambda entry: entry[0])
+        # Before the oldest change kept (a clock set back), the oldest stands for what came before.
+        limit, change = effective_limit_w(self._history[max(index - 1, 0)][1], at, self.spec.phases)
         return limit, _earliest(change, self._history[index][0])
 
     def _followed_limit_at(self, at: datetime) -> tuple[float | None, datetime | None]:
