@@ -33,6 +33,9 @@ class DemoChargePoint:
     facility_id: str | None = None
 
 
+# `make run` simulates every demo charger with the realistic mix (tools/simulator.py), so a Test
+# activation of DK2 reaches CPH-001, which delivers the pause, CPH-002, whose car does not resume
+# after it, CPH-003, which accepts the pause but ignores it, and CPH-004, which goes offline.
 NORDIC_TEAMS: dict[str, list[DemoChargePoint]] = {
     "Copenhagen Fleet": [
         DemoChargePoint("Nørrebro 1", "CPH-001", "Easee", "Home", "DK", "DK2"),
