@@ -25,7 +25,7 @@ import functools
 import logging
 from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -46,6 +46,8 @@ logger = logging.getLogger("powerbank.activations")
 
 # The longest the scheduler sleeps without looking at the clock (it is also woken on changes).
 IDLE_WAKE_S = 30.0
+# After a failed look (the database away), the scheduler looks again this soon.
+RETRY_AFTER_S = 1.0
 # At shutdown, how long work in flight may take to store what it has before it is cancelled.
 STOP_GRACE_S = 5.0
 # Chargers that booted looked up together at most (a few queries for all of them).
@@ -333,12 +335,15 @@ class ActivationRunner:
         while not self._stopping.is_set():
             if not await self._until_leading():
                 break
+            upcoming: datetime | None = None
             try:
                 await self.tick()
+                async with self.sessionmaker() as session:
+                    upcoming = await service.next_change_at(session)
             except Exception:
+                # The database may be away: look again soon (a due start or window end is not lost).
                 logger.exception("the activation scheduler failed; trying again")
-            async with self.sessionmaker() as session:
-                upcoming = await service.next_change_at(session)
+                upcoming = utcnow() + timedelta(seconds=RETRY_AFTER_S)
             wait = IDLE_WAKE_S if upcoming is None else (upcoming - utcnow()).total_seconds()
             if not self._stopping.is_set():
                 self._wake.clear()

@@ -370,13 +370,20 @@ class Registry:
             return
         seen, self._seen = self._seen, {}
         presence, self._presence = self._presence, {}
-        # Presence sets the last-seen time too. A chunk per transaction: other writes get turns.
-        await self._write_in_chunks(
-            lambda session, rows: chargers.store_presence(session, rows, self.node_id), list(presence.items())
-        )
-        await self._write_in_chunks(
-            chargers.touch_last_seen, [(cp_id, at) for cp_id, at in seen.items() if cp_id not in presence]
-        )
+        try:
+            # Presence sets the last-seen time too. A chunk per transaction: other writes get turns.
+            await self._write_in_chunks(
+                lambda session, rows: chargers.store_presence(session, rows, self.node_id), list(presence.items())
+            )
+            await self._write_in_chunks(
+                chargers.touch_last_seen, [(cp_id, at) for cp_id, at in seen.items() if cp_id not in presence]
+            )
+        except BaseException:
+            # The database may be away: keep what was not stored for the next flush (rewriting a
+            # chunk stored already does no harm), under anything newer noted meanwhile.
+            self._presence = {**presence, **self._presence}
+            self._seen = {**seen, **self._seen}
+            raise
 
     async def _write_in_chunks(
         self, write: Callable[[AsyncSession, dict[int, Any]], Awaitable[None]], items: list[tuple[int, Any]]
