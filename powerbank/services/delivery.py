@@ -490,13 +490,13 @@ CHARGER_COLUMNS = (
 
 
 def _kw(value: float | None) -> float | None:
-    return None if value is None else round(value / 1000, 3)
+    return None if value is None else round(value / 1000, 3) + 0.0  # + 0.0: never "-0.0"
 
 
 def curve_rows(area: AreaResponse) -> list[dict[str, object]]:
     return [
         {
-            "time": point.at.isoformat(),
+            "time": point.at.isoformat(timespec="milliseconds"),
             "offset_s": point.offset_s,
             "baseline_kw": _kw(point.baseline_w),
             "measured_kw": _kw(point.measured_w),
@@ -519,7 +519,7 @@ def charger_rows(chargers: Iterable[ChargerDelivery]) -> list[dict[str, object]]
             "delivered_reduction_kw": _kw(c.delivered_w),
             "delivered_share": None if c.share is None else round(c.share, 3),
             "best_reduction_kw": _kw(c.best_w),
-            "reached_90_percent_s": c.reached_s,
+            "reached_90_percent_s": None if c.reached_s is None else round(c.reached_s, 3),
             "samples": c.samples,
             "clock_replaced": c.clock_replaced,
         }
