@@ -159,10 +159,10 @@ class Postgres:
             figures: dict[str, Any] = {"version": await connection.fetchval("SHOW server_version")}
             for setting in ("fsync", "synchronous_commit", "full_page_writes", "max_connections", "shared_buffers"):
                 figures[setting] = await connection.fetchval(f"SHOW {setting}")
-            backend = int(await connection.fetchval("SELECT pg_backend_pid()"))
+            # While this connection's backend lives: its parent is the postmaster.
+            self.postmaster = _parent(int(await connection.fetchval("SELECT pg_backend_pid()")))
         finally:
             await connection.close()
-        self.postmaster = _parent(backend)
         return figures
 
     async def statistics(self, database: str) -> dict[str, Any]:

@@ -370,6 +370,7 @@ def _cluster(results: dict[str, Any]) -> list[str]:
         f"(connections that closed during the load are missed). Idle: {settings['idle_s']:.0f} s after the "
         "fan-out with every charger connected and silent.",
         "",
+        *[f"Note: {note}\n" for note in cluster.get("notes", [])],
         "| figure | one node alone | 3 nodes | 3 nodes / alone |",
         "| --- | --- | --- | --- |",
     ]

@@ -235,5 +235,5 @@ async def test_a_tiny_cluster_benchmark_run_produces_every_figure() -> None:
     # Both targets are judged (met or missed: timing is not this test's business).
     assert all(met is not None for _target, _measured, met in cluster_verdicts(cluster))
     report = render({"cluster": cluster})
-    assert "## 7. Several nodes on one PostgreSQL" in report
+    assert "## 6. Several nodes on one PostgreSQL" in report
     assert "| fan-out: trigger → last SetChargingProfile received |" in report
