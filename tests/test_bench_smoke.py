@@ -169,6 +169,7 @@ def _layout(nodes: int, fanout_last_s: float, cpu_ms_per_call: float) -> dict[st
     """Return one run of the cluster benchmark (30 chargers), as bench.cluster_bench records it."""
     return {
         "nodes": nodes,
+        "connect": {"booted": 30},
         "fanout": {"received": 30, "received_last_s": fanout_last_s},
         "sustain": {"server_cpu_ms_per_call": cpu_ms_per_call, "calls_per_node_per_s": 100.0},
     }
