@@ -7,15 +7,17 @@ the cluster benchmark too, on PostgreSQL (make test-pg).
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bench import cluster_bench
 from bench.cluster_bench import ClusterSettings, run_cluster
 from bench.report import ALONE, CLUSTER, cluster_verdicts, render, targets
 from bench.run import BASELINE, POWERBANK, Settings, main, run_all
-from tests import postgres
+from tests import pg_server, postgres
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 CHARGERS = 20
@@ -238,3 +240,20 @@ async def test_a_tiny_cluster_benchmark_run_produces_every_figure() -> None:
     report = render({"cluster": cluster})
     assert "## 6. Several nodes on one PostgreSQL" in report
     assert "| fan-out: trigger → last SetChargingProfile received |" in report
+
+
+def test_without_postgresql_the_cluster_benchmark_says_loudly_it_was_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_postgresql() -> Path:
+        raise SystemExit("PostgreSQL is not installed: `apt-get install postgresql`")
+
+    monkeypatch.delenv(cluster_bench.PG_URL_VARIABLE, raising=False)
+    monkeypatch.setattr(pg_server, "_bindir", no_postgresql)
+    results, report = tmp_path / "results.json", tmp_path / "RESULTS.md"
+
+    assert cluster_bench.main(["--results", str(results), "--report", str(report)]) == 0
+
+    assert "CLUSTER BENCHMARK SKIPPED" in capsys.readouterr().err
+    assert "skipped" in json.loads(results.read_text())["cluster"]
+    assert "**Not measured**: PostgreSQL is not installed" in report.read_text()
