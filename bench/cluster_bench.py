@@ -62,6 +62,7 @@ from bench.run import (
     load_average,
     machine,
     scan_log,
+    wait_probes,
 )
 from powerbank.config import PROJECT_ROOT
 
@@ -320,11 +321,7 @@ async def layout_run(
         await generators.start()
         result["connect"] = await _connect(nodes, generators, settings.chargers)
         result["connect"]["rss_after_kib_per_node"] = result["connect"]["rss_after_kib"] / count
-        answers = await generators.command(120, cmd="wait_probes", timeout=60)
-        result["capability_probe"] = {
-            "asked": sum(a["probed"] for a in answers),
-            "connected": sum(a["connected"] for a in answers),
-        }
+        result["capability_probe"] = await wait_probes(generators)
         result["database_connections"] = (await postgres.statistics(database))["connections"]
         result["database_connections_per_node"] = result["database_connections"] / count
         result["fanout"] = await _fanout(nodes, generators, token)

@@ -271,11 +271,7 @@ async def network_run(
         await generators.start()
         result["connect"] = await _connect(server, generators, chargers)
         if kind == POWERBANK:
-            answers = await generators.command(120, cmd="wait_probes", timeout=60)
-            result["capability_probe"] = {
-                "asked": sum(a["probed"] for a in answers),
-                "connected": sum(a["connected"] for a in answers),
-            }
+            result["capability_probe"] = await wait_probes(generators)
         # The fan-out first, on a server that is not working off a backlog of the sustained load.
         if "fanout" in phases:
             result["fanout"] = await _fanout(server, generators, token)
@@ -350,6 +346,12 @@ async def stop_profiler(profiler: asyncio.subprocess.Process) -> None:
     except TimeoutError:
         profiler.kill()
         await profiler.wait()
+
+
+async def wait_probes(generators: LoadGenerators) -> dict[str, int]:
+    """Wait (bounded) until PowerBank asked every connected charger its configuration; say how many it asked."""
+    answers = await generators.command(120, cmd="wait_probes", timeout=60)
+    return {"asked": sum(a["probed"] for a in answers), "connected": sum(a["connected"] for a in answers)}
 
 
 async def _connect(server: Measured, generators: LoadGenerators, chargers: int) -> dict[str, Any]:
