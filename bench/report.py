@@ -361,7 +361,7 @@ def _cluster(results: dict[str, Any]) -> list[str]:
         f"**{settings['nodes']} nodes** each holding a third (`POWERBANK_NODE_ID` set, the default heartbeat "
         f"and lease). The same {settings['loadgen_processes']} load generator processes in both; in the cluster "
         "generator i connects to node i, and together they make at most "
-        f"{settings.get('handshakes_at_a_time', 256)} handshakes at a time (as `bench/run.py`'s one generator). "
+        f"{settings.get('handshakes_at_a_time', 256)} handshakes at a time (`bench/run.py`'s one generator: 256). "
         "The activation is triggered on the first node (`POST "
         "/api/v1/activations`); it claims it and the NOTIFY in that commit tells the others. Sustained load: "
         f"{settings['sustain_s']:.0f} s of a Heartbeat and a MeterValues every {settings['interval_s']:.0f} s "
