@@ -61,6 +61,11 @@ async def _execute(statement: str) -> None:
         await connection.close()
 
 
+def execute(statement: str) -> None:
+    """Run one statement on the test cluster as its superuser (from sync or async code)."""
+    _run(_execute(statement))
+
+
 def create_database(name: str, template: str | None = None) -> None:
     """Create a database (a copy of ``template``, if given)."""
     _run(_execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))

@@ -177,8 +177,13 @@ class Bus:
 
     async def _listen(self) -> None:
         connection = await asyncpg.connect(**self._connect_args)
-        connection.add_termination_listener(lambda _connection: self._lost.set())
-        await connection.add_listener(CHANNEL, self._on_notify)
+        try:
+            connection.add_termination_listener(lambda _connection: self._lost.set())
+            await connection.add_listener(CHANNEL, self._on_notify)
+        except BaseException:
+            # The server went away between connecting and LISTEN: drop the half-open connection.
+            connection.terminate()
+            raise
         self._connection = connection
         self._lost.clear()
 
@@ -189,7 +194,7 @@ class Bus:
             while not self._stopping:
                 try:
                     await self._listen()
-                except (OSError, asyncpg.PostgresError) as exc:
+                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                     logger.warning("bus: cannot listen yet (%s)", exc)
                     await asyncio.sleep(RECONNECT_AFTER_S)
                     continue

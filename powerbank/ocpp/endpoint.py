@@ -6,9 +6,11 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, Callable
 from datetime import timedelta
+from typing import Any
 
 import ocpp.messages
 from quart import Blueprint, Quart, Response, current_app, websocket
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -55,23 +57,12 @@ async def ocpp_socket(identity: str) -> Response | None:
     if credentials is not None and credentials.type == "basic":
         username, password = credentials.username, credentials.password
     protocol = choose_subprotocol(socket.requested_subprotocols)
-    async with registry.session() as session:
-        outcome = await chargers.authenticate(
-            session, registry.password_checker, identity, username, password, demo_mode=registry.demo_mode
-        )
-        reason = outcome.reason
-        if reason is None and protocol is None:
-            offered = ", ".join(socket.requested_subprotocols) or "none"
-            reason = f"No supported OCPP version offered ({offered})"
-        if reason is not None:
-            # Anyone can try an upgrade: the throttle decides, in memory, what a refusal may write.
-            throttle = attempt_throttle_of(current_app)
-            count = throttle.admit(identity, remote_address)
-            if count:
-                await chargers.record_attempt(
-                    session, identity, remote_address, reason, outcome.operator_id, count, prune=throttle.prune_due()
-                )
-                await session.commit()
+    try:
+        outcome, reason = await _authenticate(registry, socket, identity, username, password, protocol)
+    except (OSError, SQLAlchemyError) as exc:
+        # The database is away: chargers retry (one line each, not a traceback per attempt).
+        logger.warning("charger %r not served, the database is unavailable: %s", identity, type(exc).__name__)
+        return Response("The hub's database is unavailable", 503, {"Retry-After": "10"})
     if outcome.charge_point_id is None:
         logger.info("refused charger %r from %s: %s", identity, remote_address, reason)
         return Response("Unauthorized", 401, UNAUTHORIZED_HEADERS)
@@ -93,6 +84,31 @@ async def ocpp_socket(identity: str) -> Response | None:
     finally:
         registry.discard(connection)
     return None
+
+
+async def _authenticate(
+    registry: Registry, socket: Any, identity: str, username: str | None, password: str | None, protocol: str | None
+) -> tuple[chargers.Authentication, str | None]:
+    """Check a charger's credentials and offered protocol; note a refusal (throttled). Returns the reason."""
+    remote_address = socket.remote_addr or ""
+    async with registry.session() as session:
+        outcome = await chargers.authenticate(
+            session, registry.password_checker, identity, username, password, demo_mode=registry.demo_mode
+        )
+        reason = outcome.reason
+        if reason is None and protocol is None:
+            offered = ", ".join(socket.requested_subprotocols) or "none"
+            reason = f"No supported OCPP version offered ({offered})"
+        if reason is not None:
+            # Anyone can try an upgrade: the throttle decides, in memory, what a refusal may write.
+            throttle = attempt_throttle_of(current_app)
+            count = throttle.admit(identity, remote_address)
+            if count:
+                await chargers.record_attempt(
+                    session, identity, remote_address, reason, outcome.operator_id, count, prune=throttle.prune_due()
+                )
+                await session.commit()
+    return outcome, reason
 
 
 def init_app(app: Quart, sessions: Callable[[], async_sessionmaker[AsyncSession]]) -> None:

@@ -427,7 +427,7 @@ class Registry:
                         self.node_id = (await cluster.register_node(session, self.node_name)).id
                         for connection in self._connections.values():
                             self._presence[connection.charge_point_id] = (connection.protocol, True)
-                    dead = await cluster.declare_dead(session, lease=self.lease)
+                    dead = await cluster.declare_dead(session, lease=self.lease, caller_id=self.node_id)
                 for name in dead:
                     logger.warning("node %s stopped heart-beating: its chargers are shown offline", name)
             except Exception:

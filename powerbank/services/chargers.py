@@ -406,12 +406,14 @@ async def store_presence(
     several nodes, it may already have connected to another one.
     """
     now = utcnow()
+    # Rows in id order, in every writer: two nodes updating the same chargers never deadlock.
+    ordered = sorted(presence.items())
     connected = [
         {"charge_point_id": cp_id, "protocol": protocol, "seen": now, "node": node_id}
-        for cp_id, (protocol, online) in presence.items()
+        for cp_id, (protocol, online) in ordered
         if online
     ]
-    left = [{"charge_point_id": cp_id, "seen": now} for cp_id, (_protocol, online) in presence.items() if not online]
+    left = [{"charge_point_id": cp_id, "seen": now} for cp_id, (_protocol, online) in ordered if not online]
     if connected:
         statement = _update_by_id(ocpp_protocol="protocol", last_seen_at="seen", node_id="node")
         await session.exec(statement.values(online=True), params=connected)
@@ -430,7 +432,7 @@ async def touch_last_seen(session: AsyncSession, seen: dict[int, datetime]) -> N
     if seen:
         await session.exec(
             _update_by_id(last_seen_at="seen"),
-            params=[{"charge_point_id": cp_id, "seen": at} for cp_id, at in seen.items()],
+            params=[{"charge_point_id": cp_id, "seen": at} for cp_id, at in sorted(seen.items())],
         )
 
 

@@ -60,19 +60,21 @@ async def heartbeat(session: AsyncSession, node_id: int, now: datetime | None = 
     return bool(result.rowcount == 1)
 
 
-async def declare_dead(session: AsyncSession, now: datetime | None = None, lease: timedelta = LEASE) -> list[str]:
+async def declare_dead(
+    session: AsyncSession, now: datetime | None = None, lease: timedelta = LEASE, *, caller_id: int | None = None
+) -> list[str]:
     """Declare dead every node not heard from within the lease, and show its chargers offline. Commit.
 
-    Return the names of the nodes declared dead by this call.
+    Return the names of the nodes declared dead by this call. The calling node (``caller_id``),
+    which has just beaten, is never among them, however late its own beat was written.
     """
     now = now or utcnow()
-    overdue = list(
-        await session.exec(
-            select(ClusterNode).where(
-                col(ClusterNode.stopped_at).is_(None), col(ClusterNode.heartbeat_at) < now - lease
-            )
-        )
+    query = select(ClusterNode).where(
+        col(ClusterNode.stopped_at).is_(None), col(ClusterNode.heartbeat_at) < now - lease
     )
+    if caller_id is not None:
+        query = query.where(col(ClusterNode.id) != caller_id)
+    overdue = list(await session.exec(query))
     dead: list[str] = []
     for node in overdue:
         # Conditional on the heartbeat it was read with: a node that beat meanwhile is alive.

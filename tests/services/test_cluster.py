@@ -77,6 +77,21 @@ async def test_a_silent_node_is_declared_dead_once_and_its_chargers_go_offline(
     assert again.id == a.id and again.stopped_at is None
 
 
+async def test_a_node_whose_own_heartbeat_was_late_never_declares_itself_dead(
+    app: Quart, session: AsyncSession, factory: Factory
+) -> None:
+    cp = await factory.charge_point(await factory.team())
+    start = utcnow()
+    a = await cluster.register_node(session, "node-a", now=start)
+    await chargers.store_presence(session, {cp.id or 0: ("ocpp1.6", True)}, a.id)
+    await session.commit()
+    # Its beat was written late (it waited for a connection): others would see it silent, not itself.
+    later = start + cluster.LEASE + timedelta(seconds=1)
+    assert await ours(cluster.declare_dead(session, now=later, caller_id=a.id)) == []
+    assert await state_of(session, cp) == (True, a.id)
+    assert await ours(cluster.declare_dead(session, now=later)) == ["node-a"]
+
+
 async def test_a_node_that_starts_or_stops_lets_go_of_its_own_chargers_only(
     app: Quart, session: AsyncSession, factory: Factory
 ) -> None:
