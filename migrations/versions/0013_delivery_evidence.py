@@ -6,12 +6,14 @@ Create Date: 2026-12-07 04:00:00.000000
 
 The chargers' meter samples are pruned to the newest; once an activation's window and the minute
 after it are over, its chargers' samples from a minute before the trigger are copied here, and the
-activation notes when.
+activation notes when. Each dispatch row notes how its charger was asked to report power during the
+activation (``metering``).
 """
 
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+import sqlmodel
 from alembic import op
 
 import powerbank.db
@@ -25,6 +27,8 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("activation", table_kwargs={"sqlite_autoincrement": True}) as batch_op:
         batch_op.add_column(sa.Column("evidence_kept_at", powerbank.db.UTCDateTime(timezone=True), nullable=True))
+    with op.batch_alter_table("dispatch", table_kwargs={"sqlite_autoincrement": True}) as batch_op:
+        batch_op.add_column(sa.Column("metering", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True))
     op.create_table(
         "delivery_sample",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -56,5 +60,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("delivery_sample")
+    with op.batch_alter_table("dispatch", table_kwargs={"sqlite_autoincrement": True}) as batch_op:
+        batch_op.drop_column("metering")
     with op.batch_alter_table("activation", table_kwargs={"sqlite_autoincrement": True}) as batch_op:
         batch_op.drop_column("evidence_kept_at")

@@ -177,6 +177,13 @@ def _answer(charge_point_id: int, future: asyncio.Future[Any], at: datetime) -> 
     payload = future.result() or {}
     status = str(payload.get("status", "error"))
     info = payload.get("statusInfo") or {}
+    results = payload.get("setVariableResult")
+    if isinstance(results, list) and results and isinstance(results[0], dict):
+        # SetVariables answers per variable; the hub sets one at a time.
+        status = str(results[0].get("attributeStatus", "error"))
+        info = results[0].get("attributeStatusInfo") or {}
+    if not isinstance(info, dict):
+        info = {}
     detail = " ".join(str(part) for part in (info.get("reasonCode"), info.get("additionalInfo")) if part)
     return charge_point_id, status, detail, at
 

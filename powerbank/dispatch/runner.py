@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -34,6 +34,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from powerbank.db import after_commit, utcnow
 from powerbank.db.leadership import Leadership
 from powerbank.dispatch import fanout
+from powerbank.dispatch.metering import FineMetering
 from powerbank.models import Activation, ActivationState, Dispatch
 from powerbank.ocpp.connection import HubConnection
 from powerbank.ocpp.registry import Registry
@@ -93,6 +94,11 @@ class _Unrecorded:
     activation_id: int | None
     # Chargers sent to; None until the frames are out (a charger released meanwhile is noted anyway).
     sent_to: set[int] | None = None
+    # Their identities: a charger deleted meanwhile has its row stored without its charge point.
+    identities: dict[int, str] = field(default_factory=dict)
+    # Releases sent at once to chargers withdrawn after the frames went out (before a deleted one is
+    # disconnected); their answers are recorded once the rows are stored.
+    early: dict[int, fanout.Broadcast] = field(default_factory=dict)
     # Activations released meanwhile (cancelled, ended), with the reason.
     released: dict[int, str] = field(default_factory=dict)
     # Chargers released meanwhile (opt-out, suspension, deletion, move), with the reason.
@@ -119,12 +125,12 @@ class _Unrecorded:
         """Return the targets not released since this was opened."""
         return [target for target in targets if target.charge_point_id not in self.withdrawn]
 
-    def withdrawn_sent(self) -> dict[str, list[int]]:
-        """Return the chargers released meanwhile that were sent a limit, by reason."""
-        by_reason: dict[str, list[int]] = {}
+    def withdrawn_sent(self) -> dict[str, dict[int, str]]:
+        """Return the chargers released meanwhile that were sent a limit (with their identities), by reason."""
+        by_reason: dict[str, dict[int, str]] = {}
         for charge_point_id, reason in self.withdrawn.items():
             if self.sent_to is not None and charge_point_id in self.sent_to:
-                by_reason.setdefault(reason, []).append(charge_point_id)
+                by_reason.setdefault(reason, {})[charge_point_id] = self.identities.get(charge_point_id, "")
         return by_reason
 
 
@@ -163,6 +169,8 @@ class ActivationRunner:
         self._stopping = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._background = BackgroundTasks(logger, "activation work")
+        # Chargers report power more often during an activation (the proof of delivery needs it).
+        self.metering = FineMetering(registry, sessionmaker, self.spawn, answer_timeout_s)
         # One change at a time per (operator, area): a trigger and a release of overlapping
         # activations must not interleave their frames.
         self._area_locks: dict[tuple[int, str], asyncio.Lock] = {}
@@ -451,7 +459,7 @@ class ActivationRunner:
                         lambda group: fanout.set_limit_payload(group, steps, triggered_at, self.margin_s),
                         triggered_at,
                     )
-                    self._limit_sent(unrecorded, sent.futures)
+                    self._limit_sent(unrecorded, sent.identities)
                     self.registry.keep_samples(sent.futures, delivery.keep_for_s(activation, triggered_at))
                 if not here_only:
                     activation.triggered_at = triggered_at
@@ -460,6 +468,10 @@ class ActivationRunner:
                 async with self.registry.write_lock:
                     await service.record_sent(session, activation, sent.sent, sent.offline, targets, steps[0].limit_w)
                     await session.commit()
+                # Once their rows are stored (what each takes is noted there).
+                self.metering.start(
+                    activation_id, activation.end_at, [t for t in targets if t.charge_point_id in sent.futures]
+                )
         finally:
             self._close_unrecorded(unrecorded)
         logger.info(
@@ -560,7 +572,7 @@ class ActivationRunner:
                             unrecorded.left_in(t for t in signed_up if t.charge_point_id in continuing),
                             lambda group: fanout.set_limit_payload(group, steps, now, self.margin_s),
                         )
-                        self._limit_sent(unrecorded, limited.futures)
+                        self._limit_sent(unrecorded, limited.identities)
                         cleared = fanout.broadcast(
                             self.registry,
                             [t for t in signed_up if t.charge_point_id not in continuing],
@@ -633,16 +645,53 @@ class ActivationRunner:
         """Release chargers whose withdrawal was just committed (runs in the commit, before any other task)."""
         for unrecorded in self._unrecorded:
             unrecorded.withdraw(charge_point_ids, reason)
+            # A limit on its way whose row is not stored yet is lifted now too, before a deleted
+            # charger is disconnected; the answer is recorded once the row is stored.
+            pending = [
+                Target(cp_id, unrecorded.identities[cp_id], None, None)
+                for cp_id in charge_point_ids
+                if cp_id in unrecorded.identities and cp_id not in unrecorded.early
+            ]
+            if pending:
+                early = fanout.broadcast(self.registry, pending, fanout.clear_payload)
+                unrecorded.early.update(dict.fromkeys((t.charge_point_id for t in pending), early))
         # What was found is sent now, before a deleted charger is disconnected; rows stored since
         # the lookup (a fan-out that recorded meanwhile) are looked up again.
         self._clear(found, reason)
         self.spawn(self._clear_charge_points(charge_point_ids, reason))
 
-    async def _clear_charge_points(self, charge_point_ids: list[int], reason: str) -> None:
-        """Release these chargers' dispatch rows as they are stored now."""
+    async def _clear_charge_points(
+        self,
+        charge_point_ids: list[int],
+        reason: str,
+        identities: Mapping[int, str] | None = None,
+        early: Mapping[int, fanout.Broadcast] | None = None,
+    ) -> None:
+        """Release these chargers' dispatch rows as they are stored now.
+
+        With ``identities``: a charger deleted after its limit was sent, before its row was stored,
+        has a row without its charge point; it is found by its identity, and released all the same.
+        With ``early``: chargers sent their release already, whose answers are recorded on the rows.
+        """
         async with self.sessionmaker() as session:
             dispatches = await service.unreleased(session, charge_point_ids=charge_point_ids)
-        self._clear(dispatches, reason)
+            missing = {identities[cp_id]: cp_id for cp_id in charge_point_ids if identities and identities.get(cp_id)}
+            for dispatch in dispatches:
+                missing.pop(dispatch.identity, None)
+            if missing:
+                for dispatch in await service.unreleased(session, identities=list(missing), without_charge_point=True):
+                    # Sent to its charge point's connection (still open until it answers), recorded on its row.
+                    session.expunge(dispatch)
+                    dispatch.charge_point_id = missing[dispatch.identity]
+                    dispatches.append(dispatch)
+        answered: dict[int, tuple[fanout.Broadcast, list[Dispatch]]] = {}
+        for dispatch in dispatches:
+            sent = (early or {}).get(dispatch.charge_point_id or 0)
+            if sent is not None:
+                answered.setdefault(id(sent), (sent, []))[1].append(dispatch)
+        for sent, rows in answered.values():
+            self.spawn(self._record_release(rows, sent, reason))
+        self._clear([d for d in dispatches if (d.charge_point_id or 0) not in (early or {})], reason)
 
     def _clear(self, dispatches: Sequence[Dispatch], reason: str) -> None:
         """Send ClearChargingProfile for dispatch rows not being released already; record the answers."""
@@ -661,9 +710,10 @@ class ActivationRunner:
         for dispatch_id in clearing:
             self._clearing.pop(dispatch_id, None)
 
-    def _limit_sent(self, unrecorded: _Unrecorded, charge_point_ids: Iterable[int]) -> None:
-        """Note the chargers a limit just went to: releases noted from now on follow it."""
-        unrecorded.sent_to = set(charge_point_ids)
+    def _limit_sent(self, unrecorded: _Unrecorded, identities: Mapping[int, str]) -> None:
+        """Note the chargers a limit just went to (charge point → identity): releases noted from now on follow it."""
+        unrecorded.sent_to = set(identities)
+        unrecorded.identities = dict(identities)
         if self._clearing:
             # A release sent to them before this limit no longer lifts it.
             for dispatch_id, charge_point_id in list(self._clearing.items()):
@@ -683,16 +733,25 @@ class ActivationRunner:
         released = unrecorded.released.get(unrecorded.activation_id or 0)
         if withdrawn or released is not None:
             here_only = (unrecorded.activation_id or 0) in unrecorded.finished_elsewhere
-            self.spawn(self._release_unrecorded(unrecorded.activation_id or 0, withdrawn, released, here_only))
+            self.spawn(
+                self._release_unrecorded(
+                    unrecorded.activation_id or 0, withdrawn, released, here_only, dict(unrecorded.early)
+                )
+            )
 
     async def _release_unrecorded(
-        self, activation_id: int, withdrawn: dict[str, list[int]], released: str | None, here_only: bool = False
+        self,
+        activation_id: int,
+        withdrawn: dict[str, dict[int, str]],
+        released: str | None,
+        here_only: bool = False,
+        early: Mapping[int, fanout.Broadcast] | None = None,
     ) -> None:
         """Release what was cancelled, ended or opted out while a fan-out's rows were being stored."""
         # Chargers first, with their own reason: when another activation of the area continues, the
         # activation's release passes over chargers no longer signed up.
-        for reason, charge_point_ids in withdrawn.items():
-            await self._clear_charge_points(charge_point_ids, reason)
+        for reason, identities in withdrawn.items():
+            await self._clear_charge_points(list(identities), reason, identities, early)
         if released is not None:
             await self.release(activation_id, released, here_only=here_only)
 
@@ -820,10 +879,15 @@ class ActivationRunner:
                     for d in leftovers.get(target.charge_point_id, [])
                     if d.activation_id not in in_force_ids
                 )
-            self._limit_sent(unrecorded, [target.charge_point_id for resent in limited for target in resent.targets])
+            self._limit_sent(
+                unrecorded, {target.charge_point_id: target.identity for resent in limited for target in resent.targets}
+            )
             self._clear(to_clear, "released after reconnect")
             if unrecorded.sent_to:
                 await self._record_resent(limited, replaced, now)
+                for resent in limited:
+                    newest = max(resent.active, key=lambda a: a.end_at)
+                    self.metering.start(newest.id or 0, newest.end_at, resent.targets)
         finally:
             self._close_unrecorded(unrecorded)
         for resent in limited:

@@ -93,6 +93,8 @@ class Dispatch(SQLModel, table=True):
     release_status: str | None = Field(default=None, max_length=40)
     power_before_w: float | None = Field(default=None)
     power_during_w: float | None = Field(default=None)
+    # How it was asked to report power during the activation, and what it took (dispatch/metering.py).
+    metering: str | None = Field(default=None, max_length=200)
 
 
 class DeliverySample(SQLModel, table=True):

@@ -58,6 +58,7 @@ PROFILE_MARGIN_S = 5.0
 # Before and after the window, the power chart shows this much for comparison.
 CHART_CONTEXT_S = 60
 DISPATCH_TABLE = Dispatch.__table__  # type: ignore[attr-defined]
+CHARGE_POINT_TABLE = ChargePoint.__table__  # type: ignore[attr-defined]
 
 OVERLAP_RULE = (
     "When activations of the same area overlap, each charger gets the stricter limit while both "
@@ -430,7 +431,7 @@ async def record_sent(
     rows = [
         {
             "activation_id": activation.id,
-            "charge_point_id": cp_id,
+            "cp_ref": cp_id,
             "identity": target.identity,
             "status": str(DispatchStatus.OFFLINE if cp_id in offline_ids else DispatchStatus.PENDING),
             "detail": "not connected" if cp_id in offline_ids else "",
@@ -442,28 +443,43 @@ async def record_sent(
     if rows:
         # A charger that booted during the fan-out may have its row already (record_resent);
         # that row tells the truth about what it was sent, so it is kept.
-        await session.exec(_insert_new_dispatches(session), params=rows)
+        await session.exec(_upsert_dispatches(session, SENT_COLUMNS, only_unsent=True), params=rows)
 
 
-def _insert_new_dispatches(session: AsyncSession) -> Any:
-    """Return an INSERT of dispatch rows that keeps the (activation, charge point) rows of a limit sent.
+SENT_COLUMNS = ("status", "detail", "limit_w", "sent_at")
+RESENT_COLUMNS = (*SENT_COLUMNS, "answered_at")
 
-    A row already there is replaced only if it says no limit was sent (offline): in a cluster the
-    node that claimed an activation records as offline every charger it does not hold, and the
-    node holding one may store what it sent before or after that.
+
+def _upsert_dispatches(session: AsyncSession, columns: Sequence[str], *, only_unsent: bool) -> Any:
+    """Return an INSERT of dispatch rows (params: activation_id, cp_ref, identity and ``columns``) that
+    updates the (activation, charge point) row already there instead.
+
+    ``only_unsent``: a row already there is replaced only if it says no limit was sent (offline): in
+    a cluster the node that claimed an activation records as offline every charger it does not hold,
+    and the node holding one may store what it sent before or after that. A charge point deleted
+    since its limit was sent gets a row without it (its identity kept), as its rows get when it is
+    deleted after: a deletion committed meanwhile never fails the other chargers' rows.
     """
+    values = {
+        "activation_id": bindparam("activation_id"),
+        "charge_point_id": select(CHARGE_POINT_TABLE.c.id)
+        .where(CHARGE_POINT_TABLE.c.id == bindparam("cp_ref"))
+        .scalar_subquery(),
+        "identity": bindparam("identity"),
+        **{column: bindparam(column) for column in columns},
+    }
     dialect = session.get_bind().dialect.name
     statement: Any
     if dialect == "postgresql":
-        statement = postgresql.insert(DISPATCH_TABLE)
+        statement = postgresql.insert(DISPATCH_TABLE).values(values)
     elif dialect == "sqlite":
-        statement = sqlite.insert(DISPATCH_TABLE)
+        statement = sqlite.insert(DISPATCH_TABLE).values(values)
     else:
-        return insert(DISPATCH_TABLE)
+        return insert(DISPATCH_TABLE).values(values)
     return statement.on_conflict_do_update(
         index_elements=["activation_id", "charge_point_id"],
-        set_={column: statement.excluded[column] for column in ("status", "detail", "limit_w", "sent_at")},
-        where=DISPATCH_TABLE.c.sent_at.is_(None),
+        set_={column: statement.excluded[column] for column in columns},
+        where=DISPATCH_TABLE.c.sent_at.is_(None) if only_unsent else None,
     )
 
 
@@ -520,52 +536,26 @@ async def record_resent(
 ) -> None:
     """Note a limit sent again to chargers that reconnected: a dispatch row per activation and charger.
 
-    Three statements for any number of chargers: rows already there are updated, others inserted.
+    One statement for any number of chargers: rows already there are updated, others inserted.
     """
-    pairs = [(activation.id or 0, target) for activation in activations for target in targets]
-    existing = {
-        (activation_id, cp_id)
-        for activation_id, cp_id in await session.exec(
-            select(Dispatch.activation_id, Dispatch.charge_point_id).where(
-                col(Dispatch.activation_id).in_([a.id for a in activations]),
-                col(Dispatch.charge_point_id).in_([t.charge_point_id for t in targets]),
-            )
-        )
-    }
-    values = {
-        "status": str(DispatchStatus.PENDING),
-        "detail": "sent after the charger connected",
-        "sent_at": sent_at,
-        "answered_at": None,
-        "limit_w": limit_w,
-    }
-    again = [
-        {"b_activation_id": activation_id, "b_charge_point_id": target.charge_point_id, **values}
-        for activation_id, target in pairs
-        if (activation_id, target.charge_point_id) in existing
-    ]
-    new = [
+    rows = [
         {
-            "activation_id": activation_id,
-            "charge_point_id": target.charge_point_id,
+            "activation_id": activation.id or 0,
+            "cp_ref": target.charge_point_id,
             "identity": target.identity,
-            **values,
+            "status": str(DispatchStatus.PENDING),
+            "detail": "sent after the charger connected",
+            "sent_at": sent_at,
+            "answered_at": None,
+            "limit_w": limit_w,
         }
-        for activation_id, target in pairs
-        if (activation_id, target.charge_point_id) not in existing
+        for activation in activations
+        for target in targets
     ]
-    if again:
-        await session.exec(
-            update(DISPATCH_TABLE)
-            .where(
-                DISPATCH_TABLE.c.activation_id == bindparam("b_activation_id"),
-                DISPATCH_TABLE.c.charge_point_id == bindparam("b_charge_point_id"),
-            )
-            .values({column: bindparam(column) for column in values}),
-            params=again,
-        )
-    if new:
-        await session.exec(insert(DISPATCH_TABLE), params=new)
+    if rows:
+        # One statement: a row already there (the activation's fan-out stored it, maybe at this
+        # very moment on another node) is updated, others inserted.
+        await session.exec(_upsert_dispatches(session, RESENT_COLUMNS, only_unsent=False), params=rows)
 
 
 async def unreleased(
@@ -573,13 +563,22 @@ async def unreleased(
     *,
     activation_id: int | None = None,
     charge_point_ids: Sequence[int] | None = None,
+    identities: Sequence[str] | None = None,
+    without_charge_point: bool = False,
 ) -> list[Dispatch]:
-    """Return dispatch rows whose limit may still be on the charger (sent, never released)."""
+    """Return dispatch rows whose limit may still be on the charger (sent, never released).
+
+    ``without_charge_point``: rows whose charge point was deleted (found by ``identities``).
+    """
     query = select(Dispatch).where(col(Dispatch.released_at).is_(None), col(Dispatch.sent_at).is_not(None))
     if activation_id is not None:
         query = query.where(Dispatch.activation_id == activation_id)
     if charge_point_ids is not None:
         query = query.where(col(Dispatch.charge_point_id).in_(charge_point_ids))
+    if identities is not None:
+        query = query.where(col(Dispatch.identity).in_(identities))
+    if without_charge_point:
+        query = query.where(col(Dispatch.charge_point_id).is_(None))
     return list(await session.exec(query))
 
 
@@ -599,6 +598,33 @@ async def record_released(session: AsyncSession, releases: Sequence[tuple[int, s
                 for d_id, reason, status, at in releases
             ],
         )
+
+
+async def meter_intervals(session: AsyncSession, charge_point_ids: Sequence[int]) -> dict[int, int | None]:
+    """Return each charger's meter reporting interval as its capability probe read it (None: unknown)."""
+    if not charge_point_ids:
+        return {}
+    rows = await session.exec(
+        select(ChargerCapability.charge_point_id, ChargerCapability.meter_interval_s).where(
+            col(ChargerCapability.charge_point_id).in_(charge_point_ids)
+        )
+    )
+    return {cp_id: interval for cp_id, interval in rows}
+
+
+async def record_metering(
+    session: AsyncSession, activation_id: int, notes: dict[int, str], *, append: bool = False
+) -> None:
+    """Note how each charger was asked to report power during an activation (``append``: after the note)."""
+    rows = await session.exec(
+        select(Dispatch).where(Dispatch.activation_id == activation_id, col(Dispatch.charge_point_id).in_(notes))
+    )
+    for dispatch in rows:
+        note = notes[dispatch.charge_point_id or 0]
+        if append and dispatch.metering:
+            note = f"{dispatch.metering}; {note}"
+        dispatch.metering = note[:200]
+        session.add(dispatch)
 
 
 async def finish(session: AsyncSession, activation: Activation, now: datetime) -> None:

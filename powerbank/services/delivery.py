@@ -42,6 +42,11 @@ PARTIAL_SHARE = 0.1
 NOTHING_TO_REDUCE_W = 100.0
 # A sample holds until the next one, but not longer than this: after it the charger is not reporting.
 STALE_AFTER_S = 120.0
+# A charger silent in the window for this many of its usual intervals (and at least MIN_SILENT_S)
+# stopped reporting: what it last reported is not taken as what it did.
+SILENT_INTERVALS = 3
+MIN_SILENT_S = 10.0
+DEFAULT_GAP_S = 60.0
 # A sample whose meter time is this far from when the hub received it is placed at the receive time.
 CLOCK_AHEAD_S = 5.0
 CLOCK_BEHIND_S = 300.0
@@ -114,6 +119,8 @@ class ChargerDelivery:
     reached_s: float | None = None
     samples: int = 0
     clock_replaced: int = 0
+    # What else the verdict rests on (a charger that stopped reporting, say).
+    note: str = ""
 
     @property
     def share(self) -> float | None:
@@ -294,6 +301,12 @@ def _held(series: Sequence[Sample], at: datetime) -> float | None:
     return value.power_w
 
 
+def _usual_gap_s(series: Sequence[Sample]) -> float:
+    """Return the charger's usual time between samples (the median gap; 60 s without two samples)."""
+    gaps = sorted((b.at - a.at).total_seconds() for a, b in zip(series, series[1:], strict=False))
+    return gaps[len(gaps) // 2] if gaps else DEFAULT_GAP_S
+
+
 def baseline(series: Sequence[Sample], trigger: datetime) -> tuple[float | None, str]:
     """Return a charger's baseline and how it was found: the mean over BASELINE_S before the trigger."""
     before = [s.power_w for s in series if trigger - timedelta(seconds=BASELINE_S) <= s.at < trigger]
@@ -345,10 +358,19 @@ def judge(
     judged_at = min(full_at, window_end)
     held = _held(during, judged_at)
     result.delivered_w = result.baseline_w - held if held is not None else None
+    # A charger silent for several of its own reporting intervals (gone offline, say) is not taken
+    # to draw what it last reported: the meters cannot say what it did.
+    silent_s = (min(now, window_end) - during[-1].at).total_seconds()
+    stopped = silent_s > max(SILENT_INTERVALS * _usual_gap_s(series), MIN_SILENT_S)
     if result.reached_s is not None and result.reached_s <= requirement.full_s:
         result.verdict = Verdict.DELIVERED
     elif now < judged_at:
         result.verdict = Verdict.WAITING
+    elif stopped and (result.best_w or 0.0) < PARTIAL_SHARE * result.expected_w:
+        result.verdict = Verdict.NO_METER_DATA
+        result.delivered_w = None
+        offset = (during[-1].at - trigger).total_seconds()
+        result.note = f"stopped reporting {offset:.0f} s after the trigger"
     elif (result.best_w or 0.0) >= PARTIAL_SHARE * result.expected_w:
         result.verdict = Verdict.PARTIAL
     else:
@@ -486,6 +508,7 @@ CHARGER_COLUMNS = (
     "reached_90_percent_s",
     "samples",
     "clock_replaced",
+    "note",
 )
 
 
@@ -522,6 +545,7 @@ def charger_rows(chargers: Iterable[ChargerDelivery]) -> list[dict[str, object]]
             "reached_90_percent_s": None if c.reached_s is None else round(c.reached_s, 3),
             "samples": c.samples,
             "clock_replaced": c.clock_replaced,
+            "note": c.note,
         }
         for c in chargers
     ]

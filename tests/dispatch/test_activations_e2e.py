@@ -263,7 +263,7 @@ async def test_deleting_or_moving_a_charge_point_releases_it(
                 },
             )
         await session.commit()
-        await eventually(lambda: charger.power_w == FULL_POWER_W and bool(clears(charger)), 1.0, "not released")
+        await eventually(lambda: charger.power_w == FULL_POWER_W and bool(clears(charger)), 3.0, "not released")
 
         async def recorded() -> bool:
             await session.rollback()  # a fresh snapshot: the runner records in its own session

@@ -46,8 +46,8 @@ def test_a_charger_that_ramps_down_within_the_full_activation_time_delivered() -
 
 
 def test_accepted_but_ignored_is_not_delivered_and_a_slow_one_is_partial() -> None:
-    ignored = judge(dispatch(), series(*BEFORE, (5, 11_050), (25, 10_900), (60, 11_000)))
-    assert ignored.verdict == Verdict.NOT_DELIVERED
+    ignored = judge(dispatch(), series(*BEFORE, *((t, 11_000 + t % 7) for t in range(5, 300, 20))))
+    assert ignored.verdict == Verdict.NOT_DELIVERED and ignored.note == ""
     slow = judge(dispatch(), series(*BEFORE, (10, 8_000), (28, 6_000), (45, 0)))
     assert slow.verdict == Verdict.PARTIAL
     assert slow.delivered_w == 11_000 - 6_000 and slow.reached_s == 45
@@ -57,6 +57,16 @@ def test_before_the_full_activation_time_a_charger_not_down_yet_is_waiting() -> 
     assert judge(dispatch(), series(*BEFORE, (5, 11_000)), now=at(10)).verdict == Verdict.WAITING
     assert judge(dispatch(), series(*BEFORE), now=at(10)).verdict == Verdict.WAITING
     assert judge(dispatch(), series(*BEFORE), now=LATER).verdict == Verdict.NO_METER_DATA
+
+
+def test_a_charger_that_stops_reporting_after_accepting_is_not_judged_on_its_last_report() -> None:
+    # Every 20 s before; one report at full power just after the limit, then nothing (it went offline).
+    gone = judge(dispatch(), series(*BEFORE, (1, 11_100)))
+    assert gone.verdict == Verdict.NO_METER_DATA
+    assert gone.note == "stopped reporting 1 s after the trigger" and gone.delivered_w is None
+    # One that went quiet after it paused delivered all the same.
+    paused = judge(dispatch(), series(*BEFORE, (1, 11_100), (4, 0)))
+    assert paused.verdict == Verdict.DELIVERED
 
 
 def test_offline_refused_idle_and_unmetered_chargers_say_so() -> None:

@@ -80,6 +80,9 @@ class ChargerResult(BaseModel):
     release_status: str | None
     power_before_w: float | None
     power_during_w: float | None
+    metering: str | None = Field(
+        description="How it was asked to report power during the activation, and what it took."
+    )
 
 
 class ActivationOut(BaseModel):
@@ -163,6 +166,7 @@ def activation_out(
                 release_status=d.release_status,
                 power_before_w=d.power_before_w,
                 power_during_w=d.power_during_w,
+                metering=d.metering,
             )
             for d in dispatches
         ]
@@ -284,6 +288,7 @@ class ChargerVerdict(BaseModel):
     reached_90_percent_s: float | None
     samples: int
     clock_replaced: int = Field(description="Samples placed at the hub's receive time (implausible charger clock).")
+    note: str = Field(description="What else the verdict rests on, e.g. a charger that stopped reporting.")
 
 
 class ActivationResponse(BaseModel):
