@@ -643,6 +643,7 @@ class ActivationRunner:
 
     def _withdraw(self, charge_point_ids: list[int], found: Sequence[Dispatch], reason: str) -> None:
         """Release chargers whose withdrawal was just committed (runs in the commit, before any other task)."""
+        released_early: dict[int, fanout.Broadcast] = {}
         for unrecorded in self._unrecorded:
             unrecorded.withdraw(charge_point_ids, reason)
             # A limit on its way whose row is not stored yet is lifted now too, before a deleted
@@ -655,10 +656,12 @@ class ActivationRunner:
             if pending:
                 early = fanout.broadcast(self.registry, pending, fanout.clear_payload)
                 unrecorded.early.update(dict.fromkeys((t.charge_point_id for t in pending), early))
+            released_early.update(unrecorded.early)
         # What was found is sent now, before a deleted charger is disconnected; rows stored since
-        # the lookup (a fan-out that recorded meanwhile) are looked up again.
-        self._clear(found, reason)
-        self.spawn(self._clear_charge_points(charge_point_ids, reason))
+        # the lookup (a fan-out that recorded meanwhile) are looked up again (and those released
+        # early just above are not sent another release).
+        self._clear([d for d in found if (d.charge_point_id or 0) not in released_early], reason)
+        self.spawn(self._clear_charge_points(charge_point_ids, reason, early=released_early))
 
     async def _clear_charge_points(
         self,

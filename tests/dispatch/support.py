@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -106,6 +107,15 @@ async def read(app: Quart, headers: dict[str, str], activation_id: int) -> dict[
 
 def by_identity(activation: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {row["identity"]: row for row in activation["chargers"]}
+
+
+async def row_of(app: Quart, headers: dict[str, str], activation_id: int, identity: str) -> dict[str, Any]:
+    """Return a charger's row of an activation, as the API shows it.
+
+    A row not stored yet (a limit reaches a charger before its row is committed) reads as every
+    field None, so a condition waiting for it is simply not met yet.
+    """
+    return defaultdict(lambda: None, by_identity(await read(app, headers, activation_id)).get(identity, {}))
 
 
 async def dk2_fleet(

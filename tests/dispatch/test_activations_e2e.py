@@ -36,6 +36,7 @@ from tests.dispatch.support import (
     dk2_fleet,
     dk2_fleet_and_a_signed_up_se3,
     read,
+    row_of,
     running,
     served,
     set_profiles,
@@ -174,7 +175,7 @@ async def test_an_activation_stored_but_never_launched_is_sent_by_the_scheduler_
         await runner.tick()
 
         async def answered() -> bool:
-            return by_identity(await read(app, headers, created["id"]))[cp.identity]["status"] == "Accepted"
+            return (await row_of(app, headers, created["id"], cp.identity))["status"] == "Accepted"
 
         await eventually(answered)
         assert len(set_profiles(charger)) == 1
@@ -218,10 +219,10 @@ async def test_opt_out_during_an_activation_releases_at_once(
         assert chargers[staying.identity].power_w == 0 and not clears(chargers[staying.identity])
 
         async def recorded() -> bool:
-            return by_identity(await read(app, headers, created["id"]))[leaving.identity]["released_at"] is not None
+            return (await row_of(app, headers, created["id"], leaving.identity))["released_at"] is not None
 
         await eventually(recorded)
-        row = by_identity(await read(app, headers, created["id"]))[leaving.identity]
+        row = await row_of(app, headers, created["id"], leaving.identity)
         assert row["release_reason"].startswith("Opted out") and row["release_status"] == "Accepted"
 
 
@@ -300,7 +301,7 @@ async def test_a_charger_that_connects_during_an_activation_gets_the_limit_after
         await eventually(lambda: first.power_w == 2300, 2.0, "not limited")
 
         async def late_is_offline() -> bool:
-            return by_identity(await read(app, headers, created["id"]))[late.identity]["status"] == "offline"
+            return (await row_of(app, headers, created["id"], late.identity))["status"] == "offline"
 
         await eventually(late_is_offline)
         async with running(app.config["TEST_OCPP_URL"], [second]):
@@ -309,7 +310,7 @@ async def test_a_charger_that_connects_during_an_activation_gets_the_limit_after
             await eventually(lambda: 2200 < second.power_w <= 2300, 2.0, "the late charger did not get the limit")
 
             async def accepted() -> bool:
-                return by_identity(await read(app, headers, created["id"]))[late.identity]["status"] == "Accepted"
+                return (await row_of(app, headers, created["id"], late.identity))["status"] == "Accepted"
 
             await eventually(accepted)
 
@@ -374,7 +375,7 @@ async def test_overlapping_activations_apply_the_stricter_limit_and_release_only
         await eventually(lambda: bool(clears(charger)) and charger.power_w == FULL_POWER_W, 3.0, "not released")
 
         async def released() -> bool:
-            row = by_identity(await read(app, headers, loose["id"]))[cp.identity]
+            row = await row_of(app, headers, loose["id"], cp.identity)
             return (row["release_reason"], row["release_status"]) == ("ended", "Accepted")
 
         await eventually(released)

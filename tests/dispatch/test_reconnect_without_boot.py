@@ -30,6 +30,7 @@ from tests.dispatch.support import (
     dk2_fleet,
     dk2_fleet_and_a_signed_up_se3,
     read,
+    row_of,
     running,
     set_profiles,
     write_token,
@@ -123,7 +124,7 @@ async def test_a_limit_that_ended_while_the_charger_was_away_is_released_when_it
         assert charger.boots == 1
 
         async def released() -> bool:
-            row = by_identity(await read(app, headers, created["id"]))[cp.identity]
+            row = await row_of(app, headers, created["id"], cp.identity)
             return bool(row["release_reason"] == "released after reconnect")
 
         await eventually(released)

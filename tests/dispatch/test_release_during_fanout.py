@@ -21,11 +21,10 @@ from tests.dispatch.support import (
     FULL_POWER_W,
     HUB_CONFIG,
     activate,
-    by_identity,
     clears,
     connect_all,
     dk2_fleet,
-    read,
+    row_of,
     running,
     simulated,
     write_token,
@@ -78,10 +77,10 @@ async def test_a_release_asked_for_while_the_fan_out_is_recorded_reaches_the_cha
         await eventually(lambda: charger.power_w == FULL_POWER_W, 2.0, "the limit stayed on")
 
         async def recorded() -> bool:
-            row = by_identity(await read(app, headers, created["id"]))[cp.identity]
+            row = await row_of(app, headers, created["id"], cp.identity)
             return row["release_status"] == "Accepted"
 
         await eventually(recorded, message="the release was not recorded")
-        row = by_identity(await read(app, headers, created["id"]))[cp.identity]
+        row = await row_of(app, headers, created["id"], cp.identity)
         assert row["release_reason"].startswith("cancelled" if how == "cancel" else "Opted out")
         assert len(clears(charger)) == 1

@@ -33,6 +33,7 @@ from tests.dispatch.support import (
     connect_all,
     dk2_fleet,
     read,
+    row_of,
     running,
     set_profiles,
     simulated,
@@ -132,7 +133,7 @@ async def test_a_start_reaches_its_chargers_while_the_release_before_it_is_unans
             held.answer.set()
 
         async def release_recorded() -> bool:
-            row = by_identity(await read(app, headers, first["id"]))[held_cp.identity]
+            row = await row_of(app, headers, first["id"], held_cp.identity)
             return (row["release_reason"], row["release_status"]) == ("ended", *held.answered)
 
         # The held answer (Unknown if the profile has expired by itself meanwhile) is recorded once
