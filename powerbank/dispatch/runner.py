@@ -661,7 +661,19 @@ class ActivationRunner:
         # the lookup (a fan-out that recorded meanwhile) are looked up again (and those released
         # early just above are not sent another release).
         self._clear([d for d in found if (d.charge_point_id or 0) not in released_early], reason)
-        self.spawn(self._clear_charge_points(charge_point_ids, reason, early=released_early))
+        # A row stored after the lookup is found only now (a deleted charger's by its identity, its
+        # charge point gone): the charger, disconnected in the same commit, is kept open until its
+        # release is sent and answered.
+        wanted = set(charge_point_ids)
+        held_here = {
+            connection.charge_point_id: connection.id
+            for connection in self.registry.connections()
+            if connection.charge_point_id in wanted
+        }
+        looking_up = self.spawn(
+            self._clear_charge_points(charge_point_ids, reason, identities=held_here, early=released_early)
+        )
+        self.registry.hold_open(charge_point_ids, looking_up)
 
     async def _clear_charge_points(
         self,

@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
@@ -501,11 +501,15 @@ class HubConnection:
         """Run work for this charger in a task of its own (never inside @on)."""
         return self._background.spawn(coroutine)
 
-    async def close_after_answers(self, code: int, reason: str) -> None:
+    async def close_after_answers(self, code: int, reason: str, after: Iterable[asyncio.Future[Any]] = ()) -> None:
         """Close once the calls already sent to this charger are answered or have timed out.
 
-        A release sent just before (a deletion's ClearChargingProfile) still gets its answer recorded.
+        A release sent just before (a deletion's ClearChargingProfile) still gets its answer
+        recorded; one still being looked up (``after``) is waited for, then sent, then answered.
         """
+        held = [future for future in after if not future.done()]
+        if held:
+            await asyncio.wait(held, timeout=self._response_timeout)
         waiting = [future for future in self._pending.values() if not future.done()]
         if waiting:
             await asyncio.wait(waiting, timeout=self._response_timeout)

@@ -151,6 +151,8 @@ class Registry:
         # How many times chargers were disconnected for changed credentials, and when each was last.
         self._disconnects = 0
         self._disconnected: dict[int, int] = {}
+        # Charger → work that must reach it before it is disconnected (a release being looked up).
+        self._holds: dict[int, set[asyncio.Future[Any]]] = {}
         # Called with the connection after each boot, once the capability probe has answered.
         self.boot_listeners: list[Callable[[HubConnection], Awaitable[None]]] = []
         # Called with a connection that did not boot within ``boot_grace_s`` of connecting (S4 must
@@ -294,6 +296,28 @@ class Registry:
         self._connected_at.pop(connection.id, None)
         self._presence[connection.charge_point_id] = (connection.protocol, False)
 
+    def hold_open(self, charge_point_ids: Iterable[int], until: asyncio.Future[Any]) -> None:
+        """Should these chargers be disconnected before ``until`` is done, close them only after it.
+
+        A deletion's release is looked up in the database after the deletion is committed, while
+        the charger is disconnected at once: the release must still reach it first.
+        """
+        if until.done():
+            return
+        held = list(charge_point_ids)
+        for charge_point_id in held:
+            self._holds.setdefault(charge_point_id, set()).add(until)
+
+        def let_go(_done: asyncio.Future[Any]) -> None:
+            for charge_point_id in held:
+                holds = self._holds.get(charge_point_id)
+                if holds is not None:
+                    holds.discard(until)
+                    if not holds:
+                        del self._holds[charge_point_id]
+
+        until.add_done_callback(let_go)
+
     def disconnect(self, charge_point_ids: Iterable[int], reason: str, identity_gone: bool = False) -> int:
         """Close the connections of these chargers once they have answered what was sent to them.
 
@@ -336,7 +360,8 @@ class Registry:
             logger.info("disconnecting %s: %s", connection.id, reason)
             if identity_gone:
                 connection.logs_frames = False
-            self.spawn(connection.close_after_answers(1000, reason))
+            held = set(self._holds.get(connection.charge_point_id or 0, ()))
+            self.spawn(connection.close_after_answers(1000, reason, after=held))
         return len(found)
 
     def broadcast(self, frame: str, message_id: str, identities: Iterable[str]) -> dict[str, asyncio.Future[Any]]:

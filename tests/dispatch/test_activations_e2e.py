@@ -20,6 +20,7 @@ from powerbank.dispatch.gateway import gateway
 from powerbank.models import Activation, Dispatch
 from powerbank.ocpp.registry import registry_of
 from powerbank.rules.permissions import load_principal
+from powerbank.services import activations as service
 from powerbank.services import enrollment
 from powerbank.services.audit import SYSTEM
 from powerbank.services.charge_points import delete_charge_point, update_charge_point
@@ -284,6 +285,49 @@ async def test_deleting_or_moving_a_charge_point_releases_it(
         else:
             await eventually(lambda: registry.get(charger.spec.identity) is None, message="still connected")
             assert (await session.exec(select(Dispatch.release_status))).all() == ["Accepted"]
+
+
+async def test_a_deleted_charger_whose_row_was_stored_after_the_deletion_looked_is_released_before_it_is_closed(
+    app: Quart,
+    factory: Factory,
+    session: AsyncSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The deletion looks up the charger's dispatch rows in its own transaction; a fan-out may commit
+    the row just after that look-up and before the deletion commits. The charger, disconnected at
+    the deletion's commit, must still be sent its release (found by a second look-up) first."""
+    operator = await factory.operator()
+    team = await factory.team(operator)
+    cp = (await dk2_fleet(factory, session, team, 1))[0]
+    charger = simulated(cp.identity)
+    headers = await write_token(session, operator)
+    async with running(app.config["TEST_OCPP_URL"], [charger]):
+        await connect_all(app, session, [(cp, charger)])
+        created = await activate(app, headers, price_area="DK2", action="pause", duration_s=30)
+
+        async def stored() -> bool:
+            return (await row_of(app, headers, created["id"], cp.identity))["status"] == "Accepted"
+
+        await eventually(stored, message="the limit's answer was not stored")
+        looked_up = service.unreleased
+
+        async def before_the_row_was_stored(session: AsyncSession, **which: Any) -> list[Dispatch]:
+            monkeypatch.setattr(service, "unreleased", looked_up)  # only the deletion's own look-up
+            return []
+
+        monkeypatch.setattr(service, "unreleased", before_the_row_was_stored)
+        await delete_charge_point(session, SYSTEM, team, cp)
+        await session.commit()
+        await eventually(lambda: bool(clears(charger)) and charger.power_w == FULL_POWER_W, 3.0, "not released")
+        registry = registry_of(app)
+        await eventually(lambda: registry.get(charger.spec.identity) is None, message="still connected")
+
+        async def recorded() -> bool:
+            await session.rollback()  # a fresh snapshot: the runner records in its own session
+            rows = (await session.exec(select(Dispatch.release_reason, Dispatch.release_status))).all()
+            return [tuple(row) for row in rows] == [("charge point deleted", "Accepted")]
+
+        await eventually(recorded, message="the release was not recorded as answered")
 
 
 async def test_a_charger_that_connects_during_an_activation_gets_the_limit_after_boot(
