@@ -31,6 +31,7 @@ from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallError, CallResult, MessageType, validate_payload
 from ocpp.routing import after
 from quart.wrappers import Websocket
+from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.ocpp.meter import now_text, readings_from
@@ -317,7 +318,12 @@ class HubConnection:
         except OCPPError as error:
             logger.info("%s: %s refused: %s %s", self.id, message.action, error.code, error.details)
             self._reply_error(message.unique_id, error.code, error.description, error.details)
-        except Exception:
+        except Exception as error:
+            if isinstance(error, IntegrityError) and not self.logs_frames:
+                # Deleted, and kept open only for its last answers: what it reports has no charge point to go to.
+                logger.info("%s: %s not stored: the charge point was deleted", self.id, message.action)
+                self._reply_error(message.unique_id, "InternalError", "This charge point no longer exists")
+                return
             logger.exception("%s: handling %s failed", self.id, message.action)
             self._reply_error(message.unique_id, "InternalError", "An unexpected error occurred")
 

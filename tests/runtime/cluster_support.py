@@ -10,6 +10,8 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +113,18 @@ def cluster_status(url: str) -> str:
 
 async def api(node: Node, method: str, path: str, token: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
     return await asyncio.to_thread(node.api, method, path, token, body)
+
+
+@contextmanager
+def nodes_on(
+    url: str, folder: Path, names: Iterable[str] = ("node-1", "node-2"), **settings: str
+) -> Iterator[list[Node]]:
+    """Nodes (not started yet) on one database, their logs in ``folder``; killed when done."""
+    started = [Node(name, url, folder / f"{name}.log", **settings) for name in names]
+    try:
+        yield started
+    finally:
+        stop_all(started)
 
 
 def stop_all(nodes: list[Node]) -> None:

@@ -25,7 +25,7 @@ from powerbank.tools.simulator import ChargerSpec, SimulatedCharger
 from tests.conftest import TEST_PASSWORD, Factory
 from tests.dispatch.support import MARGIN_S, clears, dk2_fleet, set_profiles, write_token
 from tests.helpers import eventually
-from tests.runtime.cluster_support import Node, api, holders, stop_all
+from tests.runtime.cluster_support import Node, api, holders, nodes_on
 
 pytestmark = pytest.mark.postgres_only
 
@@ -43,11 +43,8 @@ HUB_SETTINGS = {
 
 @pytest.fixture
 def nodes(database_url: str, tmp_path: Path) -> Iterator[list[Node]]:
-    started = [Node(name, database_url, tmp_path / f"{name}.log", **HUB_SETTINGS) for name in NAMES]
-    try:
+    with nodes_on(database_url, tmp_path, NAMES, **HUB_SETTINGS) as started:
         yield started
-    finally:
-        stop_all(started)
 
 
 async def fleet(url: str) -> tuple[str, list[ChargePoint]]:

@@ -61,7 +61,7 @@ from tests.conftest import TEST_PASSWORD, Factory
 from tests.dispatch.support import FULL_POWER_W, MARGIN_S, clears, dk2_fleet, set_profiles, write_token
 from tests.helpers import eventually, free_port
 from tests.pg_server import _as_owner, _bindir
-from tests.runtime.cluster_support import CLUSTER_ENV, Node, api, holders, stop_all
+from tests.runtime.cluster_support import CLUSTER_ENV, Node, api, holders, nodes_on, stop_all
 
 pytestmark = pytest.mark.postgres_only
 
@@ -166,11 +166,8 @@ def postgres() -> Iterator[Postgres]:
 
 @pytest.fixture
 def nodes(postgres: Postgres, tmp_path: Path) -> Iterator[list[Node]]:
-    started = [Node(name, postgres.url, tmp_path / f"{name}.log", **HUB_SETTINGS) for name in NAMES]
-    try:
+    with nodes_on(postgres.url, tmp_path, NAMES, **HUB_SETTINGS) as started:
         yield started
-    finally:
-        stop_all(started)
 
 
 # The witnesses ------------------------------------------------------------------------------

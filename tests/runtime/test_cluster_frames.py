@@ -21,7 +21,7 @@ from powerbank.models import ChargePoint, SharedFrames
 from powerbank.tools.simulator import ChargerSpec, SimulatedCharger
 from tests.conftest import CSRF_RE, TEST_PASSWORD, Factory
 from tests.helpers import eventually
-from tests.runtime.cluster_support import Node, holders, stop_all
+from tests.runtime.cluster_support import Node, holders, nodes_on
 
 pytestmark = pytest.mark.postgres_only
 
@@ -30,11 +30,8 @@ ADMIN_EMAIL = "admin@frames.example"
 
 @pytest.fixture
 def nodes(database_url: str, tmp_path: Path) -> Iterator[list[Node]]:
-    started = [Node(name, database_url, tmp_path / f"{name}.log") for name in ("node-1", "node-2")]
-    try:
+    with nodes_on(database_url, tmp_path) as started:
         yield started
-    finally:
-        stop_all(started)
 
 
 class Browser:

@@ -20,18 +20,15 @@ from powerbank.runtime.server import wait_until_listening
 from tests.conftest import TEST_PASSWORD, Factory
 from tests.helpers import eventually
 from tests.ocpp.support import basic
-from tests.runtime.cluster_support import Node, cluster_status, holders, stop_all
+from tests.runtime.cluster_support import Node, cluster_status, holders, nodes_on
 
 pytestmark = pytest.mark.postgres_only
 
 
 @pytest.fixture
 def nodes(database_url: str, tmp_path: Path) -> Iterator[list[Node]]:
-    started = [Node(name, database_url, tmp_path / f"{name}.log") for name in ("node-1", "node-2")]
-    try:
+    with nodes_on(database_url, tmp_path) as started:
         yield started
-    finally:
-        stop_all(started)
 
 
 @asynccontextmanager
