@@ -32,6 +32,7 @@ from powerbank.models.enrollment import (
     TermsVersion,
 )
 from powerbank.models.mail import MailMessage, MailStatus
+from powerbank.models.reliability import DeliveryVerdict as DeliveryVerdict
 from powerbank.models.tenancy import (
     Invitation,
     Operator,

@@ -26,7 +26,15 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.db import utcnow
-from powerbank.models import Activation, ActivationState, DeliverySample, Dispatch, DispatchStatus, MeterSample
+from powerbank.models import (
+    Activation,
+    ActivationState,
+    DeliverySample,
+    DeliveryVerdict,
+    Dispatch,
+    DispatchStatus,
+    MeterSample,
+)
 from powerbank.services.enrollment import spreadsheet_text
 
 # The baseline is the mean power measured over this long before the trigger; the curve starts and
@@ -286,7 +294,42 @@ async def keep_evidence(session: AsyncSession, activation: Activation, now: date
             ["activation_id", "charge_point_id", "measured_at", "received_at", "power_w"], samples
         )
     )
+    await keep_verdicts(session, activation, now)
     return True
+
+
+# Chargers judged per query when the verdicts are stored: the event loop and memory stay free of a
+# whole large activation's samples at once.
+VERDICT_CHUNK = 500
+
+
+async def keep_verdicts(session: AsyncSession, activation: Activation, now: datetime) -> None:
+    """Store each charger's verdict with the evidence (``delivery_verdict``), as the activation page judges it.
+
+    services/reliability.py reads them to flag chargers that repeatedly accept but do not deliver.
+    """
+    dispatches = list(
+        await session.exec(
+            select(Dispatch)
+            .where(Dispatch.activation_id == activation.id, col(Dispatch.charge_point_id).is_not(None))
+            .order_by(col(Dispatch.charge_point_id))
+        )
+    )
+    for start in range(0, len(dispatches), VERDICT_CHUNK):
+        judged = await delivery_of(session, activation, dispatches[start : start + VERDICT_CHUNK], now)
+        if judged is None:
+            return
+        rows = [
+            {
+                "activation_id": activation.id,
+                "charge_point_id": c.dispatch.charge_point_id,
+                "verdict": str(c.verdict),
+                "triggered_at": activation.triggered_at,
+                "judged_at": now,
+            }
+            for c in judged.chargers
+        ]
+        await session.exec(insert(DeliveryVerdict.__table__), params=rows)  # type: ignore[attr-defined]
 
 
 def _held(series: Sequence[Sample], at: datetime) -> float | None:
