@@ -112,6 +112,7 @@ def _register_blueprints(app: Quart) -> None:
         api,
         api_tokens,
         auth,
+        availability,
         charge_points,
         compatibility,
         health,
@@ -124,12 +125,13 @@ def _register_blueprints(app: Quart) -> None:
 
     for module in (auth, account, home, teams, charge_points, admin, powerbank, compatibility, api_tokens, activations):
         app.register_blueprint(module.blueprint)
+    app.register_blueprint(availability.blueprint)
     if mail_sink(app.config):
         app.register_blueprint(mailbox.blueprint)
     app.register_blueprint(health.blueprint)
     # Each API module adds its routes to the API blueprint when first imported, so before the
     # blueprint is registered; this order is the order of the OpenAPI document and the docs page.
-    for resource in ("teams", "charge_points", "enrollment", "activations"):
+    for resource in ("teams", "charge_points", "enrollment", "activations", "areas"):
         importlib.import_module(f"powerbank.routes.api.{resource}")
     app.register_blueprint(api.blueprint)
     app.register_blueprint(api_docs.blueprint)
@@ -185,6 +187,7 @@ def _register_ocpp(app: Quart) -> None:
 
 
 def _register_activations(app: Quart) -> None:
-    from powerbank.dispatch import gateway
+    from powerbank.dispatch import availability, gateway
 
     gateway.init_app(app, lambda: state.sessionmaker(app))
+    availability.init_app(app)

@@ -13,6 +13,7 @@ from powerbank.models.activations import (
 )
 from powerbank.models.api_tokens import ApiToken, TokenAccess
 from powerbank.models.audit import AuditEntry
+from powerbank.models.availability import AreaAvailability
 from powerbank.models.charge_points import ChargePoint, CompatibleModel
 from powerbank.models.chargers import (
     ChargerCapability,
@@ -51,6 +52,7 @@ __all__ = [
     "ActivationState",
     "ApiRateBucket",
     "ApiToken",
+    "AreaAvailability",
     "TokenAccess",
     "AuditEntry",
     "ChargePoint",

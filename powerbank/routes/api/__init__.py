@@ -3,7 +3,7 @@
 Every request carries ``Authorization: Bearer <token>``. The token acts as a principal of
 the permission table (see powerbank.services.api_tokens), and every endpoint loads with the
 pages' loaders and calls the same services as the pages, so the rules are the same. Errors are
-RFC 9457 problem documents. The endpoints live in one module per resource (teams,
+RFC 9457 problem documents. The endpoints live in one module per resource (teams, areas,
 charge_points, enrollment, activations), the OpenAPI document and its page in ``docs``.
 """
 

@@ -436,3 +436,37 @@ def event_out(event: ParticipationEvent) -> Event:
 def pages(total: int, page_size: int) -> int:
     """Return how many pages of ``page_size`` hold ``total`` items (at least one)."""
     return max(1, -(-total // page_size))
+
+
+class AvailabilityQuery(Query):
+    from_: str | None = Field(
+        default=None,
+        alias="from",
+        json_schema_extra={"format": "date-time"},
+        description="Start of the range (ISO 8601 with time zone, included); default: 24 hours before to.",
+    )
+    to: str | None = Field(
+        default=None,
+        json_schema_extra={"format": "date-time"},
+        description="End of the range (ISO 8601 with time zone, excluded); default: now. At most 31 days after from.",
+    )
+
+
+class AvailabilityMinute(BaseModel):
+    minute: datetime = Field(description="The start of the sampled minute (UTC).")
+    available_kw: float = Field(
+        description="Sum of the newest measured power of the signed-up chargers online in that minute."
+    )
+    signed_up: int = Field(description="Signed-up chargers of the area, online or not.")
+    online: int = Field(description="Signed-up chargers connected to the hub.")
+    reporting: int = Field(description="Of those online, the ones that reported power in the 5 minutes before.")
+
+
+class AreaAvailabilitySeries(BaseModel):
+    price_area: str
+    start: datetime = Field(description="The range asked for: from (included)...")
+    end: datetime = Field(description="...to (excluded).")
+    step_s: int = Field(description="Seconds between minutes (60).")
+    minutes: list[AvailabilityMinute] = Field(
+        description="Oldest first. A minute missing from the list was not sampled (the hub was down): a gap, not zero."
+    )
