@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from quart import Quart
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -24,10 +24,11 @@ from powerbank.services import availability as service
 
 logger = logging.getLogger("powerbank.availability")
 
-# Into each minute before it is sampled: reports received in the minute's first seconds are in.
-SAMPLE_AT_S = 1.0
-# A node that does not lead looks again this often (a standby takes over within it).
-LEAD_CHECK_S = 1.0
+# How often the sampler looks whether a new minute began and whether this node leads: a minute is
+# sampled within this of its start, and a standby that takes over samples within it too.
+LOOK_EVERY_S = 1.0
+# After a failed sampling (the database away), the next try.
+RETRY_AFTER_S = 10.0
 
 Writer = Callable[[], contextlib.AbstractAsyncContextManager[AsyncSession]]
 
@@ -46,7 +47,6 @@ class AvailabilitySampler:
         self.clock = clock
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.last: service.Sampled | None = None
 
     def start(self) -> None:
         """Sample in a task of its own until ``stop``."""
@@ -59,12 +59,11 @@ class AvailabilitySampler:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
-    async def sample(self) -> service.Sampled:
-        """Write the current minute now (if it is not written yet) and prune old rows."""
+    async def sample(self, now: datetime | None = None) -> service.Sampled:
+        """Write the minute of ``now`` (if it is not written yet) and prune old rows."""
         async with self.writing() as session:
-            sampled = await service.sample(session, self.clock())
+            sampled = await service.sample(session, now or self.clock())
             await session.commit()
-        self.last = sampled
         return sampled
 
     async def _run(self) -> None:
@@ -72,19 +71,17 @@ class AvailabilitySampler:
         while not self._stopping.is_set():
             now = self.clock()
             minute = service.minute_of(now)
+            wait = LOOK_EVERY_S
             if minute != done and self.leads():
                 try:
-                    await self.sample()
+                    await self.sample(now)
                     done = minute
                 except Exception:
-                    # The database may be away: this minute is tried again at the next look.
+                    # The database may be away: the minute is tried again a little later.
                     logger.exception("sampling the availability per area failed; trying again")
-            if minute == done:
-                wait = (minute + timedelta(minutes=1, seconds=SAMPLE_AT_S) - self.clock()).total_seconds()
-            else:
-                wait = LEAD_CHECK_S
+                    wait = RETRY_AFTER_S
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), max(wait, 0.05))
+                await asyncio.wait_for(self._stopping.wait(), wait)
 
 
 def init_app(app: Quart) -> None:

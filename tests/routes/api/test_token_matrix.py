@@ -109,6 +109,7 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("api.get_chargers_csv", "GET"): "read activations",
     ("api.create_activation", "POST"): "write activations",
     ("api.cancel_activation", "DELETE"): "write activations",
+    ("api.get_area_availability", "GET"): "read activations",
 }
 SUCCESS = {
     ("api.create_activation", "POST"): 201,
@@ -214,6 +215,7 @@ def request_of(endpoint: str, rule: str, target: str, round_: Round, world: Worl
         "team_id": world.teams[target].id,
         "cp_id": round_.charge_points[(target, use)].id,
         "activation_id": round_.activation.id,
+        "area": "DK1",
     }
     path = ARGUMENT_RE.sub(lambda m: str(values[m.group(2)]), rule)
     bodies: dict[str, dict[str, Any]] = {
@@ -316,7 +318,8 @@ async def check_every_operation(
     await session.commit()
     wrong = []
     for endpoint, method, rule in api_operations():
-        targets = ("team", "sibling") if "<" in rule and "activation_id" not in rule else ("team",)
+        operator_wide = "activation_id" in rule or "area" in rule
+        targets = ("team", "sibling") if "<" in rule and not operator_wide else ("team",)
         for target in targets:
             path, body = request_of(endpoint, rule, target, round_, world)
             kwargs: dict[str, Any] = {"headers": bearer(secret)}
