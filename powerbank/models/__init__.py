@@ -14,6 +14,7 @@ from powerbank.models.activations import (
 from powerbank.models.api_tokens import ApiToken, TokenAccess
 from powerbank.models.audit import AuditEntry
 from powerbank.models.availability import AreaAvailability
+from powerbank.models.baselines import MeterQuarter as MeterQuarter
 from powerbank.models.charge_points import ChargePoint, CompatibleModel
 from powerbank.models.chargers import (
     ChargerCapability,

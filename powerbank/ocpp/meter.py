@@ -15,6 +15,9 @@ ENERGY = "Energy.Active.Import.Register"
 CURRENT = "Current.Import"
 # Scale of each unit to W, Wh or A.
 UNIT_SCALE = {"W": 1.0, "kW": 1000.0, "Wh": 1.0, "kWh": 1000.0, "A": 1.0}
+# The units each measurand may come in (the first when none is given). A power in Wh, VA or var, or a
+# register in W, is not what the hub reads it as: it is left out rather than stored at a wrong scale.
+UNITS = {POWER: ("W", "kW"), ENERGY: ("Wh", "kWh"), CURRENT: ("A",)}
 # The 2.0.1 schema allows any integer as a unit's power-of-ten multiplier; meters use a few (k, M, m).
 MAX_MULTIPLIER = 9
 # Far beyond any charge point (a 10 MW site, a 10 GWh register, 10 kA): a larger value is a broken
@@ -70,9 +73,12 @@ def reading_from(timestamp: str | None, sampled_values: Iterable[dict[str, Any]]
     """Read power, the energy register and current per phase out of one meter value.
 
     1.6 sends values as strings with ``unit``; 2.0.1 sends numbers with ``unit_of_measure``
-    (a unit and a power-of-ten multiplier). A missing measurand is the energy register.
+    (a unit and a power-of-ten multiplier). A missing measurand is the energy register. A charger
+    that reports power per phase only (L1, L2, L3, without the whole charger's) has the sum of the
+    phases it reports as its power; the whole charger's power wins when both are sent.
     """
     power = energy = None
+    phase_power: dict[str, float] = {}
     currents: dict[str, float] = {}
     for sampled in sampled_values:
         value = _number(sampled.get("value"))
@@ -81,24 +87,27 @@ def reading_from(timestamp: str | None, sampled_values: Iterable[dict[str, Any]]
         if value is None or multiplier is None:
             continue
         measurand = sampled.get("measurand") or ENERGY
-        unit = sampled.get("unit") or unit_of_measure.get("unit")
+        if measurand not in UNITS:
+            continue
+        unit = sampled.get("unit") or unit_of_measure.get("unit") or UNITS[measurand][0]
+        if unit not in UNITS[measurand]:
+            continue
         whole = sampled.get("phase") in (None, "N")
         phase = _phase(sampled.get("phase"))
-        value *= 10.0**multiplier
-        if measurand == POWER and whole:
-            value *= UNIT_SCALE.get(unit or "W", 1.0)
-        elif measurand == ENERGY and whole:
-            value *= UNIT_SCALE.get(unit or "Wh", 1.0)
-        elif measurand != CURRENT or phase is None:
-            continue
+        value *= 10.0**multiplier * UNIT_SCALE[unit]
         if abs(value) > MAX_MAGNITUDE[measurand]:
             continue
-        if measurand == POWER:
+        if measurand == POWER and whole:
             power = value
-        elif measurand == ENERGY:
+        elif measurand == POWER and phase is not None:
+            phase_power[phase] = value
+        elif measurand == ENERGY and whole:
             energy = value
-        elif phase is not None:
+        elif measurand == CURRENT and phase is not None:
             currents[phase] = value
+    if power is None and phase_power:
+        total = sum(phase_power.values())
+        power = total if abs(total) <= MAX_MAGNITUDE[POWER] else None
     return MeterReading(parse_timestamp(timestamp), power, energy, currents)
 
 

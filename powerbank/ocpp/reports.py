@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from powerbank.services import chargers
+from powerbank.services import chargers, delivery
 from powerbank.services.chargers import StatusReport
 
 logger = logging.getLogger("powerbank.ocpp")
@@ -142,7 +142,11 @@ class Report:
 
 
 async def store_reports(session: AsyncSession, reports: list[Report]) -> None:
-    """Store a batch of reports: one INSERT of every meter row, one upsert of every status, one prune."""
-    await chargers.insert_meter_rows(session, [row for report in reports for row in report.meter_rows])
+    """Store a batch of reports: one INSERT of every meter row, one upsert of every status, one prune;
+    and the meter rows added to their chargers' quarter-hours (services/delivery.py ``add_quarters``)."""
+    meter = [row for report in reports for row in report.meter_rows]
+    pruned = [r.prune for r in reports if r.prune is not None]
+    await chargers.insert_meter_rows(session, meter)
     await chargers.upsert_statuses(session, [report.status for report in reports if report.status is not None])
-    await chargers.prune_meter_samples(session, [r.prune for r in reports if r.prune is not None])
+    await chargers.prune_meter_samples(session, pruned)
+    await delivery.add_quarters(session, meter, pruned)

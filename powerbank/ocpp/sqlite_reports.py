@@ -19,8 +19,9 @@ from sqlalchemy import insert
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL
 
+from powerbank.db import utcnow
 from powerbank.ocpp.reports import Report
-from powerbank.services import chargers
+from powerbank.services import chargers, delivery
 
 _DIALECT = sqlite.dialect()
 
@@ -74,6 +75,8 @@ class SqliteReportWriter:
         self._insert_meter = CompiledWrite(insert(chargers.METER_TABLE), METER_COLUMNS)
         self._upsert_status = CompiledWrite(chargers.status_upsert_statement("sqlite"), STATUS_COLUMNS)
         self._prune = CompiledWrite(chargers.meter_prune_statement())
+        self._add_quarters = CompiledWrite(delivery.quarter_upsert_statement("sqlite"), delivery.QUARTER_COLUMNS)
+        self._prune_quarters = CompiledWrite(delivery.quarter_prune_statement())
 
     @classmethod
     def for_url(cls, url: URL) -> SqliteReportWriter | None:
@@ -97,6 +100,7 @@ class SqliteReportWriter:
         meter = [row for report in reports for row in report.meter_rows]
         statuses = chargers.status_rows([report.status for report in reports if report.status is not None])
         prune = sorted({report.prune for report in reports if report.prune is not None})
+        quarters = delivery.quarter_rows(meter)
         try:
             if meter:
                 await connection.executemany(self._insert_meter.sql, self._insert_meter.rows(meter))
@@ -104,6 +108,10 @@ class SqliteReportWriter:
                 await connection.executemany(self._upsert_status.sql, self._upsert_status.rows(statuses))
             if prune:
                 await connection.executemany(self._prune.sql, self._prune.rows([{"charge_point_id": i} for i in prune]))
+                quarters_pruned = delivery.quarter_prune_rows(prune, utcnow())
+                await connection.executemany(self._prune_quarters.sql, self._prune_quarters.rows(quarters_pruned))
+            if quarters:
+                await connection.executemany(self._add_quarters.sql, self._add_quarters.rows(quarters))
             await connection.commit()
         except BaseException:
             try:

@@ -14,14 +14,17 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterable, Sequence
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert, literal, update
+from sqlalchemy import bindparam, delete, insert, literal, update
 from sqlalchemy import select as core_select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -35,6 +38,7 @@ from powerbank.models import (
     DispatchStatus,
     MeterSample,
 )
+from powerbank.models.baselines import MeterQuarter
 from powerbank.services.enrollment import spreadsheet_text
 
 # The baseline is the mean power measured over this long before the trigger; the curve starts and
@@ -58,9 +62,52 @@ DEFAULT_GAP_S = 60.0
 # A sample whose meter time is this far from when the hub received it is placed at the receive time.
 CLOCK_AHEAD_S = 5.0
 CLOCK_BEHIND_S = 300.0
+# A charger whose freshest sample still reached the hub this long after its own time has a clock that
+# is behind (not a backlog: a backlog ends with a fresh sample): all its samples are placed at the
+# time the hub received them.
+CLOCK_SKEW_S = 30.0
+# No charge point PowerBank signs up draws more than this (an AC connector draws at most 22 kW, a
+# charger with two 44 kW): a sample above it is a broken meter or a wrong unit, discarded and counted.
+PLAUSIBLE_MAX_W = 50_000.0
+# A slightly negative sample is meter noise around nothing drawn (taken as 0); a more negative one is
+# discarded and counted (PowerBank's chargers do not feed the grid).
+NEGATIVE_NOISE_W = 100.0
 # Samples are kept this long past CONTEXT_S after the window, for the leader to copy them (it looks
 # at least every 30 s).
 EVIDENCE_GRACE_S = 120.0
+
+
+# A scheduled activation's baseline (docs/delivery-proof.md): the median of a charger's mean power in
+# the same quarter-hour of the price area's local day on the last HISTORY_DAYS working days (Monday to
+# Friday before the activation's own day), when at least MIN_HISTORY_DAYS of them have samples there.
+HISTORY_DAYS = 5
+MIN_HISTORY_DAYS = 3
+QUARTER = timedelta(minutes=15)
+# The quarter-hour means are kept this long: five working days back, over a weekend and a holiday.
+QUARTERS_KEPT = timedelta(days=15)
+# A quarter-hour in which the charger was limited by another activation (or reported at a finer
+# interval for it, until a minute after) is not its usual power: that day does not count.
+BUSY_AFTER_S = 2 * CONTEXT_S
+# The local time of each price area: a quarter-hour of day is the area's, not UTC's.
+AREA_ZONES = {
+    "DK1": "Europe/Copenhagen",
+    "DK2": "Europe/Copenhagen",
+    "SE1": "Europe/Stockholm",
+    "SE2": "Europe/Stockholm",
+    "SE3": "Europe/Stockholm",
+    "SE4": "Europe/Stockholm",
+    "GB": "Europe/London",
+    "IE": "Europe/Dublin",
+}
+
+
+class BaselineMethod(StrEnum):
+    """How a charger's baseline was found (the ``baseline_method`` column)."""
+
+    MEAN_60S = "mean_60s"
+    LAST_SAMPLE = "last_sample"
+    QUARTER_HOUR_MEDIAN = "quarter_hour_median"
+    NONE = ""
 
 
 @dataclass(frozen=True)
@@ -118,7 +165,9 @@ class ChargerDelivery:
     dispatch: Dispatch
     verdict: Verdict
     baseline_w: float | None = None
-    baseline_method: str = ""
+    baseline_method: str = BaselineMethod.NONE
+    # The method in words, with what it rests on ("median of 4 working days' 17:00–17:15 …").
+    baseline_detail: str = ""
     expected_w: float | None = None
     # The reduction delivered at the market's full-activation time, and the most reached in the window.
     delivered_w: float | None = None
@@ -127,6 +176,8 @@ class ChargerDelivery:
     reached_s: float | None = None
     samples: int = 0
     clock_replaced: int = 0
+    # Samples left out as implausible (above PLAUSIBLE_MAX_W, or below -NEGATIVE_NOISE_W).
+    discarded: int = 0
     # What else the verdict rests on (a charger that stopped reporting, say).
     note: str = ""
 
@@ -170,14 +221,44 @@ class AreaResponse:
         return self.full_s is not None and self.full_s <= self.requirement.full_s
 
 
+@dataclass(frozen=True)
+class QuarterHour:
+    """The quarter-hour of day a scheduled activation's baselines are taken from, and its past days."""
+
+    label: str  # "17:00–17:15 Europe/Copenhagen"
+    starts: tuple[datetime, ...]  # UTC, newest day first
+
+
+@dataclass(frozen=True)
+class History:
+    """A charger's past in the trigger's quarter-hour: the median of its daily means, if enough days have one."""
+
+    quarter: QuarterHour
+    days: int
+    median_w: float | None
+
+
 @dataclass
 class Delivery:
     chargers: list[ChargerDelivery]
     area: AreaResponse
     clock_replaced: int = 0
+    # Samples discarded as implausible, and chargers whose clock was behind (all placed at receive time).
+    discarded: int = 0
+    clocks_behind: int = 0
+    # Set for a scheduled activation: its baselines come from this quarter-hour on past working days.
+    quarter: QuarterHour | None = None
 
     def count(self, verdict: Verdict) -> int:
         return sum(1 for charger in self.chargers if charger.verdict == verdict)
+
+    @property
+    def plausible_max_kw(self) -> float:
+        return PLAUSIBLE_MAX_W / 1000
+
+    def by_method(self, method: str) -> int:
+        """How many chargers' baselines were found by ``method`` (a BaselineMethod)."""
+        return sum(1 for charger in self.chargers if charger.baseline_method == method)
 
 
 def placed(measured_at: datetime, received_at: datetime) -> tuple[datetime, bool]:
@@ -189,51 +270,88 @@ def placed(measured_at: datetime, received_at: datetime) -> tuple[datetime, bool
     return measured_at, False
 
 
+def plausible(power_w: float) -> bool:
+    """Tell whether a charger can have drawn this (not above PLAUSIBLE_MAX_W, not clearly negative)."""
+    return math.isfinite(power_w) and -NEGATIVE_NOISE_W <= power_w <= PLAUSIBLE_MAX_W
+
+
+@dataclass
+class Loaded:
+    """Each charger's samples in time order, and what was left out or moved on the way."""
+
+    samples: dict[int, list[Sample]] = field(default_factory=dict)
+    # Samples in the period discarded as implausible, per charger.
+    discarded: dict[int, int] = field(default_factory=dict)
+    # Chargers whose clock was behind: how far (the lag of its freshest sample, s).
+    clock_behind_s: dict[int, float] = field(default_factory=dict)
+
+
 async def load_samples(
     session: AsyncSession, activation: Activation, charge_point_ids: Sequence[int], since: datetime, until: datetime
-) -> dict[int, list[Sample]]:
+) -> Loaded:
     """Return each charger's power samples between two moments, in time order, duplicates left out.
 
-    From the evidence kept for the activation once it was copied, else from the chargers' meter samples.
+    From the evidence kept for the activation once it was copied, else from the chargers' meter
+    samples. Of samples with the same charger and time the first stored counts; an implausible one is
+    discarded and counted; a charger whose clock is behind has all its samples placed at the time the
+    hub received them (see ``placed`` for a single implausible time).
     """
-    found: dict[int, list[Sample]] = {}
+    loaded = Loaded()
     if not charge_point_ids:
-        return found
+        return loaded
     low, high = since - timedelta(seconds=CLOCK_AHEAD_S), until + timedelta(seconds=CLOCK_BEHIND_S)
     query: Any
     if activation.evidence_kept_at is not None:
-        query = select(
-            DeliverySample.charge_point_id,
-            DeliverySample.measured_at,
-            DeliverySample.received_at,
-            DeliverySample.power_w,
-        ).where(
-            DeliverySample.activation_id == activation.id,
-            col(DeliverySample.charge_point_id).in_(charge_point_ids),
-            col(DeliverySample.received_at) >= low,
-            col(DeliverySample.received_at) <= high,
+        query = (
+            select(
+                DeliverySample.charge_point_id,
+                DeliverySample.measured_at,
+                DeliverySample.received_at,
+                DeliverySample.power_w,
+            )
+            .where(
+                DeliverySample.activation_id == activation.id,
+                col(DeliverySample.charge_point_id).in_(charge_point_ids),
+                col(DeliverySample.received_at) >= low,
+                col(DeliverySample.received_at) <= high,
+            )
+            .order_by(col(DeliverySample.id))
         )
     else:
-        query = select(
-            MeterSample.charge_point_id, MeterSample.measured_at, MeterSample.received_at, MeterSample.power_w
-        ).where(
-            col(MeterSample.charge_point_id).in_(charge_point_ids),
-            col(MeterSample.power_w).is_not(None),
-            col(MeterSample.received_at) >= low,
-            col(MeterSample.received_at) <= high,
+        query = (
+            select(MeterSample.charge_point_id, MeterSample.measured_at, MeterSample.received_at, MeterSample.power_w)
+            .where(
+                col(MeterSample.charge_point_id).in_(charge_point_ids),
+                col(MeterSample.power_w).is_not(None),
+                col(MeterSample.received_at) >= low,
+                col(MeterSample.received_at) <= high,
+            )
+            .order_by(col(MeterSample.id))
         )
-    seen: set[tuple[int, datetime]] = set()
+    rows: dict[int, list[tuple[datetime, datetime, float]]] = {}
     for cp_id, measured_at, received_at, power in await session.exec(query):
-        if power is None or not math.isfinite(power):
-            continue
-        at, replaced = placed(measured_at, received_at)
-        if not since <= at <= until or (cp_id, at) in seen:
-            continue
-        seen.add((cp_id, at))
-        found.setdefault(cp_id, []).append(Sample(at, max(0.0, float(power)), replaced))
-    for series in found.values():
-        series.sort(key=lambda sample: sample.at)
-    return found
+        if power is not None and math.isfinite(power):
+            rows.setdefault(cp_id, []).append((measured_at, received_at, float(power)))
+    for cp_id, series in rows.items():
+        freshest = min((received - measured).total_seconds() for measured, received, _ in series)
+        behind = freshest > CLOCK_SKEW_S
+        if behind:
+            loaded.clock_behind_s[cp_id] = freshest
+        seen: set[datetime] = set()
+        found: list[Sample] = []
+        for measured_at, received_at, power in series:
+            at, replaced = (received_at, True) if behind else placed(measured_at, received_at)
+            if not since <= at <= until or at in seen:
+                continue
+            seen.add(at)
+            if not plausible(power):
+                loaded.discarded[cp_id] = loaded.discarded.get(cp_id, 0) + 1
+                continue
+            found.append(Sample(at, max(0.0, power), replaced))
+        if found:
+            found.sort(key=lambda sample: sample.at)
+            loaded.samples[cp_id] = found
+    return loaded
 
 
 # Keeping the evidence --------------------------------------------------------------------------
@@ -350,15 +468,35 @@ def _usual_gap_s(series: Sequence[Sample]) -> float:
     return gaps[len(gaps) // 2] if gaps else DEFAULT_GAP_S
 
 
-def baseline(series: Sequence[Sample], trigger: datetime) -> tuple[float | None, str]:
-    """Return a charger's baseline and how it was found: the mean over BASELINE_S before the trigger."""
+def baseline(
+    series: Sequence[Sample], trigger: datetime, history: History | None = None
+) -> tuple[float | None, BaselineMethod, str]:
+    """Return a charger's baseline, its method and the method in words.
+
+    With ``history`` (a scheduled activation) the median of the charger's past days in the trigger's
+    quarter-hour, when enough days have data; else (and for an immediate activation) the mean over
+    BASELINE_S before the trigger, or without any sample there the last one before it.
+    """
+    if history is not None and history.median_w is not None:
+        detail = (
+            f"median of the {history.quarter.label} means on {history.days} of the last {HISTORY_DAYS} working days"
+        )
+        return history.median_w, BaselineMethod.QUARTER_HOUR_MEDIAN, detail
+    fallback = ""
+    if history is not None:
+        fallback = (
+            f"{history.days} of the last {HISTORY_DAYS} working days have data in {history.quarter.label}"
+            f" (at least {MIN_HISTORY_DAYS} needed): "
+        )
     before = [s.power_w for s in series if trigger - timedelta(seconds=BASELINE_S) <= s.at < trigger]
     if before:
-        return sum(before) / len(before), f"mean of {len(before)} sample(s) in the {BASELINE_S} s before the trigger"
+        detail = f"mean of {len(before)} sample(s) in the {BASELINE_S} s before the trigger"
+        return sum(before) / len(before), BaselineMethod.MEAN_60S, fallback + detail
     held = _held(series, trigger)
     if held is not None:
-        return held, f"last sample before the trigger (none in the {BASELINE_S} s before it)"
-    return None, "no sample before the trigger"
+        detail = f"last sample before the trigger (none in the {BASELINE_S} s before it)"
+        return held, BaselineMethod.LAST_SAMPLE, fallback + detail
+    return None, BaselineMethod.NONE, fallback + "no sample before the trigger"
 
 
 def judge(
@@ -369,17 +507,22 @@ def judge(
     requirement: Requirement,
     limit_w: float,
     now: datetime,
+    *,
+    history: History | None = None,
+    discarded: int = 0,
 ) -> ChargerDelivery:
-    """Return one charger's delivery and verdict."""
+    """Return one charger's delivery and verdict (``history``: its past, for a scheduled activation)."""
     replaced = sum(1 for s in series if s.clock_replaced)
-    result = ChargerDelivery(dispatch, Verdict.WAITING, samples=len(series), clock_replaced=replaced)
+    result = ChargerDelivery(
+        dispatch, Verdict.WAITING, samples=len(series), clock_replaced=replaced, discarded=discarded
+    )
     if dispatch.status == DispatchStatus.OFFLINE:
         result.verdict = Verdict.OFFLINE
         return result
     if dispatch.status in NOT_ACCEPTED:
         result.verdict = Verdict.NOT_ACCEPTED
         return result
-    result.baseline_w, result.baseline_method = baseline(series, trigger)
+    result.baseline_w, result.baseline_method, result.baseline_detail = baseline(series, trigger, history)
     if result.baseline_w is None:
         result.verdict = Verdict.NO_METER_DATA
         return result
@@ -504,6 +647,89 @@ def area_curve(
     return area
 
 
+def is_scheduled(activation: Activation) -> bool:
+    """Tell whether an activation was scheduled: asked for a later start, not started when it was made.
+
+    An immediate one starts at the moment it is created (``start_at == created_at``); a scheduled one
+    was refused unless its start was after that moment (services/activations.py ``clean_activation``).
+    """
+    return activation.start_at > activation.created_at
+
+
+def zone_of(price_area: str) -> ZoneInfo:
+    """Return a price area's local time zone (UTC for an area not listed)."""
+    return ZoneInfo(AREA_ZONES.get(price_area, "UTC"))
+
+
+def quarter_hour(trigger: datetime, price_area: str) -> QuarterHour:
+    """Return the trigger's quarter-hour of the area's local day and its starts (UTC) on the last working days.
+
+    Working days are Monday to Friday of the area's calendar, before the trigger's own day (public
+    holidays are not known, and count). Europe changes its clocks on Sunday nights: a working day's
+    local quarter-hour is always one real quarter-hour.
+    """
+    zone = zone_of(price_area)
+    local = trigger.astimezone(zone)
+    start = local.replace(minute=local.minute - local.minute % 15, second=0, microsecond=0)
+    end = start + QUARTER
+    label = f"{start:%H:%M}–{end:%H:%M} {zone.key}"
+    starts: list[datetime] = []
+    day = start.date()
+    while len(starts) < HISTORY_DAYS:
+        day -= timedelta(days=1)
+        if day.weekday() < 5:
+            starts.append(datetime.combine(day, start.time(), tzinfo=zone).astimezone(UTC))
+    return QuarterHour(label, tuple(starts))
+
+
+async def histories(
+    session: AsyncSession, activation: Activation, charge_point_ids: Sequence[int], quarter: QuarterHour
+) -> dict[int, History]:
+    """Return each charger's past in ``quarter``: its mean power on each past day, and their median.
+
+    A day counts when the charger has samples in that quarter-hour and was not limited by another
+    activation then (nor reporting at its finer interval, until BUSY_AFTER_S after it).
+    """
+    if not charge_point_ids:
+        return {}
+    means: dict[int, dict[datetime, float]] = {}
+    rows = await session.exec(
+        select(
+            MeterQuarter.charge_point_id, MeterQuarter.starts_at, MeterQuarter.power_sum_w, MeterQuarter.samples
+        ).where(
+            col(MeterQuarter.charge_point_id).in_(charge_point_ids),
+            col(MeterQuarter.starts_at).in_(quarter.starts),
+            col(MeterQuarter.samples) > 0,
+        )
+    )
+    for cp_id, starts_at, power_sum_w, samples in rows:
+        means.setdefault(cp_id, {})[starts_at] = power_sum_w / samples
+    if means:
+        earliest, latest = min(quarter.starts), max(quarter.starts) + QUARTER
+        busy = await session.exec(
+            select(Dispatch.charge_point_id, Activation.triggered_at, Activation.ended_at, Activation.end_at)
+            .join(Activation, col(Activation.id) == col(Dispatch.activation_id))
+            .where(
+                col(Dispatch.charge_point_id).in_(list(means)),
+                col(Activation.id) != activation.id,
+                col(Activation.triggered_at).is_not(None),
+                col(Activation.triggered_at) < latest,
+                col(Activation.end_at) >= earliest - timedelta(seconds=BUSY_AFTER_S),
+            )
+        )
+        for busy_cp, triggered_at, ended_at, end_at in busy:
+            busy_until = (ended_at or end_at) + timedelta(seconds=BUSY_AFTER_S)
+            days = means.get(busy_cp or 0, {})
+            for starts_at in [s for s in days if triggered_at and triggered_at < s + QUARTER and busy_until > s]:
+                del days[starts_at]
+    found: dict[int, History] = {}
+    for cp_id in charge_point_ids:
+        values = list(means.get(cp_id, {}).values())
+        median = statistics.median(values) if len(values) >= MIN_HISTORY_DAYS else None
+        found[cp_id] = History(quarter, len(values), median)
+    return found
+
+
 async def delivery_of(
     session: AsyncSession, activation: Activation, dispatches: Sequence[Dispatch], now: datetime | None = None
 ) -> Delivery | None:
@@ -517,22 +743,109 @@ async def delivery_of(
     ids = [d.charge_point_id for d in dispatches if d.charge_point_id is not None]
     # The baseline's samples and the one holding at the curve's start are older than the curve.
     since = trigger - timedelta(seconds=max(BASELINE_S, CONTEXT_S) + STALE_AFTER_S)
-    samples = await load_samples(session, activation, ids, since, until)
+    loaded = await load_samples(session, activation, ids, since, until)
+    quarter = quarter_hour(trigger, activation.price_area) if is_scheduled(activation) else None
+    past = await histories(session, activation, ids, quarter) if quarter is not None else {}
     requirement = requirement_for(activation.market)
-    chargers = [
-        judge(
+    chargers = []
+    for d in dispatches:
+        cp_id = d.charge_point_id or 0
+        charger = judge(
             d,
-            samples.get(d.charge_point_id or 0, []),
+            loaded.samples.get(cp_id, []),
             trigger,
             window_end,
             requirement,
             activation.limit_w,
             now,
+            history=past.get(cp_id),
+            discarded=loaded.discarded.get(cp_id, 0),
         )
-        for d in dispatches
+        if cp_id in loaded.clock_behind_s:
+            behind = f"clock {loaded.clock_behind_s[cp_id]:.0f} s behind: placed at the hub's receive time"
+            charger.note = f"{charger.note}; {behind}" if charger.note else behind
+        chargers.append(charger)
+    area = area_curve(chargers, loaded.samples, trigger, window_end, until, requirement)
+    return Delivery(
+        chargers,
+        area,
+        sum(c.clock_replaced for c in chargers),
+        discarded=sum(c.discarded for c in chargers),
+        clocks_behind=sum(1 for d in dispatches if (d.charge_point_id or 0) in loaded.clock_behind_s),
+        quarter=quarter,
+    )
+
+
+# Quarter-hour means, for scheduled activations' baselines -------------------------------------
+
+QUARTER_TABLE = MeterQuarter.__table__  # type: ignore[attr-defined]
+QUARTER_COLUMNS = ("charge_point_id", "starts_at", "power_sum_w", "samples")
+
+
+def quarter_of(at: datetime) -> datetime:
+    """Return the start of the quarter-hour (UTC) that ``at`` falls in."""
+    at = at.astimezone(UTC)
+    return at.replace(minute=at.minute - at.minute % 15, second=0, microsecond=0)
+
+
+def quarter_rows(meter_rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Return what a batch of meter sample rows adds to each charger's quarter-hours (plausible power only).
+
+    A sample is placed as ``placed`` places it (an implausible charger time: when the hub received it).
+    """
+    sums: dict[tuple[int, datetime], list[float]] = {}
+    for row in meter_rows:
+        power = row.get("power_w")
+        if power is None or not plausible(power):
+            continue
+        at, _ = placed(row["measured_at"], row["received_at"])
+        total = sums.setdefault((row["charge_point_id"], quarter_of(at)), [0.0, 0])
+        total[0] += max(0.0, power)
+        total[1] += 1
+    return [
+        {"charge_point_id": cp_id, "starts_at": starts_at, "power_sum_w": total, "samples": int(count)}
+        for (cp_id, starts_at), (total, count) in sums.items()
     ]
-    area = area_curve(chargers, samples, trigger, window_end, until, requirement)
-    return Delivery(chargers, area, sum(c.clock_replaced for c in chargers))
+
+
+def quarter_upsert_statement(dialect: str) -> Any:
+    """Return the INSERT … ON CONFLICT that adds rows of ``quarter_rows`` to the stored sums (SQLite or PostgreSQL)."""
+    statement = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(QUARTER_TABLE)
+    return statement.on_conflict_do_update(
+        index_elements=["charge_point_id", "starts_at"],
+        set_={
+            "power_sum_w": QUARTER_TABLE.c.power_sum_w + statement.excluded.power_sum_w,
+            "samples": QUARTER_TABLE.c.samples + statement.excluded.samples,
+        },
+    )
+
+
+def quarter_prune_statement() -> Any:
+    """Return the DELETE of a charger's quarter-hours older than ``before`` (``charge_point_id``, ``before``)."""
+    return delete(QUARTER_TABLE).where(
+        QUARTER_TABLE.c.charge_point_id == bindparam("charge_point_id"),
+        QUARTER_TABLE.c.starts_at < bindparam("before"),
+    )
+
+
+def quarter_prune_rows(charge_point_ids: Iterable[int], now: datetime) -> list[dict[str, Any]]:
+    """Return the parameters of ``quarter_prune_statement`` for these chargers: older than QUARTERS_KEPT."""
+    before = now - QUARTERS_KEPT
+    return [{"charge_point_id": cp_id, "before": before} for cp_id in sorted(set(charge_point_ids))]
+
+
+async def add_quarters(
+    session: AsyncSession, meter_rows: Sequence[Mapping[str, Any]], pruned: Iterable[int] = ()
+) -> None:
+    """Add a batch of meter sample rows to the chargers' quarter-hours; drop the old quarter-hours of
+    the chargers whose samples are pruned in the same batch. Two statements at most."""
+    rows = quarter_rows(meter_rows)
+    if rows:
+        dialect = session.get_bind().dialect.name
+        await session.exec(quarter_upsert_statement(dialect), params=rows)
+    prune = quarter_prune_rows(pruned, utcnow())
+    if prune:
+        await session.exec(quarter_prune_statement(), params=prune)
 
 
 # Exports -------------------------------------------------------------------------------------
@@ -544,6 +857,7 @@ CHARGER_COLUMNS = (
     "verdict",
     "baseline_kw",
     "baseline_method",
+    "baseline_detail",
     "expected_reduction_kw",
     "delivered_reduction_kw",
     "delivered_share",
@@ -551,6 +865,7 @@ CHARGER_COLUMNS = (
     "reached_90_percent_s",
     "samples",
     "clock_replaced",
+    "discarded",
     "note",
 )
 
@@ -580,7 +895,8 @@ def charger_rows(chargers: Iterable[ChargerDelivery]) -> list[dict[str, object]]
             "status": c.dispatch.status,
             "verdict": str(c.verdict),
             "baseline_kw": _kw(c.baseline_w),
-            "baseline_method": c.baseline_method,
+            "baseline_method": str(c.baseline_method),
+            "baseline_detail": c.baseline_detail,
             "expected_reduction_kw": _kw(c.expected_w),
             "delivered_reduction_kw": _kw(c.delivered_w),
             "delivered_share": None if c.share is None else round(c.share, 3),
@@ -588,6 +904,7 @@ def charger_rows(chargers: Iterable[ChargerDelivery]) -> list[dict[str, object]]
             "reached_90_percent_s": None if c.reached_s is None else round(c.reached_s, 3),
             "samples": c.samples,
             "clock_replaced": c.clock_replaced,
+            "discarded": c.discarded,
             "note": c.note,
         }
         for c in chargers

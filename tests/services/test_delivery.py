@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from powerbank.models import Dispatch, DispatchStatus
+from powerbank.models import Activation, Dispatch, DispatchStatus
 from powerbank.services import delivery
 from powerbank.services.delivery import Requirement, Sample, Verdict
 
@@ -38,7 +38,8 @@ BEFORE = ((-50, 11_000), (-30, 10_800), (-10, 11_200))
 def test_a_charger_that_ramps_down_within_the_full_activation_time_delivered() -> None:
     result = judge(dispatch(), series(*BEFORE, (2, 11_000), (8, 4_000), (12, 300), (40, 200)))
     assert result.verdict == Verdict.DELIVERED
-    assert result.baseline_w == 11_000 and "mean of 3 sample(s)" in result.baseline_method
+    assert result.baseline_w == 11_000 and result.baseline_method == "mean_60s"
+    assert "mean of 3 sample(s)" in result.baseline_detail
     assert result.expected_w == 11_000
     assert result.reached_s == 12
     assert result.delivered_w == 11_000 - 300  # held at 30 s: the sample of 12 s
@@ -80,10 +81,10 @@ def test_offline_refused_idle_and_unmetered_chargers_say_so() -> None:
 
 
 def test_without_samples_in_the_minute_before_the_last_one_before_is_the_baseline() -> None:
-    value, method = delivery.baseline(series((-100, 7_000), (5, 0)), T0)
-    assert value == 7_000 and method.startswith("last sample before the trigger")
+    value, method, detail = delivery.baseline(series((-100, 7_000), (5, 0)), T0)
+    assert value == 7_000 and method == "last_sample" and detail.startswith("last sample before the trigger")
     # Older than the staleness limit: no baseline.
-    assert delivery.baseline(series((-500, 7_000)), T0) == (None, "no sample before the trigger")
+    assert delivery.baseline(series((-500, 7_000)), T0) == (None, "", "no sample before the trigger")
 
 
 def test_a_charger_clock_off_by_minutes_is_placed_at_the_hubs_receive_time() -> None:
@@ -127,3 +128,69 @@ def test_exports_have_empty_cells_for_unknowns_and_no_formula() -> None:
     assert header.split(",") == list(delivery.CHARGER_COLUMNS)
     assert line.startswith("'=HYPERLINK(1),offline,offline,,")
     assert delivery.requirement_for("FCR-D up") == FCR_D and delivery.requirement_for("mFRR").full_s == 750
+
+
+# A scheduled activation's baseline: the same quarter-hour on past working days ------------------
+
+
+def test_the_quarter_hour_is_the_areas_local_one_on_the_last_five_working_days() -> None:
+    # Monday 7 December 2026, 16:05 UTC is 17:05 in Copenhagen (CET): 17:00–17:15 on Friday back to Monday.
+    quarter = delivery.quarter_hour(datetime(2026, 12, 7, 16, 5, 31, tzinfo=UTC), "DK2")
+    assert quarter.label == "17:00–17:15 Europe/Copenhagen"
+    assert [s.isoformat() for s in quarter.starts] == [
+        f"2026-{day}T16:00:00+00:00" for day in ("12-04", "12-03", "12-02", "12-01", "11-30")
+    ]
+    # In summer Stockholm is UTC+2; London is UTC in winter. A Wednesday skips the weekend behind it.
+    summer = delivery.quarter_hour(datetime(2026, 6, 10, 6, 59, tzinfo=UTC), "SE3")
+    assert summer.label == "08:45–09:00 Europe/Stockholm"
+    assert [s.date().isoformat() for s in summer.starts] == [
+        "2026-06-09",
+        "2026-06-08",
+        "2026-06-05",
+        "2026-06-04",
+        "2026-06-03",
+    ]
+    assert all(s.hour == 6 and s.minute == 45 for s in summer.starts)
+    assert delivery.quarter_hour(datetime(2026, 12, 7, 23, 59, tzinfo=UTC), "GB").label == "23:45–00:00 Europe/London"
+
+
+def test_only_an_activation_made_for_a_later_start_is_scheduled() -> None:
+    made = T0 - timedelta(hours=1)
+    common = {"operator_id": 1, "price_area": "DK2", "market": "Test", "action": "pause", "duration_s": 60}
+    scheduled = Activation(**common, start_at=T0, end_at=END, created_at=made, created_by="x")
+    immediate = Activation(**common, start_at=made, end_at=END, created_at=made, created_by="x")
+    assert delivery.is_scheduled(scheduled) and not delivery.is_scheduled(immediate)
+
+
+def test_a_scheduled_baseline_is_the_median_of_past_days_or_the_minute_before_without_enough_of_them() -> None:
+    quarter = delivery.quarter_hour(T0, "DK2")
+    enough = delivery.History(quarter, 4, 7_000.0)
+    result = delivery.judge(dispatch(), series(*BEFORE, (5, 0)), T0, END, FCR_D, 0.0, LATER, history=enough)
+    assert (result.baseline_w, result.baseline_method) == (7_000, "quarter_hour_median")
+    assert result.baseline_detail == "median of the 13:00–13:15 Europe/Copenhagen means on 4 of the last 5 working days"
+    assert result.expected_w == 7_000 and result.verdict == Verdict.DELIVERED
+    too_few = delivery.History(quarter, 2, None)
+    fallback = delivery.judge(dispatch(), series(*BEFORE, (5, 0)), T0, END, FCR_D, 0.0, LATER, history=too_few)
+    assert (fallback.baseline_w, fallback.baseline_method) == (11_000, "mean_60s")
+    assert fallback.baseline_detail.startswith("2 of the last 5 working days have data in 13:00–13:15")
+    row = delivery.charger_rows([fallback])[0]
+    assert row["baseline_method"] == "mean_60s" and "at least 3 needed" in str(row["baseline_detail"])
+
+
+def test_meter_rows_add_to_quarter_hours_without_implausible_power() -> None:
+    received = at(0)
+    rows = [
+        {"charge_point_id": 1, "measured_at": at(-1), "received_at": received, "power_w": 6_000.0},
+        {"charge_point_id": 1, "measured_at": at(-2), "received_at": received, "power_w": 8_000.0},
+        {"charge_point_id": 1, "measured_at": at(-3), "received_at": received, "power_w": 1e7},  # 10 MW
+        {"charge_point_id": 1, "measured_at": at(-4), "received_at": received, "power_w": -5_000.0},
+        {"charge_point_id": 1, "measured_at": at(-5), "received_at": received, "power_w": -20.0},  # noise: 0
+        {"charge_point_id": 1, "measured_at": at(-6), "received_at": received, "power_w": None},
+        # A charger clock an hour off: counted in the quarter-hour it was received in.
+        {"charge_point_id": 2, "measured_at": at(-3600), "received_at": received, "power_w": 4_000.0},
+    ]
+    quarters = {
+        (r["charge_point_id"], r["starts_at"]): (r["power_sum_w"], r["samples"]) for r in delivery.quarter_rows(rows)
+    }
+    assert quarters == {(1, at(-900)): (14_000.0, 3), (2, T0): (4_000.0, 1)}
+    assert delivery.quarter_of(at(899.9)) == T0 and delivery.quarter_of(at(900)) == at(900)

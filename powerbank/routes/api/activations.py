@@ -280,7 +280,10 @@ class ChargerVerdict(BaseModel):
         "nothing to reduce or waiting."
     )
     baseline_kw: float | None
-    baseline_method: str
+    baseline_method: str = Field(
+        description="mean_60s, last_sample, quarter_hour_median (scheduled activations) or empty (no baseline)."
+    )
+    baseline_detail: str = Field(description="The method in words, with what it rests on.")
     expected_reduction_kw: float | None
     delivered_reduction_kw: float | None = Field(description="At the market's full-activation time.")
     delivered_share: float | None
@@ -288,6 +291,7 @@ class ChargerVerdict(BaseModel):
     reached_90_percent_s: float | None
     samples: int
     clock_replaced: int = Field(description="Samples placed at the hub's receive time (implausible charger clock).")
+    discarded: int = Field(description="Samples discarded as implausible (above 50 kW, or below -0.1 kW).")
     note: str = Field(description="What else the verdict rests on, e.g. a charger that stopped reporting.")
 
 
@@ -301,6 +305,11 @@ class ActivationResponse(BaseModel):
     reached_100_percent_s: float | None = Field(description="90 % of the expected reduction counts as 100 %.")
     met_50_percent: bool | None
     met_100_percent: bool | None
+    baseline_quarter_hour: str | None = Field(
+        description="A scheduled activation's: the quarter-hour of the area's local day its chargers' "
+        "baselines come from (quarter_hour_median), e.g. 17:00–17:15 Europe/Copenhagen."
+    )
+    discarded_samples: int = Field(description="Samples discarded as implausible, all chargers.")
     rows: list[ResponseRow] = Field(description="One row per second, from 60 s before the trigger.")
     chargers: list[ChargerVerdict]
 
@@ -334,6 +343,8 @@ async def get_response(activation_id: int) -> ActivationResponse:
         reached_100_percent_s=area.full_s,
         met_50_percent=area.half_met,
         met_100_percent=area.full_met,
+        baseline_quarter_hour=found.quarter.label if found is not None and found.quarter is not None else None,
+        discarded_samples=found.discarded if found is not None else 0,
         rows=[ResponseRow.model_validate(row) for row in delivery.curve_rows(area)],
         chargers=[ChargerVerdict.model_validate(row) for row in delivery.charger_rows(found.chargers if found else [])],
     )
