@@ -17,7 +17,7 @@ from powerbank.routes.loaders import team_for, team_with_operator_for
 from powerbank.rules.countries import AREAS_BY_COUNTRY, COUNTRIES
 from powerbank.rules.permissions import Permission, can_on_team, denial_reason
 from powerbank.services import charge_points as cp_service
-from powerbank.services import enrollment, imports
+from powerbank.services import enrollment, imports, reliability
 from powerbank.web.auth import current_principal, login_required, principal
 from powerbank.web.render import discard_changes, form_errors_status, public_url, redirect_to, render_page
 from powerbank.web.state import db_session
@@ -64,6 +64,7 @@ async def charge_points(team_id: int) -> Response:
         configure_reason=denial_reason(me, Permission.CONFIGURE_CHARGE_POINTS, team_),
         powerbank_statuses=await enrollment.statuses_for(session, team_, page.items),
         powerbank_reason=denial_reason(me, Permission.SIGN_UP_POWERBANK, team_),
+        reliability=await reliability.reliability_of(session, [cp.id or 0 for cp in page.items]),
     )
 
 

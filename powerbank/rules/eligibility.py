@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Set
 from dataclasses import dataclass
 
-from powerbank.models import ChargePoint, ParticipationState
+from powerbank.models import ChargePoint, ParticipationSource, ParticipationState
 from powerbank.rules.countries import AUTOMATIC_AREAS, FACILITY_ID_COUNTRIES, PARTICIPATING_COUNTRIES, country_name
 from powerbank.rules.gsrn import clean_facility_id
 from powerbank.rules.validators import ValidationError
@@ -132,19 +132,32 @@ def judge(charge_point: ChargePoint, catalogue: Set[CatalogueKey]) -> Eligibilit
     )
 
 
+def suspended_by_person(state: ParticipationState, source: ParticipationSource | str | None) -> bool:
+    """Return True for a suspension a person made (an operator admin's), not the hub's own.
+
+    The hub suspends a charge point that stops being eligible with the source "automatic"; any
+    other source is a person's decision, which only a person ends (signing it up again, or lifting it).
+    """
+    return state is ParticipationState.SUSPENDED and source is not None and source != ParticipationSource.AUTOMATIC
+
+
 def automatic_change(
-    state: ParticipationState, eligibility: Eligibility, price_area: str | None
+    state: ParticipationState,
+    eligibility: Eligibility,
+    price_area: str | None,
+    source: ParticipationSource | str | None = ParticipationSource.AUTOMATIC,
 ) -> tuple[ParticipationState, str] | None:
     """Return the state the hub moves a charge point to by itself, and why; None when it stays.
 
-    A signed-up charge point that stops being eligible is suspended, and signed up again once
-    eligible; an eligible one that was never signed up takes part where sign-up is automatic (R6).
-    An opted-out one is left alone: automation never overrides an opt-out.
+    ``source`` is how the current state was reached. A signed-up charge point that stops being
+    eligible is suspended, and signed up again once eligible; an eligible one that was never signed
+    up takes part where sign-up is automatic (R6). An opted-out one is left alone: automation never
+    overrides an opt-out; nor does it lift a suspension a person made (``suspended_by_person``).
     """
     problem = eligibility.why_ineligible
     if state is ParticipationState.SIGNED_UP and problem is not None:
         return ParticipationState.SUSPENDED, problem
-    if state is ParticipationState.SUSPENDED and problem is None:
+    if state is ParticipationState.SUSPENDED and problem is None and not suspended_by_person(state, source):
         return ParticipationState.SIGNED_UP, ELIGIBLE_AGAIN
     if state is ParticipationState.NOT_SIGNED_UP and problem is None and signs_up_automatically(price_area):
         return ParticipationState.SIGNED_UP, automatic_sign_up_reason(price_area)

@@ -25,6 +25,8 @@ class Permission(StrEnum):
     MANAGE_ACTIVATIONS = "manage activations"
     VIEW_CONNECTION_ATTEMPTS = "view connection attempts"
     MANAGE_API_TOKENS = "manage API tokens"
+    # Take a charge point out of PowerBank (an unreliable one, say), which automation never undoes.
+    SUSPEND_POWERBANK = "suspend from PowerBank"
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ def can_on_operator(principal: Principal, permission: Permission, operator_id: i
             | Permission.EDIT_CATALOGUE
             | Permission.VIEW_CONNECTION_ATTEMPTS
             | Permission.MANAGE_API_TOKENS
+            | Permission.SUSPEND_POWERBANK
         ):
             return role is OperatorRole.ADMIN
         case _:

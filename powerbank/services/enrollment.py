@@ -44,10 +44,12 @@ from powerbank.rules.eligibility import (
     automatic_change,
     automatic_sign_up_reason,
     judge,
+    suspended_by_person,
 )
 from powerbank.rules.gsrn import clean_facility_id
 from powerbank.rules.permissions import Permission, Principal, can_on_team, denial_reason
 from powerbank.rules.validators import ValidationError
+from powerbank.services.access import require_on_team
 from powerbank.services.audit import SYSTEM, Actor, record
 
 PARTICIPATION = Participation.__table__  # type: ignore[attr-defined]
@@ -111,6 +113,11 @@ class RowStatus:
     @property
     def since(self) -> datetime | None:
         return self.participation.since if self.participation else None
+
+    @property
+    def suspended_by_person(self) -> bool:
+        """Return True when an operator admin suspended it: only a person ends that, never automation."""
+        return suspended_by_person(self.state, self.source)
 
     @property
     def state_explanation(self) -> str | None:
@@ -569,6 +576,96 @@ async def opt_out(
     return await get_participation(session, charge_point)
 
 
+# What an operator admin types as the reason for a suspension (the stored reason also names them).
+SUSPENSION_REASON_MAX = 150
+REASON_MAX = 200
+
+
+async def suspend(
+    session: AsyncSession,
+    principal: Principal,
+    charge_point: ChargePoint,
+    reason: str,
+    *,
+    source: ParticipationSource = ParticipationSource.SINGLE,
+) -> RowStatus:
+    """Suspend a charge point from PowerBank by an operator admin's decision, releasing any limit at once (S2).
+
+    The history (R8) records who and why. Automation never lifts it (``rules.eligibility.automatic_change``):
+    a person signing it up again, or ``lift_suspension``, ends it. Raise FormErrors without a reason,
+    ConflictError when the charge point does not take part.
+    """
+    team = await _team_of(session, principal, charge_point)
+    require_on_team(principal, Permission.SUSPEND_POWERBANK, team, not_found="No such charge point.")
+    typed = " ".join(reason.split())
+    if not typed:
+        raise FormErrors({"reason": "Say why it is suspended: the history and the team see it."})
+    if len(typed) > SUSPENSION_REASON_MAX:
+        raise FormErrors({"reason": f"At most {SUSPENSION_REASON_MAX} characters."})
+    row = await get_participation(session, charge_point)
+    if row.state not in (ParticipationState.SIGNED_UP, ParticipationState.SUSPENDED):
+        raise ConflictError(
+            f"{charge_point.name} does not take part in PowerBank ({row.state.label}): nothing to suspend."
+        )
+    if row.suspended_by_person:
+        raise ConflictError(
+            f"{charge_point.name} is suspended already: {row.participation.reason if row.participation else ''}"
+        )
+    actor = Actor.of(principal.user)
+    stored = f"Suspended by {actor.label}: {typed}"
+    if len(stored) > REASON_MAX:
+        stored = stored[: REASON_MAX - 1] + "…"
+    await _apply(session, [_Change(row, ParticipationState.SUSPENDED, stored)], _Context(actor, source, None))
+    record(
+        session,
+        actor,
+        "powerbank.suspend",
+        charge_point,
+        operator_id=team.operator_id,
+        before={"state": row.state.label},
+        after={"state": ParticipationState.SUSPENDED.label, "reason": typed, "source": source.label},
+    )
+    await session.flush()
+    return await get_participation(session, charge_point)
+
+
+async def lift_suspension(
+    session: AsyncSession,
+    principal: Principal,
+    charge_point: ChargePoint,
+    *,
+    source: ParticipationSource = ParticipationSource.SINGLE,
+) -> RowStatus:
+    """End an operator admin's suspension: the charge point is signed up again under the current terms.
+
+    If it is not eligible meanwhile, the hub suspends it by itself at once (and lifts that once it is).
+    """
+    team = await _team_of(session, principal, charge_point)
+    require_on_team(principal, Permission.SUSPEND_POWERBANK, team, not_found="No such charge point.")
+    row = await get_participation(session, charge_point)
+    if not row.suspended_by_person:
+        raise ConflictError(f"{charge_point.name} is not suspended by an admin ({row.state.label}).")
+    terms = await current_terms(session)
+    actor = Actor.of(principal.user)
+    await _apply(
+        session,
+        [_Change(row, ParticipationState.SIGNED_UP, f"Suspension lifted by {actor.label}"[:REASON_MAX])],
+        _Context(actor, source, terms.version),
+    )
+    record(
+        session,
+        actor,
+        "powerbank.lift_suspension",
+        charge_point,
+        operator_id=team.operator_id,
+        before={"state": row.state.label, "reason": row.participation.reason if row.participation else ""},
+        after={"state": ParticipationState.SIGNED_UP.label, "source": source.label},
+    )
+    await reevaluate(session, [charge_point])
+    await session.flush()
+    return await _refreshed(session, charge_point)
+
+
 async def reevaluate(session: AsyncSession, charge_points: Iterable[ChargePoint | int]) -> list[tuple[int, str]]:
     """Apply what the system does by itself after a change; return (charge point id, new state) pairs.
 
@@ -597,7 +694,7 @@ async def reevaluate(session: AsyncSession, charge_points: Iterable[ChargePoint 
     changes_by_operator: dict[int, list[_Change]] = {}
     for charge_point, operator_id in pairs:
         row = row_status(charge_point, participations.get(charge_point.id or 0), keys_by_operator[operator_id])
-        decided = automatic_change(row.state, row.eligibility, charge_point.price_area)
+        decided = automatic_change(row.state, row.eligibility, charge_point.price_area, row.source)
         if decided is not None:
             changes_by_operator.setdefault(operator_id, []).append(_Change(row, *decided))
     changes = [change for group in changes_by_operator.values() for change in group]

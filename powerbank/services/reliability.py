@@ -13,9 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func
-from sqlmodel import col, select
+from sqlalchemy import select as core_select
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.models import DeliveryVerdict
@@ -67,6 +69,11 @@ class Reliability:
         last = "its last activation" if judged == 1 else f"its last {judged} activations"
         return f"{Verdict.NOT_DELIVERED} in {len(self.not_delivered)} of {last}"
 
+    @property
+    def sentence(self) -> str:
+        """Return the summary as a sentence starts: "Accepted but not delivered in 2 of its last 3 activations"."""
+        return self.summary[:1].upper() + self.summary[1:]
+
 
 async def reliability_of(session: AsyncSession, charge_point_ids: Sequence[int]) -> dict[int, Reliability]:
     """Return each charge point's reliability, by id (one query, whatever the number of charge points)."""
@@ -79,11 +86,11 @@ async def reliability_of(session: AsyncSession, charge_point_ids: Sequence[int])
         order_by=(col(DeliveryVerdict.triggered_at).desc(), col(DeliveryVerdict.activation_id).desc()),
     )
     ranked = (
-        select(
-            DeliveryVerdict.charge_point_id,
-            DeliveryVerdict.activation_id,
-            DeliveryVerdict.triggered_at,
-            DeliveryVerdict.verdict,
+        core_select(
+            col(DeliveryVerdict.charge_point_id),
+            col(DeliveryVerdict.activation_id),
+            col(DeliveryVerdict.triggered_at),
+            col(DeliveryVerdict.verdict),
             newest_first.label("rank"),
         )
         .where(
@@ -92,12 +99,13 @@ async def reliability_of(session: AsyncSession, charge_point_ids: Sequence[int])
         )
         .subquery()
     )
-    rows = await session.exec(
-        select(ranked.c.charge_point_id, ranked.c.activation_id, ranked.c.triggered_at, ranked.c.verdict)
+    # Plain SQLAlchemy: sqlmodel's select() is typed for at most four columns.
+    newest: Any = (
+        core_select(ranked.c.charge_point_id, ranked.c.activation_id, ranked.c.triggered_at, ranked.c.verdict)
         .where(ranked.c.rank <= RECENT)
         .order_by(ranked.c.charge_point_id, ranked.c.rank)
     )
-    for cp_id, activation_id, triggered_at, verdict in rows:
+    for cp_id, activation_id, triggered_at, verdict in await session.exec(newest):
         found[cp_id].recent.append(JudgedActivation(activation_id, triggered_at, Verdict(verdict)))
     return found
 
