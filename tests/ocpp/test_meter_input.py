@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from ocpp.v16 import call as call16
+from ocpp.v201 import call as call201
 from quart import Quart
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -23,6 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from powerbank.db import utcnow
 from powerbank.models import Activation, ChargePoint, Dispatch, DispatchStatus, MeterSample
 from powerbank.models.baselines import MeterQuarter
+from powerbank.ocpp.meter import reading_from
 from powerbank.services import delivery
 from tests.conftest import Factory, LoginAs
 from tests.dispatch.support import write_token
@@ -187,3 +189,49 @@ async def test_bad_meter_values_are_stored_as_far_as_readable_and_the_proof_says
     exported = await app.test_client().get(f"/api/v1/activations/{activation.id}/chargers.csv", headers=headers)
     table = {row["identity"]: row for row in csv.DictReader(io.StringIO(await exported.get_data(as_text=True)))}
     assert table[mixed.identity]["discarded"] == "2" and table[behind.identity]["clock_replaced"] == "3"
+
+
+@pytest.mark.parametrize(
+    ("sampled", "expected_w"),
+    [
+        # The whole charger's power wins over its phases.
+        ([power("3.7", "kW", "L1"), power("11", "kW"), power("3700", "W", "L2")], 11_000.0),
+        # Phases only: summed, whichever of them are sent (a car charging on two phases).
+        ([power("3.7", "kW", "L1-N"), power("3700", "W", "L2-N")], 7_400.0),
+        # Power in an energy unit, apparent or reactive power, or current: not a power.
+        ([power("11000", "Wh")], None),
+        ([power("11", "kVA")], None),
+        ([power("11", "kvar")], None),
+        ([power("16", "A")], None),
+        # A bad phase value leaves the others.
+        ([power("3700", "W", "L1"), power("NaN", "W", "L2"), power("3700", "W", "L3")], 7_400.0),
+    ],
+)
+def test_power_per_phase_is_summed_and_a_wrong_unit_is_not_read(
+    sampled: list[dict[str, Any]], expected_w: float | None
+) -> None:
+    assert reading_from("2026-12-07T12:00:00Z", sampled).power_w == expected_w
+
+
+async def test_a_201_station_reporting_per_phase_power_with_a_multiplier_is_stored_as_its_sum(
+    app: Quart, factory: Factory, session: AsyncSession
+) -> None:
+    cp = await factory.charge_point(await factory.team())
+    async with charger(app, cp.identity, protocol="ocpp2.0.1") as station:
+        sampled = [
+            {"value": 3.7, "measurand": "Power.Active.Import", "phase": phase, "unit_of_measure": {"unit": "kW"}}
+            for phase in ("L1-N", "L2-N")
+        ]
+        sampled.append(
+            {
+                "value": 37,
+                "measurand": "Power.Active.Import",
+                "phase": "L3-N",
+                "unit_of_measure": {"unit": "W", "multiplier": 2},
+            }
+        )
+        sampled.append({"value": 9, "measurand": "Power.Active.Import", "unit_of_measure": {"unit": "kVA"}})
+        await station.call(
+            call201.MeterValues(evse_id=1, meter_value=[{"timestamp": stamp(utcnow()), "sampled_value": sampled}])
+        )
+    assert [s.power_w for s in await stored(session, cp)] == [pytest.approx(11_100.0)]
