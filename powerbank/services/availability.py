@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, insert, literal
+from sqlalchemy import and_, case, delete, func, insert, literal, text
 from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col
@@ -51,18 +51,26 @@ class Sampled:
 
 
 def _fleet_query(since: datetime) -> Any:
-    """Return per (operator, area) the signed-up, online and reporting chargers and their summed power."""
+    """Return per (operator, area) the signed-up, online and reporting chargers and their summed power.
+
+    Each charger's power is looked up by scalar subqueries, one index probe per available charger,
+    never by a join the planner could turn into a scan of every meter sample. ``OFFSET 0`` keeps
+    each layer a subquery of its own, so each probe runs once per charger (PostgreSQL would
+    otherwise copy the probe into every aggregate that reads it).
+    """
     signed_up = col(Participation.state) == ParticipationState.SIGNED_UP
     available = and_(signed_up, col(ChargePoint.online))
-    # Each available charger's newest sample with a power reading: one probe of the
-    # (charge_point_id, id) index per charger, and only for the available ones.
+    # The available charger's newest sample with a power reading: the (charge_point_id, id) index
+    # read backwards from the newest, which is almost always the one.
     newest = (
-        core_select(func.max(METER.c.id))
+        core_select(METER.c.id)
         .where(METER.c.charge_point_id == ChargePoint.id, METER.c.power_w.is_not(None))
+        .order_by(METER.c.id.desc())
+        .limit(1)
         .correlate(ChargePoint.__table__)  # type: ignore[attr-defined]
         .scalar_subquery()
     )
-    fleet = (
+    chargers = (
         core_select(
             col(Team.operator_id).label("operator_id"),
             col(ChargePoint.price_area).label("price_area"),
@@ -74,22 +82,36 @@ def _fleet_query(since: datetime) -> Any:
         .join(Team, col(Team.id) == col(ChargePoint.team_id))
         .outerjoin(Participation, col(Participation.charge_point_id) == col(ChargePoint.id))
         .where(col(ChargePoint.price_area).in_(AREAS))
-        .subquery("fleet")
+        .offset(0)
+        .subquery("chargers")
     )
+    # That sample's power, if it is recent enough to be current (a primary-key lookup).
     sample = METER.alias("sample")
-    return (
-        core_select(
-            fleet.c.operator_id,
-            fleet.c.price_area,
-            func.sum(fleet.c.signed_up).label("signed_up"),
-            func.sum(fleet.c.online).label("online"),
-            func.count(sample.c.id).label("reporting"),
-            func.coalesce(func.sum(sample.c.power_w), literal(0.0)).label("power_w"),
-        )
-        .select_from(fleet)
-        .outerjoin(sample, and_(sample.c.id == fleet.c.sample_id, sample.c.received_at >= since))
-        .group_by(fleet.c.operator_id, fleet.c.price_area)
+    current = (
+        core_select(sample.c.power_w)
+        .where(sample.c.id == chargers.c.sample_id, sample.c.received_at >= since)
+        .correlate(chargers)
+        .scalar_subquery()
     )
+    powered = (
+        core_select(
+            chargers.c.operator_id,
+            chargers.c.price_area,
+            chargers.c.signed_up,
+            chargers.c.online,
+            current.label("power_w"),
+        )
+        .offset(0)
+        .subquery("powered")
+    )
+    return core_select(
+        powered.c.operator_id,
+        powered.c.price_area,
+        func.sum(powered.c.signed_up).label("signed_up"),
+        func.sum(powered.c.online).label("online"),
+        func.count(powered.c.power_w).label("reporting"),
+        func.coalesce(func.sum(powered.c.power_w), literal(0.0)).label("power_w"),
+    ).group_by(powered.c.operator_id, powered.c.price_area)
 
 
 async def sample(session: AsyncSession, now: datetime) -> Sampled:
@@ -100,6 +122,11 @@ async def sample(session: AsyncSession, now: datetime) -> Sampled:
     online but not reporting counts as online, not as reporting.
     """
     minute = minute_of(now)
+    if session.get_bind().dialect.name == "postgresql":
+        # The planner's estimate of the per-charger probes is far above what they cost, and would
+        # have the query compiled first (JIT), which alone takes longer than running it.
+        no_jit: Any = text("SET LOCAL jit = off")
+        await session.exec(no_jit)
     found = await session.exec(_fleet_query(now - CURRENT_POWER_MAX_AGE))
     rows = [
         {
