@@ -66,8 +66,9 @@ class Reliability:
         judged = len(self.recent)
         if not judged:
             return "no activation it accepted could be judged from its meters yet"
-        last = "its last activation" if judged == 1 else f"its last {judged} activations"
-        return f"{Verdict.NOT_DELIVERED} in {len(self.not_delivered)} of {last}"
+        if judged == 1:
+            return f"its last activation: {self.recent[0].verdict}"
+        return f"{Verdict.NOT_DELIVERED} in {len(self.not_delivered)} of its last {judged} activations"
 
     @property
     def sentence(self) -> str:

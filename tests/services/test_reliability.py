@@ -98,6 +98,22 @@ async def test_flagged_when_at_least_two_of_the_last_three_judged_activations_we
     assert not found[never_reached.id or 0].flagged and found[never_reached.id or 0].recent == []
 
 
+async def test_a_large_activations_verdicts_are_stored_in_chunks_all_of_them(
+    session: AsyncSession, factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(delivery, "VERDICT_CHUNK", 2)
+    team = await factory.team()
+    chargers = [await factory.charge_point(team) for _ in range(5)]
+    behaviours = [(cp, IGNORES if index % 2 else DELIVERS) for index, cp in enumerate(chargers)]
+    activation = await judged_activation(session, team.operator_id, behaviours, hours_ago=1)
+    stored = await session.exec(select(DeliveryVerdict).where(DeliveryVerdict.activation_id == activation.id))
+    assert sorted((row.charge_point_id, row.verdict) for row in stored) == [
+        (cp.id, Verdict.NOT_DELIVERED if behaviour == IGNORES else Verdict.DELIVERED) for cp, behaviour in behaviours
+    ]
+    one = await reliability.reliability_of_one(session, chargers[1].id or 0)
+    assert not one.flagged and one.summary == "its last activation: accepted but not delivered"
+
+
 @pytest.mark.parametrize("size", [3, 60])
 async def test_a_whole_list_is_judged_in_one_query(
     app: Quart, session: AsyncSession, factory: Factory, size: int
