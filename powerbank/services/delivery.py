@@ -85,8 +85,8 @@ MIN_HISTORY_DAYS = 3
 QUARTER = timedelta(minutes=15)
 # The quarter-hour means are kept this long: five working days back, over a weekend and a holiday.
 QUARTERS_KEPT = timedelta(days=15)
-# A quarter-hour in which the charger was limited by another activation (or reported at a finer
-# interval for it, until a minute after) is not its usual power: that day does not count.
+# A quarter-hour in which the charger was limited by another activation, or reported at a finer
+# interval for it (set back a minute after its window), is not its usual power: that day does not count.
 BUSY_AFTER_S = 2 * CONTEXT_S
 # The local time of each price area: a quarter-hour of day is the area's, not UTC's.
 AREA_ZONES = {
@@ -292,7 +292,7 @@ async def load_samples(
     """Return each charger's power samples between two moments, in time order, duplicates left out.
 
     From the evidence kept for the activation once it was copied, else from the chargers' meter
-    samples. Of samples with the same charger and time the first stored counts; an implausible one is
+    samples. Of samples with the same charger and time the first received counts; an implausible one is
     discarded and counted; a charger whose clock is behind has all its samples placed at the time the
     hub received them (see ``placed`` for a single implausible time).
     """
@@ -302,31 +302,25 @@ async def load_samples(
     low, high = since - timedelta(seconds=CLOCK_AHEAD_S), until + timedelta(seconds=CLOCK_BEHIND_S)
     query: Any
     if activation.evidence_kept_at is not None:
-        query = (
-            select(
-                DeliverySample.charge_point_id,
-                DeliverySample.measured_at,
-                DeliverySample.received_at,
-                DeliverySample.power_w,
-            )
-            .where(
-                DeliverySample.activation_id == activation.id,
-                col(DeliverySample.charge_point_id).in_(charge_point_ids),
-                col(DeliverySample.received_at) >= low,
-                col(DeliverySample.received_at) <= high,
-            )
-            .order_by(col(DeliverySample.id))
+        query = select(
+            DeliverySample.charge_point_id,
+            DeliverySample.measured_at,
+            DeliverySample.received_at,
+            DeliverySample.power_w,
+        ).where(
+            DeliverySample.activation_id == activation.id,
+            col(DeliverySample.charge_point_id).in_(charge_point_ids),
+            col(DeliverySample.received_at) >= low,
+            col(DeliverySample.received_at) <= high,
         )
     else:
-        query = (
-            select(MeterSample.charge_point_id, MeterSample.measured_at, MeterSample.received_at, MeterSample.power_w)
-            .where(
-                col(MeterSample.charge_point_id).in_(charge_point_ids),
-                col(MeterSample.power_w).is_not(None),
-                col(MeterSample.received_at) >= low,
-                col(MeterSample.received_at) <= high,
-            )
-            .order_by(col(MeterSample.id))
+        query = select(
+            MeterSample.charge_point_id, MeterSample.measured_at, MeterSample.received_at, MeterSample.power_w
+        ).where(
+            col(MeterSample.charge_point_id).in_(charge_point_ids),
+            col(MeterSample.power_w).is_not(None),
+            col(MeterSample.received_at) >= low,
+            col(MeterSample.received_at) <= high,
         )
     rows: dict[int, list[tuple[datetime, datetime, float]]] = {}
     for cp_id, measured_at, received_at, power in await session.exec(query):
@@ -337,17 +331,18 @@ async def load_samples(
         behind = freshest > CLOCK_SKEW_S
         if behind:
             loaded.clock_behind_s[cp_id] = freshest
-        seen: set[datetime] = set()
-        found: list[Sample] = []
+        # Of duplicates (one moment), the first received; of those, the lowest power: whatever the rows' order.
+        kept: dict[datetime, tuple[datetime, float, bool]] = {}
         for measured_at, received_at, power in series:
             at, replaced = (received_at, True) if behind else placed(measured_at, received_at)
-            if not since <= at <= until or at in seen:
-                continue
-            seen.add(at)
-            if not plausible(power):
+            if since <= at <= until and (at not in kept or (received_at, power) < kept[at][:2]):
+                kept[at] = (received_at, power, replaced)
+        found: list[Sample] = []
+        for at, (_, power, replaced) in kept.items():
+            if plausible(power):
+                found.append(Sample(at, max(0.0, power), replaced))
+            else:
                 loaded.discarded[cp_id] = loaded.discarded.get(cp_id, 0) + 1
-                continue
-            found.append(Sample(at, max(0.0, power), replaced))
         if found:
             found.sort(key=lambda sample: sample.at)
             loaded.samples[cp_id] = found

@@ -179,3 +179,22 @@ async def test_quarter_hours_older_than_two_weeks_go_when_the_chargers_samples_a
         (other.id, delivery.quarter_of(old)),
         (other.id, delivery.quarter_of(recent)),
     }
+
+
+async def test_of_duplicate_samples_the_first_received_counts_whatever_order_they_were_stored_in(
+    factory: Factory, session: AsyncSession
+) -> None:
+    cp = await factory.charge_point(await factory.team())
+    at = TRIGGER - timedelta(seconds=10)
+    # The resent one (received later, another value) is stored first.
+    for received_s, power in ((2, 9_000.0), (0, 11_000.0), (1, 60_000.0)):
+        received = at + timedelta(seconds=received_s)
+        session.add(MeterSample(charge_point_id=cp.id or 0, measured_at=at, received_at=received, power_w=power))
+    await session.commit()
+    activation = Activation(
+        operator_id=1, price_area="DK2", market="Test", action="pause", start_at=TRIGGER, duration_s=60,
+        end_at=TRIGGER + timedelta(seconds=60), triggered_at=TRIGGER, created_at=TRIGGER, created_by="grid",
+    )  # fmt: skip
+    loaded = await delivery.load_samples(session, activation, [cp.id or 0], TRIGGER - timedelta(minutes=3), TRIGGER)
+    assert [(s.at, s.power_w) for s in loaded.samples[cp.id or 0]] == [(at, 11_000.0)]
+    assert loaded.discarded == {} and loaded.clock_behind_s == {}
