@@ -314,3 +314,27 @@ async def test_a_person_signing_it_up_again_ends_an_admins_suspension(session: A
     row = await enrollment.sign_up_one(session, owner, cp, accept_terms_version=terms.version, facility_id=None)
     await session.commit()
     assert row.state.value == "signed_up" and not row.suspended_by_person
+
+
+async def test_an_admin_can_make_the_hubs_suspension_their_own_so_the_hub_no_longer_lifts_it(
+    session: AsyncSession, factory: Factory, login_as: LoginAs
+) -> None:
+    operator = await factory.operator()
+    cp = await signed_up(factory, session, await factory.team(operator))
+    cp.smart_charging = False
+    session.add(cp)
+    await enrollment.reevaluate(session, [cp])
+    await session.commit()
+    assert (await participation(session, cp)).source == "automatic"
+    admin = await login_as(await factory.user(operator=operator, operator_role="admin"))
+    assert "Suspend from PowerBank" in await (await admin.get(f"/charge-points/{cp.id}")).get_data(as_text=True)
+    response = await post_form(admin, f"/charge-points/{cp.id}/powerbank/suspend", {"reason": REASON})
+    assert response.status_code == 303
+    cp.smart_charging = True
+    session.add(cp)
+    assert await enrollment.reevaluate(session, [cp]) == []
+    await session.commit()
+    kept = await participation(session, cp)
+    assert (kept.state, kept.source) == ("suspended", "single")
+    history = [(e.from_state, e.to_state, e.source) for e in await events(session, cp)]
+    assert history[-1] == ("suspended", "suspended", "single")
