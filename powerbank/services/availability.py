@@ -247,13 +247,3 @@ async def series(session: AsyncSession, operator_id: int, wanted: Range) -> list
     )
     rows = await session.exec(statement)
     return [Point(minute, float(power), signed, online, reporting) for minute, power, signed, online, reporting in rows]
-
-
-async def areas_of(session: AsyncSession, operator_id: int, since: datetime) -> list[str]:
-    """Return the areas the operator has a sampled minute in since ``since``, in PriceArea order."""
-    statement: Any = (
-        core_select(TABLE.c.price_area).where(TABLE.c.operator_id == operator_id, TABLE.c.minute >= since).distinct()
-    )
-    rows = await session.exec(statement)
-    found = {area for (area,) in rows}
-    return [area for area in AREAS if area in found]
