@@ -2,8 +2,8 @@
 
 ``sample`` is what the leading node runs once a minute (``powerbank.dispatch.availability``): for
 every operator and price area, the newest measured power of the signed-up chargers connected to the
-hub, summed, with how many were signed up, online and reporting. It costs two statements and an
-insert of one row per (operator, area), whatever the number of chargers. ``series`` reads it back
+hub, summed, with how many were signed up, online and reporting. It costs one read, one insert of
+a row per (operator, area) and one delete of rows past KEPT, whatever the number of chargers. ``series`` reads it back
 for the pages and the API, always for one operator: an operator never sees another's fleet.
 """
 
