@@ -10,6 +10,8 @@ object per line:
     {"cmd": "sustain", "seconds": 30}        Heartbeat and MeterValues every 10 s per charger
                                              ("share": 0.5: only the first half of them send)
     {"cmd": "profiles", "timeout": 30}      wait for a SetChargingProfile per charger, give their times
+    {"cmd": "meter", "seconds": 20, "chargers": 5000, "interval": 1}
+                                             MeterValues only, every second, from the first 5,000
     {"cmd": "stats"}                         CPU used by this process so far
     {"cmd": "close"}                         close every connection and exit
 
@@ -315,6 +317,75 @@ class LoadGenerator:
             ],
         }
 
+    async def meter(
+        self, seconds: float, interval: float, chargers: int, drain: float, power_w: float = 7360.0
+    ) -> dict[str, Any]:
+        """Send MeterValues only, every ``interval`` from each of the first ``chargers`` connected chargers.
+
+        Charger i reports at i/N of the interval (an even rate); timestamps to the millisecond, so two
+        reports of one charger a second apart never share one. Also say how late the generator itself
+        sent (a generator that cannot keep up shows here, not as the hub's latency).
+        """
+        live = [c for c in self.chargers if c.accepted][: max(0, chargers)]
+        self.latencies = array("d")
+        self.replies_by_action = {}
+        errors_before = self.call_errors
+        slots = [((i / len(live)) * interval, c) for i, c in enumerate(live)]
+        sent, latest_s = 0, 0.0
+        started = time.monotonic()
+        cpu_before = time.process_time()
+        cursor, cycle = 0, 0
+        while slots:
+            now = time.monotonic() - started
+            if now >= seconds:
+                break
+            due_before = now - cycle * interval
+            while cursor < len(slots) and slots[cursor][0] <= due_before:
+                due, charger = slots[cursor]
+                cursor += 1
+                latest_s = max(latest_s, time.monotonic() - started - cycle * interval - due)
+                try:
+                    await self._send_call(charger, "MeterValues", self._meter_values_ms(power_w))
+                    sent += 1
+                except ConnectionClosed:
+                    self._fail("closed during meter load")
+            if cursor == len(slots):
+                cursor, cycle = 0, cycle + 1
+            await asyncio.sleep(TICK_S)
+        sending_s = time.monotonic() - started
+        deadline = time.monotonic() + drain
+        while time.monotonic() < deadline and any(c.pending for c in live):
+            await asyncio.sleep(0.05)
+        unanswered = sum(len(c.pending) for c in live)
+        for charger in live:
+            charger.pending.clear()
+        return {
+            "chargers": len(live),
+            "sent": sent,
+            "seconds": sending_s,
+            "unanswered": unanswered,
+            "latencies": list(self.latencies),
+            "replies": dict(self.replies_by_action),
+            "call_errors": self.call_errors - errors_before,
+            "latest_send_s": latest_s,
+            "cpu_s": time.process_time() - cpu_before,
+        }
+
+    def _meter_values_ms(self, power_w: float) -> dict[str, Any]:
+        stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return {
+            "connectorId": 1,
+            "meterValue": [
+                {
+                    "timestamp": stamp,
+                    "sampledValue": [
+                        {"value": f"{power_w:.0f}", "measurand": "Power.Active.Import", "unit": "W"},
+                        {"value": "123456", "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
+                    ],
+                }
+            ],
+        }
+
     async def profiles(self, expect: int | None, timeout: float) -> dict[str, Any]:
         """Wait (bounded) for ``expect`` SetChargingProfile frames (default: one per booted charger).
 
@@ -360,6 +431,9 @@ async def serve_commands(generator: LoadGenerator) -> None:
             float(c["seconds"]), float(c.get("interval", 10)), float(c.get("drain", 5)), float(c.get("share", 1))
         ),
         "profiles": lambda c: generator.profiles(c.get("expect"), float(c.get("timeout", 30))),
+        "meter": lambda c: generator.meter(
+            float(c["seconds"]), float(c.get("interval", 1)), int(c["chargers"]), float(c.get("drain", 5))
+        ),
     }
     while True:
         line = await reader.readline()

@@ -205,7 +205,7 @@ def targets(results: dict[str, Any]) -> list[str]:
     """Return the targets table, each with the figure that decides it."""
     lines = ["| target | measured | verdict |", "| --- | --- | --- |"]
     if "network" not in results:
-        return lines + _cluster_targets(results)
+        return lines + _cluster_targets(results) + _delivery_targets(results)
     size, ours = _largest(results, POWERBANK)
     _size, base = _largest(results, BASELINE)
     if size is not None:
@@ -280,7 +280,7 @@ def targets(results: dict[str, Any]) -> list[str]:
             f"| {signup['charge_points']:,} sign-ups in one save ≤ 1 s | {fmt(ms, 'ms')}, "
             f"{signup['large']['queries']} queries | {_verdict(ms, 1000)} |"
         )
-    return lines + _cluster_targets(results)
+    return lines + _cluster_targets(results) + _delivery_targets(results)
 
 
 def cluster_verdicts(cluster: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
@@ -396,6 +396,260 @@ def _cluster(results: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+# The proof-of-delivery benchmark (bench/delivery_bench.py): its targets and its figures.
+DELIVERY_CHARGERS, DELIVERY_P99_MS, DELIVERY_CURVE_MS, DELIVERY_PAGE_MS = 5000, 100.0, 1000.0, 200.0
+DELIVERY_STEP_FIGURES: list[tuple[str, str, str]] = [
+    ("load_average_before", "machine load average (1 min) at the step's start", ""),
+    ("offered_per_s", "MeterValues sent per second", "/s"),
+    ("answered_per_s", "answered per second", "/s"),
+    ("p50_ms", "p50 frame sent → reply received", "ms"),
+    ("p99_ms", "p99 frame sent → reply received", "ms"),
+    ("max_ms", "slowest reply", "ms"),
+    ("sent", "MeterValues sent", ""),
+    ("rows_stored", "meter rows stored", ""),
+    ("lost", "samples lost (sent, not stored)", ""),
+    ("unanswered", "unanswered after 10 s", ""),
+    ("loop_lag_p99_ms", "loop lag p99 (ping→pong)", "ms"),
+    ("server_cpu_pct", "server CPU (of one core)", "%"),
+    ("server_cpu_ms_per_sample", "server CPU per MeterValues", "ms"),
+    ("loadgen_cpu_pct", "load generator CPU (of one core)", "%"),
+    ("loadgen_latest_send_s", "load generator's latest send behind its schedule", "s"),
+    ("bytes_per_sample", "database bytes per sample", "B"),
+]
+
+
+def _per_charger_hour(bytes_per_sample: float | None, interval_s: float) -> float | None:
+    return None if bytes_per_sample is None else bytes_per_sample * 3600 / interval_s
+
+
+def delivery_verdicts(found: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """Return the proof-of-delivery targets: (target, what was measured, met or not; None: not measured or no limit)."""
+    ramp, record = found.get("ramp") or {}, found.get("record") or {}
+    settings = found.get("settings", {})
+    interval = settings.get("interval_s", 1.0)
+    limit = settings.get("p99_limit_ms", DELIVERY_P99_MS)
+    rows: list[tuple[str, str, bool | None]] = []
+    target = (
+        f"chargers reporting every {interval:g} s on one node, p99 ≤ {limit:g} ms and no sample lost: "
+        f"≥ {DELIVERY_CHARGERS:,}"
+    )
+    steps = ramp.get("steps") or []
+    if not steps:
+        rows.append((target, f"not measured{': ' + ramp['error'] if 'error' in ramp else ''}", None))
+    else:
+        held = [step for step in steps if step.get("holds")]
+        best = held[-1] if held else None
+        failed = next((step for step in steps if not step.get("holds")), None)
+        text = (
+            f"{best['chargers']:,} held (p99 {fmt(best.get('p99_ms'), 'ms')}, {best.get('lost', 0):,} lost, load "
+            f"{fmt(best.get('load_average_before'))})"
+            if best
+            else "none of the steps held"
+        )
+        if failed:
+            text += (
+                f"; {failed['chargers']:,} did not (p99 {fmt(failed.get('p99_ms'), 'ms')}, "
+                f"{failed.get('lost', 0):,} lost, {failed.get('unanswered', 0):,} unanswered, load "
+                f"{fmt(failed.get('load_average_before'))})"
+            )
+        elif max(step["chargers"] for step in steps) < DELIVERY_CHARGERS:
+            text += f"; no step of {DELIVERY_CHARGERS:,} was run"
+        largest = ramp.get("largest_holding")
+        ran_enough = bool(failed) or max(step["chargers"] for step in steps) >= DELIVERY_CHARGERS
+        rows.append((target, text, (largest or 0) >= DELIVERY_CHARGERS if ran_enough else None))
+    storage = record.get("storage") or {}
+    meter = _per_charger_hour(storage.get("meter_bytes_per_sample"), interval)
+    evidence = _per_charger_hour(storage.get("evidence_bytes_per_sample"), interval)
+    # Any step's rows tell what a sample costs (held or not); small steps grow the file by too few pages.
+    measured = [
+        step["bytes_per_sample"] for step in steps if step.get("bytes_per_sample") and step["rows_stored"] >= 5000
+    ]
+    live = _per_charger_hour(statistics.median(measured), interval) if measured else None
+    rows.append(
+        (
+            f"storage per charger-hour at {interval:g} s (SQLite, database size in use)",
+            f"meter samples {fmt(_kib(live), 'KiB')} as the hub stored them in the ramp, "
+            f"{fmt(_kib(meter), 'KiB')} in the record; delivery evidence {fmt(_kib(evidence), 'KiB')} more "
+            f"(no limit set)",
+            None,
+        )
+    )
+    chargers = record.get("chargers")
+    size = f"{chargers:,}" if chargers else "the"
+    fresh, kept = record.get("meter_samples") or {}, record.get("evidence") or {}
+    curve = (fresh.get("delivery_of_ms") or {}).get("median")
+    curve_kept = (kept.get("delivery_of_ms") or {}).get("median")
+    rows.append(
+        (
+            f"response curve of a {size}-charger activation computed in ≤ {DELIVERY_CURVE_MS / 1000:g} s "
+            "after the window (`delivery_of`)",
+            f"{fmt(curve, 'ms')} from the meter samples, {fmt(curve_kept, 'ms')} from the kept evidence "
+            f"({record.get('samples', 0):,} samples, load {fmt(fresh.get('load_average'))})",
+            None if curve is None else curve <= DELIVERY_CURVE_MS,
+        )
+    )
+    page = ((fresh.get("page") or {}).get("ms") or {}).get("median")
+    page_kept = ((kept.get("page") or {}).get("ms") or {}).get("median")
+    pages = [value for value in (page, page_kept) if value is not None]
+    rows.append(
+        (
+            f"activation page with {size} dispatch rows and their samples ≤ {DELIVERY_PAGE_MS:g} ms",
+            f"{fmt(page, 'ms')} from the meter samples, {fmt(page_kept, 'ms')} from the kept evidence "
+            f"({(fresh.get('page') or {}).get('queries', '–')} queries)",
+            None if not pages else max(pages) <= DELIVERY_PAGE_MS,
+        )
+    )
+    return rows
+
+
+def _step(ramp: dict[str, Any], chargers: int) -> dict[str, Any]:
+    return next((step for step in ramp.get("steps") or [] if step["chargers"] == chargers), {})
+
+
+def _kib(value: float | None) -> float | None:
+    return None if value is None else value / 1024
+
+
+def _delivery_targets(results: dict[str, Any]) -> list[str]:
+    if "delivery" not in results:
+        return []
+    words = {True: "met", False: "**missed**", None: "not measured"}
+    return [
+        f"| {target} | {measured} | {words[met] if 'no limit set' not in measured else 'figure only'} |"
+        for target, measured, met in delivery_verdicts(results["delivery"])
+    ]
+
+
+def _delivery(results: dict[str, Any]) -> list[str]:
+    found = results.get("delivery")
+    if not found:
+        return []
+    settings, machine = found["settings"], found["machine"]
+    quick = found["mode"] == "quick"
+    lines = [
+        "## 7. Proof of delivery: reporting every second, and the record",
+        "",
+        f"`python -m bench.delivery_bench{' --quick' if quick else ''}` (`make bench-delivery`) on "
+        f"{machine['date']}, commit `{machine['commit']}`"
+        + (f" plus {machine['uncommitted_files']} uncommitted files" if machine.get("uncommitted_files") else "")
+        + f", in {found.get('duration_s', 0) / 60:.0f} min, on {found.get('database', 'SQLite')}. The server, "
+        f"{settings['loadgen_processes']} load generator process(es) and the probe share the machine's "
+        f"{machine['cores']} cores with other work: the load average is given beside each figure.",
+        "",
+        *[
+            f"Note: the {carried['part']} figures are those of an earlier run ({carried.get('date')}, commit "
+            f"`{carried.get('commit')}`); this run measured the other part only.\n"
+            for carried in found.get("carried_over", [])
+        ],
+    ]
+    ramp = found.get("ramp")
+    if ramp:
+        lines += [
+            "### Chargers reporting every second during an activation",
+            "",
+            f"One `powerbank serve` holds {ramp.get('chargers_connected', 0):,} chargers (every one signed up "
+            "in DK2). An activation is triggered on DK2 (`POST /api/v1/activations`, a pause of "
+            f"{RAMP_DURATION_TEXT}): the hub limits every charger, asks each to report every second "
+            "(fine metering; the load generator accepts) and keeps their samples unpruned. Then each step: the "
+            f"first N chargers send MeterValues every {settings['interval_s']:g} s for {settings['step_s']:.0f} s "
+            "(spread evenly; the others stay connected and silent), then up to 10 s for the last replies. "
+            f"A step holds when p99 ≤ {settings['p99_limit_ms']:g} ms and no sample is lost (every MeterValues "
+            "answered, and a row stored for each: rows counted by id above the highest before the step). The "
+            "ramp stops at the first step that does not hold. Storage: SQLite pages in use "
+            "(`page_count - freelist_count`, read through a read-only connection, the write-ahead log "
+            "included) before and after the step, per row stored.",
+            "",
+            f"Connected: {fmt((ramp.get('connect') or {}).get('booted'))} booted in "
+            f"{fmt((ramp.get('connect') or {}).get('seconds'), 's')}; the activation reached "
+            f"{fmt((ramp.get('fanout') or {}).get('received'))} chargers (last limit received after "
+            f"{fmt((ramp.get('fanout') or {}).get('received_last_s'), 's')}); fine metering noted "
+            + (
+                ", ".join(f"“{note}” × {count:,}" for note, count in (ramp.get("metering_notes") or {}).items())
+                or "nothing"
+            )
+            + f". Largest step that held: **{fmt(ramp.get('largest_holding'))}** chargers.",
+            "",
+        ]
+        steps = ramp.get("steps") or []
+        if steps:
+            lines += [
+                "| figure | " + " | ".join(f"{step['chargers']:,} chargers" for step in steps) + " |",
+                "| --- | " + " | ".join("---" for _ in steps) + " |",
+            ]
+            for key, label, unit in DELIVERY_STEP_FIGURES:
+                lines.append(f"| {label} | " + " | ".join(fmt(step.get(key), unit) for step in steps) + " |")
+            lines.append("| holds | " + " | ".join("yes" if step.get("holds") else "**no**" for step in steps) + " |")
+            lines.append("")
+        during = ramp.get("while_response_read")
+        if during:
+            request = during.get("request") or {}
+            lines += [
+                f"The largest step that held, run again while the activation's response is read once "
+                f"(`GET /api/v1/activations/<id>/response`, started {settings['step_s'] / 4:.0f} s into the step; "
+                f"it answered HTTP {request.get('status')} in {fmt(request.get('seconds'), 's')}, "
+                f"{fmt(request.get('rows'))} curve rows): the node computes `delivery_of` on the event loop "
+                f"that answers the chargers. {during['chargers']:,} chargers: p99 {fmt(during.get('p99_ms'), 'ms')} "
+                f"(without the read: {fmt(_step(ramp, during['chargers']).get('p99_ms'), 'ms')}), slowest reply "
+                f"{fmt(during.get('max_ms'), 'ms')}, loop lag p99 {fmt(during.get('loop_lag_p99_ms'), 'ms')}, "
+                f"{fmt(during.get('lost'))} samples lost, {fmt(during.get('unanswered'))} unanswered, load "
+                f"{fmt(during.get('load_average_before'))}: {'holds' if during.get('holds') else '**does not hold**'}.",
+                "",
+            ]
+        if "error" in ramp:
+            lines += [f"- Not measured in full: {ramp['error']}", ""]
+    record = found.get("record")
+    if record:
+        storage = record.get("storage") or {}
+        lines += [
+            "### The record of a large activation",
+            "",
+            f"In-process, on a database with {record['chargers']:,} chargers and one ended pause (FCR-D up) of "
+            f"{record['window_s']} s with a dispatch row per charger (Accepted), and {record.get('samples', 0):,} "
+            f"meter samples: every {BEFORE_INTERVAL_TEXT} in the two minutes before the trigger, then every second "
+            "from the trigger to a minute after the window (most chargers pause within 5 s, some late, a few not "
+            "at all). `delivery_of` is timed whole (median of up to "
+            f"{settings['repeats']} runs; one when a run takes over 15 s), its steps timed as it runs them (the "
+            "median run's); the page is "
+            "`GET /activations/<id>` with the Quart test client (the same runs). First from the chargers' meter "
+            "samples (the minute after the window), then from the evidence `keep_evidence` copies to "
+            "`delivery_sample` (from then on).",
+            "",
+            "| figure | from the meter samples | from the kept evidence |",
+            "| --- | --- | --- |",
+        ]
+        fresh, kept = record.get("meter_samples") or {}, record.get("evidence") or {}
+        for label, getter, unit in (
+            ("machine load average (1 min) at the start", lambda f: f.get("load_average"), ""),
+            ("`delivery_of`, whole", lambda f: (f.get("delivery_of_ms") or {}).get("median"), "ms"),
+            ("… reading the samples (`load_samples`)", lambda f: (f.get("parts_ms") or {}).get("load_samples"), "ms"),
+            ("… judging each charger (`judge`)", lambda f: (f.get("parts_ms") or {}).get("judge"), "ms"),
+            ("… the area's curve (`area_curve`)", lambda f: (f.get("parts_ms") or {}).get("area_curve"), "ms"),
+            ("… the rest", lambda f: (f.get("parts_ms") or {}).get("rest"), "ms"),
+            ("activation page", lambda f: ((f.get("page") or {}).get("ms") or {}).get("median"), "ms"),
+            ("activation page: queries", lambda f: (f.get("page") or {}).get("queries"), ""),
+            ("activation page: size", lambda f: _kib((f.get("page") or {}).get("bytes")), "KiB"),
+        ):
+            lines.append(f"| {label} | {fmt(getter(fresh), unit)} | {fmt(getter(kept), unit)} |")
+        verdicts = fresh.get("verdicts") or {}
+        lines += [
+            "",
+            f"Verdicts: {', '.join(f'{name} {count:,}' for name, count in verdicts.items()) or '–'}; area 50 % at "
+            f"{fmt(fresh.get('half_s'), 's')}, 90 % at {fmt(fresh.get('full_s'), 's')}. Storage in the record: "
+            f"{fmt(storage.get('meter_bytes_per_sample'), 'B')} per meter sample, "
+            f"{fmt(storage.get('evidence_bytes_per_sample'), 'B')} per evidence row "
+            f"({fmt(storage.get('evidence_rows'))} rows copied in {fmt(storage.get('keep_evidence_ms'), 'ms')}). "
+            f"The bench process's peak RSS: {fmt(record.get('peak_rss_mib'))} MiB.",
+            "",
+        ]
+        if "error" in record:
+            lines += [f"- Not measured in full: {record['error']}", ""]
+    return lines
+
+
+RAMP_DURATION_TEXT = "900 s, longer than the ramp"
+BEFORE_INTERVAL_TEXT = "10 s"
+
+
 def _pages(results: dict[str, Any]) -> list[str]:
     pages = results.get("pages")
     if not pages:
@@ -482,7 +736,18 @@ def render(results: dict[str, Any]) -> str:
     """Return RESULTS.md for some results."""
     if "network" not in results:
         # The cluster benchmark alone, with no results of bench.run to add to.
-        return "\n".join(["# PowerBank benchmarks", "", "## Targets", "", *targets(results), "", *_cluster(results)])
+        return "\n".join(
+            [
+                "# PowerBank benchmarks",
+                "",
+                "## Targets",
+                "",
+                *targets(results),
+                "",
+                *_cluster(results),
+                *_delivery(results),
+            ]
+        )
     machine = results["machine"]
     settings = results["settings"]
     lines = [
@@ -561,6 +826,7 @@ def render(results: dict[str, Any]) -> str:
         *_signup(results),
         "",
         *_cluster(results),
+        *_delivery(results),
     ]
     if ANALYSIS_PATH.exists():
         lines += [ANALYSIS_PATH.read_text().rstrip(), ""]

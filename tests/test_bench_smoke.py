@@ -15,7 +15,8 @@ import pytest
 
 from bench import cluster_bench
 from bench.cluster_bench import ClusterSettings, run_cluster
-from bench.report import ALONE, CLUSTER, cluster_verdicts, render, targets
+from bench.delivery_bench import DeliverySettings, run_delivery
+from bench.report import ALONE, CLUSTER, cluster_verdicts, delivery_verdicts, render, targets
 from bench.run import BASELINE, POWERBANK, Settings, main, run_all
 from tests import pg_server, postgres
 
@@ -257,3 +258,42 @@ def test_without_postgresql_the_cluster_benchmark_says_loudly_it_was_skipped(
     assert "CLUSTER BENCHMARK SKIPPED" in capsys.readouterr().err
     assert "skipped" in json.loads(results.read_text())["cluster"]
     assert "**Not measured**: PostgreSQL is not installed" in report.read_text()
+
+
+async def test_a_tiny_delivery_benchmark_run_produces_every_figure() -> None:
+    settings = DeliverySettings(
+        steps=[5, 10], step_s=2, rest_s=0, record_chargers=12, window_s=30, repeats=1, mode="quick"
+    )
+
+    found = await run_delivery(settings)
+
+    ramp, record = found["ramp"], found["record"]
+    assert "error" not in ramp, ramp.get("error")
+    assert ramp["fanout"]["received"] == 10
+    assert [step["chargers"] for step in ramp["steps"]] == [5, 10]
+    for step in ramp["steps"]:
+        # Every report sent was stored as one row, with the activation keeping them all (none pruned).
+        assert step["sent"] > 0
+        assert step["rows_stored"] == step["sent"]
+        assert step["lost"] == 0
+        assert step["p99_ms"] is not None
+        assert step["bytes_per_sample"] is not None
+    if any(step["holds"] for step in ramp["steps"]):
+        # The largest step that held, again while the activation's response is read over the API.
+        assert ramp["while_response_read"]["request"]["status"] == 200
+    assert "error" not in record, record.get("error")
+    # 12 samples before the trigger, one a second through the window and the minute after it.
+    assert record["samples"] == 12 * (12 + 30 + 60)
+    assert record["storage"]["evidence_rows"] > 0
+    for source in ("meter_samples", "evidence"):
+        assert record[source]["delivery_of_ms"]["median"] > 0
+        assert record[source]["parts_ms"]["load_samples"] > 0
+        assert record[source]["page"]["queries"] > 0
+        assert sum(record[source]["verdicts"].values()) == 12
+    # Judged where a limit is set (met or missed: timing is not this test's business); storage is a figure.
+    judged = [met for _target, _measured, met in delivery_verdicts(found)]
+    assert judged[2] is not None and judged[3] is not None
+    report = render({"delivery": found})
+    assert "## 7. Proof of delivery: reporting every second, and the record" in report
+    assert "| p99 frame sent → reply received |" in report
+    assert "| `delivery_of`, whole |" in report
