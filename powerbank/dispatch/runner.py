@@ -393,15 +393,28 @@ class ActivationRunner:
             self.spawn(self.release(activation_id, "ended"))
         await self.keep_evidence(now)
 
-    async def keep_evidence(self, now: datetime) -> None:
-        """Copy the meter samples of activations over for a minute, as evidence of what was delivered."""
+    async def keep_evidence(self, now: datetime) -> asyncio.Task[None] | None:
+        """Copy the meter samples of activations over for a minute, as evidence of what was delivered;
+        then judge their chargers in a task of its own (returned), as the scheduler goes on."""
         async with self.registry.writing() as session:
             kept = [
-                a.id for a in await delivery.evidence_due(session, now) if await delivery.keep_evidence(session, a, now)
+                a for a in await delivery.evidence_due(session, now) if await delivery.keep_evidence(session, a, now)
             ]
             await session.commit()
-        if kept:
-            logger.info("kept the meter samples of activation(s) %s as evidence of delivery", kept)
+        if not kept:
+            return None
+        logger.info("kept the meter samples of activation(s) %s as evidence of delivery", [a.id for a in kept])
+        return self.spawn(self._keep_verdicts(kept, now))
+
+    async def _keep_verdicts(self, activations: list[Activation], now: datetime) -> None:
+        """Store each charger's verdict: judged in a reading session (seconds for thousands of
+        chargers, in chunks that let the loop go on), then written at once under the write lock."""
+        for activation in activations:
+            async with self.sessionmaker() as session:
+                rows = await delivery.verdict_rows(session, activation, now)
+            async with self.registry.writing() as session:
+                await delivery.store_verdicts(session, rows)
+                await session.commit()
 
     # The hot path ----------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from powerbank.db import utcnow
 from powerbank.models import (
     Activation,
     ActivationState,
+    ChargePoint,
     DeliverySample,
     DeliveryVerdict,
     Dispatch,
@@ -407,7 +408,6 @@ async def keep_evidence(session: AsyncSession, activation: Activation, now: date
             ["activation_id", "charge_point_id", "measured_at", "received_at", "power_w"], samples
         )
     )
-    await keep_verdicts(session, activation, now)
     return True
 
 
@@ -418,7 +418,16 @@ VERDICT_CHUNK = 100
 
 
 async def keep_verdicts(session: AsyncSession, activation: Activation, now: datetime) -> None:
-    """Store each charger's verdict with the evidence (``delivery_verdict``), as the activation page judges it.
+    """Judge an activation's chargers from its kept evidence and store their verdicts; the caller commits.
+
+    The activation runner does the two steps apart (judging takes seconds for thousands of chargers,
+    and must not hold the hub's write lock meanwhile).
+    """
+    await store_verdicts(session, await verdict_rows(session, activation, now))
+
+
+async def verdict_rows(session: AsyncSession, activation: Activation, now: datetime) -> list[dict[str, Any]]:
+    """Return each charger's verdict for ``delivery_verdict``, as the activation page judges it (reads only).
 
     services/reliability.py reads them to flag chargers that repeatedly accept but do not deliver.
     """
@@ -429,11 +438,12 @@ async def keep_verdicts(session: AsyncSession, activation: Activation, now: date
             .order_by(col(Dispatch.charge_point_id))
         )
     )
+    rows: list[dict[str, Any]] = []
     for start in range(0, len(dispatches), VERDICT_CHUNK):
         judged = await delivery_of(session, activation, dispatches[start : start + VERDICT_CHUNK], now)
         if judged is None:
-            return
-        rows = [
+            break
+        rows.extend(
             {
                 "activation_id": activation.id,
                 "charge_point_id": c.dispatch.charge_point_id,
@@ -442,8 +452,23 @@ async def keep_verdicts(session: AsyncSession, activation: Activation, now: date
                 "judged_at": now,
             }
             for c in judged.chargers
-        ]
-        await session.exec(insert(DeliveryVerdict.__table__), params=rows)  # type: ignore[attr-defined]
+        )
+    return rows
+
+
+async def store_verdicts(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Store verdicts; a charger judged already for that activation (another node did it) keeps its
+    row, and one deleted since it was judged is left out."""
+    ids = [row["charge_point_id"] for row in rows]
+    there = (
+        set((await session.exec(select(ChargePoint.id).where(col(ChargePoint.id).in_(ids)))).all()) if ids else set()
+    )
+    rows = [row for row in rows if row["charge_point_id"] in there]
+    if not rows:
+        return
+    table = DeliveryVerdict.__table__  # type: ignore[attr-defined]
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    await session.exec(dialect.insert(table).on_conflict_do_nothing(), params=rows)
 
 
 def _held(series: Sequence[Sample], at: datetime) -> float | None:

@@ -17,7 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.db import utcnow
 from powerbank.dispatch.gateway import gateway
-from powerbank.models import Activation, DeliverySample, MeterSample
+from powerbank.models import Activation, DeliverySample, DeliveryVerdict, MeterSample
 from powerbank.ocpp.registry import registry_of
 from tests.conftest import Factory, LoginAs
 from tests.dispatch.support import activate, connect_all, dk2_fleet, running, simulated, write_token
@@ -76,12 +76,18 @@ async def test_a_paused_charger_is_judged_delivered_from_its_meters_and_the_evid
     await runner.keep_evidence(utcnow())
     activation = await session.get(Activation, created["id"], populate_existing=True)
     assert activation is not None and activation.evidence_kept_at is None  # not a minute yet
-    await runner.keep_evidence(utcnow() + timedelta(seconds=61))
+    judging = await runner.keep_evidence(utcnow() + timedelta(seconds=61))
     await session.refresh(activation)
     assert activation.evidence_kept_at is not None
+    # Its chargers are judged apart from the copy, and their verdicts stored (reliability reads them).
+    assert judging is not None
+    await judging
+    cp_id = cp.id
+    verdicts = (await session.exec(select(DeliveryVerdict).where(DeliveryVerdict.activation_id == created["id"]))).all()
+    assert [(v.charge_point_id, v.verdict) for v in verdicts] == [(cp_id, "delivered")]
     kept = (await session.exec(select(func.count()).where(DeliverySample.activation_id == created["id"]))).one()
     assert kept >= 3
-    await session.exec(delete(MeterSample).where(col(MeterSample.charge_point_id) == cp.id))  # type: ignore[call-overload]
+    await session.exec(delete(MeterSample).where(col(MeterSample.charge_point_id) == cp_id))  # type: ignore[call-overload]
     await session.commit()
     again = await (await client.get(f"/api/v1/activations/{created['id']}/response", headers=headers)).get_json()
     assert again["chargers"][0]["verdict"] == "delivered"

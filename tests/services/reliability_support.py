@@ -58,6 +58,7 @@ async def judged_activation(
             session.add(_sample(cp, trigger + timedelta(seconds=offset), _power(behaviour, offset)))
     await session.flush()
     assert await delivery.keep_evidence(session, activation, end + timedelta(seconds=61))
+    await delivery.keep_verdicts(session, activation, end + timedelta(seconds=61))
     await session.commit()
     return activation
 
