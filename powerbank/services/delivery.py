@@ -430,7 +430,13 @@ async def verdict_rows(session: AsyncSession, activation: Activation, now: datet
     """Return each charger's verdict for ``delivery_verdict``, as the activation page judges it (reads only).
 
     services/reliability.py reads them to flag chargers that repeatedly accept but do not deliver.
+    An activation that ended (cancelled) before its market's full-activation time gave its chargers
+    too little time to fall short: from it, only "delivered" is kept, nothing against a charger.
     """
+    if activation.triggered_at is None:
+        return []
+    window_end = activation.ended_at or activation.end_at
+    cut_short = window_end - activation.triggered_at < timedelta(seconds=requirement_for(activation.market).full_s)
     dispatches = list(
         await session.exec(
             select(Dispatch)
@@ -452,6 +458,7 @@ async def verdict_rows(session: AsyncSession, activation: Activation, now: datet
                 "judged_at": now,
             }
             for c in judged.chargers
+            if not cut_short or c.verdict == Verdict.DELIVERED
         )
     return rows
 

@@ -21,11 +21,18 @@ IDLE = "idle"  # draws next to nothing: nothing to reduce
 
 
 async def judged_activation(
-    session: AsyncSession, operator_id: int, behaviours: list[tuple[ChargePoint, str]], hours_ago: float
+    session: AsyncSession,
+    operator_id: int,
+    behaviours: list[tuple[ChargePoint, str]],
+    hours_ago: float,
+    *,
+    cancelled_after_s: float | None = None,
 ) -> Activation:
-    """Create an activation that ended ``hours_ago``, its chargers' samples, and keep its evidence."""
+    """Create an activation that ended ``hours_ago`` (``cancelled_after_s`` the trigger, if given),
+    its chargers' samples, and keep its evidence."""
     trigger = utcnow() - timedelta(hours=hours_ago)
-    end = trigger + timedelta(seconds=WINDOW_S)
+    end = trigger + timedelta(seconds=WINDOW_S if cancelled_after_s is None else cancelled_after_s)
+    window_end = trigger + timedelta(seconds=WINDOW_S)
     activation = Activation(
         operator_id=operator_id,
         price_area="DK1",
@@ -33,8 +40,8 @@ async def judged_activation(
         action="pause",
         start_at=trigger,
         duration_s=WINDOW_S,
-        end_at=end,
-        state="ended",
+        end_at=window_end,
+        state="ended" if cancelled_after_s is None else "cancelled",
         created_by="grid@example.test",
         triggered_at=trigger,
         last_sent_at=trigger,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from quart import Quart
 from sqlalchemy import event
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.models import DeliveryVerdict, Dispatch
@@ -96,6 +96,29 @@ async def test_flagged_when_at_least_two_of_the_last_three_judged_activations_we
 
     assert not found[always_good.id or 0].flagged
     assert not found[never_reached.id or 0].flagged and found[never_reached.id or 0].recent == []
+
+
+async def test_an_activation_cancelled_before_the_markets_full_activation_time_counts_neither_way(
+    session: AsyncSession, factory: Factory
+) -> None:
+    """Cancelled 10 s after its trigger (the market gives 30 s): nothing is kept against a slow charger,
+    while one that delivered in time is kept as delivered."""
+    team = await factory.team()
+    slow, quick = await factory.charge_point(team), await factory.charge_point(team)
+    cut_short = [
+        await judged_activation(
+            session, team.operator_id, [(slow, IGNORES), (quick, DELIVERS)], hours_ago=5 - index, cancelled_after_s=10
+        )
+        for index in range(2)
+    ]
+    stored = await session.exec(
+        select(DeliveryVerdict).where(col(DeliveryVerdict.activation_id).in_([a.id for a in cut_short]))
+    )
+    assert sorted((row.charge_point_id, row.verdict) for row in stored) == [(quick.id, "delivered")] * 2
+    await judged_activation(session, team.operator_id, [(slow, IGNORES)], hours_ago=1)
+    found = (await reliability.reliability_of(session, [slow.id or 0]))[slow.id or 0]
+    assert not found.flagged
+    assert found.summary == "its last activation: accepted but not delivered"
 
 
 async def test_a_large_activations_verdicts_are_stored_in_chunks_all_of_them(
