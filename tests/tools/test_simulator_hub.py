@@ -97,3 +97,16 @@ async def test_a_pause_accepted_by_every_charger_is_measured_delivered_by_some(
         await eventually(reported_since_release, message="no report after the release")
         assert set(await _samples(session, stuck, released)) == {0}
         assert chargers[stuck.identity].power_w == 0 and chargers[delivers.identity].power_w == FULL_POWER_W
+
+        # What the page and the export say of each: judged from the meters, not from the answers.
+        client = app.test_client()
+
+        async def judged() -> bool:
+            response = await client.get(f"/api/v1/activations/{created['id']}/response", headers=headers)
+            found = {row["identity"]: row["verdict"] for row in (await response.get_json())["chargers"]}
+            return (found.get(delivers.identity), found.get(ignores.identity)) == (
+                "delivered",
+                "accepted but not delivered",
+            )
+
+        await eventually(judged, message="the ignoring charger is not judged accepted but not delivered")
