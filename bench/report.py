@@ -626,10 +626,14 @@ def _delivery(results: dict[str, Any]) -> list[str]:
             ("… the area's curve (`area_curve`)", lambda f: (f.get("parts_ms") or {}).get("area_curve"), "ms"),
             ("… the rest", lambda f: (f.get("parts_ms") or {}).get("rest"), "ms"),
             ("activation page", lambda f: ((f.get("page") or {}).get("ms") or {}).get("median"), "ms"),
-            ("activation page: queries", lambda f: (f.get("page") or {}).get("queries"), ""),
+            ("activation page: SQL statements", lambda f: (f.get("page") or {}).get("queries"), "statements"),
             ("activation page: size", lambda f: _kib((f.get("page") or {}).get("bytes")), "KiB"),
         ):
-            lines.append(f"| {label} | {fmt(getter(fresh), unit)} | {fmt(getter(kept), unit)} |")
+            cells = [
+                f"{value:,}" if unit == "statements" and isinstance(value, int) else fmt(value, unit)
+                for value in (getter(fresh), getter(kept))
+            ]
+            lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
         verdicts = fresh.get("verdicts") or {}
         lines += [
             "",
