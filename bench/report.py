@@ -476,12 +476,13 @@ def delivery_verdicts(found: dict[str, Any]) -> list[tuple[str, str, bool | None
     )
     chargers = record.get("chargers")
     size = f"{chargers:,}" if chargers else "the"
+    an_activation = f"a {chargers:,}-charger activation" if chargers else "an activation"
     fresh, kept = record.get("meter_samples") or {}, record.get("evidence") or {}
     curve = (fresh.get("delivery_of_ms") or {}).get("median")
     curve_kept = (kept.get("delivery_of_ms") or {}).get("median")
     rows.append(
         (
-            f"response curve of a {size}-charger activation computed in ≤ {DELIVERY_CURVE_MS / 1000:g} s "
+            f"response curve of {an_activation} computed in ≤ {DELIVERY_CURVE_MS / 1000:g} s "
             "after the window (`delivery_of`)",
             f"{fmt(curve, 'ms')} from the meter samples, {fmt(curve_kept, 'ms')} from the kept evidence "
             f"({record.get('samples', 0):,} samples, load {fmt(fresh.get('load_average'))})",
