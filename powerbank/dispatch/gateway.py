@@ -7,7 +7,7 @@ frames a charger exchanged. It runs while the app serves (``init_app``); ``gatew
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,11 +16,12 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.dispatch.runner import ActivationRunner
-from powerbank.models import Activation, ChargePoint, ClusterNode
+from powerbank.models import Activation, ChargePoint, ClusterNode, Dispatch
 from powerbank.ocpp.frame_sharing import shared_log
 from powerbank.ocpp.registry import registry_of
 from powerbank.rules.permissions import Principal
 from powerbank.services import activations as service
+from powerbank.services import delivery
 from powerbank.services.activations import ActivationRequest
 from powerbank.services.audit import Actor
 from powerbank.services.frame_log import Frame
@@ -46,6 +47,18 @@ class DispatchGateway:
 
     def __init__(self, runner: ActivationRunner) -> None:
         self.runner = runner
+        self.deliveries = delivery.DeliveryCache()
+
+    async def delivery(
+        self, session: AsyncSession, activation: Activation, dispatches: Sequence[Dispatch] | None = None
+    ) -> delivery.Delivery | None:
+        """Return what an activation delivered, judged once for all its readers (``delivery.DeliveryCache``)."""
+
+        async def compute() -> delivery.Delivery | None:
+            rows = dispatches if dispatches is not None else await service.dispatches_of(session, activation.id or 0)
+            return await delivery.delivery_of(session, activation, rows)
+
+        return await self.deliveries.get(activation, compute)
 
     @property
     def may_be_active(self) -> bool:

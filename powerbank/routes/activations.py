@@ -144,7 +144,7 @@ async def _detail_context(activation_id: int) -> dict[str, Any]:
         and summary.count("pending") == 0
         and (datetime.now(UTC) - finished).total_seconds() > service.CHART_CONTEXT_S
     )
-    delivered = await delivery.delivery_of(session, activation, dispatches)
+    delivered = await gateway().delivery(session, activation, dispatches)
     baseline_kw = None
     if delivered is not None:
         baselines = [c.baseline_w for c in delivered.chargers if c.baseline_w is not None]
@@ -193,8 +193,7 @@ async def chargers_csv(activation_id: int) -> Response:
 
 async def _delivery(activation_id: int) -> delivery.Delivery | None:
     activation = await activation_for(await principal(), activation_id)
-    session = await db_session()
-    return await delivery.delivery_of(session, activation, await service.dispatches_of(session, activation_id))
+    return await gateway().delivery(await db_session(), activation)
 
 
 @blueprint.post("/activations/<int:activation_id>/cancel")

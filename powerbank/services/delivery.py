@@ -11,11 +11,14 @@ the methods and their limits.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -802,6 +805,67 @@ async def delivery_of(
         clocks_behind=sum(1 for d in dispatches if (d.charge_point_id or 0) in loaded.clock_behind_s),
         quarter=quarter,
     )
+
+
+class DeliveryCache:
+    """An activation's delivery computed once for every page and API read, and again only when stale.
+
+    Judging is CPU work on the event loop that answers the chargers (about 20 µs a sample: seconds
+    for thousands of chargers), and a live page asks every second. While an activation runs, a
+    result stays fresh for ``cost ÷ duty`` (at least ``min_age_s``): readers together take at most
+    that share of the loop however many watch. Readers arriving during a computation wait for it
+    rather than start another. Once the evidence is kept, nothing it is judged from changes: that
+    result is kept (the newest ``kept`` activations) until the process ends.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        duty: float = 0.2,
+        min_age_s: float = 1.0,
+        kept: int = 8,
+    ) -> None:
+        self._clock, self._duty, self._min_age_s, self._kept = clock, duty, min_age_s, kept
+        # Activation → (computed at, cost, what it was computed for, result).
+        self._entries: OrderedDict[int, tuple[float, float, tuple[Any, ...], Delivery | None]] = OrderedDict()
+        self._computing: dict[int, asyncio.Future[Delivery | None]] = {}
+        self.computed = 0
+
+    async def get(self, activation: Activation, compute: Callable[[], Awaitable[Delivery | None]]) -> Delivery | None:
+        """Return the activation's delivery, from ``compute()`` only when none fresh is held."""
+        key = activation.id or 0
+        # Started, cancelled or ended, evidence kept: a result computed before is for another window.
+        state = (activation.triggered_at, activation.ended_at, activation.evidence_kept_at)
+        entry = self._entries.get(key)
+        if entry is not None:
+            at, cost, computed_for, value = entry
+            final = computed_for[2] is not None
+            if computed_for == state and (final or self._clock() - at < max(self._min_age_s, cost / self._duty)):
+                self._entries.move_to_end(key)
+                return value
+        running = self._computing.get(key)
+        if running is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[Delivery | None] = asyncio.get_running_loop().create_future()
+        self._computing[key] = future
+        started = self._clock()
+        try:
+            value = await compute()
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # read: a computation nobody else waited for is not reported as lost
+            raise
+        else:
+            future.set_result(value)
+        finally:
+            del self._computing[key]
+        self.computed += 1
+        self._entries[key] = (self._clock(), self._clock() - started, state, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._kept:
+            self._entries.popitem(last=False)
+        return value
 
 
 # Quarter-hour means, for scheduled activations' baselines -------------------------------------

@@ -316,8 +316,7 @@ class ActivationResponse(BaseModel):
 
 async def _delivery_of(activation_id: int) -> delivery.Delivery | None:
     activation = await load_activation(activation_id)
-    session = await db_session()
-    return await delivery.delivery_of(session, activation, await service.dispatches_of(session, activation_id))
+    return await gateway().delivery(await db_session(), activation)
 
 
 @blueprint.get(f"/activations/<{api.ID}:activation_id>/response")
