@@ -54,11 +54,7 @@ class DispatchGateway:
     ) -> delivery.Delivery | None:
         """Return what an activation delivered, judged once for all its readers (``delivery.DeliveryCache``)."""
 
-        async def compute() -> delivery.Delivery | None:
-            rows = dispatches if dispatches is not None else await service.dispatches_of(session, activation.id or 0)
-            return await delivery.delivery_of(session, activation, rows)
-
-        return await self.deliveries.get(activation, compute)
+        return await self.deliveries.get(activation, lambda: _judge(session, activation, dispatches))
 
     @property
     def may_be_active(self) -> bool:
@@ -134,6 +130,24 @@ def gateway(app: Quart | None = None) -> DispatchGateway:
     if found is None:
         raise RuntimeError("The dispatch gateway runs only while the app serves")
     return found
+
+
+async def judged_delivery(
+    session: AsyncSession, activation: Activation, dispatches: Sequence[Dispatch] | None = None
+) -> delivery.Delivery | None:
+    """Return what an activation delivered: judged once for all readers while the app serves (the
+    gateway's ``delivery``), judged for this reader alone otherwise (a test client, a script)."""
+    found = find_gateway(current_app)
+    if found is not None:
+        return await found.delivery(session, activation, dispatches)
+    return await _judge(session, activation, dispatches)
+
+
+async def _judge(
+    session: AsyncSession, activation: Activation, dispatches: Sequence[Dispatch] | None
+) -> delivery.Delivery | None:
+    rows = dispatches if dispatches is not None else await service.dispatches_of(session, activation.id or 0)
+    return await delivery.delivery_of(session, activation, rows)
 
 
 def find_gateway(app: Quart) -> DispatchGateway | None:

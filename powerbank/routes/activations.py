@@ -7,7 +7,7 @@ from typing import Any
 
 from quart import Blueprint, Response, request, url_for
 
-from powerbank.dispatch.gateway import gateway
+from powerbank.dispatch.gateway import gateway, judged_delivery
 from powerbank.errors import ConflictError, FormErrors
 from powerbank.models import ActivationAction
 from powerbank.routes.loaders import activation_for, charge_point_for, operator_for
@@ -144,7 +144,7 @@ async def _detail_context(activation_id: int) -> dict[str, Any]:
         and summary.count("pending") == 0
         and (datetime.now(UTC) - finished).total_seconds() > service.CHART_CONTEXT_S
     )
-    delivered = await gateway().delivery(session, activation, dispatches)
+    delivered = await judged_delivery(session, activation, dispatches)
     baseline_kw = None
     if delivered is not None:
         baselines = [c.baseline_w for c in delivered.chargers if c.baseline_w is not None]
@@ -193,7 +193,7 @@ async def chargers_csv(activation_id: int) -> Response:
 
 async def _delivery(activation_id: int) -> delivery.Delivery | None:
     activation = await activation_for(await principal(), activation_id)
-    return await gateway().delivery(await db_session(), activation)
+    return await judged_delivery(await db_session(), activation)
 
 
 @blueprint.post("/activations/<int:activation_id>/cancel")

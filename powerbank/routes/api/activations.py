@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from quart import Response
 from quart_schema import document_response, validate_querystring, validate_request, validate_response
 
-from powerbank.dispatch.gateway import gateway
+from powerbank.dispatch.gateway import gateway, judged_delivery
 from powerbank.errors import ForbiddenError, NotFoundError
 from powerbank.models import Activation, Dispatch, DispatchStatus
 from powerbank.routes import api
@@ -316,7 +316,7 @@ class ActivationResponse(BaseModel):
 
 async def _delivery_of(activation_id: int) -> delivery.Delivery | None:
     activation = await load_activation(activation_id)
-    return await gateway().delivery(await db_session(), activation)
+    return await judged_delivery(await db_session(), activation)
 
 
 @blueprint.get(f"/activations/<{api.ID}:activation_id>/response")
