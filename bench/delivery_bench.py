@@ -70,6 +70,7 @@ from bench.run import (
     machine,
     prepare_template,
     scan_log,
+    start_profiler,
     stop_profiler,
     wait_probes,
 )
@@ -271,7 +272,9 @@ async def run_ramp(settings: DeliverySettings, workdir: Path, migrated: Path) ->
         # Fine metering asks every charger to report every second, after the limits: let it finish.
         ramp["metering_notes"] = await _wait_metering(database, int(fanout.get("received") or 0))
         if settings.profile_dir is not None:
-            profiler = await start_profiler(server.pid, settings.profile_dir / "delivery-ramp.txt")
+            profiler = await start_profiler(
+                server.pid, settings.profile_dir / "delivery-ramp.txt", every_thread=True, rate=100
+            )
         for chargers in sorted(settings.steps):
             print(f"[bench] delivery: {chargers:,} chargers reporting every {settings.interval_s:g} s", flush=True)
             step = await _ramp_step(server, generators, database, chargers, settings)
@@ -322,28 +325,6 @@ async def run_ramp(settings: DeliverySettings, workdir: Path, migrated: Path) ->
     ramp["largest_holding"] = max(held) if held else None
     ramp["load_average_after"] = load_average()
     return ramp
-
-
-async def start_profiler(pid: int, output: Path) -> asyncio.subprocess.Process:
-    """Sample every thread of the server with py-spy until stopped (the database writer's thread too,
-    unlike bench.run's profile of the thread holding the GIL), as collapsed stacks with thread names."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    return await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).with_name("py-spy")),
-        "record",
-        "--pid",
-        str(pid),
-        "--format",
-        "raw",
-        "--threads",
-        "--nonblocking",
-        "--rate",
-        "100",
-        "--output",
-        str(output),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
 
 
 async def _activation_id(http: str, token: str) -> int:

@@ -286,12 +286,7 @@ class LoadGenerator:
                 cursor, cycle = 0, cycle + 1
             await asyncio.sleep(TICK_S)
         sending_s = time.monotonic() - started
-        deadline = time.monotonic() + drain
-        while time.monotonic() < deadline and any(c.pending for c in live):
-            await asyncio.sleep(0.05)
-        unanswered = sum(len(c.pending) for c in live)
-        for charger in live:
-            charger.pending.clear()
+        unanswered = await _drained(live, drain)
         return {
             "sent": sent,
             "seconds": sending_s,
@@ -353,12 +348,7 @@ class LoadGenerator:
                 cursor, cycle = 0, cycle + 1
             await asyncio.sleep(TICK_S)
         sending_s = time.monotonic() - started
-        deadline = time.monotonic() + drain
-        while time.monotonic() < deadline and any(c.pending for c in live):
-            await asyncio.sleep(0.05)
-        unanswered = sum(len(c.pending) for c in live)
-        for charger in live:
-            charger.pending.clear()
+        unanswered = await _drained(live, drain)
         return {
             "chargers": len(live),
             "sent": sent,
@@ -456,6 +446,17 @@ async def serve_commands(generator: LoadGenerator) -> None:
 def _reply(message: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(message) + "\n")
     sys.stdout.flush()
+
+
+async def _drained(live: list[Charger], drain: float) -> int:
+    """Wait up to ``drain`` seconds for the last replies; return how many calls stayed unanswered (forgotten)."""
+    deadline = time.monotonic() + drain
+    while time.monotonic() < deadline and any(c.pending for c in live):
+        await asyncio.sleep(0.05)
+    unanswered = sum(len(c.pending) for c in live)
+    for charger in live:
+        charger.pending.clear()
+    return unanswered
 
 
 def main(argv: list[str] | None = None) -> int:

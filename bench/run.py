@@ -316,8 +316,11 @@ def scan_log(path: Path) -> dict[str, Any]:
     return counts
 
 
-async def start_profiler(pid: int, output: Path) -> asyncio.subprocess.Process:
-    """Sample the server with py-spy (the `bench` extra) until stopped, as collapsed stacks."""
+async def start_profiler(
+    pid: int, output: Path, *, every_thread: bool = False, rate: int = 200
+) -> asyncio.subprocess.Process:
+    """Sample the server with py-spy (the `bench` extra) until stopped, as collapsed stacks: the thread
+    holding the GIL, or with ``every_thread`` each thread (the database writer's too) by name."""
     output.parent.mkdir(parents=True, exist_ok=True)
     return await asyncio.create_subprocess_exec(
         str(Path(sys.executable).with_name("py-spy")),
@@ -326,10 +329,10 @@ async def start_profiler(pid: int, output: Path) -> asyncio.subprocess.Process:
         str(pid),
         "--format",
         "raw",
-        "--gil",
+        "--threads" if every_thread else "--gil",
         "--nonblocking",
         "--rate",
-        "200",
+        str(rate),
         "--output",
         str(output),
         stdout=asyncio.subprocess.DEVNULL,
