@@ -7,7 +7,6 @@ from typing import Any
 from quart import Quart, g
 
 from powerbank import i18n
-
 from powerbank.web.auth import current_principal
 from powerbank.web.csrf import check_csrf, csrf_token
 from powerbank.web.ids import DatabaseIdConverter
