@@ -28,6 +28,9 @@ class ChargePoint(SQLModel, table=True):
     price_area: str | None = Field(default=None, max_length=3)
     facility_id: str | None = Field(default=None, max_length=18)
     ocpp_password_hash: str = Field(max_length=255)
+    # OCPP security profile: 1 Basic auth, 2 TLS + Basic auth, 3 TLS with a client certificate.
+    # A charger is never let in below it (powerbank/ocpp/security.py).
+    security_profile: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
     created_at: datetime = created_field()
     updated_at: datetime = created_field()
 
