@@ -15,6 +15,7 @@ from powerbank.models.api_tokens import ApiToken, TokenAccess
 from powerbank.models.audit import AuditEntry
 from powerbank.models.availability import AreaAvailability
 from powerbank.models.baselines import MeterQuarter as MeterQuarter
+from powerbank.models.certificates import ChargerCertificate as ChargerCertificate
 from powerbank.models.charge_points import ChargePoint, CompatibleModel
 from powerbank.models.chargers import (
     ChargerCapability,
@@ -25,6 +26,16 @@ from powerbank.models.chargers import (
     SharedFrames,
 )
 from powerbank.models.cluster import ClusterNode
+from powerbank.models.earnings import (
+    AvailableHour,
+    DeliveredEnergy,
+    EarningsMonth,
+    EarningsSettled,
+    MarketPrice,
+    OperatorRevenueShare,
+    StatementLine,
+    TeamRevenueShare,
+)
 from powerbank.models.enrollment import (
     Participation,
     ParticipationEvent,
@@ -34,6 +45,12 @@ from powerbank.models.enrollment import (
     TermsVersion,
 )
 from powerbank.models.mail import MailMessage, MailStatus
+from powerbank.models.notifications import DeliveryStatus as DeliveryStatus
+from powerbank.models.notifications import Notification as Notification
+from powerbank.models.notifications import NotificationPreference as NotificationPreference
+from powerbank.models.notifications import Webhook as Webhook
+from powerbank.models.notifications import WebhookAttempt as WebhookAttempt
+from powerbank.models.notifications import WebhookDelivery as WebhookDelivery
 from powerbank.models.reliability import DeliveryVerdict as DeliveryVerdict
 from powerbank.models.tenancy import (
     Invitation,
@@ -54,6 +71,14 @@ __all__ = [
     "ApiRateBucket",
     "ApiToken",
     "AreaAvailability",
+    "AvailableHour",
+    "DeliveredEnergy",
+    "EarningsMonth",
+    "EarningsSettled",
+    "MarketPrice",
+    "OperatorRevenueShare",
+    "StatementLine",
+    "TeamRevenueShare",
     "TokenAccess",
     "AuditEntry",
     "ChargePoint",
