@@ -24,6 +24,7 @@ from typing import Any
 from powerbank.db import utcnow
 from powerbank.ocpp.connection import CallErrorReceived, ConnectionLost
 from powerbank.ocpp.registry import Registry
+from powerbank.ocpp.stats import STATS
 from powerbank.services.activations import Step, Target
 
 logger = logging.getLogger("powerbank.ocpp")
@@ -152,6 +153,7 @@ def broadcast(
         frame = json.dumps([2, message_id, action, payload], separators=(",", ":"))
         futures = registry.broadcast(frame, message_id, [target.identity for target in members])
         result.frames += len(futures)
+        STATS.messages["out", "call", action] += len(futures)
         for target in members:
             future = futures.get(target.identity)
             if future is None:
@@ -196,11 +198,13 @@ async def collect(
     timeout_s: float,
     flush_s: float = 0.25,
     stop: asyncio.Event | None = None,
+    activation: str | None = None,
 ) -> list[Answer]:
     """Hand answers to ``on_answers`` in batches as they come; after ``timeout_s`` the rest time out.
 
     Nothing is retried: a charger that rejects or stays silent is recorded as such. Setting
     ``stop`` (the hub is shutting down) ends the wait early, so the batches are still stored.
+    With ``activation`` (its id), the fan-out's answer times are kept for ``/metrics`` under it.
     """
     loop = asyncio.get_running_loop()
     ready: list[Answer] = []
@@ -249,4 +253,18 @@ async def collect(
     if ready:
         everything.extend(ready)
         await on_answers(ready)
+    _count(sent, everything, activation)
     return everything
+
+
+def _count(sent: Broadcast, answers: list[Answer], activation: str | None) -> None:
+    """Add a fan-out's answers to the process's statistics (once per fan-out, not per message)."""
+    delays: list[float] = []
+    for _cp_id, status, _detail, at in answers:
+        STATS.dispatch_statuses[status] += 1
+        if status not in ("timeout", "offline"):
+            delay = (at - sent.triggered_at).total_seconds()
+            delays.append(delay)
+            STATS.fanout_answer_seconds.observe(delay)
+    if activation is not None:
+        STATS.fanout_done(activation, (sent.sent_at - sent.triggered_at).total_seconds(), delays)

@@ -501,7 +501,14 @@ class ActivationRunner:
                 await service.record_answers(session, [activation_id], batch)
                 await session.commit()
 
-        answers = await fanout.collect(self.registry, sent, store, timeout_s=self.answer_timeout_s, stop=self._stopping)
+        answers = await fanout.collect(
+            self.registry,
+            sent,
+            store,
+            timeout_s=self.answer_timeout_s,
+            stop=self._stopping,
+            activation=str(activation_id),
+        )
         return TriggerReport(
             activation_id,
             len(targets),

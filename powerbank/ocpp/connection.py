@@ -36,6 +36,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.ocpp.meter import now_text, readings_from
 from powerbank.ocpp.reports import GroupCommit, Report
+from powerbank.ocpp.stats import STATS
 from powerbank.rules.validators import holds_nul
 from powerbank.services import chargers
 from powerbank.services.chargers import Capability, StatusReport
@@ -306,11 +307,14 @@ class HubConnection:
             self._reply_error(message.unique_id, "ProtocolError", "This message id was already used")
             return
         self._recent_call_ids.append(message.unique_id)
-        self.spawn(self._handle_incoming_call(message))
+        STATS.messages["in", "call", message.action] += 1
+        self.spawn(self._handle_incoming_call(message, time.perf_counter()))
 
-    async def _handle_incoming_call(self, message: Call) -> None:
+    async def _handle_incoming_call(self, message: Call, received_at: float) -> None:
         async with self._incoming_lock:
             await self._handle_incoming_call_now(message)
+        # As the charger sees it: waiting behind its previous call included.
+        STATS.reply_seconds[message.action].observe(time.perf_counter() - received_at)
 
     async def _handle_incoming_call_now(self, message: Call) -> None:
         try:
@@ -346,6 +350,7 @@ class HubConnection:
             response = await response
         answer = message.create_call_result(snake_to_camel_case(remove_nones(serialize_as_dict(response))))
         self.send_raw(answer.to_json())
+        STATS.messages["out", "result", message.action] += 1
         after = handlers.get("_after_action")
         if after is not None:
             outcome = after(**arguments)
@@ -354,9 +359,11 @@ class HubConnection:
 
     def _reply_error(self, message_id: str, code: str, description: str, details: dict[str, Any] | None = None) -> None:
         code = self.error_codes.get(code, code)
+        STATS.messages["out", "error", ""] += 1
         self.send_raw(CallError(message_id, code, description, details or {}).to_json())
 
     def _resolve(self, message_id: str, payload: dict[str, Any] | None, error: CallErrorReceived | None) -> None:
+        STATS.messages["in", "result" if error is None else "error", ""] += 1
         future = self._pending.pop(message_id, None)
         if future is None or future.done():
             logger.info("%s answered unknown or expired message id %s", self.id, message_id)
@@ -427,6 +434,7 @@ class HubConnection:
         async with self._call_lock:
             future = self.expect(message.unique_id)
             self.send_raw(message.to_json())
+            STATS.messages["out", "call", action] += 1
             try:
                 async with asyncio.timeout(timeout if timeout is not None else self._response_timeout):
                     answer = await future

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -23,6 +24,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from powerbank.ocpp.stats import STATS
 from powerbank.services import chargers, delivery
 from powerbank.services.chargers import StatusReport
 
@@ -97,15 +99,20 @@ class GroupCommit(Generic[Item]):
             batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
             self.batches += 1
             self.largest_batch = max(self.largest_batch, len(batch))
+            STATS.batch_sizes[self.what].observe(len(batch))
+            started = time.perf_counter()
             try:
                 await self._store([item for item, _ in batch])
             except Exception:
                 self.fallbacks += 1
+                STATS.batch_failures[self.what] += 1
                 logger.info(
                     "storing %d %s together failed; storing them one by one", len(batch), self.what, exc_info=True
                 )
                 await self._store_one_by_one(batch)
             else:
+                # Waiting for the write lock included: the time the batch's chargers waited.
+                STATS.batch_seconds[self.what].observe(time.perf_counter() - started)
                 for _, done in batch:
                     if not done.done():
                         done.set_result(None)
