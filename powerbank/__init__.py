@@ -47,6 +47,7 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Quart:
     _register_lifecycle(app)
     _register_ocpp(app)
     _register_activations(app)
+    _register_metrics(app)
     return app
 
 
@@ -184,6 +185,12 @@ def _register_ocpp(app: Quart) -> None:
 
     app.register_blueprint(connections.blueprint)
     endpoint.init_app(app, lambda: state.sessionmaker(app))
+
+
+def _register_metrics(app: Quart) -> None:
+    from powerbank.runtime.metrics import install_metrics
+
+    install_metrics(app)
 
 
 def _register_activations(app: Quart) -> None:

@@ -69,6 +69,10 @@ DEFAULTS: dict[str, object] = {
     # chargers are shown offline.
     "CLUSTER_HEARTBEAT_S": 5,
     "CLUSTER_LEASE_S": 15,
+    # /metrics (Prometheus) answers only with this bearer token; None: no /metrics at all (404).
+    "METRICS_TOKEN": None,
+    # Log lines as "text" (for people) or "json" (one object a line, for a log collector).
+    "LOG_FORMAT": "text",
 }
 
 SMTP_SECURITY_CHOICES = ("starttls", "tls", "none")
