@@ -27,6 +27,8 @@ class Permission(StrEnum):
     MANAGE_API_TOKENS = "manage API tokens"
     # Take a charge point out of PowerBank (an unreliable one, say), which automation never undoes.
     SUSPEND_POWERBANK = "suspend from PowerBank"
+    # Webhooks that receive a team's (or every team's) events, and their delivery logs.
+    MANAGE_WEBHOOKS = "manage webhooks"
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ def can_on_team(principal: Principal, permission: Permission, team: Team) -> boo
             return operator_role is not None or grant is not None
         case Permission.CONFIGURE_CHARGE_POINTS | Permission.SIGN_UP_POWERBANK:
             return operator_role is not None or _may_configure(grant)
-        case Permission.MANAGE_API_TOKENS:
+        case Permission.MANAGE_API_TOKENS | Permission.MANAGE_WEBHOOKS:
             return operator_role is OperatorRole.ADMIN or (grant is not None and grant.role is TeamRole.OWNER)
         case _:
             return can_on_operator(principal, permission, team.operator_id)
@@ -106,6 +108,7 @@ def can_on_operator(principal: Principal, permission: Permission, operator_id: i
             | Permission.VIEW_CONNECTION_ATTEMPTS
             | Permission.MANAGE_API_TOKENS
             | Permission.SUSPEND_POWERBANK
+            | Permission.MANAGE_WEBHOOKS
         ):
             return role is OperatorRole.ADMIN
         case _:
