@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -73,9 +74,27 @@ DEFAULTS: dict[str, object] = {
     "METRICS_TOKEN": None,
     # Log lines as "text" (for people) or "json" (one object a line, for a log collector).
     "LOG_FORMAT": "text",
+    # OCPP security profiles 2 and 3 (powerbank/ocpp/security.py, docs/security.md). TLS_CERT/TLS_KEY:
+    # the hub terminates TLS itself; TLS_CLIENT_CA: client certificates are asked for and verified
+    # against it (the operator CA's ca.pem). Behind a TLS proxy instead: the proxy addresses (comma
+    # separated addresses or networks) whose X-Forwarded-Proto and TLS_CLIENT_CERT_HEADER (the verified
+    # client certificate in PEM, URL-encoded as nginx's $ssl_client_escaped_cert) are believed.
+    "TLS_CERT": None,
+    "TLS_KEY": None,
+    "TLS_CLIENT_CA": None,
+    "TLS_CLIENT_CERT_HEADER": None,
+    "TLS_PROXY_ADDRESSES": "",
+    # The operator CA's directory (`powerbank ca init`); None: var/ca. Its key file is mode 0600.
+    "CA_DIR": None,
 }
 
 SMTP_SECURITY_CHOICES = ("starttls", "tls", "none")
+
+
+def ca_directory(config: Mapping[str, object]) -> Path:
+    """Return the directory of the operator CA (``CA_DIR``, by default var/ca)."""
+    configured = config.get("CA_DIR")
+    return Path(str(configured)) if configured else VAR_DIR / "ca"
 
 
 def mail_sink(config: dict[str, object]) -> bool:
