@@ -34,6 +34,7 @@ from quart.wrappers import Websocket
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from powerbank.ocpp.log_context import charger_identity
 from powerbank.ocpp.meter import now_text, readings_from
 from powerbank.ocpp.reports import GroupCommit, Report
 from powerbank.ocpp.stats import STATS
@@ -221,6 +222,8 @@ class HubConnection:
     async def serve(self) -> None:
         """Read and handle frames until the charger goes; then fail what waits for it."""
         self._handler_task = asyncio.current_task()
+        # Every log line of this connection, and of the tasks it starts, names the charger.
+        charger_identity.set(self.id)
         if self.closed and self._handler_task is not None:
             # Closed before it was served (refused by the registry): as ``close`` does, a charger
             # that never answers the close frame is dropped after a grace period.
