@@ -188,9 +188,11 @@ def _register_ocpp(app: Quart) -> None:
 
 
 def _register_metrics(app: Quart) -> None:
+    from powerbank.runtime.logging_setup import install_request_ids
     from powerbank.runtime.metrics import install_metrics
 
     install_metrics(app)
+    install_request_ids(app)
 
 
 def _register_activations(app: Quart) -> None:

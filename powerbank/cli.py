@@ -259,6 +259,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    from powerbank.runtime.logging_setup import configure_logging
+
+    try:
+        configure_logging(str(app.config["LOG_FORMAT"]))
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
     print(
         f"PowerBank is serving at http://{args.host}:{args.port}/ (OCPP: ws://{args.host}:{args.port}/ocpp/<identity>)"
     )
