@@ -1,4 +1,4 @@
-"""`/healthz` for a load balancer's health check, and the Nodes page for operator admins."""
+"""`/healthz` for a load balancer, `/readyz` for an orchestrator, and the Nodes page for operator admins."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from powerbank.dispatch.gateway import find_gateway
 from powerbank.routes.loaders import operator_for
 from powerbank.rules.permissions import Permission
 from powerbank.services.cluster import node_statuses
+from powerbank.services.schema import schema_state
 from powerbank.web.auth import login_required, principal
 from powerbank.web.render import render_page
 from powerbank.web.state import db_session
@@ -45,6 +46,39 @@ async def healthz() -> Response:
         "chargers": chargers,
         "leader": found is not None and found.leads,
     }
+    if problems:
+        body["problems"] = problems
+    response = jsonify(body)
+    response.status_code = 503 if problems else 200
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@blueprint.get("/readyz")
+async def readyz() -> Response:
+    """Answer 200 when this node may be sent traffic: it serves, its database answers, and the
+    database's schema is the one this code's migrations make; else 503 with the problems (JSON).
+
+    No log-in: it says nothing but the node's name and the schema revisions.
+    """
+    found = find_gateway(current_app)
+    name, taking, _chargers = found.node() if found else (str(current_app.config["NODE_ID"]), False, 0)
+    problems: list[str] = []
+    if not taking:
+        problems.append("shutting down" if found else "not serving")
+    body: dict[str, object] = {"node": name}
+    try:
+        async with asyncio.timeout(DATABASE_TIMEOUT_S):
+            schema = await schema_state(await db_session())
+    except Exception as exc:  # the database's own error, whatever its driver
+        problems.append(f"database: {type(exc).__name__}")
+    else:
+        body["schema"] = sorted(schema.database)
+        body["code_schema"] = sorted(schema.code)
+        problem = schema.problem()
+        if problem is not None:
+            problems.append(problem)
+    body["status"] = "ready" if not problems else "unavailable"
     if problems:
         body["problems"] = problems
     response = jsonify(body)
