@@ -27,6 +27,8 @@ class Permission(StrEnum):
     MANAGE_API_TOKENS = "manage API tokens"
     # Take a charge point out of PowerBank (an unreliable one, say), which automation never undoes.
     SUSPEND_POWERBANK = "suspend from PowerBank"
+    # Enter market prices, set revenue shares, close earnings months.
+    MANAGE_EARNINGS = "manage earnings"
     # Webhooks that receive a team's (or every team's) events, and their delivery logs.
     MANAGE_WEBHOOKS = "manage webhooks"
 
@@ -99,7 +101,7 @@ def can_on_operator(principal: Principal, permission: Permission, operator_id: i
     """Decide whether ``principal`` may do an operator-wide ``permission``."""
     role = principal.operator_roles.get(operator_id)
     match permission:
-        case Permission.VIEW_CATALOGUE | Permission.MANAGE_ACTIVATIONS:
+        case Permission.VIEW_CATALOGUE | Permission.MANAGE_ACTIVATIONS | Permission.MANAGE_EARNINGS:
             return role is not None
         case (
             Permission.MANAGE_TEAMS
