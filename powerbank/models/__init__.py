@@ -36,6 +36,16 @@ from powerbank.models.earnings import (
     StatementLine,
     TeamRevenueShare,
 )
+from powerbank.models.earnings import (
+    AvailableHour,
+    DeliveredEnergy,
+    EarningsMonth,
+    EarningsSettled,
+    MarketPrice,
+    OperatorRevenueShare,
+    StatementLine,
+    TeamRevenueShare,
+)
 from powerbank.models.enrollment import (
     Participation,
     ParticipationEvent,
@@ -71,6 +81,14 @@ __all__ = [
     "ApiRateBucket",
     "ApiToken",
     "AreaAvailability",
+    "AvailableHour",
+    "DeliveredEnergy",
+    "EarningsMonth",
+    "EarningsSettled",
+    "MarketPrice",
+    "OperatorRevenueShare",
+    "StatementLine",
+    "TeamRevenueShare",
     "AvailableHour",
     "DeliveredEnergy",
     "EarningsMonth",
