@@ -147,7 +147,7 @@ async def _judge(
     session: AsyncSession, activation: Activation, dispatches: Sequence[Dispatch] | None
 ) -> delivery.Delivery | None:
     rows = dispatches if dispatches is not None else await service.dispatches_of(session, activation.id or 0)
-    return await delivery.delivery_of(session, activation, rows)
+    return await delivery.record_or_judge(session, activation, rows)
 
 
 def find_gateway(app: Quart) -> DispatchGateway | None:

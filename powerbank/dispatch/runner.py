@@ -407,13 +407,17 @@ class ActivationRunner:
         return self.spawn(self._keep_verdicts(kept, now))
 
     async def _keep_verdicts(self, activations: list[Activation], now: datetime) -> None:
-        """Store each charger's verdict: judged in a reading session (seconds for thousands of
-        chargers, in chunks that let the loop go on), then written at once under the write lock."""
+        """Store each charger's verdict and the activation's record: judged in a reading session
+        (seconds for thousands of chargers, in chunks that let the loop go on), then written at once
+        under the write lock."""
         for activation in activations:
             async with self.sessionmaker() as session:
-                rows = await delivery.verdict_rows(session, activation, now)
+                judged = await delivery.judge_for_keeping(session, activation, now)
+            if judged is None:
+                continue
             async with self.registry.writing() as session:
-                await delivery.store_verdicts(session, rows)
+                await delivery.store_verdicts(session, delivery.verdict_rows(activation, judged, now))
+                await delivery.store_record(session, activation, judged, now)
                 await session.commit()
 
     # The hot path ----------------------------------------------------------------------------

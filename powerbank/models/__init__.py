@@ -26,16 +26,8 @@ from powerbank.models.chargers import (
     SharedFrames,
 )
 from powerbank.models.cluster import ClusterNode
-from powerbank.models.earnings import (
-    AvailableHour,
-    DeliveredEnergy,
-    EarningsMonth,
-    EarningsSettled,
-    MarketPrice,
-    OperatorRevenueShare,
-    StatementLine,
-    TeamRevenueShare,
-)
+from powerbank.models.delivery_record import DeliveryRecord as DeliveryRecord
+from powerbank.models.delivery_record import DeliveryRecordCharger as DeliveryRecordCharger
 from powerbank.models.earnings import (
     AvailableHour,
     DeliveredEnergy,
@@ -81,14 +73,6 @@ __all__ = [
     "ApiRateBucket",
     "ApiToken",
     "AreaAvailability",
-    "AvailableHour",
-    "DeliveredEnergy",
-    "EarningsMonth",
-    "EarningsSettled",
-    "MarketPrice",
-    "OperatorRevenueShare",
-    "StatementLine",
-    "TeamRevenueShare",
     "AvailableHour",
     "DeliveredEnergy",
     "EarningsMonth",

@@ -25,7 +25,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, delete, insert, literal, update
+from sqlalchemy import String, bindparam, delete, insert, literal, type_coerce, update
 from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
@@ -36,6 +36,8 @@ from powerbank.models import (
     Activation,
     ActivationState,
     ChargePoint,
+    DeliveryRecord,
+    DeliveryRecordCharger,
     DeliverySample,
     DeliveryVerdict,
     Dispatch,
@@ -327,9 +329,10 @@ async def load_samples(
             col(MeterSample.received_at) <= high,
         )
     rows: dict[int, list[tuple[datetime, datetime, float]]] = {}
-    for cp_id, measured_at, received_at, power in await session.exec(query):
+    parse = _stored_moment if _as_text(session) else _moment
+    for cp_id, measured_at, received_at, power in await session.exec(_moments_as_text(session, query)):
         if power is not None and math.isfinite(power):
-            rows.setdefault(cp_id, []).append((measured_at, received_at, float(power)))
+            rows.setdefault(cp_id, []).append((parse(measured_at), parse(received_at), float(power)))
     for cp_id, series in rows.items():
         freshest = min((received - measured).total_seconds() for measured, received, _ in series)
         behind = freshest > CLOCK_SKEW_S
@@ -351,6 +354,35 @@ async def load_samples(
             found.sort(key=lambda sample: sample.at)
             loaded.samples[cp_id] = found
     return loaded
+
+
+def _as_text(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "sqlite"
+
+
+def _moments_as_text(session: AsyncSession, query: Any) -> Any:
+    """On SQLite, have a samples query hand back its two moments as the stored text.
+
+    Reading a sample is mostly reading its two datetimes: SQLAlchemy's SQLite parser takes several
+    times longer than ``datetime.fromisoformat`` (``_stored_moment``), and an activation's record
+    has millions of them. PostgreSQL hands back datetimes itself.
+    """
+    if not _as_text(session):
+        return query
+    cp_id, measured_at, received_at, power = query.selected_columns
+    return query.with_only_columns(
+        cp_id, type_coerce(measured_at, String), type_coerce(received_at, String), power, maintain_column_froms=True
+    )
+
+
+def _stored_moment(text: str) -> datetime:
+    """A datetime as SQLite stores it (UTC, ``YYYY-MM-DD HH:MM:SS.ffffff``), back as an aware datetime."""
+    moment = datetime.fromisoformat(text)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _moment(value: datetime) -> datetime:
+    return value
 
 
 # Keeping the evidence --------------------------------------------------------------------------
@@ -414,23 +446,40 @@ async def keep_evidence(session: AsyncSession, activation: Activation, now: date
     return True
 
 
-# Chargers judged per query when the verdicts are stored, so the event loop is never held for long
-# (measured: 2,000 chargers, 86,000 samples, about 3 s in all; 100 per query held it 0.2 s at most,
-# 500 held it 0.7 s).
+# Chargers judged per query, so the event loop is never held for long (measured: 2,000 chargers,
+# 86,000 samples, about 3 s in all; 100 per query held it 0.2 s at most, 500 held it 0.7 s).
 VERDICT_CHUNK = 100
+# Rows per INSERT when a record is stored.
+STORE_CHUNK = 1000
 
 
 async def keep_verdicts(session: AsyncSession, activation: Activation, now: datetime) -> None:
-    """Judge an activation's chargers from its kept evidence and store their verdicts; the caller commits.
+    """Judge an activation's chargers from its kept evidence and store their verdicts and its record;
+    the caller commits.
 
     The activation runner does the two steps apart (judging takes seconds for thousands of chargers,
     and must not hold the hub's write lock meanwhile).
     """
-    await store_verdicts(session, await verdict_rows(session, activation, now))
+    judged = await delivery_of(session, activation, await _dispatches_of(session, activation), now)
+    if judged is not None:
+        await store_verdicts(session, verdict_rows(activation, judged, now))
+        await store_record(session, activation, judged, now)
 
 
-async def verdict_rows(session: AsyncSession, activation: Activation, now: datetime) -> list[dict[str, Any]]:
-    """Return each charger's verdict for ``delivery_verdict``, as the activation page judges it (reads only).
+async def _dispatches_of(session: AsyncSession, activation: Activation) -> list[Dispatch]:
+    rows = await session.exec(
+        select(Dispatch).where(Dispatch.activation_id == activation.id).order_by(col(Dispatch.id))
+    )
+    return list(rows)
+
+
+async def judge_for_keeping(session: AsyncSession, activation: Activation, now: datetime) -> Delivery | None:
+    """Judge an activation from its kept evidence, to store (``verdict_rows``, ``store_record``); reads only."""
+    return await delivery_of(session, activation, await _dispatches_of(session, activation), now)
+
+
+def verdict_rows(activation: Activation, judged: Delivery, now: datetime) -> list[dict[str, Any]]:
+    """Return each charger's verdict for ``delivery_verdict``, from the activation's judged delivery.
 
     services/reliability.py reads them to flag chargers that repeatedly accept but do not deliver.
     An activation that ended (cancelled) before its market's full-activation time gave its chargers
@@ -440,30 +489,17 @@ async def verdict_rows(session: AsyncSession, activation: Activation, now: datet
         return []
     window_end = activation.ended_at or activation.end_at
     cut_short = window_end - activation.triggered_at < timedelta(seconds=requirement_for(activation.market).full_s)
-    dispatches = list(
-        await session.exec(
-            select(Dispatch)
-            .where(Dispatch.activation_id == activation.id, col(Dispatch.charge_point_id).is_not(None))
-            .order_by(col(Dispatch.charge_point_id))
-        )
-    )
-    rows: list[dict[str, Any]] = []
-    for start in range(0, len(dispatches), VERDICT_CHUNK):
-        judged = await delivery_of(session, activation, dispatches[start : start + VERDICT_CHUNK], now)
-        if judged is None:
-            break
-        rows.extend(
-            {
-                "activation_id": activation.id,
-                "charge_point_id": c.dispatch.charge_point_id,
-                "verdict": str(c.verdict),
-                "triggered_at": activation.triggered_at,
-                "judged_at": now,
-            }
-            for c in judged.chargers
-            if not cut_short or c.verdict == Verdict.DELIVERED
-        )
-    return rows
+    return [
+        {
+            "activation_id": activation.id,
+            "charge_point_id": c.dispatch.charge_point_id,
+            "verdict": str(c.verdict),
+            "triggered_at": activation.triggered_at,
+            "judged_at": now,
+        }
+        for c in judged.chargers
+        if c.dispatch.charge_point_id is not None and (not cut_short or c.verdict == Verdict.DELIVERED)
+    ]
 
 
 async def store_verdicts(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
@@ -595,76 +631,116 @@ def judge(
     return result
 
 
+# The area's curve is summed from each charger's changes, gathered per tenth of a second: chunks of
+# chargers judged apart add theirs up to one curve (``CurveSums``), and the response is timed to 0.1 s.
+TENTHS_PER_S = 10
+_TENTH = timedelta(seconds=1 / TENTHS_PER_S)
+
+
+def _tenth_at_or_after(moment: datetime, start: datetime) -> int:
+    """Return the first tenth of a second from ``start`` at or after ``moment``."""
+    return -((start - moment) // _TENTH)
+
+
+@dataclass
+class CurveSums:
+    """The area's changes, per tenth of a second from CONTEXT_S before the trigger: the measured power,
+    baseline and limit that start or stop holding then, and chargers starting or stopping to report."""
+
+    start: datetime
+    # Tenth → [measured W, baseline W, limit W, chargers reporting].
+    changes: dict[int, list[float]] = field(default_factory=dict)
+    expected_w: float = 0.0
+
+    def add(self, chargers: Sequence[ChargerDelivery], samples: Mapping[int, Sequence[Sample]]) -> None:
+        """Add judged chargers' samples: each holds until the next one, or until it is stale."""
+        stale = timedelta(seconds=STALE_AFTER_S, microseconds=1)
+        changes, start = self.changes, self.start
+        for charger in chargers:
+            series = samples.get(charger.dispatch.charge_point_id or 0)
+            if charger.baseline_w is None or not series:
+                continue
+            self.expected_w += charger.expected_w or 0.0
+            base, limit = charger.baseline_w, charger.dispatch.limit_w or 0.0
+            for index, sample in enumerate(series):
+                ends = sample.at + stale
+                if index + 1 < len(series):
+                    ends = min(ends, series[index + 1].at)
+                for moment, sign in ((sample.at, 1.0), (ends, -1.0)):
+                    tenth = _tenth_at_or_after(moment, start)
+                    change = changes.get(tenth)
+                    if change is None:
+                        changes[tenth] = [sign * sample.power_w, sign * base, sign * limit, sign]
+                    else:
+                        change[0] += sign * sample.power_w
+                        change[1] += sign * base
+                        change[2] += sign * limit
+                        change[3] += sign
+
+
 def area_curve(
     chargers: Sequence[ChargerDelivery],
-    samples: dict[int, list[Sample]],
+    samples: Mapping[int, Sequence[Sample]],
     trigger: datetime,
     window_end: datetime,
     until: datetime,
     requirement: Requirement,
 ) -> AreaResponse:
-    """Sum the chargers at 1 s from CONTEXT_S before the trigger to ``until``; time the area's response.
+    """Sum the chargers at 1 s from CONTEXT_S before the trigger to ``until``; time the area's response."""
+    sums = CurveSums(trigger - timedelta(seconds=CONTEXT_S))
+    sums.add(chargers, samples)
+    return area_response(sums, trigger, window_end, until, requirement)
 
-    Each sample holds until the next one, or until it is stale: one sweep over the samples' starts
-    and ends, not a look at every charger every second (10,000 chargers over ten minutes stay fast).
-    """
-    area = AreaResponse(requirement)
-    judged = [c for c in chargers if c.baseline_w is not None and c.dispatch.charge_point_id in samples]
-    area.expected_w = sum(c.expected_w or 0.0 for c in judged)
-    stale = timedelta(seconds=STALE_AFTER_S, microseconds=1)
-    # (moment, measured, baseline, limit, reporting) changes, applied from that moment on.
-    changes: list[tuple[datetime, float, float, float, int]] = []
-    for charger in judged:
-        series = samples[charger.dispatch.charge_point_id or 0]
-        base, limit = charger.baseline_w or 0.0, charger.dispatch.limit_w or 0.0
-        for index, sample in enumerate(series):
-            ends = sample.at + stale
-            if index + 1 < len(series):
-                ends = min(ends, series[index + 1].at)
-            changes.append((sample.at, sample.power_w, base, limit, 1))
-            changes.append((ends, -sample.power_w, -base, -limit, -1))
-    changes.sort(key=lambda change: change[0])
-    start = trigger - timedelta(seconds=CONTEXT_S)
+
+def area_response(
+    sums: CurveSums, trigger: datetime, window_end: datetime, until: datetime, requirement: Requirement
+) -> AreaResponse:
+    """Sweep the summed changes once: the curve at each whole second, and the first tenth of a second
+    at which the area's reduction reached 50 % and 100 % of what was expected."""
+    area = AreaResponse(requirement, expected_w=sums.expected_w)
+    start = sums.start
+    trigger_t = _tenth_at_or_after(trigger, start)
+    window_end_t = (window_end - start) // _TENTH
+    last_t = _tenth_at_or_after(until, start)
+    tenths = sorted(t for t in sums.changes if t <= last_t)
     measured = baseline_sum = limit_sum = 0.0
-    reporting = applied = 0
+    reporting = 0
+    applied = 0
+    triggered = False
 
-    def reached(moment: datetime) -> None:
-        """Time the response if the area's reduction reached 50 % or 100 % at ``moment``."""
-        if not (trigger <= moment <= window_end and reporting and area.expected_w > 0):
+    def reached(tenth: int) -> None:
+        """Time the response if the area's reduction reached 50 % or 100 % at ``tenth``."""
+        if not (trigger_t <= tenth <= window_end_t and reporting and area.expected_w > 0):
             return
         reduction = baseline_sum - measured
-        offset_s = round((moment - trigger).total_seconds(), 1)
+        offset_s = (tenth - trigger_t) / TENTHS_PER_S
         if area.half_s is None and reduction >= 0.5 * area.expected_w:
             area.half_s = offset_s
         if area.full_s is None and reduction >= DELIVERED_SHARE * area.expected_w:
             area.full_s = offset_s
 
-    triggered = False
-
-    def apply_until(moment_limit: datetime) -> None:
+    def apply_until(limit_t: int) -> None:
         nonlocal measured, baseline_sum, limit_sum, reporting, applied, triggered
-        while applied < len(changes) and changes[applied][0] <= moment_limit:
-            moment, d_measured, d_baseline, d_limit, d_reporting = changes[applied]
-            if not triggered and moment > trigger:
+        while applied < len(tenths) and tenths[applied] <= limit_t:
+            tenth = tenths[applied]
+            if not triggered and tenth > trigger_t:
                 triggered = True
-                reached(trigger)
+                reached(trigger_t)
+            d_measured, d_baseline, d_limit, d_reporting = sums.changes[tenth]
             measured, baseline_sum = measured + d_measured, baseline_sum + d_baseline
-            limit_sum, reporting = limit_sum + d_limit, reporting + d_reporting
+            limit_sum, reporting = limit_sum + d_limit, reporting + round(d_reporting)
             applied += 1
-            # Timed at the samples' own moments, not the 1 s rows: as each charger's is.
-            if applied == len(changes) or changes[applied][0] != moment:
-                reached(moment)
+            reached(tenth)
 
     steps = max(0, int((until - start).total_seconds()))
     for step in range(steps + 1):
         at = start + timedelta(seconds=step)
-        apply_until(at)
-        offset = step - CONTEXT_S
+        apply_until(step * TENTHS_PER_S)
         in_window = trigger <= at <= window_end
         area.points.append(
             CurvePoint(
                 at,
-                offset,
+                step - CONTEXT_S,
                 baseline_sum if reporting else None,
                 max(0.0, measured) if reporting else None,
                 max(0.0, limit_sum) if reporting and in_window else None,
@@ -672,9 +748,9 @@ def area_curve(
             )
         )
     # Samples after the last whole second still time the response.
-    apply_until(until)
+    apply_until(last_t)
     if not triggered:
-        reached(trigger)
+        reached(trigger_t)
     return area
 
 
@@ -764,47 +840,161 @@ async def histories(
 async def delivery_of(
     session: AsyncSession, activation: Activation, dispatches: Sequence[Dispatch], now: datetime | None = None
 ) -> Delivery | None:
-    """Return what an activation delivered, per charger and for the area (None before it was triggered)."""
+    """Return what an activation delivered, per charger and for the area (None before it was triggered).
+
+    Judged VERDICT_CHUNK chargers at a time (their samples read, judged and added to the area's sums),
+    so the event loop goes on between chunks however large the activation.
+    """
     trigger = activation.triggered_at
     if trigger is None:
         return None
     now = now or utcnow()
     window_end = activation.ended_at or activation.end_at
     until = min(now, window_end + timedelta(seconds=CONTEXT_S))
-    ids = [d.charge_point_id for d in dispatches if d.charge_point_id is not None]
     # The baseline's samples and the one holding at the curve's start are older than the curve.
     since = trigger - timedelta(seconds=max(BASELINE_S, CONTEXT_S) + STALE_AFTER_S)
-    loaded = await load_samples(session, activation, ids, since, until)
     quarter = quarter_hour(trigger, activation.price_area) if is_scheduled(activation) else None
-    past = await histories(session, activation, ids, quarter) if quarter is not None else {}
     requirement = requirement_for(activation.market)
+    sums = CurveSums(trigger - timedelta(seconds=CONTEXT_S))
+    chargers: list[ChargerDelivery] = []
+    clocks_behind = 0
+    for first in range(0, len(dispatches), VERDICT_CHUNK):
+        chunk = dispatches[first : first + VERDICT_CHUNK]
+        ids = [d.charge_point_id for d in chunk if d.charge_point_id is not None]
+        loaded = await load_samples(session, activation, ids, since, until)
+        past = await histories(session, activation, ids, quarter) if quarter is not None else {}
+        judged = []
+        for d in chunk:
+            cp_id = d.charge_point_id or 0
+            charger = judge(
+                d,
+                loaded.samples.get(cp_id, []),
+                trigger,
+                window_end,
+                requirement,
+                activation.limit_w,
+                now,
+                history=past.get(cp_id),
+                discarded=loaded.discarded.get(cp_id, 0),
+            )
+            if cp_id in loaded.clock_behind_s:
+                clocks_behind += 1
+                behind = f"clock {loaded.clock_behind_s[cp_id]:.0f} s behind: placed at the hub's receive time"
+                charger.note = f"{charger.note}; {behind}" if charger.note else behind
+            judged.append(charger)
+        sums.add(judged, loaded.samples)
+        chargers.extend(judged)
+    return Delivery(
+        chargers,
+        area_response(sums, trigger, window_end, until, requirement),
+        sum(c.clock_replaced for c in chargers),
+        discarded=sum(c.discarded for c in chargers),
+        clocks_behind=clocks_behind,
+        quarter=quarter,
+    )
+
+
+# The stored record -----------------------------------------------------------------------------
+
+RECORD_CHARGER_COLUMNS = (
+    "verdict",
+    "baseline_w",
+    "baseline_method",
+    "baseline_detail",
+    "expected_w",
+    "delivered_w",
+    "best_w",
+    "reached_s",
+    "samples",
+    "clock_replaced",
+    "discarded",
+    "note",
+)
+
+
+async def store_record(session: AsyncSession, activation: Activation, judged: Delivery, now: datetime) -> None:
+    """Store an activation's judged delivery (once: a record another node stored is kept); the caller commits."""
+    there = await session.exec(
+        select(DeliveryRecord.activation_id).where(DeliveryRecord.activation_id == activation.id)
+    )
+    if there.first() is not None:
+        return
+    area = judged.area
+    session.add(
+        DeliveryRecord(
+            activation_id=activation.id or 0,
+            judged_at=now,
+            expected_w=area.expected_w,
+            half_s=area.half_s,
+            full_s=area.full_s,
+            clock_replaced=judged.clock_replaced,
+            discarded=judged.discarded,
+            clocks_behind=judged.clocks_behind,
+            curve=[[p.offset_s, p.baseline_w, p.measured_w, p.limit_w, p.reporting] for p in area.points],
+        )
+    )
+    rows = [
+        {
+            "activation_id": activation.id,
+            "dispatch_id": c.dispatch.id,
+            **{name: getattr(c, name) for name in RECORD_CHARGER_COLUMNS},
+        }
+        for c in judged.chargers
+        if c.dispatch.id is not None
+    ]
+    await session.flush()
+    table = DeliveryRecordCharger.__table__  # type: ignore[attr-defined]
+    for first in range(0, len(rows), STORE_CHUNK):
+        await session.exec(insert(table), params=rows[first : first + STORE_CHUNK])
+
+
+async def stored_delivery(
+    session: AsyncSession, activation: Activation, dispatches: Sequence[Dispatch]
+) -> Delivery | None:
+    """Return an activation's stored record for ``dispatches`` (in their order), or None when none is stored."""
+    record = (await session.exec(select(DeliveryRecord).where(DeliveryRecord.activation_id == activation.id))).first()
+    if record is None or activation.triggered_at is None:
+        return None
+    columns = [getattr(DeliveryRecordCharger, name) for name in RECORD_CHARGER_COLUMNS]
+    query: Any = core_select(col(DeliveryRecordCharger.dispatch_id), *columns).where(
+        col(DeliveryRecordCharger.activation_id) == activation.id
+    )
+    found = {dispatch_id: values for dispatch_id, *values in await session.exec(query)}
     chargers = []
     for d in dispatches:
-        cp_id = d.charge_point_id or 0
-        charger = judge(
-            d,
-            loaded.samples.get(cp_id, []),
-            trigger,
-            window_end,
-            requirement,
-            activation.limit_w,
-            now,
-            history=past.get(cp_id),
-            discarded=loaded.discarded.get(cp_id, 0),
-        )
-        if cp_id in loaded.clock_behind_s:
-            behind = f"clock {loaded.clock_behind_s[cp_id]:.0f} s behind: placed at the hub's receive time"
-            charger.note = f"{charger.note}; {behind}" if charger.note else behind
-        chargers.append(charger)
-    area = area_curve(chargers, loaded.samples, trigger, window_end, until, requirement)
+        values = found.get(d.id or 0)
+        if values is None:
+            continue
+        fields = dict(zip(RECORD_CHARGER_COLUMNS, values, strict=True))
+        fields["verdict"] = Verdict(fields["verdict"])
+        chargers.append(ChargerDelivery(dispatch=d, **fields))
+    trigger = activation.triggered_at
+    area = AreaResponse(
+        requirement_for(activation.market), expected_w=record.expected_w, half_s=record.half_s, full_s=record.full_s
+    )
+    area.points = [
+        CurvePoint(trigger + timedelta(seconds=offset), offset, baseline_w, measured_w, limit_w, reporting)
+        for offset, baseline_w, measured_w, limit_w, reporting in record.curve
+    ]
     return Delivery(
         chargers,
         area,
-        sum(c.clock_replaced for c in chargers),
-        discarded=sum(c.discarded for c in chargers),
-        clocks_behind=sum(1 for d in dispatches if (d.charge_point_id or 0) in loaded.clock_behind_s),
-        quarter=quarter,
+        record.clock_replaced,
+        discarded=record.discarded,
+        clocks_behind=record.clocks_behind,
+        quarter=quarter_hour(trigger, activation.price_area) if is_scheduled(activation) else None,
     )
+
+
+async def record_or_judge(
+    session: AsyncSession, activation: Activation, dispatches: Sequence[Dispatch], now: datetime | None = None
+) -> Delivery | None:
+    """Return an activation's delivery: its stored record once there is one, else judged now."""
+    if activation.evidence_kept_at is not None:
+        stored = await stored_delivery(session, activation, dispatches)
+        if stored is not None:
+            return stored
+    return await delivery_of(session, activation, dispatches, now)
 
 
 class DeliveryCache:

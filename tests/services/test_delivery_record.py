@@ -1,0 +1,114 @@
+"""An activation's judged delivery is stored with its verdicts once its evidence is kept, and read back as judged."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+
+import pytest
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from powerbank.models import DeliveryRecord, DeliveryRecordCharger, Dispatch
+from powerbank.services import delivery
+from tests.conftest import Factory
+from tests.services.reliability_support import DELIVERS, IDLE, IGNORES, OFFLINE, WINDOW_S, judged_activation
+
+
+def _figures(judged: delivery.Delivery) -> tuple[object, ...]:
+    """Everything a page, an export or the API shows of a delivery."""
+    chargers = [
+        (c.dispatch.id, *(getattr(c, name) for name in delivery.RECORD_CHARGER_COLUMNS)) for c in judged.chargers
+    ]
+    area = judged.area
+    points = [dataclasses.astuple(p) for p in area.points]
+    return (
+        chargers,
+        points,
+        area.expected_w,
+        area.half_s,
+        area.full_s,
+        area.half_met,
+        area.full_met,
+        judged.clock_replaced,
+        judged.discarded,
+        judged.clocks_behind,
+    )
+
+
+async def _dispatches(session: AsyncSession, activation_id: int | None) -> list[Dispatch]:
+    rows = await session.exec(
+        select(Dispatch).where(Dispatch.activation_id == activation_id).order_by(col(Dispatch.id))
+    )
+    return list(rows)
+
+
+async def test_the_stored_record_reads_back_exactly_as_the_activation_is_judged_from_its_evidence(
+    session: AsyncSession, factory: Factory
+) -> None:
+    team = await factory.team()
+    behaviours = [DELIVERS, IGNORES, OFFLINE, IDLE, DELIVERS]
+    chargers = [(await factory.charge_point(team), behaviour) for behaviour in behaviours]
+    activation = await judged_activation(session, team.operator_id, chargers, hours_ago=1)
+    dispatches = await _dispatches(session, activation.id)
+
+    stored = await delivery.stored_delivery(session, activation, dispatches)
+    judged = await delivery.delivery_of(session, activation, dispatches)
+    assert stored is not None and judged is not None
+    assert _figures(stored) == _figures(judged)
+    assert stored.count(delivery.Verdict.DELIVERED) == 2
+    assert stored.area.points[0].offset_s == -delivery.CONTEXT_S
+    assert stored.area.points[-1].offset_s == WINDOW_S + delivery.CONTEXT_S
+    # Readers get the record, not a new judgement: a dispatch row changed since does not change it.
+    assert await delivery.record_or_judge(session, activation, dispatches) is not None
+    rows = list(await session.exec(select(DeliveryRecordCharger)))
+    assert len(rows) == len(behaviours)
+
+
+async def test_a_record_is_stored_once_whoever_keeps_it_again(session: AsyncSession, factory: Factory) -> None:
+    team = await factory.team()
+    activation = await judged_activation(
+        session, team.operator_id, [(await factory.charge_point(team), DELIVERS)], hours_ago=1
+    )
+    first = (await session.exec(select(DeliveryRecord))).one()
+    judged_at = first.judged_at
+    await delivery.keep_verdicts(session, activation, judged_at + timedelta(hours=1))
+    await session.commit()
+    again = list(await session.exec(select(DeliveryRecord)))
+    assert len(again) == 1 and again[0].judged_at == judged_at
+    assert len(list(await session.exec(select(DeliveryRecordCharger)))) == 1
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3])
+async def test_an_activation_judged_in_chunks_is_judged_as_in_one(
+    session: AsyncSession, factory: Factory, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    team = await factory.team()
+    behaviours = [DELIVERS, IGNORES, DELIVERS, IDLE, DELIVERS, OFFLINE, IGNORES]
+    chargers = [(await factory.charge_point(team), behaviour) for behaviour in behaviours]
+    activation = await judged_activation(session, team.operator_id, chargers, hours_ago=1)
+    dispatches = await _dispatches(session, activation.id)
+    whole = await delivery.delivery_of(session, activation, dispatches)
+    monkeypatch.setattr(delivery, "VERDICT_CHUNK", chunk)
+    chunked = await delivery.delivery_of(session, activation, dispatches)
+    assert whole is not None and chunked is not None
+    assert _figures(chunked) == _figures(whole)
+    # 4 of 7 deliver or have nothing to reduce: the area reached half at once, never 90 %.
+    assert whole.area.half_s == 0.0 and whole.area.full_s is None
+
+
+async def test_an_activation_kept_before_records_were_stored_is_judged_when_read(
+    session: AsyncSession, factory: Factory
+) -> None:
+    team = await factory.team()
+    activation = await judged_activation(
+        session, team.operator_id, [(await factory.charge_point(team), DELIVERS)], hours_ago=1
+    )
+    for table in (DeliveryRecordCharger, DeliveryRecord):
+        for row in await session.exec(select(table)):
+            await session.delete(row)
+    await session.commit()
+    dispatches = await _dispatches(session, activation.id)
+    assert await delivery.stored_delivery(session, activation, dispatches) is None
+    judged = await delivery.record_or_judge(session, activation, dispatches)
+    assert judged is not None and judged.count(delivery.Verdict.DELIVERED) == 1
