@@ -1,4 +1,4 @@
-"""The OCPP-J websocket endpoint ``/ocpp/<identity>`` (security profile 1: HTTP Basic auth)."""
+"""The OCPP-J websocket endpoint ``/ocpp/<identity>`` (security profiles 1-3, see ``powerbank.ocpp.security``)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from powerbank.ocpp.connection import HubConnection
+from powerbank.ocpp import security
 from powerbank.ocpp.registry import BOOT_GRACE_S, Registry, hold_registry, registry_of
+from powerbank.ocpp.security import Transport, hold_security, security_of
 from powerbank.ocpp.v16 import ChargePoint16
 from powerbank.ocpp.v201 import ChargePoint201
 from powerbank.services import chargers
@@ -26,7 +27,10 @@ logger = logging.getLogger("powerbank.ocpp")
 blueprint = Blueprint("ocpp", __name__)
 
 # Newest first: the hub speaks the newest version both sides offer.
-PROTOCOLS: dict[str, type[HubConnection]] = {"ocpp2.0.1": ChargePoint201, "ocpp1.6": ChargePoint16}
+PROTOCOLS: dict[str, type[ChargePoint201] | type[ChargePoint16]] = {
+    "ocpp2.0.1": ChargePoint201,
+    "ocpp1.6": ChargePoint16,
+}
 UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Basic realm="PowerBank OCPP", charset="UTF-8"'}
 _ATTEMPT_THROTTLE = "powerbank.ocpp.attempt_throttle"
 
@@ -57,8 +61,9 @@ async def ocpp_socket(identity: str) -> Response | None:
     if credentials is not None and credentials.type == "basic":
         username, password = credentials.username, credentials.password
     protocol = choose_subprotocol(socket.requested_subprotocols)
+    transport = security_of(current_app).transport(remote_address, socket.scheme, socket.headers)
     try:
-        outcome, reason = await _authenticate(registry, socket, identity, username, password, protocol)
+        outcome, reason = await _authenticate(registry, socket, identity, username, password, protocol, transport)
     except (OSError, SQLAlchemyError) as exc:
         # The database is away: chargers retry (one line each, not a traceback per attempt).
         logger.warning("charger %r not served, the database is unavailable: %s", identity, type(exc).__name__)
@@ -74,6 +79,7 @@ async def ocpp_socket(identity: str) -> Response | None:
         return None
     await socket.accept(subprotocol=protocol)
     connection = PROTOCOLS[protocol](identity, socket, registry, outcome.charge_point_id)
+    connection.security = security_of(current_app)
     logger.info("charger %s connected from %s (%s)", identity, remote_address, protocol)
     try:
         await registry.add(connection, ticket)
@@ -87,13 +93,27 @@ async def ocpp_socket(identity: str) -> Response | None:
 
 
 async def _authenticate(
-    registry: Registry, socket: Any, identity: str, username: str | None, password: str | None, protocol: str | None
+    registry: Registry,
+    socket: Any,
+    identity: str,
+    username: str | None,
+    password: str | None,
+    protocol: str | None,
+    transport: Transport,
 ) -> tuple[chargers.Authentication, str | None]:
     """Check a charger's credentials and offered protocol; note a refusal (throttled). Returns the reason."""
     remote_address = socket.remote_addr or ""
     async with registry.session() as session:
-        outcome = await chargers.authenticate(
-            session, registry.password_checker, identity, username, password, demo_mode=registry.demo_mode
+        # At the charge point's security profile or above (HTTP Basic, TLS, a client certificate).
+        outcome = await security.authenticate(
+            session,
+            registry.password_checker,
+            security_of(current_app),
+            identity,
+            username,
+            password,
+            transport,
+            demo_mode=registry.demo_mode,
         )
         reason = outcome.reason
         if reason is None and protocol is None:
@@ -123,6 +143,7 @@ def init_app(app: Quart, sessions: Callable[[], async_sessionmaker[AsyncSession]
     # One frame log for the app's life: the registry writes to it, the charge point page reads it.
     frame_log = FrameLog(int(app.config.get("OCPP_FRAME_LOG_SIZE", 100)))
     app.extensions[_ATTEMPT_THROTTLE] = chargers.AttemptThrottle()
+    hold_security(app)
 
     @app.while_serving
     async def run_registry() -> AsyncGenerator[None, None]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ocpp.routing import on
+from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import Action
 
-from powerbank.ocpp import bounds
+from powerbank.ocpp import bounds, security
 from powerbank.ocpp.connection import HubConnection
 from powerbank.ocpp.meter import now_text, parse_timestamp, readings_from
 from powerbank.services import chargers
@@ -41,6 +41,9 @@ def capability_from_configuration(keys: list[dict[str, Any]]) -> Capability:
 
 class ChargePoint16(HubConnection, ChargePoint):
     protocol = "ocpp1.6"
+    # The hub's TLS and CA settings (set by the endpoint), and a certificate signed but not yet sent.
+    security: security.ChargerSecurity | None = None
+    signed_certificate: str | None = None
     error_codes = {
         "FormatViolation": "FormationViolation",
         "OccurrenceConstraintViolation": "OccurenceConstraintViolation",
@@ -164,3 +167,16 @@ class ChargePoint16(HubConnection, ChargePoint):
     def on_diagnostics_status_notification(self, status: str) -> call_result.DiagnosticsStatusNotification:
         logger.info("%s: diagnostics %s", self.id, status)
         return call_result.DiagnosticsStatusNotification()
+
+    @on(Action.sign_certificate)
+    async def on_sign_certificate(self, csr: str, **_: Any) -> call_result.SignCertificate:
+        # Security whitepaper: the charger sends a CSR with its identity; the hub signs it, then
+        # sends the certificate in a call of its own (never from inside this handler).
+        self.signed_certificate = await security.sign_for(self, self.security, csr)
+        return call_result.SignCertificate(status="Accepted" if self.signed_certificate else "Rejected")
+
+    @after(Action.sign_certificate)
+    def after_sign_certificate(self, **_: Any) -> None:
+        pem, self.signed_certificate = self.signed_certificate, None
+        if pem is not None:
+            self.spawn(security.send_certificate(self, call.CertificateSigned(certificate_chain=pem)))

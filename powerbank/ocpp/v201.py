@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ocpp.routing import on
+from ocpp.routing import after, on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
 
-from powerbank.ocpp import bounds
+from powerbank.ocpp import bounds, security
 from powerbank.ocpp.connection import HubConnection
 from powerbank.ocpp.meter import now_text, parse_timestamp
 from powerbank.services import chargers
@@ -62,6 +62,9 @@ def capability_from_variables(results: list[dict[str, Any]]) -> Capability:
 
 class ChargePoint201(HubConnection, ChargePoint):
     protocol = "ocpp2.0.1"
+    # The hub's TLS and CA settings (set by the endpoint), and a certificate signed but not yet sent.
+    security: security.ChargerSecurity | None = None
+    signed_certificate: str | None = None
 
     @on(Action.boot_notification)
     async def on_boot_notification(
@@ -146,3 +149,18 @@ class ChargePoint201(HubConnection, ChargePoint):
     @on(Action.notify_report)
     def on_notify_report(self, request_id: int, generated_at: str, seq_no: int, **_: Any) -> call_result.NotifyReport:
         return call_result.NotifyReport()
+
+    @on(Action.sign_certificate)
+    async def on_sign_certificate(self, csr: str, **details: Any) -> call_result.SignCertificate:
+        # The hub's CA signs charging station certificates only, not V2G ones (ISO 15118 has its own PKI).
+        if details.get("certificate_type", "ChargingStationCertificate") != "ChargingStationCertificate":
+            return call_result.SignCertificate(status="Rejected")
+        self.signed_certificate = await security.sign_for(self, self.security, csr)
+        return call_result.SignCertificate(status="Accepted" if self.signed_certificate else "Rejected")
+
+    @after(Action.sign_certificate)
+    def after_sign_certificate(self, **_: Any) -> None:
+        pem, self.signed_certificate = self.signed_certificate, None
+        if pem is not None:
+            request = call.CertificateSigned(certificate_chain=pem, certificate_type="ChargingStationCertificate")
+            self.spawn(security.send_certificate(self, request))

@@ -15,6 +15,7 @@ from quart import Quart
 
 from powerbank.dispatch.gateway import find_gateway
 from powerbank.ocpp.registry import find_registry
+from powerbank.ocpp.security import TlsConfig, configure_tls
 from powerbank.runtime.gc_policy import GcPolicy
 
 # How long a shutdown waits for the chargers to answer their close frames.
@@ -23,7 +24,8 @@ CHARGERS_CLOSE_GRACE_S = 5.0
 
 def hypercorn_config(host: str, port: int) -> Config:
     """Return the Hypercorn settings PowerBank runs with."""
-    config = Config()
+    # Hypercorn's settings, with the client certificate of a TLS connection passed to the app.
+    config = TlsConfig()
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
     # Hypercorn's pings never check for a pong; the read timeout closes a silent charger's socket.
@@ -91,10 +93,13 @@ async def serve_app(app: Quart, host: str, port: int, *, simulate: bool = False)
     loop.set_exception_handler(report_loop_errors)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, shutdown.set)
+    settings = hypercorn_config(host, port)
+    # POWERBANK_TLS_CERT/_KEY: the hub terminates TLS (wss://), _CLIENT_CA: it asks for client certificates.
+    configure_tls(settings, app.config)
     server = asyncio.create_task(
         serve(
             app,
-            hypercorn_config(host, port),
+            settings,
             shutdown_trigger=closing_chargers_first(app, shutdown),
         )
     )

@@ -1,0 +1,267 @@
+"""OCPP security profiles at connect, the TLS the hub terminates, and certificates over OCPP.
+
+Profile 1: HTTP Basic authentication (plain ws or TLS). Profile 2: TLS and Basic authentication.
+Profile 3: TLS with a client certificate the operator CA signed for the charger (no password).
+A charger is let in only at its charge point's profile or above, never below it.
+
+TLS is terminated either by the hub (Hypercorn with ``POWERBANK_TLS_CERT``/``_KEY``, client
+certificates requested when ``POWERBANK_TLS_CLIENT_CA`` is set) or by a proxy at one of
+``POWERBANK_TLS_PROXY_ADDRESSES``, which says ``X-Forwarded-Proto: https`` and passes the client
+certificate it verified in ``POWERBANK_TLS_CLIENT_CERT_HEADER``. Those headers count only from
+those addresses.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import ipaddress
+import logging
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cryptography import x509
+from hypercorn.config import Config
+from ocpp.exceptions import OCPPError
+from quart import Quart
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from powerbank.config import ca_directory
+from powerbank.models import ChargePoint, Team
+from powerbank.ocpp.connection import CallErrorReceived, ConnectionLost
+from powerbank.rules.validators import IDENTITY_RE
+from powerbank.services import certificates, chargers
+from powerbank.services.certificates import CertificateError
+
+if TYPE_CHECKING:
+    from powerbank.ocpp.connection import HubConnection
+
+logger = logging.getLogger("powerbank.ocpp")
+
+_SECURITY = "powerbank.ocpp.security"
+# Certificates one charge point may have signed per day (each is a row; a charger may loop).
+SIGNINGS_PER_DAY = 10
+
+# The client certificate (DER) of the TLS connection the current task serves, set when the
+# handshake completes. asyncio makes the connection's task in the context that ran the handshake,
+# and Hypercorn's request tasks inherit it, so the websocket handler reads its own connection's.
+PEER_CERTIFICATE: contextvars.ContextVar[bytes | None] = contextvars.ContextVar("peer_certificate", default=None)
+
+
+class PeerCertificateSSLObject(ssl.SSLObject):
+    """An SSL object that tells the serving task which client certificate the handshake verified."""
+
+    def do_handshake(self) -> None:
+        super().do_handshake()
+        PEER_CERTIFICATE.set(self.getpeercert(binary_form=True))
+
+
+class TlsConfig(Config):
+    """Hypercorn's settings, with an SSL context that passes the client certificate on."""
+
+    def create_ssl_context(self) -> ssl.SSLContext | None:
+        context = super().create_ssl_context()
+        if context is not None:
+            context.sslobject_class = PeerCertificateSSLObject
+        return context
+
+
+def configure_tls(config: Config, settings: Mapping[str, Any]) -> bool:
+    """Make Hypercorn terminate TLS when ``TLS_CERT`` and ``TLS_KEY`` are set; return whether it does.
+
+    With ``TLS_CLIENT_CA`` a client certificate is asked for and, when one is offered, verified
+    against it in the handshake (unknown CA, expired: no connection). Chargers without one
+    (profiles 1 and 2) still connect; whether a charger needs one is its profile's business.
+    """
+    cert, key, client_ca = settings.get("TLS_CERT"), settings.get("TLS_KEY"), settings.get("TLS_CLIENT_CA")
+    if not cert or not key:
+        return False
+    config.certfile, config.keyfile = str(cert), str(key)
+    if client_ca:
+        config.ca_certs = str(client_ca)
+        config.verify_mode = ssl.CERT_OPTIONAL
+    return True
+
+
+@dataclass(frozen=True)
+class Transport:
+    """How a charger reached the hub: over TLS or not, and the client certificate it showed."""
+
+    tls: bool
+    certificate: x509.Certificate | None = None
+    # Why a certificate it showed could not be read (a refusal when its profile needs one).
+    certificate_error: str | None = None
+
+
+class ChargerSecurity:
+    """What the hub's OCPP side needs to know about TLS, proxies and the operator CA."""
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        self.ca_dir = ca_directory(settings)
+        self.cert_header = settings.get("TLS_CLIENT_CERT_HEADER") or None
+        self.proxies = [
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in str(settings.get("TLS_PROXY_ADDRESSES") or "").split(",")
+            if part.strip()
+        ]
+        self._ca_certificate: x509.Certificate | None = None
+
+    def ca_certificate(self) -> x509.Certificate | None:
+        """Return the operator CA's certificate (read once it exists), or None."""
+        if self._ca_certificate is None:
+            self._ca_certificate = certificates.load_ca_certificate(self.ca_dir)
+        return self._ca_certificate
+
+    def from_proxy(self, remote_address: str) -> bool:
+        """Whether a connection comes from a proxy whose TLS headers are trusted."""
+        try:
+            address = ipaddress.ip_address(remote_address)
+        except ValueError:
+            return False
+        return any(address in network for network in self.proxies)
+
+    def transport(self, remote_address: str, scheme: str, headers: Mapping[str, str]) -> Transport:
+        """Tell how a charger connected: TLS here, TLS at a trusted proxy, or plain."""
+        if self.from_proxy(remote_address):
+            tls = headers.get("X-Forwarded-Proto", "").lower() in ("https", "wss")
+            passed = headers.get(self.cert_header) if self.cert_header else None
+            if not tls or not passed:
+                return Transport(tls)
+            try:
+                return Transport(True, certificates.parse_client_certificate(passed))
+            except CertificateError as error:
+                return Transport(True, certificate_error=str(error))
+        if scheme != "wss":
+            return Transport(False)
+        der = PEER_CERTIFICATE.get()
+        if der is None:
+            return Transport(True)
+        try:
+            return Transport(True, certificates.parse_client_certificate(der))
+        except CertificateError as error:
+            return Transport(True, certificate_error=str(error))
+
+
+def hold_security(app: Quart) -> ChargerSecurity:
+    """Make the app's charger security settings (from its config) and keep them."""
+    security = app.extensions[_SECURITY] = ChargerSecurity(app.config)
+    return security
+
+
+def security_of(app: Quart) -> ChargerSecurity:
+    """Return the app's charger security settings."""
+    security: ChargerSecurity = app.extensions[_SECURITY]
+    return security
+
+
+def _offered(username: str | None, transport: Transport) -> str:
+    parts = ["TLS" if transport.tls else "plain ws"]
+    if username is not None:
+        parts.append("HTTP Basic authentication")
+    if transport.certificate is not None:
+        parts.append("a client certificate")
+    return ", ".join(parts)
+
+
+async def authenticate(
+    session: AsyncSession,
+    checker: chargers.PasswordChecker,
+    security: ChargerSecurity,
+    identity: str,
+    username: str | None,
+    password: str | None,
+    transport: Transport,
+    *,
+    demo_mode: bool,
+) -> chargers.Authentication:
+    """Let a charger in at its charge point's security profile or above; else say why not."""
+    row = (
+        (
+            await session.exec(
+                select(ChargePoint.id, ChargePoint.security_profile, Team.operator_id)
+                .join(Team, col(Team.id) == col(ChargePoint.team_id))
+                .where(ChargePoint.identity == identity)
+            )
+        ).first()
+        if IDENTITY_RE.match(identity)
+        else None
+    )
+    charge_point_id, profile, operator_id = row if row is not None else (None, 1, None)
+    if charge_point_id is not None and profile >= 3:
+        reason = await _certificate_refusal(session, security, charge_point_id, identity, username, transport)
+        return chargers.Authentication(charge_point_id if reason is None else None, reason, operator_id)
+    outcome = await chargers.authenticate(session, checker, identity, username, password, demo_mode=demo_mode)
+    if outcome.charge_point_id is not None and profile == 2 and not transport.tls:
+        return chargers.Authentication(
+            None, f"Security profile 2 needs TLS (offered {_offered(username, transport)})", outcome.operator_id
+        )
+    return outcome
+
+
+async def _certificate_refusal(
+    session: AsyncSession,
+    security: ChargerSecurity,
+    charge_point_id: int,
+    identity: str,
+    username: str | None,
+    transport: Transport,
+) -> str | None:
+    """Return why a profile-3 charger may not connect as it did, or None."""
+    offered = _offered(username, transport)
+    if not transport.tls:
+        return f"Security profile 3 needs TLS with a client certificate (offered {offered})"
+    if transport.certificate_error is not None:
+        return transport.certificate_error
+    if transport.certificate is None:
+        return f"Security profile 3 needs a client certificate (offered {offered})"
+    return await certificates.check_client_certificate(
+        session, security.ca_certificate(), charge_point_id, identity, transport.certificate
+    )
+
+
+# Certificates over OCPP ------------------------------------------------------------------------
+
+
+async def sign_for(connection: HubConnection, security: ChargerSecurity | None, csr: str) -> str | None:
+    """Check and sign a charger's CSR, list the certificate; return it in PEM, or None when refused."""
+    if security is None:
+        return None
+    try:
+        ca = certificates.load_ca(security.ca_dir)
+    except FileNotFoundError:
+        logger.warning("%s asked for a certificate, but there is no operator CA (powerbank ca init)", connection.id)
+        return None
+    try:
+        async with connection.registry.writing() as session:
+            if await certificates.signed_lately(session, connection.charge_point_id) >= SIGNINGS_PER_DAY:
+                logger.warning("%s asked for too many certificates today; refused", connection.id)
+                return None
+            certificate = await certificates.sign_csr_for(session, ca, connection.charge_point_id, connection.id, csr)
+            await session.commit()
+    except CertificateError as error:
+        logger.info("%s: CSR refused: %s", connection.id, error)
+        return None
+    except SQLAlchemyError:
+        logger.exception("%s: the signed certificate could not be stored", connection.id)
+        return None
+    logger.info("%s: certificate %s signed", connection.id, certificates.serial_text(certificate))
+    return certificates.certificate_pem(certificate)
+
+
+def ca_pem(security: ChargerSecurity | None) -> str | None:
+    """Return the operator CA certificate in PEM, or None without one."""
+    certificate = security.ca_certificate() if security is not None else None
+    return certificates.certificate_pem(certificate) if certificate is not None else None
+
+
+async def send_certificate(connection: HubConnection, request: Any) -> None:
+    """Send a signed certificate to the charger (CertificateSigned) and log its answer."""
+    try:
+        answer = await connection.call(request)
+    except (ConnectionLost, CallErrorReceived, OCPPError, TimeoutError) as error:
+        logger.info("%s: CertificateSigned not answered: %r", connection.id, error)
+        return
+    logger.info("%s: CertificateSigned %s", connection.id, answer.status)
