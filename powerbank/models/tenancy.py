@@ -53,6 +53,9 @@ class User(SQLModel, table=True):
     # session signed in before.
     session_version: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
     created_at: datetime = created_field()
+    # The person's language ("en", "da", "sv") and time zone (e.g. "Europe/Copenhagen"); None until chosen.
+    locale: str | None = Field(default=None, max_length=8)
+    time_zone: str | None = Field(default=None, max_length=40)
 
 
 class OperatorMembership(SQLModel, table=True):

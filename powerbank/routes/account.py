@@ -5,9 +5,11 @@ from __future__ import annotations
 from quart import Blueprint, Response, request, url_for
 from quart_auth import logout_user
 
+from powerbank import i18n
 from powerbank.errors import FormErrors, NotFoundError
 from powerbank.services import accounts
-from powerbank.web.auth import keep_signed_in, login_required, principal, sign_in
+from powerbank.web.auth import current_principal, keep_signed_in, login_required, principal, safe_next, sign_in
+from powerbank.web.i18n import LOCALE_COOKIE, LOCALE_COOKIE_MAX_AGE_S
 from powerbank.web.render import discard_changes, form_errors_status, redirect_to, render_page
 from powerbank.web.state import db_session
 
@@ -18,7 +20,8 @@ blueprint = Blueprint("account", __name__)
 @login_required
 async def account() -> Response:
     changed = request.args.get("changed") == "1"
-    return await render_page("account/account.html", errors={}, changed=changed)
+    saved = request.args.get("saved") == "1"
+    return await render_page("account/account.html", errors={}, changed=changed, saved=saved)
 
 
 @blueprint.post("/account/password")
@@ -44,6 +47,39 @@ async def change_password() -> Response:
     # This session goes on with the new session version; every other one ends.
     keep_signed_in(me.user)
     return redirect_to(url_for("account.account", changed=1), 303)
+
+
+@blueprint.post("/language")
+async def change_language() -> Response:
+    """Switch the language (the header's picker): the person's setting when signed in, and a cookie."""
+    form = await request.form
+    locale = i18n.supported_locale(form.get("locale")) or i18n.DEFAULT_LOCALE
+    me = await current_principal()
+    if me is not None:
+        me.user.locale = locale
+        await (await db_session()).commit()
+    response = redirect_to(safe_next(form.get("next")), 303)
+    response.set_cookie(
+        LOCALE_COOKIE,
+        locale,
+        max_age=LOCALE_COOKIE_MAX_AGE_S,
+        samesite="Lax",
+        httponly=True,
+        secure=request.scheme == "https",
+    )
+    return response
+
+
+@blueprint.post("/account/settings")
+@login_required
+async def change_settings() -> Response:
+    """Save the person's language and time zone (either may be left to the browser / the default)."""
+    me = await principal()
+    form = await request.form
+    me.user.locale = i18n.supported_locale(form.get("locale"))
+    me.user.time_zone = i18n.supported_time_zone(form.get("time_zone"))
+    await (await db_session()).commit()
+    return redirect_to(url_for("account.account", saved=1), 303)
 
 
 @blueprint.post("/account/logout-everywhere")

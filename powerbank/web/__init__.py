@@ -6,9 +6,9 @@ from typing import Any
 
 from quart import Quart, g
 
-from powerbank import i18n
 from powerbank.web.auth import current_principal
 from powerbank.web.csrf import check_csrf, csrf_token
+from powerbank.web.i18n import init_i18n
 from powerbank.web.ids import DatabaseIdConverter
 from powerbank.web.inputs import refuse_nul_characters
 from powerbank.web.render import add_security_headers, public_url
@@ -19,10 +19,9 @@ def init_web(app: Quart) -> None:
     app.url_map.converters["int"] = DatabaseIdConverter
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.jinja_env.globals["public_url"] = public_url
-    app.jinja_env.add_extension("jinja2.ext.i18n")
-    app.jinja_env.install_gettext_callables(i18n.gettext, i18n.ngettext, newstyle=True)  # type: ignore[attr-defined]
     app.before_request(refuse_nul_characters)
     app.before_request(check_csrf)
+    init_i18n(app)
     app.after_request(add_security_headers)
 
     @app.teardown_appcontext
