@@ -6,12 +6,13 @@ PORT ?= 8000
 HOST ?= 127.0.0.1
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-pg lint install clean-db
+.PHONY: run test test-pg lint install clean-db translations-extract translations-compile
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m powerbank.i18n compile
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -36,6 +37,19 @@ lint: $(STAMP)
 	$(BIN)/ruff check powerbank tests bench migrations app.py
 	$(BIN)/ruff format --check powerbank tests bench migrations app.py
 	$(BIN)/mypy
+
+## Collect every translatable text (powerbank/, templates/) into the Danish and Swedish catalogues, and
+## list what still lacks a translation. Translate those in powerbank/translations/*/LC_MESSAGES/messages.po.
+translations-extract: $(STAMP)
+	$(BIN)/pybabel -q extract -F babel.cfg -k N_ --no-location --sort-output --project PowerBank \
+		-o powerbank/translations/messages.pot powerbank templates
+	$(BIN)/pybabel -q update --no-fuzzy-matching --ignore-obsolete -i powerbank/translations/messages.pot \
+		-d powerbank/translations
+	$(BIN)/python -m powerbank.i18n check || true
+
+## Compile the catalogues (.mo, not kept in git; PowerBank also compiles a missing or stale one when it starts).
+translations-compile: $(STAMP)
+	$(BIN)/python -m powerbank.i18n compile
 
 ## Remove the local demo database (the next `make run` loads fresh demo data).
 clean-db:
