@@ -127,12 +127,15 @@ def _register_blueprints(app: Quart) -> None:
     for module in (auth, account, home, teams, charge_points, admin, powerbank, compatibility, api_tokens, activations):
         app.register_blueprint(module.blueprint)
     app.register_blueprint(availability.blueprint)
+    from powerbank.routes import earnings
+
+    app.register_blueprint(earnings.blueprint)
     if mail_sink(app.config):
         app.register_blueprint(mailbox.blueprint)
     app.register_blueprint(health.blueprint)
     # Each API module adds its routes to the API blueprint when first imported, so before the
     # blueprint is registered; this order is the order of the OpenAPI document and the docs page.
-    for resource in ("teams", "charge_points", "enrollment", "activations", "areas"):
+    for resource in ("teams", "charge_points", "enrollment", "activations", "areas", "earnings"):
         importlib.import_module(f"powerbank.routes.api.{resource}")
     app.register_blueprint(api.blueprint)
     app.register_blueprint(api_docs.blueprint)
