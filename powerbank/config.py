@@ -63,6 +63,14 @@ DEFAULTS: dict[str, object] = {
     "SMTP_PASSWORD": None,
     "SMTP_SECURITY": "starttls",
     "MAIL_FROM": "PowerBank <powerbank@localhost>",
+    # Notifications (docs/notifications.md): a signed-up charger offline this long is told of (0: never);
+    # each webhook attempt times out after WEBHOOK_TIMEOUT_S; a webhook whose attempts failed
+    # WEBHOOK_DISABLE_AFTER times in a row is disabled. WEBHOOK_ALLOW_LOOPBACK lets webhooks go to
+    # http:// and loopback addresses (None: only in demo and development mode).
+    "NOTIFY_OFFLINE_AFTER_S": 15 * 60,
+    "WEBHOOK_TIMEOUT_S": 10,
+    "WEBHOOK_DISABLE_AFTER": 30,
+    "WEBHOOK_ALLOW_LOOPBACK": None,
     # This process's name as a node of the installation (the same name after a restart is the same
     # node). None: the host name and process id (`powerbank serve` makes it host:port).
     "NODE_ID": None,
@@ -105,3 +113,9 @@ def mail_sink(config: dict[str, object]) -> bool:
 def can_send_mail(config: dict[str, object]) -> bool:
     """Return True when PowerBank can deliver email (an SMTP server, or the development mailbox)."""
     return bool(config.get("SMTP_HOST")) or mail_sink(config)
+
+
+def webhooks_may_use_loopback(config: dict[str, object]) -> bool:
+    """Return True when webhooks may go to loopback addresses over http:// (demo, development, tests)."""
+    allowed = config.get("WEBHOOK_ALLOW_LOOPBACK")
+    return bool(config.get("DEMO") or config.get("DEV")) if allowed is None else bool(allowed)

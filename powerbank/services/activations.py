@@ -42,6 +42,7 @@ from powerbank.models import (
 )
 from powerbank.rules.countries import PriceArea
 from powerbank.rules.permissions import Permission, Principal, can_on_operator
+from powerbank.services import delivery, notifications
 from powerbank.services.audit import Actor, record
 
 AREAS = tuple(area.value for area in PriceArea)
@@ -444,6 +445,7 @@ async def record_sent(
         # A charger that booted during the fan-out may have its row already (record_resent);
         # that row tells the truth about what it was sent, so it is kept.
         await session.exec(_upsert_dispatches(session, SENT_COLUMNS, only_unsent=True), params=rows)
+    await notifications.activation_started(session, activation)
 
 
 SENT_COLUMNS = ("status", "detail", "limit_w", "sent_at")
@@ -633,6 +635,7 @@ async def finish(session: AsyncSession, activation: Activation, now: datetime) -
         activation.state = ActivationState.ENDED
         activation.ended_at = now
         session.add(activation)
+    await notifications.activation_ended(session, activation)
     await record_power(session, activation)
 
 
@@ -752,45 +755,25 @@ class PowerChart:
     max_kw: float
 
 
-async def power_chart(
-    session: AsyncSession,
-    activation: Activation,
-    dispatches: Sequence[Dispatch],
-    now: datetime | None = None,
-    step_s: float = 1.0,
-) -> PowerChart | None:
-    """Sum the chargers' measured power before, during and after the window (last value holds)."""
-    if activation.triggered_at is None:
+# The chart has at most this many points (a long window is thinned, not cut).
+CHART_POINTS = 240
+
+
+def power_chart(activation: Activation, delivered: delivery.Delivery | None) -> PowerChart | None:
+    """The area's measured power before, during and after the window, from its judged response curve
+    (each charger's last sample holding at every second), thinned to at most CHART_POINTS points."""
+    if activation.triggered_at is None or delivered is None or not delivered.area.points:
         return None
-    now = now or utcnow()
-    trigger = activation.triggered_at
-    since = trigger - timedelta(seconds=CHART_CONTEXT_S)
+    curve = delivered.area.points
+    every = max(1, math.ceil(len(curve) / CHART_POINTS))
+    chosen = curve[::every] if (len(curve) - 1) % every == 0 else [*curve[::every], curve[-1]]
+    points = [(float(p.offset_s), (p.measured_w or 0.0) / 1000) for p in chosen]
     window_end = activation.ended_at or activation.end_at
-    until = min(now, window_end + timedelta(seconds=CHART_CONTEXT_S))
-    charger_ids = [d.charge_point_id for d in dispatches if d.charge_point_id is not None]
-    # The value holding at the chart's start was measured earlier: look back a little further.
-    samples = await _samples(session, charger_ids, since - timedelta(seconds=CHART_CONTEXT_S), until)
-    span = max((until - since).total_seconds(), step_s)
-    step = max(step_s, span / 240)
-    points: list[tuple[float, float]] = []
-    cursors = {cp_id: 0 for cp_id in samples}
-    moment = since
-    while moment <= until:
-        total = 0.0
-        for cp_id, series in samples.items():
-            index = cursors[cp_id]
-            while index < len(series) and series[index][0] <= moment:
-                index += 1
-            cursors[cp_id] = index
-            if index:
-                total += series[index - 1][1]
-        points.append(((moment - trigger).total_seconds(), total / 1000))
-        moment += timedelta(seconds=step)
     return PowerChart(
         points=points,
-        start_s=(since - trigger).total_seconds(),
-        end_s=(until - trigger).total_seconds(),
-        window_end_s=(window_end - trigger).total_seconds(),
+        start_s=points[0][0],
+        end_s=points[-1][0],
+        window_end_s=(window_end - activation.triggered_at).total_seconds(),
         max_kw=max([kw for _, kw in points] + [1.0]),
     )
 

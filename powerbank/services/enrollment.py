@@ -49,6 +49,7 @@ from powerbank.rules.eligibility import (
 from powerbank.rules.gsrn import clean_facility_id
 from powerbank.rules.permissions import Permission, Principal, can_on_team, denial_reason
 from powerbank.rules.validators import ValidationError
+from powerbank.services import notifications
 from powerbank.services.access import require_on_team
 from powerbank.services.audit import SYSTEM, Actor, record
 
@@ -365,6 +366,7 @@ async def _apply(session: AsyncSession, changes: list[_Change], context: _Contex
         if counts_rows and result.rowcount != len(updates):
             raise stale
     await session.exec(insert(EVENTS), params=events)
+    await notifications.participation_changed(session, events)
     released: dict[str, list[int]] = {}
     for change in changes:
         if change.to_state in (ParticipationState.OPTED_OUT, ParticipationState.SUSPENDED):

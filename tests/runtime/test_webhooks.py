@@ -1,0 +1,337 @@
+"""Webhook deliveries to a real HTTP receiver on loopback: signed, retried, never lost, sent once per claim."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from quart import Quart
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from powerbank.db import utcnow
+from powerbank.models import (
+    DeliveryStatus,
+    MailMessage,
+    Operator,
+    Team,
+    User,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
+)
+from powerbank.runtime.webhooks import NotificationWorker, RefusedAddress, post, worker_of
+from powerbank.services import notifications, webhooks
+from powerbank.services.audit import SYSTEM
+from powerbank.web import state
+from tests.conftest import Factory
+from tests.helpers import eventually
+from tests.runtime.webhook_receiver import Receiver, receiving
+
+pytestmark = pytest.mark.usefixtures("fast_hashing")
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with receiving() as running:
+        yield running
+
+
+@pytest.fixture
+async def worker(app: Quart) -> NotificationWorker:
+    """A worker these tests drive step by step (the app's own is stopped), with a short timeout."""
+    running = worker_of(app)
+    assert running is not None
+    running.stop()
+    return NotificationWorker(state.sessionmaker(app), replace(running.settings, timeout_s=1.0, disable_after=30))
+
+
+@pytest.fixture
+async def world(factory: Factory) -> tuple[Operator, Team, User]:
+    operator = await factory.operator("Nordic")
+    team = await factory.team(operator, "Harbour")
+    owner = await factory.user(team=team, team_role="owner", email="owner@harbour.example")
+    return operator, team, owner
+
+
+async def add_webhook(session: AsyncSession, operator: Operator, team: Team | None, url: str, **kw: object) -> Webhook:
+    form = webhooks.WebhookForm(url, "test receiver", str(kw.get("events", "")), True)
+    webhook = await webhooks.create_webhook(session, SYSTEM, operator.id or 0, team, form)
+    await session.commit()
+    return webhook
+
+
+async def deliveries(session: AsyncSession) -> list[WebhookDelivery]:
+    return list(
+        await session.exec(
+            select(WebhookDelivery).order_by(col(WebhookDelivery.id)).execution_options(populate_existing=True)
+        )
+    )
+
+
+async def attempts(session: AsyncSession) -> list[WebhookAttempt]:
+    return list(await session.exec(select(WebhookAttempt).order_by(col(WebhookAttempt.id))))
+
+
+async def statement_ready(session: AsyncSession, operator: Operator, team: Team, month: str = "2026-11") -> None:
+    await notifications.notify_statement_ready(
+        session, operator_id=operator.id or 0, team_id=team.id or 0, month=month, amount="120.50", currency="DKK"
+    )
+    await session.commit()
+
+
+async def test_an_event_reaches_the_receiver_signed_with_its_idempotency_key(
+    session: AsyncSession, world: tuple[Operator, Team, User], receiver: Receiver, worker: NotificationWorker
+) -> None:
+    operator, team, _owner = world
+    webhook = await add_webhook(session, operator, team, receiver.url)
+    await statement_ready(session, operator, team)
+
+    assert await worker.tell_all() == 1
+    assert await worker.deliver_due() == 1
+
+    (request,) = receiver.received
+    assert request.path == "/hooks/powerbank"
+    body = json.loads(request.body)
+    assert body["type"] == "statement.ready" and body["team"] == {"id": team.id, "name": "Harbour"}
+    assert body["operator"]["name"] == "Nordic"
+    assert body["data"] == {"month": "2026-11", "amount": "120.50", "currency": "DKK", "url": None}
+    assert request.headers["idempotency-key"] == body["id"]
+    assert request.headers["powerbank-event"] == "statement.ready"
+    assert request.headers["content-type"] == "application/json"
+    signature = request.headers["powerbank-signature"]
+    assert signature.startswith("t=") and ",v1=" in signature
+    # A receiver holding the secret accepts it; a changed body, another secret or an old timestamp are refused.
+    assert webhooks.verify_signature(webhook.secret, signature, request.body)
+    assert not webhooks.verify_signature(webhook.secret, signature, request.body.replace(b"120.50", b"999.99"))
+    assert not webhooks.verify_signature("whsec_other", signature, request.body)
+    timestamp = int(signature.split(",")[0][2:])
+    assert not webhooks.verify_signature(webhook.secret, signature, request.body, now=timestamp + 301)
+
+    (delivery,) = await deliveries(session)
+    assert delivery.status == DeliveryStatus.DELIVERED and delivery.last_status_code == 200 and delivery.attempts == 1
+    (attempt,) = await attempts(session)
+    assert attempt.status_code == 200 and attempt.error == ""
+    # Told once: another look tells nothing more.
+    assert await worker.tell_all() == 0 and await worker.deliver_due() == 0
+
+
+async def test_a_team_webhook_gets_its_own_team_only_and_an_operator_webhook_every_team(
+    session: AsyncSession, factory: Factory, world: tuple[Operator, Team, User], worker: NotificationWorker
+) -> None:
+    operator, team, _owner = world
+    other_team = await factory.team(operator, "Airport")
+    async with receiving() as team_receiver, receiving() as operator_receiver:
+        await add_webhook(session, operator, team, team_receiver.url)
+        await add_webhook(session, operator, None, operator_receiver.url)
+        await statement_ready(session, operator, team)
+        await statement_ready(session, operator, other_team)
+        await worker.tell_all()
+        await worker.deliver_due()
+        assert [json.loads(r.body)["team"]["name"] for r in team_receiver.received] == ["Harbour"]
+        assert sorted(json.loads(r.body)["team"]["name"] for r in operator_receiver.received) == ["Airport", "Harbour"]
+
+
+async def test_a_webhook_gets_only_the_events_it_chose(
+    session: AsyncSession, world: tuple[Operator, Team, User], receiver: Receiver, worker: NotificationWorker
+) -> None:
+    operator, team, _owner = world
+    await add_webhook(session, operator, team, receiver.url, events=notifications.ACTIVATION_STARTED)
+    await statement_ready(session, operator, team)
+    await worker.tell_all()
+    assert await worker.deliver_due() == 0 and receiver.received == []
+
+
+async def test_a_500_is_retried_with_doubling_pauses_with_the_same_key_until_delivered(
+    session: AsyncSession, world: tuple[Operator, Team, User], receiver: Receiver, worker: NotificationWorker
+) -> None:
+    operator, team, _owner = world
+    await add_webhook(session, operator, team, receiver.url)
+    await statement_ready(session, operator, team)
+    receiver.script = [500, 503]
+    await worker.tell_all()
+    start = utcnow()
+
+    assert await worker.deliver_due(now=start) == 0
+    (delivery,) = await deliveries(session)
+    assert delivery.status == DeliveryStatus.PENDING and delivery.last_status_code == 500
+    assert delivery.next_attempt_at == start + timedelta(seconds=30)
+    # Not due yet: nothing is sent.
+    assert await worker.deliver_due(now=start + timedelta(seconds=29)) == 0
+    assert len(receiver.received) == 1
+
+    second = start + timedelta(seconds=30)
+    assert await worker.deliver_due(now=second) == 0
+    (delivery,) = await deliveries(session)
+    assert delivery.last_status_code == 503 and delivery.next_attempt_at == second + timedelta(seconds=60)
+
+    assert await worker.deliver_due(now=second + timedelta(seconds=60)) == 1
+    (delivery,) = await deliveries(session)
+    assert delivery.status == DeliveryStatus.DELIVERED and delivery.attempts == 3
+    assert [a.status_code for a in await attempts(session)] == [500, 503, 200]
+    assert receiver.bodies_by_key() == {delivery.idempotency_key: 3}
+    assert len({r.body for r in receiver.received}) == 1
+
+
+async def test_a_receiver_that_does_not_answer_times_out_and_is_retried(
+    session: AsyncSession, world: tuple[Operator, Team, User], receiver: Receiver, worker: NotificationWorker
+) -> None:
+    operator, team, _owner = world
+    await add_webhook(session, operator, team, receiver.url)
+    await statement_ready(session, operator, team)
+    receiver.script = ["hang"]
+    await worker.tell_all()
+    start = utcnow()
+    assert await worker.deliver_due(now=start) == 0
+    (delivery,) = await deliveries(session)
+    assert delivery.status == DeliveryStatus.PENDING and delivery.last_status_code is None
+    assert "no response within 1 s" in delivery.last_error
+    assert await worker.deliver_due(now=start + timedelta(seconds=30)) == 1
+    assert [a.status_code for a in await attempts(session)] == [None, 200]
+
+
+async def test_a_redirect_is_not_followed(
+    session: AsyncSession, world: tuple[Operator, Team, User], receiver: Receiver, worker: NotificationWorker
+) -> None:
+    operator, team, _owner = world
+    await add_webhook(session, operator, team, receiver.url)
+    await statement_ready(session, operator, team)
+    receiver.script = ["redirect"]
+    await worker.tell_all()
+    assert await worker.deliver_due() == 0
+    (delivery,) = await deliveries(session)
+    assert delivery.last_status_code == 302 and delivery.status == DeliveryStatus.PENDING
+    assert len(receiver.received) == 1
+
+
+async def test_a_delivery_cut_off_by_a_restart_is_sent_again_once_with_the_same_key(
+    app: Quart,
+    session: AsyncSession,
+    world: tuple[Operator, Team, User],
+    receiver: Receiver,
+    worker: NotificationWorker,
+) -> None:
+    operator, team, _owner = world
+    await add_webhook(session, operator, team, receiver.url)
+    await statement_ready(session, operator, team)
+    await worker.tell_all()
+    receiver.script = ["hang"]
+    patient = NotificationWorker(state.sessionmaker(app), replace(worker.settings, timeout_s=60))
+    sending = asyncio.create_task(patient.deliver_due())
+    await eventually(lambda: len(receiver.received) == 1, message="the delivery never reached the receiver")
+    # The node stops mid-delivery: nothing was recorded.
+    sending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sending
+    (delivery,) = await deliveries(session)
+    assert delivery.status == DeliveryStatus.PENDING and delivery.attempts == 0
+
+    restarted = NotificationWorker(state.sessionmaker(app), worker.settings)
+    # Its claim still holds: no other worker sends it meanwhile.
+    assert await restarted.deliver_due() == 0 and len(receiver.received) == 1
+    # Once the claim ran out it is sent again, with the same key, and only once.
+    later = utcnow() + webhooks.CLAIM_FOR + timedelta(seconds=1)
+    assert await restarted.deliver_due(now=later) == 1
+    assert await restarted.deliver_due(now=later + timedelta(hours=2)) == 0
+    assert receiver.bodies_by_key() == {delivery.idempotency_key: 2}
+    (delivery,) = await deliveries(session)
+    assert delivery.status == DeliveryStatus.DELIVERED and delivery.attempts == 1
+
+
+async def test_two_workers_send_each_delivery_once_and_tell_each_event_once(
+    app: Quart,
+    session: AsyncSession,
+    world: tuple[Operator, Team, User],
+    receiver: Receiver,
+    worker: NotificationWorker,
+) -> None:
+    operator, team, _owner = world
+    await add_webhook(session, operator, team, receiver.url)
+    for month in range(1, 11):
+        await statement_ready(session, operator, team, f"2026-{month:02d}")
+    other = NotificationWorker(state.sessionmaker(app), worker.settings)
+    told = await asyncio.gather(worker.tell_all(), other.tell_all())
+    assert sum(told) == 10
+    assert len(await deliveries(session)) == 10
+    await asyncio.gather(worker.deliver_due(), other.deliver_due())
+    counts = receiver.bodies_by_key()
+    assert len(counts) == 10 and set(counts.values()) == {1}
+
+
+async def test_a_webhook_failing_again_and_again_is_disabled_and_its_owners_told(
+    app: Quart,
+    session: AsyncSession,
+    world: tuple[Operator, Team, User],
+    receiver: Receiver,
+    worker: NotificationWorker,
+) -> None:
+    operator, team, owner = world
+    webhook = await add_webhook(session, operator, team, receiver.url)
+    receiver.then = 500
+    strict = NotificationWorker(state.sessionmaker(app), replace(worker.settings, disable_after=3))
+    for month in ("2026-09", "2026-10"):
+        await statement_ready(session, operator, team, month)
+    await strict.tell_all()
+    start = utcnow()
+    await strict.deliver_due(now=start)  # two failures
+    # Both are due again and sent at once: the third failure disables it (the fourth was under way).
+    await strict.deliver_due(now=start + timedelta(seconds=30))
+    await session.refresh(webhook)
+    assert not webhook.enabled and "3 failed attempts in a row" in webhook.disabled_reason
+    assert {d.status for d in await deliveries(session)} == {DeliveryStatus.FAILED}
+    assert len(receiver.received) == 4
+    notices = list(await session.exec(select(MailMessage).where(col(MailMessage.subject).contains("disabled"))))
+    assert [m.to_address for m in notices] == [owner.email]
+    assert receiver.url in notices[0].body
+    # Events after that are not sent to it.
+    await statement_ready(session, operator, team, "2026-11")
+    await strict.tell_all()
+    assert await strict.deliver_due(now=start + timedelta(hours=3)) == 0 and len(receiver.received) == 4
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://hooks.example.com/powerbank", True),
+        ("https://hooks.example.com:8443/p?x=1", True),
+        ("http://hooks.example.com/powerbank", False),
+        ("https://user:pw@hooks.example.com/", False),
+        ("https://10.0.0.5/hook", False),
+        ("https://192.168.1.1/hook", False),
+        ("https://169.254.169.254/latest/meta-data", False),
+        ("https://[::1]/hook", False),
+        ("https://127.0.0.1/hook", False),
+        ("https://localhost/hook", False),
+        ("https://100.64.0.1/hook", False),
+        ("https://[::ffff:10.0.0.1]/hook", False),
+        ("ftp://hooks.example.com/", False),
+        ("https://hooks.example.com/a b", False),
+        ("", False),
+    ],
+)
+def test_only_public_https_urls_are_accepted_outside_demo_and_tests(url: str, allowed: bool) -> None:
+    try:
+        webhooks.clean_url(url, allow_loopback=False)
+    except ValueError:
+        assert not allowed
+    else:
+        assert allowed
+
+
+def test_loopback_over_http_is_accepted_only_when_allowed() -> None:
+    assert webhooks.clean_url("http://127.0.0.1:8000/dev/webhooks/receive", allow_loopback=True)
+    with pytest.raises(ValueError, match="https"):
+        webhooks.clean_url("http://10.1.2.3/hook", allow_loopback=True)
+
+
+async def test_a_name_that_resolves_to_an_internal_address_is_not_connected_to(receiver: Receiver) -> None:
+    # "localhost" passes no URL check outside demo, but a public-looking name could resolve to it just
+    # the same: the address is checked when it is resolved, before connecting.
+    url = f"https://localhost:{receiver.port}/hooks/powerbank"
+    with pytest.raises(RefusedAddress):
+        await post(url, b"{}", [], timeout_s=2, allow_loopback=False)
+    assert receiver.received == []
