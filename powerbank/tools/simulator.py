@@ -19,10 +19,12 @@ import bisect
 import hashlib
 import logging
 import random
+import ssl
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote
 
@@ -473,11 +475,12 @@ class SimulatedCharger:
         """Return the energy register at `at` (not before its last booking)."""
         return self._delivery(at)[0]
 
-    async def run(self, url: str | Sequence[str], password: str) -> None:
+    async def run(self, url: str | Sequence[str], password: str, tls: ssl.SSLContext | None = None) -> None:
         """Keep the charger connected to the hub at `url` until cancelled.
 
         Given several URLs (the nodes of a cluster, as a charger configured with fallback addresses),
-        it connects to the first, and to the next one each time a connection ends or fails.
+        it connects to the first, and to the next one each time a connection ends or fails. A wss://
+        URL is reached with the TLS settings ``tls`` (security profiles 2 and 3).
         """
         urls = [url] if isinstance(url, str) else list(url)
         endpoints = [f"{each.rstrip('/')}/{quote(self.spec.identity, safe='')}" for each in urls]
@@ -490,7 +493,7 @@ class SimulatedCharger:
             endpoint = endpoints[attempt % len(endpoints)]
             attempt += 1
             try:
-                await self._connect(endpoint, headers)
+                await self._connect(endpoint, headers, tls if endpoint.startswith("wss:") else None)
             except (OSError, InvalidHandshake) as error:
                 # Thousands of chargers retry against a hub that is down: each says so once.
                 level = logging.DEBUG if self._outage_reported else logging.WARNING
@@ -505,10 +508,11 @@ class SimulatedCharger:
             # Jitter spreads a crowd that lost the hub at the same moment.
             await asyncio.sleep(random.uniform(delay / 2, delay))
 
-    async def _connect(self, endpoint: str, headers: dict[str, str] | None) -> None:
+    async def _connect(self, endpoint: str, headers: dict[str, str] | None, tls: ssl.SSLContext | None = None) -> None:
         """Hold one connection: boot, then report and obey until it drops."""
         async with connect(
             endpoint,
+            ssl=tls,
             subprotocols=[Subprotocol(self.spec.protocol)],
             additional_headers=headers,
             # Per-connection deflate state and keepalive pings would dominate the cost of
@@ -1336,6 +1340,7 @@ async def run_simulation(
     *,
     meter_interval: float = 5.0,
     connect_rate: float | None = None,
+    tls: TlsSettings | None = None,
 ) -> None:
     """Run a charger per spec against the hub at `url` until cancelled.
 
@@ -1344,9 +1349,50 @@ async def run_simulation(
     chargers = [SimulatedCharger(spec, meter_interval=meter_interval) for spec in specs]
     async with asyncio.TaskGroup() as tasks:
         for charger in chargers:
-            tasks.create_task(charger.run(url, password), name=f"charger {charger.spec.identity}")
+            context = tls.context_for(charger.spec.identity) if tls is not None else None
+            tasks.create_task(charger.run(url, password, context), name=f"charger {charger.spec.identity}")
             if connect_rate:
                 await asyncio.sleep(1 / connect_rate)
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """How simulated chargers reach a hub over wss:// (security profiles 2 and 3).
+
+    ``ca_file``: the CA the hub's server certificate is checked against (None: the system's).
+    A client certificate (profile 3) is ``client_cert``/``client_key`` for a single charger, or
+    ``IDENTITY.pem``/``IDENTITY-key.pem`` in ``cert_dir`` for each (as `powerbank ca issue` writes them).
+    """
+
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    cert_dir: str | None = None
+
+    def context_for(self, identity: str) -> ssl.SSLContext:
+        """Return the TLS context charger ``identity`` connects with."""
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.client_cert:
+            context.load_cert_chain(self.client_cert, self.client_key)
+        elif self.cert_dir:
+            directory = Path(self.cert_dir)
+            context.load_cert_chain(directory / f"{identity}.pem", directory / f"{identity}-key.pem")
+        return context
+
+
+def add_tls_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options for wss:// URLs: the CA to trust, and client certificates (profile 3)."""
+    group = parser.add_argument_group("TLS (wss:// URLs: security profiles 2 and 3)")
+    group.add_argument("--ca-file", help="CA certificate the hub's server certificate is checked against")
+    group.add_argument("--client-cert", help="client certificate (PEM) of a single charger (profile 3)")
+    group.add_argument("--client-key", help="its private key (PEM)")
+    group.add_argument("--cert-dir", help="a directory with IDENTITY.pem and IDENTITY-key.pem for each charger")
+
+
+def tls_from(args: argparse.Namespace) -> TlsSettings | None:
+    """Return the TLS settings the options give (None when no TLS option is given)."""
+    settings = TlsSettings(args.ca_file, args.client_cert, args.client_key, args.cert_dir)
+    return settings if any((args.ca_file, args.client_cert, args.cert_dir)) else None
 
 
 def add_behaviour_options(parser: argparse.ArgumentParser, *, default: str) -> None:
@@ -1393,7 +1439,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m powerbank.tools.simulator", description="Simulate OCPP chargers against a hub."
     )
     parser.add_argument("--url", required=True, help="OCPP endpoint, e.g. ws://127.0.0.1:8000/ocpp")
-    parser.add_argument("--password", default="", help="Basic auth password (security profile 1)")
+    parser.add_argument("--password", default="", help="Basic auth password (security profiles 1 and 2)")
     who = parser.add_mutually_exclusive_group()
     who.add_argument("--identities", help="comma-separated charger identities")
     who.add_argument("--chargers", type=int, default=1, help="number of chargers sim-0001 …")
@@ -1401,7 +1447,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--meter-interval", type=float, default=5.0, help="seconds between meter values")
     parser.add_argument("--connect-rate", type=float, help="chargers connecting per second")
     add_behaviour_options(parser, default="ideal")
+    add_tls_options(parser)
     args = parser.parse_args(argv)
+    if args.client_cert and len((args.identities or "").split(",")) != 1:
+        parser.error("--client-cert is one charger's: give one --identities, or use --cert-dir")
     if args.identities:
         identities = [identity.strip() for identity in args.identities.split(",") if identity.strip()]
     else:
@@ -1428,6 +1477,7 @@ def main(argv: list[str] | None = None) -> int:
                 specs,
                 meter_interval=args.meter_interval,
                 connect_rate=args.connect_rate,
+                tls=tls_from(args),
             )
         )
     except KeyboardInterrupt:
