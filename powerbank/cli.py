@@ -11,6 +11,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from powerbank.config import can_send_mail, database_url
@@ -247,6 +248,76 @@ def _cmd_grant(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ca_dir() -> Path:
+    from powerbank.config import ca_directory
+
+    return ca_directory({"CA_DIR": os.environ.get("POWERBANK_CA_DIR")})
+
+
+def _cmd_ca_init(args: argparse.Namespace) -> int:
+    from powerbank.services.certificates import init_ca
+
+    directory = _ca_dir()
+    try:
+        ca = init_ca(directory, args.name)
+    except FileExistsError as exc:
+        return _fail(str(exc))
+    print(f"Operator CA made in {directory} (key mode 0600; keep it out of backups others can read).")
+    print(f"Chargers trust {directory / 'ca.pem'}; serve with POWERBANK_TLS_CLIENT_CA={directory / 'ca.pem'}.")
+    print(f"Valid until {ca.certificate.not_valid_after_utc:%Y-%m-%d}.")
+    return 0
+
+
+def _write_key_and_certificate(out: Path, stem: str, key_pem: str, certificate_pem: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    key_path = out / f"{stem}-key.pem"
+    descriptor = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(key_pem)
+    (out / f"{stem}.pem").write_text(certificate_pem)
+    print(f"Wrote {out / f'{stem}.pem'} and {key_path} (mode 0600).")
+
+
+def _cmd_ca_server_cert(args: argparse.Namespace) -> int:
+    from powerbank.services import certificates
+
+    try:
+        ca = certificates.load_ca(_ca_dir())
+    except FileNotFoundError:
+        return _fail("No operator CA: run `powerbank ca init` first.")
+    key, certificate = certificates.sign_server_certificate(ca, args.hosts)
+    _write_key_and_certificate(
+        Path(args.out), "server", certificates.key_pem(key), certificates.certificate_pem(certificate)
+    )
+    return 0
+
+
+async def _issue_charger_certificate(identity: str) -> tuple[str, str] | str:
+    from powerbank.db import standalone_session
+    from powerbank.services import certificates
+    from powerbank.services.charge_points import get_by_identity
+
+    try:
+        ca = certificates.load_ca(_ca_dir())
+    except FileNotFoundError:
+        return "No operator CA: run `powerbank ca init` first."
+    async with standalone_session(database_url()) as session:
+        charge_point = await get_by_identity(session, identity)
+        if charge_point is None:
+            return f"No charge point has the identity {identity!r}."
+        key, certificate = await certificates.issue_key_and_certificate(session, ca, charge_point)
+        await session.commit()
+    return certificates.key_pem(key), certificates.certificate_pem(certificate)
+
+
+def _cmd_ca_issue(args: argparse.Namespace) -> int:
+    issued = asyncio.run(_issue_charger_certificate(args.identity))
+    if isinstance(issued, str):
+        return _fail(issued)
+    _write_key_and_certificate(Path(args.out), args.identity, *issued)
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from powerbank import ConfigurationError, create_app
     from powerbank.runtime.server import serve_app
@@ -266,8 +337,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    tls = bool(app.config.get("TLS_CERT") and app.config.get("TLS_KEY"))
+    http, ws = ("https", "wss") if tls else ("http", "ws")
     print(
-        f"PowerBank is serving at http://{args.host}:{args.port}/ (OCPP: ws://{args.host}:{args.port}/ocpp/<identity>)"
+        f"PowerBank is serving at {http}://{args.host}:{args.port}/ (OCPP: {ws}://{args.host}:{args.port}/ocpp/<identity>)"
     )
     if app.config["DEMO"]:
         _print_demo_logins()
@@ -339,6 +412,7 @@ def _cmd_simulate(args: argparse.Namespace, rest: list[str]) -> int:
     options.add_argument("--connect-rate", type=float)
     # The demo's fleet (`make run`) behaves as real chargers do unless told otherwise.
     simulator.add_behaviour_options(options, default="realistic")
+    simulator.add_tls_options(options)
     wanted = options.parse_args(rest)
     try:
         simulator.behaviour_from(wanted, "")
@@ -360,6 +434,7 @@ def _cmd_simulate(args: argparse.Namespace, rest: list[str]) -> int:
                 specs,
                 meter_interval=wanted.meter_interval,
                 connect_rate=wanted.connect_rate,
+                tls=simulator.tls_from(wanted),
             )
         )
     except KeyboardInterrupt:
@@ -526,6 +601,22 @@ def build_parser() -> argparse.ArgumentParser:
     node_commands = nodes.add_subparsers(dest="cluster_command", required=True)
     status = node_commands.add_parser("status", help="each node: alive, dead or stopped, and the chargers it holds")
     status.set_defaults(handler=_cmd_cluster_status)
+
+    ca = commands.add_parser("ca", help="the operator CA for chargers' TLS client certificates (POWERBANK_CA_DIR)")
+    ca_commands = ca.add_subparsers(dest="ca_command", required=True)
+    ca_init = ca_commands.add_parser("init", help="make the operator CA (its key readable by its owner only)")
+    ca_init.add_argument("--name", default="PowerBank operator CA", help="the CA's common name")
+    ca_init.set_defaults(handler=_cmd_ca_init)
+    ca_server = ca_commands.add_parser("server-cert", help="make a TLS server key and certificate for the hub")
+    ca_server.add_argument("hosts", nargs="+", help="host names or addresses chargers connect to")
+    ca_server.add_argument("--out", required=True, help="directory for server.pem and server-key.pem")
+    ca_server.set_defaults(handler=_cmd_ca_server_cert)
+    ca_issue = ca_commands.add_parser(
+        "issue", help="make a key and a client certificate for a charger that cannot send a CSR itself"
+    )
+    ca_issue.add_argument("identity", help="the charge point's OCPP identity")
+    ca_issue.add_argument("--out", required=True, help="directory for IDENTITY.pem and IDENTITY-key.pem")
+    ca_issue.set_defaults(handler=_cmd_ca_issue)
 
     serve = commands.add_parser("serve", help="serve pages, API and OCPP in one process")
     serve.add_argument("--host", default="127.0.0.1")
