@@ -29,9 +29,10 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 async def _demo_data(if_empty: bool) -> int:
-    from powerbank.db import standalone_session
+    from powerbank.db import standalone_session, utcnow
     from powerbank.services.api_tokens import create_token_by_names
     from powerbank.tools.demo_data import database_is_empty, load_demo_data
+    from powerbank.tools.earnings_demo import load_demo_earnings
 
     async with standalone_session(database_url()) as session:
         if not await database_is_empty(session):
@@ -41,6 +42,8 @@ async def _demo_data(if_empty: bool) -> int:
             print("The database is not empty; demo data can only be loaded into an empty database.", file=sys.stderr)
             return 1
         await load_demo_data(session)
+        # A month of prices, hours and activations: Copenhagen Fleet's statements are filled.
+        await load_demo_earnings(session, utcnow())
         _, demo_token = await create_token_by_names(
             session,
             operator_name="Nordic Charge",
