@@ -22,7 +22,13 @@ if TYPE_CHECKING:
 
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
     from powerbank.db.migrate import upgrade
+    from powerbank.db.schema import UnknownRevisionError, refuse_unknown_revision
 
+    try:
+        refuse_unknown_revision(database_url())
+    except UnknownRevisionError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
     upgrade(database_url(), args.revision)
     print(f"Database is at the latest schema ({database_url()}).")
     return 0

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from powerbank.db import make_engine
 from powerbank.db.migrate import alembic_config
 
 
@@ -55,3 +57,23 @@ async def database_revisions(connection: AsyncConnection) -> frozenset[str]:
 def unknown_revisions(revisions: frozenset[str]) -> frozenset[str]:
     """Return those of ``revisions`` this code does not know."""
     return revisions - frozenset(code_revisions())
+
+
+async def revisions_at(url: str) -> frozenset[str]:
+    """Return the revision(s) the database at ``url`` is at."""
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as connection:
+            return await database_revisions(connection)
+    finally:
+        await engine.dispose()
+
+
+def refuse_unknown_revision(url: str) -> None:
+    """Raise UnknownRevisionError when the database is at a revision this code does not know.
+
+    Alembic runs its own event loop, and so does this: call it outside a running one.
+    """
+    unknown = unknown_revisions(asyncio.run(revisions_at(url)))
+    if unknown:
+        raise UnknownRevisionError(unknown)
