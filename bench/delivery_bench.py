@@ -545,7 +545,7 @@ def timing(module: Any, names: tuple[str, ...]) -> Iterator[dict[str, float]]:
 
 
 # delivery_of's steps: reading the samples, judging each charger, the area's curve.
-DELIVERY_PARTS = ("load_samples", "judge", "area_curve")
+DELIVERY_PARTS = ("load_samples", "judge", "area_response")
 
 
 async def time_delivery(database: Path, record: Record, repeats: int) -> dict[str, Any]:
@@ -631,7 +631,8 @@ async def time_page(database: Path, record: Record, repeats: int) -> dict[str, A
 
 
 async def keep_evidence(database: Path, record: Record) -> dict[str, Any]:
-    """Copy the record's samples to the evidence (as the leader does); return its storage."""
+    """Copy the record's samples to the evidence, then judge it and store the verdicts and the record the
+    page reads (as the leader does); return their storage and times."""
     before = sqlite_bytes_in_use(database)
     async with standalone_session(fixtures.sqlite_url(database)) as session:
         activation = (await session.exec(select(Activation).where(Activation.id == record.activation_id))).one()
@@ -639,14 +640,20 @@ async def keep_evidence(database: Path, record: Record) -> dict[str, Any]:
         kept = await delivery.keep_evidence(session, activation, utcnow())
         await session.commit()
         elapsed = time.perf_counter() - started
-    rows = _scalar(database, "SELECT count(*) FROM delivery_sample WHERE activation_id = ?", record.activation_id)
-    grown = sqlite_bytes_in_use(database) - before
+        rows = _scalar(database, "SELECT count(*) FROM delivery_sample WHERE activation_id = ?", record.activation_id)
+        grown = sqlite_bytes_in_use(database) - before
+        started = time.perf_counter()
+        await delivery.keep_verdicts(session, activation, utcnow())
+        await session.commit()
+        recorded = time.perf_counter() - started
     return {
         "kept": kept,
         "evidence_rows": rows,
         "evidence_bytes": grown,
         "evidence_bytes_per_sample": grown / rows if rows else None,
         "keep_evidence_ms": 1000 * elapsed,
+        "keep_record_ms": 1000 * recorded,
+        "record_bytes": sqlite_bytes_in_use(database) - before - grown,
     }
 
 

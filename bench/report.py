@@ -624,7 +624,7 @@ def _delivery(results: dict[str, Any]) -> list[str]:
             ("`delivery_of`, whole", lambda f: (f.get("delivery_of_ms") or {}).get("median"), "ms"),
             ("… reading the samples (`load_samples`)", lambda f: (f.get("parts_ms") or {}).get("load_samples"), "ms"),
             ("… judging each charger (`judge`)", lambda f: (f.get("parts_ms") or {}).get("judge"), "ms"),
-            ("… the area's curve (`area_curve`)", lambda f: (f.get("parts_ms") or {}).get("area_curve"), "ms"),
+            ("… the area's curve (`area_response`)", lambda f: (f.get("parts_ms") or {}).get("area_response"), "ms"),
             ("… the rest", lambda f: (f.get("parts_ms") or {}).get("rest"), "ms"),
             ("activation page", lambda f: ((f.get("page") or {}).get("ms") or {}).get("median"), "ms"),
             ("activation page: SQL statements", lambda f: (f.get("page") or {}).get("queries"), "statements"),

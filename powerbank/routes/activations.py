@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,8 @@ blueprint = Blueprint("activations", __name__)
 
 # While an activation runs (and shortly after, until its last answers are in) the page refreshes.
 LIVE_POLL_S = 1
+# Chargers per page of an activation's table (an activation may reach tens of thousands).
+CHARGER_ROWS = 100
 
 
 async def _list_page(
@@ -145,6 +148,8 @@ async def _detail_context(activation_id: int) -> dict[str, Any]:
         and (datetime.now(UTC) - finished).total_seconds() > service.CHART_CONTEXT_S
     )
     delivered = await judged_delivery(session, activation, dispatches)
+    pages = max(1, math.ceil(len(dispatches) / CHARGER_ROWS))
+    page = min(max(1, request.args.get("page", 1, type=int) or 1), pages)
     baseline_kw = None
     if delivered is not None:
         baselines = [c.baseline_w for c in delivered.chargers if c.baseline_w is not None]
@@ -153,11 +158,15 @@ async def _detail_context(activation_id: int) -> dict[str, Any]:
         "activation": activation,
         "operator": operator,
         "dispatches": dispatches,
+        "shown": dispatches[(page - 1) * CHARGER_ROWS : page * CHARGER_ROWS],
+        "page": page,
+        "pages": pages,
+        "first_row": (page - 1) * CHARGER_ROWS + 1,
         "summary": summary,
         "delivery": delivered,
         "delivery_share": delivery.DELIVERED_SHARE,
         "delivered_by": {c.dispatch.id: c for c in delivered.chargers} if delivered is not None else {},
-        "chart": chart_geometry(await service.power_chart(session, activation, dispatches), baseline_kw),
+        "chart": chart_geometry(service.power_chart(activation, delivered), baseline_kw),
         "live": not settled,
         "poll_s": LIVE_POLL_S,
         "overlap_rule": service.OVERLAP_RULE,

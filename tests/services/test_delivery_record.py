@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import timedelta
 
 import pytest
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from powerbank.models import DeliveryRecord, DeliveryRecordCharger, Dispatch
+from powerbank.models import DeliveryRecord, DeliveryRecordCharger, Dispatch, Operator
+from powerbank.routes import activations as activation_routes
 from powerbank.services import delivery
-from tests.conftest import Factory
+from tests.conftest import Factory, LoginAs
 from tests.services.reliability_support import DELIVERS, IDLE, IGNORES, OFFLINE, WINDOW_S, judged_activation
 
 
@@ -112,3 +114,41 @@ async def test_an_activation_kept_before_records_were_stored_is_judged_when_read
     assert await delivery.stored_delivery(session, activation, dispatches) is None
     judged = await delivery.record_or_judge(session, activation, dispatches)
     assert judged is not None and judged.count(delivery.Verdict.DELIVERED) == 1
+
+
+async def test_the_activation_page_reads_the_record_and_shows_its_chargers_a_page_at_a_time(
+    session: AsyncSession, factory: Factory, login_as: LoginAs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(activation_routes, "CHARGER_ROWS", 2)
+    team = await factory.team()
+    chargers = [(await factory.charge_point(team), behaviour) for behaviour in (DELIVERS, IGNORES, DELIVERS)]
+    activation = await judged_activation(session, team.operator_id, chargers, hours_ago=1)
+    # What the page shows is the stored record: change a stored verdict and the page says so.
+    row = (
+        await session.exec(select(DeliveryRecordCharger).where(col(DeliveryRecordCharger.verdict) == "delivered"))
+    ).first()
+    assert row is not None
+    row.verdict = delivery.Verdict.PARTIAL
+    await session.commit()
+    operator = await session.get(Operator, team.operator_id)
+    admin = await factory.user(operator=operator, operator_role="admin")
+    client = await login_as(admin)
+    url = f"/activations/{activation.id}"
+
+    first = await (await client.get(url)).get_data(as_text=True)
+    assert "Chargers 1–2 of 3" in first and 'rel="next"' in first and 'rel="prev"' not in first
+    assert _verdict_counts(first) == {"Delivered": 1, "Partial": 1, "Accepted but not delivered": 1}
+    assert "<polyline" in first
+    second = await (await client.get(f"{url}?page=2")).get_data(as_text=True)
+    assert "Chargers 3–3 of 3" in second and 'rel="prev"' in second and 'rel="next"' not in second
+    shown = {cp.identity: (cp.identity in first, cp.identity in second) for cp, _ in chargers}
+    assert sorted(shown.values()) == [(False, True), (True, False), (True, False)]
+    # A page past the end, or not a number, shows the nearest page.
+    assert "Chargers 3–3 of 3" in await (await client.get(f"{url}?page=9")).get_data(as_text=True)
+    assert "Chargers 1–2 of 3" in await (await client.get(f"{url}?page=x")).get_data(as_text=True)
+
+
+def _verdict_counts(page: str) -> dict[str, int]:
+    """The page's "What the meters show" counts, by verdict."""
+    section = page.split('id="response-heading"', 1)[1].split("</dl>", 1)[0]
+    return {name: int(n) for name, n in re.findall(r"<dt>([^<]+)</dt><dd>(\d+)</dd>", section) if int(n)}
