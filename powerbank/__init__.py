@@ -119,6 +119,7 @@ def _register_blueprints(app: Quart) -> None:
         health,
         home,
         mailbox,
+        notifications,
         teams,
     )
     from powerbank.routes import enrollment as powerbank
@@ -132,6 +133,11 @@ def _register_blueprints(app: Quart) -> None:
     app.register_blueprint(earnings.blueprint)
     if mail_sink(app.config):
         app.register_blueprint(mailbox.blueprint)
+    app.register_blueprint(notifications.blueprint)
+    if app.config["DEMO"] or app.config["DEV"]:
+        # The demo's own webhook receiver, called by machines: no CSRF token to check.
+        app.config["CSRF_EXEMPT_BLUEPRINTS"] = (*app.config["CSRF_EXEMPT_BLUEPRINTS"], "dev_webhooks")
+        app.register_blueprint(notifications.dev_receiver)
     app.register_blueprint(health.blueprint)
     # Each API module adds its routes to the API blueprint when first imported, so before the
     # blueprint is registered; this order is the order of the OpenAPI document and the docs page.
@@ -172,10 +178,11 @@ def _register_lifecycle(app: Quart) -> None:
     async def open_database() -> None:
         state.hold_database(app, make_engine(app.config["DATABASE_URL"]))
 
-    from powerbank.runtime import mailer
+    from powerbank.runtime import mailer, webhooks
 
     # Between the two: the mailer starts once the database is open, and stops before it closes.
     mailer.init_app(app)
+    webhooks.init_app(app)
 
     @app.after_serving
     async def close_database() -> None:

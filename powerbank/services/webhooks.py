@@ -261,6 +261,11 @@ async def list_webhooks(session: AsyncSession, operator_id: int, team_id: int | 
     return list(await session.exec(query.order_by(col(Webhook.id))))
 
 
+async def webhooks_to(session: AsyncSession, path: str) -> list[Webhook]:
+    """Return the webhooks whose URL ends in ``path`` (the demo's receiver finds its senders' secrets)."""
+    return list(await session.exec(select(Webhook).where(col(Webhook.url).endswith(path))))
+
+
 async def create_webhook(
     session: AsyncSession, by: Acting, operator_id: int, team: Team | None, form: WebhookForm
 ) -> Webhook:

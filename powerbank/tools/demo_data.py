@@ -12,7 +12,16 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.db import utcnow
-from powerbank.models import ChargePoint, Operator, OperatorMembership, OperatorRole, Team, TeamMembership, TeamRole
+from powerbank.models import (
+    ChargePoint,
+    Operator,
+    OperatorMembership,
+    OperatorRole,
+    Team,
+    TeamMembership,
+    TeamRole,
+    Webhook,
+)
 from powerbank.rules.demo_credentials import DEMO_CHARGER_PASSWORD, DEMO_PASSWORD
 from powerbank.rules.gsrn import make_facility_id
 from powerbank.services.audit import SYSTEM
@@ -20,6 +29,7 @@ from powerbank.services.enrollment import reevaluate
 from powerbank.services.passwords import hash_secret
 from powerbank.services.teams import create_operator
 from powerbank.services.users import create_user
+from powerbank.services.webhooks import new_secret
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,9 @@ FJORD_TEAMS: dict[str, list[DemoChargePoint]] = {
         DemoChargePoint("Bjørvika 2", "OSL-002", "Easee", "Home", "NO", None),
     ],
 }
+
+# Where the demo's webhook sends to: PowerBank's own receiver in demo mode, at `make run`'s address.
+DEMO_WEBHOOK_URL = "http://127.0.0.1:8000/dev/webhooks/receive"
 
 # (email, operator roles, team roles as (team name, role, may configure charge points))
 DEMO_USERS: list[tuple[str, str, list[tuple[str, str, bool]]]] = [
@@ -165,6 +178,17 @@ async def load_demo_data(session: AsyncSession) -> list[ChargePoint]:
                     can_configure_charge_points=may_configure,
                 )
             )
+    # Copenhagen Fleet's events go to the receiver PowerBank holds in demo mode (/dev/webhooks), at the
+    # address `make run` serves on.
+    session.add(
+        Webhook(
+            operator_id=teams["Copenhagen Fleet"].operator_id,
+            team_id=teams["Copenhagen Fleet"].id,
+            url=DEMO_WEBHOOK_URL,
+            description="Demo receiver (see /dev/webhooks)",
+            secret=new_secret(),
+        )
+    )
     await session.flush()
     # The same rules as for any new charge point: compatible DK2 ones are signed up automatically.
     await reevaluate(session, created)
