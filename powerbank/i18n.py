@@ -136,6 +136,9 @@ def translations(locale: str) -> NullTranslations:
 
 def translate(message: str) -> str:
     """``message`` in the current language, its placeholders left as they are (Jinja fills them, escaped)."""
+    if not message:
+        # The empty message id is the catalogue's header, never a text.
+        return message
     return translations(_locale.get()).gettext(message)
 
 

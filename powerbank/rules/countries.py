@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from babel import Locale
+
+from powerbank.i18n import DEFAULT_LOCALE, current_locale
+
 
 class PriceArea(StrEnum):
     """An electricity price area (bidding zone) where PowerBank balances the grid."""
@@ -37,7 +41,10 @@ FACILITY_ID_COUNTRIES: frozenset[str] = frozenset({"SE"})
 
 
 def country_name(code: str) -> str:
-    """Return a country's English short name, or the code itself when it is not a known country."""
+    """Return a country's short name in the reader's language, or the code itself when it is not a known country."""
+    locale = current_locale()
+    if locale != DEFAULT_LOCALE and code in COUNTRIES:
+        return str(Locale.parse(locale).territories.get(code, COUNTRIES[code]))
     return COUNTRIES.get(code, code)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Set
 from dataclasses import dataclass
 
+from powerbank.i18n import N_
+from powerbank.i18n import gettext as _
 from powerbank.models import ChargePoint, ParticipationSource, ParticipationState
 from powerbank.rules.countries import AUTOMATIC_AREAS, FACILITY_ID_COUNTRIES, PARTICIPATING_COUNTRIES, country_name
 from powerbank.rules.gsrn import clean_facility_id
@@ -18,11 +20,12 @@ from powerbank.rules.validators import ValidationError
 # A catalogued brand/model as it is matched: case- and space-insensitive.
 CatalogueKey = tuple[str, str]
 
-COMPATIBLE = "Compatible"
-NOT_COMPATIBLE = "Not compatible"
-FACILITY_ID_MISSING = "Facility ID missing"
-FACILITY_ID_INVALID = "Facility ID invalid"
-ELIGIBLE_AGAIN = "Eligible again"
+# Shown in the reader's language (``_(COMPATIBLE)``); ELIGIBLE_AGAIN is stored in English and translated when shown.
+COMPATIBLE = N_("Compatible")
+NOT_COMPATIBLE = N_("Not compatible")
+FACILITY_ID_MISSING = N_("Facility ID missing")
+FACILITY_ID_INVALID = N_("Facility ID invalid")
+ELIGIBLE_AGAIN = N_("Eligible again")
 
 
 def catalogue_key(brand: str, model: str) -> CatalogueKey:
@@ -34,7 +37,7 @@ def country_problem(country: str) -> str | None:
     """Return why PowerBank is not available in a country, or None when it is (R1)."""
     if country in PARTICIPATING_COUNTRIES:
         return None
-    return f"Not available in {country_name(country)}"
+    return _("Not available in %(country)s", country=country_name(country))
 
 
 def model_problem(charge_point: ChargePoint, catalogue: Set[CatalogueKey]) -> str | None:
@@ -44,11 +47,11 @@ def model_problem(charge_point: ChargePoint, catalogue: Set[CatalogueKey]) -> st
     and model, and whether it reported smart charging support.
     """
     if charge_point.smart_charging is False:
-        return "The charger reports no smart charging support"
+        return _("The charger reports no smart charging support")
     brand, model = charge_point.effective_brand, charge_point.effective_model
     if catalogue_key(brand, model) not in catalogue:
-        shown = f"{brand} {model}".strip() or "Unknown model"
-        return f"{shown} is not in the compatibility catalogue"
+        shown = f"{brand} {model}".strip() or _("Unknown model")
+        return _("%(model)s is not in the compatibility catalogue", model=shown)
     return None
 
 
@@ -88,7 +91,7 @@ class Eligibility:
         """Return the Compatibility column: Compatible, Not compatible or Not available in <country>."""
         if self.country_problem is not None:
             return self.country_problem
-        return NOT_COMPATIBLE if self.model_problem is not None else COMPATIBLE
+        return _(NOT_COMPATIBLE) if self.model_problem is not None else _(COMPATIBLE)
 
     @property
     def selectable(self) -> bool:
@@ -106,7 +109,7 @@ class Eligibility:
         if self.country_problem is not None:
             return self.country_problem
         if self.model_problem is not None:
-            return f"{NOT_COMPATIBLE}: {self.model_problem}"
+            return _("Not compatible: %(problem)s", problem=self.model_problem)
         return None
 
     @property
@@ -115,7 +118,7 @@ class Eligibility:
         if not self.selectable:
             return self.compatibility
         if self.facility_id_problem is not None:
-            return FACILITY_ID_MISSING if self.facility_id_missing else FACILITY_ID_INVALID
+            return _(FACILITY_ID_MISSING) if self.facility_id_missing else _(FACILITY_ID_INVALID)
         return None
 
 
@@ -166,4 +169,4 @@ def automatic_change(
 
 def automatic_sign_up_reason(price_area: str | None) -> str:
     """Return what the history and the Charge points tab say of an automatic sign-up (R6)."""
-    return f"Signed up automatically ({price_area})"
+    return _("Signed up automatically (%(area)s)", area=price_area)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from powerbank.i18n import gettext as _
 from powerbank.rules.validators import ValidationError
 
 GSRN_PREFIX = "735999"
@@ -24,16 +25,20 @@ def clean_facility_id(value: str | None) -> str:
     raw = (value or "").strip()
     digits = re.sub(r"[\s\-]", "", raw)
     if not digits:
-        raise ValidationError("Facility ID is required for charge points in Sweden.")
+        raise ValidationError(_("Facility ID is required for charge points in Sweden."))
     if not digits.isdigit() or not digits.isascii():
-        raise ValidationError("Facility ID may only contain digits (spaces and dashes are ignored).")
+        raise ValidationError(_("Facility ID may only contain digits (spaces and dashes are ignored)."))
     if len(digits) != GSRN_LENGTH:
-        raise ValidationError(f"Facility ID must be {GSRN_LENGTH} digits; this has {len(digits)}.")
+        raise ValidationError(
+            _("Facility ID must be %(length)s digits; this has %(count)s.", length=GSRN_LENGTH, count=len(digits))
+        )
     if not digits.startswith(GSRN_PREFIX):
-        raise ValidationError(f"Facility ID must start with {GSRN_PREFIX}.")
+        raise ValidationError(_("Facility ID must start with %(prefix)s.", prefix=GSRN_PREFIX))
     expected = gs1_check_digit(digits[:-1])
     if int(digits[-1]) != expected:
-        raise ValidationError(f"Facility ID check digit is wrong: the last digit should be {expected}.")
+        raise ValidationError(
+            _("Facility ID check digit is wrong: the last digit should be %(digit)s.", digit=expected)
+        )
     return digits
 
 

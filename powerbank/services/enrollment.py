@@ -26,6 +26,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.db import utcnow
 from powerbank.errors import ConflictError, ForbiddenError, FormErrors, NotFoundError
+from powerbank.i18n import gettext as _
+from powerbank.i18n import ngettext
 from powerbank.models import (
     ChargePoint,
     CompatibleModel,
@@ -90,7 +92,7 @@ class SignUpError(FormErrors):
 
     def __init__(self, errors: dict[str, str], row_errors: dict[int, str] | None = None) -> None:
         self.row_errors = row_errors or {}
-        super().__init__(errors or {"form": "Nothing was saved."})
+        super().__init__(errors or {"form": _("Nothing was saved.")})
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,7 @@ async def current_terms(session: AsyncSession) -> TermsVersion:
         )
     ).first()
     if terms is None:
-        raise ConflictError("No terms and conditions are published; PowerBank sign-up is not possible yet.")
+        raise ConflictError(_("No terms and conditions are published; PowerBank sign-up is not possible yet."))
     return terms
 
 
@@ -250,10 +252,15 @@ async def has_accepted_terms(session: AsyncSession, user_id: int, team_id: int, 
 
 def _check_terms(accepted_version: str | None, terms: TermsVersion) -> None:
     if not accepted_version:
-        raise SignUpError({"terms": "Accept the terms and conditions to sign up."})
+        raise SignUpError({"terms": _("Accept the terms and conditions to sign up.")})
     if accepted_version != terms.version:
         raise SignUpError(
-            {"terms": f"The terms and conditions have changed. Read version {terms.version} and accept it."}
+            {
+                "terms": _(
+                    "The terms and conditions have changed. Read version %(version)s and accept it.",
+                    version=terms.version,
+                )
+            }
         )
 
 
@@ -331,8 +338,10 @@ async def _apply(session: AsyncSession, changes: list[_Change], context: _Contex
             }
         )
     stale = ConflictError(
-        "Someone else changed the PowerBank participation of these charge points at the same time. "
-        "Nothing was saved; look at the current state and try again."
+        _(
+            "Someone else changed the PowerBank participation of these charge points at the same time. "
+            "Nothing was saved; look at the current state and try again."
+        )
     )
     if inserts:
         try:
@@ -427,7 +436,7 @@ async def bulk_sign_up(
     else:
         targets = [rows[cp_id] for cp_id in dict.fromkeys(charge_point_ids or [])]
         if not targets:
-            raise SignUpError({"form": "Tick the charge points to sign up, or use Sign up all charge points."})
+            raise SignUpError({"form": _("Tick the charge points to sign up, or use Sign up all charge points.")})
     row_errors: dict[int, str] = {}
     new_facility_ids: dict[int, str] = {}
     for row in targets:
@@ -444,8 +453,11 @@ async def bulk_sign_up(
         count = len(row_errors)
         raise SignUpError(
             {
-                "form": f"Nothing was saved: {count} charge point{'' if count == 1 else 's'} cannot be signed up yet "
-                "(see the messages in the table)."
+                "form": ngettext(
+                    "Nothing was saved: %(num)s charge point cannot be signed up yet (see the messages in the table).",
+                    "Nothing was saved: %(num)s charge points cannot be signed up yet (see the messages in the table).",
+                    count,
+                )
             },
             row_errors,
         )
@@ -601,9 +613,9 @@ async def suspend(
     require_on_team(principal, Permission.SUSPEND_POWERBANK, team, not_found="No such charge point.")
     typed = " ".join(reason.split())
     if not typed:
-        raise FormErrors({"reason": "Say why it is suspended: the history and the team see it."})
+        raise FormErrors({"reason": _("Say why it is suspended: the history and the team see it.")})
     if len(typed) > SUSPENSION_REASON_MAX:
-        raise FormErrors({"reason": f"At most {SUSPENSION_REASON_MAX} characters."})
+        raise FormErrors({"reason": _("At most %(count)s characters.", count=SUSPENSION_REASON_MAX)})
     row = await get_participation(session, charge_point)
     if row.state not in (ParticipationState.SIGNED_UP, ParticipationState.SUSPENDED):
         raise ConflictError(
@@ -807,11 +819,24 @@ class FacilityIdPaste:
     @property
     def message(self) -> str:
         count = len(self.facility_ids)
-        text = f"Filled in {count} Facility ID{'' if count == 1 else 's'} from your list"
         if self.problems:
             unused = len(self.problems)
-            text += f"; {unused} line{'' if unused == 1 else 's'} could not be used (listed below)"
-        return text + ". Nothing is saved until you click Save."
+            text = ngettext(
+                "Filled in %(num)s Facility ID from your list",
+                "Filled in %(num)s Facility IDs from your list",
+                count,
+            ) + ngettext(
+                "; %(num)s line could not be used (listed below)",
+                "; %(num)s lines could not be used (listed below)",
+                unused,
+            )
+        else:
+            text = ngettext(
+                "Filled in %(num)s Facility ID from your list",
+                "Filled in %(num)s Facility IDs from your list",
+                count,
+            )
+        return text + _(". Nothing is saved until you click Save.")
 
 
 def decode_facility_ids_file(data: bytes) -> str:
@@ -825,10 +850,10 @@ def decode_facility_ids_file(data: bytes) -> str:
         try:
             text = data.decode("cp1252")
         except UnicodeDecodeError:
-            raise SignUpError({PASTE_FIELD: "The file is not text in UTF-8 or Windows-1252."}) from None
+            raise SignUpError({PASTE_FIELD: _("The file is not text in UTF-8 or Windows-1252.")}) from None
     if "\x00" in text:
         # UTF-16 (a spreadsheet's "Unicode text") and binary files decode, but with NULs.
-        raise SignUpError({PASTE_FIELD: "The file is not text in UTF-8 or Windows-1252."})
+        raise SignUpError({PASTE_FIELD: _("The file is not text in UTF-8 or Windows-1252.")})
     return text
 
 
@@ -840,7 +865,11 @@ def facility_id_list(pasted: str | None, uploaded: bytes | None) -> str:
 
 
 def _too_large() -> str:
-    return f"The list is too long: at most {MAX_PASTE_LINES:,} lines and {MAX_PASTE_BYTES // 1024} KiB."
+    return _(
+        "The list is too long: at most %(lines)s lines and %(kib)s KiB.",
+        lines=f"{MAX_PASTE_LINES:,}",
+        kib=MAX_PASTE_BYTES // 1024,
+    )
 
 
 def _cells(line: str, separator: str) -> list[str] | None:
@@ -872,7 +901,7 @@ def match_pasted_facility_ids(rows: Sequence[RowStatus], text: str) -> FacilityI
         raise SignUpError({PASTE_FIELD: _too_large()})
     numbered = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
     if not numbered:
-        raise SignUpError({PASTE_FIELD: "Paste lines of identity or name and Facility ID, or choose a file."})
+        raise SignUpError({PASTE_FIELD: _("Paste lines of identity or name and Facility ID, or choose a file.")})
     first = numbered[0][1]
     separator = next((candidate for candidate in PASTE_SEPARATORS if candidate in first), ";")
     by_identity = {row.charge_point.identity: row for row in rows}
@@ -912,23 +941,39 @@ def _judge_line(
 ) -> tuple[str | None, RowStatus | None, str | None]:
     """Return (problem, matched row, clean Facility ID) for one line's cells."""
     if cells is None or len(cells) != 2:
-        columns = "cannot be read" if cells is None else f"has {len(cells)} column{'' if len(cells) == 1 else 's'}"
-        return (
-            f"Expected two columns, identity or name and Facility ID, separated by ; , or a tab; this {columns}.",
-            None,
-            None,
-        )
+        if cells is None:
+            problem = _(
+                "Expected two columns, identity or name and Facility ID, separated by ; , or a tab; "
+                "this cannot be read."
+            )
+        else:
+            problem = ngettext(
+                "Expected two columns, identity or name and Facility ID, separated by ; , or a tab; "
+                "this has %(num)s column.",
+                "Expected two columns, identity or name and Facility ID, separated by ; , or a tab; "
+                "this has %(num)s columns.",
+                len(cells),
+            )
+        return problem, None, None
     key, raw_id = cells
     row = by_identity.get(key)
     if row is None:
         named = by_name.get(_name_key(key), [])
         if len(named) > 1:
-            return f"{len(named)} charge points of this team are called “{_quoted(key)}”: use the identity.", None, None
+            return (
+                _(
+                    "%(count)s charge points of this team are called “%(name)s”: use the identity.",
+                    count=len(named),
+                    name=_quoted(key),
+                ),
+                None,
+                None,
+            )
         if not named:
-            return f"No charge point of this team has the identity or name “{_quoted(key)}”.", None, None
+            return _("No charge point of this team has the identity or name “%(name)s”.", name=_quoted(key)), None, None
         row = named[0]
     if not row.eligibility.facility_id_needed:
-        return f"{row.charge_point.name} is not in Sweden: it needs no Facility ID.", None, None
+        return _("%(name)s is not in Sweden: it needs no Facility ID.", name=row.charge_point.name), None, None
     try:
         return None, row, clean_facility_id(raw_id)
     except ValidationError as exc:

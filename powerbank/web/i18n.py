@@ -23,7 +23,9 @@ from quart_auth import current_user
 from sqlmodel import col, select
 
 from powerbank import i18n
+from powerbank.i18n import N_
 from powerbank.models import User
+from powerbank.rules.countries import country_name
 from powerbank.web.state import db_session
 
 LOCALE_COOKIE = "powerbank_locale"
@@ -34,6 +36,22 @@ UNTRANSLATED_PREFIXES = ("/api/", "/ocpp/", "/static/")
 LOCALE_TIME_ZONES = {"da": "Europe/Copenhagen", "sv": "Europe/Stockholm"}
 # A charge point's times are shown in its country's zone.
 COUNTRY_TIME_ZONES = {"DK": "Europe/Copenhagen", "SE": "Europe/Stockholm", "GB": "Europe/London", "IE": "Europe/Dublin"}
+# Values that are stored or computed in English and shown through ``_()`` in templates (a charger's
+# connection, a PowerBank state, source and stored reason); marked here so the catalogues hold them.
+SHOWN_VALUES = (
+    N_("Online"),
+    N_("Offline"),
+    N_("Never connected"),
+    N_("Signed up"),
+    N_("Not signed up"),
+    N_("Opted out"),
+    N_("Suspended"),
+    N_("Eligible again"),
+    N_("bulk"),
+    N_("single"),
+    N_("automatic"),
+    N_("API"),
+)
 # English dates stay as PowerBank has always shown them (ISO); Danish and Swedish in their own style.
 ENGLISH_DATETIME = "yyyy-MM-dd HH:mm:ss"
 ENGLISH_DATE = "yyyy-MM-dd"
@@ -160,6 +178,7 @@ def init_i18n(app: Quart) -> None:
             "number": format_number,
             "money": format_money,
             "percent": format_percent,
+            "country": country_name,
         }
     )
     app.before_request(select_locale)
