@@ -210,3 +210,6 @@ def _register_activations(app: Quart) -> None:
 
     gateway.init_app(app, lambda: state.sessionmaker(app))
     availability.init_app(app)
+    from powerbank.runtime import earnings
+
+    earnings.init_app(app)

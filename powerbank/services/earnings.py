@@ -938,15 +938,20 @@ async def close_due_months(session: AsyncSession, now: datetime) -> list[tuple[i
     return closed
 
 
-async def refresh_all(session: AsyncSession, now: datetime) -> int:
-    """Accrue hours, settle deliveries and refresh every operator's open months (the periodic job)."""
-    await accrue_hours(session, now)
-    await settle_deliveries(session, now)
+async def refresh_open_months(session: AsyncSession, now: datetime) -> int:
+    """Recompute every operator's open months; return how many operators."""
     operators = list(await session.exec(select(Team.operator_id).distinct()))
     for operator_id in operators:
         for month in await open_months(session, operator_id, now):
             await refresh_month(session, operator_id, month, now)
     return len(operators)
+
+
+async def refresh_all(session: AsyncSession, now: datetime) -> int:
+    """Accrue hours, settle deliveries and refresh every operator's open months."""
+    await accrue_hours(session, now)
+    await settle_deliveries(session, now)
+    return await refresh_open_months(session, now)
 
 
 # ---- reading -----------------------------------------------------------------------------------
