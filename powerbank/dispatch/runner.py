@@ -395,12 +395,26 @@ class ActivationRunner:
 
     async def keep_evidence(self, now: datetime) -> asyncio.Task[None] | None:
         """Copy the meter samples of activations over for a minute, as evidence of what was delivered;
-        then judge their chargers in a task of its own (returned), as the scheduler goes on."""
-        async with self.registry.writing() as session:
-            kept = [
-                a for a in await delivery.evidence_due(session, now) if await delivery.keep_evidence(session, a, now)
-            ]
-            await session.commit()
+        then judge their chargers in a task of its own (returned), as the scheduler goes on.
+
+        The samples are copied EVIDENCE_CHUNK chargers at a time, each its own short write, so the
+        chargers' meter values are stored in between; the activation is noted as kept once all are.
+        """
+        async with self.sessionmaker() as session:
+            due = [(a, await delivery.evidence_chargers(session, a)) for a in await delivery.evidence_due(session, now)]
+        kept = []
+        for activation, charge_point_ids in due:
+            for first in range(0, len(charge_point_ids), delivery.EVIDENCE_CHUNK):
+                async with self.registry.writing() as session:
+                    chunk = charge_point_ids[first : first + delivery.EVIDENCE_CHUNK]
+                    await delivery.copy_evidence(session, activation, chunk)
+                    await session.commit()
+            async with self.registry.writing() as session:
+                if await delivery.note_evidence_kept(session, activation, now):
+                    # Read in another session: judged from the evidence from now on.
+                    activation.evidence_kept_at = now
+                    kept.append(activation)
+                await session.commit()
         if not kept:
             return None
         logger.info("kept the meter samples of activation(s) %s as evidence of delivery", [a.id for a in kept])

@@ -409,22 +409,49 @@ async def evidence_due(session: AsyncSession, now: datetime, limit: int = 50) ->
     return list(rows)
 
 
+# Chargers whose samples are copied per statement: each copy is its own short write, so the hub's
+# other writes (the chargers' meter values) go on between them (measured: 10,000 chargers' 1.9 million
+# samples in one statement held SQLite's write lock 5.5 s on a quiet machine, 55 s on a busy one).
+EVIDENCE_CHUNK = 250
+
+
 async def keep_evidence(session: AsyncSession, activation: Activation, now: datetime) -> bool:
-    """Copy an activation's chargers' samples around its window to ``delivery_sample`` (once: False
-    when another node did it already). One INSERT … SELECT; the caller commits."""
-    claimed = await session.exec(
-        update(Activation)
-        .where(col(Activation.id) == activation.id, col(Activation.evidence_kept_at).is_(None))
-        .values(evidence_kept_at=now)
-        .returning(col(Activation.id))
-    )
-    if claimed.first() is None or activation.triggered_at is None:
+    """Copy an activation's chargers' samples around its window to ``delivery_sample`` and note it on the
+    activation, in one transaction the caller commits (False when another node did it already).
+
+    The activation runner does the same in steps (``evidence_chargers``, ``copy_evidence`` per chunk,
+    each committed, then ``note_evidence_kept``).
+    """
+    if activation.evidence_kept_at is not None:
         return False
+    await copy_evidence(session, activation, await evidence_chargers(session, activation))
+    return await note_evidence_kept(session, activation, now)
+
+
+async def evidence_chargers(session: AsyncSession, activation: Activation) -> list[int]:
+    """Return the charge points an activation reached (whose samples are its evidence), in id order."""
+    rows = await session.exec(
+        select(Dispatch.charge_point_id)
+        .where(Dispatch.activation_id == activation.id, col(Dispatch.charge_point_id).is_not(None))
+        .order_by(col(Dispatch.charge_point_id))
+    )
+    return [cp_id for cp_id in rows if cp_id is not None]
+
+
+async def copy_evidence(session: AsyncSession, activation: Activation, charge_point_ids: Sequence[int]) -> None:
+    """Copy these chargers' samples around an activation's window to its evidence; one INSERT … SELECT.
+
+    A charger whose samples are there already is passed over, so a copy cut off (a node stopped
+    midway) is finished by the next one without copying anything twice.
+    """
+    if activation.triggered_at is None or not charge_point_ids:
+        return
     window_end = activation.ended_at or activation.end_at
     since = activation.triggered_at - timedelta(seconds=max(BASELINE_S, CONTEXT_S) + STALE_AFTER_S + CLOCK_AHEAD_S)
     until = window_end + timedelta(seconds=CONTEXT_S + CLOCK_BEHIND_S)
-    chargers = select(Dispatch.charge_point_id).where(
-        Dispatch.activation_id == activation.id, col(Dispatch.charge_point_id).is_not(None)
+    copied = core_select(col(DeliverySample.charge_point_id)).where(
+        col(DeliverySample.activation_id) == activation.id,
+        col(DeliverySample.charge_point_id).in_(charge_point_ids),
     )
     samples = core_select(
         literal(activation.id),
@@ -433,7 +460,8 @@ async def keep_evidence(session: AsyncSession, activation: Activation, now: date
         col(MeterSample.received_at),
         col(MeterSample.power_w),
     ).where(
-        col(MeterSample.charge_point_id).in_(chargers),
+        col(MeterSample.charge_point_id).in_(charge_point_ids),
+        col(MeterSample.charge_point_id).not_in(copied),
         col(MeterSample.power_w).is_not(None),
         col(MeterSample.received_at) >= since,
         col(MeterSample.received_at) <= until,
@@ -443,7 +471,17 @@ async def keep_evidence(session: AsyncSession, activation: Activation, now: date
             ["activation_id", "charge_point_id", "measured_at", "received_at", "power_w"], samples
         )
     )
-    return True
+
+
+async def note_evidence_kept(session: AsyncSession, activation: Activation, now: datetime) -> bool:
+    """Note that an activation's evidence is complete (False when another node noted it first)."""
+    claimed = await session.exec(
+        update(Activation)
+        .where(col(Activation.id) == activation.id, col(Activation.evidence_kept_at).is_(None))
+        .values(evidence_kept_at=now)
+        .returning(col(Activation.id))
+    )
+    return claimed.first() is not None
 
 
 # Chargers judged per query, so the event loop is never held for long (measured: 2,000 chargers,

@@ -10,7 +10,8 @@ import pytest
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from powerbank.models import DeliveryRecord, DeliveryRecordCharger, Dispatch, Operator
+from powerbank.db import utcnow
+from powerbank.models import Activation, DeliveryRecord, DeliveryRecordCharger, DeliverySample, Dispatch, Operator
 from powerbank.routes import activations as activation_routes
 from powerbank.services import delivery
 from tests.conftest import Factory, LoginAs
@@ -152,3 +153,43 @@ def _verdict_counts(page: str) -> dict[str, int]:
     """The page's "What the meters show" counts, by verdict."""
     section = page.split('id="response-heading"', 1)[1].split("</dl>", 1)[0]
     return {name: int(n) for name, n in re.findall(r"<dt>([^<]+)</dt><dd>(\d+)</dd>", section) if int(n)}
+
+
+async def test_evidence_copied_in_chunks_is_the_same_and_a_copy_cut_off_is_finished_without_duplicates(
+    session: AsyncSession, factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    team = await factory.team()
+    behaviours = [DELIVERS, IGNORES, DELIVERS, IDLE, OFFLINE]
+    chargers = [(await factory.charge_point(team), behaviour) for behaviour in behaviours]
+    whole = await judged_activation(session, team.operator_id, chargers, hours_ago=1)
+    expected = await _evidence(session, whole.id)
+    assert len(expected) == len(behaviours) * 24
+
+    # The same chargers' samples again, for a second activation kept in steps: two chunks, one cut off.
+    second = Activation(**whole.model_dump(exclude={"id", "evidence_kept_at"}))
+    session.add(second)
+    await session.flush()
+    for d in await _dispatches(session, whole.id):
+        session.add(Dispatch(**d.model_dump(exclude={"id", "activation_id"}), activation_id=second.id or 0))
+    await session.commit()
+    ids = await delivery.evidence_chargers(session, second)
+    assert ids == sorted(cp.id for cp, _ in chargers)
+    await delivery.copy_evidence(session, second, ids[:2])
+    await session.commit()
+    # The whole copy runs again (the first was cut off before it was noted): nothing is there twice.
+    assert await delivery.keep_evidence(session, second, utcnow())
+    await session.commit()
+    assert await _evidence(session, second.id) == expected
+    assert not await delivery.keep_evidence(session, second, utcnow())
+
+
+async def _evidence(session: AsyncSession, activation_id: int | None) -> list[tuple[object, ...]]:
+    rows = await session.exec(
+        select(
+            DeliverySample.charge_point_id,
+            DeliverySample.measured_at,
+            DeliverySample.received_at,
+            DeliverySample.power_w,
+        ).where(DeliverySample.activation_id == activation_id)
+    )
+    return sorted(tuple(row) for row in rows)
