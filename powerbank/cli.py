@@ -34,6 +34,36 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_backup(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from powerbank.runtime.backup import BackupError, backup
+
+    try:
+        info = backup(database_url(), Path(args.path))
+    except BackupError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(f"Backup written to {info.path} ({info.size_bytes:,} bytes, schema {', '.join(sorted(info.revisions))}).")
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from powerbank.runtime.backup import BackupError, restore
+
+    try:
+        info = restore(Path(args.path), database_url(), force=args.force)
+    except BackupError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(f"Restored {info.path} (schema {', '.join(sorted(info.revisions))}) into {database_url()}.")
+    if info.behind_code:
+        print("The backup is from an older PowerBank: run `powerbank db upgrade` before serving.")
+    return 0
+
+
 async def _demo_data(if_empty: bool) -> int:
     from powerbank.db import standalone_session, utcnow
     from powerbank.services.api_tokens import create_token_by_names
@@ -543,6 +573,14 @@ def build_parser() -> argparse.ArgumentParser:
     up = db_commands.add_parser("upgrade", help="migrate the database to the latest schema")
     up.add_argument("revision", nargs="?", default="heads")
     up.set_defaults(handler=_cmd_db_upgrade)
+
+    save = commands.add_parser("backup", help="write a consistent copy of the SQLite database, while it serves")
+    save.add_argument("path", help="the backup file to write (must not exist)")
+    save.set_defaults(handler=_cmd_backup)
+    back = commands.add_parser("restore", help="replace the SQLite database with a backup")
+    back.add_argument("path", help="the backup file")
+    back.add_argument("--force", action="store_true", help="even if a PowerBank node serves from the database")
+    back.set_defaults(handler=_cmd_restore)
 
     demo = commands.add_parser("demo-data", help="load the demo operators, teams, users and charge points")
     demo.add_argument("--if-empty", action="store_true", help="do nothing (and succeed) when data exists")
