@@ -17,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.dispatch.runner import ActivationRunner
 from powerbank.models import Activation, ChargePoint, ClusterNode, Dispatch
+from powerbank.ocpp import security
 from powerbank.ocpp.frame_sharing import shared_log
 from powerbank.ocpp.registry import registry_of
 from powerbank.rules.permissions import Principal
@@ -100,6 +101,15 @@ class DispatchGateway:
     def recent_frames(self, identity: str) -> list[Frame]:
         """Return the OCPP frames a charger exchanged with this node lately, newest first."""
         return self.runner.registry.frame_log.recent(identity)
+
+    async def security_step(
+        self, charge_point: ChargePoint, step: str, *, profile: int, ca_pem: str | None, csms_url: str
+    ) -> security.StepResult:
+        """Send a step of a security profile upgrade to the charger, if this node holds its connection."""
+        connection = self.runner.registry.get(charge_point.identity)
+        if connection is not None and connection.charge_point_id != charge_point.id:
+            connection = None
+        return await security.run_step(connection, step, profile=profile, ca_pem=ca_pem, csms_url=csms_url)
 
     async def live_frames(self, session: AsyncSession, charge_point: ChargePoint) -> LiveFrames:
         """Return a charger's recent OCPP frames, newest first, whichever node holds it.

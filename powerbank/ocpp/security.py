@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 from hypercorn.config import Config
 from ocpp.exceptions import OCPPError
+from ocpp.v16 import call as call16
+from ocpp.v201 import call as call201
 from quart import Quart
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
@@ -265,3 +267,101 @@ async def send_certificate(connection: HubConnection, request: Any) -> None:
         logger.info("%s: CertificateSigned not answered: %r", connection.id, error)
         return
     logger.info("%s: CertificateSigned %s", connection.id, answer.status)
+
+
+# The guided upgrade: steps sent over a charger's live connection ------------------------------
+
+STEPS = ("install_ca", "request_certificate", "switch")
+# The OCPP 2.0.1 network configuration slot PowerBank writes the upgraded profile to.
+NETWORK_SLOT = 1
+STEP_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a charger answered to a guided step: whether it took it, and its words."""
+
+    accepted: bool
+    answer: str
+    # The charger applies it only after a reboot.
+    reboot_required: bool = False
+
+
+async def run_step(
+    connection: HubConnection | None, step: str, *, profile: int, ca_pem: str | None, csms_url: str
+) -> StepResult:
+    """Send one step of a profile upgrade to a connected charger and return its answer."""
+    if connection is None or connection.closed:
+        return StepResult(False, "Not connected")
+    try:
+        if connection.protocol == "ocpp1.6":
+            return await _step16(connection, step, profile, ca_pem)
+        return await _step201(connection, step, profile, ca_pem, csms_url)
+    except (ConnectionLost, CallErrorReceived, OCPPError, TimeoutError) as error:
+        return StepResult(False, type(error).__name__)
+
+
+def _answered(status: str) -> StepResult:
+    return StepResult(status in ("Accepted", "RebootRequired"), status, status == "RebootRequired")
+
+
+async def _step16(connection: HubConnection, step: str, profile: int, ca_pem: str | None) -> StepResult:
+    if step == "install_ca":
+        if ca_pem is None:
+            return StepResult(False, "No operator CA")
+        request: Any = call16.InstallCertificate(certificate_type="CentralSystemRootCertificate", certificate=ca_pem)
+    elif step == "request_certificate":
+        request = call16.ExtendedTriggerMessage(requested_message="SignChargePointCertificate")
+    else:
+        # OCPP 1.6 security whitepaper: the charger reconnects with the new profile at once.
+        request = call16.ChangeConfiguration(key="SecurityProfile", value=str(profile))
+    answer = await connection.call(request, timeout=STEP_TIMEOUT_S)
+    return _answered(str(answer.status))
+
+
+async def _step201(connection: HubConnection, step: str, profile: int, ca_pem: str | None, csms_url: str) -> StepResult:
+    if step == "install_ca":
+        if ca_pem is None:
+            return StepResult(False, "No operator CA")
+        answer = await connection.call(
+            call201.InstallCertificate(certificate_type="CSMSRootCertificate", certificate=ca_pem),
+            timeout=STEP_TIMEOUT_S,
+        )
+        return _answered(str(answer.status))
+    if step == "request_certificate":
+        answer = await connection.call(
+            call201.TriggerMessage(requested_message="SignChargingStationCertificate"), timeout=STEP_TIMEOUT_S
+        )
+        return _answered(str(answer.status))
+    network = await connection.call(
+        call201.SetNetworkProfile(
+            configuration_slot=NETWORK_SLOT,
+            connection_data={
+                "ocpp_version": "OCPP20",
+                "ocpp_transport": "JSON",
+                "ocpp_csms_url": csms_url,
+                "message_timeout": 30,
+                "security_profile": profile,
+                "ocpp_interface": "Wired0",
+            },
+        ),
+        timeout=STEP_TIMEOUT_S,
+    )
+    if str(network.status) != "Accepted":
+        return StepResult(False, f"SetNetworkProfile {network.status}")
+    # Only the new slot: falling back to the old one would be connecting below the profile.
+    variables = await connection.call(
+        call201.SetVariables(
+            set_variable_data=[
+                {
+                    "component": {"name": "OCPPCommCtrlr"},
+                    "variable": {"name": "NetworkConfigurationPriority"},
+                    "attribute_value": str(NETWORK_SLOT),
+                }
+            ]
+        ),
+        timeout=STEP_TIMEOUT_S,
+    )
+    results = variables.set_variable_result
+    status = str(results[0]["attribute_status"]) if results else "Rejected"
+    return _answered(status)

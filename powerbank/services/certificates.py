@@ -50,6 +50,8 @@ RSA_BITS = range(2048, 4097)
 EC_CURVES = (ec.SECP256R1, ec.SECP384R1)
 SIGNATURE_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
 SECURITY_PROFILES = (1, 2, 3)
+# The guided upgrade, in order: the charger trusts the operator CA, asks for its certificate, switches.
+UPGRADE_STEPS = ("install_ca", "request_certificate", "switch")
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
@@ -421,7 +423,51 @@ async def set_security_profile(
         raise CertificateError("Security profile 1, 2 or 3")
     if profile == charge_point.security_profile:
         return
+    before = charge_point.security_profile
     charge_point.security_profile = profile
     charge_point.updated_at = utcnow()
     session.add(charge_point)
-    record(session, actor_of(by), "charge_point.security_profile", charge_point, operator_id=team.operator_id)
+    record(
+        session,
+        actor_of(by),
+        "charge_point.security_profile",
+        charge_point,
+        operator_id=team.operator_id,
+        before={"security_profile": before},
+        after={"security_profile": profile},
+    )
+
+
+def usable_certificate(rows: list[ChargerCertificate], now: datetime | None = None) -> ChargerCertificate | None:
+    """Return the newest listed certificate a charger could connect with now (unrevoked, valid), or None."""
+    return next((row for row, state in states_of(rows, now) if state == "valid"), None)
+
+
+def states_of(rows: list[ChargerCertificate], now: datetime | None = None) -> list[tuple[ChargerCertificate, str]]:
+    """Return each certificate with its state: revoked, expired, not yet valid or valid."""
+    moment = now or utcnow()
+
+    def state(row: ChargerCertificate) -> str:
+        if row.revoked_at is not None:
+            return "revoked"
+        if row.not_after < moment:
+            return "expired"
+        return "not yet valid" if moment < row.not_before else "valid"
+
+    return [(row, state(row)) for row in rows]
+
+
+async def check_upgrade_step(
+    session: AsyncSession, by: Acting, team: Team, charge_point: ChargePoint, step: str, profile: int
+) -> None:
+    """Refuse a step of the guided upgrade that must not be sent (CertificateError says why)."""
+    require_configure(by, team, charge_point)
+    if step not in UPGRADE_STEPS:
+        raise CertificateError("No such step.")
+    if profile not in (2, 3) or profile <= charge_point.security_profile:
+        raise CertificateError("Choose a security profile above the charger's current one.")
+    if step == "switch" and profile == 3:
+        listed = await certificates_of(session, charge_point.id or 0)
+        if usable_certificate(listed, utcnow()) is None:
+            # It would be refused at once, and could not reconnect to ask for a certificate.
+            raise CertificateError("The charger has no valid certificate yet: have it ask for one first.")
