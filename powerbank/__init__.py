@@ -191,9 +191,10 @@ def _register_lifecycle(app: Quart) -> None:
 
 def _register_ocpp(app: Quart) -> None:
     from powerbank.ocpp import endpoint
-    from powerbank.routes import connections
+    from powerbank.routes import charger_security, connections
 
     app.register_blueprint(connections.blueprint)
+    app.register_blueprint(charger_security.blueprint)
     endpoint.init_app(app, lambda: state.sessionmaker(app))
 
 
