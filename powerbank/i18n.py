@@ -214,8 +214,8 @@ def catalogue_problems(locale: str) -> list[str]:
     return problems
 
 
-def _main(argv: list[str]) -> int:
-    """``python -m powerbank.i18n compile`` compiles the catalogues; ``check`` lists what lacks a translation."""
+def main(argv: list[str]) -> int:
+    """``compile`` the catalogues, or ``check`` what lacks a translation (``python -m powerbank.translations``)."""
     command = argv[0] if argv else ""
     if command == "compile":
         for locale in LANGUAGES:
@@ -237,9 +237,5 @@ def _main(argv: list[str]) -> int:
             else "Every message is translated."
         )
         return 1 if problems else 0
-    print("usage: python -m powerbank.i18n compile|check", file=sys.stderr)
+    print("usage: python -m powerbank.translations compile|check", file=sys.stderr)
     return 2
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
