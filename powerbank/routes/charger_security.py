@@ -72,7 +72,8 @@ async def run_step(cp_id: int, step: str) -> Response:
         csms_url=ocpp_url(charge_point.identity).removesuffix(charge_point.identity),
     )
     if step == "switch" and result.accepted:
-        await certificates.set_security_profile(session, me, team, charge_point, profile)
+        # The charger reconnects by itself (1.6) or after its next reboot (2.0.1).
+        await certificates.set_security_profile(session, me, team, charge_point, profile, reconnect=False)
         await session.commit()
     return await _render(me, charge_point, team, step=step, result=result)
 

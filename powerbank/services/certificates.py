@@ -415,9 +415,13 @@ async def revoke_certificate(
 
 
 async def set_security_profile(
-    session: AsyncSession, by: Acting, team: Team, charge_point: ChargePoint, profile: int
+    session: AsyncSession, by: Acting, team: Team, charge_point: ChargePoint, profile: int, *, reconnect: bool = True
 ) -> None:
-    """Record the security profile a charge point must connect with from now on (the caller commits)."""
+    """Record the security profile a charge point must connect with from now on (the caller commits).
+
+    Raised by hand, a live connection made at the lower profile is ended once this commits, so the
+    charger is held to the new one; ``reconnect=False`` when the charger itself is switching over.
+    """
     require_configure(by, team, charge_point)
     if profile not in SECURITY_PROFILES:
         raise CertificateError("Security profile 1, 2 or 3")
@@ -436,6 +440,8 @@ async def set_security_profile(
         before={"security_profile": before},
         after={"security_profile": profile},
     )
+    if reconnect and profile > before:
+        disconnect_after_commit(session, [charge_point.id or 0], "Security profile raised", identity_kept=True)
 
 
 def usable_certificate(rows: list[ChargerCertificate], now: datetime | None = None) -> ChargerCertificate | None:

@@ -19,6 +19,8 @@ from ocpp.v201 import call_result as result201
 from ocpp.v201.enums import Action as Action201
 from quart import Quart
 from sqlmodel.ext.asyncio.session import AsyncSession
+from websockets.exceptions import InvalidStatus
+from websockets.protocol import State
 
 from powerbank.models import ChargePoint
 from powerbank.services import certificates
@@ -232,3 +234,21 @@ async def test_the_required_profile_can_be_set_by_hand_and_a_stray_value_is_refu
     assert (await post(client, f"{page}/profile", {"profile": "9"}, page)).status_code == 422
     assert (await post(client, f"{page}/profile", {"profile": "2"}, page)).status_code == 200
     assert (await reloaded(session, charge_point)).security_profile == 2
+
+
+async def test_raising_the_profile_by_hand_ends_a_connection_made_below_it(
+    app: Quart, session: AsyncSession, factory: Factory, login_as: LoginAs, ca: CertificateAuthority
+) -> None:
+    team = await factory.team()
+    charge_point = await factory.charge_point(team)
+    client = await admin_client(factory, login_as, charge_point, team)
+    page = f"/charge-points/{charge_point.id}/security"
+    async with charger(app, charge_point.identity) as station:
+        assert (await post(client, f"{page}/profile", {"profile": "2"}, page)).status_code == 200
+        await eventually(
+            lambda: station._connection.state is State.CLOSED, message="the profile-1 connection stayed open"
+        )
+    # Over plain ws with its password it is no longer let in.
+    with pytest.raises(InvalidStatus):
+        async with charger(app, charge_point.identity):
+            pass
