@@ -287,9 +287,11 @@ async def note_offline_chargers(session: AsyncSession, offline_after: timedelta,
     ]
     if not values:
         return 0
-    result = await session.exec(_insert(session), params=values)
+    # The rows stored (not those another look stored first); RETURNING counts on every backend.
+    table = Notification.__table__  # type: ignore[attr-defined]
+    stored = (await session.exec(_insert(session).returning(table.c.id), params=values)).all()
     after_commit(session, _tell_listeners)
-    return max(int(result.rowcount or 0), 0)
+    return len(stored)
 
 
 async def notify_statement_ready(
