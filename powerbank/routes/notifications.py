@@ -18,6 +18,7 @@ from powerbank.models import Operator, Team, Webhook
 from powerbank.routes.loaders import operator_for, team_with_operator_for
 from powerbank.rules.permissions import Permission, Principal, can_on_operator, can_on_team
 from powerbank.services import notifications, webhooks
+from powerbank.services.teams import teams_of
 from powerbank.web.auth import login_required, principal
 from powerbank.web.render import form_errors_status, redirect_to, render_page
 from powerbank.web.state import db_session
@@ -83,6 +84,7 @@ async def _render_list(
         operator=operator,
         team=team,
         hooks=await webhooks.list_webhooks(session, operator.id or 0, team.id if team else None),
+        teams=[] if team else await teams_of(session, operator.id or 0),
         labels=notifications.kind_labels(),
         values=values or {"events": list(notifications.KINDS)},
         errors=errors or {},
