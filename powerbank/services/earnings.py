@@ -32,12 +32,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Float, and_, cast, delete, func, insert
+from sqlalchemy import Float, String, and_, cast, column, delete, func, insert, values
 from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from powerbank.db import UTCDateTime
 from powerbank.errors import ConflictError, FormErrors
 from powerbank.models import (
     Activation,
@@ -665,24 +666,30 @@ async def compute_month(session: AsyncSession, operator_id: int, month: str) -> 
     for cp_id, team_id, name, area, count, power in await session.exec(hours):
         line = draft(cp_id, team_id, name, area)
         line.hours, line.available_wh = int(count), float(power)
-    capacity: Any = (
-        core_select(cp.c.id, func.sum(hour.c.power_w * cast(price.c.price, Float)))
-        .select_from(
-            hour.join(fleet, cp.c.id == hour.c.charge_point_id).join(
-                price,
-                and_(
-                    price.c.operator_id == team.c.operator_id,
-                    price.c.price_area == cp.c.price_area,
-                    price.c.kind == PriceKind.CAPACITY.value,
-                    price.c.starts_at <= hour.c.hour,
-                    price.c.ends_at > hour.c.hour,
-                ),
+    # Each hour's capacity prices of each area, summed over markets, joined by equality (an index
+    # probe per hour, never a range comparison with every price of the month).
+    hourly = await _hourly_capacity_prices(session, operator_id, start, end)
+    if hourly:
+        prices = (
+            values(
+                column("price_area", String(3)), column("hour", UTCDateTime()), column("price", Float()), name="hourly"
             )
+            .data([(area, at, float(total)) for (area, at), total in sorted(hourly.items())])
+            .cte("hourly")
         )
-        .where(in_month)
-        .group_by(cp.c.id)
-    )
-    for cp_id, value in await session.exec(capacity):
+        capacity: Any = (
+            core_select(cp.c.id, func.sum(hour.c.power_w * prices.c.price))
+            .select_from(
+                prices.join(hour, hour.c.hour == prices.c.hour)
+                .join(cp, cp.c.id == hour.c.charge_point_id)
+                .join(team, team.c.id == cp.c.team_id)
+            )
+            .where(in_month, cp.c.price_area == prices.c.price_area)
+            .group_by(cp.c.id)
+        )
+    else:
+        capacity = None
+    for cp_id, value in await session.exec(capacity) if capacity is not None else []:
         if cp_id in drafts:
             # W times a price per MW and hour, for one hour.
             drafts[cp_id].value += float(value or 0.0) / 1_000_000
@@ -728,6 +735,27 @@ async def compute_month(session: AsyncSession, operator_id: int, month: str) -> 
             # Wh times a price per MWh.
             drafts[cp_id].value += float(value or 0.0) / 1_000_000
     return drafts
+
+
+async def _hourly_capacity_prices(
+    session: AsyncSession, operator_id: int, start: datetime, end: datetime
+) -> dict[tuple[str, datetime], Decimal]:
+    """Return the sum of the capacity prices holding in each (area, hour) of [start, end) (one query)."""
+    rows = await session.exec(
+        select(MarketPrice).where(
+            MarketPrice.operator_id == operator_id,
+            MarketPrice.kind == PriceKind.CAPACITY.value,
+            col(MarketPrice.starts_at) < end,
+            col(MarketPrice.ends_at) > start,
+        )
+    )
+    hourly: dict[tuple[str, datetime], Decimal] = defaultdict(Decimal)
+    for price in rows:
+        at = max(hour_of(price.starts_at), start)
+        while at < min(price.ends_at, end):
+            hourly[(price.price_area, at)] += price.price
+            at += timedelta(hours=1)
+    return hourly
 
 
 def _value(amount: float) -> Decimal:
