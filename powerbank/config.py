@@ -7,7 +7,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-VAR_DIR = PROJECT_ROOT / "var"
+# Templates, static files and migrations: beside the package in a checkout; inside it (powerbank/_bundled,
+# see setup.py) when installed from a wheel.
+_BUNDLED = Path(__file__).resolve().parent / "_bundled"
+RESOURCE_ROOT = _BUNDLED if _BUNDLED.is_dir() else PROJECT_ROOT
+# The default SQLite database's folder: var/ of the checkout, or of the working directory when installed.
+VAR_DIR = PROJECT_ROOT / "var" if RESOURCE_ROOT == PROJECT_ROOT else Path.cwd() / "var"
 
 
 def database_url() -> str:

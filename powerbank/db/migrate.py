@@ -5,12 +5,12 @@ from __future__ import annotations
 from alembic import command
 from alembic.config import Config
 
-from powerbank.config import PROJECT_ROOT
+from powerbank.config import RESOURCE_ROOT
 
 
 def alembic_config(database_url: str) -> Config:
     """Return the Alembic config of this checkout, aimed at ``database_url``."""
-    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config = Config(str(RESOURCE_ROOT / "alembic.ini"))
     config.attributes["database_url"] = database_url
     return config
 
