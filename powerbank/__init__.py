@@ -13,7 +13,7 @@ from quart_auth import QuartAuth
 from sqlalchemy.engine import make_url
 from werkzeug.exceptions import HTTPException
 
-from powerbank.config import DEFAULTS, PROJECT_ROOT, SMTP_SECURITY_CHOICES, database_url, mail_sink
+from powerbank.config import DEFAULTS, RESOURCE_ROOT, SMTP_SECURITY_CHOICES, database_url, mail_sink
 from powerbank.db import make_engine
 from powerbank.errors import ForbiddenError, NotFoundError
 from powerbank.services.api_tokens import TokenRateLimiter
@@ -30,8 +30,8 @@ def create_app(config_overrides: dict[str, Any] | None = None) -> Quart:
     """Build the PowerBank app: defaults, then POWERBANK_* environment variables, then overrides."""
     app = Quart(
         __name__,
-        template_folder=str(PROJECT_ROOT / "templates"),
-        static_folder=str(PROJECT_ROOT / "static"),
+        template_folder=str(RESOURCE_ROOT / "templates"),
+        static_folder=str(RESOURCE_ROOT / "static"),
     )
     app.config.update(DEFAULTS)
     app.config["DATABASE_URL"] = None
