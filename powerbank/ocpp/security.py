@@ -28,13 +28,10 @@ from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 from quart import Quart
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.config import ca_directory
-from powerbank.models import ChargePoint, Team
 from powerbank.ocpp.connection import CallErrorReceived, ConnectionLost
-from powerbank.rules.validators import IDENTITY_RE
 from powerbank.services import certificates, chargers
 from powerbank.services.certificates import CertificateError
 
@@ -180,23 +177,13 @@ async def authenticate(
     demo_mode: bool,
 ) -> chargers.Authentication:
     """Let a charger in at its charge point's security profile or above; else say why not."""
-    row = (
-        (
-            await session.exec(
-                select(ChargePoint.id, ChargePoint.security_profile, Team.operator_id)
-                .join(Team, col(Team.id) == col(ChargePoint.team_id))
-                .where(ChargePoint.identity == identity)
-            )
-        ).first()
-        if IDENTITY_RE.match(identity)
-        else None
-    )
-    charge_point_id, profile, operator_id = row if row is not None else (None, 1, None)
-    if charge_point_id is not None and profile >= 3:
-        reason = await _certificate_refusal(session, security, charge_point_id, identity, username, transport)
-        return chargers.Authentication(charge_point_id if reason is None else None, reason, operator_id)
-    outcome = await chargers.authenticate(session, checker, identity, username, password, demo_mode=demo_mode)
-    if outcome.charge_point_id is not None and profile == 2 and not transport.tls:
+    # One query for every profile: the reconnect of thousands of chargers goes through here.
+    login = await chargers.find_login(session, identity)
+    if login is not None and login.security_profile >= 3:
+        reason = await _certificate_refusal(session, security, login.charge_point_id, identity, username, transport)
+        return chargers.Authentication(login.charge_point_id if reason is None else None, reason, login.operator_id)
+    outcome = await chargers.check_password(checker, login, identity, username, password, demo_mode=demo_mode)
+    if outcome.charge_point_id is not None and login is not None and login.security_profile == 2 and not transport.tls:
         return chargers.Authentication(
             None, f"Security profile 2 needs TLS (offered {_offered(username, transport)})", outcome.operator_id
         )

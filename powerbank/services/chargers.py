@@ -132,20 +132,49 @@ async def authenticate(
     demo_mode: bool,
 ) -> Authentication:
     """Check a charger's HTTP Basic credentials (security profile 1)."""
+    login = await find_login(session, identity)
+    return await check_password(checker, login, identity, username, password, demo_mode=demo_mode)
+
+
+@dataclass(frozen=True)
+class Login:
+    """What a charger's log-in is checked against: its charge point, password hash, profile."""
+
+    charge_point_id: int
+    password_hash: str
+    operator_id: int
+    security_profile: int
+
+
+async def find_login(session: AsyncSession, identity: str) -> Login | None:
+    """Return what the charge point with this identity logs in with, or None (one query)."""
     # Only an identity a charge point could have is looked up: any other (a NUL, which PostgreSQL
     # refuses in text, or megabytes of path) is unknown without a query.
+    if not IDENTITY_RE.match(identity):
+        return None
     row = (
-        (
-            await session.exec(
-                select(ChargePoint.id, ChargePoint.ocpp_password_hash, Team.operator_id)
-                .join(Team, col(Team.id) == col(ChargePoint.team_id))
-                .where(ChargePoint.identity == identity)
-            )
-        ).first()
-        if IDENTITY_RE.match(identity)
-        else None
+        await session.exec(
+            select(ChargePoint.id, ChargePoint.ocpp_password_hash, Team.operator_id, ChargePoint.security_profile)
+            .join(Team, col(Team.id) == col(ChargePoint.team_id))
+            .where(ChargePoint.identity == identity)
+        )
+    ).first()
+    return Login(row[0] or 0, row[1], row[2], row[3]) if row is not None else None
+
+
+async def check_password(
+    checker: PasswordChecker,
+    login: Login | None,
+    identity: str,
+    username: str | None,
+    password: str | None,
+    *,
+    demo_mode: bool,
+) -> Authentication:
+    """Check HTTP Basic credentials against a charge point's log-in (None: an unknown identity)."""
+    charge_point_id, password_hash, operator_id = (
+        (login.charge_point_id, login.password_hash, login.operator_id) if login is not None else (None, None, None)
     )
-    charge_point_id, password_hash, operator_id = row if row is not None else (None, None, None)
     # Verify even when the answer is already known, so timing does not tell which identities exist.
     ok = await checker.verify(password_hash, password or "")
     if charge_point_id is None:
