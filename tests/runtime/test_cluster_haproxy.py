@@ -1,4 +1,4 @@
-"""Three real `powerbank serve` nodes behind a real HAProxy running deploy/haproxy.cfg, used as people and chargers do.
+"""Three real `powerbank serve` nodes behind a real HAProxy on docs/deploy/haproxy.cfg, used as people and chargers do.
 
 The balancer runs the very file docs/cluster.md shows; only what differs between machines is
 replaced (addresses, ports, the certificate's and the admin socket's paths). HAProxy (Debian's
@@ -49,9 +49,9 @@ from tests.ocpp.support import basic
 
 pytestmark = pytest.mark.postgres_only
 
-HAPROXY_CONFIG = PROJECT_ROOT / "deploy" / "haproxy.cfg"
+HAPROXY_CONFIG = PROJECT_ROOT / "docs" / "deploy" / "haproxy.cfg"
 NODE_NAMES = ("node1", "node2", "node3")
-# The example's addresses of the nodes, as deploy/haproxy.cfg names them.
+# The example's addresses of the nodes, as docs/deploy/haproxy.cfg names them.
 EXAMPLE_ADDRESSES = {"node1": "10.0.0.11:8000", "node2": "10.0.0.12:8000", "node3": "10.0.0.13:8000"}
 # What every node of one installation shares (docs/cluster.md): the key that signs sessions above all.
 SECRET_KEY = "one-secret-key-shared-by-every-node"
@@ -125,7 +125,7 @@ class Node:
 
 
 class Balancer:
-    """HAProxy in the foreground, running deploy/haproxy.cfg with this machine's ports and paths."""
+    """HAProxy in the foreground, running docs/deploy/haproxy.cfg with this machine's ports and paths."""
 
     def __init__(self, folder: Path, nodes: list[Node], certificate: Path, http_port: int, https_port: int) -> None:
         self.http_port, self.https_port = http_port, https_port
@@ -151,7 +151,7 @@ class Balancer:
                 f"server {node.name} 127.0.0.1:{node.port}"
             )
         for example, here in replacements.items():
-            assert text.count(example) == 1, f"deploy/haproxy.cfg no longer has {example!r} once"
+            assert text.count(example) == 1, f"docs/deploy/haproxy.cfg no longer has {example!r} once"
             text = text.replace(example, here)
         if os.geteuid() != 0:
             # Changing root and user needs root; CI runs as root and so runs these lines too.
