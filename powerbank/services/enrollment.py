@@ -145,11 +145,11 @@ class BulkResult:
 
     @property
     def message(self) -> str:
-        count = len(self.signed_up)
-        text = f"{count} charge point{'' if count == 1 else 's'} signed up"
+        text = ngettext("%(num)s charge point signed up", "%(num)s charge points signed up", len(self.signed_up))
         if self.already_signed_up:
-            already = len(self.already_signed_up)
-            text += f"; {already} {'was' if already == 1 else 'were'} already signed up"
+            text += ngettext(
+                "; %(num)s was already signed up", "; %(num)s were already signed up", len(self.already_signed_up)
+            )
         return text + "."
 
 
