@@ -37,7 +37,7 @@ from powerbank.models import (
     TokenAccess,
 )
 from powerbank.rules.permissions import load_principal
-from powerbank.services import api_tokens, catalogue, enrollment, teams, users
+from powerbank.services import api_tokens, catalogue, enrollment, teams, users, webhooks
 from powerbank.services import charge_points as cp_service
 from powerbank.services.audit import SYSTEM
 from tests.conftest import Factory, LoginAs, post_form
@@ -56,6 +56,7 @@ ID_ARGUMENTS = {
     "membership_id": "membership",
     "token_id": "api_token",
     "activation_id": "activation",
+    "webhook_id": "webhook",
 }
 # Values for the other (non-id) arguments of routes that take an id.
 OTHER_ARGUMENTS: dict[str, tuple[str, ...]] = {"scope": ("operator", "team")}
@@ -122,6 +123,9 @@ async def tenant_ids(session: AsyncSession, operator_id: int, team: Team, charge
         created_by="tenancy test",
     )
     session.add(activation)
+    webhook = await webhooks.create_webhook(
+        session, SYSTEM, operator_id, team, webhooks.WebhookForm("https://hooks.example.com/t", "", "", True)
+    )
     await session.commit()
     assert entry and operator_membership and team_membership
     return {
@@ -132,6 +136,7 @@ async def tenant_ids(session: AsyncSession, operator_id: int, team: Team, charge
         "membership": {"operator": operator_membership, "team": team_membership},
         "api_token": token.id,
         "activation": activation.id,
+        "webhook": webhook.id,
         "secret": secret,
     }
 
