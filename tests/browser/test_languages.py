@@ -49,6 +49,14 @@ def choose_language(page: Page, language: str, button: str) -> None:
     loaded(page)
 
 
+def back_to_english(page: Page) -> None:
+    """Set the person's language back to English (it is stored with them, and other tests log them in)."""
+    page.goto("/")
+    page.locator("form.language-picker select").select_option("en")
+    page.locator("form.language-picker button").click()
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+
+
 def row_of(page: Page, name: str) -> Locator:
     return page.get_by_role("row").filter(has=page.get_by_role("link", name=name, exact=True))
 
@@ -70,6 +78,13 @@ def test_bulk_sign_up_in_danish(page: Page) -> None:
         page, "Copenhagen Fleet", brand="Alfen", model="Eve Single Pro-line", country="DK", area="DK1"
     )
     choose_language(page, "Dansk", "Change")
+    try:
+        sign_up_in_danish(page, name)
+    finally:
+        back_to_english(page)
+
+
+def sign_up_in_danish(page: Page, name: str) -> None:
     # The header and the page are Danish; the choice stays for the next pages.
     expect(page.get_by_role("button", name="Log ud")).to_be_visible()
     open_sign_up(page, "Copenhagen Fleet", "Handlinger", "Tilmeld til PowerBank", "Teams")
@@ -96,6 +111,13 @@ def test_bulk_sign_up_in_swedish_needs_the_anlaggnings_id(page: Page) -> None:
     log_in(page, "admin@demo.test")
     name = add_charge_point(page, "Stockholm Offices", brand="Zaptec", model="Pro", country="SE", area="SE3")
     choose_language(page, "Svenska", "Change")
+    try:
+        sign_up_in_swedish(page, name)
+    finally:
+        back_to_english(page)
+
+
+def sign_up_in_swedish(page: Page, name: str) -> None:
     open_sign_up(page, "Stockholm Offices", "Åtgärder", "Anmäl till PowerBank", "Team")
 
     page.get_by_role("checkbox", name=re.compile("Jag godkänner villkoren")).check()
