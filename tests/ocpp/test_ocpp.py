@@ -530,7 +530,7 @@ async def test_a_password_reset_while_a_charger_logs_in_with_the_old_one_closes_
     cp = await factory.charge_point(team)
     client = await login_as(await factory.user(team=team, team_role="owner"))
     checked, go_on = asyncio.Event(), asyncio.Event()
-    check = chargers.authenticate
+    check = chargers.check_password
 
     async def check_then_wait(*args: Any, **kwargs: Any) -> chargers.Authentication:
         outcome = await check(*args, **kwargs)  # The old password, still valid when read.
@@ -538,7 +538,7 @@ async def test_a_password_reset_while_a_charger_logs_in_with_the_old_one_closes_
         await go_on.wait()
         return outcome
 
-    monkeypatch.setattr(chargers, "authenticate", check_then_wait)
+    monkeypatch.setattr(chargers, "check_password", check_then_wait)
 
     async def connect_with_the_old_password() -> Any:
         async with raw_socket(app, cp.identity) as websocket:
