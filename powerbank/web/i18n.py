@@ -144,8 +144,10 @@ def format_percent(value: float | Decimal | None, digits: int = 0) -> str:
     """A fraction (0.5) as a percentage in the reader's style (50 % · 50%)."""
     if value is None:
         return "—"
-    pattern = "#,##0" + ("." + "0" * digits if digits else "") + "%"
-    return babel_format_percent(value, format=pattern, locale=i18n.current_locale())
+    locale = i18n.current_locale()
+    if not digits:
+        return babel_format_percent(value, locale=locale)
+    return babel_format_percent(value, format=f"#,##0.{'0' * digits} %", locale=locale)
 
 
 def charge_point_time_zone(country: str | None) -> str | None:
