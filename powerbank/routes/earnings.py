@@ -15,6 +15,7 @@ from powerbank.models import Team
 from powerbank.routes.loaders import charge_point_for, operator_for, team_for
 from powerbank.rules.earnings import CURRENCY_BY_AREA, month_of, parse_month, previous_month
 from powerbank.rules.permissions import Permission, can_on_operator
+from powerbank.rules.validators import page_number
 from powerbank.services import earnings as service
 from powerbank.services.teams import teams_of
 from powerbank.web.auth import login_required, principal
@@ -23,6 +24,8 @@ from powerbank.web.state import db_session
 
 blueprint = Blueprint("earnings", __name__)
 
+# Lines per page of a statement (the CSV and PDF have them all).
+PAGE_LINES = 250
 # The largest price file taken (a month of hourly prices for every area and market is far less).
 MAX_IMPORT_BYTES = 2_000_000
 
@@ -63,11 +66,18 @@ async def statement(team_id: int) -> Response:
     month = _month_arg(previous_month(month_of(_now())))
     session = await db_session()
     found = await service.statement(session, me, team, month)
+    pages = max(1, -(-len(found.lines) // PAGE_LINES))
+    page = min(page_number(request.args.get("page")), pages)
     return await render_page(
         "earnings/statement.html",
         "earnings/_statement.html",
         team=team,
         statement=found,
+        shown=found.lines[(page - 1) * PAGE_LINES : page * PAGE_LINES],
+        page=page,
+        pages=pages,
+        # One address per line without url_for for each of thousands of lines.
+        charge_point_path=url_for("charge_points.detail", cp_id=0).removesuffix("0"),
         month=month,
         months=_recent_months(12),
         average_kw=service.average_kw,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import csv
+import dataclasses
 import io
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -32,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Float, String, and_, cast, column, delete, func, insert, values
+from sqlalchemy import Float, String, and_, cast, column, delete, func, insert, literal, values
 from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
@@ -630,7 +631,7 @@ class LineDraft:
 
 
 async def compute_month(session: AsyncSession, operator_id: int, month: str) -> dict[int, LineDraft]:
-    """Return each charge point's figures and market value for ``month`` (five queries, any fleet size).
+    """Return each charge point's figures and market value for ``month`` (three queries, any fleet size).
 
     Only charge points with an available hour or an activation appear.
     """
@@ -650,25 +651,12 @@ async def compute_month(session: AsyncSession, operator_id: int, month: str) -> 
             found = drafts[cp_id] = LineDraft(team_id, cp_id, name, area or "")
         return found
 
-    hours: Any = (
-        core_select(
-            cp.c.id,
-            cp.c.team_id,
-            cp.c.name,
-            cp.c.price_area,
-            func.count(),
-            func.coalesce(func.sum(hour.c.power_w), 0.0),
-        )
-        .select_from(hour.join(fleet, cp.c.id == hour.c.charge_point_id))
-        .where(in_month)
-        .group_by(cp.c.id, cp.c.team_id, cp.c.name, cp.c.price_area)
-    )
-    for cp_id, team_id, name, area, count, power in await session.exec(hours):
-        line = draft(cp_id, team_id, name, area)
-        line.hours, line.available_wh = int(count), float(power)
     # Each hour's capacity prices of each area, summed over markets, joined by equality (an index
-    # probe per hour, never a range comparison with every price of the month).
+    # probe per hour, never a range comparison with every price of the month), in the same pass
+    # over the month's hours as their count and power.
     hourly = await _hourly_capacity_prices(session, operator_id, start, end)
+    hours_from: Any = hour.join(fleet, cp.c.id == hour.c.charge_point_id)
+    capacity_value: Any = literal(0.0)
     if hourly:
         prices = (
             values(
@@ -677,24 +665,36 @@ async def compute_month(session: AsyncSession, operator_id: int, month: str) -> 
             .data([(area, at, float(total)) for (area, at), total in sorted(hourly.items())])
             .cte("hourly")
         )
-        capacity: Any = (
-            core_select(cp.c.id, func.sum(hour.c.power_w * prices.c.price))
-            .select_from(
-                prices.join(hour, hour.c.hour == prices.c.hour)
-                .join(cp, cp.c.id == hour.c.charge_point_id)
-                .join(team, team.c.id == cp.c.team_id)
-            )
-            .where(in_month, cp.c.price_area == prices.c.price_area)
-            .group_by(cp.c.id)
+        hours_from = hours_from.outerjoin(
+            prices, and_(prices.c.hour == hour.c.hour, prices.c.price_area == cp.c.price_area)
         )
-    else:
-        capacity = None
-    for cp_id, value in await session.exec(capacity) if capacity is not None else []:
-        if cp_id in drafts:
-            # W times a price per MW and hour, for one hour.
-            drafts[cp_id].value += float(value or 0.0) / 1_000_000
-    in_energy_month = and_(
-        energy.c.operator_id == operator_id, energy.c.triggered_at >= start, energy.c.triggered_at < end
+        capacity_value = func.coalesce(func.sum(hour.c.power_w * prices.c.price), 0.0)
+    hours: Any = (
+        core_select(
+            cp.c.id,
+            cp.c.team_id,
+            cp.c.name,
+            cp.c.price_area,
+            func.count(),
+            func.coalesce(func.sum(hour.c.power_w), 0.0),
+            capacity_value,
+        )
+        .select_from(hours_from)
+        .where(in_month)
+        .group_by(cp.c.id, cp.c.team_id, cp.c.name, cp.c.price_area)
+    )
+    for cp_id, team_id, name, area, count, power, value in await session.exec(hours):
+        line = draft(cp_id, team_id, name, area)
+        # W times a price per MW and hour, for one hour.
+        line.hours, line.available_wh, line.value = int(count), float(power), float(value or 0.0) / 1_000_000
+    # Periods of one area, market and kind never overlap: each delivery meets at most one energy price.
+    energy_price = and_(
+        price.c.operator_id == energy.c.operator_id,
+        price.c.price_area == energy.c.price_area,
+        price.c.market == energy.c.market,
+        price.c.kind == PriceKind.ENERGY.value,
+        price.c.starts_at <= energy.c.triggered_at,
+        price.c.ends_at > energy.c.triggered_at,
     )
     took_part: Any = (
         core_select(
@@ -704,36 +704,22 @@ async def compute_month(session: AsyncSession, operator_id: int, month: str) -> 
             cp.c.price_area,
             func.count(),
             func.coalesce(func.sum(energy.c.delivered_wh), 0.0),
+            func.coalesce(func.sum(energy.c.delivered_wh * cast(price.c.price, Float)), 0.0),
         )
-        .select_from(energy.join(cp, cp.c.id == energy.c.charge_point_id))
-        .where(in_energy_month, energy.c.verdict.not_in([str(v) for v in ABSENT_VERDICTS]))
+        .select_from(energy.join(cp, cp.c.id == energy.c.charge_point_id).outerjoin(price, energy_price))
+        .where(
+            energy.c.operator_id == operator_id,
+            energy.c.triggered_at >= start,
+            energy.c.triggered_at < end,
+            energy.c.verdict.not_in([str(v) for v in ABSENT_VERDICTS]),
+        )
         .group_by(cp.c.id, cp.c.team_id, cp.c.name, cp.c.price_area)
     )
-    for cp_id, team_id, name, area, count, delivered in await session.exec(took_part):
+    for cp_id, team_id, name, area, count, delivered, value in await session.exec(took_part):
         line = draft(cp_id, team_id, name, area)
         line.activations, line.delivered_wh = int(count), float(delivered)
-    energy_value: Any = (
-        core_select(energy.c.charge_point_id, func.sum(energy.c.delivered_wh * cast(price.c.price, Float)))
-        .select_from(
-            energy.join(
-                price,
-                and_(
-                    price.c.operator_id == energy.c.operator_id,
-                    price.c.price_area == energy.c.price_area,
-                    price.c.market == energy.c.market,
-                    price.c.kind == PriceKind.ENERGY.value,
-                    price.c.starts_at <= energy.c.triggered_at,
-                    price.c.ends_at > energy.c.triggered_at,
-                ),
-            )
-        )
-        .where(in_energy_month, energy.c.delivered_wh > 0)
-        .group_by(energy.c.charge_point_id)
-    )
-    for cp_id, value in await session.exec(energy_value):
-        if cp_id in drafts:
-            # Wh times a price per MWh.
-            drafts[cp_id].value += float(value or 0.0) / 1_000_000
+        # Wh times a price per MWh.
+        line.value += float(value or 0.0) / 1_000_000
     return drafts
 
 
@@ -808,17 +794,34 @@ async def refresh_month(session: AsyncSession, operator_id: int, month: str, now
             )
         )
     rows += await _corrections(session, operator_id, month, shares, now)
+    # Computed from reads alone (seconds for a large fleet) before the month's row is locked: SQLite's
+    # write lock is held only for the writes, and two nodes refreshing at once write one after the
+    # other (PostgreSQL's row lock), the second replacing the first's lines, never adding to them.
+    state = await _locked_month_row(session, operator_id, month)
+    if state.closed_at is not None:
+        raise MonthClosedError(f"{month} is closed: its statements no longer change.")
     table = StatementLine.__table__  # type: ignore[attr-defined]
     await session.exec(delete(table).where(table.c.operator_id == operator_id, table.c.month == month))
     for first in range(0, len(rows), INSERT_CHUNK):
         await session.exec(insert(table), params=rows[first : first + INSERT_CHUNK])
-    if state is None:
-        session.add(EarningsMonth(operator_id=operator_id, month=month, refreshed_at=now))
-    else:
-        state.refreshed_at = now
-        session.add(state)
+    state.refreshed_at = now
+    session.add(state)
     await session.flush()
     return len(rows)
+
+
+async def _locked_month_row(session: AsyncSession, operator_id: int, month: str) -> EarningsMonth:
+    """Return the month's row, made if missing, locked until the transaction ends (PostgreSQL)."""
+    table = EarningsMonth.__table__  # type: ignore[attr-defined]
+    await _insert_ignoring(session, table, [{"operator_id": operator_id, "month": month}])
+    return (
+        await session.exec(
+            select(EarningsMonth)
+            .where(EarningsMonth.operator_id == operator_id, EarningsMonth.month == month)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).one()
 
 
 def _line_row(
@@ -998,8 +1001,8 @@ class Statement:
 
     team_id: int
     month: str
-    lines: list[StatementLine]
-    corrections: list[StatementLine]
+    lines: list[Line]
+    corrections: list[Line]
     refreshed_at: datetime | None
     closed_at: datetime | None
     closed_by: str | None
@@ -1011,7 +1014,7 @@ class Statement:
         return self.closed_at is not None
 
 
-def totals_of(lines: Iterable[StatementLine]) -> list[Total]:
+def totals_of(lines: Iterable[Line]) -> list[Total]:
     """Return the sum of the lines' amounts per currency (exact: they are Decimals rounded once each)."""
     amounts: dict[str, Decimal] = defaultdict(Decimal)
     values: dict[str, Decimal] = defaultdict(Decimal)
@@ -1021,17 +1024,42 @@ def totals_of(lines: Iterable[StatementLine]) -> list[Total]:
     return [Total(currency, amounts[currency], values[currency]) for currency in sorted(amounts)]
 
 
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One stored statement line as pages, files and the API read it (no ORM object: thousands are read at once)."""
+
+    id: int
+    kind: str
+    charge_point_id: int | None
+    charge_point_name: str
+    price_area: str
+    currency: str
+    hours_signed_up: int
+    available_kwh: float
+    activations: int
+    delivered_kwh: float
+    market_value: Decimal
+    share: Decimal
+    amount: Decimal
+    dated: datetime | None
+    corrects: str | None
+    note: str
+
+
+LINE_COLUMNS = tuple(f.name for f in dataclasses.fields(Line))
+
+
 async def statement(session: AsyncSession, by: Acting, team: Team, month: str) -> Statement:
-    """Return a team's stored statement of ``month`` (three queries)."""
+    """Return a team's stored statement of ``month`` (four queries)."""
     require_on_team(by, Permission.VIEW_TEAM, team)
     state = await _month_row(session, team.operator_id, month)
-    lines = list(
-        await session.exec(
-            select(StatementLine)
-            .where(StatementLine.team_id == team.id, StatementLine.month == month)
-            .order_by(col(StatementLine.kind), col(StatementLine.charge_point_name), col(StatementLine.id))
-        )
+    table = StatementLine.__table__  # type: ignore[attr-defined]
+    query: Any = (
+        core_select(*(table.c[name] for name in LINE_COLUMNS))
+        .where(table.c.team_id == team.id, table.c.month == month)
+        .order_by(table.c.kind, table.c.charge_point_name, table.c.id)
     )
+    lines = [Line(*row) for row in await session.exec(query)]
     shares = await shares_of(session, team.operator_id)
     own = [line for line in lines if line.kind == CHARGE_POINT_LINE]
     corrections = [line for line in lines if line.kind == CORRECTION_LINE]
@@ -1125,7 +1153,7 @@ async def charge_point_months(
     return sorted(by_month.values(), key=lambda m: m.month, reverse=True)
 
 
-def average_kw(line: StatementLine) -> float:
+def average_kw(line: Line) -> float:
     """Return a line's average available power over its signed-up hours."""
     return line.available_kwh / line.hours_signed_up if line.hours_signed_up else 0.0
 

@@ -110,6 +110,9 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("api.create_activation", "POST"): "write activations",
     ("api.cancel_activation", "DELETE"): "write activations",
     ("api.get_area_availability", "GET"): "read activations",
+    ("api.get_team_earnings", "GET"): "view",
+    # Market prices are operator-wide writes, like activations.
+    ("api.enter_prices", "POST"): "write activations",
 }
 SUCCESS = {
     ("api.create_activation", "POST"): 201,
@@ -232,6 +235,19 @@ def request_of(endpoint: str, rule: str, target: str, round_: Round, world: Worl
         },
         "api.import_charge_points": {
             "csv": f"Name;Identity;Country\nImported;{new_identity('IMP', target, round_)};NO\n"
+        },
+        "api.enter_prices": {
+            "prices": [
+                {
+                    "price_area": "DK2",
+                    "market": "FCR-D up",
+                    "kind": "energy",
+                    "currency": "DKK",
+                    "starts_at": "2026-01-01T00:00:00Z",
+                    "ends_at": "2026-01-02T00:00:00Z",
+                    "price": "100",
+                }
+            ]
         },
         "api.create_activation": {
             "price_area": "DK1",
