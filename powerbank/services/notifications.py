@@ -386,21 +386,21 @@ async def save_preferences(session: AsyncSession, principal: Principal, team_id:
         session.add(row)
 
 
-async def recipients(session: AsyncSession, team_id: int, operator_id: int, kind: str) -> list[str]:
-    """Return the email addresses of the people who want ``kind`` of ``team_id``'s events (three queries)."""
-    team_roles = dict(
+async def recipients(session: AsyncSession, team_id: int, operator_id: int, kind: str) -> list[tuple[str, str | None]]:
+    """Return the email address and language of each person who wants ``kind`` of ``team_id``'s events
+    (three queries)."""
+    team_roles = {
+        email: (role, locale)
+        for email, role, locale in await session.exec(
+            select(User.email, TeamMembership.role, User.locale)
+            .join(TeamMembership, col(TeamMembership.user_id) == col(User.id))
+            .where(TeamMembership.team_id == team_id)
+        )
+    }
+    operator_people = dict(
         (
             await session.exec(
-                select(User.email, TeamMembership.role)
-                .join(TeamMembership, col(TeamMembership.user_id) == col(User.id))
-                .where(TeamMembership.team_id == team_id)
-            )
-        ).all()
-    )
-    operator_people = set(
-        (
-            await session.exec(
-                select(User.email)
+                select(User.email, User.locale)
                 .join(OperatorMembership, col(OperatorMembership.user_id) == col(User.id))
                 .where(OperatorMembership.operator_id == operator_id)
             )
@@ -415,10 +415,10 @@ async def recipients(session: AsyncSession, team_id: int, operator_id: int, kind
             )
         ).all()
     )
-    people = set(team_roles) | operator_people
+    languages = {**operator_people, **{email: locale for email, (_role, locale) in team_roles.items()}}
     wanted = []
-    for email in sorted(people):
-        role = team_roles.get(email)
+    for email in sorted(languages):
+        role = team_roles[email][0] if email in team_roles else None
         if chosen.get(email, default_on(TeamRole(role) if role else None)):
-            wanted.append(email)
+            wanted.append((email, languages[email]))
     return wanted

@@ -45,6 +45,7 @@ from sqlalchemy import func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from powerbank import i18n
 from powerbank.db import after_commit, utcnow
 from powerbank.errors import ForbiddenError, FormErrors, NotFoundError
 from powerbank.i18n import gettext as _
@@ -655,24 +656,32 @@ async def fan_out(
         )
     )
     link = base_url.rstrip("/") + "/account/notifications"
+    # Emails in each reader's language (their setting, else PowerBank's default): the event told again
+    # in that language, once per language among its readers.
+    in_language: dict[str, dict[int, Message]] = {}
     for message in messages:
-        addresses = await events.recipients(session, message.team.id or 0, operator.id or 0, notification.kind)
-        for address in addresses if email else []:
-            queue_mail(
-                session,
-                address,
-                message.subject,
-                message.text
-                + "\n\n-- \n"
-                + _(
-                    "You get this email as a member of %(team)s (%(operator)s).",
-                    team=message.team.name,
-                    operator=operator.name,
+        readers = await events.recipients(session, message.team.id or 0, operator.id or 0, notification.kind)
+        for address, locale in readers if email else []:
+            language = locale or i18n.DEFAULT_LOCALE
+            with i18n.use_locale(language):
+                if language not in in_language:
+                    in_language[language] = {m.team.id or 0: m for m in await _messages(session, notification, payload)}
+                told = in_language[language].get(message.team.id or 0, message)
+                queue_mail(
+                    session,
+                    address,
+                    told.subject,
+                    told.text
+                    + "\n\n-- \n"
+                    + _(
+                        "You get this email as a member of %(team)s (%(operator)s).",
+                        team=message.team.name,
+                        operator=operator.name,
+                    )
+                    + "\n"
+                    + _("Choose which emails you get: %(link)s", link=link)
+                    + "\n",
                 )
-                + "\n"
-                + _("Choose which emails you get: %(link)s", link=link)
-                + "\n",
-            )
         for webhook in webhooks:
             if webhook.team_id in (None, message.team.id) and _receives(webhook, notification.kind):
                 queue_delivery(
