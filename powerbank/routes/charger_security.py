@@ -69,7 +69,7 @@ async def run_step(cp_id: int, step: str) -> Response:
         step,
         profile=profile,
         ca_pem=certificates.certificate_pem(ca_certificate) if ca_certificate is not None else None,
-        csms_url=ocpp_url(charge_point.identity).removesuffix(charge_point.identity),
+        csms_url=_csms_url(charge_point),
     )
     if step == "switch" and result.accepted:
         # The charger reconnects by itself (1.6) or after its next reboot (2.0.1).
@@ -97,6 +97,12 @@ def _profile_of(form: Any) -> int:
     if text not in ("1", "2", "3"):
         raise CertificateError("Choose security profile 1, 2 or 3.")
     return int(text)
+
+
+def _csms_url(charge_point: ChargePoint) -> str:
+    """Return the hub's OCPP URL without the identity (OCPP 2.0.1 ocppCsmsUrl), over TLS: profiles 2 and 3 need it."""
+    url = ocpp_url(charge_point.identity).removesuffix(charge_point.identity)
+    return "wss://" + url.removeprefix("ws://") if url.startswith("ws://") else url
 
 
 def _ca_certificate() -> Any:

@@ -166,7 +166,11 @@ async def test_a_201_station_gets_a_network_profile_and_its_priority(
     assert "The charger answered RebootRequired." in text
     assert "after the charger&#39;s next reboot" in text or "after the charger's next reboot" in text
     network, priority = station.asked
-    assert network["security_profile"] == 2 and network["ocpp_csms_url"].endswith("/ocpp/")
+    assert (
+        network["security_profile"] == 2
+        and network["ocpp_csms_url"].startswith("wss://")
+        and network["ocpp_csms_url"].endswith("/ocpp/")
+    )
     assert priority[0]["variable"]["name"] == "NetworkConfigurationPriority"
     assert (await reloaded(session, charge_point)).security_profile == 2
 
