@@ -107,12 +107,19 @@ class ChargerSecurity:
             if part.strip()
         ]
         self._ca_certificate: x509.Certificate | None = None
+        self._ca: certificates.CertificateAuthority | None = None
 
     def ca_certificate(self) -> x509.Certificate | None:
         """Return the operator CA's certificate (read once it exists), or None."""
         if self._ca_certificate is None:
             self._ca_certificate = certificates.load_ca_certificate(self.ca_dir)
         return self._ca_certificate
+
+    def ca(self) -> certificates.CertificateAuthority:
+        """Return the operator CA with its key (read once); FileNotFoundError without one."""
+        if self._ca is None:
+            self._ca = certificates.load_ca(self.ca_dir)
+        return self._ca
 
     def from_proxy(self, remote_address: str) -> bool:
         """Whether a connection comes from a proxy whose TLS headers are trusted."""
@@ -219,7 +226,7 @@ async def sign_for(connection: HubConnection, security: ChargerSecurity | None, 
     if security is None:
         return None
     try:
-        ca = certificates.load_ca(security.ca_dir)
+        ca = security.ca()
     except FileNotFoundError:
         logger.warning("%s asked for a certificate, but there is no operator CA (powerbank ca init)", connection.id)
         return None
