@@ -192,23 +192,25 @@ class NotificationWorker:
         await self.deliver_due()
 
     async def look_for_events(self, now: datetime | None = None) -> None:
-        """Store the events that are conditions found by looking: chargers offline too long, activations judged."""
+        """Store the events that are conditions found by looking (chargers offline too long, activations
+        judged), and forget what was told long ago."""
         async with self._sessions() as session:
-            found = await notifications.note_judged_activations(session, now)
+            await notifications.note_judged_activations(session, now)
             if self.settings.offline_after is not None:
-                found += await notifications.note_offline_chargers(session, self.settings.offline_after, now)
-            if found:
-                await session.commit()
+                await notifications.note_offline_chargers(session, self.settings.offline_after, now)
+            await webhooks.prune(session, now)
+            await session.commit()
 
     async def tell_all(self, now: datetime | None = None) -> int:
         """Tell every event not told yet (each in its own transaction); return how many this worker told."""
         told = 0
+        # Events that failed in this look: tried again at the next, without holding up the others.
+        failed: list[int] = []
         while not self._stop.is_set():
             async with self._sessions() as session:
-                ids = await webhooks.untold(session)
+                ids = await webhooks.untold(session, skip=failed)
             if not ids:
                 return told
-            progressed = False
             for notification_id in ids:
                 try:
                     async with self._sessions() as session:
@@ -217,11 +219,9 @@ class NotificationWorker:
                         ):
                             told += 1
                         await session.commit()
-                        progressed = True
                 except Exception:
                     logger.exception("notification %s could not be told; it stays waiting", notification_id)
-            if not progressed:
-                return told
+                    failed.append(notification_id)
         return told
 
     async def deliver_due(self, now: datetime | None = None) -> int:

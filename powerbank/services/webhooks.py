@@ -41,7 +41,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, update
+from sqlalchemy import delete, func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -599,6 +599,28 @@ async def attempts_of(session: AsyncSession, delivery_ids: Sequence[int]) -> dic
     return found
 
 
+# Told events are kept this long (their keys keep a second look from telling them again), and
+# finished deliveries with their attempts (the delivery log) this long.
+KEEP_TOLD_FOR = timedelta(days=7)
+KEEP_DELIVERIES_FOR = timedelta(days=30)
+
+
+async def prune(session: AsyncSession, now: datetime | None = None) -> None:
+    """Delete events told long ago and deliveries finished long ago; the caller commits."""
+    now = now or utcnow()
+    await session.exec(
+        delete(Notification).where(
+            col(Notification.fanned_out_at).is_not(None), col(Notification.fanned_out_at) < now - KEEP_TOLD_FOR
+        )
+    )
+    await session.exec(
+        delete(WebhookDelivery).where(
+            col(WebhookDelivery.status) != DeliveryStatus.PENDING,
+            col(WebhookDelivery.created_at) < now - KEEP_DELIVERIES_FOR,
+        )
+    )
+
+
 # Telling each event once ---------------------------------------------------------------------
 
 
@@ -612,14 +634,12 @@ class Message:
     text: str
 
 
-async def untold(session: AsyncSession, limit: int = 50) -> list[int]:
-    """Return the ids of events not told yet, oldest first."""
-    ids = await session.exec(
-        select(Notification.id)
-        .where(col(Notification.fanned_out_at).is_(None))
-        .order_by(col(Notification.id))
-        .limit(limit)
-    )
+async def untold(session: AsyncSession, limit: int = 50, skip: Sequence[int] = ()) -> list[int]:
+    """Return the ids of events not told yet, oldest first, but those in ``skip`` (failed in this look)."""
+    query = select(Notification.id).where(col(Notification.fanned_out_at).is_(None))
+    if skip:
+        query = query.where(col(Notification.id).not_in(skip))
+    ids = await session.exec(query.order_by(col(Notification.id)).limit(limit))
     return [notification_id for notification_id in ids if notification_id is not None]
 
 

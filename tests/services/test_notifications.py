@@ -251,3 +251,28 @@ async def test_an_operator_webhook_and_a_team_webhook_get_a_delivery_each_event(
     rows: list[Any] = list(await session.exec(select(WebhookDelivery)))
     assert len(rows) == 2 and len({r.idempotency_key for r in rows}) == 2
     assert all(json.loads(r.body)["id"] == r.idempotency_key for r in rows)
+
+
+async def test_what_was_told_long_ago_is_forgotten_and_what_waits_is_kept(
+    session: AsyncSession, harbour: tuple[Operator, Team]
+) -> None:
+    operator, team = harbour
+    form = webhooks.WebhookForm("https://hooks.example.com/x", "", "", True)
+    await webhooks.create_webhook(session, SYSTEM, operator.id or 0, team, form)
+    await session.commit()
+    for month in ("2026-10", "2026-11"):
+        await notifications.notify_statement_ready(
+            session, operator_id=operator.id or 0, team_id=team.id or 0, month=month
+        )
+    await session.commit()
+    await tell(session)
+    old, new = list(await session.exec(select(WebhookDelivery).order_by(col(WebhookDelivery.id))))
+    old.status = "delivered"
+    session.add(old)
+    await session.commit()
+    later = utcnow() + webhooks.KEEP_DELIVERIES_FOR + timedelta(days=1)
+    await webhooks.prune(session, later)
+    await session.commit()
+    assert await stored(session) == []
+    # The finished delivery is gone; the one still being retried stays.
+    assert [d.id for d in await session.exec(select(WebhookDelivery))] == [new.id]
