@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from quart import Quart
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -29,7 +36,7 @@ from powerbank.services import notifications, webhooks
 from powerbank.services.audit import SYSTEM
 from powerbank.web import state
 from tests.conftest import Factory
-from tests.helpers import eventually
+from tests.helpers import eventually, free_port
 from tests.runtime.webhook_receiver import Receiver, receiving
 
 pytestmark = pytest.mark.usefixtures("fast_hashing")
@@ -334,4 +341,43 @@ async def test_a_name_that_resolves_to_an_internal_address_is_not_connected_to(r
     url = f"https://localhost:{receiver.port}/hooks/powerbank"
     with pytest.raises(RefusedAddress):
         await post(url, b"{}", [], timeout_s=2, allow_loopback=False)
+    assert receiver.received == []
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """Write a self-signed certificate for 127.0.0.1 (trusted by nobody) and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+async def test_a_receiver_whose_certificate_is_not_trusted_gets_nothing(tmp_path: Path) -> None:
+    cert_path, key_path = self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    receiver = Receiver(free_port())
+    server = await asyncio.start_server(receiver._handle, "127.0.0.1", receiver.port, ssl=context)
+    try:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await post(f"https://127.0.0.1:{receiver.port}/hook", b"{}", [], timeout_s=5, allow_loopback=True)
+    finally:
+        server.close()
+        await server.wait_closed()
     assert receiver.received == []
