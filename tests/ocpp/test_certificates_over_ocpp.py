@@ -130,3 +130,22 @@ async def test_a_charger_asking_for_certificates_in_a_loop_is_refused_after_the_
         ]
     assert statuses == ["Accepted"] * 10 + ["Rejected"] * 2
     assert len(await certificates.certificates_of(session, charge_point.id or 0)) == 10
+
+
+async def test_a_v2g_certificate_request_is_rejected(
+    app: Quart, session: AsyncSession, factory: Factory, ca: CertificateAuthority
+) -> None:
+    charge_point = await factory.charge_point(await factory.team())
+    async with charger(app, charge_point.identity, protocol="ocpp2.0.1", client=Receiving201) as station:
+        station.received = asyncio.Queue()
+        request = call201.SignCertificate(csr=csr_for(charge_point.identity), certificate_type="V2GCertificate")
+        assert (await station.call(request)).status == "Rejected"
+    assert await certificates.certificates_of(session, charge_point.id or 0) == []
+
+
+async def test_without_an_operator_ca_a_csr_is_rejected(app: Quart, session: AsyncSession, factory: Factory) -> None:
+    charge_point = await factory.charge_point(await factory.team())
+    async with charger(app, charge_point.identity, client=Receiving16) as station:
+        station.received = asyncio.Queue()
+        answer = await station.call(call16.SignCertificate(csr=csr_for(charge_point.identity)))
+    assert answer.status == "Rejected"
