@@ -13,6 +13,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from quart import Quart
 
+from powerbank.config import ca_directory
 from powerbank.dispatch.gateway import find_gateway
 from powerbank.ocpp.registry import find_registry
 from powerbank.ocpp.security import TlsConfig, configure_tls
@@ -95,7 +96,7 @@ async def serve_app(app: Quart, host: str, port: int, *, simulate: bool = False)
         loop.add_signal_handler(sig, shutdown.set)
     settings = hypercorn_config(host, port)
     # POWERBANK_TLS_CERT/_KEY: the hub terminates TLS (wss://), _CLIENT_CA: it asks for client certificates.
-    configure_tls(settings, app.config)
+    tls = configure_tls(settings, app.config)
     server = asyncio.create_task(
         serve(
             app,
@@ -110,6 +111,7 @@ async def serve_app(app: Quart, host: str, port: int, *, simulate: bool = False)
     )
     collector = asyncio.create_task(policy.run(), name="garbage collection policy")
     simulator: asyncio.subprocess.Process | None = None
+    operator_ca = ca_directory(app.config) / "ca.pem"
     try:
         if simulate:
             await wait_until_listening(host, port)
@@ -121,9 +123,11 @@ async def serve_app(app: Quart, host: str, port: int, *, simulate: bool = False)
                 "simulate",
                 "--from-db",
                 "--url",
-                f"ws://{host}:{port}/ocpp",
+                f"{'wss' if tls else 'ws'}://{host}:{port}/ocpp",
                 "--password",
                 "demo-charger",
+                # Over TLS the simulated chargers also trust the operator CA (powerbank ca server-cert).
+                *(["--ca-file", str(operator_ca)] if tls and operator_ca.exists() else []),
             )
         await server
     finally:

@@ -1359,7 +1359,7 @@ async def run_simulation(
 class TlsSettings:
     """How simulated chargers reach a hub over wss:// (security profiles 2 and 3).
 
-    ``ca_file``: the CA the hub's server certificate is checked against (None: the system's).
+    ``ca_file``: a CA the hub's server certificate may be signed by, besides the system's.
     A client certificate (profile 3) is ``client_cert``/``client_key`` for a single charger, or
     ``IDENTITY.pem``/``IDENTITY-key.pem`` in ``cert_dir`` for each (as `powerbank ca issue` writes them).
     """
@@ -1371,7 +1371,10 @@ class TlsSettings:
 
     def context_for(self, identity: str) -> ssl.SSLContext:
         """Return the TLS context charger ``identity`` connects with."""
-        context = ssl.create_default_context(cafile=self.ca_file)
+        # The system's CAs and the given one: a hub's certificate may come from either.
+        context = ssl.create_default_context()
+        if self.ca_file:
+            context.load_verify_locations(self.ca_file)
         if self.client_cert:
             context.load_cert_chain(self.client_cert, self.client_key)
         elif self.cert_dir:
