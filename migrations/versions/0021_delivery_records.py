@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column("activation_id", sa.Integer(), nullable=False),
         sa.Column("judged_at", powerbank.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("expected_w", sa.Float(), nullable=False),
+        sa.Column("baseline_w", sa.Float(), nullable=True),
         sa.Column("half_s", sa.Float(), nullable=True),
         sa.Column("full_s", sa.Float(), nullable=True),
         sa.Column("clock_replaced", sa.Integer(), nullable=False),

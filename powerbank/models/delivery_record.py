@@ -25,6 +25,8 @@ class DeliveryRecord(SQLModel, table=True):
     activation_id: int = Field(primary_key=True, foreign_key="activation.id", ondelete="CASCADE")
     judged_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     expected_w: float
+    # The sum of the chargers' baselines (None when none has one).
+    baseline_w: float | None = None
     half_s: float | None = None
     full_s: float | None = None
     clock_replaced: int = 0

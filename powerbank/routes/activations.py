@@ -138,8 +138,7 @@ async def _detail_context(activation_id: int) -> dict[str, Any]:
     activation = await activation_for(me, activation_id)
     operator = await operator_for(me, activation.operator_id)
     session = await db_session()
-    dispatches = await service.dispatches_of(session, activation_id)
-    summary = service.summarise(activation, dispatches)
+    summary = await service.summary_of(session, activation)
     finished = activation.ended_at
     # After the window the page keeps refreshing a while, to show charging coming back.
     settled = (
@@ -147,18 +146,21 @@ async def _detail_context(activation_id: int) -> dict[str, Any]:
         and summary.count("pending") == 0
         and (datetime.now(UTC) - finished).total_seconds() > service.CHART_CONTEXT_S
     )
-    delivered = await judged_delivery(session, activation, dispatches)
-    pages = max(1, math.ceil(len(dispatches) / CHARGER_ROWS))
+    pages = max(1, math.ceil(summary.total / CHARGER_ROWS))
     page = min(max(1, request.args.get("page", 1, type=int) or 1), pages)
-    baseline_kw = None
-    if delivered is not None:
-        baselines = [c.baseline_w for c in delivered.chargers if c.baseline_w is not None]
-        baseline_kw = sum(baselines) / 1000 if baselines else None
+    shown = await service.dispatch_page(session, activation_id, (page - 1) * CHARGER_ROWS, CHARGER_ROWS)
+    # Once judged and stored, only the chargers shown are read; until then all are judged (once for
+    # every reader of this node while it serves).
+    delivered = None
+    if activation.evidence_kept_at is not None:
+        delivered = await delivery.stored_delivery(session, activation, shown, these_only=True)
+    if delivered is None:
+        delivered = await judged_delivery(session, activation)
+    baseline_kw = delivered.baseline_w / 1000 if delivered is not None and delivered.baseline_w is not None else None
     return {
         "activation": activation,
         "operator": operator,
-        "dispatches": dispatches,
-        "shown": dispatches[(page - 1) * CHARGER_ROWS : page * CHARGER_ROWS],
+        "shown": shown,
         "page": page,
         "pages": pages,
         "first_row": (page - 1) * CHARGER_ROWS + 1,

@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, update
+from sqlalchemy import bindparam, case, func, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.db import utcnow
 from powerbank.errors import ConflictError, ForbiddenError, FormErrors, NotFoundError
+from powerbank.i18n import gettext as _
 from powerbank.models import (
     Activation,
     ActivationAction,
@@ -208,7 +209,7 @@ async def create_activation(
 ) -> Activation:
     """Store a new activation: active at once, or scheduled; the caller commits, then triggers it."""
     if not may_manage(principal, operator_id):
-        raise ForbiddenError("Only operator admins and managers can start activations.")
+        raise ForbiddenError(_("Only operator admins and managers can start activations."))
     now = now or utcnow()
     start = request.start_at or now
     activation = Activation(
@@ -251,11 +252,11 @@ async def cancel_activation(
 ) -> Activation:
     """Cancel a scheduled or active activation; the caller commits, then releases its chargers."""
     if not may_manage(principal, activation.operator_id):
-        raise ForbiddenError("Only operator admins and managers can cancel activations.")
+        raise ForbiddenError(_("Only operator admins and managers can cancel activations."))
     if activation.state == ActivationState.CANCELLED:
-        raise ConflictError("This activation is already cancelled.")
+        raise ConflictError(_("This activation is already cancelled."))
     if activation.state == ActivationState.ENDED:
-        raise ConflictError("This activation has already ended.")
+        raise ConflictError(_("This activation has already ended."))
     before = activation.state
     activation.state = ActivationState.CANCELLED
     activation.ended_at = now or utcnow()
@@ -284,7 +285,7 @@ async def get_activation_or_404(session: AsyncSession, principal: Principal, act
     """Return an activation the principal manages; anything else is "not found"."""
     activation = await session.get(Activation, activation_id)
     if activation is None or not may_manage(principal, activation.operator_id):
-        raise NotFoundError("No such activation.")
+        raise NotFoundError(_("No such activation."))
     return activation
 
 
@@ -717,9 +718,57 @@ async def _samples(
 async def dispatches_of(session: AsyncSession, activation_id: int) -> list[Dispatch]:
     """Return an activation's dispatch rows by charger identity."""
     rows = await session.exec(
-        select(Dispatch).where(Dispatch.activation_id == activation_id).order_by(col(Dispatch.identity))
+        select(Dispatch)
+        .where(Dispatch.activation_id == activation_id)
+        .order_by(col(Dispatch.identity), col(Dispatch.id))
     )
     return list(rows)
+
+
+async def dispatch_page(session: AsyncSession, activation_id: int, offset: int, limit: int) -> list[Dispatch]:
+    """Return some of an activation's dispatch rows, in the order of ``dispatches_of``."""
+    rows = await session.exec(
+        select(Dispatch)
+        .where(Dispatch.activation_id == activation_id)
+        .order_by(col(Dispatch.identity), col(Dispatch.id))
+        .offset(offset)
+        .limit(limit)
+    )
+    return list(rows)
+
+
+async def summary_of(session: AsyncSession, activation: Activation) -> Summary:
+    """``summarise`` of all an activation's dispatch rows, counted by the database (a page of a large
+    activation reads only the rows it shows)."""
+    ours = Dispatch.activation_id == activation.id
+    counts: Any = select(Dispatch.status, func.count()).where(ours).group_by(col(Dispatch.status))
+    summary = Summary(counts={status: n for status, n in await session.exec(counts)})
+    summary.total = sum(summary.counts.values())
+    answered_rows = (col(Dispatch.answered_at).is_not(None), col(Dispatch.sent_at).is_not(None))
+    totals: Any = select(
+        func.count(col(Dispatch.sent_at)),
+        func.count(col(Dispatch.released_at)),
+        func.count(case((col(Dispatch.sent_at).is_not(None), col(Dispatch.answered_at)))),
+    ).where(ours)
+    summary.sent, summary.released, answered = (await session.exec(totals)).one()
+    trigger = activation.triggered_at
+    summary.answered = answered if trigger is not None else 0
+    if trigger is not None and activation.last_sent_at is not None:
+        summary.last_send_s = (activation.last_sent_at - trigger).total_seconds()
+    for share in (50, 95, 100):
+        needed = math.ceil(summary.sent * share / 100)
+        summary.answered_s[share] = None
+        if trigger is not None and 0 < needed <= summary.answered:
+            nth = await session.exec(
+                select(Dispatch.answered_at)
+                .where(ours, *answered_rows)
+                .order_by(col(Dispatch.answered_at))
+                .offset(needed - 1)
+                .limit(1)
+            )
+            answered_at = nth.one()
+            summary.answered_s[share] = (answered_at - trigger).total_seconds() if answered_at else None
+    return summary
 
 
 def summarise(activation: Activation, dispatches: Sequence[Dispatch]) -> Summary:

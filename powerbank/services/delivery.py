@@ -17,7 +17,7 @@ import io
 import math
 import statistics
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,7 +25,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import String, bindparam, delete, insert, literal, type_coerce, update
+from sqlalchemy import String, bindparam, delete, func, insert, literal, type_coerce, update
 from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
@@ -254,9 +254,22 @@ class Delivery:
     clocks_behind: int = 0
     # Set for a scheduled activation: its baselines come from this quarter-hour on past working days.
     quarter: QuarterHour | None = None
+    # How many of the activation's chargers have each verdict and each baseline method: counted from
+    # ``chargers``, unless given (a stored record read for one page of its chargers).
+    verdicts: dict[str, int] = field(default_factory=dict)
+    methods: dict[str, int] = field(default_factory=dict)
+    # The sum of the chargers' baselines (None when none has one); likewise counted unless given.
+    baseline_w: float | None = None
 
-    def count(self, verdict: Verdict) -> int:
-        return sum(1 for charger in self.chargers if charger.verdict == verdict)
+    def __post_init__(self) -> None:
+        if not self.verdicts and not self.methods:
+            self.verdicts = dict(Counter(str(charger.verdict) for charger in self.chargers))
+            self.methods = dict(Counter(str(charger.baseline_method) for charger in self.chargers))
+            baselines = [charger.baseline_w for charger in self.chargers if charger.baseline_w is not None]
+            self.baseline_w = sum(baselines) if baselines else None
+
+    def count(self, verdict: str) -> int:
+        return self.verdicts.get(str(verdict), 0)
 
     @property
     def plausible_max_kw(self) -> float:
@@ -264,7 +277,7 @@ class Delivery:
 
     def by_method(self, method: str) -> int:
         """How many chargers' baselines were found by ``method`` (a BaselineMethod)."""
-        return sum(1 for charger in self.chargers if charger.baseline_method == method)
+        return self.methods.get(str(method), 0)
 
 
 def placed(measured_at: datetime, received_at: datetime) -> tuple[datetime, bool]:
@@ -963,6 +976,7 @@ async def store_record(session: AsyncSession, activation: Activation, judged: De
             activation_id=activation.id or 0,
             judged_at=now,
             expected_w=area.expected_w,
+            baseline_w=judged.baseline_w,
             half_s=area.half_s,
             full_s=area.full_s,
             clock_replaced=judged.clock_replaced,
@@ -987,16 +1001,21 @@ async def store_record(session: AsyncSession, activation: Activation, judged: De
 
 
 async def stored_delivery(
-    session: AsyncSession, activation: Activation, dispatches: Sequence[Dispatch]
+    session: AsyncSession, activation: Activation, dispatches: Sequence[Dispatch], *, these_only: bool = False
 ) -> Delivery | None:
-    """Return an activation's stored record for ``dispatches`` (in their order), or None when none is stored."""
+    """Return an activation's stored record for ``dispatches`` (in their order), or None when none is stored.
+
+    ``these_only``: ``dispatches`` are a few of the activation's (a page of a large one): only theirs
+    are read, and the whole activation's verdicts and baseline methods are counted by the database.
+    """
     record = (await session.exec(select(DeliveryRecord).where(DeliveryRecord.activation_id == activation.id))).first()
     if record is None or activation.triggered_at is None:
         return None
+    ours = col(DeliveryRecordCharger.activation_id) == activation.id
     columns = [getattr(DeliveryRecordCharger, name) for name in RECORD_CHARGER_COLUMNS]
-    query: Any = core_select(col(DeliveryRecordCharger.dispatch_id), *columns).where(
-        col(DeliveryRecordCharger.activation_id) == activation.id
-    )
+    query: Any = core_select(col(DeliveryRecordCharger.dispatch_id), *columns).where(ours)
+    if these_only:
+        query = query.where(col(DeliveryRecordCharger.dispatch_id).in_([d.id for d in dispatches]))
     found = {dispatch_id: values for dispatch_id, *values in await session.exec(query)}
     chargers = []
     for d in dispatches:
@@ -1006,6 +1025,14 @@ async def stored_delivery(
         fields = dict(zip(RECORD_CHARGER_COLUMNS, values, strict=True))
         fields["verdict"] = Verdict(fields["verdict"])
         chargers.append(ChargerDelivery(dispatch=d, **fields))
+    counts: dict[str, dict[str, int]] = {"verdicts": {}, "methods": {}}
+    if these_only:
+        for name, column in (
+            ("verdicts", DeliveryRecordCharger.verdict),
+            ("methods", DeliveryRecordCharger.baseline_method),
+        ):
+            counted: Any = core_select(col(column), func.count()).where(ours).group_by(col(column))
+            counts[name] = {value: n for value, n in await session.exec(counted)}
     trigger = activation.triggered_at
     area = AreaResponse(
         requirement_for(activation.market), expected_w=record.expected_w, half_s=record.half_s, full_s=record.full_s
@@ -1021,6 +1048,8 @@ async def stored_delivery(
         discarded=record.discarded,
         clocks_behind=record.clocks_behind,
         quarter=quarter_hour(trigger, activation.price_area) if is_scheduled(activation) else None,
+        baseline_w=record.baseline_w if these_only else None,
+        **counts,
     )
 
 

@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from powerbank.db import utcnow
 from powerbank.models import Activation, DeliveryRecord, DeliveryRecordCharger, DeliverySample, Dispatch, Operator
 from powerbank.routes import activations as activation_routes
+from powerbank.services import activations as activation_service
 from powerbank.services import delivery
 from tests.conftest import Factory, LoginAs
 from tests.services.reliability_support import DELIVERS, IDLE, IGNORES, OFFLINE, WINDOW_S, judged_activation
@@ -193,3 +194,27 @@ async def _evidence(session: AsyncSession, activation_id: int | None) -> list[tu
         ).where(DeliverySample.activation_id == activation_id)
     )
     return sorted(tuple(row) for row in rows)
+
+
+async def test_the_summary_counted_by_the_database_is_the_summary_of_all_the_rows(
+    session: AsyncSession, factory: Factory
+) -> None:
+    team = await factory.team()
+    activation = await judged_activation(
+        session, team.operator_id, [(await factory.charge_point(team), DELIVERS) for _ in range(7)], hours_ago=1
+    )
+    rows = await _dispatches(session, activation.id)
+    trigger = activation.triggered_at
+    assert trigger is not None
+    statuses = ["Accepted", "Accepted", "Rejected", "timeout", "offline", "pending", "Accepted"]
+    for index, (row, status) in enumerate(zip(rows, statuses, strict=True)):
+        row.status = status
+        row.sent_at = None if status in ("offline", "pending") else trigger
+        row.answered_at = trigger + timedelta(milliseconds=100 * (7 - index)) if status[0].isupper() else None
+        row.released_at = trigger + timedelta(seconds=9) if index % 2 else None
+    await session.commit()
+    counted = await activation_service.summary_of(session, activation)
+    assert counted == activation_service.summarise(activation, rows)
+    assert counted.answered == 4 and counted.answered_s == {50: 0.6, 95: None, 100: None}
+    page = await activation_service.dispatch_page(session, activation.id or 0, 2, 3)
+    assert page == (await activation_service.dispatches_of(session, activation.id or 0))[2:5]
