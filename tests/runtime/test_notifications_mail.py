@@ -107,6 +107,19 @@ async def test_a_test_activation_on_dk2_emails_the_copenhagen_admins_and_calls_t
         assert body["team"]["name"] == "Copenhagen Fleet" and body["data"]["charge_points"] == 4
         assert body["data"]["activation"]["market"] == "Test" and body["data"]["activation"]["price_area"] == "DK2"
         assert delivery.headers["idempotency-key"] == body["id"]
+
+        # Cancelled early: the end is told too, once.
+        activation_id = body["data"]["activation"]["id"]
+        assert (await post_form(admin, f"/activations/{activation_id}/cancel")).status_code == 303
+
+        def ended_deliveries() -> list[Any]:
+            return [r for r in receiver.received if r.headers.get("powerbank-event") == "activation.ended"]
+
+        await eventually(lambda: len(ended_deliveries()) == 1, timeout=15, message="the end was never delivered")
+        assert json.loads(ended_deliveries()[0].body)["data"]["activation"]["state"] == "cancelled"
+        await eventually(lambda: any(m["Subject"].startswith("Activation ended") for m in inbox.to("owner@demo.test")))
+        (ended,) = [m for m in inbox.to("owner@demo.test") if m["Subject"].startswith("Activation ended")]
+        assert "(cancelled)" in body_of(ended)
     # Team Members and operator-wide roles get no email unless they ask for it.
     assert not started_to("member@demo.test") and not started_to("operator.admin@demo.test")
     # Stockholm Offices has no DK2 charge point: its admins are not told.

@@ -276,3 +276,24 @@ async def test_what_was_told_long_ago_is_forgotten_and_what_waits_is_kept(
     assert await stored(session) == []
     # The finished delivery is gone; the one still being retried stays.
     assert [d.id for d in await session.exec(select(WebhookDelivery))] == [new.id]
+
+
+async def test_a_suspension_is_told_with_its_reason(
+    session: AsyncSession, factory: Factory, harbour: tuple[Operator, Team]
+) -> None:
+    operator, team = harbour
+    await factory.user(team=team, team_role="owner", email="owner@harbour.example")
+    admin = await factory.user(operator=operator, operator_role="admin", email="op@nordic.example")
+    charge_point = await factory.charge_point(team, price_area="DK2", name="Quay 1")
+    await enrollment.reevaluate(session, [charge_point])
+    await session.commit()
+    await enrollment.suspend(session, await load_principal(session, admin), charge_point, "Keeps charging when paused")
+    await session.commit()
+    (suspended,) = await stored(session, notifications.CHARGER_SUSPENDED)
+    (listed,) = json.loads(suspended.payload)["charge_points"]
+    assert listed["name"] == "Quay 1" and "Keeps charging when paused" in listed["reason"]
+    await tell(session)
+    (email,) = [m for m in await mail(session) if "suspended" in m.subject]
+    assert (
+        email.subject == "1 charger of Harbour suspended from PowerBank" and "Keeps charging when paused" in email.body
+    )
