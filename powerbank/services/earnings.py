@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Float, String, and_, cast, column, delete, func, insert, literal, values
+from sqlalchemy import Float, String, and_, cast, column, delete, func, insert, values
 from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
@@ -631,7 +631,7 @@ class LineDraft:
 
 
 async def compute_month(session: AsyncSession, operator_id: int, month: str) -> dict[int, LineDraft]:
-    """Return each charge point's figures and market value for ``month`` (three queries, any fleet size).
+    """Return each charge point's figures and market value for ``month`` (four queries, any fleet size).
 
     Only charge points with an available hour or an activation appear.
     """
@@ -651,24 +651,6 @@ async def compute_month(session: AsyncSession, operator_id: int, month: str) -> 
             found = drafts[cp_id] = LineDraft(team_id, cp_id, name, area or "")
         return found
 
-    # Each hour's capacity prices of each area, summed over markets, joined by equality (an index
-    # probe per hour, never a range comparison with every price of the month), in the same pass
-    # over the month's hours as their count and power.
-    hourly = await _hourly_capacity_prices(session, operator_id, start, end)
-    hours_from: Any = hour.join(fleet, cp.c.id == hour.c.charge_point_id)
-    capacity_value: Any = literal(0.0)
-    if hourly:
-        prices = (
-            values(
-                column("price_area", String(3)), column("hour", UTCDateTime()), column("price", Float()), name="hourly"
-            )
-            .data([(area, at, float(total)) for (area, at), total in sorted(hourly.items())])
-            .cte("hourly")
-        )
-        hours_from = hours_from.outerjoin(
-            prices, and_(prices.c.hour == hour.c.hour, prices.c.price_area == cp.c.price_area)
-        )
-        capacity_value = func.coalesce(func.sum(hour.c.power_w * prices.c.price), 0.0)
     hours: Any = (
         core_select(
             cp.c.id,
@@ -677,16 +659,40 @@ async def compute_month(session: AsyncSession, operator_id: int, month: str) -> 
             cp.c.price_area,
             func.count(),
             func.coalesce(func.sum(hour.c.power_w), 0.0),
-            capacity_value,
         )
-        .select_from(hours_from)
+        .select_from(hour.join(fleet, cp.c.id == hour.c.charge_point_id))
         .where(in_month)
         .group_by(cp.c.id, cp.c.team_id, cp.c.name, cp.c.price_area)
     )
-    for cp_id, team_id, name, area, count, power, value in await session.exec(hours):
+    for cp_id, team_id, name, area, count, power in await session.exec(hours):
         line = draft(cp_id, team_id, name, area)
-        # W times a price per MW and hour, for one hour.
-        line.hours, line.available_wh, line.value = int(count), float(power), float(value or 0.0) / 1_000_000
+        line.hours, line.available_wh = int(count), float(power)
+    # Each hour's capacity prices of each area, summed over markets, drive the join: one index probe
+    # of the hour per price row, never a range comparison with every price of the month (nor a scan
+    # of the prices per hour row, which SQLite would do for an outer join to them).
+    hourly = await _hourly_capacity_prices(session, operator_id, start, end)
+    if hourly:
+        prices = (
+            values(
+                column("price_area", String(3)), column("hour", UTCDateTime()), column("price", Float()), name="hourly"
+            )
+            .data([(area, at, float(total)) for (area, at), total in sorted(hourly.items())])
+            .cte("hourly")
+        )
+        capacity: Any = (
+            core_select(cp.c.id, func.sum(hour.c.power_w * prices.c.price))
+            .select_from(
+                prices.join(hour, hour.c.hour == prices.c.hour)
+                .join(cp, cp.c.id == hour.c.charge_point_id)
+                .join(team, team.c.id == cp.c.team_id)
+            )
+            .where(in_month, cp.c.price_area == prices.c.price_area)
+            .group_by(cp.c.id)
+        )
+        for cp_id, value in await session.exec(capacity):
+            if cp_id in drafts:
+                # W times a price per MW and hour, for one hour.
+                drafts[cp_id].value += float(value or 0.0) / 1_000_000
     # Periods of one area, market and kind never overlap: each delivery meets at most one energy price.
     energy_price = and_(
         price.c.operator_id == energy.c.operator_id,

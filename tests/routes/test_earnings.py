@@ -258,3 +258,25 @@ async def test_the_api_enters_prices_all_or_nothing(app: Quart, session: AsyncSe
     assert saved.status_code == 200 and (await saved.get_json())["added"] == 1
     again = await client.post("/api/v1/earnings/prices", json={"prices": [good]}, headers=headers)
     assert (await again.get_json())["unchanged"] == 1
+
+
+async def test_a_long_statement_is_paged_and_its_totals_cover_every_line(
+    session: AsyncSession, factory: Factory, login_as: LoginAs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from powerbank.routes import earnings as routes
+
+    world = await _world(session, factory)
+    team = world["team"]
+    assert isinstance(team, Team)
+    second = await factory.charge_point(team, name="Harbour 2", price_area="DK2")
+    session.add(AvailableHour(charge_point_id=second.id or 0, hour=START, power_w=5000.0))
+    await session.commit()
+    await earnings.refresh_month(session, world["operator"].id or 0, LAST, datetime.now(UTC))  # type: ignore[attr-defined]
+    await session.commit()
+    monkeypatch.setattr(routes, "PAGE_LINES", 1)
+    client = await login_as(await factory.user(team=team, team_role=TeamRole.OWNER))
+    first = await (await client.get(f"/teams/{team.id}/earnings?month={LAST}")).get_data(as_text=True)
+    page_two = await (await client.get(f"/teams/{team.id}/earnings?month={LAST}&page=2")).get_data(as_text=True)
+    # 7.00 + 0.70 (one hour of 5 kW at 200 DKK, 70 %).
+    assert "Harbour 1" in first and "Harbour 2" not in first and "7.70 DKK" in first
+    assert "Harbour 2" in page_two and "Harbour 1" not in page_two and "7.70 DKK" in page_two
