@@ -7,10 +7,12 @@ asking for client certificates; chargers connect with the ``websockets`` client 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,9 +26,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidMessage, InvalidStatus
 
+from powerbank.cli import main
 from powerbank.models import ChargePoint, ConnectionAttempt
 from powerbank.services import certificates
 from powerbank.services.certificates import CertificateAuthority
+from powerbank.tools.simulator import ChargerSpec, SimulatedCharger, TlsSettings
 from tests.conftest import TEST_PASSWORD, Factory
 from tests.helpers import eventually
 from tests.ocpp.support import basic
@@ -258,3 +262,45 @@ async def test_a_profile_2_charger_with_a_certificate_but_no_password_is_refused
     await session.commit()
     await refused_with_401(app, charge_point.identity, client_context(ca_dir, tmp_path, key, certificate))
     await eventually(lambda: attempt_reasons(session, charge_point.identity))
+
+
+@pytest.mark.parametrize("profile", [2, 3])
+async def test_the_charger_simulator_connects_with_profile_2_and_3(
+    app: Quart,
+    session: AsyncSession,
+    factory: Factory,
+    ca: CertificateAuthority,
+    ca_dir: Path,
+    tmp_path: Path,
+    profile: int,
+) -> None:
+    charge_point = await factory.charge_point(await factory.team(), security_profile=profile)
+    tls = TlsSettings(ca_file=str(ca_dir / certificates.CA_CERT_FILE))
+    if profile == 3:
+        await run_cli(["ca", "issue", charge_point.identity, "--out", str(tmp_path / "chargers")], ca_dir, app)
+        tls = replace(tls, cert_dir=str(tmp_path / "chargers"))
+    simulated = SimulatedCharger(ChargerSpec(identity=charge_point.identity))
+    url = f"wss://127.0.0.1:{app.config['TEST_PORT']}/ocpp"
+    task = asyncio.create_task(
+        simulated.run(url, TEST_PASSWORD if profile == 2 else "", tls.context_for(charge_point.identity))
+    )
+    try:
+
+        async def booted() -> bool:
+            await session.refresh(charge_point)
+            return charge_point.booted_at is not None
+
+        await eventually(booted, message=f"the simulated profile-{profile} charger never booted")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert await attempt_reasons(session, charge_point.identity) == []
+
+
+async def run_cli(argv: list[str], ca_dir: Path, app: Quart) -> None:
+    """Run a `powerbank` command on the test's database and CA, in-process."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("POWERBANK_CA_DIR", str(ca_dir))
+        patch.setenv("POWERBANK_DATABASE_URL", str(app.config["DATABASE_URL"]))
+        assert await asyncio.to_thread(main, argv) == 0
