@@ -247,12 +247,6 @@ async def sign_for(connection: HubConnection, security: ChargerSecurity | None, 
     return certificates.certificate_pem(certificate)
 
 
-def ca_pem(security: ChargerSecurity | None) -> str | None:
-    """Return the operator CA certificate in PEM, or None without one."""
-    certificate = security.ca_certificate() if security is not None else None
-    return certificates.certificate_pem(certificate) if certificate is not None else None
-
-
 async def send_certificate(connection: HubConnection, request: Any) -> None:
     """Send a signed certificate to the charger (CertificateSigned) and log its answer."""
     try:
@@ -265,7 +259,6 @@ async def send_certificate(connection: HubConnection, request: Any) -> None:
 
 # The guided upgrade: steps sent over a charger's live connection ------------------------------
 
-STEPS = ("install_ca", "request_certificate", "switch")
 # The OCPP 2.0.1 network configuration slot PowerBank writes the upgraded profile to.
 NETWORK_SLOT = 1
 STEP_TIMEOUT_S = 15.0
@@ -306,9 +299,11 @@ async def _step16(connection: HubConnection, step: str, profile: int, ca_pem: st
         request: Any = call16.InstallCertificate(certificate_type="CentralSystemRootCertificate", certificate=ca_pem)
     elif step == "request_certificate":
         request = call16.ExtendedTriggerMessage(requested_message="SignChargePointCertificate")
-    else:
+    elif step == "switch":
         # OCPP 1.6 security whitepaper: the charger reconnects with the new profile at once.
         request = call16.ChangeConfiguration(key="SecurityProfile", value=str(profile))
+    else:
+        return StepResult(False, "No such step")
     answer = await connection.call(request, timeout=STEP_TIMEOUT_S)
     return _answered(str(answer.status))
 
@@ -327,6 +322,8 @@ async def _step201(connection: HubConnection, step: str, profile: int, ca_pem: s
             call201.TriggerMessage(requested_message="SignChargingStationCertificate"), timeout=STEP_TIMEOUT_S
         )
         return _answered(str(answer.status))
+    if step != "switch":
+        return StepResult(False, "No such step")
     network = await connection.call(
         call201.SetNetworkProfile(
             configuration_slot=NETWORK_SLOT,
