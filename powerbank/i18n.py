@@ -215,7 +215,7 @@ def catalogue_problems(locale: str) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    """``compile`` the catalogues, or ``check`` what lacks a translation (``python -m powerbank.translations``)."""
+    """``compile`` the catalogues, or ``check`` what lacks a translation (``python -m powerbank.tools.translations``)."""
     command = argv[0] if argv else ""
     if command == "compile":
         for locale in LANGUAGES:
@@ -237,5 +237,5 @@ def main(argv: list[str]) -> int:
             else "Every message is translated."
         )
         return 1 if problems else 0
-    print("usage: python -m powerbank.translations compile|check", file=sys.stderr)
+    print("usage: python -m powerbank.tools.translations compile|check", file=sys.stderr)
     return 2

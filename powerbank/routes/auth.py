@@ -5,6 +5,8 @@ from __future__ import annotations
 from quart import Blueprint, Response, current_app, request, url_for
 from quart_auth import logout_user
 
+from powerbank.i18n import gettext as _
+from powerbank.i18n import ngettext
 from powerbank.services.users import authenticate
 from powerbank.web.auth import client_address, safe_next, sign_in
 from powerbank.web.render import redirect_to, render_page
@@ -48,7 +50,11 @@ async def login_post() -> Response:
             status=429,
             values=values,
             errors={
-                "form": f"Too many failed log-in attempts. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+                "form": ngettext(
+                    "Too many failed log-in attempts. Try again in %(num)s minute.",
+                    "Too many failed log-in attempts. Try again in %(num)s minutes.",
+                    minutes,
+                )
             },
             next=target,
         )
@@ -57,7 +63,7 @@ async def login_post() -> Response:
     user = await authenticate(await db_session(), email, password, demo_mode=bool(current_app.config["DEMO"]))
     if user is None:
         return await render_page(
-            "auth/login.html", status=401, values=values, errors={"form": "Wrong email or password."}, next=target
+            "auth/login.html", status=401, values=values, errors={"form": _("Wrong email or password.")}, next=target
         )
     # Only the email's own count: a success of one account must not clear the address's failures.
     await throttle.attempt_succeeded(attempt, forget=keys[:1])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from quart import Blueprint, Response, request
 
 from powerbank.errors import NotFoundError
+from powerbank.i18n import gettext as _
 from powerbank.routes.loaders import operator_for
 from powerbank.services import catalogue
 from powerbank.web.auth import login_required, principal
@@ -24,7 +25,7 @@ async def compatibility() -> Response:
     if chosen:
         operator_id = id_or_none(chosen)
         if operator_id is None:
-            raise NotFoundError("No such operator.")
+            raise NotFoundError(_("No such operator."))
         operator_ids = {(await operator_for(me, operator_id)).id or 0}
     else:
         operator_ids = me.visible_operator_ids

@@ -9,6 +9,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.dispatch.gateway import gateway
 from powerbank.errors import NotFoundError
+from powerbank.i18n import gettext as _
 from powerbank.models import ChargePoint
 from powerbank.routes.loaders import charge_point_for, operator_for, team_for
 from powerbank.rules.permissions import Permission
@@ -47,7 +48,7 @@ async def register(operator_id: int) -> Response:
     team_id = id_or_none(request.args.get("team_id"))
     team = await team_for(me, team_id) if team_id is not None else None
     if team is None or team.operator_id != operator_id:
-        raise NotFoundError("No such team.")
+        raise NotFoundError(_("No such team."))
     identity = request.args.get("identity", "")
     return redirect_to(url_for("teams.new_charge_point", team_id=team.id, identity=identity), 303)
 

@@ -12,6 +12,7 @@ import re
 import unicodedata
 from typing import Any
 
+from powerbank.i18n import gettext as _
 from powerbank.rules.countries import AREAS_BY_COUNTRY, COUNTRIES, country_name
 
 IDENTITY_RE = re.compile(r"^[A-Za-z0-9\-_.:]{1,48}$")
@@ -25,16 +26,16 @@ class ValidationError(ValueError):
 def _refuse_control_characters(text: str, label: str) -> None:
     # NUL and other control characters break some databases and terminals; no one types them on purpose.
     if any(unicodedata.category(char) == "Cc" for char in text):
-        raise ValidationError(f"{label} contains characters that cannot be used.")
+        raise ValidationError(_("%(label)s contains characters that cannot be used.", label=_(label)))
 
 
 def clean_name(value: str | None, *, label: str = "Name", max_length: int = 120) -> str:
     """Return a trimmed, non-empty name."""
     name = (value or "").strip()
     if not name:
-        raise ValidationError(f"{label} is required.")
+        raise ValidationError(_("%(label)s is required.", label=_(label)))
     if len(name) > max_length:
-        raise ValidationError(f"{label} can be at most {max_length} characters.")
+        raise ValidationError(_("%(label)s can be at most %(count)s characters.", label=_(label), count=max_length))
     _refuse_control_characters(name, label)
     return name
 
@@ -43,7 +44,7 @@ def clean_optional(value: str | None, *, label: str, max_length: int = 80) -> st
     """Return a trimmed optional text (empty when not given)."""
     text = (value or "").strip()
     if len(text) > max_length:
-        raise ValidationError(f"{label} can be at most {max_length} characters.")
+        raise ValidationError(_("%(label)s can be at most %(count)s characters.", label=_(label), count=max_length))
     _refuse_control_characters(text, label)
     return text
 
@@ -60,11 +61,11 @@ def clean_identity(value: str | None) -> str:
     """Return a valid OCPP charge point identity."""
     identity = (value or "").strip()
     if not identity:
-        raise ValidationError("OCPP identity is required.")
+        raise ValidationError(_("OCPP identity is required."))
     if len(identity) > 48:
-        raise ValidationError("OCPP identity can be at most 48 characters.")
+        raise ValidationError(_("OCPP identity can be at most 48 characters."))
     if not IDENTITY_RE.match(identity):
-        raise ValidationError("OCPP identity may only contain letters, digits and - _ . :")
+        raise ValidationError(_("OCPP identity may only contain letters, digits and - _ . :"))
     return identity
 
 
@@ -72,9 +73,9 @@ def clean_email(value: str | None) -> str:
     """Return a lower-cased email address."""
     email = (value or "").strip().lower()
     if not email:
-        raise ValidationError("Email is required.")
+        raise ValidationError(_("Email is required."))
     if len(email) > 254 or not EMAIL_RE.fullmatch(email) or any(unicodedata.category(c) == "Cc" for c in email):
-        raise ValidationError("Enter a valid email address.")
+        raise ValidationError(_("Enter a valid email address."))
     return email
 
 
@@ -82,9 +83,9 @@ def clean_country(value: str | None) -> str:
     """Return an ISO 3166-1 alpha-2 country code."""
     code = (value or "").strip().upper()
     if not code:
-        raise ValidationError("Country is required.")
+        raise ValidationError(_("Country is required."))
     if code not in COUNTRIES:
-        raise ValidationError("Choose a country from the list.")
+        raise ValidationError(_("Choose a country from the list."))
     return code
 
 
@@ -94,14 +95,22 @@ def clean_price_area(country: str, value: str | None) -> str | None:
     allowed = AREAS_BY_COUNTRY.get(country, ())
     if not allowed:
         if area:
-            raise ValidationError(f"{country_name(country)} has no PowerBank price area; leave it empty.")
+            raise ValidationError(
+                _("%(country)s has no PowerBank price area; leave it empty.", country=country_name(country))
+            )
         return None
     if len(allowed) == 1 and area is None:
         return str(allowed[0])
     if area is None:
-        raise ValidationError(f"Choose the price area: {', '.join(allowed)}.")
+        raise ValidationError(_("Choose the price area: %(areas)s.", areas=", ".join(allowed)))
     if area not in allowed:
-        raise ValidationError(f"Price area for {COUNTRIES[country]} must be one of {', '.join(allowed)}.")
+        raise ValidationError(
+            _(
+                "Price area for %(country)s must be one of %(areas)s.",
+                country=country_name(country),
+                areas=", ".join(allowed),
+            )
+        )
     return area
 
 

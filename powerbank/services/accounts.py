@@ -17,6 +17,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.db import utcnow
 from powerbank.errors import FormErrors, NotFoundError
+from powerbank.i18n import current_locale, use_locale
+from powerbank.i18n import gettext as _
 from powerbank.models import Invitation, Operator, User
 from powerbank.rules.validators import ValidationError
 from powerbank.services.audit import Actor, record
@@ -35,9 +37,9 @@ InvitationLink = Callable[[str], str]
 def check_password(password: str) -> str:
     """Return the password if its length is acceptable."""
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValidationError(f"Password must be at least {MIN_PASSWORD_LENGTH} characters.")
+        raise ValidationError(_("Password must be at least %(count)s characters.", count=MIN_PASSWORD_LENGTH))
     if len(password) > MAX_PASSWORD_LENGTH:
-        raise ValidationError(f"Password must be at most {MAX_PASSWORD_LENGTH} characters.")
+        raise ValidationError(_("Password must be at most %(count)s characters.", count=MAX_PASSWORD_LENGTH))
     return password
 
 
@@ -76,16 +78,20 @@ async def invite(
     )
     session.add(invitation)
     by = f"{actor.label} ({operator.name})" if operator else actor.label
-    queue_mail(
-        session,
-        user.email,
-        "You are invited to PowerBank",
-        f"{by} added you to PowerBank as {what}.\n\n"
-        f"Open this link to choose your password and sign in (it works once, for "
-        f"{INVITATION_VALID_FOR.days} days):\n\n{link(token)}\n\n"
-        "If you did not expect this, ignore this email: nothing happens until the link is opened.\n",
-        secret=True,
-    )
+    # In the person's own language when they chose one, else in the language of who invites them.
+    with use_locale(user.locale or current_locale()):
+        subject = _("You are invited to PowerBank")
+        body = _(
+            "%(by)s added you to PowerBank as %(what)s.\n\n"
+            "Open this link to choose your password and sign in (it works once, for %(days)s days):\n\n"
+            "%(link)s\n\n"
+            "If you did not expect this, ignore this email: nothing happens until the link is opened.\n",
+            by=by,
+            what=what,
+            days=INVITATION_VALID_FOR.days,
+            link=link(token),
+        )
+    queue_mail(session, user.email, subject, body, secret=True)
     await session.flush()
     record(session, actor, "user.invite", user, operator_id=operator.id if operator else None, after={"as": what})
     return invitation
@@ -95,14 +101,18 @@ def tell_of_new_role(
     session: AsyncSession, actor: Actor, user: User, operator: Operator, what: str, login_url: str
 ) -> None:
     """Tell a person who has an account that they were given a role (no credential changes hands)."""
-    queue_mail(
-        session,
-        user.email,
-        f"You have a new role in {operator.name} on PowerBank",
-        f"{actor.label} ({operator.name}) gave you the role {what}.\n\n"
-        f"Sign in with your own password to see it: {login_url}\n\n"
-        "If you do not know this operator, tell your own administrator.\n",
-    )
+    with use_locale(user.locale or current_locale()):
+        subject = _("You have a new role in %(operator)s on PowerBank", operator=operator.name)
+        body = _(
+            "%(actor)s (%(operator)s) gave you the role %(what)s.\n\n"
+            "Sign in with your own password to see it: %(url)s\n\n"
+            "If you do not know this operator, tell your own administrator.\n",
+            actor=actor.label,
+            operator=operator.name,
+            what=what,
+            url=login_url,
+        )
+    queue_mail(session, user.email, subject, body)
 
 
 async def _retire_invitations(session: AsyncSession, user: User, now: datetime) -> None:
@@ -117,16 +127,18 @@ async def open_invitation(session: AsyncSession, token: str, now: datetime | Non
     """Return the invitation a link names and its person; NotFoundError if used, replaced or expired."""
     now = now or utcnow()
     if not token or len(token) > 200:
-        raise NotFoundError("This invitation link is not valid.")
+        raise NotFoundError(_("This invitation link is not valid."))
     invitation = (await session.exec(select(Invitation).where(Invitation.token_hash == _token_hash(token)))).first()
     # Compared again in constant time: the lookup by hash already tells nothing of the token itself.
     if invitation is None or not hmac.compare_digest(invitation.token_hash, _token_hash(token)):
-        raise NotFoundError("This invitation link is not valid.")
+        raise NotFoundError(_("This invitation link is not valid."))
     if invitation.used_at is not None or invitation.expires_at <= now:
-        raise NotFoundError("This invitation link has been used or has expired. Ask your administrator for a new one.")
+        raise NotFoundError(
+            _("This invitation link has been used or has expired. Ask your administrator for a new one.")
+        )
     user = await session.get(User, invitation.user_id)
     if user is None:
-        raise NotFoundError("This invitation link is not valid.")
+        raise NotFoundError(_("This invitation link is not valid."))
     return invitation, user
 
 
@@ -152,7 +164,9 @@ async def accept_invitation(
         .values(used_at=now)
     )
     if taken.rowcount != 1:
-        raise NotFoundError("This invitation link has been used or has expired. Ask your administrator for a new one.")
+        raise NotFoundError(
+            _("This invitation link has been used or has expired. Ask your administrator for a new one.")
+        )
     await _retire_invitations(session, user, now)
     user.password_hash = await in_password_thread(hash_password, password)
     user.session_version += 1

@@ -40,6 +40,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.db import utcnow
 from powerbank.errors import ForbiddenError, FormErrors, NotFoundError
+from powerbank.i18n import gettext as _
 from powerbank.models import ApiToken, Operator, OperatorRole, Team, TeamRole, TokenAccess, User
 from powerbank.rules.permissions import Permission, Principal, TeamGrant, can_on_operator, can_on_team, load_principal
 from powerbank.rules.validators import ValidationError, clean_name
@@ -148,7 +149,7 @@ async def _require_manage(session: AsyncSession, by: Acting, operator_id: int, t
         return
     team = await session.get(Team, team_id)
     if team is None or team.operator_id != operator_id:
-        raise NotFoundError("No such team.")
+        raise NotFoundError(_("No such team."))
     require_on_team(by, Permission.MANAGE_API_TOKENS, team)
 
 
@@ -258,7 +259,7 @@ async def get_token_or_404(session: AsyncSession, by: Acting, token_id: int) -> 
     """Return a token whose operator's or team's tokens ``by`` may manage; one it cannot see is NotFoundError."""
     token = await session.get(ApiToken, token_id)
     if token is None:
-        raise NotFoundError("No such API token.")
+        raise NotFoundError(_("No such API token."))
     await _require_manage(session, by, token.operator_id, token.team_id)
     return token
 

@@ -20,6 +20,7 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.errors import FormErrors
+from powerbank.i18n import gettext as _
 from powerbank.models import AreaAvailability, ChargePoint, MeterSample, Participation, ParticipationState, Team
 from powerbank.rules.countries import PriceArea
 from powerbank.services.chargers import CURRENT_POWER_MAX_AGE
@@ -224,9 +225,9 @@ def clean_range(area: str, start: str | None, end: str | None, now: datetime) ->
     if begin is None:
         begin = finish - DEFAULT_RANGE
     if begin >= finish:
-        raise FormErrors({"from": "Must be before to."})
+        raise FormErrors({"from": _("Must be before to.")})
     if finish - begin > MAX_RANGE:
-        raise FormErrors({"to": f"The range may be at most {MAX_RANGE.days} days long."})
+        raise FormErrors({"to": _("The range may be at most %(days)s days long.", days=MAX_RANGE.days)})
     return Range(area, begin, finish)
 
 

@@ -13,6 +13,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.errors import ConflictError, NotFoundError
+from powerbank.i18n import gettext as _
 from powerbank.models import ChargePoint, CompatibleModel, Operator, Team
 from powerbank.rules.eligibility import CatalogueKey, catalogue_key
 from powerbank.rules.permissions import Permission, Principal
@@ -198,7 +199,7 @@ async def add_model(
     clean_model = clean_name(model, label="Model", max_length=80)
     brand_key, model_key = catalogue_key(clean_brand, clean_model)
     if await _is_catalogued(session, operator_id, brand_key, model_key):
-        raise ConflictError(f"{clean_brand} {clean_model} is already in the catalogue.")
+        raise ConflictError(_("%(brand)s %(model)s is already in the catalogue.", brand=clean_brand, model=clean_model))
     entry = CompatibleModel(
         operator_id=operator_id, brand=clean_brand, model=clean_model, brand_key=brand_key, model_key=model_key
     )
@@ -222,7 +223,7 @@ async def remove_model(session: AsyncSession, by: Acting, operator_id: int, entr
     require_on_operator(by, Permission.EDIT_CATALOGUE, operator_id)
     entry = await session.get(CompatibleModel, entry_id)
     if entry is None or entry.operator_id != operator_id:
-        raise NotFoundError("No such catalogue entry.")
+        raise NotFoundError(_("No such catalogue entry."))
     record(
         session,
         actor_of(by),

@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.db import utcnow
 from powerbank.errors import FormErrors, NotFoundError
+from powerbank.i18n import gettext as _
 from powerbank.models import ChargePoint, Team
 from powerbank.rules.eligibility import needs_facility_id
 from powerbank.rules.gsrn import clean_facility_id
@@ -129,7 +130,7 @@ async def get_charge_point_or_404(
         )
     ).first()
     if row is None or not can_on_team(principal, Permission.VIEW_TEAM, row[1]):
-        raise NotFoundError("No such charge point.")
+        raise NotFoundError(_("No such charge point."))
     return row[0], row[1]
 
 

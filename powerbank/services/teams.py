@@ -8,6 +8,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.errors import ConflictError, NotFoundError
+from powerbank.i18n import gettext as _
 from powerbank.models import ChargePoint, Operator, Team
 from powerbank.rules.permissions import Permission, Principal, can_on_team
 from powerbank.rules.validators import clean_name
@@ -21,10 +22,10 @@ from powerbank.services.enrollment import release_charge_points
 async def get_operator_or_404(session: AsyncSession, principal: Principal, operator_id: int) -> Operator:
     """Return an operator the caller sees a team of; otherwise NotFoundError."""
     if operator_id not in principal.visible_operator_ids:
-        raise NotFoundError("No such operator.")
+        raise NotFoundError(_("No such operator."))
     operator = await session.get(Operator, operator_id)
     if operator is None:
-        raise NotFoundError("No such operator.")
+        raise NotFoundError(_("No such operator."))
     return operator
 
 
@@ -37,7 +38,7 @@ async def get_team_or_404(session: AsyncSession, principal: Principal, team_id: 
     """Return a team the caller may see; another tenant's team is NotFoundError, never data."""
     team = await session.get(Team, team_id)
     if team is None or not can_on_team(principal, Permission.VIEW_TEAM, team):
-        raise NotFoundError("No such team.")
+        raise NotFoundError(_("No such team."))
     return team
 
 
@@ -138,13 +139,13 @@ async def create_team(session: AsyncSession, by: Acting, operator_id: int, name:
     require_on_operator(by, Permission.MANAGE_TEAMS, operator_id)
     clean = clean_name(name, label="Team name")
     if await _name_taken(session, operator_id, clean):
-        raise ConflictError(f"A team named {clean!r} already exists.")
+        raise ConflictError(_("A team named %(name)s already exists.", name=repr(clean)))
     team = Team(operator_id=operator_id, name=clean)
     session.add(team)
     try:
         await session.flush()
     except IntegrityError as exc:
-        raise ConflictError(f"A team named {clean!r} already exists.") from exc
+        raise ConflictError(_("A team named %(name)s already exists.", name=repr(clean))) from exc
     record(session, actor_of(by), "team.create", team, operator_id=operator_id, after={"name": clean})
     return team
 
@@ -154,7 +155,7 @@ async def rename_team(session: AsyncSession, by: Acting, team: Team, name: str |
     require_on_team(by, Permission.MANAGE_TEAMS, team)
     clean = clean_name(name, label="Team name")
     if await _name_taken(session, team.operator_id, clean, exclude_id=team.id):
-        raise ConflictError(f"A team named {clean!r} already exists.")
+        raise ConflictError(_("A team named %(name)s already exists.", name=repr(clean)))
     before = {"name": team.name}
     team.name = clean
     session.add(team)

@@ -8,6 +8,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.errors import ConflictError, FormErrors, NotFoundError
+from powerbank.i18n import gettext as _
 from powerbank.models import Operator, OperatorMembership, OperatorRole, Team, TeamMembership, TeamRole, User
 from powerbank.rules.demo_credentials import DEMO_PASSWORD
 from powerbank.rules.permissions import Permission
@@ -61,7 +62,7 @@ async def create_user(
     """
     clean = clean_email(email)
     if await get_user_by_email(session, clean) is not None:
-        raise ConflictError("A user with this email already exists.")
+        raise ConflictError(_("A user with this email already exists."))
     password_hash = "" if password is None else await in_password_thread(hash_password, check_password(password))
     user = User(email=clean, display_name=display_name.strip(), password_hash=password_hash)
     session.add(user)
@@ -165,7 +166,7 @@ async def add_member(
         raise FormErrors(errors)
     operator = await session.get(Operator, operator_id)
     if operator is None:
-        raise NotFoundError("No such operator.")
+        raise NotFoundError(_("No such operator."))
     user = await get_user_by_email(session, email)
     if user is None:
         if invitation_link is None:
@@ -187,7 +188,7 @@ async def add_member(
             )
         ).first()
         if existing is not None:
-            raise FormErrors({"email": "This user already has an operator role; change it in the list."})
+            raise FormErrors({"email": _("This user already has an operator role; change it in the list.")})
         membership: OperatorMembership | TeamMembership = OperatorMembership(
             operator_id=operator_id, user_id=user.id or 0, role=OperatorRole(role)
         )
@@ -199,7 +200,9 @@ async def add_member(
             )
         ).first()
         if existing_team is not None:
-            raise FormErrors({"email": f"This user already has a role in {team.name}; change it in the list."})
+            raise FormErrors(
+                {"email": _("This user already has a role in %(team)s; change it in the list.", team=team.name)}
+            )
         membership = TeamMembership(
             team_id=team.id or 0,
             user_id=user.id or 0,
@@ -245,7 +248,7 @@ async def grant_role(session: AsyncSession, by: Acting, operator_id: int, form: 
         raise FormErrors({"email": str(exc)}) from exc
     user = await get_user_by_email(session, email)
     if user is None:
-        raise NotFoundError(f"No user has the email {email}.")
+        raise NotFoundError(_("No user has the email %(email)s.", email=email))
     held: OperatorMembership | TeamMembership | None
     if form.role.startswith("operator:"):
         held = (
@@ -277,15 +280,15 @@ async def _get_membership(
     if scope == "operator":
         membership = await session.get(OperatorMembership, membership_id)
         if membership is None or membership.operator_id != operator_id:
-            raise NotFoundError("No such member.")
+            raise NotFoundError(_("No such member."))
         return membership
     if scope == "team":
         team_membership = await session.get(TeamMembership, membership_id)
         team = await session.get(Team, team_membership.team_id) if team_membership else None
         if team_membership is None or team is None or team.operator_id != operator_id:
-            raise NotFoundError("No such member.")
+            raise NotFoundError(_("No such member."))
         return team_membership
-    raise NotFoundError("No such member.")
+    raise NotFoundError(_("No such member."))
 
 
 async def _keep_an_admin(session: AsyncSession, membership: OperatorMembership | TeamMembership) -> None:
@@ -298,7 +301,7 @@ async def _keep_an_admin(session: AsyncSession, membership: OperatorMembership |
         )
     )
     if len(admins.all()) <= 1:
-        raise FormErrors({"role": "An operator needs at least one Operator Admin; make someone else admin first."})
+        raise FormErrors({"role": _("An operator needs at least one Operator Admin; make someone else admin first.")})
 
 
 async def change_member(
@@ -314,7 +317,7 @@ async def change_member(
     require_on_operator(by, Permission.MANAGE_MEMBERS, operator_id)
     membership = await _get_membership(session, operator_id, scope, membership_id)
     if f"{scope}:{role}" not in ROLE_CHOICES:
-        raise FormErrors({"role": "Choose a role of the same kind (operator or team)."})
+        raise FormErrors({"role": _("Choose a role of the same kind (operator or team).")})
     if role != membership.role:
         await _keep_an_admin(session, membership)
     before = {"role": membership.role}
@@ -366,11 +369,11 @@ async def reinvite_member(
     user = await session.get(User, membership.user_id)
     operator = await session.get(Operator, operator_id)
     if user is None or operator is None:
-        raise NotFoundError("No such member.")
+        raise NotFoundError(_("No such member."))
     if has_password(user):
-        raise FormErrors({"email": "They have set their password already; they log in with it."})
+        raise FormErrors({"email": _("They have set their password already; they log in with it.")})
     if invitation_link is None:
-        raise FormErrors({"email": "PowerBank cannot send email (POWERBANK_SMTP_HOST is not set)."})
+        raise FormErrors({"email": _("PowerBank cannot send email (POWERBANK_SMTP_HOST is not set).")})
     if isinstance(membership, TeamMembership):
         team = await session.get(Team, membership.team_id)
         what = f"{ROLE_CHOICES['team:' + membership.role]} in {team.name if team else ''}"

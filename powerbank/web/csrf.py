@@ -11,6 +11,8 @@ from quart import (
     session,
 )
 
+from powerbank.i18n import gettext as _
+
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -41,4 +43,4 @@ async def check_csrf() -> None:
         form = await request.form
         sent = form.get(CSRF_FIELD)
     if not expected or not sent or not secrets.compare_digest(str(expected), str(sent)):
-        abort(400, description="The form expired or did not come from PowerBank. Reload the page and try again.")
+        abort(400, description=_("The form expired or did not come from PowerBank. Reload the page and try again."))

@@ -1,1 +1,0 @@
-"""The Danish and Swedish catalogues (messages.po); `python -m powerbank.translations compile|check`."""
