@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	$(BIN)/python -m powerbank.translations compile
+	$(BIN)/python -m powerbank.tools.translations compile
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -45,11 +45,11 @@ translations-extract: $(STAMP)
 		-o powerbank/translations/messages.pot powerbank templates
 	$(BIN)/pybabel -q update --no-fuzzy-matching --ignore-obsolete -i powerbank/translations/messages.pot \
 		-d powerbank/translations
-	$(BIN)/python -m powerbank.translations check || true
+	$(BIN)/python -m powerbank.tools.translations check || true
 
 ## Compile the catalogues (.mo, not kept in git; PowerBank also compiles a missing or stale one when it starts).
 translations-compile: $(STAMP)
-	$(BIN)/python -m powerbank.translations compile
+	$(BIN)/python -m powerbank.tools.translations compile
 
 ## Remove the local demo database (the next `make run` loads fresh demo data).
 clean-db:
