@@ -259,8 +259,9 @@ async def send_certificate(connection: HubConnection, request: Any) -> None:
 
 # The guided upgrade: steps sent over a charger's live connection ------------------------------
 
-# The OCPP 2.0.1 network configuration slot PowerBank writes the upgraded profile to.
-NETWORK_SLOT = 1
+# The OCPP 2.0.1 network configuration slots PowerBank writes the upgraded profile to: the first
+# that is not the one in use (a station refuses to overwrite its active slot).
+NETWORK_SLOTS = (1, 2)
 STEP_TIMEOUT_S = 15.0
 
 
@@ -324,9 +325,10 @@ async def _step201(connection: HubConnection, step: str, profile: int, ca_pem: s
         return _answered(str(answer.status))
     if step != "switch":
         return StepResult(False, "No such step")
+    slot = await _free_network_slot(connection)
     network = await connection.call(
         call201.SetNetworkProfile(
-            configuration_slot=NETWORK_SLOT,
+            configuration_slot=slot,
             connection_data={
                 "ocpp_version": "OCPP20",
                 "ocpp_transport": "JSON",
@@ -347,7 +349,7 @@ async def _step201(connection: HubConnection, step: str, profile: int, ca_pem: s
                 {
                     "component": {"name": "OCPPCommCtrlr"},
                     "variable": {"name": "NetworkConfigurationPriority"},
-                    "attribute_value": str(NETWORK_SLOT),
+                    "attribute_value": str(slot),
                 }
             ]
         ),
@@ -356,3 +358,19 @@ async def _step201(connection: HubConnection, step: str, profile: int, ca_pem: s
     results = variables.set_variable_result
     status = str(results[0]["attribute_status"]) if results else "Rejected"
     return _answered(status)
+
+
+async def _free_network_slot(connection: HubConnection) -> int:
+    """Return a network configuration slot the station is not connected through now."""
+    answer = await connection.call(
+        call201.GetVariables(
+            get_variable_data=[
+                {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "NetworkConfigurationPriority"}}
+            ]
+        ),
+        timeout=STEP_TIMEOUT_S,
+    )
+    results = answer.get_variable_result
+    value = str(results[0].get("attribute_value") or "") if results else ""
+    active = value.split(",")[0].strip()
+    return next(slot for slot in NETWORK_SLOTS if str(slot) != active)

@@ -84,9 +84,19 @@ class Upgradable16(Charger16):
 class Upgradable201(Charger201):
     asked: list[Any]
 
+    @on(Action201.get_variables)
+    def on_get_variables(self, get_variable_data: list[dict[str, Any]], **_: Any) -> result201.GetVariables:
+        wanted = get_variable_data[0]
+        if wanted["variable"]["name"] != "NetworkConfigurationPriority":
+            return super().on_get_variables(get_variable_data)
+        # It is connected through slot 1 now, with slot 2 as its fallback.
+        return result201.GetVariables(
+            get_variable_result=[{**wanted, "attribute_status": "Accepted", "attribute_value": "1,2"}]
+        )
+
     @on(Action201.set_network_profile)
     def on_set_network_profile(self, configuration_slot: int, connection_data: dict[str, Any], **_: Any) -> Any:
-        self.asked.append(connection_data)
+        self.asked.append((configuration_slot, connection_data))
         return result201.SetNetworkProfile(status="Accepted")
 
     @on(Action201.set_variables)
@@ -165,7 +175,8 @@ async def test_a_201_station_gets_a_network_profile_and_its_priority(
         text = await response.get_data(as_text=True)
     assert "The charger answered RebootRequired." in text
     assert "after the charger&#39;s next reboot" in text or "after the charger's next reboot" in text
-    network, priority = station.asked
+    (slot, network), priority = station.asked
+    assert slot == 2 and priority[0]["attribute_value"] == "2"
     assert (
         network["security_profile"] == 2
         and network["ocpp_csms_url"].startswith("wss://")
