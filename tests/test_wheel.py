@@ -7,6 +7,7 @@ Where that cannot be done the test is skipped, except in CI (CI=true), where it 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -102,6 +103,7 @@ def test_the_wheel_serves_pages_static_files_and_health_from_a_fresh_venv(instal
         "POWERBANK_DATABASE_URL": f"sqlite+aiosqlite:///{place / 'powerbank.db'}",
         "POWERBANK_SECRET_KEY": "a-long-random-value-for-this-test-only",
         "POWERBANK_LOG_FORMAT": "json",
+        "POWERBANK_METRICS_TOKEN": "metrics-token-for-this-test",
     }
     where = run(installed / "bin" / "python", "-c", "import powerbank; print(powerbank.__file__)", cwd=place, env=env)
     assert where.returncode == 0, where.stderr
@@ -135,10 +137,19 @@ def test_the_wheel_serves_pages_static_files_and_health_from_a_fresh_venv(instal
         assert status == 200 and "<form" in page and 'name="csrf_token"' in page
         status, script, headers = get(f"{base}/static/htmx.min.js")
         assert status == 200 and "htmx" in script and headers["content-type"].startswith("text/javascript")
+        assert get(f"{base}/metrics")[0] == 401
+        scrape = urllib.request.Request(
+            f"{base}/metrics", headers={"Authorization": "Bearer metrics-token-for-this-test"}
+        )
+        with urllib.request.urlopen(scrape, timeout=10) as response:
+            assert 'powerbank_chargers_connected{protocol="ocpp1.6"} 0.0' in response.read().decode()
     finally:
         server.send_signal(signal.SIGTERM)
         _, errors = server.communicate(timeout=30)
     assert server.returncode == 0, errors[-3000:]
+    # The log is JSON lines, as configured.
+    lines = [json.loads(line) for line in errors.splitlines() if line.startswith("{")]
+    assert lines and all({"time", "level", "logger", "message", "request_id", "charger"} <= set(line) for line in lines)
     # No file was written into the installation: the database is where it was configured.
     assert (place / "powerbank.db").is_file()
     assert not (installed / "lib" / "python3.11" / "site-packages" / "var").exists()
