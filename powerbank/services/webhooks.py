@@ -108,16 +108,33 @@ def _tell_listeners() -> None:
 # Addresses and signatures -------------------------------------------------------------------------
 
 
+# IPv6 addresses a gateway turns into the IPv4 address they carry: NAT64's well-known prefix
+# (RFC 6052, the last 32 bits) and 6to4 (2002::/16); that IPv4 address is what must be public.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# IPv6 ranges Python counts as global that are not: local-use NAT64 (RFC 8215, a network's own
+# translator), IPv4-compatible and IPv4-translated (SIIT) addresses, and site-local fec0::/10.
+_NOT_PUBLIC_V6 = tuple(
+    ipaddress.IPv6Network(network) for network in ("64:ff9b:1::/48", "::/96", "::ffff:0:0:0/96", "fec0::/10")
+)
+
+
 def address_allowed(address: str, *, allow_loopback: bool) -> bool:
     """Whether a webhook may be sent to this IP address: a public one, or loopback when allowed."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip in _NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        elif ip.sixtofour is not None:
+            ip = ip.sixtofour
     if ip.is_loopback:
         return allow_loopback
+    if isinstance(ip, ipaddress.IPv6Address) and any(ip in network for network in _NOT_PUBLIC_V6):
+        return False
     return ip.is_global and not ip.is_multicast
 
 

@@ -381,3 +381,36 @@ async def test_a_receiver_whose_certificate_is_not_trusted_gets_nothing(tmp_path
         server.close()
         await server.wait_closed()
     assert receiver.received == []
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("93.184.216.34", True),
+        ("2606:2800:220:1:248:1893:25c8:1946", True),
+        # NAT64 (RFC 6052): a gateway forwards to the IPv4 address in the last 32 bits.
+        ("64:ff9b::5db8:d822", True),
+        ("64:ff9b::a9fe:a9fe", False),
+        ("64:ff9b::a00:1", False),
+        ("64:ff9b::7f00:1", False),
+        # Local-use NAT64 (RFC 8215): a network's own translator, to anything.
+        ("64:ff9b:1::a00:1", False),
+        # 6to4: the IPv4 address in bits 16-48.
+        ("2002:5db8:d822::1", True),
+        ("2002:a9fe:a9fe::1", False),
+        ("2002:7f00:1::1", False),
+        # Deprecated IPv4-compatible, IPv4-translated (SIIT) and site-local addresses.
+        ("::a9fe:a9fe", False),
+        ("::ffff:0:a00:1", False),
+        ("fec0::1", False),
+    ],
+)
+def test_ipv6_addresses_that_carry_an_internal_ipv4_address_are_refused(address: str, allowed: bool) -> None:
+    assert webhooks.address_allowed(address, allow_loopback=False) is allowed
+    url = f"https://[{address}]/hook" if ":" in address else f"https://{address}/hook"
+    try:
+        webhooks.clean_url(url, allow_loopback=False)
+    except ValueError:
+        assert not allowed
+    else:
+        assert allowed
