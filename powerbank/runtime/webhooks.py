@@ -93,7 +93,10 @@ async def post(
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         refused = [a for a in addresses if not webhooks.address_allowed(a, allow_loopback=allow_loopback)]
         if not addresses or refused:
-            raise RefusedAddress(f"{host} resolves to an address PowerBank does not send to ({', '.join(refused)})")
+            # The addresses go to the hub's log only: the error is shown to the webhook's owners, who
+            # must not learn what internal names resolve to.
+            logger.warning("webhook host %s resolves to refused addresses: %s", host, ", ".join(refused))
+            raise RefusedAddress(f"{host} resolves to an address PowerBank does not send to")
         context = ssl.create_default_context() if https else None
         reader, writer = await asyncio.open_connection(
             addresses[0], port, ssl=context, server_hostname=host if https else None

@@ -414,3 +414,12 @@ def test_ipv6_addresses_that_carry_an_internal_ipv4_address_are_refused(address:
         assert not allowed
     else:
         assert allowed
+
+
+async def test_a_refused_address_is_not_told_to_the_webhooks_owner(receiver: Receiver) -> None:
+    # The error is stored with the attempt and shown on the webhook's page: naming the addresses a
+    # host name resolves to would let anyone who may add a webhook map the hub's internal names.
+    with pytest.raises(RefusedAddress) as refused:
+        await post(f"https://localhost:{receiver.port}/hook", b"{}", [], timeout_s=2, allow_loopback=False)
+    assert "127.0.0.1" not in str(refused.value) and "::1" not in str(refused.value)
+    assert receiver.received == []
