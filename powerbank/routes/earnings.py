@@ -26,6 +26,8 @@ blueprint = Blueprint("earnings", __name__)
 
 # Lines per page of a statement (the CSV and PDF have them all).
 PAGE_LINES = 250
+# Above this many lines a statement's PDF prints them as fixed-width text instead of a table.
+PDF_TABLE_LINES = 300
 # The largest price file taken (a month of hourly prices for every area and market is far less).
 MAX_IMPORT_BYTES = 2_000_000
 
@@ -133,11 +135,29 @@ async def statement_pdf(team_id: int, month: str) -> Response:
     team, operator = await _team_and_operator(me, team_id)
     valid = parse_month(month) or abort(404)
     found = await service.statement(await db_session(), me, team, valid)
+    # A long statement's lines are printed as fixed-width text: a table of thousands of rows takes
+    # WeasyPrint minutes to lay out, text seconds.
+    compact = len(found.lines) > PDF_TABLE_LINES
+    header = service.text_row(
+        [
+            _("Charge point"),
+            _("Area"),
+            _("Hours"),
+            _("Avg kW"),
+            _("Act."),
+            _("kWh"),
+            _("Market value"),
+            _("Earnings"),
+        ]
+    )
     html = await render_template(
         "earnings/statement_pdf.html",
         team=team,
         operator=operator,
         statement=found,
+        compact=compact,
+        text_header=header,
+        text_rows=service.text_rows(found.lines) if compact else [],
         month=valid,
         average_kw=service.average_kw,
         percent=service.percent,

@@ -1164,6 +1164,38 @@ def average_kw(line: Line) -> float:
     return line.available_kwh / line.hours_signed_up if line.hours_signed_up else 0.0
 
 
+# Columns of a statement printed as fixed-width text: (width, right-aligned).
+TEXT_COLUMNS = ((30, False), (5, False), (7, True), (9, True), (6, True), (11, True), (16, True), (18, True))
+
+
+def text_row(cells: Sequence[object]) -> str:
+    """Return one statement row as fixed-width text (a PDF of thousands of lines lays text out fast)."""
+    parts = []
+    for (width, right), cell in zip(TEXT_COLUMNS, cells, strict=True):
+        text = str(cell)[:width]
+        parts.append(text.rjust(width) if right else text.ljust(width))
+    return " ".join(parts).rstrip()
+
+
+def text_rows(lines: Iterable[Line]) -> list[str]:
+    """Return statement lines as fixed-width text rows."""
+    return [
+        text_row(
+            [
+                line.charge_point_name,
+                line.price_area,
+                line.hours_signed_up,
+                f"{average_kw(line):.2f}",
+                line.activations,
+                f"{line.delivered_kwh:.3f}",
+                f"{line.market_value:f}",
+                f"{line.amount:f} {line.currency}",
+            ]
+        )
+        for line in lines
+    ]
+
+
 def percent(share: Decimal) -> str:
     """Return a share as people read it: 0.7 → "70"."""
     return f"{(share * 100).normalize():f}"

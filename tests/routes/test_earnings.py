@@ -280,3 +280,19 @@ async def test_a_long_statement_is_paged_and_its_totals_cover_every_line(
     # 7.00 + 0.70 (one hour of 5 kW at 200 DKK, 70 %).
     assert "Harbour 1" in first and "Harbour 2" not in first and "7.70 DKK" in first
     assert "Harbour 2" in page_two and "Harbour 1" not in page_two and "7.70 DKK" in page_two
+
+
+async def test_a_long_statements_pdf_prints_its_lines_as_text(
+    session: AsyncSession, factory: Factory, login_as: LoginAs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from powerbank.routes import earnings as routes
+
+    world = await _world(session, factory)
+    team = world["team"]
+    assert isinstance(team, Team)
+    monkeypatch.setattr(routes, "PDF_TABLE_LINES", 0)
+    client = await login_as(await factory.user(team=team, team_role=TeamRole.MEMBER))
+    pdf = await client.get(f"/teams/{team.id}/earnings/{LAST}.pdf")
+    assert pdf.status_code == 200 and (await pdf.get_data(as_text=False)).startswith(b"%PDF")
+    row = earnings.text_rows((await earnings.statement(session, SYSTEM, team, LAST)).lines)[0]
+    assert row.startswith("Harbour 1") and row.endswith("7.00 DKK")
