@@ -127,6 +127,9 @@ class ChargerSecurity:
             address = ipaddress.ip_address(remote_address)
         except ValueError:
             return False
+        # On a dual-stack socket an IPv4 peer is ::ffff:a.b.c.d.
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
         return any(address in network for network in self.proxies)
 
     def transport(self, remote_address: str, scheme: str, headers: Mapping[str, str]) -> Transport:

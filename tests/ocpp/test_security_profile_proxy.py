@@ -18,6 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from powerbank.models import ConnectionAttempt
+from powerbank.ocpp.security import ChargerSecurity
 from powerbank.services import certificates
 from powerbank.services.certificates import CertificateAuthority
 from tests.conftest import TEST_PASSWORD, Factory
@@ -114,3 +115,11 @@ async def test_an_unreadable_certificate_header_is_refused(
     headers = {"X-Forwarded-Proto": "https", HEADER: "-----BEGIN CERTIFICATE-----%0Agarbage"}
     assert await connects(app, profile3.identity, headers, PROXY) == 401
     assert await reasons(session, profile3.identity) == ["Client certificate unreadable"]
+
+
+def test_a_proxy_is_known_by_its_ipv4_address_on_a_dual_stack_socket() -> None:
+    # Bound to [::], the hub sees an IPv4 proxy as ::ffff:a.b.c.d: still the proxy, and no one else.
+    security = ChargerSecurity({"TLS_PROXY_ADDRESSES": "10.0.0.7, 192.168.0.0/24"})
+    assert security.from_proxy("10.0.0.7") and security.from_proxy("::ffff:10.0.0.7")
+    assert security.from_proxy("::ffff:192.168.0.9")
+    assert not security.from_proxy("::ffff:10.0.0.8") and not security.from_proxy("10.0.0.8")
