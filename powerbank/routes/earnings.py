@@ -360,7 +360,8 @@ async def refresh(operator_id: int) -> Response:
     await operator_for(me, operator_id, may=Permission.MANAGE_EARNINGS)
     session = await db_session()
     now = _now()
-    await service.accrue_hours(session, now, operator_id)
+    # Hours are accrued for every operator at once: the newest accrued hour is where the next accrual starts.
+    await service.accrue_hours(session, now)
     await service.settle_deliveries(session, now)
     for month in await service.open_months(session, operator_id, now):
         await service.refresh_month(session, operator_id, month, now)

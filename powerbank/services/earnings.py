@@ -485,7 +485,9 @@ async def accrue_hours(session: AsyncSession, now: datetime, operator_id: int | 
     """Store each hour, up to the last whole one, that a charge point was signed up throughout and reported power.
 
     Reads the quarter-hour means since the newest accrued hour (at most ACCRUE_BACK), and each charge
-    point's participation history (three queries). The hour's power is the mean of its quarter-hours'
+    point's participation history (three queries). The hub accrues every operator at once (``operator_id``
+    None): the newest accrued hour of all is where the next accrual starts, so accruing one operator
+    alone would leave the others' hours before it behind. The hour's power is the mean of its quarter-hours'
     means. Returns how many hours were stored; the caller commits.
     """
     until = hour_of(now)

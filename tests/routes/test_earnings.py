@@ -174,6 +174,7 @@ async def test_operator_admins_and_managers_enter_prices_and_import_a_file(
     assert negative.status_code == 422 and "cannot be negative" in await negative.get_data(as_text=True)
     share = await post_form(client, f"/operators/{operator.id}/earnings/share", {"share": "80"})
     assert share.status_code == 303
+    assert (await post_form(client, f"/operators/{operator.id}/earnings/refresh")).status_code == 303
     assert (await earnings.shares_of(session, operator.id or 0)).operator == Decimal("0.8")
     closed = await post_form(client, f"/operators/{operator.id}/earnings/months/{LAST}/close")
     assert closed.status_code == 303
