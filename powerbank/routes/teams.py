@@ -12,6 +12,7 @@ from quart import Blueprint, Response, current_app, request, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from powerbank.errors import ForbiddenError, FormErrors, NotFoundError
+from powerbank.i18n import gettext as _
 from powerbank.models import Team
 from powerbank.routes.loaders import team_for, team_with_operator_for
 from powerbank.rules.countries import AREAS_BY_COUNTRY, COUNTRIES
@@ -186,7 +187,7 @@ async def preview_import(team_id: int) -> Response:
     team_ = await team_for(me, team_id, may=IMPORT_PERMISSION)
     upload = (await request.files).get("file")
     if upload is None or not upload.filename:
-        return await render_import_form(team_, "Choose the CSV file to import.", 422)
+        return await render_import_form(team_, _("Choose the CSV file to import."), 422)
     try:
         text, encoding = imports.decode_csv(upload.read(imports.MAX_IMPORT_BYTES + 1))
     except imports.ImportRefused as exc:
@@ -217,7 +218,7 @@ async def import_charge_points(team_id: int) -> Response:
     team_ = await team_for(me, team_id, may=IMPORT_PERMISSION)
     text = carried_text((await request.form).get("content", ""))
     if text is None:
-        return await render_import_form(team_, "The checked file did not come back whole; choose it again.", 400)
+        return await render_import_form(team_, _("The checked file did not come back whole; choose it again."), 400)
     session = await db_session()
     try:
         imported = await imports.import_charge_points(session, me, team_, text)
@@ -249,6 +250,6 @@ async def too_large(exc: RequestEntityTooLarge) -> Response:
         except (NotFoundError, ForbiddenError):
             pass
         else:
-            message = f"The file is larger than {imports.MAX_IMPORT_BYTES // 1024:,} KiB. {imports.SPLIT}"
+            message = imports.too_large()
             return await render_import_form(team_, message, 413)
     return await render_page("error.html", status=413, title=exc.name, message=exc.description or exc.name)

@@ -22,6 +22,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.db import utcnow
 from powerbank.errors import FormErrors, NotFoundError
+from powerbank.i18n import gettext as _
+from powerbank.i18n import ngettext
 from powerbank.models import AuditEntry, ChargePoint, Operator, Team
 from powerbank.rules.countries import COUNTRIES
 from powerbank.services.access import Acting, actor_of
@@ -70,8 +72,23 @@ ALIASES = {
 }
 SEPARATORS = (";", ",", "\t")
 IMPORT_ACTION = "charge_point.import"
-SAVE_AS_CSV = "Save it as CSV (comma or semicolon separated), preferably CSV UTF-8."
-SPLIT = f"Import at most {MAX_IMPORT_ROWS:,} charge points at once: split the file."
+
+
+def save_as_csv() -> str:
+    """What to do with a file that is not CSV text, in the reader's language."""
+    return _("Save it as CSV (comma or semicolon separated), preferably CSV UTF-8.")
+
+
+def split_advice() -> str:
+    """What to do with a file of too many charge points, in the reader's language."""
+    return _("Import at most %(count)s charge points at once: split the file.", count=f"{MAX_IMPORT_ROWS:,}")
+
+
+def too_large() -> str:
+    """Why a file over MAX_IMPORT_BYTES is refused, in the reader's language."""
+    return _("The file is larger than %(kib)s KiB.", kib=f"{MAX_IMPORT_BYTES // 1024:,}") + " " + split_advice()
+
+
 _COUNTRY_BY_NAME = {name.casefold(): code for code, name in COUNTRIES.items()}
 _CHARGE_POINTS = ChargePoint.__table__  # type: ignore[attr-defined]
 _AUDIT_LOG = AuditEntry.__table__  # type: ignore[attr-defined]
@@ -88,9 +105,9 @@ class ImportProblem:
     @property
     def text(self) -> str:
         """Return the problem as one sentence that says where it is."""
-        where = f"Line {self.line}" if self.line else "File"
+        where = _("Line %(line)s", line=self.line) if self.line else _("File")
         if self.column:
-            where += f", {LABELS[self.column]}"
+            where += f", {_(LABELS[self.column])}"
         return f"{where}: {self.message}"
 
 
@@ -144,8 +161,15 @@ def summary(problems: Sequence[ImportProblem]) -> str:
     """Return one sentence saying that nothing was imported and how much is wrong."""
     lines = len({problem.line for problem in problems if problem.line})
     if not lines:
-        return f"Nothing was imported: {problems[0].message}" if problems else "Nothing was imported."
-    return f"Nothing was imported: {lines:,} line{'' if lines == 1 else 's'} of the file have problems."
+        if problems:
+            return _("Nothing was imported: %(problem)s", problem=problems[0].message)
+        return _("Nothing was imported.")
+    return ngettext(
+        "Nothing was imported: %(num)s line of the file have problems.",
+        "Nothing was imported: %(num)s lines of the file have problems.",
+        lines,
+        num=f"{lines:,}",
+    )
 
 
 def decode_csv(data: bytes) -> tuple[str, str]:
@@ -154,9 +178,9 @@ def decode_csv(data: bytes) -> tuple[str, str]:
     Raise ImportRefused for a file too large, a workbook, or anything that is not text.
     """
     if len(data) > MAX_IMPORT_BYTES:
-        raise ImportRefused([_file_problem(f"The file is larger than {MAX_IMPORT_BYTES // 1024:,} KiB. {SPLIT}")])
+        raise ImportRefused([_file_problem(too_large())])
     if data.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):
-        raise ImportRefused([_file_problem("This is a spreadsheet workbook, not a CSV file. " + SAVE_AS_CSV)])
+        raise ImportRefused([_file_problem(_("This is a spreadsheet workbook, not a CSV file.") + " " + save_as_csv())])
     for bom, encoding, label in (
         (codecs.BOM_UTF8, "utf-8", "UTF-8 with BOM"),
         (codecs.BOM_UTF16_LE, "utf-16-le", "UTF-16"),
@@ -166,7 +190,13 @@ def decode_csv(data: bytes) -> tuple[str, str]:
             try:
                 return _text(data[len(bom) :].decode(encoding)), label
             except UnicodeDecodeError:
-                raise ImportRefused([_file_problem(f"The file starts as {label} but is not. {SAVE_AS_CSV}")]) from None
+                raise ImportRefused(
+                    [
+                        _file_problem(
+                            _("The file starts as %(encoding)s but is not.", encoding=label) + " " + save_as_csv()
+                        )
+                    ]
+                ) from None
     try:
         return _text(data.decode("utf-8")), "UTF-8"
     except UnicodeDecodeError:
@@ -176,7 +206,7 @@ def decode_csv(data: bytes) -> tuple[str, str]:
         return _text(data.decode("cp1252")), "Windows-1252"
     except UnicodeDecodeError:
         raise ImportRefused(
-            [_file_problem(f"The file is neither UTF-8 nor Windows-1252 text. {SAVE_AS_CSV}")]
+            [_file_problem(_("The file is neither UTF-8 nor Windows-1252 text.") + " " + save_as_csv())]
         ) from None
 
 
@@ -188,7 +218,7 @@ def _text(text: str) -> str:
     # NUL is in no CSV a spreadsheet writes (a UTF-16 file without its BOM is full of them).
     if "\x00" in text:
         raise ImportRefused(
-            [_file_problem("The file holds NUL characters, so it is not a CSV text file. " + SAVE_AS_CSV)]
+            [_file_problem(_("The file holds NUL characters, so it is not a CSV text file.") + " " + save_as_csv())]
         )
     return text
 
@@ -226,12 +256,30 @@ def _read_heading(cells: list[str]) -> tuple[list[str | None], list[ImportProble
                 ImportProblem(1, None, f'Unknown column "{name[:40]}" (column {number}); the columns are {known}.')
             )
         elif found in fields:
-            problems.append(ImportProblem(1, None, f"The column {LABELS[found]} appears twice (column {number})."))
+            problems.append(
+                ImportProblem(
+                    1,
+                    None,
+                    _(
+                        "The column %(column)s appears twice (column %(number)s).",
+                        column=_(LABELS[found]),
+                        number=number,
+                    ),
+                )
+            )
         fields.append(found)
     for required in REQUIRED:
         if required not in fields:
             problems.append(
-                ImportProblem(1, None, f"The column {LABELS[required]} is missing; the columns are {known}.")
+                ImportProblem(
+                    1,
+                    None,
+                    _(
+                        "The column %(column)s is missing; the columns are %(known)s.",
+                        column=_(LABELS[required]),
+                        known=known,
+                    ),
+                )
             )
     return fields, problems
 
@@ -248,7 +296,7 @@ def parse_import(text: str) -> ImportPreview:
     text = text.lstrip("\ufeff")
     first_line = next((line for line in text.splitlines() if line.strip()), "")
     if not first_line:
-        preview.problems.append(_file_problem("The file is empty. Its first line names the columns."))
+        preview.problems.append(_file_problem(_("The file is empty. Its first line names the columns.")))
         return preview
     preview.separator = _choose_separator(first_line)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=preview.separator, strict=False)
@@ -260,10 +308,10 @@ def parse_import(text: str) -> ImportPreview:
                 records.append((line, cells))
             line = reader.line_num + 1
     except csv.Error as exc:
-        preview.problems.append(ImportProblem(line, None, f"The line cannot be read as CSV ({exc})."))
+        preview.problems.append(ImportProblem(line, None, _("The line cannot be read as CSV (%(error)s).", error=exc)))
         return preview
     if not records:
-        preview.problems.append(_file_problem("The file is empty. Its first line names the columns."))
+        preview.problems.append(_file_problem(_("The file is empty. Its first line names the columns.")))
         return preview
     (heading_line, heading), rows = records[0], records[1:]
     fields, problems = _read_heading(heading)
@@ -273,17 +321,25 @@ def parse_import(text: str) -> ImportPreview:
         preview.problems.extend(problems)
         return preview
     if not rows:
-        preview.problems.append(_file_problem("The file names the columns but holds no charge points."))
+        preview.problems.append(_file_problem(_("The file names the columns but holds no charge points.")))
         return preview
     if len(rows) > MAX_IMPORT_ROWS:
-        preview.problems.append(_file_problem(f"The file holds {len(rows):,} charge points. {SPLIT}"))
+        preview.problems.append(
+            _file_problem(_("The file holds %(count)s charge points.", count=f"{len(rows):,}") + " " + split_advice())
+        )
         return preview
     for line, cells in rows:
         extra = cells[len(fields) :]
         if len(cells) < len(fields) or any(cell.strip() for cell in extra):
             preview.problems.append(
                 ImportProblem(
-                    line, None, f"This line has {len(cells)} values; the heading names {len(fields)} columns."
+                    line,
+                    None,
+                    _(
+                        "This line has %(values)s values; the heading names %(columns)s columns.",
+                        values=len(cells),
+                        columns=len(fields),
+                    ),
                 )
             )
             continue
@@ -355,7 +411,7 @@ async def import_charge_points(session: AsyncSession, by: Acting, team: Team, te
     """
     preview = await preview_import(session, by, team, text)
     if not preview.ok:
-        raise ImportRefused(preview.problems or [_file_problem("The file holds no charge points.")])
+        raise ImportRefused(preview.problems or [_file_problem(_("The file holds no charge points."))])
     now = utcnow()
     passwords = [generate_secret() for _ in preview.rows]
     try:
@@ -379,7 +435,7 @@ async def import_charge_points(session: AsyncSession, by: Acting, team: Team, te
         if "identity" not in str(exc.orig):
             raise
         raise ImportRefused(
-            [_file_problem("Another charge point took one of these identities meanwhile. Check the file again.")]
+            [_file_problem(_("Another charge point took one of these identities meanwhile. Check the file again."))]
         ) from exc
     identities = [row.values["identity"] for row in preview.rows]
     created = await session.exec(
