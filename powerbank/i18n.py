@@ -215,7 +215,7 @@ def catalogue_problems(locale: str) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    """``compile`` the catalogues, or ``check`` what lacks a translation (``python -m powerbank.tools.translations``)."""
+    """``compile`` the catalogues, or ``check`` what lacks a translation (`python -m powerbank.tools.translations`)."""
     command = argv[0] if argv else ""
     if command == "compile":
         for locale in LANGUAGES:
