@@ -150,6 +150,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("statement_line") as batch_op:
         batch_op.create_index("ix_statement_line_team_id_month", ["team_id", "month"], unique=False)
+        batch_op.create_index("ix_statement_line_charge_point_id_month", ["charge_point_id", "month"], unique=False)
 
 
 def downgrade() -> None:

@@ -136,7 +136,12 @@ class StatementLine(SQLModel, table=True):
     """
 
     __tablename__ = "statement_line"
-    __table_args__ = (Index("ix_statement_line_team_id_month", "team_id", "month"), NEVER_REUSE_IDS)
+    __table_args__ = (
+        Index("ix_statement_line_team_id_month", "team_id", "month"),
+        # A charge point's page reads its own lines of the last 12 months.
+        Index("ix_statement_line_charge_point_id_month", "charge_point_id", "month"),
+        NEVER_REUSE_IDS,
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     operator_id: int = Field(foreign_key="operator.id", ondelete="CASCADE")
