@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import ssl
@@ -76,6 +77,16 @@ class WorkerSettings:
         )
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """Return the TLS context of every delivery (the system's CAs, host names checked).
+
+    Loading the system's CAs takes tens of milliseconds of CPU: it is done once per process (the
+    worker does it in a thread before its first look), never on the event loop per delivery.
+    """
+    return ssl.create_default_context()
+
+
 async def post(
     url: str, body: bytes, headers: list[tuple[str, str]], *, timeout_s: float, allow_loopback: bool
 ) -> tuple[int, str]:
@@ -97,7 +108,7 @@ async def post(
             # must not learn what internal names resolve to.
             logger.warning("webhook host %s resolves to refused addresses: %s", host, ", ".join(refused))
             raise RefusedAddress(f"{host} resolves to an address PowerBank does not send to")
-        context = ssl.create_default_context() if https else None
+        context = tls_context() if https else None
         reader, writer = await asyncio.open_connection(
             addresses[0], port, ssl=context, server_hostname=host if https else None
         )
@@ -176,6 +187,7 @@ class NotificationWorker:
 
     async def run(self) -> None:
         """Tell and send what is due, then wait to be woken (or for the next look), until stopped."""
+        await asyncio.to_thread(tls_context)
         while not self._stop.is_set():
             self._wake.clear()
             try:

@@ -423,3 +423,30 @@ async def test_a_refused_address_is_not_told_to_the_webhooks_owner(receiver: Rec
         await post(f"https://localhost:{receiver.port}/hook", b"{}", [], timeout_s=2, allow_loopback=False)
     assert "127.0.0.1" not in str(refused.value) and "::1" not in str(refused.value)
     assert receiver.received == []
+
+
+async def test_the_system_trust_store_is_loaded_once_not_on_the_event_loop_per_delivery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Loading the system's CAs takes tens of milliseconds, during which no charger is served.
+    made: list[ssl.SSLContext] = []
+    original = ssl.create_default_context
+
+    def counted(*args: object, **kwargs: object) -> ssl.SSLContext:
+        made.append(original(*args, **kwargs))  # type: ignore[arg-type]
+        return made[-1]
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    cert_path, key_path = self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    receiver = Receiver(free_port())
+    server = await asyncio.start_server(receiver._handle, "127.0.0.1", receiver.port, ssl=context)
+    try:
+        for _attempt in range(3):
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await post(f"https://127.0.0.1:{receiver.port}/hook", b"{}", [], timeout_s=5, allow_loopback=True)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert len(made) <= 1
