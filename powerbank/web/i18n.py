@@ -51,6 +51,14 @@ SHOWN_VALUES = (
     N_("single"),
     N_("automatic"),
     N_("API"),
+    N_("Operator Admin"),
+    N_("Operator Manager"),
+    N_("Team Owner"),
+    N_("Team Admin"),
+    N_("Team Member"),
+    N_("Active"),
+    N_("Revoked"),
+    N_("Expired"),
 )
 # English dates stay as PowerBank has always shown them (ISO); Danish and Swedish in their own style.
 ENGLISH_DATETIME = "yyyy-MM-dd HH:mm:ss"
