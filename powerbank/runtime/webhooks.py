@@ -176,6 +176,9 @@ class NotificationWorker:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._looked_at = -OFFLINE_CHECK_S
+        # Chargers are told of as offline only once this worker has watched for the threshold: after
+        # the hub was down, every charger was last seen long ago and most are reconnecting.
+        self.started_at = utcnow()
 
     def wake(self) -> None:
         """Look for work now (called after a commit that stored an event or queued a delivery)."""
@@ -209,10 +212,12 @@ class NotificationWorker:
     async def look_for_events(self, now: datetime | None = None) -> None:
         """Store the events that are conditions found by looking (chargers offline too long, activations
         judged), and forget what was told long ago."""
+        now = now or utcnow()
+        offline_after = self.settings.offline_after
         async with self._sessions() as session:
             await notifications.note_judged_activations(session, now)
-            if self.settings.offline_after is not None:
-                await notifications.note_offline_chargers(session, self.settings.offline_after, now)
+            if offline_after is not None and now - self.started_at >= offline_after:
+                await notifications.note_offline_chargers(session, offline_after, now)
             await webhooks.prune(session, now)
             await session.commit()
 

@@ -24,7 +24,10 @@ from powerbank.db import utcnow
 from powerbank.models import (
     DeliveryStatus,
     MailMessage,
+    Notification,
     Operator,
+    Participation,
+    ParticipationState,
     Team,
     User,
     Webhook,
@@ -450,3 +453,30 @@ async def test_the_system_trust_store_is_loaded_once_not_on_the_event_loop_per_d
         server.close()
         await server.wait_closed()
     assert len(made) <= 1
+
+
+async def test_chargers_offline_while_the_hub_was_down_are_not_told_of_as_it_starts(
+    worker: NotificationWorker, session: AsyncSession, factory: Factory, world: tuple[Operator, Team, User]
+) -> None:
+    # After twenty minutes of maintenance every charger was last seen twenty minutes ago, and most are
+    # reconnecting: only one still offline once the hub has watched for the threshold is told of.
+    _operator, team, _owner = world
+    now = utcnow()
+    gone = await factory.charge_point(team, name="Quay 1", online=False, last_seen_at=now - timedelta(minutes=20))
+    session.add(
+        Participation(
+            charge_point_id=gone.id or 0,
+            version=1,
+            state=ParticipationState.SIGNED_UP,
+            since=now,
+            source="bulk",
+            reason="",
+        )
+    )
+    await session.commit()
+    started = NotificationWorker(worker._sessions, replace(worker.settings, offline_after=timedelta(minutes=15)))
+    await started.look_for_events(now)
+    offline = select(Notification).where(Notification.kind == notifications.CHARGER_OFFLINE)
+    assert (await session.exec(offline)).all() == []
+    await started.look_for_events(now + timedelta(minutes=16))
+    assert len((await session.exec(offline)).all()) == 1
