@@ -20,6 +20,7 @@ from sqlalchemy import select as core_select
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from powerbank.i18n import gettext as _
 from powerbank.models import DeliveryVerdict
 from powerbank.services.delivery import Verdict
 
@@ -65,10 +66,15 @@ class Reliability:
         """Return the numbers behind the flag: "accepted but not delivered in 2 of its last 3 activations"."""
         judged = len(self.recent)
         if not judged:
-            return "no activation it accepted could be judged from its meters yet"
+            return _("no activation it accepted could be judged from its meters yet")
         if judged == 1:
-            return f"its last activation: {self.recent[0].verdict}"
-        return f"{Verdict.NOT_DELIVERED} in {len(self.not_delivered)} of its last {judged} activations"
+            return _("its last activation: %(verdict)s", verdict=_(str(self.recent[0].verdict)))
+        return _(
+            "%(verdict)s in %(count)s of its last %(judged)s activations",
+            verdict=_(str(Verdict.NOT_DELIVERED)),
+            count=len(self.not_delivered),
+            judged=judged,
+        )
 
     @property
     def sentence(self) -> str:

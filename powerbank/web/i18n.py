@@ -8,6 +8,7 @@ person's zone (their setting, else their language's country, else UTC).
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -59,7 +60,36 @@ SHOWN_VALUES = (
     N_("Active"),
     N_("Revoked"),
     N_("Expired"),
+    N_("system"),
+    N_("delivered"),
+    N_("partial"),
+    N_("accepted but not delivered"),
+    N_("not accepted"),
+    N_("offline"),
+    N_("no meter data"),
+    N_("nothing to reduce"),
+    N_("waiting"),
 )
+# Reasons stored in English in the PowerBank history, shown in the reader's language.
+STORED_REASONS = (
+    (re.compile(r"^Signed up automatically \((?P<area>[^)]*)\)$"), N_("Signed up automatically (%(area)s)")),
+    (re.compile(r"^Opted out by (?P<who>.+)$"), N_("Opted out by %(who)s")),
+    (re.compile(r"^Suspension lifted by (?P<who>.+)$"), N_("Suspension lifted by %(who)s")),
+    (re.compile(r"^Suspended by (?P<who>[^:]+): (?P<why>.*)$", re.S), N_("Suspended by %(who)s: %(why)s")),
+)
+
+
+def stored_reason(reason: str | None) -> str:
+    """A reason the history stored in English, in the reader's language (a text it does not know, unchanged)."""
+    if not reason:
+        return "—"
+    for pattern, message in STORED_REASONS:
+        found = pattern.match(reason)
+        if found:
+            return i18n.gettext(message, **found.groupdict())
+    return i18n.gettext(reason)
+
+
 # English dates stay as PowerBank has always shown them (ISO); Danish and Swedish in their own style.
 ENGLISH_DATETIME = "yyyy-MM-dd HH:mm:ss"
 ENGLISH_DATE = "yyyy-MM-dd"
@@ -189,6 +219,7 @@ def init_i18n(app: Quart) -> None:
             "money": format_money,
             "percent": format_percent,
             "country": country_name,
+            "reason": stored_reason,
         }
     )
     app.before_request(select_locale)
