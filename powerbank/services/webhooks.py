@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from sqlalchemy import delete, func, update
 from sqlmodel import col, select
@@ -153,6 +153,17 @@ def clean_url(value: str | None, *, allow_loopback: bool) -> str:
         host, port = parts.hostname, parts.port
     except ValueError:
         raise ValueError(_("Enter a valid URL, such as https://example.com/powerbank.")) from None
+    if not url.isascii() and host:
+        # Sent as HTTP writes it: the host in IDNA (punycode), the rest percent-encoded.
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise ValueError(_("Enter a valid URL, such as https://example.com/powerbank.")) from None
+        netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port is not None else "")
+        url = urlunsplit((parts.scheme, netloc, _ascii(parts.path), _ascii(parts.query), _ascii(parts.fragment)))
+        if len(url) > MAX_URL_LENGTH:
+            raise ValueError(_("Enter a URL of at most 500 characters, without spaces."))
+        parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not host:
         raise ValueError(_("Enter a valid URL, such as https://example.com/powerbank."))
     if parts.username is not None or parts.password is not None:
@@ -175,6 +186,11 @@ def clean_url(value: str | None, *, allow_loopback: bool) -> str:
     if port == 0:
         raise ValueError(_("Enter a valid URL, such as https://example.com/powerbank."))
     return url
+
+
+def _ascii(text: str) -> str:
+    """Percent-encode what is not ASCII (UTF-8), leaving the rest as written."""
+    return quote(text, safe="".join(chr(c) for c in range(33, 127)))
 
 
 def new_secret() -> str:

@@ -480,3 +480,20 @@ async def test_chargers_offline_while_the_hub_was_down_are_not_told_of_as_it_sta
     assert (await session.exec(offline)).all() == []
     await started.look_for_events(now + timedelta(minutes=16))
     assert len((await session.exec(offline)).all()) == 1
+
+
+def test_an_international_url_is_stored_as_the_ascii_url_that_is_sent() -> None:
+    # HTTP sends the host and the path in ASCII: kept as typed, such a webhook could never be delivered.
+    cleaned = webhooks.clean_url("https://bücher.example/hooks/ü?q=é", allow_loopback=False)
+    assert cleaned == "https://xn--bcher-kva.example/hooks/%C3%BC?q=%C3%A9"
+    assert webhooks.clean_url("https://BÜCHER.example:8443/", allow_loopback=False) == (
+        "https://xn--bcher-kva.example:8443/"
+    )
+    with pytest.raises(ValueError, match="500"):
+        webhooks.clean_url("https://hooks.example.com/" + "ü" * 100, allow_loopback=False)
+
+
+async def test_a_webhook_with_a_non_ascii_path_is_delivered(receiver: Receiver) -> None:
+    url = webhooks.clean_url(f"http://127.0.0.1:{receiver.port}/hooks/ü", allow_loopback=True)
+    status, _start = await post(url, b"{}", [], timeout_s=5, allow_loopback=True)
+    assert 200 <= status < 300 and len(receiver.received) == 1
