@@ -180,3 +180,37 @@ def test_the_charge_point_page_and_its_toggle_on_a_phone(phone: Page) -> None:
     assert_fits(phone, "the charge point page")
     assert_accessible(phone, "the charge point page on a phone")
     screenshot(phone, "phone-charge-point")
+
+
+def test_every_page_fits_a_phone(phone: Page) -> None:
+    log_in(phone, "operator.admin@demo.test")
+    links = {
+        "the teams page": None,
+        "Activations": "Activations",
+        "Members": "Members",
+        "Audit log": "Audit log",
+        "Connection attempts": "Connection attempts",
+        "Nodes": "Nodes",
+        "API tokens": "API tokens",
+        "Compatibility catalogue": "Compatibility catalogue",
+        "Manage teams": "Manage teams",
+    }
+    for what, link in links.items():
+        phone.goto("/")
+        loaded(phone)
+        if link is not None:
+            phone.get_by_role("navigation", name="Nordic Charge administration").get_by_role(
+                "link", name=link, exact=True
+            ).click()
+            loaded(phone)
+        assert_fits(phone, what)
+        assert_on_screen(phone.get_by_role("button", name="Log out"), f"Log out on {what}")
+    open_team(phone, "Stockholm Offices")
+    phone.get_by_role("navigation", name="Team").get_by_role("link", name="PowerBank").click()
+    loaded(phone)
+    assert_fits(phone, "a team's PowerBank tab")
+    for path, heading in (("/account", "Your account"), ("/api/docs", re.compile("PowerBank"))):
+        phone.goto(path)
+        expect(phone.get_by_role("heading", name=heading, level=1)).to_be_visible()
+        loaded(phone)
+        assert_fits(phone, path)
