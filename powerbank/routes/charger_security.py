@@ -64,6 +64,9 @@ async def run_step(cp_id: int, step: str) -> Response:
     except CertificateError as error:
         return await _render(me, charge_point, team, error=str(error), status=422)
     ca_certificate = _ca_certificate()
+    # The charger may take its time to answer each call: end the read transaction first, so the
+    # connection goes back to the pool meanwhile (the objects read stay loaded).
+    await session.commit()
     result = await gateway().security_step(
         charge_point,
         step,

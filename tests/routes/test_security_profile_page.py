@@ -267,3 +267,29 @@ async def test_raising_the_profile_by_hand_ends_a_connection_made_below_it(
     with pytest.raises(InvalidStatus):
         async with charger(app, charge_point.identity):
             pass
+
+
+async def test_no_database_transaction_is_held_open_while_the_charger_answers(
+    app: Quart, session: AsyncSession, factory: Factory, login_as: LoginAs, ca: CertificateAuthority, monkeypatch: Any
+) -> None:
+    # A step may wait for the charger up to its timeout per call: meanwhile the page's database
+    # connection is back in the pool, not idle in a transaction.
+    from powerbank.ocpp.security import StepResult
+    from powerbank.routes import charger_security
+    from powerbank.web.state import db_session
+
+    held: list[bool] = []
+
+    class Gateway:
+        async def security_step(self, *args: Any, **kwargs: Any) -> Any:
+            held.append((await db_session()).in_transaction())
+            return StepResult(True, "Accepted")
+
+    monkeypatch.setattr(charger_security, "gateway", Gateway)
+    team = await factory.team()
+    charge_point = await factory.charge_point(team)
+    client = await admin_client(factory, login_as, charge_point, team)
+    page = f"/charge-points/{charge_point.id}/security"
+    response = await post(client, f"{page}/steps/switch", {"profile": "2"}, page)
+    assert response.status_code == 200 and held == [False]
+    assert (await reloaded(session, charge_point)).security_profile == 2
