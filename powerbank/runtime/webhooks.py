@@ -255,7 +255,14 @@ class NotificationWorker:
 
         while not self._stop.is_set():
             async with self._sessions() as session:
-                claimed = await webhooks.claim_due(session, now=now)
+                # No more than are sent at once, each claimed for twice the attempt's timeout: a
+                # delivery is never claimed by another worker while this one may still send it.
+                claimed = await webhooks.claim_due(
+                    session,
+                    limit=CONCURRENCY,
+                    now=now,
+                    claim_for=max(webhooks.CLAIM_FOR, timedelta(seconds=2 * self.settings.timeout_s)),
+                )
             if not claimed:
                 break
             delivered += sum(await asyncio.gather(*(send(delivery) for delivery in claimed)))

@@ -435,8 +435,14 @@ async def send_test_event(session: AsyncSession, by: Acting, webhook: Webhook, t
     )
 
 
-async def claim_due(session: AsyncSession, limit: int = 20, now: datetime | None = None) -> list[WebhookDelivery]:
-    """Take the deliveries due for sending, so that no other worker sends them meanwhile; commit."""
+async def claim_due(
+    session: AsyncSession, limit: int = 20, now: datetime | None = None, claim_for: timedelta = CLAIM_FOR
+) -> list[WebhookDelivery]:
+    """Take the deliveries due for sending, so that no other worker sends them for ``claim_for``; commit.
+
+    The claim must outlast the attempt: the worker claims no more than it sends at once, for longer
+    than its timeout.
+    """
     now = now or utcnow()
     due = list(
         await session.exec(
@@ -456,7 +462,7 @@ async def claim_due(session: AsyncSession, limit: int = 20, now: datetime | None
                 col(WebhookDelivery.status) == DeliveryStatus.PENDING,
                 col(WebhookDelivery.next_attempt_at) == delivery.next_attempt_at,
             )
-            .values(next_attempt_at=now + CLAIM_FOR)
+            .values(next_attempt_at=now + claim_for)
         )
         if result.rowcount == 1:
             claimed.append(delivery)

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -34,7 +35,7 @@ from powerbank.models import (
     WebhookAttempt,
     WebhookDelivery,
 )
-from powerbank.runtime.webhooks import NotificationWorker, RefusedAddress, post, worker_of
+from powerbank.runtime.webhooks import CONCURRENCY, NotificationWorker, RefusedAddress, post, worker_of
 from powerbank.services import notifications, webhooks
 from powerbank.services.audit import SYSTEM
 from powerbank.web import state
@@ -497,3 +498,33 @@ async def test_a_webhook_with_a_non_ascii_path_is_delivered(receiver: Receiver) 
     url = webhooks.clean_url(f"http://127.0.0.1:{receiver.port}/hooks/ü", allow_loopback=True)
     status, _start = await post(url, b"{}", [], timeout_s=5, allow_loopback=True)
     assert 200 <= status < 300 and len(receiver.received) == 1
+
+
+async def test_a_claim_outlasts_the_attempts_the_worker_makes_under_it(
+    worker: NotificationWorker,
+    session: AsyncSession,
+    world: tuple[Operator, Team, User],
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With a long timeout, a delivery waiting for a free slot behind slow ones must still be this
+    # worker's when it is sent, or another node claims and sends it too.
+    operator, team, _owner = world
+    webhook = await add_webhook(session, operator, team, receiver.url)
+    for _n in range(12):
+        webhooks.queue_delivery(session, webhook, notifications.WEBHOOK_TEST, operator, team, {})
+    await session.commit()
+    slow = NotificationWorker(worker._sessions, replace(worker.settings, timeout_s=300.0))
+    start = utcnow()
+    batches: list[list[WebhookDelivery]] = []
+    claim_due = webhooks.claim_due
+
+    async def claimed(*args: Any, **kwargs: Any) -> list[WebhookDelivery]:
+        batches.append(await claim_due(*args, **kwargs))
+        return batches[-1]
+
+    monkeypatch.setattr(webhooks, "claim_due", claimed)
+    assert await slow.deliver_due(now=start) == 12
+    for batch in [b for b in batches if b]:
+        waves = -(-len(batch) // CONCURRENCY)
+        assert all(d.next_attempt_at - start >= timedelta(seconds=300 * waves) for d in batch)
