@@ -294,7 +294,9 @@ class NotificationWorker:
             error = f"{type(exc).__name__}: {exc}"
         duration_ms = int((time.monotonic() - started) * 1000)
         if error:
-            logger.warning("webhook delivery %s to %s failed: %s", delivery.id, webhook.url, error)
+            # The host only: a receiver's credential may be in the URL's path or query.
+            host = urlsplit(webhook.url).netloc.rpartition("@")[2]
+            logger.warning("webhook %s delivery %s to %s failed: %s", webhook.id, delivery.id, host, error)
         async with self._sessions() as session:
             await webhooks.record_attempt(
                 session,

@@ -528,3 +528,23 @@ async def test_a_claim_outlasts_the_attempts_the_worker_makes_under_it(
     for batch in [b for b in batches if b]:
         waves = -(-len(batch) // CONCURRENCY)
         assert all(d.next_attempt_at - start >= timedelta(seconds=300 * waves) for d in batch)
+
+
+async def test_a_failed_delivery_is_logged_without_the_urls_path_or_query(
+    session: AsyncSession,
+    world: tuple[Operator, Team, User],
+    receiver: Receiver,
+    worker: NotificationWorker,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Many receivers take their credential in the URL (a chat's incoming webhook): it stays out of logs.
+    operator, team, _owner = world
+    url = f"http://127.0.0.1:{receiver.port}/services/T000/B000/s3cr3tpath?token=s3cr3tquery"
+    await add_webhook(session, operator, team, url)
+    await statement_ready(session, operator, team)
+    receiver.script = [500]
+    await worker.tell_all()
+    with caplog.at_level("INFO", logger="powerbank"):
+        assert await worker.deliver_due() == 0
+    assert "failed" in caplog.text and "127.0.0.1" in caplog.text
+    assert "s3cr3t" not in caplog.text
