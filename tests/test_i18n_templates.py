@@ -56,9 +56,11 @@ def _shown_constants(expression: str) -> list[str]:
             if name in MACRO_TEXT_ARGUMENTS:
                 position, keywords = MACRO_TEXT_ARGUMENTS[name]
                 shown = node.args[position : position + 1] + [kw.value for kw in node.kwargs if kw.key in keywords]
+                if name == "select" and len(node.args) > 2 and isinstance(node.args[2], nodes.List):
+                    # A literal list of (value, text) options: the texts are shown.
+                    shown += [item.items[1] for item in node.args[2].items if isinstance(item, nodes.Tuple)]
                 for argument in shown:
-                    if isinstance(argument, nodes.Const) and isinstance(argument.value, str) and _words(argument.value):
-                        found.append(argument.value)
+                    visit(argument)
                 return
             for argument in node.args + [kw.value for kw in node.kwargs]:
                 visit(argument)
@@ -158,6 +160,8 @@ def test_every_shown_text_of_a_template_is_translatable(path: Path) -> None:
         ('{{ field("email", _("Email"), values, errors, hint="At least 10") }}', "At least 10"),
         ('<dd>{{ "Whole charger" if n == 0 else n }}</dd>', "Whole charger"),
         ('<td>{{ {"alive": "Alive"}[node.state] }}</td>', "Alive"),
+        ('{{ field("n", _("N"), v, e, hint="Only for " ~ kind ~ " here.") }}', "Only for"),
+        ('{{ select("a", _("A"), [("pause", "Pause charging")], v, e) }}', "Pause charging"),
     ],
 )
 def test_untranslated_text_is_found(source: str, problem: str) -> None:

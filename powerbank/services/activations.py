@@ -27,6 +27,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.db import utcnow
 from powerbank.errors import ConflictError, ForbiddenError, FormErrors, NotFoundError
+from powerbank.i18n import N_
 from powerbank.i18n import gettext as _
 from powerbank.models import (
     Activation,
@@ -62,7 +63,7 @@ CHART_CONTEXT_S = 60
 DISPATCH_TABLE = Dispatch.__table__  # type: ignore[attr-defined]
 CHARGE_POINT_TABLE = ChargePoint.__table__  # type: ignore[attr-defined]
 
-OVERLAP_RULE = (
+OVERLAP_RULE = N_(
     "When activations of the same area overlap, each charger gets the stricter limit while both "
     "are active; its limit is released only when no activation of the area still needs it."
 )

@@ -13,6 +13,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.errors import ConflictError, NotFoundError
+from powerbank.i18n import N_
 from powerbank.i18n import gettext as _
 from powerbank.models import ChargePoint, CompatibleModel, Operator, Team
 from powerbank.rules.eligibility import CatalogueKey, catalogue_key
@@ -55,18 +56,21 @@ SHIPPED_CATALOGUE: tuple[tuple[str, str], ...] = (
 # catalogue holds only brands and models): the OCPP versions the hub speaks (ocpp/endpoint), smart
 # charging (R2 refuses a charger that reports none) and either rate unit (the fan-out sends W to a
 # charger that takes power limits, else A). Each is (label, short value, explanation).
+# Marked for translation here, shown translated by the pages (``_(label)``).
 ENTRY_NEEDS: tuple[tuple[str, str, str], ...] = (
-    ("OCPP", "1.6J or 2.0.1", "The charger connects to PowerBank over OCPP-J 1.6 or 2.0.1."),
+    ("OCPP", N_("1.6J or 2.0.1"), N_("The charger connects to PowerBank over OCPP-J 1.6 or 2.0.1.")),
     (
-        "Smart charging",
-        "Required",
-        "The charger takes charging profiles (OCPP 1.6 Smart Charging, 2.0.1 SmartChargingCtrlr); "
-        "one that reports no smart charging support is not compatible, whatever its model.",
+        N_("Smart charging"),
+        N_("Required"),
+        N_(
+            "The charger takes charging profiles (OCPP 1.6 Smart Charging, 2.0.1 SmartChargingCtrlr); "
+            "one that reports no smart charging support is not compatible, whatever its model."
+        ),
     ),
     (
-        "Rate units",
-        "A or W",
-        "Either works: PowerBank sends limits in W to a charger that takes power limits, otherwise in A.",
+        N_("Rate units"),
+        N_("A or W"),
+        N_("Either works: PowerBank sends limits in W to a charger that takes power limits, otherwise in A."),
     ),
 )
 # A search is a few words; anything longer is cut rather than refused (it can only match less).
