@@ -197,6 +197,12 @@ def check_csr(csr_pem: str, identity: str) -> x509.CertificateSigningRequest:
     return csr
 
 
+def _check_ca_valid(start: datetime, end: datetime) -> None:
+    """Refuse to sign once the operator CA has expired (what it signs cannot outlive it)."""
+    if end <= start:
+        raise CertificateError("The operator CA has expired: make a new one (powerbank ca init)")
+
+
 def sign_charger_certificate(
     ca: CertificateAuthority,
     public_key: object,
@@ -214,6 +220,7 @@ def sign_charger_certificate(
         raise CertificateError("Not a charger identity")
     start = (now or datetime.now(UTC)) - BACKDATE
     end = min(start + validity, ca.certificate.not_valid_after_utc)
+    _check_ca_valid(start, end)
     return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity)]))
@@ -261,6 +268,7 @@ def sign_server_certificate(
         except ValueError:
             names.append(x509.DNSName(host))
     start = (now or datetime.now(UTC)) - BACKDATE
+    _check_ca_valid(start, ca.certificate.not_valid_after_utc)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,13 @@ def test_a_proxy_header_certificate_is_read_url_encoded_or_not(ca: CertificateAu
     assert certificates.parse_client_certificate(pem) == certificate
     with pytest.raises(CertificateError):
         certificates.parse_client_certificate("%ZZ not a certificate")
+
+
+def test_an_expired_operator_ca_signs_nothing_and_says_so(tmp_path: Path) -> None:
+    # A charger asking again and again must get a refusal, not an internal error each time.
+    expired = certificates.init_ca(tmp_path / "old", now=datetime.now(UTC) - timedelta(days=21 * 365))
+    key = ec.generate_private_key(ec.SECP256R1())
+    with pytest.raises(CertificateError, match="expired"):
+        certificates.sign_charger_certificate(expired, key.public_key(), "CP-1")
+    with pytest.raises(CertificateError, match="expired"):
+        certificates.sign_server_certificate(expired, ["hub.example"])
