@@ -154,7 +154,7 @@ async def accept_invitation(
     except ValidationError as exc:
         errors["password"] = str(exc)
     if password != confirm:
-        errors["confirm"] = "The two passwords are not the same."
+        errors["confirm"] = _("The two passwords are not the same.")
     if errors:
         raise FormErrors(errors)
     # Used first, conditionally: of two submissions of one link, only one sets a password.
@@ -181,13 +181,13 @@ async def change_password(session: AsyncSession, user: User, current: str, new: 
     """Change a person's password after checking their current one; every other session ends."""
     errors: dict[str, str] = {}
     if not await in_password_thread(verify_password, user.password_hash or None, current[:MAX_PASSWORD_LENGTH]):
-        errors["current"] = "That is not your current password."
+        errors["current"] = _("That is not your current password.")
     try:
         check_password(new)
     except ValidationError as exc:
         errors["password"] = str(exc)
     if new != confirm:
-        errors["confirm"] = "The two passwords are not the same."
+        errors["confirm"] = _("The two passwords are not the same.")
     if errors:
         raise FormErrors(errors)
     user.password_hash = await in_password_thread(hash_password, new)

@@ -121,15 +121,15 @@ def _number(value: Any, name: str, errors: dict[str, str], *, integer: bool = Fa
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, bool):
-        errors[name] = "Enter a number."
+        errors[name] = _("Enter a number.")
         return None
     try:
         number = float(value)
     except (TypeError, ValueError):
-        errors[name] = "Enter a number."
+        errors[name] = _("Enter a number.")
         return None
     if not math.isfinite(number) or (integer and not number.is_integer()):
-        errors[name] = "Enter a whole number of seconds." if integer else "Enter a number."
+        errors[name] = _("Enter a whole number of seconds.") if integer else _("Enter a number.")
         return None
     return number
 
@@ -140,32 +140,36 @@ def clean_activation(values: Mapping[str, Any], now: datetime | None = None) -> 
     errors: dict[str, str] = {}
     area = str(values.get("price_area") or "").strip().upper()
     if area not in AREAS:
-        errors["price_area"] = f"Choose a price area: {', '.join(AREAS)}."
+        errors["price_area"] = _("Choose a price area: %(areas)s.", areas=", ".join(AREAS))
     market = str(values.get("market") or "").strip()
     if not market:
-        errors["market"] = "Name the market, e.g. FCR-D up, or Test."
+        errors["market"] = _("Name the market, e.g. FCR-D up, or Test.")
     elif len(market) > 40:
-        errors["market"] = "Use at most 40 characters."
+        errors["market"] = _("Use at most 40 characters.")
     action_text = str(values.get("action") or "").strip().lower()
     action = ActivationAction(action_text) if action_text in tuple(ActivationAction) else None
     if action is None:
-        errors["action"] = "Choose pause or limit."
+        errors["action"] = _("Choose pause or limit.")
     limit_kw = _number(values.get("limit_kw"), "limit_kw", errors)
     if action is ActivationAction.LIMIT and "limit_kw" not in errors:
         if limit_kw is None:
-            errors["limit_kw"] = "Give the limit per charger in kW."
+            errors["limit_kw"] = _("Give the limit per charger in kW.")
         elif limit_kw < 0:
-            errors["limit_kw"] = "The limit cannot be below 0 kW."
+            errors["limit_kw"] = _("The limit cannot be below 0 kW.")
         elif limit_kw > MAX_LIMIT_KW:
-            errors["limit_kw"] = f"The limit cannot be above a charger's maximum of {MAX_LIMIT_KW:g} kW."
+            errors["limit_kw"] = _(
+                "The limit cannot be above a charger's maximum of %(max)s kW.", max=f"{MAX_LIMIT_KW:g}"
+            )
     elif action is ActivationAction.PAUSE:
         limit_kw = None
     duration = _number(values.get("duration_s"), "duration_s", errors, integer=True)
     if "duration_s" not in errors:
         if duration is None:
-            errors["duration_s"] = "Give the duration in seconds."
+            errors["duration_s"] = _("Give the duration in seconds.")
         elif not MIN_DURATION_S <= duration <= MAX_DURATION_S:
-            errors["duration_s"] = f"The duration must be {MIN_DURATION_S} s to {MAX_DURATION_S // 60} min."
+            errors["duration_s"] = _(
+                "The duration must be %(min)s s to %(max)s min.", min=MIN_DURATION_S, max=MAX_DURATION_S // 60
+            )
     start_at = _start(values.get("start_at"), now, errors)
     if errors:
         raise FormErrors(errors)
@@ -183,14 +187,14 @@ def _start(value: Any, now: datetime, errors: dict[str, str]) -> datetime | None
         try:
             start = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
         except ValueError:
-            errors["start_at"] = "Give the start as a date and time, e.g. 2030-01-31T14:00:00Z."
+            errors["start_at"] = _("Give the start as a date and time, e.g. 2030-01-31T14:00:00Z.")
             return None
     if start.tzinfo is None:
-        errors["start_at"] = "Give the start with its time zone (e.g. Z for UTC)."
+        errors["start_at"] = _("Give the start with its time zone (e.g. Z for UTC).")
         return None
     # A second of slack: "now" typed into a form is not "in the past".
     if start < now - timedelta(seconds=1):
-        errors["start_at"] = "The start is in the past; leave it empty to start now."
+        errors["start_at"] = _("The start is in the past; leave it empty to start now.")
         return None
     return start if start > now else None
 

@@ -124,17 +124,19 @@ def clean_token_form(form: dict[str, str], *, team_ids: set[int], operator_scope
     elif _is_number(scope) and int(scope) in team_ids:
         team_id = int(scope)
     else:
-        errors["scope"] = "Choose what the token may reach."
+        errors["scope"] = _("Choose what the token may reach.")
     access = TokenAccess.READ
     try:
         access = TokenAccess((form.get("access") or "").strip())
     except ValueError:
-        errors["access"] = "Choose read or write."
+        errors["access"] = _("Choose read or write.")
     expires_in_days: int | None = None
     expires_raw = (form.get("expires_in_days") or "").strip()
     if expires_raw:
         if not _is_number(expires_raw) or not 1 <= int(expires_raw) <= MAX_EXPIRY_DAYS:
-            errors["expires_in_days"] = f"Enter a number of days from 1 to {MAX_EXPIRY_DAYS}, or leave it empty."
+            errors["expires_in_days"] = _(
+                "Enter a number of days from 1 to %(max)s, or leave it empty.", max=MAX_EXPIRY_DAYS
+            )
         else:
             expires_in_days = int(expires_raw)
     if errors:

@@ -203,7 +203,7 @@ def _moment(value: str | None, name: str, errors: dict[str, str]) -> datetime | 
         errors[name] = f"Give a date and time in ISO 8601 with a time zone, e.g. 2026-12-07T06:00:00Z{hint}."
         return None
     if moment.tzinfo is None or moment.utcoffset() is None:
-        errors[name] = "Give a time zone too (Z or e.g. +01:00): a time without one is ambiguous."
+        errors[name] = _("Give a time zone too (Z or e.g. +01:00): a time without one is ambiguous.")
         return None
     return moment.astimezone(UTC)
 

@@ -186,7 +186,7 @@ def clean_charge_point_fields(form: Mapping[str, str | None]) -> tuple[dict[str,
         if "country" in values and needs_facility_id(values["country"]):
             take("facility_id", clean_facility_id)
         elif "country" in values:
-            errors["facility_id"] = "A Facility ID is only used for charge points in Sweden."
+            errors["facility_id"] = _("A Facility ID is only used for charge points in Sweden.")
     else:
         values["facility_id"] = None
     return values, errors

@@ -156,12 +156,12 @@ async def add_member(
     except ValidationError as exc:
         errors["email"] = str(exc)
     if form.role not in ROLE_CHOICES:
-        errors["role"] = "Choose a role."
+        errors["role"] = _("Choose a role.")
     team: Team | None = None
     if form.role.startswith("team:"):
         team = await session.get(Team, form.team_id) if form.team_id else None
         if team is None or team.operator_id != operator_id:
-            errors["team_id"] = "Choose a team of this operator."
+            errors["team_id"] = _("Choose a team of this operator.")
     if errors:
         raise FormErrors(errors)
     operator = await session.get(Operator, operator_id)
