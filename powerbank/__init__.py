@@ -77,6 +77,15 @@ def _check_config(app: Quart) -> None:
         raise ConfigurationError(
             "POWERBANK_PUBLIC_URL must be set when POWERBANK_SMTP_HOST is: links in emails are made from it."
         )
+    if bool(app.config["TLS_CERT"]) != bool(app.config["TLS_KEY"]):
+        raise ConfigurationError(
+            "POWERBANK_TLS_CERT and POWERBANK_TLS_KEY go together: set both for the hub to serve TLS, or neither."
+        )
+    if app.config["TLS_CLIENT_CA"] and not app.config["TLS_CERT"]:
+        raise ConfigurationError(
+            "POWERBANK_TLS_CLIENT_CA is for the hub's own TLS: set POWERBANK_TLS_CERT and POWERBANK_TLS_KEY too "
+            "(behind a TLS proxy, the proxy verifies client certificates: POWERBANK_TLS_CLIENT_CERT_HEADER)."
+        )
     if app.config["SMTP_SECURITY"] not in SMTP_SECURITY_CHOICES:
         raise ConfigurationError(
             f"POWERBANK_SMTP_SECURITY must be one of {', '.join(SMTP_SECURITY_CHOICES)}, "

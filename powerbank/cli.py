@@ -311,6 +311,8 @@ def _write_key_and_certificate(out: Path, stem: str, key_pem: str, certificate_p
     out.mkdir(parents=True, exist_ok=True)
     key_path = out / f"{stem}-key.pem"
     descriptor = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A key file there before keeps its mode through O_CREAT: make it the owner's alone.
+    os.fchmod(descriptor, 0o600)
     with os.fdopen(descriptor, "w") as file:
         file.write(key_pem)
     (out / f"{stem}.pem").write_text(certificate_pem)
@@ -324,7 +326,10 @@ def _cmd_ca_server_cert(args: argparse.Namespace) -> int:
         ca = certificates.load_ca(_ca_dir())
     except FileNotFoundError:
         return _fail("No operator CA: run `powerbank ca init` first.")
-    key, certificate = certificates.sign_server_certificate(ca, args.hosts)
+    try:
+        key, certificate = certificates.sign_server_certificate(ca, args.hosts)
+    except certificates.CertificateError as error:
+        return _fail(str(error))
     _write_key_and_certificate(
         Path(args.out), "server", certificates.key_pem(key), certificates.certificate_pem(certificate)
     )

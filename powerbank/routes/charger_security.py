@@ -60,7 +60,8 @@ async def run_step(cp_id: int, step: str) -> Response:
     form = await request.form
     try:
         profile = _profile_of(form)
-        await certificates.check_upgrade_step(session, me, team, charge_point, step, profile)
+        tls = certificates.hub_tls(current_app.config)
+        await certificates.check_upgrade_step(session, me, team, charge_point, step, profile, tls)
     except CertificateError as error:
         return await _render(me, charge_point, team, error=str(error), status=422)
     ca_certificate = _ca_certificate()

@@ -14,9 +14,11 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 from cryptography import x509
@@ -471,8 +473,27 @@ def states_of(rows: list[ChargerCertificate], now: datetime | None = None) -> li
     return [(row, state(row)) for row in rows]
 
 
+@dataclass(frozen=True)
+class HubTls:
+    """What the hub offers chargers: TLS (its own, or a trusted proxy's), and client certificates verified."""
+
+    serves_tls: bool
+    verifies_client_certificates: bool
+
+
+def hub_tls(settings: Mapping[str, Any]) -> HubTls:
+    """Return what the hub's settings (POWERBANK_TLS_*) offer chargers."""
+    own = bool(settings.get("TLS_CERT") and settings.get("TLS_KEY"))
+    proxied = bool(str(settings.get("TLS_PROXY_ADDRESSES") or "").strip())
+    return HubTls(
+        serves_tls=own or proxied,
+        verifies_client_certificates=(own and bool(settings.get("TLS_CLIENT_CA")))
+        or (proxied and bool(settings.get("TLS_CLIENT_CERT_HEADER"))),
+    )
+
+
 async def check_upgrade_step(
-    session: AsyncSession, by: Acting, team: Team, charge_point: ChargePoint, step: str, profile: int
+    session: AsyncSession, by: Acting, team: Team, charge_point: ChargePoint, step: str, profile: int, tls: HubTls
 ) -> None:
     """Refuse a step of the guided upgrade that must not be sent (CertificateError says why)."""
     require_configure(by, team, charge_point)
@@ -480,6 +501,17 @@ async def check_upgrade_step(
         raise CertificateError("No such step.")
     if profile not in (2, 3) or profile <= charge_point.security_profile:
         raise CertificateError("Choose a security profile above the charger's current one.")
+    # A charger switched to a profile the hub cannot serve reconnects over TLS and never gets in again.
+    if step == "switch" and not tls.serves_tls:
+        raise CertificateError(
+            "This hub does not serve TLS (POWERBANK_TLS_CERT and POWERBANK_TLS_KEY, or a TLS proxy in "
+            "POWERBANK_TLS_PROXY_ADDRESSES): a charger switched to a TLS profile could not connect again."
+        )
+    if step == "switch" and profile == 3 and not tls.verifies_client_certificates:
+        raise CertificateError(
+            "This hub does not verify client certificates (POWERBANK_TLS_CLIENT_CA, or a TLS proxy's "
+            "POWERBANK_TLS_CLIENT_CERT_HEADER): a charger switched to profile 3 could not connect again."
+        )
     if step == "switch" and profile == 3:
         listed = await certificates_of(session, charge_point.id or 0)
         if usable_certificate(listed, utcnow()) is None:

@@ -44,7 +44,9 @@ def ca(ca_dir: Path) -> CertificateAuthority:
 
 @pytest.fixture
 def config_overrides(ca_dir: Path) -> dict[str, Any]:
-    return {"CA_DIR": str(ca_dir)}
+    # Chargers reach this hub through a TLS proxy that verifies client certificates (a documentation
+    # address: none of the tests' own connections comes from it).
+    return {"CA_DIR": str(ca_dir), "TLS_PROXY_ADDRESSES": "192.0.2.1", "TLS_CLIENT_CERT_HEADER": "X-SSL-Client-Cert"}
 
 
 class Upgradable16(Charger16):
@@ -213,6 +215,10 @@ async def test_revoking_a_certificate_refuses_it_and_another_tenant_gets_404(
     token = await csrf_of(stranger, f"/teams/{stranger_team.id}/charge-points")
     refused = await stranger.post(f"{page}/certificates/{row.id}/revoke", form={"csrf_token": token})
     assert refused.status_code == 404
+    still = await certificates.check_client_certificate(
+        session, ca.certificate, charge_point.id or 0, charge_point.identity, certificate
+    )
+    assert still is None
     client = await admin_client(factory, login_as, charge_point, team)
     response = await post(client, f"{page}/certificates/{row.id}/revoke", {}, page)
     assert "Revoked" in await response.get_data(as_text=True)
@@ -293,3 +299,33 @@ async def test_no_database_transaction_is_held_open_while_the_charger_answers(
     response = await post(client, f"{page}/steps/switch", {"profile": "2"}, page)
     assert response.status_code == 200 and held == [False]
     assert (await reloaded(session, charge_point)).security_profile == 2
+
+
+@pytest.mark.parametrize(
+    ("settings", "profile", "refusal"),
+    [
+        ({"TLS_PROXY_ADDRESSES": ""}, 2, "This hub does not serve TLS"),
+        ({"TLS_CLIENT_CERT_HEADER": None}, 3, "This hub does not verify client certificates"),
+    ],
+)
+async def test_a_charger_is_not_switched_to_a_profile_the_hub_cannot_serve(
+    app: Quart,
+    session: AsyncSession,
+    factory: Factory,
+    login_as: LoginAs,
+    ca: CertificateAuthority,
+    settings: dict[str, Any],
+    profile: int,
+    refusal: str,
+) -> None:
+    team = await factory.team()
+    charge_point = await factory.charge_point(team)
+    await certificates.issue_key_and_certificate(session, ca, charge_point)
+    await session.commit()
+    client = await admin_client(factory, login_as, charge_point, team)
+    page = f"/charge-points/{charge_point.id}/security"
+    app.config.update(settings)
+    response = await post(client, f"{page}/steps/switch", {"profile": str(profile)}, page)
+    assert response.status_code == 422
+    assert refusal in await response.get_data(as_text=True)
+    assert (await reloaded(session, charge_point)).security_profile == 1
