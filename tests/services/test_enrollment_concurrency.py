@@ -52,11 +52,17 @@ async def make_team(session: AsyncSession, factory: Factory, size: int) -> tuple
 
 
 async def count_queries(app: Quart, action: Callable[[], Awaitable[Any]]) -> int:
-    """Run ``action`` and return how many SQL statements reached the database."""
+    """Run ``action`` and return how many SQL statements it sent to the database.
+
+    Only the statements of this task: the app's background workers (the notification worker woken
+    by a commit, say) share the engine and would be counted too.
+    """
     statements: list[str] = []
+    ours = asyncio.current_task()
 
     def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement)
+        if asyncio.current_task() is ours:
+            statements.append(statement)
 
     engine = state.engine(app).sync_engine
     event.listen(engine, "before_cursor_execute", count)
