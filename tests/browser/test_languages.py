@@ -124,7 +124,7 @@ def sign_up_in_swedish(page: Page, name: str) -> None:
     page.get_by_role("button", name="Anmäl alla laddpunkter").click()
     # Blocked: nothing saved; the new charge point's row says, in Swedish, what it lacks.
     expect(page.get_by_role("alert")).to_contain_text(
-        re.compile(r"Inget sparades: \d+ laddpunkter? kan inte anmälas än")
+        re.compile(r"Inget sparades: \d+ laddpunkt(er)? kan inte anmälas än")
     )
     facility_id = page.get_by_role("textbox", name=f"Anläggnings-ID för {name}")
     expect(facility_id).to_have_accessible_description("Anläggnings-ID krävs för laddpunkter i Sverige.")
