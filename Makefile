@@ -41,9 +41,9 @@ lint: $(STAMP)
 ## Collect every translatable text (powerbank/, templates/) into the Danish and Swedish catalogues, and
 ## list what still lacks a translation. Translate those in powerbank/translations/*/LC_MESSAGES/messages.po.
 translations-extract: $(STAMP)
-	$(BIN)/pybabel -q extract -F babel.cfg -k N_ --no-location --sort-output --project PowerBank \
+	$(BIN)/pybabel -q extract -F babel.cfg -k N_ --no-location --sort-output --width=120 --project PowerBank \
 		-o powerbank/translations/messages.pot powerbank templates
-	$(BIN)/pybabel -q update --no-fuzzy-matching --ignore-obsolete -i powerbank/translations/messages.pot \
+	$(BIN)/pybabel -q update --no-fuzzy-matching --ignore-obsolete --width=120 -i powerbank/translations/messages.pot \
 		-d powerbank/translations
 	$(BIN)/python -m powerbank.tools.translations check || true
 
