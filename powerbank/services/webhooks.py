@@ -890,43 +890,49 @@ async def _activation_messages(
     for team in sorted(teams, key=lambda t: t.name):
         count = int(counts[team.id or 0])
         if started:
-            subject = _(
-                "Activation started: %(market)s in %(area)s, %(n)s charge points of %(team)s",
+            subject = ngettext(
+                "Activation started: %(market)s in %(area)s, %(num)s charge point of %(team)s",
+                "Activation started: %(market)s in %(area)s, %(num)s charge points of %(team)s",
+                count,
                 market=activation.market,
                 area=activation.price_area,
-                n=count,
                 team=team.name,
             )
-            text = _(
+            text = ngettext(
                 "PowerBank started activation #%(id)s: %(market)s in price area %(area)s, to %(what)s "
-                "for %(duration)s (until %(end)s UTC).\n%(n)s charge points of %(team)s take part.",
+                "for %(duration)s (until %(end)s UTC).\n%(num)s charge point of %(team)s takes part.",
+                "PowerBank started activation #%(id)s: %(market)s in price area %(area)s, to %(what)s "
+                "for %(duration)s (until %(end)s UTC).\n%(num)s charge points of %(team)s take part.",
+                count,
                 id=activation.id,
                 market=activation.market,
                 area=activation.price_area,
                 what=what,
                 duration=duration,
                 end=activation.end_at.strftime("%Y-%m-%d %H:%M:%S"),
-                n=count,
                 team=team.name,
             )
         else:
-            subject = _(
-                "Activation ended: %(market)s in %(area)s, %(n)s charge points of %(team)s",
+            subject = ngettext(
+                "Activation ended: %(market)s in %(area)s, %(num)s charge point of %(team)s",
+                "Activation ended: %(market)s in %(area)s, %(num)s charge points of %(team)s",
+                count,
                 market=activation.market,
                 area=activation.price_area,
-                n=count,
                 team=team.name,
             )
-            text = _(
+            text = ngettext(
                 "Activation #%(id)s (%(market)s in price area %(area)s, %(what)s for %(duration)s) is over "
-                "(%(state)s); the limit on %(n)s charge points of %(team)s was released.",
+                "(%(state)s); the limit on %(num)s charge point of %(team)s was released.",
+                "Activation #%(id)s (%(market)s in price area %(area)s, %(what)s for %(duration)s) is over "
+                "(%(state)s); the limit on %(num)s charge points of %(team)s was released.",
+                count,
                 id=activation.id,
                 market=activation.market,
                 area=activation.price_area,
                 what=what,
                 duration=duration,
-                state=activation.state,
-                n=count,
+                state=_("cancelled") if activation.state == "cancelled" else _("ended"),
                 team=team.name,
             )
         messages.append(Message(team, {**data_common, "charge_points": count}, subject, text))
