@@ -73,7 +73,7 @@ from powerbank.rules.earnings import (
     round_value,
 )
 from powerbank.rules.permissions import Permission
-from powerbank.services import audit
+from powerbank.services import audit, notifications
 from powerbank.services.access import Acting, actor_of, require_on_operator, require_on_team
 from powerbank.services.activations import MARKETS
 from powerbank.services.audit import SYSTEM
@@ -948,10 +948,31 @@ async def close_month(session: AsyncSession, by: Acting, operator_id: int, month
         label=month,
         after={"month": month, "lines": lines},
     )
+    await _tell_statements_ready(session, operator_id, month)
     # Corrections to it now belong to the month after.
     if month_bounds(next_month(month))[0] <= now:
         await refresh_month(session, operator_id, next_month(month), now)
     return lines
+
+
+async def _tell_statements_ready(session: AsyncSession, operator_id: int, month: str) -> None:
+    """Tell each team with a statement for a month just closed that it is ready, with what it pays (one query)."""
+    table = StatementLine.__table__  # type: ignore[attr-defined]
+    query: Any = (
+        core_select(table.c.team_id, table.c.currency, func.sum(cast(table.c.amount, Float)))
+        .where(table.c.operator_id == operator_id, table.c.month == month)
+        .group_by(table.c.team_id, table.c.currency)
+    )
+    for team_id, currency, total in await session.exec(query):
+        await notifications.notify_statement_ready(
+            session,
+            operator_id=operator_id,
+            team_id=team_id,
+            month=month,
+            amount=str(_sum_of_cents(total)),
+            currency=currency,
+            url=f"/teams/{team_id}/earnings?month={month}",
+        )
 
 
 async def close_due_months(session: AsyncSession, now: datetime) -> list[tuple[int, str]]:

@@ -703,7 +703,7 @@ async def fan_out(
     if notification is None or operator is None:
         return False
     payload = json.loads(notification.payload)
-    messages = await _messages(session, notification, payload)
+    messages = await _messages(session, notification, payload, base_url)
     if not messages:
         return True
     webhooks = list(
@@ -724,7 +724,9 @@ async def fan_out(
             language = locale or i18n.DEFAULT_LOCALE
             with i18n.use_locale(language):
                 if language not in in_language:
-                    in_language[language] = {m.team.id or 0: m for m in await _messages(session, notification, payload)}
+                    in_language[language] = {
+                        m.team.id or 0: m for m in await _messages(session, notification, payload, base_url)
+                    }
                 told = in_language[language].get(message.team.id or 0, message)
                 queue_mail(
                     session,
@@ -762,7 +764,9 @@ def _names(charge_points: list[dict[str, Any]], count: int) -> str:
     return names + (" " + ngettext("and %(num)d more", "and %(num)d more", more) if more > 0 else "")
 
 
-async def _messages(session: AsyncSession, notification: Notification, payload: dict[str, Any]) -> list[Message]:
+async def _messages(
+    session: AsyncSession, notification: Notification, payload: dict[str, Any], base_url: str
+) -> list[Message]:
     kind = notification.kind
     if kind in (events.ACTIVATION_STARTED, events.ACTIVATION_ENDED):
         return await _activation_messages(session, notification, payload)
@@ -823,7 +827,10 @@ async def _messages(session: AsyncSession, notification: Notification, payload: 
                 "Amount: %(amount)s %(currency)s", amount=payload["amount"], currency=payload.get("currency") or ""
             )
         if payload.get("url"):
-            text += "\n" + _("Read it: %(url)s", url=payload["url"])
+            # A path on this hub (the statement's page) is linked in full.
+            url = str(payload["url"])
+            url = base_url.rstrip("/") + url if url.startswith("/") else url
+            text += "\n" + _("Read it: %(url)s", url=url)
         return [Message(team, payload, subject, text)]
     return []
 

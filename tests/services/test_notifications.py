@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,6 +15,7 @@ from powerbank.db import utcnow
 from powerbank.models import (
     Activation,
     ActivationState,
+    AvailableHour,
     ChargePoint,
     DeliveryVerdict,
     MailMessage,
@@ -27,7 +28,7 @@ from powerbank.models import (
 )
 from powerbank.rules.permissions import load_principal
 from powerbank.runtime.webhooks import worker_of
-from powerbank.services import enrollment, notifications, webhooks
+from powerbank.services import earnings, enrollment, notifications, webhooks
 from powerbank.services.audit import SYSTEM
 from powerbank.services.delivery import Verdict
 from powerbank.web import state
@@ -297,3 +298,33 @@ async def test_a_suspension_is_told_with_its_reason(
     assert (
         email.subject == "1 charger of Harbour suspended from PowerBank" and "Keeps charging when paused" in email.body
     )
+
+
+async def test_closing_a_month_tells_each_team_its_statement_is_ready_with_what_it_pays(
+    session: AsyncSession, factory: Factory, harbour: tuple[Operator, Team]
+) -> None:
+    operator, team = harbour
+    owner = await factory.user(team=team, team_role="owner", email="owner@harbour.example")
+    charge_point = await factory.charge_point(team, name="H-1", price_area="DK2")
+    hour = datetime(2026, 10, 6, 9, tzinfo=UTC)
+    prices = (
+        "price_area,market,kind,currency,starts_at,ends_at,price\n"
+        f"DK2,FCR-D up,capacity,DKK,{hour.isoformat()},{(hour + timedelta(hours=1)).isoformat()},1000\n"
+    )
+    now = datetime(2026, 11, 20, tzinfo=UTC)
+    await earnings.save_prices(session, SYSTEM, operator.id or 0, earnings.read_price_csv(prices), now)
+    session.add(AvailableHour(charge_point_id=charge_point.id or 0, hour=hour, power_w=10_000.0))
+    await session.commit()
+    await earnings.close_month(session, SYSTEM, operator.id or 0, "2026-10", now)
+    await session.commit()
+
+    [ready] = await stored(session, notifications.STATEMENT_READY)
+    assert ready.team_id == team.id
+    payload = json.loads(ready.payload)
+    assert (payload["month"], payload["currency"]) == ("2026-10", "DKK")
+    statement = await earnings.statement(session, SYSTEM, team, "2026-10")
+    assert payload["amount"] == str(sum(line.amount for line in statement.lines)) != "0.00"
+    await tell(session)
+    [email] = [m for m in await mail(session) if m.to_address == owner.email]
+    assert "statement of Harbour for 2026-10 is ready" in email.subject
+    assert f"Read it: https://powerbank.example/teams/{team.id}/earnings?month=2026-10" in email.body
