@@ -15,7 +15,7 @@ from powerbank.errors import ForbiddenError, FormErrors, NotFoundError
 from powerbank.i18n import gettext as _
 from powerbank.models import Team
 from powerbank.routes.loaders import team_for, team_with_operator_for
-from powerbank.rules.countries import AREAS_BY_COUNTRY, COUNTRIES
+from powerbank.rules.countries import AREAS_BY_COUNTRY, country_names
 from powerbank.rules.permissions import Permission, can_on_team, denial_reason
 from powerbank.services import charge_points as cp_service
 from powerbank.services import enrollment, imports, reliability
@@ -34,7 +34,7 @@ def ocpp_url(identity: str) -> str:
 
 
 def form_choices() -> dict[str, Any]:
-    return {"countries": COUNTRIES, "areas_by_country": AREAS_BY_COUNTRY}
+    return {"countries": country_names(), "areas_by_country": AREAS_BY_COUNTRY}
 
 
 @blueprint.get("/teams/<int:team_id>")
@@ -59,7 +59,7 @@ async def charge_points(team_id: int) -> Response:
         operator=operator,
         page=page,
         query=query,
-        countries=COUNTRIES,
+        countries=country_names(),
         status_of=cp_service.connection_status,
         can_configure=can_on_team(me, Permission.CONFIGURE_CHARGE_POINTS, team_),
         configure_reason=denial_reason(me, Permission.CONFIGURE_CHARGE_POINTS, team_),

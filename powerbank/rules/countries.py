@@ -299,3 +299,8 @@ COUNTRIES: dict[str, str] = {
     "ZM": "Zambia",
     "ZW": "Zimbabwe",
 }
+
+
+def country_names() -> dict[str, str]:
+    """Return every country PowerBank serves by code, named in the reader's language, in the order of their names."""
+    return dict(sorted(((code, country_name(code)) for code in COUNTRIES), key=lambda item: item[1]))

@@ -111,3 +111,20 @@ def test_numbers_and_money_per_language() -> None:
     with i18n.use_locale("sv"):
         assert format_number(1234.5, 2) == "1\xa0234,50"
         assert format_money(Decimal("1234.50"), "SEK") == "1\xa0234,50\xa0kr"
+
+
+@pytest.mark.parametrize(
+    ("language", "names"),
+    [("en", ["Denmark", "Sweden", "United Kingdom"]), ("da", ["Danmark", "Sverige", "Storbritannien"])],
+)
+async def test_the_charge_point_form_names_countries_in_the_readers_language_in_their_order(
+    factory: Factory, login_as: LoginAs, language: str, names: list[str]
+) -> None:
+    team = await factory.team()
+    client = await login_as(await factory.user(team=team, team_role="owner"))
+    html = await (
+        await client.get(f"/teams/{team.id}/charge-points/new", headers={"Accept-Language": language})
+    ).get_data(as_text=True)
+    shown = [name for name in names if f">{name}</option>" in html]
+    assert shown == names, f"{names} not all shown"
+    assert html.index(f">{names[0]}<") < html.index(f">{names[1]}<")
