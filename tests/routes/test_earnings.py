@@ -73,6 +73,9 @@ async def test_a_team_member_sees_the_statement_with_lines_that_add_up_and_downl
     assert LAST in await section.get_data(as_text=True)
     cp_section = await client.get(f"/charge-points/{world['cp'].id}/earnings")  # type: ignore[attr-defined]
     assert "7.00 DKK" in await cp_section.get_data(as_text=True)
+    # A Swedish reader sees the amounts as Swedes write them (the CSV stays as spreadsheets read it).
+    swedish = await client.get(f"/teams/{team.id}/earnings?month={LAST}", headers={"Accept-Language": "sv"})
+    assert "7,00 DKK" in await swedish.get_data(as_text=True)
     # A team member sees no way to enter prices, and may not.
     assert "/earnings/prices" not in await section.get_data(as_text=True)
     operator = world["operator"]
