@@ -102,7 +102,8 @@ async def test_bulk_sign_up_runs_the_same_number_of_queries_for_10_and_500_charg
 
         counts[size] = await count_queries(app, save)
     assert counts[10] == counts[500]
-    assert counts[500] <= 12
+    # 12 on SQLite, 13 on PostgreSQL, with the notification telling of the sign-ups.
+    assert counts[500] <= 13, counts
 
 
 async def test_two_people_signing_up_the_same_team_at_once_make_no_duplicate_and_lose_nothing(
