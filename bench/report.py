@@ -612,8 +612,10 @@ def _delivery(results: dict[str, Any]) -> list[str]:
             f"{settings['repeats']} runs; one when a run takes over 15 s), its steps timed as it runs them (the "
             "median run's); the page is "
             "`GET /activations/<id>` with the Quart test client (the same runs). First from the chargers' meter "
-            "samples (the minute after the window), then from the evidence `keep_evidence` copies to "
-            "`delivery_sample` (from then on).",
+            "samples (the minute after the window: a live page judges the activation whole), then from the "
+            "evidence `keep_evidence` copies to `delivery_sample`, which the leader then judges once and stores "
+            "(`keep_verdicts`: verdicts and the record); from then on the page reads the record, 100 chargers "
+            "to a page.",
             "",
             "| figure | from the meter samples | from the kept evidence |",
             "| --- | --- | --- |",
@@ -642,7 +644,9 @@ def _delivery(results: dict[str, Any]) -> list[str]:
             f"{fmt(fresh.get('half_s'), 's')}, 90 % at {fmt(fresh.get('full_s'), 's')}. Storage in the record: "
             f"{fmt(storage.get('meter_bytes_per_sample'), 'B')} per meter sample, "
             f"{fmt(storage.get('evidence_bytes_per_sample'), 'B')} per evidence row "
-            f"({fmt(storage.get('evidence_rows'))} rows copied in {fmt(storage.get('keep_evidence_ms'), 'ms')}). "
+            f"({fmt(storage.get('evidence_rows'))} rows copied in {fmt(storage.get('keep_evidence_ms'), 'ms')} in "
+            f"one statement; the hub copies 250 chargers at a time), judged and stored in "
+            f"{fmt(storage.get('keep_record_ms'), 'ms')} ({fmt(_kib(storage.get('record_bytes')), 'KiB')} of record). "
             f"The bench process's peak RSS: {fmt(record.get('peak_rss_mib'))} MiB.",
             "",
         ]
