@@ -9,6 +9,10 @@ Two plain HTTP routes drive it (websockets answers GET only):
 
     GET /bench/fanout          start a fan-out of a 0 W ChargePointMaxProfile; answers {"id": n}
     GET /bench/fanout/<n>      its record: when triggered and answered (time.monotonic()), statuses
+    GET /bench/floor[?exclude=<identity>]
+                               the floor of a fan-out: ONE SetChargingProfile frame, serialised once and
+                               handed to every connected socket at once (``broadcast``); answers {"id": n}
+    GET /bench/floor/<n>       its record: triggered, last_sent, answered (time.monotonic()), statuses
 
 Run: ``python -m bench.baseline_server --port 9000 --password-hash '$argon2id$...'``.
 """
@@ -40,7 +44,7 @@ from ocpp.v16.enums import (
     ChargingRateUnitType,
     RegistrationStatus,
 )
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -56,8 +60,23 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
+FLOOR_ID_PREFIX = "floor-"
+
+
 class BaselineChargePoint(ChargePoint):
     """The handlers every OCPP server needs, answering at once."""
+
+    # Called with each answer to a floor frame (its message id starts with FLOOR_ID_PREFIX).
+    floor_answer: Any = None
+
+    async def route_message(self, raw_msg: str | bytes) -> None:
+        """Take the answers to a floor frame here (no ``call()`` awaits them); route the rest as usual."""
+        text = raw_msg if isinstance(raw_msg, str) else raw_msg.decode()
+        if text.startswith((f'[3,"{FLOOR_ID_PREFIX}', f'[4,"{FLOOR_ID_PREFIX}')) and self.floor_answer is not None:
+            message = json.loads(text)
+            self.floor_answer(message[1], "Accepted" if message[0] == 3 else "CallError")
+            return
+        await super().route_message(raw_msg)
 
     @on(Action.boot_notification)
     def on_boot_notification(self, charge_point_vendor: str, charge_point_model: str, **_: Any) -> Any:
@@ -96,6 +115,7 @@ class BaselineServer:
         self.hasher = PasswordHasher()
         self.chargers: dict[str, BaselineChargePoint] = {}
         self.fanouts: list[FanOut] = []
+        self.floors: list[FanOut] = []
         self.tasks: set[asyncio.Task[None]] = set()
 
     def _verify(self, password: str) -> bool:
@@ -109,6 +129,14 @@ class BaselineServer:
         path = request.path
         if path == "/bench/fanout":
             return self._json(connection, {"id": self._start_fanout()})
+        if path.startswith("/bench/floor?exclude=") or path == "/bench/floor":
+            # ?exclude=<identity>: a connection that is no charger (the bench's lag probe) gets no frame.
+            return self._json(connection, {"id": self._floor(path.partition("?exclude=")[2])})
+        if path.startswith("/bench/floor/"):
+            index = int(path.rsplit("/", 1)[1])
+            if not 0 <= index < len(self.floors):
+                return connection.respond(HTTPStatus.NOT_FOUND, "no such floor\n")
+            return self._json(connection, vars(self.floors[index]))
         if path.startswith("/bench/fanout/"):
             index = int(path.rsplit("/", 1)[1])
             if not 0 <= index < len(self.fanouts):
@@ -137,6 +165,7 @@ class BaselineServer:
         """Serve one charger until it disconnects."""
         identity = connection.request.path.removeprefix("/ocpp/") if connection.request else ""
         charge_point = BaselineChargePoint(identity, connection)
+        charge_point.floor_answer = self._floor_answer
         previous = self.chargers.get(identity)
         self.chargers[identity] = charge_point
         if previous is not None:
@@ -156,6 +185,51 @@ class BaselineServer:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return len(self.fanouts) - 1
+
+    def _floor(self, exclude: str = "") -> int:
+        """Write one SetChargingProfile frame, serialised once, to every connected socket without awaiting
+        any of them: the least a fan-out can cost on this machine."""
+        triggered = time.monotonic()
+        connections = [charger._connection for identity, charger in self.chargers.items() if identity != exclude]
+        floor = FanOut(triggered=triggered, targets=len(connections))
+        self.floors.append(floor)
+        index = len(self.floors) - 1
+        frame = json.dumps(
+            [
+                2,
+                f"{FLOOR_ID_PREFIX}{index}",
+                "SetChargingProfile",
+                {
+                    "connectorId": 0,
+                    "csChargingProfiles": {
+                        "chargingProfileId": PROFILE_ID,
+                        "stackLevel": STACK_LEVEL,
+                        "chargingProfilePurpose": "ChargePointMaxProfile",
+                        "chargingProfileKind": "Absolute",
+                        "chargingSchedule": {
+                            "chargingRateUnit": "W",
+                            "duration": PROFILE_DURATION_S,
+                            "startSchedule": now_iso(),
+                            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 0.0}],
+                        },
+                    },
+                },
+            ],
+            separators=(",", ":"),
+        )
+        broadcast(connections, frame)
+        floor.last_sent = time.monotonic()
+        if not floor.targets:
+            floor.done = True
+        return index
+
+    def _floor_answer(self, message_id: str, status: str) -> None:
+        index = int(message_id.removeprefix(FLOOR_ID_PREFIX))
+        if 0 <= index < len(self.floors):
+            floor = self.floors[index]
+            floor.answered.append(time.monotonic())
+            floor.statuses[status] = floor.statuses.get(status, 0) + 1
+            floor.done = len(floor.answered) >= floor.targets
 
     async def _fanout(self, fanout: FanOut, chargers: list[BaselineChargePoint]) -> None:
         """Send the limit with ``call()`` to every charger under one gather (the naive way)."""

@@ -10,6 +10,12 @@ object per line:
     {"cmd": "sustain", "seconds": 30}        Heartbeat and MeterValues every 10 s per charger
                                              ("share": 0.5: only the first half of them send)
     {"cmd": "profiles", "timeout": 30}      wait for a SetChargingProfile per charger, give their times
+    {"cmd": "storm", "jitter": 5, "timeout": 120}
+                                             a reconnect storm: every charger starts at a random moment
+                                             within the jitter, no handshake limit, retrying after a failure
+    {"cmd": "boot_to_profile", "timeout": 30}
+                                             wait for a SetChargingProfile per booted charger; give each
+                                             one's delay from its BootNotification answered
     {"cmd": "meter", "seconds": 20, "chargers": 5000, "interval": 1}
                                              MeterValues only, every second, from the first 5,000
     {"cmd": "stats"}                         CPU used by this process so far
@@ -24,9 +30,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import math
 import os
+import random
 import resource
 import sys
 import time
@@ -89,7 +97,7 @@ def percentile(sorted_values: list[float], fraction: float) -> float | None:
 class Charger:
     """One simulated charger: its connection, message ids and outstanding calls."""
 
-    __slots__ = ("identity", "ws", "next_id", "pending", "booted", "accepted", "probed", "profile_at")
+    __slots__ = ("identity", "ws", "next_id", "pending", "booted", "accepted", "probed", "profile_at", "booted_at")
 
     def __init__(self, identity: str) -> None:
         self.identity = identity
@@ -101,6 +109,8 @@ class Charger:
         self.accepted = False
         self.probed = False
         self.profile_at: float | None = None
+        # When its BootNotification was answered (monotonic).
+        self.booted_at: float | None = None
 
     def new_id(self) -> str:
         self.next_id += 1
@@ -178,9 +188,10 @@ class LoadGenerator:
             if charger.booted is not None and not charger.booted.done():
                 charger.booted.set_result("closed")
 
-    async def _connect_one(self, charger: Charger, gate: asyncio.Semaphore, timeout: float) -> float | None:
-        """Connect and boot one charger; return when its boot was accepted, or None."""
-        async with gate:
+    async def _connect_one(self, charger: Charger, gate: asyncio.Semaphore | None, timeout: float) -> float | None:
+        """Connect and boot one charger (``gate``: a handshake slot to wait for); return when its boot was
+        accepted, or None."""
+        async with gate or contextlib.nullcontext():
             try:
                 charger.ws = await connect(
                     f"{self.url}/{charger.identity}",
@@ -224,7 +235,8 @@ class LoadGenerator:
             self._fail(f"boot {status}")
             return None
         charger.accepted = True
-        return time.monotonic()
+        charger.booted_at = time.monotonic()
+        return charger.booted_at
 
     async def connect_all(self, timeout: float) -> dict[str, Any]:
         """Connect and boot every charger (a bounded number of handshakes at a time)."""
@@ -239,6 +251,58 @@ class LoadGenerator:
             "failed": len(self.chargers) - len(done),
             "failures": dict(self.failures),
         }
+
+    async def storm(self, jitter: float, timeout: float) -> dict[str, Any]:
+        """Connect every charger at once, as after an outage: each starts at a uniformly random moment
+        within ``jitter`` seconds, with no limit on handshakes at a time. A charger whose connection or
+        boot fails (refused, timed out, closed) retries after 1 to 3 s, as a real one does, until
+        ``timeout`` seconds after the start; every failure and retry is counted."""
+        # Seeded by the slice, so each generator process draws its own moments, the same in every run.
+        rng = random.Random(self.chargers[0].identity if self.chargers else "")
+        self.failures = {}
+        started = time.monotonic()
+        deadline = started + timeout
+        retries = 0
+        first_attempts: list[float] = []
+
+        async def one(charger: Charger, delay: float) -> float | None:
+            nonlocal retries
+            await asyncio.sleep(delay)
+            first_attempts.append(time.monotonic())
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                booted = await self._connect_one(charger, None, left)
+                if booted is not None:
+                    return booted
+                if charger.ws is not None:
+                    await charger.ws.close()
+                    charger.ws = None
+                retries += 1
+                await asyncio.sleep(rng.uniform(1.0, 3.0))
+
+        booted = await asyncio.gather(*(one(c, rng.uniform(0, jitter)) for c in self.chargers))
+        done = [t for t in booted if t is not None]
+        return {
+            "started": started,
+            "first_attempt": min(first_attempts, default=None),
+            "last_booted": max(done, default=None),
+            "booted": len(done),
+            "failed": len(self.chargers) - len(done),
+            "failures": dict(self.failures),
+            "retries": retries,
+        }
+
+    async def boot_to_profile(self, timeout: float) -> dict[str, Any]:
+        """Wait (bounded) for a SetChargingProfile on every booted charger; return each one's delay from its
+        BootNotification answered to its first SetChargingProfile, and how many got none."""
+        booted = [c for c in self.chargers if c.accepted and c.booted_at is not None]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(c.profile_at is None for c in booted):
+            await asyncio.sleep(0.05)
+        delays = [c.profile_at - c.booted_at for c in booted if c.profile_at is not None and c.booted_at is not None]
+        return {"delays": delays, "never": sum(c.profile_at is None for c in booted), "booted": len(booted)}
 
     async def wait_probes(self, timeout: float) -> dict[str, Any]:
         """Wait (bounded) until every connected charger was asked its configuration."""
@@ -416,6 +480,8 @@ async def serve_commands(generator: LoadGenerator) -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     handlers: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
         "connect": lambda c: generator.connect_all(float(c.get("timeout", 120))),
+        "storm": lambda c: generator.storm(float(c.get("jitter", 5)), float(c.get("timeout", 120))),
+        "boot_to_profile": lambda c: generator.boot_to_profile(float(c.get("timeout", 30))),
         "wait_probes": lambda c: generator.wait_probes(float(c.get("timeout", 60))),
         "sustain": lambda c: generator.sustain(
             float(c["seconds"]), float(c.get("interval", 10)), float(c.get("drain", 5)), float(c.get("share", 1))

@@ -16,7 +16,8 @@ import pytest
 from bench import cluster_bench
 from bench.cluster_bench import ClusterSettings, run_cluster
 from bench.delivery_bench import DeliverySettings, run_delivery
-from bench.report import ALONE, CLUSTER, cluster_verdicts, delivery_verdicts, render, targets
+from bench.node_bench import NodeSettings, run_node
+from bench.report import ALONE, CLUSTER, cluster_verdicts, delivery_verdicts, node_verdicts, render, targets
 from bench.run import BASELINE, POWERBANK, Settings, main, run_all
 from tests import pg_server, postgres
 
@@ -45,7 +46,7 @@ def _run(fanout_last_s: float, cpu_ms_per_call: float) -> dict[str, Any]:
 SMALL: dict[str, Any] = {
     "settings": {"sustain_s": 10.0},
     "network": {
-        POWERBANK: {"100": [_run(0.5, cpu_ms_per_call=0.3)]},
+        POWERBANK: {"100": [_run(0.5, cpu_ms_per_call=0.27)]},
         BASELINE: {"100": [_run(0.9, cpu_ms_per_call=0.25)]},
     },
     "pages": {
@@ -70,7 +71,7 @@ def test_a_small_run_that_meets_its_targets_says_so_and_what_it_could_not_measur
         "fan-out to 100: last frame ≤ 1 s": "met",
         "fan-out to 100: 95 % answered ≤ 3 s": "met",
         "fan-out at least as fast as the baseline's": "met",
-        "per-message cost within 1.5× of the baseline's": "met",
+        "per-message cost within 1.1× of the baseline's at every size": "met",
         "5,000 charge point tab ≤ 100 ms, constant queries": "met",
         "2,000 sign-ups in one save ≤ 1 s": "met",
     }
@@ -114,9 +115,10 @@ def _changed(path: str, value: Any) -> dict[str, Any]:
             "**missed**",
         ),
         (
+            # 1.2× the baseline's 0.25 ms.
             "network.powerbank.100.sustain.server_cpu_ms_per_call",
-            0.4,
-            "per-message cost within 1.5× of the baseline's",
+            0.3,
+            "per-message cost within 1.1× of the baseline's at every size",
             "**missed**",
         ),
         ("pages.constant_queries", False, "5,000 charge point tab ≤ 100 ms, constant queries", "**missed**"),
@@ -297,3 +299,138 @@ async def test_a_tiny_delivery_benchmark_run_produces_every_figure() -> None:
     assert "## 7. Proof of delivery: reporting every second, and the record" in report
     assert "| p99 frame sent → reply received |" in report
     assert "| `delivery_of`, whole |" in report
+
+
+def _node(
+    rss_kib: float = 700 * 1024,
+    p99_ms: float = 30.0,
+    storm_s: tuple[float, float] = (6.0, 5.0),
+    storm_failed: int = 0,
+    profile_max_s: float = 0.8,
+    profile_never: int = 0,
+    fanout_last_s: tuple[float, float] = (1.05, 1.0),
+    loaded_last_s: tuple[float, float] = (1.5, 1.4),
+    answered_95_s: float = 1.2,
+) -> dict[str, Any]:
+    """Return the figures of bench.node_bench (100 chargers in each part), made up."""
+
+    def fanout(last: tuple[float, float], kind: int) -> dict[str, Any]:
+        return {"targets": 100, "received": 100, "received_last_s": last[kind], "answered_95_s": answered_95_s}
+
+    def storm(seconds: float, failed: int) -> dict[str, Any]:
+        return {"storm": {"seconds": seconds, "failed_attempts": failed, "never_connected": 0, "booted": 100}}
+
+    profile = {"max_s": profile_max_s, "p95_s": 0.5, "over_1s": int(profile_max_s > 1), "never": profile_never}
+    run = {
+        POWERBANK: {"idle": fanout(fanout_last_s, 0), "loaded": fanout(loaded_last_s, 0)},
+        BASELINE: {"idle": fanout(fanout_last_s, 1), "loaded": fanout(loaded_last_s, 1)},
+    }
+    return {
+        "settings": {"hold_chargers": 100},
+        "hold": {
+            "chargers": 100,
+            "connect": {"booted": 100},
+            "rss_end_kib": rss_kib - 16 * 100,
+            "frame_log_full_kib": 16 * 100,
+            "rss_with_full_frame_log_kib": rss_kib,
+            "sustain": {"p99_ms": p99_ms, "unanswered": 0, "calls_per_s": 20.0, "server_cpu_pct": 10.0},
+        },
+        "storm": {
+            "chargers": 100,
+            "runs": {
+                POWERBANK: [{**storm(storm_s[0], storm_failed), "boot_to_profile": profile}],
+                BASELINE: [storm(storm_s[1], 0)],
+            },
+        },
+        "fanout": {"chargers": 100, "runs": [run, copy.deepcopy(run)]},
+    }
+
+
+NODE_TARGETS = (
+    "100 chargers on one node: RSS with a full frame log ≤ 1 GiB, sustained load answered at p99 ≤ 50 ms",
+    "reconnect storm of 100: last boot accepted ≤ 1.5× the baseline's, none refused or failed",
+    "storm during an activation: every charger's limit ≤ 1 s after its boot",
+    "fan-out to 100: last frame ≤ 1.1× the floor's, idle and under load, every run",
+    "fan-out to 100: 95 % answered ≤ 1.5 s, every run",
+)
+
+
+@pytest.mark.parametrize(
+    ("changes", "missed"),
+    [
+        ({}, set()),
+        ({"rss_kib": 1100 * 1024}, {0}),
+        ({"p99_ms": 60.0}, {0}),
+        # 1.6× the baseline's storm; a storm as fast, with one refused attempt.
+        ({"storm_s": (8.0, 5.0)}, {1}),
+        ({"storm_failed": 1}, {1}),
+        ({"profile_max_s": 1.2}, {2}),
+        ({"profile_never": 3}, {2}),
+        # Missed in one run under load only (1.2× the floor's), the other runs within 1.1×.
+        ({"loaded_last_s": (1.68, 1.4)}, {3}),
+        ({"answered_95_s": 1.6}, {4}),
+    ],
+)
+def test_the_one_node_targets_are_judged_against_the_baselines_of_the_same_run(
+    changes: dict[str, Any], missed: set[int]
+) -> None:
+    results = {**SMALL, "node": _node(**changes)}
+    found = verdicts(results)
+    assert {target: found[target] for target in NODE_TARGETS} == {
+        target: "**missed**" if index in missed else "met" for index, target in enumerate(NODE_TARGETS)
+    }
+
+
+def test_a_fan_out_missed_in_one_run_of_two_is_missed() -> None:
+    node = _node()
+    node["fanout"]["runs"][1][POWERBANK]["idle"]["received_last_s"] = 1.2
+    assert [met for _target, _measured, met in node_verdicts(node)][3] is False
+    node["fanout"]["runs"][1][POWERBANK]["idle"]["received"] = 99
+    node["fanout"]["runs"][1][POWERBANK]["idle"]["received_last_s"] = 1.0
+    # Every run within 1.1×, but a charger never received its frame.
+    assert [met for _target, _measured, met in node_verdicts(node)][3] is False
+
+
+async def test_a_tiny_one_node_benchmark_run_produces_every_figure() -> None:
+    settings = NodeSettings(
+        hold_chargers=CHARGERS,
+        storm_chargers=CHARGERS,
+        storm_jitter_s=0.2,
+        storm_timeout_s=30,
+        profile_timeout_s=10,
+        fanout_chargers=CHARGERS,
+        fanout_repeats=1,
+        sustain_s=1,
+        interval_s=0.5,
+        mode="quick",
+    )
+
+    node = await run_node(settings)
+
+    hold = node["hold"]
+    assert "error" not in hold, hold.get("error")
+    assert hold["connect"]["booted"] == CHARGERS
+    assert hold["sustain"]["answered"] > 0
+    assert hold["rss_with_full_frame_log_kib"] > hold["rss_end_kib"] > 0
+    for kind in (POWERBANK, BASELINE):
+        (run,) = node["storm"]["runs"][kind]
+        assert "error" not in run, run.get("error")
+        assert run["storm"]["booted"] == CHARGERS
+        assert run["storm"]["seconds"] is not None
+    (powerbank_storm,) = node["storm"]["runs"][POWERBANK]
+    # The activation running during the storm reached every charger that booted.
+    assert powerbank_storm["boot_to_profile"]["received"] == CHARGERS
+    assert powerbank_storm["boot_to_profile"]["never"] == 0
+    (run,) = node["fanout"]["runs"]
+    for kind in (POWERBANK, BASELINE):
+        for phase in ("idle", "loaded"):
+            assert "error" not in run[kind][phase], run[kind][phase].get("error")
+            assert run[kind][phase]["received"] == run[kind][phase]["targets"] == CHARGERS
+            assert run[kind][phase]["answered_95_s"] is not None
+    assert run[POWERBANK]["loaded"]["sustain"]["answered"] > 0
+    # Every target is judged (met or missed: timing is not this test's business).
+    assert all(met is not None for _target, _measured, met in node_verdicts(node))
+    report = render({"node": node})
+    assert "## 8. One node at 20,000 chargers" in report
+    assert "| first attempt → last BootNotification accepted |" in report
+    assert "| 1 loaded | trigger → last SetChargingProfile received |" in report
