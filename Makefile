@@ -55,22 +55,29 @@ translations-compile: $(STAMP)
 clean-db:
 	rm -f var/powerbank.db var/powerbank.db-wal var/powerbank.db-shm
 
-.PHONY: bench bench-quick bench-cluster bench-delivery
+.PHONY: bench bench-quick bench-cluster bench-delivery bench-node
 
 ## Benchmark PowerBank beside a bare baseline (1,000 / 5,000 / 10,000 chargers), then one node alone vs three
 ## nodes on a throw-away PostgreSQL (10,000 chargers; skipped, loudly, without PostgreSQL); writes bench/RESULTS.md.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.cluster_bench
+	$(BIN)/python -m bench.node_bench
 
 ## The same at 1,000 chargers only; writes bench/RESULTS-quick.md.
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick
 	$(BIN)/python -m bench.cluster_bench --quick
+	$(BIN)/python -m bench.node_bench --quick
 
 ## The cluster part alone at 1,000 chargers, a few minutes (for development); writes bench/RESULTS-quick.md.
 bench-cluster: $(STAMP)
 	$(BIN)/python -m bench.cluster_bench --quick
+
+## One node at 20,000 chargers (memory, reconnect storm, fan-out against its floor) at 1,000 chargers, a few
+## minutes; `python -m bench.node_bench` is the full one (part of `make bench`). Writes bench/RESULTS-quick.md.
+bench-node: $(STAMP)
+	$(BIN)/python -m bench.node_bench --quick
 
 ## Proof of delivery: chargers reporting every second during an activation (ramp to 7,500 on one node) and
 ## the record of a 10,000-charger activation (delivery figures, activation page); about 15 minutes.
