@@ -90,7 +90,7 @@ class NodeSettings:
 
 def estimate_s(settings: NodeSettings) -> float:
     """Return a rough estimate of the whole run's length in seconds (printed up front)."""
-    total, sustain = 0.0, settings.sustain_s + 12
+    total, sustain = 0.0, settings.sustain_s + 15
     if "hold" in settings.parts:
         n = settings.hold_chargers
         total += n / FLEET_ROWS_PER_S + 20 + n / POWERBANK_CONNECTS_PER_S + sustain
@@ -107,8 +107,20 @@ def estimate_s(settings: NodeSettings) -> float:
     return total
 
 
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else seconds * 1000
+# A server is quiet once it uses less than this share of a core over half a second (waited for at most 20 s).
+QUIET_CPU_SHARE, QUIET_WINDOW_S, QUIET_TIMEOUT_S = 0.10, 0.5, 20.0
+
+
+async def quiet(server: ServerProcess) -> float:
+    """Wait (bounded) until the server has worked off what connecting left it (boot records, capability
+    probes); return how long that took. Idle figures then describe an idle server."""
+    started = time.monotonic()
+    while time.monotonic() - started < QUIET_TIMEOUT_S:
+        before = server.cpu_seconds()
+        await asyncio.sleep(QUIET_WINDOW_S)
+        if server.cpu_seconds() - before < QUIET_CPU_SHARE * QUIET_WINDOW_S:
+            break
+    return time.monotonic() - started
 
 
 class Fleet:
@@ -145,6 +157,7 @@ async def run_hold(
         async with Fleet(server, chargers, settings, workdir / f"loadgen-hold-{chargers}.log") as fleet:
             result["connect"] = await _connect(server, fleet.generators, chargers)
             result["capability_probe"] = await wait_probes(fleet.generators)
+            result["quiet_after_s"] = await quiet(server)
             result["rss_connected_kib"] = server.rss_kib()
             result["sustain"] = await _sustain(server, fleet.generators, settings.sustain_settings(chargers))
             result["rss_end_kib"] = server.rss_kib()
@@ -301,6 +314,7 @@ async def fan_out(
     """
     if server.kind == POWERBANK and token is None:
         return {"skipped": "no write API token"}
+    settled_s = await quiet(server)
     sustaining = None
     if loaded:
         sustaining = asyncio.create_task(
@@ -308,8 +322,6 @@ async def fan_out(
         )
         # _sustain starts its load half a second after it is called.
         await asyncio.sleep(0.5 + settings.sustain_s / 2)
-    else:
-        await asyncio.sleep(0.2)
     cpu_before = server.cpu_seconds()
     triggered_mono, triggered_wall = time.monotonic(), time.time()
     try:
@@ -347,6 +359,7 @@ async def fan_out(
     targets = own.get("targets") or len(received)
     return {
         "loaded": loaded,
+        "quiet_after_s": settled_s,
         "trigger_http_ms": 1000 * trigger_s,
         "targets": targets,
         "received": len(received),

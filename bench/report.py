@@ -818,6 +818,7 @@ NODE_STORM_FIGURES: list[tuple[str, str, str]] = [
 NODE_FANOUT_FIGURES: list[tuple[str, str, str]] = [
     ("load_average_before", "machine load average (1 min) at the run's start", ""),
     ("connect:seconds", "all chargers connected in (before the fan-out)", "s"),
+    ("quiet_after_s", "server quiet (< 10 % of a core) after connecting, in", "s"),
     ("trigger_http_ms", "trigger request answered", "ms"),
     ("received_p50_s", "trigger → 50 % SetChargingProfile received", "s"),
     ("received_last_s", "trigger → last SetChargingProfile received", "s"),
@@ -880,7 +881,8 @@ def _node_hold(node: dict[str, Any]) -> list[str]:
         f"The frame log keeps the last {frame_log.get('frames_per_charger', 100)} frames per charger; after the "
         "short load phase it is far from full, so a full one's size (measured in-process with tracemalloc: "
         f"{fmt(frame_log.get('kib_per_charger'), 'KiB')} per charger) is added to the RSS measured, which already "
-        "holds the part filled: the sum errs high.",
+        "holds the part filled: the sum errs high. The load starts once the server is quiet after connecting "
+        "(under 10 % of a core, at most 20 s).",
         "",
         "| figure | PowerBank |",
         "| --- | --- |",
@@ -890,6 +892,7 @@ def _node_hold(node: dict[str, Any]) -> list[str]:
         ("booted", connect.get("booted"), "count"),
         ("time until all booted (256 handshakes at a time)", connect.get("seconds"), "s"),
         ("asked their configuration (capability probe)", probe.get("asked"), "count"),
+        ("server quiet (< 10 % of a core) after connecting, in", hold.get("quiet_after_s"), "s"),
         ("RSS with all connected", hold.get("rss_connected_kib"), "MiB"),
         ("RSS after the sustained load", hold.get("rss_end_kib"), "MiB"),
         ("frame log when full", hold.get("frame_log_full_kib"), "MiB"),
@@ -956,7 +959,9 @@ def _node_fanout(node: dict[str, Any]) -> list[str]:
         "The floor is the baseline's `GET /bench/floor`: one SetChargingProfile frame serialised once and handed to "
         "every connected socket at once (`websockets.broadcast`), its answers collected by message id. PowerBank's "
         "fan-out is an activation (`POST /api/v1/activations`) on a fresh server per fan-out (one activation per "
-        "server), after every charger answered the capability probe. Idle: every charger connected and silent; "
+        "server), after every charger answered the capability probe. Each server is first left to work off what "
+        "connecting left it (until it uses under 10 % of a core, at most 20 s). Idle: every charger connected "
+        "and silent; "
         "loaded: triggered half-way through a sustained-load phase. Received times are the load generator's, when "
         "it reads each frame (during a load phase, collected after it).",
         "",
