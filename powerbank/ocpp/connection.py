@@ -29,8 +29,7 @@ from ocpp.charge_point import (
 )
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallError, CallResult, MessageType, validate_payload
-from ocpp.routing import after
-from quart.wrappers import Websocket
+from ocpp.routing import after, create_route_map
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -60,6 +59,26 @@ MAX_FRAME_DEPTH = 32
 
 class ConnectionLost(ConnectionError):
     """The charger disconnected before it answered."""
+
+
+class Disconnected(ConnectionError):
+    """The charger's socket is gone (raised by ``ChargerSocket.receive``)."""
+
+
+class ChargerSocket(Protocol):
+    """A charger's accepted websocket (``powerbank.ocpp.endpoint.OcppSocket``)."""
+
+    async def receive(self) -> str | bytes:
+        """Return the next frame; raise Disconnected once the charger is gone."""
+        ...
+
+    async def send(self, frame: str) -> None:
+        """Write one text frame."""
+        ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Send a close frame."""
+        ...
 
 
 class CallErrorReceived(Exception):
@@ -184,10 +203,17 @@ class HubConnection:
     _call_result: Any
     _call_lock: asyncio.Lock
     _response_timeout: float
+    _routes: ClassVar[dict[str, dict[str, Any]]]
     id: str
 
-    def __init__(self, identity: str, websocket: Websocket, registry: ConnectionRegistry, charge_point_id: int) -> None:
-        super().__init__(identity, websocket, response_timeout=registry.call_timeout)  # type: ignore[call-arg]
+    def __init__(
+        self, identity: str, websocket: ChargerSocket, registry: ConnectionRegistry, charge_point_id: int
+    ) -> None:
+        # Not the library's __init__: it builds a route map of bound methods and a queue for its
+        # own call machinery on every connection; the routes here are the class's (``routes``).
+        self.id = identity
+        self._response_timeout = registry.call_timeout
+        self._call_lock = asyncio.Lock()
         self.websocket = websocket
         self.registry = registry
         self.charge_point_id = charge_point_id
@@ -206,6 +232,15 @@ class HubConnection:
         self._tokens = float(registry.message_burst)
         self._tokens_at = time.monotonic()
         self.meter_messages = 0
+
+    @classmethod
+    def routes(cls) -> dict[str, dict[str, Any]]:
+        """Return the class's ``@on``/``@after`` handlers by action (functions, found once per class)."""
+        routes: dict[str, dict[str, Any]] | None = cls.__dict__.get("_routes")
+        if routes is None:
+            routes = create_route_map(cls)
+            cls._routes = routes
+        return routes
 
     @property
     def serving_task(self) -> asyncio.Task[Any] | None:
@@ -231,7 +266,10 @@ class HubConnection:
         writer = asyncio.create_task(self._write_frames(), name=f"ocpp writer {self.id}")
         try:
             while True:
-                message = await self.websocket.receive()
+                try:
+                    message = await self.websocket.receive()
+                except Disconnected:
+                    return
                 if self.closed:
                     # Closing: read on (and drop) until the charger answers the close frame,
                     # or Hypercorn stops reading its socket and the connection lingers.
@@ -342,13 +380,14 @@ class HubConnection:
         the interop tests check those answers against the schemas with a strict client instead.
         An error raised here is answered as a CALLERROR by ``_handle_incoming_call_now``.
         """
-        handlers = self.route_map.get(message.action)  # type: ignore[attr-defined]
+        handlers = self.routes().get(message.action)
         if handlers is None or "_on_action" not in handlers:
             _raise_key_error(message.action, self._ocpp_version)
+            return
         if not handlers.get("_skip_schema_validation", False):
             await validate_payload(message, self._ocpp_version)
         arguments = camel_to_snake_case(message.payload)
-        response = handlers["_on_action"](**arguments)
+        response = handlers["_on_action"](self, **arguments)
         if inspect.isawaitable(response):
             response = await response
         answer = message.create_call_result(snake_to_camel_case(remove_nones(serialize_as_dict(response))))
@@ -356,7 +395,7 @@ class HubConnection:
         STATS.messages["out", "result", message.action] += 1
         after = handlers.get("_after_action")
         if after is not None:
-            outcome = after(**arguments)
+            outcome = after(self, **arguments)
             if inspect.iscoroutine(outcome):
                 self.spawn(outcome)
 

@@ -29,6 +29,7 @@ from ocpp.v201 import call as call201
 from quart import Quart
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel.ext.asyncio.session import AsyncSession
+from werkzeug.datastructures import Headers
 
 from powerbank.config import ca_directory
 from powerbank.ocpp.connection import CallErrorReceived, ConnectionLost
@@ -132,7 +133,7 @@ class ChargerSecurity:
             address = address.ipv4_mapped
         return any(address in network for network in self.proxies)
 
-    def transport(self, remote_address: str, scheme: str, headers: Mapping[str, str]) -> Transport:
+    def transport(self, remote_address: str, scheme: str, headers: Headers) -> Transport:
         """Tell how a charger connected: TLS here, TLS at a trusted proxy, or plain."""
         if self.from_proxy(remote_address):
             tls = headers.get("X-Forwarded-Proto", "").lower() in ("https", "wss")
