@@ -57,6 +57,8 @@ from bench.run import (
     machine,
     prepare_template,
     scan_log,
+    start_profiler,
+    stop_profiler,
     wait_probes,
 )
 from powerbank.runtime.gc_policy import GcPolicy
@@ -83,6 +85,8 @@ class NodeSettings:
     loadgen_processes: int = 1
     mode: str = "full"
     parts: tuple[str, ...] = PARTS
+    # Record each PowerBank server with py-spy (the `bench` extra) into this folder.
+    profile_dir: Path | None = None
 
     def sustain_settings(self, chargers: int) -> Settings:
         return Settings(sizes=[chargers], repeats=1, sustain_s=self.sustain_s, interval_s=self.interval_s)
@@ -128,18 +132,28 @@ class Fleet:
 
     def __init__(self, server: ServerProcess, chargers: int, settings: NodeSettings, log: Path) -> None:
         self.server = server
+        self.profile = (
+            settings.profile_dir / f"{log.stem.removeprefix('loadgen-')}.txt"
+            if settings.profile_dir is not None and server.kind == POWERBANK
+            else None
+        )
+        self.profiler: asyncio.subprocess.Process | None = None
         self.generators = LoadGenerators(
             server.ocpp_url, fixtures.CHARGER_PASSWORD, chargers, settings.loadgen_processes, log
         )
 
     async def __aenter__(self) -> Fleet:
         await self.server.start()
+        if self.profile is not None:
+            self.profiler = await start_profiler(self.server.pid, self.profile)
         await asyncio.sleep(0.5)
         await self.generators.start()
         return self
 
     async def __aexit__(self, *_: object) -> None:
         await self.generators.stop()
+        if self.profiler is not None:
+            await stop_profiler(self.profiler)
         await self.server.stop()
 
 
@@ -394,7 +408,10 @@ async def run_node(settings: NodeSettings) -> dict[str, Any]:
     results: dict[str, Any] = {
         "machine": machine(),
         "mode": settings.mode,
-        "settings": {**asdict(settings), "parts": list(settings.parts)},
+        "settings": {
+            **{key: value for key, value in asdict(settings).items() if key != "profile_dir"},
+            "parts": list(settings.parts),
+        },
         "estimate_s": estimate_s(settings),
     }
     light_hash = fixtures.LIGHT_HASHER.hash(fixtures.CHARGER_PASSWORD)
@@ -501,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sustain-seconds", type=float, help="length of a sustained-load phase (default 30)")
     parser.add_argument("--loadgen-processes", type=int, default=1)
     parser.add_argument("--only", choices=PARTS, action="append", help="run this part only (may repeat)")
+    parser.add_argument("--profile", type=Path, help="record each PowerBank server with py-spy into this folder")
     parser.add_argument("--results", type=Path, help="default bench/results.json (quick: results-quick.json)")
     parser.add_argument("--report", type=Path, help="default bench/RESULTS.md (quick: RESULTS-quick.md)")
     args = parser.parse_args(argv)
@@ -519,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         loadgen_processes=args.loadgen_processes,
         mode="quick" if quick else "full",
         parts=tuple(args.only) if args.only else PARTS,
+        profile_dir=args.profile,
     )
     print(f"[bench] one-node bench ({settings.mode}): about {estimate_s(settings) / 60:.0f} min", flush=True)
     figures = asyncio.run(run_node(settings))
