@@ -673,7 +673,12 @@ WORDS = {True: "met", False: "**missed**", None: "not measured"}
 
 def node_verdicts(node: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     """Return the one-node targets: (target, what was measured, met or not; None: not measured)."""
-    return [_hold_verdict(node), *_storm_verdicts(node.get("storm")), *_fanout_verdicts(node.get("fanout"))]
+    settings = node.get("settings", {})
+    return [
+        _hold_verdict(node),
+        *_storm_verdicts(node.get("storm"), settings.get("storm_chargers")),
+        *_fanout_verdicts(node.get("fanout"), settings.get("fanout_chargers")),
+    ]
 
 
 def _hold_verdict(node: dict[str, Any]) -> tuple[str, str, bool | None]:
@@ -701,12 +706,12 @@ def _hold_verdict(node: dict[str, Any]) -> tuple[str, str, bool | None]:
     )
 
 
-def _storm_verdicts(storm: dict[str, Any] | None) -> list[tuple[str, str, bool | None]]:
+def _storm_verdicts(storm: dict[str, Any] | None, size: int | None) -> list[tuple[str, str, bool | None]]:
     storm = storm or {}
     runs = storm.get("runs") or {}
     ours, base = runs.get(POWERBANK, []), runs.get(BASELINE, [])
     target = (
-        f"reconnect storm of {storm.get('chargers') or 0:,}: last boot accepted ≤ {NODE_STORM_RATIO:g}× the "
+        f"reconnect storm of {storm.get('chargers') or size or 0:,}: last boot accepted ≤ {NODE_STORM_RATIO:g}× the "
         "baseline's, none refused or failed"
     )
     profile_target = f"storm during an activation: every charger's limit ≤ {NODE_PROFILE_S:g} s after its boot"
@@ -750,9 +755,9 @@ def _storm_verdicts(storm: dict[str, Any] | None) -> list[tuple[str, str, bool |
     return rows
 
 
-def _fanout_verdicts(fanout: dict[str, Any] | None) -> list[tuple[str, str, bool | None]]:
+def _fanout_verdicts(fanout: dict[str, Any] | None, size: int | None) -> list[tuple[str, str, bool | None]]:
     fanout = fanout or {}
-    chargers, runs = fanout.get("chargers") or 0, fanout.get("runs") or []
+    chargers, runs = fanout.get("chargers") or size or 0, fanout.get("runs") or []
     target = f"fan-out to {chargers:,}: last frame ≤ {NODE_FANOUT_RATIO:g}× the floor's, idle and under load, every run"
     answered_target = f"fan-out to {chargers:,}: 95 % answered ≤ {NODE_ANSWERED_95_S:g} s, every run"
     if not runs:
@@ -805,6 +810,7 @@ NODE_STORM_FIGURES: list[tuple[str, str, str]] = [
     ("storm:never_connected", "never connected (retried until the timeout)", ""),
     ("storm:failed_attempts", "failed attempts (each followed by a retry)", ""),
     ("storm:server_cpu_s", "server CPU during the storm", "s"),
+    ("storm:loadgen_cpu_s", "load generator CPU during the storm", "s"),
     ("storm:rss_after_kib", "server RSS after the storm", "MiB"),
     ("boot_to_profile:p50_s", "BootNotification answered → first SetChargingProfile, p50", "s"),
     ("boot_to_profile:p95_s", "… p95", "s"),
@@ -820,6 +826,7 @@ NODE_FANOUT_FIGURES: list[tuple[str, str, str]] = [
     ("connect:seconds", "all chargers connected in (before the fan-out)", "s"),
     ("quiet_after_s", "server quiet (< 10 % of a core) after connecting, in", "s"),
     ("trigger_http_ms", "trigger request answered", "ms"),
+    ("last_handed_s", "trigger → last frame handed to the sockets (the server's own clock)", "s"),
     ("received_p50_s", "trigger → 50 % SetChargingProfile received", "s"),
     ("received_last_s", "trigger → last SetChargingProfile received", "s"),
     ("received", "SetChargingProfile received", ""),
