@@ -223,7 +223,11 @@ class HubConnection:
         # Whether it sent a BootNotification on this connection (a reconnect need not).
         self.has_booted = False
         self._pending: dict[str, asyncio.Future[Any]] = {}
-        self._outbox: asyncio.Queue[str] = asyncio.Queue()
+        # Frames waiting to be written, and the task writing them while there are any (an idle
+        # charger holds no writer task).
+        self._outbox: deque[str] = deque()
+        self._writer: asyncio.Task[None] | None = None
+        self._write_failed = False
         self._recent_call_ids: deque[str] = deque(maxlen=REMEMBERED_CALL_IDS)
         self._background = BackgroundTasks(logger, f"{self.id}: background work")
         self._handler_task: asyncio.Task[Any] | None = None
@@ -263,7 +267,6 @@ class HubConnection:
             # Closed before it was served (refused by the registry): as ``close`` does, a charger
             # that never answers the close frame is dropped after a grace period.
             asyncio.get_running_loop().call_later(CLOSE_GRACE_S, self._handler_task.cancel)
-        writer = asyncio.create_task(self._write_frames(), name=f"ocpp writer {self.id}")
         try:
             while True:
                 try:
@@ -282,7 +285,8 @@ class HubConnection:
                 self.route_frame(text)
         finally:
             self.closed = True
-            writer.cancel()
+            if self._writer is not None:
+                self._writer.cancel()
             # Background work is not cancelled for the same reason; its calls to this charger
             # fail at once below, so it ends by itself.
             self._fail_pending()
@@ -423,24 +427,33 @@ class HubConnection:
 
     def send_raw(self, frame: str) -> None:
         """Queue one already serialised frame for this charger without waiting for the write."""
-        if self.closed:
+        if self.closed or self._write_failed:
             return
-        if self._outbox.qsize() >= OUTBOX_LIMIT:
+        if len(self._outbox) >= OUTBOX_LIMIT:
             logger.warning("%s does not read its frames; disconnecting it", self.id)
             self.spawn(self.close(1008, "Not reading"))
             return
         if self.logs_frames:
             self.registry.frame_log.add(self.id, True, frame, self.charge_point_id)
-        self._outbox.put_nowait(frame)
+        self._outbox.append(frame)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_frames())
 
     async def _write_frames(self) -> None:
-        while True:
-            frame = await self._outbox.get()
-            try:
-                await self.websocket.send(frame)
-            except Exception:
-                logger.info("%s: cannot write to the socket any more", self.id, exc_info=True)
-                return
+        """Write the queued frames in order, then end (``send_raw`` starts it again)."""
+        try:
+            while self._outbox:
+                frame = self._outbox.popleft()
+                try:
+                    await self.websocket.send(frame)
+                except Exception:
+                    logger.info("%s: cannot write to the socket any more", self.id, exc_info=True)
+                    # Nothing written after this frame could reach the charger either.
+                    self._write_failed = True
+                    self._outbox.clear()
+                    return
+        finally:
+            self._writer = None
 
     def expect(self, message_id: str) -> asyncio.Future[Any]:
         """Return a future for the answer to the frame with ``message_id`` (register before sending)."""

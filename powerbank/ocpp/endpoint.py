@@ -18,6 +18,7 @@ from werkzeug.datastructures import Authorization, Headers
 
 from powerbank.ocpp import security
 from powerbank.ocpp.connection import Disconnected
+from powerbank.ocpp.log_context import new_or_given, request_id
 from powerbank.ocpp.registry import BOOT_GRACE_S, Registry, hold_registry, registry_of
 from powerbank.ocpp.security import Transport, hold_security, security_of
 from powerbank.ocpp.v16 import ChargePoint16
@@ -149,6 +150,8 @@ async def ocpp_socket(app: Quart, scope: Any, socket: OcppSocket, send: ASGISend
     ticket = registry.ticket()
     remote_address = (scope.get("client") or ("",))[0] or ""
     headers = Headers([(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]])
+    # The upgrade is a request: its id stays on the connection's log lines.
+    request_id.set(new_or_given(headers.get("X-Request-ID")))
     username, password = _credentials(headers)
     offered = list(scope.get("subprotocols") or [])
     protocol = choose_subprotocol(offered)

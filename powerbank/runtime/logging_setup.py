@@ -11,22 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
-import uuid
-from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from quart import Quart, Response, request, websocket
+from quart import Quart, Response, request
 
-from powerbank.ocpp.log_context import charger_identity
-
-request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+from powerbank.ocpp.log_context import charger_identity, new_or_given, request_id
 
 LOG_FORMATS = ("text", "json")
-# What a proxy's request id may look like to be taken over (anything else gets a new id).
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(context)s%(message)s"
 
 
@@ -84,22 +77,12 @@ def configure_logging(log_format: str = "text", level: int = logging.INFO, strea
     logging.getLogger("ocpp").setLevel(logging.WARNING)
 
 
-def _new_or_given(given: str | None) -> str:
-    if given and _REQUEST_ID.fullmatch(given):
-        return given
-    return uuid.uuid4().hex[:16]
-
-
 def install_request_ids(app: Quart) -> None:
-    """Give every request and websocket a request id: in its log lines and in ``X-Request-ID``."""
+    """Give every request a request id: in its log lines and in ``X-Request-ID`` (chargers' upgrades: ``ocpp.endpoint``)."""
 
     @app.before_request
     async def take_request_id() -> None:
-        request_id.set(_new_or_given(request.headers.get("X-Request-ID")))
-
-    @app.before_websocket
-    async def take_websocket_id() -> None:
-        request_id.set(_new_or_given(websocket.headers.get("X-Request-ID")))
+        request_id.set(new_or_given(request.headers.get("X-Request-ID")))
 
     @app.after_request
     async def send_request_id(response: Response) -> Response:

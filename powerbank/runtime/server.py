@@ -7,10 +7,13 @@ import contextlib
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from ssl import SSLError
 from typing import Any
 
 from hypercorn.asyncio import serve
+from hypercorn.asyncio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.config import Config
+from hypercorn.events import Closed, RawData
 from quart import Quart
 
 from powerbank.config import ca_directory
@@ -23,8 +26,32 @@ from powerbank.runtime.gc_policy import GcPolicy
 CHARGERS_CLOSE_GRACE_S = 5.0
 
 
+async def _read_data(self: TCPServer) -> None:
+    """Hypercorn's ``TCPServer._read_data``, the read timeout kept without a task per read.
+
+    On Python 3.11 ``asyncio.wait_for`` wraps every read of every socket in a task of its own:
+    one more task held by each idle charger, and one created per frame received.
+    ``asyncio.timeout`` cancels the read the same way, in the connection's own task.
+    """
+    while not self.reader.at_eof():
+        try:
+            async with asyncio.timeout(self.config.read_timeout):
+                data = await self.reader.read(MAX_RECV)
+        except (ConnectionError, OSError, TimeoutError, SSLError):
+            break
+        else:
+            await self.protocol.handle(RawData(data))
+    await self.protocol.handle(Closed())
+
+
+def read_without_a_task_per_read() -> None:
+    """Make Hypercorn's connections read as ``_read_data`` does (its version is pinned in pyproject.toml)."""
+    TCPServer._read_data = _read_data  # type: ignore[method-assign]
+
+
 def hypercorn_config(host: str, port: int) -> Config:
     """Return the Hypercorn settings PowerBank runs with."""
+    read_without_a_task_per_read()
     # Hypercorn's settings, with the client certificate of a TLS connection passed to the app.
     config = TlsConfig()
     config.bind = [f"{host}:{port}"]
