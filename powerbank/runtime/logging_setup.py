@@ -78,7 +78,7 @@ def configure_logging(log_format: str = "text", level: int = logging.INFO, strea
 
 
 def install_request_ids(app: Quart) -> None:
-    """Give every request a request id: in its log lines and in ``X-Request-ID`` (chargers' upgrades: ``ocpp.endpoint``)."""
+    """Give every request a request id, in its log lines and in ``X-Request-ID`` (chargers: ``ocpp.endpoint``)."""
 
     @app.before_request
     async def take_request_id() -> None:
