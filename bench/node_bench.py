@@ -111,6 +111,32 @@ def estimate_s(settings: NodeSettings) -> float:
     return total
 
 
+# Open files a process needs beside its chargers' sockets (database, listening socket, pipes, logs).
+SPARE_FILES = 500
+
+
+def generator_processes(chargers: int, wanted: int, open_files: int) -> int:
+    """Return how many load generator processes hold ``chargers``: as many as asked, or more if one
+    process could not open that many sockets."""
+    return max(wanted, math.ceil(chargers / max(1, open_files - SPARE_FILES)))
+
+
+def open_files_note(settings: NodeSettings, open_files: int) -> str | None:
+    """Say so if a server process cannot hold the largest fleet asked for: its sockets need open files."""
+    largest = max(
+        [settings.hold_chargers if "hold" in settings.parts else 0]
+        + [settings.storm_chargers if "storm" in settings.parts else 0]
+        + [settings.fanout_chargers if "fanout" in settings.parts else 0]
+    )
+    if open_files >= largest + SPARE_FILES:
+        return None
+    return (
+        f"this machine allows {open_files:,} open files per process (`ulimit -Hn`), fewer than the server needs "
+        f"for {largest:,} chargers (one socket each, plus about {SPARE_FILES}): some cannot connect. Raise it "
+        "(e.g. `ulimit -Hn 65536` as root, or the container's `--ulimit nofile=65536`) and run again."
+    )
+
+
 # A server is quiet once it uses less than this share of a core over half a second (waited for at most 20 s).
 QUIET_CPU_SHARE, QUIET_WINDOW_S, QUIET_TIMEOUT_S = 0.10, 0.5, 20.0
 
@@ -138,9 +164,8 @@ class Fleet:
             else None
         )
         self.profiler: asyncio.subprocess.Process | None = None
-        self.generators = LoadGenerators(
-            server.ocpp_url, fixtures.CHARGER_PASSWORD, chargers, settings.loadgen_processes, log
-        )
+        processes = generator_processes(chargers, settings.loadgen_processes, raise_open_files_limit())
+        self.generators = LoadGenerators(server.ocpp_url, fixtures.CHARGER_PASSWORD, chargers, processes, log)
 
     async def __aenter__(self) -> Fleet:
         await self.server.start()
@@ -409,10 +434,14 @@ async def _floor_record(server: ServerProcess, floor_id: int) -> dict[str, Any]:
 
 async def run_node(settings: NodeSettings) -> dict[str, Any]:
     """Run the parts asked for; return the figures."""
-    raise_open_files_limit()
+    open_files = raise_open_files_limit()
     started = time.monotonic()
+    note = open_files_note(settings, open_files)
+    if note:
+        print(f"[bench] WARNING: {note}", file=sys.stderr, flush=True)
     results: dict[str, Any] = {
-        "machine": machine(),
+        "machine": {**machine(), "open_files": open_files},
+        "notes": [note] if note else [],
         "mode": settings.mode,
         "settings": {
             **{key: value for key, value in asdict(settings).items() if key != "profile_dir"},

@@ -865,6 +865,7 @@ def _node(results: dict[str, Any]) -> list[str]:
         f"{settings['sustain_s']:.0f} s of a Heartbeat and, half an interval later, MeterValues every "
         f"{settings['interval_s']:.0f} s per charger.",
         "",
+        *[f"**Note**: {note}\n" for note in node.get("notes", [])],
         "| target | measured | verdict |",
         "| --- | --- | --- |",
         *[f"| {target} | {measured} | {WORDS[met]} |" for target, measured, met in node_verdicts(node)],
