@@ -14,7 +14,6 @@ import json
 import logging
 import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
@@ -225,10 +224,11 @@ class HubConnection:
         self._pending: dict[str, asyncio.Future[Any]] = {}
         # Frames waiting to be written, and the task writing them while there are any (an idle
         # charger holds no writer task).
-        self._outbox: deque[str] = deque()
+        self._outbox: list[str] = []
         self._writer: asyncio.Task[None] | None = None
         self._write_failed = False
-        self._recent_call_ids: deque[str] = deque(maxlen=REMEMBERED_CALL_IDS)
+        # Lists, not deques: a deque takes 600 bytes before it holds anything, per charger.
+        self._recent_call_ids: list[str] = []
         self._background = BackgroundTasks(logger, f"{self.id}: background work")
         self._handler_task: asyncio.Task[Any] | None = None
         # Incoming calls are handled one at a time, in order (OCPP-J: one call in flight per side).
@@ -352,6 +352,8 @@ class HubConnection:
             self._reply_error(message.unique_id, "ProtocolError", "This message id was already used")
             return
         self._recent_call_ids.append(message.unique_id)
+        if len(self._recent_call_ids) > REMEMBERED_CALL_IDS:
+            del self._recent_call_ids[0]
         STATS.messages["in", "call", message.action] += 1
         self.spawn(self._handle_incoming_call(message, time.perf_counter()))
 
@@ -443,7 +445,7 @@ class HubConnection:
         """Write the queued frames in order, then end (``send_raw`` starts it again)."""
         try:
             while self._outbox:
-                frame = self._outbox.popleft()
+                frame = self._outbox.pop(0)
                 try:
                     await self.websocket.send(frame)
                 except Exception:

@@ -148,6 +148,26 @@ async def ocpp_socket(app: Quart, scope: Any, socket: OcppSocket, send: ASGISend
         await _refuse(scope, send, 503, "The hub is shutting down", {"Retry-After": "10"})
         return
     ticket = registry.ticket()
+    # What the upgrade said (headers, credentials) is dropped once it is admitted: the serving
+    # task lives as long as the charger stays connected.
+    connection = await _admit(app, registry, scope, socket, send, identity)
+    if connection is None:
+        return
+    try:
+        await registry.add(connection, ticket)
+        await connection.serve()
+        logger.info("charger %s disconnected", identity)
+    except asyncio.CancelledError:
+        logger.info("charger %s disconnected", identity)
+        raise
+    finally:
+        registry.discard(connection)
+
+
+async def _admit(
+    app: Quart, registry: Registry, scope: Any, socket: OcppSocket, send: ASGISendCallable, identity: str
+) -> ChargePoint16 | ChargePoint201 | None:
+    """Accept the upgrade of a charger that may connect and return its connection; else refuse it."""
     remote_address = (scope.get("client") or ("",))[0] or ""
     headers = Headers([(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]])
     # The upgrade is a request: its id stays on the connection's log lines.
@@ -165,30 +185,22 @@ async def ocpp_socket(app: Quart, scope: Any, socket: OcppSocket, send: ASGISend
         # The database is away: chargers retry (one line each, not a traceback per attempt).
         logger.warning("charger %r not served, the database is unavailable: %s", identity, type(exc).__name__)
         await _refuse(scope, send, 503, "The hub's database is unavailable", {"Retry-After": "10"})
-        return
+        return None
     if outcome.charge_point_id is None:
         logger.info("refused charger %r from %s: %s", identity, remote_address, reason)
         await _refuse(scope, send, 401, "Unauthorized", UNAUTHORIZED_HEADERS)
-        return
+        return None
     if protocol is None:
         # OCPP-J: complete the handshake without a subprotocol, then close at once.
         logger.info("charger %r offered no supported OCPP version", identity)
         await socket.accept()
         await socket.close(1002, "No supported OCPP subprotocol")
-        return
+        return None
     await socket.accept(subprotocol=protocol)
     connection = PROTOCOLS[protocol](identity, socket, registry, outcome.charge_point_id)
     connection.security = security
     logger.info("charger %s connected from %s (%s)", identity, remote_address, protocol)
-    try:
-        await registry.add(connection, ticket)
-        await connection.serve()
-        logger.info("charger %s disconnected", identity)
-    except asyncio.CancelledError:
-        logger.info("charger %s disconnected", identity)
-        raise
-    finally:
-        registry.discard(connection)
+    return connection
 
 
 async def _authenticate(

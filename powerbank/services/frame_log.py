@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 import zlib
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,7 +35,8 @@ class _Kept:
 
     def __init__(self) -> None:
         self.newest: list[str] = []
-        self.blocks: deque[bytes] = deque()
+        # Lists, not deques: a deque takes 600 bytes before it holds anything, per charger.
+        self.blocks: list[bytes] = []
 
 
 # Frames compressed together. A block of a charger's frames is repetitive (the same actions and
@@ -75,7 +75,7 @@ class FrameLog:
             kept.blocks.append(zlib.compress(json.dumps(kept.newest).encode(), 1))
             kept.newest = []
             if len(kept.blocks) > self._blocks_kept:
-                kept.blocks.popleft()
+                del kept.blocks[0]
 
     def recent(self, identity: str) -> list[Frame]:
         """Return a charger's frames, newest first."""
