@@ -9,7 +9,8 @@ database, as bench/run.py does), with the baselines measured in the same run on 
 - **hold**: PowerBank holds every charger under the sustained load (Heartbeat and MeterValues every 10 s
   per charger). Its RSS is read from /proc; the frame log is not full after a short load phase, so the
   size a full one holds (measured in-process, per charger) is added on top.
-- **storm**: every charger connects at once after an outage, each at a uniformly random moment within
+- **storm**: every charger connects at once after a restart (PowerBank: the fleet connected, booted and
+  was probed once, then the hub restarted on the same database), each at a uniformly random moment within
   the jitter, with no limit on handshakes at a time, retrying after a failure. From the first attempt to
   the last BootNotification accepted, PowerBank beside the baseline (bench/baseline_server.py). PowerBank
   has an activation running (created through the API before the storm): each charger's time from its
@@ -224,6 +225,11 @@ async def run_storm(
     result: dict[str, Any] = {"server": kind, "chargers": chargers, "load_average_before": load_average()}
     server = _server(kind, workdir, template, light_hash, f"storm-{tag}")
     try:
+        if kind == POWERBANK:
+            # A storm follows a restart: the fleet was connected (booted, probed) before the hub went.
+            async with Fleet(server, chargers, settings, workdir / f"loadgen-before-storm-{tag}.log") as fleet:
+                result["before_restart"] = await _connect(server, fleet.generators, chargers)
+                await wait_probes(fleet.generators)
         async with Fleet(server, chargers, settings, workdir / f"loadgen-storm-{kind}-{tag}.log") as fleet:
             if kind == POWERBANK:
                 result["activation"] = await _start_activation(server, token)

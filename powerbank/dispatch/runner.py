@@ -871,6 +871,11 @@ class ActivationRunner:
         """
         self._look_up_after_boot(connection)
 
+    @property
+    def boots_settled(self) -> bool:
+        """Whether every charger that booted so far has been looked up (its limit sent or released)."""
+        return not self._booted and (self._boot_worker is None or self._boot_worker.done())
+
     def _look_up_after_boot(self, connection: HubConnection) -> None:
         self._booted.append(connection)
         if self._boot_worker is None or self._boot_worker.done():

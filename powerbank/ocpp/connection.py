@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
@@ -162,7 +162,7 @@ class ConnectionRegistry(Protocol):
     reports: GroupCommit[Report]
     boots: GroupCommit[tuple[int, chargers.BootInfo]]
     capabilities: GroupCommit[tuple[int, Capability]]
-    boot_listeners: list[Callable[[HubConnection], Awaitable[None]]]
+    boot_listeners: list[Callable[[HubConnection], Coroutine[Any, Any, None]]]
 
     def keeps_samples(self, charge_point_id: int) -> bool:
         """Whether this charger's meter samples are kept (not pruned) now: evidence of delivery."""
@@ -544,7 +544,12 @@ class HubConnection:
         raise NotImplementedError
 
     async def booted(self) -> None:
-        """After a boot: probe the capability, then tell the hub's boot listeners (activations)."""
+        """After a boot: probe the capability, then tell the hub's boot listeners (activations).
+
+        The listeners (S4: the limit in force goes out again) are told once the charger answered,
+        not once its answer is stored: OCPP-J lets one call at a time be in flight. Should the
+        stored answer change its participation, the registry tells them again.
+        """
         await self.probe()
         for listener in list(self.registry.boot_listeners):
             try:
@@ -563,7 +568,8 @@ class HubConnection:
         except (CallErrorReceived, OCPPError, TimeoutError) as error:
             logger.info("%s did not answer the capability probe: %r", self.id, error)
             return
-        await self.registry.capabilities.submit((self.charge_point_id, capability))
+        # Stored in the background, in the batch of every charger's answers.
+        self.spawn(self.registry.capabilities.submit((self.charge_point_id, capability)))
         logger.info("%s: smart charging %s", self.id, capability.smart_charging)
 
     # Lifecycle -------------------------------------------------------------------------------

@@ -66,12 +66,6 @@ STOP_CLOSE_GRACE_S = 5.0
 BOOT_GRACE_S = 10.0
 
 
-async def _store_capabilities(session: AsyncSession, answers: list[tuple[int, Capability]]) -> None:
-    changes = await chargers.store_capabilities(session, answers)
-    if changes:
-        logger.info("participation changed after capability probes: %s", changes)
-
-
 class Registry:
     """Hold every live charger connection of this process."""
 
@@ -136,7 +130,7 @@ class Registry:
             self.write_lock, in_session(sessionmaker, chargers.store_boots), "boot notifications", max_batch=ORM_BATCH
         )
         self.capabilities = GroupCommit(
-            self.write_lock, in_session(sessionmaker, _store_capabilities), "capability answers", max_batch=ORM_BATCH
+            self.write_lock, self._store_capabilities, "capability answers", max_batch=ORM_BATCH
         )
         self._connections: dict[str, HubConnection] = {}
         # Chargers whose meter samples are kept until then (monotonic time; see ``keep_samples``).
@@ -154,13 +148,31 @@ class Registry:
         # Charger → work that must reach it before it is disconnected (a release being looked up).
         self._holds: dict[int, set[asyncio.Future[Any]]] = {}
         # Called with the connection after each boot, once the capability probe has answered.
-        self.boot_listeners: list[Callable[[HubConnection], Awaitable[None]]] = []
+        self.boot_listeners: list[Callable[[HubConnection], Coroutine[Any, Any, None]]] = []
         # Called with a connection that did not boot within ``boot_grace_s`` of connecting (S4 must
         # reach a charger that only reconnected as it reaches one that booted).
         self.reconnect_listeners: list[Callable[[HubConnection], Coroutine[Any, Any, None]]] = []
 
     def __len__(self) -> int:
         return len(self._connections)
+
+    async def _store_capabilities(self, answers: list[tuple[int, Capability]]) -> None:
+        """Store capability probe answers; the boot listeners hear again of chargers whose participation
+        they changed (signed up by it, suspended): they were told of the boot before it was stored."""
+        async with self.sessionmaker() as session:
+            changes = await chargers.store_capabilities(session, answers)
+            await session.commit()
+        if not changes:
+            return
+        logger.info("participation changed after capability probes: %s", changes)
+        changed = {charge_point_id for charge_point_id, _ in changes}
+        for connection in [c for c in self._connections.values() if c.charge_point_id in changed]:
+            if not connection.closed:
+                for listener in list(self.boot_listeners):
+                    try:
+                        await listener(connection)
+                    except Exception:
+                        logger.exception("%s: a boot listener failed", connection.id)
 
     # Evidence of delivery ---------------------------------------------------------------------
 

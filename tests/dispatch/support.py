@@ -12,6 +12,7 @@ from quart import Quart
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from powerbank.dispatch.gateway import find_gateway
 from powerbank.models import ChargePoint, ChargerCapability, Operator, Team, TokenAccess
 from powerbank.rules.permissions import load_principal
 from powerbank.services import enrollment
@@ -76,6 +77,10 @@ async def connect_all(app: Quart, session: AsyncSession, pairs: list[tuple[Charg
         await asyncio.wait_for(charger.booted.wait(), 5)
     await eventually(lambda: probed(session, [cp for cp, _ in pairs]), message="capability probe not answered")
     await eventually(lambda: all(charger.power_w == FULL_POWER_W for _, charger in pairs), message="not charging")
+    # The hub looked up what each must carry (told again once a probe answer signed it up).
+    gateway = find_gateway(app)
+    assert gateway is not None
+    await eventually(lambda: gateway.runner.boots_settled, message="boot look-ups still running")
 
 
 async def write_token(
