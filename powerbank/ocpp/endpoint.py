@@ -215,26 +215,27 @@ async def _authenticate(
     transport: Transport,
 ) -> tuple[chargers.Authentication, str | None]:
     """Check a charger's credentials and offered protocol; note a refusal (throttled). Returns the reason."""
-    async with registry.session() as session:
-        # At the charge point's security profile or above (HTTP Basic, TLS, a client certificate).
-        outcome = await security.authenticate(
-            session,
-            registry.password_checker,
-            security_of(app),
-            identity,
-            username,
-            password,
-            transport,
-            demo_mode=registry.demo_mode,
-        )
-        reason = outcome.reason
-        if reason is None and protocol is None:
-            reason = f"No supported OCPP version offered ({', '.join(offered) or 'none'})"
-        if reason is not None:
-            # Anyone can try an upgrade: the throttle decides, in memory, what a refusal may write.
-            throttle = attempt_throttle_of(app)
-            count = throttle.admit(identity, remote_address)
-            if count:
+    # At the charge point's security profile or above (HTTP Basic, TLS, a client certificate).
+    outcome = await security.authenticate(
+        await registry.logins.find(identity),
+        registry.session,
+        registry.password_checker,
+        security_of(app),
+        identity,
+        username,
+        password,
+        transport,
+        demo_mode=registry.demo_mode,
+    )
+    reason = outcome.reason
+    if reason is None and protocol is None:
+        reason = f"No supported OCPP version offered ({', '.join(offered) or 'none'})"
+    if reason is not None:
+        # Anyone can try an upgrade: the throttle decides, in memory, what a refusal may write.
+        throttle = attempt_throttle_of(app)
+        count = throttle.admit(identity, remote_address)
+        if count:
+            async with registry.session() as session:
                 await chargers.record_attempt(
                     session, identity, remote_address, reason, outcome.operator_id, count, prune=throttle.prune_due()
                 )

@@ -38,6 +38,7 @@ from powerbank.db import utcnow
 from powerbank.db.bus import Bus
 from powerbank.ocpp.connection import HubConnection
 from powerbank.ocpp.frame_sharing import FrameSharing
+from powerbank.ocpp.logins import LoginLookups
 from powerbank.ocpp.reports import GroupCommit, in_session, store_reports
 from powerbank.ocpp.sqlite_reports import SqliteReportWriter
 from powerbank.services import chargers, cluster
@@ -102,6 +103,8 @@ class Registry:
         self.prune_every = prune_every
         self.boot_grace_s = boot_grace_s
         self.password_checker = PasswordChecker()
+        # Log-ins of chargers connecting together, looked up together.
+        self.logins = LoginLookups(sessionmaker)
         # SQLite has one writer: the hub's OCPP writes queue on this lock, in Python, instead of
         # in SQLite's busy handler (which sleeps up to 100 ms a try). Other databases write in parallel.
         bind = sessionmaker.kw.get("bind")

@@ -17,7 +17,8 @@ import contextvars
 import ipaddress
 import logging
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -177,7 +178,8 @@ def _offered(username: str | None, transport: Transport) -> str:
 
 
 async def authenticate(
-    session: AsyncSession,
+    login: chargers.Login | None,
+    sessions: Callable[[], AbstractAsyncContextManager[AsyncSession]],
     checker: chargers.PasswordChecker,
     security: ChargerSecurity,
     identity: str,
@@ -187,11 +189,14 @@ async def authenticate(
     *,
     demo_mode: bool,
 ) -> chargers.Authentication:
-    """Let a charger in at its charge point's security profile or above; else say why not."""
-    # One query for every profile: the reconnect of thousands of chargers goes through here.
-    login = await chargers.find_login(session, identity)
+    """Let a charger in at its charge point's security profile or above; else say why not.
+
+    ``login`` is what its identity logs in with (None: unknown); ``sessions`` opens a session
+    for what profile 3 must read (its certificates).
+    """
     if login is not None and login.security_profile >= 3:
-        reason = await _certificate_refusal(session, security, login.charge_point_id, identity, username, transport)
+        async with sessions() as session:
+            reason = await _certificate_refusal(session, security, login.charge_point_id, identity, username, transport)
         return chargers.Authentication(login.charge_point_id if reason is None else None, reason, login.operator_id)
     outcome = await chargers.check_password(checker, login, identity, username, password, demo_mode=demo_mode)
     if outcome.charge_point_id is not None and login is not None and login.security_profile == 2 and not transport.tls:
