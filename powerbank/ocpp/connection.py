@@ -483,25 +483,42 @@ class HubConnection:
     ) -> Any:
         """Send a typed request to the charger and return its typed answer."""
         action = type(payload).__name__
-        message = Call(
-            unique_id or str(uuid.uuid4()), action, remove_nones(snake_to_camel_case(serialize_as_dict(payload)))
-        )
+        request = remove_nones(snake_to_camel_case(serialize_as_dict(payload)))
+        unique_id = unique_id or str(uuid.uuid4())
         if not skip_schema_validation:
-            await validate_payload(message, self._ocpp_version)
+            await validate_payload(Call(unique_id, action, request), self._ocpp_version)
+        answer = await self.call_raw(
+            action, request, timeout=timeout, unique_id=unique_id, validate_answer=not skip_schema_validation
+        )
+        return getattr(self._call_result, action)(**camel_to_snake_case(answer))
+
+    async def call_raw(
+        self,
+        action: str,
+        request: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        unique_id: str | None = None,
+        validate_answer: bool = True,
+    ) -> dict[str, Any]:
+        """Send a request spelt as OCPP-J spells it (the hub's own, not validated again) and return the
+        answer's payload as the charger sent it, validated against the schema: what a hot path reads
+        without the library's typed objects (the capability probe of every charger that boots)."""
+        unique_id = unique_id or str(uuid.uuid4())
         async with self._call_lock:
-            future = self.expect(message.unique_id)
-            self.send_raw(message.to_json())
+            future = self.expect(unique_id)
+            self.send_raw(json.dumps([MessageType.Call, unique_id, action, request], separators=(",", ":")))
             STATS.messages["out", "call", action] += 1
             try:
                 async with asyncio.timeout(timeout if timeout is not None else self._response_timeout):
-                    answer = await future
+                    answer: dict[str, Any] = await future
             finally:
-                self.forget(message.unique_id)
-        if not skip_schema_validation:
-            result = CallResult(message.unique_id, answer)
+                self.forget(unique_id)
+        if validate_answer:
+            result = CallResult(unique_id, answer)
             result.action = action
             await validate_payload(result, self._ocpp_version)
-        return getattr(self._call_result, action)(**camel_to_snake_case(answer))
+        return answer
 
     # Storing what it reports ------------------------------------------------------------------
 

@@ -66,8 +66,8 @@ class ChargePoint16(HubConnection, ChargePoint):
 
     async def ask_capability(self) -> Capability:
         """Ask the charger's configuration what it can do (smart charging)."""
-        answer = await self.call(call.GetConfiguration(key=PROBED_KEYS))
-        return capability_from_configuration(answer.configuration_key or [])
+        answer = await self.call_raw("GetConfiguration", {"key": PROBED_KEYS})
+        return capability_from_configuration(answer.get("configurationKey") or [])
 
     @on(Action.heartbeat)
     def on_heartbeat(self) -> call_result.Heartbeat:
