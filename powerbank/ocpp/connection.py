@@ -19,19 +19,14 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
-from ocpp.charge_point import (
-    _raise_key_error,
-    camel_to_snake_case,
-    remove_nones,
-    serialize_as_dict,
-    snake_to_camel_case,
-)
+from ocpp.charge_point import _raise_key_error, remove_nones, serialize_as_dict
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallError, CallResult, MessageType, validate_payload
 from ocpp.routing import after, create_route_map
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from powerbank.ocpp.case import camel_to_snake_case, snake_to_camel_case
 from powerbank.ocpp.log_context import charger_identity
 from powerbank.ocpp.meter import now_text, readings_from
 from powerbank.ocpp.reports import GroupCommit, Report
