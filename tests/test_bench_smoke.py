@@ -434,3 +434,22 @@ async def test_a_tiny_one_node_benchmark_run_produces_every_figure() -> None:
     assert "## 8. One node at 20,000 chargers" in report
     assert "| first attempt → last BootNotification accepted |" in report
     assert "| 1 loaded | trigger → last SetChargingProfile received |" in report
+
+
+def test_a_hold_short_of_twenty_thousand_is_projected_and_given_no_verdict() -> None:
+    node = {
+        "machine": {"open_files": 20_000},
+        "hold": {
+            "chargers": 19_000,
+            "connect": {"booted": 19_000, "rss_per_connection_kib": 40.0},
+            "rss_end_kib": 800 * 1024,
+            "frame_log_full_kib": 19_000 * 3.0,
+            "rss_with_full_frame_log_kib": 800 * 1024 + 19_000 * 3.0,
+            "sustain": {"p99_ms": 30.0, "unanswered": 0, "calls_per_s": 3800, "server_cpu_pct": 90},
+        },
+    }
+    target, measured, met = node_verdicts(node)[0]
+    assert target.startswith("20,000 chargers on one node")
+    # 800 MiB + 19,000 × 3 KiB of frame log, plus 1,000 more chargers at 43 KiB each.
+    assert "allows 20,000 open files" in measured and "projected from 43.0 KiB per charger, 898 MiB" in measured
+    assert met is None
