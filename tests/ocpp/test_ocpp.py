@@ -109,6 +109,22 @@ async def test_refused_charger_gets_401_and_is_listed(
     assert [(a.identity, a.reason, a.remote_address) for a in attempts] == [(identity, reason, "127.0.0.1")]
 
 
+@pytest.mark.parametrize("path", ["", "CP-1/extra", "CP-1/"])
+async def test_a_path_that_names_no_charger_is_not_found(
+    app: Quart, factory: Factory, session: AsyncSession, path: str
+) -> None:
+    await factory.charge_point(await factory.team(), identity="CP-1")
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(
+            f"{app.config['TEST_OCPP_URL']}/{path}",
+            subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+            additional_headers=basic("CP-1", TEST_PASSWORD),
+        ):
+            pass
+    assert refused.value.response.status_code == 404
+    assert list(await session.exec(select(ConnectionAttempt))) == []
+
+
 @pytest.mark.parametrize("config_overrides", [{"DEMO": False}])
 async def test_demo_charger_password_is_refused_outside_demo_mode(
     app: Quart,
