@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from quart import Quart
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -488,9 +489,14 @@ class Registry:
             await writer.wait()
         if self.report_writer is not None:
             await self.report_writer.close()
-        await self.flush_last_seen()
-        async with self.session() as session:
-            await cluster.stop_node(session, self.node_id or 0)
+        try:
+            await self.flush_last_seen()
+            async with self.session() as session:
+                await cluster.stop_node(session, self.node_id or 0)
+        except (OSError, SQLAlchemyError) as error:
+            # The database is away, or locked past its timeout, as the node stops: the node stops
+            # heart-beating, so it is declared dead and its chargers shown offline (services/cluster.py).
+            logger.warning("could not store this node's chargers as offline as it stopped: %s", error)
         await self.bus.stop()
 
 
