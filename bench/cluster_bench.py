@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import secrets
 import subprocess
@@ -50,7 +49,7 @@ from sqlalchemy.engine import make_url
 from bench import fixtures
 from bench.loadgen import MAX_CONNECTING, raise_open_files_limit
 from bench.procs import CLOCK_TICKS, LoadGenerators, ServerProcess, free_port
-from bench.report import POWERBANK, cluster_verdicts, write_report
+from bench.report import POWERBANK, announce, cluster_verdicts, record_section
 from bench.run import (
     BENCH_DIR,
     Settings,
@@ -419,22 +418,6 @@ def postgres_missing() -> str | None:
     return None
 
 
-def record(cluster: dict[str, Any], results_path: Path, report_path: Path) -> None:
-    """Put the cluster figures in results.json (kept as bench.run wrote it otherwise) and write RESULTS.md again."""
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    results["cluster"] = cluster
-    results_path.write_text(json.dumps(results, indent=1) + "\n")
-    write_report(results, report_path)
-
-
-def announce(cluster: dict[str, Any]) -> None:
-    """Print the cluster targets, each with PASS or MISS (or why it was not measured)."""
-    print("[bench] cluster targets:", flush=True)
-    for target, measured, verdict in cluster_verdicts(cluster):
-        word = {True: "PASS", False: "MISS", None: "NOT MEASURED"}[verdict]
-        print(f"[bench]   {word}: {target}: {measured}", flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="PowerBank's cluster benchmark (several nodes on PostgreSQL)")
     parser.add_argument("--quick", action="store_true", help="1,000 chargers, one run of each layout")
@@ -471,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
-        record({"skipped": f"PostgreSQL is not installed: {missing}"}, results_path, report_path)
+        record_section("cluster", {"skipped": f"PostgreSQL is not installed: {missing}"}, results_path, report_path)
         return 0
     settings = ClusterSettings(
         chargers=args.chargers or (1000 if args.quick else 10_000),
@@ -481,8 +464,8 @@ def main(argv: list[str] | None = None) -> int:
         mode="quick" if args.quick else "full",
     )
     cluster = asyncio.run(run_cluster(settings, admin_url, args.logs))
-    record(cluster, results_path, report_path)
-    announce(cluster)
+    record_section("cluster", cluster, results_path, report_path)
+    announce("cluster targets", cluster_verdicts(cluster))
     print(f"[bench] cluster bench done in {cluster['duration_s']:.0f} s: {results_path}, {report_path}", flush=True)
     return 0
 

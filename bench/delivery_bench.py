@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
-import json
 import math
 import random
 import resource
@@ -59,7 +58,7 @@ from bench import fixtures
 from bench.inprocess import CSRF_RE, QueryCounter
 from bench.loadgen import percentile, raise_open_files_limit
 from bench.procs import LoadGenerators, http_json, ping_probe
-from bench.report import delivery_verdicts, write_report
+from bench.report import VERDICT_WORDS, announce, delivery_verdicts, record_section
 from bench.run import (
     BENCH_DIR,
     POWERBANK,
@@ -732,11 +731,8 @@ async def run_delivery(settings: DeliverySettings) -> dict[str, Any]:
     return results
 
 
-def record_results(figures: dict[str, Any], results_path: Path, report_path: Path) -> None:
-    """Put the figures in results.json (kept as the other benchmarks wrote it) and write RESULTS.md again."""
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    previous = results.get("delivery") or {}
-    # A part run alone (--only) keeps the other part's figures of the previous run, and says so.
+def carry_over(previous: dict[str, Any], figures: dict[str, Any]) -> None:
+    """A part run alone (--only) keeps the other part's figures of the previous run, and says so."""
     for part in ("ramp", "record"):
         if part not in figures and part in previous:
             figures[part] = previous[part]
@@ -747,18 +743,13 @@ def record_results(figures: dict[str, Any], results_path: Path, report_path: Pat
                     "commit": previous.get("machine", {}).get("commit"),
                 }
             )
-    results["delivery"] = figures
-    results_path.parent.mkdir(parents=True, exist_ok=True)
-    results_path.write_text(json.dumps(results, indent=1) + "\n")
-    write_report(results, report_path)
 
 
-def announce(figures: dict[str, Any]) -> None:
-    """Print the targets, each with PASS or MISS (or why it was not measured)."""
-    print("[bench] proof of delivery targets:", flush=True)
-    for target, measured, verdict in delivery_verdicts(figures):
-        word = {True: "PASS", False: "MISS", None: "FIGURE" if "no limit set" in measured else "NOT MEASURED"}[verdict]
-        print(f"[bench]   {word}: {target}: {measured}", flush=True)
+def verdict_word(measured: str, verdict: bool | None) -> str:
+    """PASS, MISS, FIGURE for a figure with no limit set, or NOT MEASURED."""
+    if verdict is None and "no limit set" in measured:
+        return "FIGURE"
+    return VERDICT_WORDS[verdict]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -795,8 +786,8 @@ def main(argv: list[str] | None = None) -> int:
     figures = asyncio.run(run_delivery(settings))
     results_path = args.results or BENCH_DIR / f"results{suffix}.json"
     report_path = args.report or BENCH_DIR / f"RESULTS{suffix}.md"
-    record_results(figures, results_path, report_path)
-    announce(figures)
+    record_section("delivery", figures, results_path, report_path, carry=carry_over)
+    announce("proof of delivery targets", delivery_verdicts(figures), verdict_word)
     print(f"[bench] delivery bench done in {figures['duration_s']:.0f} s: {results_path}, {report_path}", flush=True)
     return 0
 

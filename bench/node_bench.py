@@ -41,7 +41,7 @@ from bench import fixtures
 from bench.inprocess import bench_frame_log
 from bench.loadgen import percentile, raise_open_files_limit
 from bench.procs import LoadGenerators, ServerProcess, http_json
-from bench.report import node_verdicts, write_report
+from bench.report import announce, node_verdicts, record_section
 from bench.run import (
     ACTIVATION,
     BASELINE,
@@ -530,23 +530,6 @@ async def _fanouts(settings: NodeSettings, workdir: Path, migrated: Path, light_
     return {"chargers": chargers, "runs": runs}
 
 
-def record_results(figures: dict[str, Any], results_path: Path, report_path: Path) -> None:
-    """Put the figures in results.json (kept as the other benchmarks wrote it) and write RESULTS.md again."""
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    results["node"] = figures
-    results_path.parent.mkdir(parents=True, exist_ok=True)
-    results_path.write_text(json.dumps(results, indent=1) + "\n")
-    write_report(results, report_path)
-
-
-def announce(figures: dict[str, Any]) -> None:
-    """Print the targets, each with PASS or MISS (or why it was not measured)."""
-    print("[bench] one node at 20,000 chargers, targets:", flush=True)
-    for target, measured, verdict in node_verdicts(figures):
-        word = {True: "PASS", False: "MISS", None: "NOT MEASURED"}[verdict]
-        print(f"[bench]   {word}: {target}: {measured}", flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="One PowerBank node at 20,000 chargers")
     parser.add_argument("--quick", action="store_true", help="1,000 chargers in each part, one run each")
@@ -585,8 +568,8 @@ def main(argv: list[str] | None = None) -> int:
     suffix = "-quick" if quick else ""
     results_path = args.results or BENCH_DIR / f"results{suffix}.json"
     report_path = args.report or BENCH_DIR / f"RESULTS{suffix}.md"
-    record_results(figures, results_path, report_path)
-    announce(figures)
+    record_section("node", figures, results_path, report_path)
+    announce("one node at 20,000 chargers, targets", node_verdicts(figures))
     print(f"[bench] one-node bench done in {figures['duration_s']:.0f} s: {results_path}, {report_path}", flush=True)
     return 0
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import statistics
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -1197,3 +1199,36 @@ def render(results: dict[str, Any]) -> str:
 def write_report(results: dict[str, Any], path: Path) -> None:
     """Write RESULTS.md."""
     path.write_text(render(results))
+
+
+def record_section(
+    name: str,
+    figures: dict[str, Any],
+    results_path: Path,
+    report_path: Path,
+    carry: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+) -> None:
+    """Put one benchmark's figures in results.json under ``name``, the other sections kept as they
+    were written, and write RESULTS.md again. ``carry(previous, figures)`` may first take what the
+    figures lack from the section's previous figures."""
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if carry is not None:
+        carry(results.get(name) or {}, figures)
+    results[name] = figures
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.write_text(json.dumps(results, indent=1) + "\n")
+    write_report(results, report_path)
+
+
+VERDICT_WORDS = {True: "PASS", False: "MISS", None: "NOT MEASURED"}
+
+
+def announce(
+    title: str,
+    verdicts: Iterable[tuple[str, str, bool | None]],
+    word: Callable[[str, bool | None], str] = lambda measured, verdict: VERDICT_WORDS[verdict],
+) -> None:
+    """Print a benchmark's targets, each with PASS or MISS (or why it was not measured)."""
+    print(f"[bench] {title}:", flush=True)
+    for target, measured, verdict in verdicts:
+        print(f"[bench]   {word(measured, verdict)}: {target}: {measured}", flush=True)
