@@ -476,12 +476,20 @@ class ActivationRunner:
                     steps = service.envelope(active, triggered_at)
                     if not steps or all(a.id != activation_id for a in active):
                         return None
-                    targets = unrecorded.left_in(
-                        await service.targets_in_area(session, activation.operator_id, activation.price_area)
-                    )
-                    if here_only:
-                        # The claimer records the chargers no node holds; each node those it holds.
-                        targets = [target for target in targets if self.registry.get(target.identity) is not None]
+                    if self.clustered:
+                        # Each node reads and records its share of the area: the chargers it holds
+                        # (or the database says it holds); the claimer also those no live node holds.
+                        found = await service.targets_held(
+                            session,
+                            activation.operator_id,
+                            activation.price_area,
+                            [c.charge_point_id for c in self.registry.connections() if c.charge_point_id is not None],
+                            self.registry.node_id,
+                            None if here_only else triggered_at - self.registry.lease,
+                        )
+                    else:
+                        found = await service.targets_in_area(session, activation.operator_id, activation.price_area)
+                    targets = unrecorded.left_in(found)
                     if self.clustered:
                         self._note_sent_here(activation_id)
                     sent = fanout.broadcast(
@@ -527,6 +535,8 @@ class ActivationRunner:
             stop=self._stopping,
             activation=str(activation_id),
         )
+        if self.clustered and not here_only:
+            self.spawn(self._record_unsent(activation_id, steps[0].limit_w, triggered_at))
         return TriggerReport(
             activation_id,
             len(targets),
@@ -535,6 +545,30 @@ class ActivationRunner:
             (sent.sent_at - triggered_at).total_seconds(),
             len(answers),
         )
+
+    async def _record_unsent(self, activation_id: int, limit_w: float, triggered_at: datetime) -> None:
+        """Once every node has had the answer timeout to record the chargers it holds, record as
+        offline the signed-up chargers of the area that none did (the claimer's look, in a cluster)."""
+        wait = (triggered_at - utcnow()).total_seconds() + self.answer_timeout_s
+        if wait > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), wait)
+        try:
+            async with self.registry.writing() as session:
+                activation = await session.get(Activation, activation_id)
+                if activation is None:
+                    return
+                unsent = await service.record_unsent(session, activation, limit_w)
+                await session.commit()
+        except Exception:
+            logger.exception("activation %s: could not record the chargers no node sent the limit to", activation_id)
+            return
+        if unsent:
+            logger.warning(
+                "activation %s: no node sent the limit to %d signed-up charger(s); recorded as offline",
+                activation_id,
+                unsent,
+            )
 
     # Releasing -------------------------------------------------------------------------------
 

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, insert, update
+from sqlalchemy import bindparam, case, func, insert, literal, update
+from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import col, select
+from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.db import utcnow
@@ -35,6 +36,7 @@ from powerbank.models import (
     ActivationState,
     ChargePoint,
     ChargerCapability,
+    ClusterNode,
     Dispatch,
     DispatchStatus,
     MeterSample,
@@ -407,6 +409,48 @@ async def targets_in_area(session: AsyncSession, operator_id: int, price_area: s
     return [Target(cp_id, identity, units, stack) for cp_id, identity, units, stack in rows]
 
 
+# Ids in one IN list: well inside SQLite's and asyncpg's limits on bound parameters.
+HELD_CHUNK = 5_000
+
+
+async def targets_held(
+    session: AsyncSession,
+    operator_id: int,
+    price_area: str,
+    held: Sequence[int],
+    node_id: int | None,
+    unheld_since: datetime | None = None,
+) -> list[Target]:
+    """Return a cluster node's share of the area's signed-up chargers (S3): those it holds (``held``),
+    those the database says node ``node_id`` holds, and with ``unheld_since`` also those no live
+    node holds (offline, or on a node not heard from since then).
+
+    A node reads what it sends or records, not the whole area: the cost follows its share.
+    """
+    area = _targets_query().where(Team.operator_id == operator_id, ChargePoint.price_area == price_area)
+    queries = [area.where(col(ChargePoint.id).in_(held[i : i + HELD_CHUNK])) for i in range(0, len(held), HELD_CHUNK)]
+    if node_id is not None:
+        queries.append(area.where(col(ChargePoint.node_id) == node_id))
+    if unheld_since is not None:
+        live = select(ClusterNode.id).where(
+            col(ClusterNode.stopped_at).is_(None), col(ClusterNode.heartbeat_at) >= unheld_since
+        )
+        queries.append(
+            area.where(
+                or_(
+                    col(ChargePoint.online).is_(False),
+                    col(ChargePoint.node_id).is_(None),
+                    col(ChargePoint.node_id).not_in(live),
+                )
+            )
+        )
+    found: dict[int, Target] = {}
+    for query in queries:
+        for cp_id, identity, units, stack in await session.exec(query):
+            found[cp_id] = Target(cp_id, identity, units, stack)
+    return list(found.values())
+
+
 async def targets_for(session: AsyncSession, charge_point_ids: Sequence[int]) -> dict[int, tuple[Target, int, str]]:
     """Return chargers that may get a limit as targets with their operator and area (one query, S3).
 
@@ -454,6 +498,47 @@ async def record_sent(
     await notifications.activation_started(session, activation)
 
 
+async def record_unsent(session: AsyncSession, activation: Activation, limit_w: float) -> int:
+    """Record as offline every signed-up charger of the activation's area that has no row yet, in
+    one statement; return how many. In a cluster each node records the chargers it holds: one with
+    no row by now was sent the limit by no node (its node died, or never heard of the activation).
+    A row stored meanwhile is kept.
+    """
+    recorded = select(DISPATCH_TABLE.c.id).where(
+        DISPATCH_TABLE.c.activation_id == activation.id, DISPATCH_TABLE.c.charge_point_id == ChargePoint.id
+    )
+    missing = (
+        core_select(
+            literal(activation.id),
+            CHARGE_POINT_TABLE.c.id,
+            CHARGE_POINT_TABLE.c.identity,
+            literal(str(DispatchStatus.OFFLINE)),
+            literal(UNSENT_DETAIL),
+            literal(limit_w),
+        )
+        .join(Team, col(Team.id) == col(ChargePoint.team_id))
+        .join(Participation, col(Participation.charge_point_id) == col(ChargePoint.id))
+        .where(
+            col(Participation.state) == ParticipationState.SIGNED_UP,
+            col(Team.operator_id) == activation.operator_id,
+            col(ChargePoint.price_area) == activation.price_area,
+            ~recorded.exists(),
+        )
+    )
+    columns = ["activation_id", "charge_point_id", "identity", "status", "detail", "limit_w"]
+    dialect = session.get_bind().dialect.name
+    statement: Any
+    if dialect == "postgresql":
+        statement = postgresql.insert(DISPATCH_TABLE).from_select(columns, missing).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        statement = sqlite.insert(DISPATCH_TABLE).from_select(columns, missing).on_conflict_do_nothing()
+    else:
+        statement = insert(DISPATCH_TABLE).from_select(columns, missing)
+    result = await session.exec(statement)
+    return int(result.rowcount or 0)
+
+
+UNSENT_DETAIL = "not connected to any node"
 SENT_COLUMNS = ("status", "detail", "limit_w", "sent_at")
 RESENT_COLUMNS = (*SENT_COLUMNS, "answered_at")
 
