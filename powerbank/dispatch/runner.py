@@ -53,6 +53,8 @@ RETRY_AFTER_S = 1.0
 STOP_GRACE_S = 5.0
 # Chargers that booted looked up together at most (a few queries for all of them).
 BOOT_BATCH = 1000
+# While chargers go on booting, how long those that booted meanwhile gather before they are looked up.
+BOOT_GATHER_S = 0.25
 
 # Messages between the nodes of a cluster (db/bus.py): an activation was claimed and is to be sent by
 # every node to the chargers it holds; an activation ended or was cancelled and every node releases
@@ -143,6 +145,16 @@ class _Resent(NamedTuple):
     limit_w: float
 
 
+class _BootBatch(NamedTuple):
+    """A batch of chargers that booted, looked up, sent what they must carry: to be stored."""
+
+    connections: Sequence[HubConnection]
+    unrecorded: _Unrecorded
+    limited: list[_Resent]
+    replaced: list[Dispatch]
+    now: datetime
+
+
 class ActivationRunner:
     """Run activations against the chargers connected to this process.
 
@@ -192,6 +204,9 @@ class ActivationRunner:
         # Chargers that booted and wait to be looked up, and the task that looks them up.
         self._booted: list[HubConnection] = []
         self._boot_worker: asyncio.Task[None] | None = None
+        # Batches of those whose limits sent again wait to be stored, and the task that stores them.
+        self._boots_to_record: list[_BootBatch] = []
+        self._boot_recorder: asyncio.Task[None] | None = None
         # The other nodes sharing the database, if any: they hear of what this one does, and it of theirs.
         self.bus = registry.bus
         self.clustered = self.bus.shared
@@ -907,8 +922,13 @@ class ActivationRunner:
 
     @property
     def boots_settled(self) -> bool:
-        """Whether every charger that booted so far has been looked up (its limit sent or released)."""
-        return not self._booted and (self._boot_worker is None or self._boot_worker.done())
+        """Whether every charger that booted so far has been looked up (its limit sent and stored, or released)."""
+        return (
+            not self._booted
+            and (self._boot_worker is None or self._boot_worker.done())
+            and not self._boots_to_record
+            and (self._boot_recorder is None or self._boot_recorder.done())
+        )
 
     def _look_up_after_boot(self, connection: HubConnection) -> None:
         self._booted.append(connection)
@@ -916,7 +936,12 @@ class ActivationRunner:
             self._boot_worker = self.spawn(self._after_boots())
 
     async def _after_boots(self) -> None:
+        looked_up = False
         while self._booted:
+            if looked_up and len(self._booted) < BOOT_BATCH:
+                # Chargers go on booting (a reconnect storm): let them gather, a few queries for many.
+                await asyncio.sleep(BOOT_GATHER_S)
+            looked_up = True
             batch, self._booted = self._booted[:BOOT_BATCH], self._booted[BOOT_BATCH:]
             try:
                 await self._after_boot(batch)
@@ -975,8 +1000,38 @@ class ActivationRunner:
                 unrecorded, {target.charge_point_id: target.identity for resent in limited for target in resent.targets}
             )
             self._clear(to_clear, "released after reconnect")
+        except BaseException:
+            self._close_unrecorded(unrecorded)
+            raise
+        # Stored by one writer, the batches looked up meanwhile together, while the next chargers that
+        # booted are looked up: in a reconnect storm their limits do not wait for this batch's write.
+        self._boots_to_record.append(_BootBatch(connections, unrecorded, limited, replaced, now))
+        if self._boot_recorder is None or self._boot_recorder.done():
+            self._boot_recorder = self.spawn(self._record_boots())
+
+    async def _record_boots(self) -> None:
+        while self._boots_to_record:
+            batches, self._boots_to_record = self._boots_to_record, []
+            try:
+                await self._record_resent(
+                    [resent for batch in batches if batch.unrecorded.sent_to for resent in batch.limited],
+                    [(d, batch.now) for batch in batches if batch.unrecorded.sent_to for d in batch.replaced],
+                )
+            except Exception:
+                count = sum(len(batch.connections) for batch in batches)
+                logger.exception("could not record the limits sent again to %d charger(s) that booted", count)
+                for batch in batches:
+                    self._close_unrecorded(batch.unrecorded)
+                continue
+            for batch in batches:
+                self._after_recorded(batch)
+
+    def _after_recorded(self, batch: _BootBatch) -> None:
+        """Once a batch's limits sent again are stored: fine metering, their answers stored, and the
+        chargers whose activation ended meanwhile looked at again."""
+        connections, unrecorded, limited = batch.connections, batch.unrecorded, batch.limited
+        try:
             if unrecorded.sent_to:
-                await self._record_resent(limited, replaced, now)
                 for resent in limited:
                     newest = max(resent.active, key=lambda a: a.end_at)
                     self.metering.start(newest.id or 0, newest.end_at, resent.targets)
@@ -997,8 +1052,11 @@ class ActivationRunner:
             if connection.charge_point_id in again:
                 self._look_up_after_boot(connection)
 
-    async def _record_resent(self, limited: Sequence[_Resent], replaced: list[Dispatch], now: datetime) -> None:
-        """Store the limits sent again to chargers that connected, and the leftover rows they replace."""
+    async def _record_resent(self, limited: Sequence[_Resent], replaced: Sequence[tuple[Dispatch, datetime]]) -> None:
+        """Store the limits sent again to chargers that connected, and the leftover rows they replace
+        (each with when it was replaced)."""
+        if not limited and not replaced:
+            return
         async with self.registry.writing() as session:
             for resent in limited:
                 if resent.targets:
@@ -1006,7 +1064,7 @@ class ActivationRunner:
                         session, resent.active, resent.targets, resent.sent.sent_at, resent.limit_w
                     )
             await service.record_released(
-                session, [(d.id or 0, "ended", "replaced after reconnect", now) for d in replaced]
+                session, [(d.id or 0, "ended", "replaced after reconnect", at) for d, at in replaced]
             )
             await session.commit()
 
