@@ -1023,6 +1023,12 @@ class ActivationRunner:
                 for batch in batches:
                     self._close_unrecorded(batch.unrecorded)
                 continue
+            except BaseException:
+                # Stopped: what was noted meanwhile is released all the same, the batches waiting too.
+                for batch in [*batches, *self._boots_to_record]:
+                    self._close_unrecorded(batch.unrecorded)
+                self._boots_to_record = []
+                raise
             for batch in batches:
                 self._after_recorded(batch)
 
