@@ -623,9 +623,16 @@ class ActivationRunner:
                         )
                         if a.id != activation_id
                     ]
+                    # In a cluster each node reads the rows of the chargers it holds: those no node holds
+                    # stay unreleased until they reconnect (S4), wherever that is.
+                    held = (
+                        [c.charge_point_id for c in self.registry.connections() if c.charge_point_id is not None]
+                        if self.clustered
+                        else None
+                    )
                     dispatches = [
                         d
-                        for d in await service.unreleased(session, activation_id=activation_id)
+                        for d in await service.unreleased(session, activation_id=activation_id, charge_point_ids=held)
                         if d.charge_point_id is not None
                     ]
                     await session.commit()

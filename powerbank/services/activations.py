@@ -666,13 +666,17 @@ async def unreleased(
     query = select(Dispatch).where(col(Dispatch.released_at).is_(None), col(Dispatch.sent_at).is_not(None))
     if activation_id is not None:
         query = query.where(Dispatch.activation_id == activation_id)
-    if charge_point_ids is not None:
-        query = query.where(col(Dispatch.charge_point_id).in_(charge_point_ids))
     if identities is not None:
         query = query.where(col(Dispatch.identity).in_(identities))
     if without_charge_point:
         query = query.where(col(Dispatch.charge_point_id).is_(None))
-    return list(await session.exec(query))
+    if charge_point_ids is None:
+        return list(await session.exec(query))
+    ids = list(charge_point_ids)
+    found: list[Dispatch] = []
+    for i in range(0, len(ids), HELD_CHUNK):
+        found.extend(await session.exec(query.where(col(Dispatch.charge_point_id).in_(ids[i : i + HELD_CHUNK]))))
+    return found
 
 
 async def record_released(session: AsyncSession, releases: Sequence[tuple[int, str, str, datetime]]) -> None:

@@ -81,9 +81,11 @@ async def test_a_node_reads_what_it_holds_or_is_said_to_hold_and_the_claimer_als
     assert await activations.targets_held(session, operator_id + 1000, "DK1", held, a.id, now) == []
 
 
+@pytest.mark.parametrize("chunk", [activations.HELD_CHUNK, 1])
 async def test_the_claimers_look_records_the_chargers_no_node_recorded_as_offline_and_keeps_every_other_row(
-    app: Quart, session: AsyncSession, factory: Factory
+    app: Quart, session: AsyncSession, factory: Factory, monkeypatch: pytest.MonkeyPatch, chunk: int
 ) -> None:
+    monkeypatch.setattr(activations, "HELD_CHUNK", chunk)
     team = await factory.team()
     sent, unsent, never_signed_up = [await factory.charge_point(team, identity=f"LOOK-{n}") for n in range(3)]
     await sign_up(session, sent, unsent)
@@ -131,4 +133,9 @@ async def test_the_claimers_look_records_the_chargers_no_node_recorded_as_offlin
         .execution_options(populate_existing=True)
     )
     assert (row.status, row.sent_at is not None) == (DispatchStatus.PENDING, True)
+    # A node releasing reads the rows of the chargers it holds (in lists of HELD_CHUNK ids).
+    held = [sent.id or 0, unsent.id or 0, never_signed_up.id or 0]
+    unreleased = await activations.unreleased(session, activation_id=activation.id, charge_point_ids=held)
+    assert sorted(d.identity for d in unreleased) == ["LOOK-0", "LOOK-1"]
+    assert await activations.unreleased(session, activation_id=activation.id, charge_point_ids=held[2:]) == []
     assert never_signed_up.identity not in rows
