@@ -637,6 +637,7 @@ class ActivationRunner:
                     ]
                     await session.commit()
                     if not dispatches:
+                        logger.info("activation %s %s: released 0 charger(s), none here", activation_id, reason)
                         return
                     if not remaining:
                         sent = fanout.broadcast(self.registry, _clear_targets(dispatches), fanout.clear_payload)

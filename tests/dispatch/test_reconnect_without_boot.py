@@ -116,7 +116,8 @@ async def test_a_limit_that_ended_while_the_charger_was_away_is_released_when_it
     # The release at the window's end found the charger away: it stays to be done. (The state says
     # "ended" as the window's end is committed, just before that release looks for the chargers.)
     await eventually(ended, 1 + MARGIN_S + 2.0)
-    await eventually(lambda: f"activation {created['id']} ended: released 0 charger(s), 1 not connected" in caplog.text)
+    # (A node of a cluster reads only the rows of the chargers it holds: it finds none here.)
+    await eventually(lambda: f"activation {created['id']} ended: released 0 charger(s), " in caplog.text)
     assert by_identity(await read(app, headers, created["id"]))[cp.identity]["release_reason"] is None
     async with running(app.config["TEST_OCPP_URL"], [charger]):
         await eventually(lambda: charger.connections == 2, 5.0, "the charger did not reconnect")

@@ -22,6 +22,7 @@ from quart import Quart
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from powerbank.dispatch import runner as runner_module
+from powerbank.dispatch.gateway import find_gateway
 from powerbank.models import ChargePoint, Operator, Team
 from powerbank.ocpp.registry import registry_of
 from powerbank.rules.permissions import load_principal
@@ -73,6 +74,13 @@ class Held:
         monkeypatch.setattr(runner_module.service, name, held)
 
 
+def area_reader(app: Quart) -> str:
+    """Return the service function a fan-out reads its area with: a node of a cluster reads its share."""
+    gateway = find_gateway(app)
+    assert gateway is not None
+    return "targets_held" if gateway.runner.clustered else "targets_in_area"
+
+
 def noted_limits(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """Return, as it grows, whom each limit the runner sends from now on goes to (releases left out)."""
     limits: list[list[str]] = []
@@ -115,7 +123,7 @@ async def test_a_charger_withdrawn_while_the_fan_out_reads_its_area_is_released_
     headers = await write_token(session, operator)
     async with running(app.config["TEST_OCPP_URL"], [charger]):
         await connect_all(app, session, [(cp, charger)])
-        reading = Held(monkeypatch, "targets_in_area")
+        reading = Held(monkeypatch, area_reader(app))
         try:
             created = await activate(app, headers, price_area="DK2", action="pause", duration_s=60)
             await eventually(reading.arrived.is_set, message="the fan-out did not read its area")
