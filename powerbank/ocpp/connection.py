@@ -528,15 +528,26 @@ class HubConnection:
             self.charge_point_id
         )
         if rows or prune:
-            await self.registry.reports.submit(Report(meter_rows=rows, prune=self.charge_point_id if prune else None))
+            await self._submit_report(Report(meter_rows=rows, prune=self.charge_point_id if prune else None))
 
     async def store_status(
         self, connector_id: int, status: str, error_code: str | None, reported_at: datetime | None
     ) -> None:
         """Store a connector's status (in the batch of every charger's reports)."""
-        await self.registry.reports.submit(
+        await self._submit_report(
             Report(status=StatusReport(self.charge_point_id, connector_id, status, error_code, reported_at))
         )
+
+    async def _submit_report(self, report: Report) -> None:
+        try:
+            await self.registry.reports.submit(report)
+        except IntegrityError:
+            if self.logs_frames:
+                raise
+            # Deleted, and kept open only for its last answers (its release): what it reports has no
+            # charge point to go to. It is answered as usual, so it stays connected for the release
+            # (a charger may drop the link on an error answer, and keep its limit).
+            logger.info("%s: report not stored: the charge point was deleted", self.id)
 
     async def accept_boot(self, boot: chargers.BootInfo) -> Any:
         """Store what the charger reported at boot (in the batch of every charger's boots); accept it."""

@@ -11,6 +11,7 @@ with the values converted by the same column types, so the rows are the ones the
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ import aiosqlite
 from sqlalchemy import insert
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import IntegrityError
 
 from powerbank.db import utcnow
 from powerbank.ocpp.reports import Report
@@ -113,7 +115,7 @@ class SqliteReportWriter:
             if quarters:
                 await connection.executemany(self._add_quarters.sql, self._add_quarters.rows(quarters))
             await connection.commit()
-        except BaseException:
+        except BaseException as error:
             try:
                 await connection.rollback()
             except Exception:
@@ -121,6 +123,9 @@ class SqliteReportWriter:
                 self._connection = None
                 with contextlib.suppress(Exception):
                     await connection.close()
+            if isinstance(error, sqlite3.IntegrityError):
+                # As SQLAlchemy raises it on the app's other connections: callers catch one kind.
+                raise IntegrityError("store reports", None, error) from error
             raise
 
     async def close(self) -> None:

@@ -330,6 +330,52 @@ async def test_a_deleted_charger_whose_row_was_stored_after_the_deletion_looked_
         await eventually(recorded, message="the release was not recorded as answered")
 
 
+async def test_what_a_deleted_charger_reports_while_its_release_is_looked_up_is_answered_and_it_is_released(
+    app: Quart,
+    factory: Factory,
+    session: AsyncSession,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Kept open after its deletion until its release is sent, a charger goes on reporting: its meter
+    values have no charge point to be stored under. They are answered as usual (a charger may drop
+    the link on an error answer, keeping its limit), and the release still reaches it."""
+    operator = await factory.operator()
+    team = await factory.team(operator)
+    cp = (await dk2_fleet(factory, session, team, 1))[0]
+    charger = simulated(cp.identity)
+    headers = await write_token(session, operator)
+    async with running(app.config["TEST_OCPP_URL"], [charger]):
+        await connect_all(app, session, [(cp, charger)])
+        created = await activate(app, headers, price_area="DK2", action="pause", duration_s=30)
+
+        async def stored() -> bool:
+            return (await row_of(app, headers, created["id"], cp.identity))["status"] == "Accepted"
+
+        await eventually(stored, message="the limit's answer was not stored")
+        looked_up, go = service.unreleased, asyncio.Event()
+        calls: list[int] = []
+
+        async def slow_after_the_commit(session: AsyncSession, **which: Any) -> list[Dispatch]:
+            calls.append(1)
+            if len(calls) == 1:  # the deletion's own look-up misses the row, as in the test above
+                return []
+            await go.wait()  # and the one after the commit, which finds it, takes a while
+            return await looked_up(session, **which)
+
+        monkeypatch.setattr(service, "unreleased", slow_after_the_commit)
+        caplog.set_level("INFO", logger="powerbank.ocpp")
+        await delete_charge_point(session, SYSTEM, team, cp)
+        await session.commit()
+        await eventually(lambda: len(calls) > 1, message="the release was not looked up after the commit")
+        charger.trigger_meter_values()
+        await eventually(lambda: "report not stored: the charge point was deleted" in caplog.text, 3.0, "not reported")
+        go.set()
+        await eventually(lambda: bool(clears(charger)) and charger.power_w == FULL_POWER_W, 3.0, "not released")
+        await eventually(lambda: registry_of(app).get(charger.spec.identity) is None, message="still connected")
+        assert "handling MeterValues failed" not in caplog.text
+
+
 async def test_a_charger_that_connects_during_an_activation_gets_the_limit_after_boot(
     app: Quart,
     factory: Factory,

@@ -44,6 +44,13 @@ async def test_a_charger_that_boots_gets_its_limit_while_the_batch_before_it_is_
         created = await activate(app, headers, price_area="DK2", action="pause", duration_s=60)
         await eventually(lambda: first.power_w == 0 and following.power_w == 0, 2.0, "not paused")
 
+        async def answers_stored() -> bool:
+            rows = await rows_of(app, headers, created["id"])
+            return all(rows.get(cp.identity, {}).get("status") == "Accepted" for cp in (first_cp, next_cp))
+
+        # A limit reaches its charger before its row is committed: the rows compared below are stored.
+        await eventually(answers_stored, message="the limits' answers were not stored")
+
         # The write of what the first batch was sent again waits (a database busy with a storm's boots).
         store = runner._record_resent
         stored = asyncio.Event()

@@ -295,17 +295,20 @@ async def stored_reports(url: str, identity: str) -> tuple[set[int], datetime | 
 
 
 async def nothing_acknowledged_lost(url: str, witness: Witness) -> None:
+    # What was acknowledged before the database is read: a witness still running may be answered
+    # while it is read, for a row committed after the read's snapshot.
+    acknowledged = dict(witness.acknowledged)
     energies, status_at, firmware = await stored_reports(url, witness.identity)
-    meters = {number for number, action in witness.acknowledged.items() if action == "MeterValues"}
+    meters = {number for number, action in acknowledged.items() if action == "MeterValues"}
     assert meters and meters <= energies, (
         f"{witness.identity}: acknowledged meter values lost: {sorted(meters - energies)}"
     )
     # Statuses and boots keep the last one: it is the last acknowledged one, or one sent after it.
-    statuses = [number for number, action in witness.acknowledged.items() if action == "StatusNotification"]
+    statuses = [number for number, action in acknowledged.items() if action == "StatusNotification"]
     assert status_at is not None and witness.status_times.get(status_at, 0) >= max(statuses), (
         f"{witness.identity}: the stored status is older than the last one acknowledged"
     )
-    boots = [number for number, action in witness.acknowledged.items() if action == "BootNotification"]
+    boots = [number for number, action in acknowledged.items() if action == "BootNotification"]
     assert firmware is not None and int(firmware.removeprefix("w-")) >= max(boots), (
         f"{witness.identity}: the stored boot is older than the last one acknowledged"
     )
