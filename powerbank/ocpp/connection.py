@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Protocol
 
 from ocpp.charge_point import _raise_key_error, remove_nones, serialize_as_dict
 from ocpp.exceptions import OCPPError
-from ocpp.messages import Call, CallError, CallResult, MessageType, validate_payload
+from ocpp.messages import Call, CallError, CallResult, MessageType
 from ocpp.routing import after, create_route_map
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -31,6 +31,7 @@ from powerbank.ocpp.log_context import charger_identity
 from powerbank.ocpp.meter import now_text, readings_from
 from powerbank.ocpp.reports import GroupCommit, Report
 from powerbank.ocpp.stats import STATS
+from powerbank.ocpp.validation import validate
 from powerbank.rules.validators import holds_nul
 from powerbank.services import chargers
 from powerbank.services.chargers import Capability, StatusReport
@@ -386,7 +387,7 @@ class HubConnection:
             _raise_key_error(message.action, self._ocpp_version)
             return
         if not handlers.get("_skip_schema_validation", False):
-            await validate_payload(message, self._ocpp_version)
+            await validate(message, self._ocpp_version)
         arguments = camel_to_snake_case(message.payload)
         response = handlers["_on_action"](self, **arguments)
         if inspect.isawaitable(response):
@@ -481,7 +482,7 @@ class HubConnection:
         request = remove_nones(snake_to_camel_case(serialize_as_dict(payload)))
         unique_id = unique_id or str(uuid.uuid4())
         if not skip_schema_validation:
-            await validate_payload(Call(unique_id, action, request), self._ocpp_version)
+            await validate(Call(unique_id, action, request), self._ocpp_version)
         answer = await self.call_raw(
             action, request, timeout=timeout, unique_id=unique_id, validate_answer=not skip_schema_validation
         )
@@ -512,7 +513,7 @@ class HubConnection:
         if validate_answer:
             result = CallResult(unique_id, answer)
             result.action = action
-            await validate_payload(result, self._ocpp_version)
+            await validate(result, self._ocpp_version)
         return answer
 
     # Storing what it reports ------------------------------------------------------------------
