@@ -83,6 +83,9 @@ JSON_VALUES = st.recursive(
 )
 
 
+EDGES = st.sampled_from([True, False, 1.0, 0, -1, 2**63, 1e308, "", "x" * 600, "é" * 50, None, [], {}])
+
+
 def near_misses(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
     """Objects with the schema's own property names (and a stranger), any JSON value in each."""
     names = sorted(schema.get("properties", {})) + ["unexpectedField"]
@@ -106,8 +109,12 @@ async def test_the_compiled_schema_accepts_what_the_library_accepts_and_nothing_
     )
     @given(st.data())
     def collect(data: st.DataObject) -> None:
-        valid.append(data.draw(from_schema(schema)))
+        payload = data.draw(from_schema(schema))
+        valid.append(payload)
         other.append(data.draw(near_misses(schema)))
+        if isinstance(payload, dict) and payload:
+            # A valid payload with one field given a value at an edge of its type.
+            other.append({**payload, data.draw(st.sampled_from(sorted(payload))): data.draw(EDGES)})
 
     collect()
     for payload in valid:
