@@ -6,6 +6,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from quart import Quart
@@ -149,3 +150,35 @@ async def dk2_fleet_and_a_signed_up_se3(
     )
     await session.commit()
     return dk2, se3
+
+
+@dataclass
+class Paused:
+    """One signed-up DK2 charger, connected, and the activation that paused it (its answer stored)."""
+
+    team: Team
+    charge_point: ChargePoint
+    charger: SimulatedCharger
+    headers: dict[str, str]
+    activation: dict[str, Any]
+
+
+@asynccontextmanager
+async def one_paused_charger(
+    app: Quart, factory: Factory, session: AsyncSession, duration_s: int = 30
+) -> AsyncIterator[Paused]:
+    """Connect one DK2 charger and pause it; it stays connected until the block ends."""
+    operator = await factory.operator()
+    team = await factory.team(operator)
+    cp = (await dk2_fleet(factory, session, team, 1))[0]
+    charger = simulated(cp.identity)
+    headers = await write_token(session, operator)
+    async with running(app.config["TEST_OCPP_URL"], [charger]):
+        await connect_all(app, session, [(cp, charger)])
+        created = await activate(app, headers, price_area="DK2", action="pause", duration_s=duration_s)
+
+        async def stored() -> bool:
+            return (await row_of(app, headers, created["id"], cp.identity))["status"] == "Accepted"
+
+        await eventually(stored, message="the limit's answer was not stored")
+        yield Paused(team, cp, charger, headers, created)

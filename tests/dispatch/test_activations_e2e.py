@@ -36,6 +36,7 @@ from tests.dispatch.support import (
     connect_all,
     dk2_fleet,
     dk2_fleet_and_a_signed_up_se3,
+    one_paused_charger,
     read,
     row_of,
     running,
@@ -296,19 +297,8 @@ async def test_a_deleted_charger_whose_row_was_stored_after_the_deletion_looked_
     """The deletion looks up the charger's dispatch rows in its own transaction; a fan-out may commit
     the row just after that look-up and before the deletion commits. The charger, disconnected at
     the deletion's commit, must still be sent its release (found by a second look-up) first."""
-    operator = await factory.operator()
-    team = await factory.team(operator)
-    cp = (await dk2_fleet(factory, session, team, 1))[0]
-    charger = simulated(cp.identity)
-    headers = await write_token(session, operator)
-    async with running(app.config["TEST_OCPP_URL"], [charger]):
-        await connect_all(app, session, [(cp, charger)])
-        created = await activate(app, headers, price_area="DK2", action="pause", duration_s=30)
-
-        async def stored() -> bool:
-            return (await row_of(app, headers, created["id"], cp.identity))["status"] == "Accepted"
-
-        await eventually(stored, message="the limit's answer was not stored")
+    async with one_paused_charger(app, factory, session) as paused:
+        team, cp, charger = paused.team, paused.charge_point, paused.charger
         looked_up = service.unreleased
 
         async def before_the_row_was_stored(session: AsyncSession, **which: Any) -> list[Dispatch]:
@@ -340,19 +330,8 @@ async def test_what_a_deleted_charger_reports_while_its_release_is_looked_up_is_
     """Kept open after its deletion until its release is sent, a charger goes on reporting: its meter
     values have no charge point to be stored under. They are answered as usual (a charger may drop
     the link on an error answer, keeping its limit), and the release still reaches it."""
-    operator = await factory.operator()
-    team = await factory.team(operator)
-    cp = (await dk2_fleet(factory, session, team, 1))[0]
-    charger = simulated(cp.identity)
-    headers = await write_token(session, operator)
-    async with running(app.config["TEST_OCPP_URL"], [charger]):
-        await connect_all(app, session, [(cp, charger)])
-        created = await activate(app, headers, price_area="DK2", action="pause", duration_s=30)
-
-        async def stored() -> bool:
-            return (await row_of(app, headers, created["id"], cp.identity))["status"] == "Accepted"
-
-        await eventually(stored, message="the limit's answer was not stored")
+    async with one_paused_charger(app, factory, session) as paused:
+        team, cp, charger = paused.team, paused.charge_point, paused.charger
         looked_up, go = service.unreleased, asyncio.Event()
         calls: list[int] = []
 

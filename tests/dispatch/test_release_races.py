@@ -39,6 +39,7 @@ from tests.dispatch.support import (
     clears,
     connect_all,
     dk2_fleet,
+    one_paused_charger,
     read,
     row_of,
     running,
@@ -256,20 +257,8 @@ async def test_a_charger_withdrawn_while_a_release_sends_the_limit_that_continue
 async def test_a_charger_withdrawn_while_it_is_looked_up_after_connecting_is_not_sent_the_limit_again(
     app: Quart, factory: Factory, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    operator = await factory.operator()
-    team = await factory.team(operator)
-    cp = (await dk2_fleet(factory, session, team, 1))[0]
-    charger = simulated(cp.identity)
-    headers = await write_token(session, operator)
-    async with running(app.config["TEST_OCPP_URL"], [charger]):
-        await connect_all(app, session, [(cp, charger)])
-        created = await activate(app, headers, price_area="DK2", action="pause", duration_s=60)
-
-        async def answered() -> bool:
-            row = by_identity(await read(app, headers, created["id"])).get(cp.identity)
-            return row is not None and row["status"] == "Accepted"
-
-        await eventually(answered, message="the activation was not answered")
+    async with one_paused_charger(app, factory, session, duration_s=60) as paused:
+        team, cp, charger = paused.team, paused.charge_point, paused.charger
     await eventually(lambda: registry_of(app).get(cp.identity) is None, message="the charger stayed connected")
     limits = noted_limits(monkeypatch)
     looking_up = Held(monkeypatch, "targets_for", after_call=True)
